@@ -1,0 +1,130 @@
+//! The kvm-mm guest kernel.
+//!
+//! Life cycle (mirrors Linux's `startup_64` → `start_kernel`):
+//!
+//! ```text
+//! _start (entry.rs)        the VMM enters in long mode on its boot page tables, RSI = zero page
+//!   set the stack, clear .bss
+//! kernel_main
+//!   console + logger       COM1, loglevel from the command line
+//!   traps::init            IDT for the 32 exception vectors
+//!   boot_params::read      e820 table and command line from the zero page
+//!   cmdline                options; an unknown one ends the boot (status BadCommandLine)
+//!   e820 sanitise + print  `BIOS-e820: [mem …] usable`, reported to the host
+//!   CHECKPOINT(BOOTED)
+//!   workload               `workload=NAME`
+//!   exit                   debug-exit port, status 0
+//! ```
+#![no_std]
+#![no_main]
+
+mod boot_params;
+mod console;
+mod entry;
+mod hypercall;
+mod mm;
+mod panic;
+mod traps;
+mod workload;
+
+use guest::cmdline::Options;
+use guest::e820::E820Map;
+use log::{error, info};
+use shared::boot::{write_e820_line, E820_TYPE_RAM};
+use shared::hypercall::{checkpoint, ReportKind};
+use shared::layout::HIGH_MEMORY;
+use shared::status::GuestStatus;
+
+/// The Rust entry point, called by `_start` with the zero page's physical address.
+extern "C" fn kernel_main(zero_page: u64) -> ! {
+    console::init();
+    traps::init();
+
+    let boot = boot_params::read(zero_page).unwrap_or_else(|err| {
+        error!("zero page: {err}");
+        hypercall::exit(GuestStatus::BootFailed)
+    });
+    let options = Options::parse(boot.cmdline).unwrap_or_else(|err| {
+        error!("{err}");
+        hypercall::report_cmdline_error(&err);
+        hypercall::exit(GuestStatus::BadCommandLine)
+    });
+    log::set_max_level(options.loglevel);
+    info!("Command line: {}", boot.cmdline);
+
+    let e820 = E820Map::sanitize(boot.e820()).unwrap_or_else(|err| {
+        error!("e820: {err}");
+        hypercall::exit(GuestStatus::BootFailed)
+    });
+    print_e820(&e820);
+    hypercall::report(ReportKind::E820, bytes_of_e820(&e820).as_slice());
+    let high_ram = e820
+        .entries()
+        .iter()
+        .any(|e| e.typ == E820_TYPE_RAM && e.addr.saturating_add(e.size) > HIGH_MEMORY);
+    if !high_ram {
+        error!("e820: no usable RAM above 1 MiB; the kernel has nowhere to live");
+        hypercall::exit(GuestStatus::BootFailed);
+    }
+
+    hypercall::checkpoint(checkpoint::BOOTED);
+    workload::run(options.workload, &e820);
+    hypercall::exit(GuestStatus::Success)
+}
+
+fn print_e820(map: &E820Map) {
+    info!("BIOS-provided physical RAM map:");
+    for &entry in map.entries() {
+        let mut line = console::Line::new();
+        // The line buffer truncates instead of failing.
+        let _ = write_e820_line(&mut line, "BIOS-e820", entry);
+        info!("{}", line.as_str());
+    }
+}
+
+/// The map's entries in their zero-page encoding, for the host.
+fn bytes_of_e820(map: &E820Map) -> ReportBuf {
+    let mut buf = ReportBuf::new();
+    for &entry in map.entries() {
+        buf.extend(&entry.to_bytes());
+    }
+    buf
+}
+
+/// A report payload under construction (room for the largest e820 map).
+pub struct ReportBuf {
+    bytes: [u8; ReportBuf::CAPACITY],
+    len: usize,
+}
+
+impl ReportBuf {
+    /// Bytes a payload can hold.
+    pub const CAPACITY: usize = shared::boot::E820_MAX_ENTRIES * shared::boot::E820Entry::SIZE;
+
+    /// An empty payload.
+    pub const fn new() -> Self {
+        Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// Appends what fits of `data`.
+    pub fn extend(&mut self, data: &[u8]) {
+        let n = data.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&data[..n]);
+        self.len += n;
+    }
+
+    /// The payload so far.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl core::fmt::Write for ReportBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.extend(s.as_bytes());
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! CPU exceptions: an IDT for the 32 exception vectors, entry stubs that save the general
+//! registers into a [`TrapFrame`], and a handler that reports what happened and ends the run.
+//!
+//! Stack on entry to [`exception_handler`] (lowest address first), which is the layout of
+//! [`TrapFrame`]:
+//!
+//! ```text
+//! rax rbx rcx rdx rsi rdi rbp r8 … r15   saved by exception_common
+//! vector error_code                      pushed by the stub (error code 0 if the CPU has none)
+//! rip cs rflags rsp ss                   pushed by the CPU
+//! ```
+
+use crate::hypercall;
+use log::error;
+use shared::hypercall::{exception_name, ExceptionReport, ReportKind, GPR_NAMES};
+use shared::status::GuestStatus;
+use x86_64::instructions::tables::lidt;
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::VirtAddr;
+
+/// Registers at the exception, as the entry stubs leave them on the stack.
+#[repr(C)]
+pub struct TrapFrame {
+    gprs: [u64; 15],
+    vector: u64,
+    error_code: u64,
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+}
+
+// Vectors 8, 10–14, 17, 21, 29 and 30 push an error code; the others get a zero.
+core::arch::global_asm!(
+    ".macro isr_noerr vec",
+    "isr_\\vec:",
+    "    push 0",
+    "    push \\vec",
+    "    jmp exception_common",
+    ".endm",
+    ".macro isr_err vec",
+    "isr_\\vec:",
+    "    push \\vec",
+    "    jmp exception_common",
+    ".endm",
+    ".section .text",
+    "isr_noerr 0", "isr_noerr 1", "isr_noerr 2", "isr_noerr 3",
+    "isr_noerr 4", "isr_noerr 5", "isr_noerr 6", "isr_noerr 7",
+    "isr_err 8", "isr_noerr 9", "isr_err 10", "isr_err 11",
+    "isr_err 12", "isr_err 13", "isr_err 14", "isr_noerr 15",
+    "isr_noerr 16", "isr_err 17", "isr_noerr 18", "isr_noerr 19",
+    "isr_noerr 20", "isr_err 21", "isr_noerr 22", "isr_noerr 23",
+    "isr_noerr 24", "isr_noerr 25", "isr_noerr 26", "isr_noerr 27",
+    "isr_noerr 28", "isr_err 29", "isr_err 30", "isr_noerr 31",
+    "exception_common:",
+    "    push r15", "push r14", "push r13", "push r12", "push r11", "push r10", "push r9", "push r8",
+    "    push rbp", "push rdi", "push rsi", "push rdx", "push rcx", "push rbx", "push rax",
+    // 22 quadwords on a 16-byte aligned stack keep it aligned for the call.
+    "    mov rdi, rsp",
+    "    cld",
+    "    call {handler}",
+    "    pop rax", "pop rbx", "pop rcx", "pop rdx", "pop rsi", "pop rdi", "pop rbp",
+    "    pop r8", "pop r9", "pop r10", "pop r11", "pop r12", "pop r13", "pop r14", "pop r15",
+    "    add rsp, 16",
+    "    iretq",
+    ".section .rodata",
+    ".balign 8",
+    "isr_table:",
+    ".quad isr_0, isr_1, isr_2, isr_3, isr_4, isr_5, isr_6, isr_7",
+    ".quad isr_8, isr_9, isr_10, isr_11, isr_12, isr_13, isr_14, isr_15",
+    ".quad isr_16, isr_17, isr_18, isr_19, isr_20, isr_21, isr_22, isr_23",
+    ".quad isr_24, isr_25, isr_26, isr_27, isr_28, isr_29, isr_30, isr_31",
+    ".section .text",
+    handler = sym exception_handler,
+);
+
+extern "C" {
+    static isr_table: [u64; 32];
+}
+
+/// An interrupt-gate descriptor (Intel SDM vol. 3, 6.14.1).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    flags: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Gate>() == 16);
+
+/// Present, DPL 0, 64-bit interrupt gate.
+const GATE_INTERRUPT: u8 = 0x8e;
+
+impl Gate {
+    const fn new(handler: u64, selector: u16) -> Self {
+        Self {
+            offset_low: handler as u16,
+            selector,
+            ist: 0,
+            flags: GATE_INTERRUPT,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+#[repr(C, align(16))]
+struct Idt([Gate; 32]);
+
+static mut IDT: Idt = Idt([Gate::new(0, 0); 32]);
+
+/// Installs the IDT.
+pub fn init() {
+    use x86_64::instructions::segmentation::{Segment, CS};
+    let selector = CS::get_reg().0;
+    // SAFETY: single CPU, interrupts off, called once before any exception can be handled:
+    // nothing else accesses IDT or reads `isr_table`'s (immutable) entries concurrently.
+    unsafe {
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
+        for (gate, &handler) in idt.0.iter_mut().zip(isr_table.iter()) {
+            *gate = Gate::new(handler, selector);
+        }
+        lidt(&DescriptorTablePointer {
+            limit: (core::mem::size_of::<Idt>() - 1) as u16,
+            base: VirtAddr::from_ptr(idt),
+        });
+    }
+}
+
+/// Loads an empty IDT, so that the next exception escalates to a triple fault.
+pub fn clear() {
+    // SAFETY: deliberately makes every exception undeliverable; only the triple-fault
+    // workload calls this, right before it raises one.
+    unsafe {
+        lidt(&DescriptorTablePointer {
+            limit: 0,
+            base: VirtAddr::zero(),
+        })
+    };
+}
+
+extern "C" fn exception_handler(frame: &mut TrapFrame) {
+    let cr2 = x86_64::registers::control::Cr2::read_raw();
+    let (mnemonic, name) = exception_name(frame.vector);
+    error!(
+        "CPU exception {mnemonic} {name} (vector {}), error code {:#x}",
+        frame.vector, frame.error_code
+    );
+    error!(
+        "RIP: {:#04x}:{:#018x} RFLAGS: {:#010x}",
+        frame.cs, frame.rip, frame.rflags
+    );
+    error!(
+        "RSP: {:#04x}:{:#018x} CR2: {:#018x}",
+        frame.ss, frame.rsp, cr2
+    );
+    for (names, values) in GPR_NAMES.chunks(3).zip(frame.gprs.chunks(3)) {
+        let mut line = crate::console::Line::new();
+        for (name, value) in names.iter().zip(values) {
+            let _ =
+                core::fmt::Write::write_fmt(&mut line, format_args!("{name:>3}: {value:#018x} "));
+        }
+        error!("{}", line.as_str());
+    }
+    let report = ExceptionReport {
+        vector: frame.vector,
+        error_code: frame.error_code,
+        rip: frame.rip,
+        cs: frame.cs,
+        rflags: frame.rflags,
+        rsp: frame.rsp,
+        ss: frame.ss,
+        cr2,
+        gprs: frame.gprs,
+        reserved: 0,
+    };
+    // SAFETY: `ExceptionReport` is `repr(C)` plain data without padding (all u64).
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            (&report as *const ExceptionReport).cast::<u8>(),
+            ExceptionReport::SIZE,
+        )
+    };
+    hypercall::report(ReportKind::Exception, bytes);
+    hypercall::exit(GuestStatus::Exception)
+}

@@ -1,0 +1,156 @@
+//! The kernel command line: whitespace-separated `name` or `name=value` options.
+//!
+//! Unlike Linux, which hands unknown options on to init, this kernel has no init: an option
+//! it does not know is a mistake, and [`Options::parse`] names it.
+//!
+//! | option | values | default |
+//! |---|---|---|
+//! | `workload=` | a [`Workload`] name | `boot` |
+//! | `loglevel=` | `off`, `error`, `warn`, `info`, `debug`, `trace`, or Linux's `0`–`8` | `info` |
+
+use log::LevelFilter;
+use shared::hypercall::CmdlineErrorKind;
+use shared::workload::Workload;
+
+/// The options the kernel understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// What to run after booting.
+    pub workload: Workload,
+    /// The most verbose console messages to print.
+    pub loglevel: LevelFilter,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            workload: Workload::Boot,
+            loglevel: LevelFilter::Info,
+        }
+    }
+}
+
+/// A rejected option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmdlineError<'a> {
+    /// What is wrong with it.
+    pub kind: CmdlineErrorKind,
+    /// The option as written (`name` or `name=value`).
+    pub option: &'a str,
+}
+
+impl core::fmt::Display for CmdlineError<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.kind {
+            CmdlineErrorKind::UnknownOption => write!(f, "unknown kernel option '{}'", self.option),
+            CmdlineErrorKind::BadValue => write!(f, "bad value in kernel option '{}'", self.option),
+        }
+    }
+}
+
+impl Options {
+    /// Parses a command line; the first rejected option ends the parse.
+    pub fn parse(cmdline: &str) -> Result<Self, CmdlineError<'_>> {
+        let mut options = Self::default();
+        for option in cmdline.split_ascii_whitespace() {
+            let (name, value) = match option.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (option, None),
+            };
+            let bad_value = CmdlineError {
+                kind: CmdlineErrorKind::BadValue,
+                option,
+            };
+            match (name, value) {
+                ("workload", Some(value)) => {
+                    options.workload = Workload::from_name(value).ok_or(bad_value)?;
+                }
+                ("loglevel", Some(value)) => {
+                    options.loglevel = parse_loglevel(value).ok_or(bad_value)?;
+                }
+                ("workload" | "loglevel", None) => return Err(bad_value),
+                _ => {
+                    return Err(CmdlineError {
+                        kind: CmdlineErrorKind::UnknownOption,
+                        option,
+                    })
+                }
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// A level name, or Linux's console loglevel: messages below level `N` are printed, with
+/// `KERN_ERR` = 3, `KERN_WARNING` = 4, `KERN_INFO` = 6 and `KERN_DEBUG` = 7.
+fn parse_loglevel(value: &str) -> Option<LevelFilter> {
+    Some(match value {
+        "off" | "0" => LevelFilter::Off,
+        "error" | "1" | "2" | "3" | "4" => LevelFilter::Error,
+        "warn" | "5" | "6" => LevelFilter::Warn,
+        "info" | "7" => LevelFilter::Info,
+        "debug" | "8" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_command_line_gives_the_defaults() {
+        assert_eq!(Options::parse("  "), Ok(Options::default()));
+    }
+
+    #[test]
+    fn parses_known_options_in_any_order() {
+        let options = Options::parse("loglevel=debug  workload=panic").expect("parses");
+        assert_eq!(
+            options,
+            Options {
+                workload: Workload::Panic,
+                loglevel: LevelFilter::Debug
+            }
+        );
+        assert_eq!(
+            Options::parse("loglevel=4").map(|o| o.loglevel),
+            Ok(LevelFilter::Error)
+        );
+        assert_eq!(
+            Options::parse("loglevel=7").map(|o| o.loglevel),
+            Ok(LevelFilter::Info)
+        );
+    }
+
+    #[test]
+    fn names_the_unknown_option() {
+        let err = Options::parse("loglevel=info frobnicate=3 other").expect_err("rejects");
+        assert_eq!(
+            err,
+            CmdlineError {
+                kind: CmdlineErrorKind::UnknownOption,
+                option: "frobnicate=3"
+            }
+        );
+        assert_eq!(
+            std::format!("{err}"),
+            "unknown kernel option 'frobnicate=3'"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_and_missing_values() {
+        for line in [
+            "workload=nope",
+            "loglevel=loud",
+            "workload",
+            "loglevel=",
+            "loglevel=9",
+        ] {
+            let err = Options::parse(line).expect_err(line);
+            assert_eq!((err.kind, err.option), (CmdlineErrorKind::BadValue, line));
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The kvm-mm guest kernel's algorithms, free of hardware access so that the same code runs
+//! in the kernel (`src/bin/kernel`) and in host unit tests, property tests and benchmarks.
+//!
+//! - [`e820`]: sanitising the firmware memory map, as Linux's `e820__update_table`.
+//! - [`cmdline`]: the kernel command line.
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod cmdline;
+pub mod e820;

@@ -1,0 +1,90 @@
+//! The workloads the guest runs after booting (`workload=NAME` on its command line).
+//!
+//! Besides the default, these are fault injections: each makes the guest misbehave in one
+//! specific way so that the VMM's handling of that misbehaviour can be tested end to end.
+
+/// The I/O port the `stray-port` workload touches; no device owns it.
+pub const STRAY_PORT: u16 = 0x1234;
+
+/// A workload the guest knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Boot, report, exit with success.
+    Boot,
+    /// Panic with a known message.
+    Panic,
+    /// Execute `ud2`: an invalid-opcode exception the kernel reports.
+    InvalidOpcode,
+    /// Load an empty IDT and execute `ud2`: a triple fault.
+    TripleFault,
+    /// Spin forever, so the VMM's timeout fires.
+    Hang,
+    /// Read and write an I/O port no device owns, then exit with success.
+    StrayPort,
+    /// Read and write guest-physical memory that is not RAM, then exit with success.
+    StrayMmio,
+    /// Jump to guest-physical memory that is not RAM: KVM cannot fetch the instruction.
+    ExecuteMmio,
+}
+
+impl Workload {
+    /// Every workload, in the order `--help` lists them.
+    pub const ALL: [Workload; 8] = [
+        Self::Boot,
+        Self::Panic,
+        Self::InvalidOpcode,
+        Self::TripleFault,
+        Self::Hang,
+        Self::StrayPort,
+        Self::StrayMmio,
+        Self::ExecuteMmio,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Boot => "boot",
+            Self::Panic => "panic",
+            Self::InvalidOpcode => "invalid-opcode",
+            Self::TripleFault => "triple-fault",
+            Self::Hang => "hang",
+            Self::StrayPort => "stray-port",
+            Self::StrayMmio => "stray-mmio",
+            Self::ExecuteMmio => "execute-mmio",
+        }
+    }
+
+    /// One line saying what the workload does.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Boot => "boot, report the memory map, exit with success (the default)",
+            Self::Panic => "panic inside the guest kernel",
+            Self::InvalidOpcode => "execute ud2 (an unhandled #UD exception)",
+            Self::TripleFault => "load an empty IDT and execute ud2 (a triple fault)",
+            Self::Hang => "spin forever (for --timeout)",
+            Self::StrayPort => "touch an I/O port no device owns, then exit",
+            Self::StrayMmio => "touch guest-physical memory that is not RAM, then exit",
+            Self::ExecuteMmio => "jump to guest-physical memory that is not RAM",
+        }
+    }
+
+    /// The workload with this name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|workload| workload.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for workload in Workload::ALL {
+            assert_eq!(Workload::from_name(workload.name()), Some(workload));
+        }
+        assert_eq!(Workload::from_name("Boot"), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! Preparing guest memory for boot: the kernel image, the zero page with the e820 table,
+//! the command line, the GDT and the boot page tables (addresses in `shared::layout`).
+
+use crate::arch::{gdt::GDT, paging::setup_page_tables};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::{elf::Elf, KernelLoader};
+use shared::boot::{E820Entry, BOOT_FLAG_MAGIC, HEADER_MAGIC, LOADER_UNDEFINED};
+use shared::layout::{BOOT_GDT, BOOT_MAP_SIZE, CMDLINE, KERNEL_PHYS_START, ZERO_PAGE};
+use std::io::Cursor;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Errors preparing guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The kernel ELF could not be loaded.
+    #[error("cannot load the guest kernel: {0}")]
+    LoadKernel(#[source] linux_loader::loader::Error),
+    /// The kernel ELF lies outside the boot mapping.
+    #[error("the guest kernel's entry {0:#x} is outside the boot mapping")]
+    KernelPlacement(u64),
+    /// Writing a boot structure failed.
+    #[error("cannot write the {what} into guest memory: {source}")]
+    Write {
+        /// Which structure.
+        what: &'static str,
+        /// Why.
+        source: vm_memory::GuestMemoryError,
+    },
+}
+
+/// Loads the kernel ELF at its segments' physical addresses; returns the entry point.
+pub fn load_kernel(mem: &GuestMemoryMmap, elf: &[u8]) -> Result<u64, BootError> {
+    let loaded = Elf::load(
+        mem,
+        None,
+        &mut Cursor::new(elf),
+        Some(GuestAddress(KERNEL_PHYS_START)),
+    )
+    .map_err(BootError::LoadKernel)?;
+    let entry = loaded.kernel_load.0;
+    let kernel_window =
+        shared::layout::KERNEL_VIRT_BASE..shared::layout::KERNEL_VIRT_BASE + BOOT_MAP_SIZE;
+    if !kernel_window.contains(&entry) || loaded.kernel_end > BOOT_MAP_SIZE {
+        return Err(BootError::KernelPlacement(entry));
+    }
+    Ok(entry)
+}
+
+/// The zero page for `e820` and a command line of `cmdline_len` bytes at [`CMDLINE`].
+pub fn zero_page(e820: &[E820Entry], cmdline_len: usize) -> boot_params {
+    let mut params = boot_params::default();
+    params.hdr.boot_flag = BOOT_FLAG_MAGIC;
+    params.hdr.header = HEADER_MAGIC;
+    params.hdr.type_of_loader = LOADER_UNDEFINED;
+    params.hdr.cmd_line_ptr = CMDLINE as u32;
+    params.ext_cmd_line_ptr = (CMDLINE >> 32) as u32;
+    params.hdr.cmdline_size = cmdline_len as u32;
+    let mut table = params.e820_table;
+    for (slot, entry) in table.iter_mut().zip(e820) {
+        *slot = boot_e820_entry {
+            addr: entry.addr,
+            size: entry.size,
+            r#type: entry.typ,
+        };
+    }
+    params.e820_table = table;
+    params.e820_entries = e820.len().min(table.len()) as u8;
+    params
+}
+
+/// Writes everything but the kernel: GDT, page tables, command line, zero page.
+/// `cmdline` must have passed [`crate::config::check_cmdline`].
+pub fn write_boot_structures(
+    mem: &GuestMemoryMmap,
+    e820: &[E820Entry],
+    cmdline: &str,
+) -> Result<(), BootError> {
+    let write = |what| move |source| BootError::Write { what, source };
+    for (index, descriptor) in GDT.iter().enumerate() {
+        mem.write_obj(*descriptor, GuestAddress(BOOT_GDT + 8 * index as u64))
+            .map_err(write("GDT"))?;
+    }
+    setup_page_tables(mem).map_err(write("boot page tables"))?;
+    // Followed by the NUL the guest memory already holds.
+    mem.write_slice(cmdline.as_bytes(), GuestAddress(CMDLINE))
+        .map_err(write("command line"))?;
+    mem.write_obj(zero_page(e820, cmdline.len()), GuestAddress(ZERO_PAGE))
+        .map_err(write("zero page"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::boot as zp;
+    use std::mem::offset_of;
+
+    /// Offsets from Linux's `Documentation/arch/x86/zero-page.rst` and `boot.rst`.
+    #[test]
+    fn zero_page_offsets_match_the_linux_boot_protocol() {
+        assert_eq!(std::mem::size_of::<boot_params>(), zp::ZERO_PAGE_SIZE);
+        assert_eq!(offset_of!(boot_params, ext_cmd_line_ptr), 0x0c8);
+        assert_eq!(offset_of!(boot_params, e820_entries), 0x1e8);
+        assert_eq!(offset_of!(boot_params, hdr), 0x1f1);
+        assert_eq!(offset_of!(boot_params, e820_table), 0x2d0);
+        let hdr = offset_of!(boot_params, hdr);
+        use linux_loader::loader::bootparam::setup_header;
+        assert_eq!(hdr + offset_of!(setup_header, boot_flag), 0x1fe);
+        assert_eq!(hdr + offset_of!(setup_header, header), 0x202);
+        assert_eq!(hdr + offset_of!(setup_header, type_of_loader), 0x210);
+        assert_eq!(hdr + offset_of!(setup_header, cmd_line_ptr), 0x228);
+        assert_eq!(hdr + offset_of!(setup_header, cmdline_size), 0x238);
+        // The guest reads the same offsets from `shared`.
+        assert_eq!(
+            [
+                zp::EXT_CMD_LINE_PTR,
+                zp::E820_ENTRIES,
+                zp::BOOT_FLAG,
+                zp::HEADER,
+                zp::TYPE_OF_LOADER,
+                zp::CMD_LINE_PTR,
+                zp::CMDLINE_SIZE,
+                zp::E820_TABLE
+            ],
+            [0x0c8, 0x1e8, 0x1fe, 0x202, 0x210, 0x228, 0x238, 0x2d0]
+        );
+        assert_eq!(std::mem::size_of::<boot_e820_entry>(), E820Entry::SIZE);
+    }
+
+    #[test]
+    fn zero_page_bytes_carry_the_e820_table_and_command_line() {
+        use vm_memory::ByteValued;
+        let e820 = [
+            E820Entry::new(0, 0x9fc00, 1),
+            E820Entry::new(0x10_0000, 0xf0_0000, 1),
+        ];
+        let params = zero_page(&e820, 17);
+        let bytes = params.as_slice();
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        assert_eq!(bytes[zp::E820_ENTRIES], 2);
+        assert_eq!(u32_at(zp::CMD_LINE_PTR), CMDLINE as u32);
+        assert_eq!(u32_at(zp::CMDLINE_SIZE), 17);
+        assert_eq!(u32_at(zp::HEADER), HEADER_MAGIC);
+        let second: [u8; E820Entry::SIZE] = bytes[zp::E820_TABLE + 20..zp::E820_TABLE + 40]
+            .try_into()
+            .expect("20 bytes");
+        assert_eq!(E820Entry::from_bytes(&second), e820[1]);
+    }
+}

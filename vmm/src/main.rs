@@ -1,0 +1,232 @@
+//! The `vmm` command: boot the kvm-mm guest under KVM.
+
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Parser, Subcommand};
+use shared::boot::E820Entry;
+use shared::workload::Workload;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use vmm::config::{parse_e820, parse_size, DEFAULT_KVM_DEVICE};
+use vmm::{exit_code, VmConfig};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0-63  the guest's own status (0 = success, 1 = a check failed, 2 = bad kernel option,
+        3 = kernel panic, 4 = unhandled CPU exception, 5 = boot failed)
+  64    invalid command line or configuration
+  69    the host cannot run the guest (no usable /dev/kvm, memory or file errors)
+  70    the guest crashed without reporting it (triple fault, emulation failure, ...)
+  124   the guest outlived --timeout";
+
+/// Boots a no_std x86_64 guest kernel that manages its memory like Linux, under KVM.
+#[derive(Debug, Parser)]
+#[command(name = "vmm", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot the guest and run a workload; the guest console goes to stdout.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Guest RAM: bytes, or with a K, M, G or T suffix (a multiple of 4 KiB, at least 8M).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    mem: u64,
+    /// Replace the default e820 map with comma-separated START-END:TYPE entries (hex
+    /// addresses, END exclusive; TYPE ram, reserved, acpi, nvs, unusable or a number);
+    /// unsorted, overlapping and adjacent entries are allowed.
+    #[arg(long, value_name = "SPEC", value_parser = parse_e820)]
+    e820: Option<Vec<E820Entry>>,
+    /// Extra options for the guest kernel's command line (loglevel=…).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    cmdline: String,
+    /// The workload the guest runs after booting.
+    #[arg(long, value_name = "NAME", value_parser = PossibleValuesParser::new(Workload::ALL.map(|w| clap::builder::PossibleValue::new(w.name()).help(w.describe()))))]
+    workload: Option<String>,
+    /// Back guest RAM with this file (created or truncated) instead of anonymous memory, so
+    /// that other processes can read it.
+    #[arg(long, value_name = "PATH")]
+    mem_file: Option<PathBuf>,
+    /// Stop the guest after this many seconds (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    timeout: f64,
+    /// Print one JSON object at the end (exit, reports, console) instead of streaming the
+    /// guest console.
+    #[arg(long)]
+    json: bool,
+    /// The KVM device.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_KVM_DEVICE)]
+    kvm_device: PathBuf,
+}
+
+impl RunArgs {
+    fn config(self) -> Result<VmConfig, String> {
+        if !self.timeout.is_finite() || self.timeout < 0.0 {
+            return Err(format!(
+                "--timeout {} is not a number of seconds",
+                self.timeout
+            ));
+        }
+        let cmdline = match &self.workload {
+            Some(workload) => format!("{} workload={workload}", self.cmdline)
+                .trim()
+                .to_string(),
+            None => self.cmdline,
+        };
+        Ok(VmConfig {
+            mem_size: self.mem,
+            e820: self.e820,
+            cmdline,
+            mem_file: self.mem_file,
+            timeout: (self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout)),
+            echo_console: !self.json,
+            kvm_device: self.kvm_device,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|out, record| match record.level() {
+            log::Level::Info => writeln!(out, "vmm: {}", record.args()),
+            level => writeln!(
+                out,
+                "vmm: {}: {}",
+                level.as_str().to_lowercase(),
+                record.args()
+            ),
+        })
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() {
+                exit_code::USAGE
+            } else {
+                0
+            });
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let json = args.json;
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(message) => {
+            log::error!("{message}");
+            return ExitCode::from(exit_code::USAGE);
+        }
+    };
+    let outcome = match vmm::run(&config) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            log::error!("{err}");
+            return ExitCode::from(err.exit_code());
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&outcome) {
+            Ok(text) => println!("{text}"),
+            Err(err) => log::error!("cannot encode the outcome as JSON: {err}"),
+        }
+    }
+    if outcome.exit_code == 0 {
+        log::info!("{}", outcome.summary());
+    } else {
+        log::error!("{}", outcome.summary());
+    }
+    ExitCode::from(outcome.exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["vmm", "run"].iter().chain(args))?;
+        let Command::Run(run) = cli.command;
+        Ok(run)
+    }
+
+    #[test]
+    fn defaults_boot_256m_with_a_timeout() {
+        let config = parse(&[]).expect("parses").config().expect("valid");
+        assert_eq!(config.mem_size, 256 << 20);
+        assert_eq!(config.e820, None);
+        assert_eq!(config.timeout, Some(Duration::from_secs(60)));
+        assert!(config.echo_console);
+    }
+
+    #[test]
+    fn options_reach_the_config() {
+        let args = [
+            "--mem",
+            "6G",
+            "--e820",
+            "0-9fc00:ram,100000-1000000:ram",
+            "--cmdline",
+            "loglevel=debug",
+            "--workload",
+            "panic",
+            "--mem-file",
+            "/tmp/ram",
+            "--timeout",
+            "0",
+            "--json",
+        ];
+        let config = parse(&args).expect("parses").config().expect("valid");
+        assert_eq!(config.mem_size, 6 << 30);
+        assert_eq!(config.e820.as_ref().map(Vec::len), Some(2));
+        assert_eq!(config.cmdline, "loglevel=debug workload=panic");
+        assert_eq!(config.mem_file, Some(PathBuf::from("/tmp/ram")));
+        assert_eq!(config.timeout, None);
+        assert!(!config.echo_console);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["--mem", "lots"][..],
+            &["--e820", "0-0:ram"],
+            &["--e820", "0-1000:flash"],
+            &["--workload", "nope"],
+            &["--timeout", "soon"],
+            &["--frobnicate"],
+        ] {
+            let err = parse(args).expect_err("rejected");
+            assert!(err.use_stderr(), "{args:?}");
+        }
+        assert!(parse(&["--timeout", "-1"])
+            .expect("parses")
+            .config()
+            .is_err());
+    }
+
+    #[test]
+    fn help_lists_workloads_and_exit_codes() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("run")
+            .expect("run exists")
+            .render_long_help()
+            .to_string();
+        for workload in Workload::ALL {
+            assert!(help.contains(workload.name()), "{}", workload.name());
+        }
+        assert!(help.contains("124   the guest outlived --timeout"));
+    }
+}

@@ -1,0 +1,295 @@
+//! Guest RAM: one file (an anonymous memfd, or the user's `--mem-file`) mapped shared and
+//! without reserve into one memory slot per RAM range.
+//!
+//! ```text
+//! guest physical            file offset
+//! [0, min(size, 3 GiB))     [0, min(size, 3 GiB))
+//! [3 GiB, 4 GiB)            -- MMIO gap, no RAM --
+//! [4 GiB, 1 GiB + size)     [3 GiB, size)            only when size > 3 GiB
+//! ```
+//!
+//! The file is created empty and sized with `ftruncate`, so RAM reads as zero at boot and
+//! the host commits only the pages the guest (or the VMM's own boot writes) touch. Another
+//! process can map the same `--mem-file` to inspect the guest.
+
+use shared::boot::{E820Entry, E820_TYPE_RAM, E820_TYPE_RESERVED};
+use shared::layout::{EBDA_START, HIGH_MEMORY, MMIO_GAP_END, MMIO_GAP_START};
+use std::fs::{File, OpenOptions};
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
+
+/// A RAM range: where it is in the guest and where it is in the backing file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamRange {
+    /// First guest-physical address.
+    pub guest_addr: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Offset of the first byte in the backing file.
+    pub file_offset: u64,
+}
+
+/// Errors setting up guest RAM.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// memfd_create failed.
+    #[error("cannot create the guest RAM memfd: {0}")]
+    Memfd(#[source] std::io::Error),
+    /// The memory file could not be opened or created.
+    #[error("cannot create --mem-file {}: {source}; check the directory exists and is writable", path.display())]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The memory file could not be sized.
+    #[error("cannot size --mem-file {} to {size} bytes: {source}; use a regular file on a filesystem with sparse-file support", path.display())]
+    SizeFile {
+        /// The file.
+        path: PathBuf,
+        /// The size needed.
+        size: u64,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The memory file stayed smaller than guest RAM.
+    #[error("--mem-file {} holds {actual} bytes after sizing, less than the {size} bytes of guest RAM; use a regular file", path.display())]
+    FileTooSmall {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the file holds.
+        actual: u64,
+        /// Bytes needed.
+        size: u64,
+    },
+    /// Mapping guest RAM failed.
+    #[error("cannot map {size} bytes of guest RAM: {source}; the host may be short of address space or memory")]
+    Map {
+        /// Bytes of RAM.
+        size: u64,
+        /// Why.
+        source: vm_memory::mmap::FromRangesError,
+    },
+}
+
+/// The guest's RAM ranges for `size` bytes of RAM.
+pub fn ram_ranges(size: u64) -> Vec<RamRange> {
+    let low = size.min(MMIO_GAP_START);
+    let mut ranges = vec![RamRange {
+        guest_addr: 0,
+        size: low,
+        file_offset: 0,
+    }];
+    if size > low {
+        ranges.push(RamRange {
+            guest_addr: MMIO_GAP_END,
+            size: size - low,
+            file_offset: low,
+        });
+    }
+    ranges
+}
+
+/// The e820 map the VMM gives by default: conventional memory, the EBDA/VGA/BIOS hole,
+/// then RAM from 1 MiB, split around the MMIO gap.
+pub fn default_e820(size: u64) -> Vec<E820Entry> {
+    let mut map = vec![
+        E820Entry::new(0, EBDA_START, E820_TYPE_RAM),
+        E820Entry::new(EBDA_START, HIGH_MEMORY - EBDA_START, E820_TYPE_RESERVED),
+    ];
+    for range in ram_ranges(size) {
+        let start = range.guest_addr.max(HIGH_MEMORY);
+        let end = range.guest_addr + range.size;
+        if end > start {
+            map.push(E820Entry::new(start, end - start, E820_TYPE_RAM));
+        }
+    }
+    map
+}
+
+/// Guest RAM with its backing file.
+pub struct GuestRam {
+    /// The mapping, one region per [`RamRange`].
+    pub memory: GuestMemoryMmap,
+    /// The ranges, in guest-address order.
+    pub ranges: Vec<RamRange>,
+    file: File,
+}
+
+impl GuestRam {
+    /// Creates `size` bytes of zeroed RAM, backed by `mem_file` or by a memfd.
+    pub fn new(size: u64, mem_file: Option<&Path>) -> Result<Self, MemoryError> {
+        let file = match mem_file {
+            None => memfd(size)?,
+            Some(path) => open_mem_file(path, size)?,
+        };
+        let ranges = ram_ranges(size);
+        let regions = ranges
+            .iter()
+            .map(|r| {
+                let offset =
+                    FileOffset::new(file.try_clone().map_err(MemoryError::Memfd)?, r.file_offset);
+                let len = usize::try_from(r.size).unwrap_or(usize::MAX);
+                Ok((GuestAddress(r.guest_addr), len, Some(offset)))
+            })
+            .collect::<Result<Vec<_>, MemoryError>>()?;
+        let memory = GuestMemoryMmap::from_ranges_with_files(regions)
+            .map_err(|source| MemoryError::Map { size, source })?;
+        Ok(Self {
+            memory,
+            ranges,
+            file,
+        })
+    }
+
+    /// Bytes of guest RAM the host has actually committed (the backing file's allocated
+    /// blocks): a measure of what the guest touched.
+    pub fn resident_bytes(&self) -> u64 {
+        self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
+    }
+}
+
+fn memfd(size: u64) -> Result<File, MemoryError> {
+    // SAFETY: the name is a NUL-terminated string literal; the returned descriptor is
+    // checked before use and owned by the `File` from then on.
+    let fd = unsafe { libc::memfd_create(c"kvm-mm-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(MemoryError::Memfd(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size).map_err(MemoryError::Memfd)?;
+    Ok(file)
+}
+
+fn open_mem_file(path: &Path, size: u64) -> Result<File, MemoryError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|source| MemoryError::CreateFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    file.set_len(size).map_err(|source| MemoryError::SizeFile {
+        path: path.to_path_buf(),
+        size,
+        source,
+    })?;
+    let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if actual < size {
+        return Err(MemoryError::FileTooSmall {
+            path: path.to_path_buf(),
+            actual,
+            size,
+        });
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::layout::{GIB, MIB};
+
+    #[test]
+    fn small_guest_has_one_range_below_the_gap() {
+        assert_eq!(
+            ram_ranges(256 * MIB),
+            [RamRange {
+                guest_addr: 0,
+                size: 256 * MIB,
+                file_offset: 0
+            }]
+        );
+        assert_eq!(ram_ranges(3 * GIB).len(), 1);
+    }
+
+    #[test]
+    fn large_guest_continues_above_the_mmio_gap() {
+        let ranges = ram_ranges(6 * GIB);
+        assert_eq!(
+            ranges,
+            [
+                RamRange {
+                    guest_addr: 0,
+                    size: 3 * GIB,
+                    file_offset: 0
+                },
+                RamRange {
+                    guest_addr: 4 * GIB,
+                    size: 3 * GIB,
+                    file_offset: 3 * GIB
+                },
+            ]
+        );
+        // No RAM range touches the gap.
+        assert!(ranges
+            .iter()
+            .all(|r| r.guest_addr + r.size <= MMIO_GAP_START || r.guest_addr >= MMIO_GAP_END));
+    }
+
+    #[test]
+    fn default_e820_follows_the_pc_layout() {
+        let map = default_e820(6 * GIB);
+        assert_eq!(
+            map,
+            [
+                E820Entry::new(0, 0x9fc00, E820_TYPE_RAM),
+                E820Entry::new(0x9fc00, 0x60400, E820_TYPE_RESERVED),
+                E820Entry::new(MIB, 3 * GIB - MIB, E820_TYPE_RAM),
+                E820Entry::new(4 * GIB, 3 * GIB, E820_TYPE_RAM),
+            ]
+        );
+        assert_eq!(
+            default_e820(16 * MIB)[2],
+            E820Entry::new(MIB, 15 * MIB, E820_TYPE_RAM)
+        );
+        let ram: u64 = map
+            .iter()
+            .filter(|e| e.typ == E820_TYPE_RAM)
+            .map(|e| e.size)
+            .sum();
+        assert_eq!(ram, 6 * GIB - (HIGH_MEMORY - EBDA_START));
+    }
+
+    #[test]
+    fn memfd_ram_is_sparse_and_zeroed() {
+        use vm_memory::Bytes;
+        let ram = GuestRam::new(64 * MIB, None).expect("memfd RAM");
+        let word: u64 = ram.memory.read_obj(GuestAddress(32 * MIB)).expect("in RAM");
+        assert_eq!(word, 0);
+        assert!(
+            ram.resident_bytes() < MIB,
+            "reading committed {} bytes",
+            ram.resident_bytes()
+        );
+        ram.memory.write_obj(1u64, GuestAddress(0)).expect("in RAM");
+        assert!(ram.resident_bytes() >= 4096);
+    }
+
+    #[test]
+    fn mem_file_errors_name_the_file() {
+        let err = GuestRam::new(16 * MIB, Some(Path::new("/nonexistent-dir/ram")))
+            .err()
+            .expect("fails");
+        assert!(
+            err.to_string()
+                .starts_with("cannot create --mem-file /nonexistent-dir/ram"),
+            "{err}"
+        );
+        let err = GuestRam::new(16 * MIB, Some(Path::new("/dev/null")))
+            .err()
+            .expect("fails");
+        assert!(
+            err.to_string()
+                .starts_with("cannot size --mem-file /dev/null"),
+            "{err}"
+        );
+    }
+}

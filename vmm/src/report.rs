@@ -1,0 +1,313 @@
+//! Decoding the guest's reports (`shared::hypercall`) into typed values.
+//!
+//! Report payloads are guest memory and so untrusted: every length is bounded, every read
+//! bounds-checked, and a payload that does not decode becomes [`Report::Malformed`].
+
+use serde::Serialize;
+use shared::boot::{e820_type_name, E820Entry};
+use shared::hypercall::{
+    exception_name, CmdlineErrorKind, ExceptionReport, PanicHeader, ReportKind, Request, GPR_NAMES,
+    REPORT_MAX_LEN,
+};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// One e820 range, as JSON shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct E820Range {
+    /// First byte.
+    pub addr: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Type number.
+    #[serde(rename = "type")]
+    pub typ: u32,
+}
+
+impl From<E820Entry> for E820Range {
+    fn from(entry: E820Entry) -> Self {
+        Self {
+            addr: entry.addr,
+            size: entry.size,
+            typ: entry.typ,
+        }
+    }
+}
+
+impl E820Range {
+    /// The type's name in Linux's boot print, if it has one.
+    pub fn type_name(&self) -> Option<&'static str> {
+        e820_type_name(self.typ)
+    }
+}
+
+/// A report from the guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "report", rename_all = "kebab-case")]
+pub enum Report {
+    /// The sanitised e820 map the guest uses.
+    E820 {
+        /// Its ranges, sorted and disjoint.
+        ranges: Vec<E820Range>,
+    },
+    /// The kernel panicked.
+    Panic {
+        /// The panic message.
+        message: String,
+        /// Source file.
+        file: String,
+        /// Source line.
+        line: u32,
+        /// Source column.
+        column: u32,
+    },
+    /// An unhandled CPU exception.
+    Exception {
+        /// Vector number.
+        vector: u64,
+        /// Linux's mnemonic (`#PF`).
+        mnemonic: String,
+        /// CPU error code (zero where the vector has none).
+        error_code: u64,
+        /// Faulting instruction.
+        rip: u64,
+        /// Stack pointer.
+        rsp: u64,
+        /// Flags.
+        rflags: u64,
+        /// CR2 (the faulting address of a page fault).
+        cr2: u64,
+        /// General-purpose registers by name, in the CPU's order.
+        #[serde(serialize_with = "as_map")]
+        registers: Vec<(String, u64)>,
+    },
+    /// The guest rejected a command-line option.
+    CmdlineError {
+        /// `unknown-option` or `bad-value`.
+        reason: String,
+        /// The option as written.
+        option: String,
+    },
+    /// A report that could not be decoded.
+    Malformed {
+        /// The kind number the guest gave.
+        kind: u32,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+fn as_map<S: serde::Serializer>(pairs: &[(String, u64)], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(name, value)| (name, value)))
+}
+
+/// Reads and decodes the report `request` describes.
+pub fn read_report(mem: &GuestMemoryMmap, request: &Request) -> Report {
+    let malformed = |problem: String| Report::Malformed {
+        kind: request.kind,
+        problem,
+    };
+    if request.len > REPORT_MAX_LEN {
+        return malformed(format!(
+            "{} bytes, more than the {REPORT_MAX_LEN} allowed",
+            request.len
+        ));
+    }
+    let mut payload = vec![0; request.len as usize];
+    if let Err(err) = mem.read_slice(&mut payload, GuestAddress(request.arg)) {
+        return malformed(format!(
+            "payload at {:#x} is not in guest RAM: {err}",
+            request.arg
+        ));
+    }
+    decode(request.kind, &payload).unwrap_or_else(malformed)
+}
+
+/// Decodes a payload of report kind `kind`.
+pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
+    let Some(kind) = ReportKind::from_u32(kind) else {
+        return Err(format!("unknown report kind {kind}"));
+    };
+    match kind {
+        ReportKind::E820 => {
+            if payload.len() % E820Entry::SIZE != 0 {
+                return Err(format!(
+                    "e820 payload of {} bytes is not whole entries",
+                    payload.len()
+                ));
+            }
+            let ranges = payload
+                .chunks_exact(E820Entry::SIZE)
+                .map(|chunk| {
+                    let mut raw = [0; E820Entry::SIZE];
+                    raw.copy_from_slice(chunk);
+                    E820Range::from(E820Entry::from_bytes(&raw))
+                })
+                .collect();
+            Ok(Report::E820 { ranges })
+        }
+        ReportKind::Panic => {
+            let header_len = std::mem::size_of::<PanicHeader>();
+            let field = |index: usize| {
+                payload
+                    .get(index * 4..index * 4 + 4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            let (Some(line), Some(column), Some(file_len), Some(message_len)) =
+                (field(0), field(1), field(2), field(3))
+            else {
+                return Err("panic payload shorter than its header".into());
+            };
+            let file_end = header_len + file_len as usize;
+            let message_end = file_end + message_len as usize;
+            if message_end != payload.len() {
+                return Err(format!(
+                    "panic payload of {} bytes, header says {message_end}",
+                    payload.len()
+                ));
+            }
+            Ok(Report::Panic {
+                message: String::from_utf8_lossy(&payload[file_end..]).into_owned(),
+                file: String::from_utf8_lossy(&payload[header_len..file_end]).into_owned(),
+                line,
+                column,
+            })
+        }
+        ReportKind::Exception => {
+            let bytes: &[u8; ExceptionReport::SIZE] = payload.try_into().map_err(|_| {
+                format!(
+                    "exception payload of {} bytes, expected {}",
+                    payload.len(),
+                    ExceptionReport::SIZE
+                )
+            })?;
+            let report = ExceptionReport::from_bytes(bytes);
+            Ok(Report::Exception {
+                vector: report.vector,
+                mnemonic: exception_name(report.vector).0.to_string(),
+                error_code: report.error_code,
+                rip: report.rip,
+                rsp: report.rsp,
+                rflags: report.rflags,
+                cr2: report.cr2,
+                registers: GPR_NAMES
+                    .iter()
+                    .map(|n| n.to_string())
+                    .zip(report.gprs)
+                    .collect(),
+            })
+        }
+        ReportKind::CmdlineError => {
+            let (reason, option) = payload
+                .split_at_checked(4)
+                .ok_or("command-line error payload shorter than 4 bytes")?;
+            let reason = CmdlineErrorKind::from_u32(u32::from_le_bytes([
+                reason[0], reason[1], reason[2], reason[3],
+            ]))
+            .ok_or("unknown command-line error reason")?;
+            Ok(Report::CmdlineError {
+                reason: match reason {
+                    CmdlineErrorKind::UnknownOption => "unknown-option",
+                    CmdlineErrorKind::BadValue => "bad-value",
+                }
+                .to_string(),
+                option: String::from_utf8_lossy(option).into_owned(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e820_payload_decodes_whole_entries_only() {
+        let mut payload = E820Entry::new(0x1000, 0x2000, 1).to_bytes().to_vec();
+        assert_eq!(
+            decode(1, &payload),
+            Ok(Report::E820 {
+                ranges: vec![E820Range {
+                    addr: 0x1000,
+                    size: 0x2000,
+                    typ: 1
+                }]
+            })
+        );
+        payload.push(0);
+        assert!(decode(1, &payload).is_err());
+    }
+
+    #[test]
+    fn panic_payload_lengths_must_add_up() {
+        let mut payload = Vec::new();
+        for field in [42u32, 7, 7, 5] {
+            payload.extend(field.to_le_bytes());
+        }
+        payload.extend(b"main.rsboom!");
+        let report = decode(2, &payload).expect("decodes");
+        assert_eq!(
+            report,
+            Report::Panic {
+                message: "boom!".into(),
+                file: "main.rs".into(),
+                line: 42,
+                column: 7
+            }
+        );
+        assert!(decode(2, &payload[..payload.len() - 1]).is_err());
+        assert!(decode(2, &payload[..10]).is_err());
+    }
+
+    #[test]
+    fn cmdline_error_and_exception_payloads() {
+        let mut payload = 1u32.to_le_bytes().to_vec();
+        payload.extend(b"frob=1");
+        assert_eq!(
+            decode(4, &payload),
+            Ok(Report::CmdlineError {
+                reason: "unknown-option".into(),
+                option: "frob=1".into()
+            })
+        );
+        assert!(decode(4, &[9, 0, 0, 0]).is_err());
+        let mut raw = [0u8; ExceptionReport::SIZE];
+        raw[0] = 6;
+        raw[16] = 0x42;
+        let Ok(Report::Exception {
+            vector,
+            mnemonic,
+            rip,
+            registers,
+            ..
+        }) = decode(3, &raw)
+        else {
+            panic!("exception decodes");
+        };
+        assert_eq!(
+            (vector, mnemonic.as_str(), rip, registers.len()),
+            (6, "#UD", 0x42, 15)
+        );
+        assert!(decode(3, &raw[1..]).is_err());
+        assert!(decode(99, &[]).is_err());
+    }
+
+    #[test]
+    fn reports_outside_ram_or_too_long_are_malformed() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
+        let outside = Request {
+            nr: shared::hypercall::REPORT,
+            kind: 1,
+            arg: 0xfff0,
+            len: 40,
+        };
+        assert!(matches!(
+            read_report(&mem, &outside),
+            Report::Malformed { kind: 1, .. }
+        ));
+        let huge = Request {
+            len: u64::MAX,
+            ..outside
+        };
+        assert!(matches!(read_report(&mem, &huge), Report::Malformed { .. }));
+    }
+}
