@@ -152,7 +152,7 @@ fn mem_file_holds_guest_ram_for_other_processes() {
     std::fs::remove_file(&path).expect("removable");
     assert_eq!(ram.len() as u64, 64 * MIB);
     // The zero page the guest booted from, read back through the file.
-    let zero_page = shared::layout::ZERO_PAGE as usize;
+    let zero_page = usize::try_from(shared::layout::ZERO_PAGE).expect("a low address");
     assert_eq!(
         &ram[zero_page + shared::boot::BOOT_FLAG..][..2],
         &[0x55, 0xaa]

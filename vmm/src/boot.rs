@@ -46,7 +46,12 @@ pub fn load_kernel(mem: &GuestMemoryMmap, elf: &[u8]) -> Result<u64, BootError> 
     Ok(entry)
 }
 
-/// The zero page for `e820` and a command line of `cmdline_len` bytes at [`CMDLINE`].
+/// The zero page for `e820` (at most 128 entries) and a command line of `cmdline_len`
+/// bytes at [`CMDLINE`].
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the boot protocol splits the command-line address in 32-bit halves"
+)]
 pub fn zero_page(e820: &[E820Entry], cmdline_len: usize) -> boot_params {
     let mut params = boot_params::default();
     params.hdr.boot_flag = BOOT_FLAG_MAGIC;
@@ -54,7 +59,7 @@ pub fn zero_page(e820: &[E820Entry], cmdline_len: usize) -> boot_params {
     params.hdr.type_of_loader = LOADER_UNDEFINED;
     params.hdr.cmd_line_ptr = CMDLINE as u32;
     params.ext_cmd_line_ptr = (CMDLINE >> 32) as u32;
-    params.hdr.cmdline_size = cmdline_len as u32;
+    params.hdr.cmdline_size = u32::try_from(cmdline_len).unwrap_or(u32::MAX);
     let mut table = params.e820_table;
     for (slot, entry) in table.iter_mut().zip(e820) {
         *slot = boot_e820_entry {
@@ -64,7 +69,7 @@ pub fn zero_page(e820: &[E820Entry], cmdline_len: usize) -> boot_params {
         };
     }
     params.e820_table = table;
-    params.e820_entries = e820.len().min(table.len()) as u8;
+    params.e820_entries = u8::try_from(e820.len().min(table.len())).unwrap_or(u8::MAX);
     params
 }
 
@@ -137,7 +142,7 @@ mod tests {
         let bytes = params.as_slice();
         let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
         assert_eq!(bytes[zp::E820_ENTRIES], 2);
-        assert_eq!(u32_at(zp::CMD_LINE_PTR), CMDLINE as u32);
+        assert_eq!(u64::from(u32_at(zp::CMD_LINE_PTR)), CMDLINE);
         assert_eq!(u32_at(zp::CMDLINE_SIZE), 17);
         assert_eq!(u32_at(zp::HEADER), HEADER_MAGIC);
         let second: [u8; E820Entry::SIZE] = bytes[zp::E820_TABLE + 20..zp::E820_TABLE + 40]

@@ -35,6 +35,10 @@ enum Command {
     Run(RunArgs),
 }
 
+/// A parsed `--e820` (a newtype, so that clap takes the list as one value).
+#[derive(Clone, Debug)]
+struct E820Spec(Vec<E820Entry>);
+
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Guest RAM: bytes, or with a K, M, G or T suffix (a multiple of 4 KiB, at least 8M).
@@ -43,8 +47,8 @@ struct RunArgs {
     /// Replace the default e820 map with comma-separated START-END:TYPE entries (hex
     /// addresses, END exclusive; TYPE ram, reserved, acpi, nvs, unusable or a number);
     /// unsorted, overlapping and adjacent entries are allowed.
-    #[arg(long, value_name = "SPEC", value_parser = parse_e820)]
-    e820: Option<Vec<E820Entry>>,
+    #[arg(long, value_name = "SPEC", value_parser = |spec: &str| parse_e820(spec).map(E820Spec))]
+    e820: Option<E820Spec>,
     /// Extra options for the guest kernel's command line (loglevel=…).
     #[arg(long, value_name = "TEXT", default_value = "")]
     cmdline: String,
@@ -83,7 +87,7 @@ impl RunArgs {
         };
         Ok(VmConfig {
             mem_size: self.mem,
-            e820: self.e820,
+            e820: self.e820.map(|spec| spec.0),
             cmdline,
             mem_file: self.mem_file,
             timeout: (self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout)),
@@ -107,18 +111,33 @@ fn main() -> ExitCode {
         .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
             let _ = err.print();
-            return ExitCode::from(if err.use_stderr() {
-                exit_code::USAGE
-            } else {
-                0
-            });
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("{}", one_line(&err.render().to_string()));
+            return ExitCode::from(exit_code::USAGE);
         }
     };
     match cli.command {
         Command::Run(args) => run(args),
     }
+}
+
+/// A clap error on one line, without its usage and "try --help" trailers.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty()
+                && !line.starts_with("For more information")
+                && !line.starts_with("Usage:")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -209,10 +228,7 @@ mod tests {
             let err = parse(args).expect_err("rejected");
             assert!(err.use_stderr(), "{args:?}");
         }
-        assert!(parse(&["--timeout", "-1"])
-            .expect("parses")
-            .config()
-            .is_err());
+        assert!(parse(&["--timeout=-1"]).expect("parses").config().is_err());
     }
 
     #[test]

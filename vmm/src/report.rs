@@ -106,13 +106,16 @@ pub fn read_report(mem: &GuestMemoryMmap, request: &Request) -> Report {
         kind: request.kind,
         problem,
     };
-    if request.len > REPORT_MAX_LEN {
+    let len = usize::try_from(request.len)
+        .ok()
+        .filter(|_| request.len <= REPORT_MAX_LEN);
+    let Some(len) = len else {
         return malformed(format!(
             "{} bytes, more than the {REPORT_MAX_LEN} allowed",
             request.len
         ));
-    }
-    let mut payload = vec![0; request.len as usize];
+    };
+    let mut payload = vec![0; len];
     if let Err(err) = mem.read_slice(&mut payload, GuestAddress(request.arg)) {
         return malformed(format!(
             "payload at {:#x} is not in guest RAM: {err}",

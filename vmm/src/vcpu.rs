@@ -138,7 +138,7 @@ impl Devices {
 fn com1_offset(port: u16) -> Option<u8> {
     port.checked_sub(COM1_BASE)
         .filter(|&offset| offset < COM1_LEN)
-        .map(|offset| offset as u8)
+        .and_then(|offset| u8::try_from(offset).ok())
 }
 
 /// Runs `vcpu` until the guest ends or `timeout` passes.

@@ -124,7 +124,7 @@ impl Vm {
             .map_err(kvm_call("KVM_SET_TSS_ADDR"))?;
 
         let ram = GuestRam::new(config.mem_size, config.mem_file.as_deref())?;
-        for (slot, region) in ram.memory.iter().enumerate() {
+        for (slot, region) in (0u32..).zip(ram.memory.iter()) {
             let host = ram
                 .memory
                 .get_host_address(region.start_addr())
@@ -133,7 +133,7 @@ impl Vm {
                     source,
                 })?;
             let region = kvm_userspace_memory_region {
-                slot: slot as u32,
+                slot,
                 flags: 0,
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),

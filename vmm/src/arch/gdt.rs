@@ -1,6 +1,7 @@
 //! The boot GDT: null, 64-bit code, data, and a TSS descriptor (VM entry wants a usable TR).
 //!
-//! Descriptor format: Intel SDM vol. 3, 3.4.5 (segment descriptors).
+//! Descriptor format: Intel SDM vol. 3, 3.4.5 (segment descriptors). All segments are
+//! flat: base 0, limit 0xfffff.
 
 use kvm_bindings::kvm_segment;
 
@@ -11,64 +12,91 @@ pub const DATA_SELECTOR: u16 = 0x10;
 /// Selector of the TSS.
 pub const TSS_SELECTOR: u16 = 0x18;
 
-/// Access byte: present, DPL 0, code, execute/read, accessed.
-const ACCESS_CODE: u8 = 0x9b;
-/// Access byte: present, DPL 0, data, read/write, accessed.
-const ACCESS_DATA: u8 = 0x93;
-/// Access byte: present, 64-bit TSS (busy).
-const ACCESS_TSS: u8 = 0x8b;
-/// Flags nibble: 4 KiB granularity, 64-bit code (L).
-const FLAGS_CODE64: u8 = 0xa;
-/// Flags nibble: 4 KiB granularity, 32-bit default size (D/B).
-const FLAGS_DATA: u8 = 0xc;
+/// A flat segment descriptor: its access byte and flags nibble.
+#[derive(Clone, Copy)]
+struct Descriptor {
+    access: u8,
+    flags: u8,
+}
 
-/// Encodes a segment descriptor.
-pub const fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
-    let base = base as u64;
-    let limit = limit as u64;
-    (limit & 0xffff)
-        | ((base & 0x00ff_ffff) << 16)
-        | ((access as u64) << 40)
-        | (((limit >> 16) & 0xf) << 48)
-        | (((flags as u64) & 0xf) << 52)
-        | (((base >> 24) & 0xff) << 56)
+/// Flat segments' limit (in 4 KiB units where the G flag is set).
+const LIMIT: u32 = 0xfffff;
+/// Flags: 4 KiB granularity.
+const FLAG_G: u8 = 0x8;
+/// Flags: 32-bit default operand size.
+const FLAG_DB: u8 = 0x4;
+/// Flags: 64-bit code.
+const FLAG_L: u8 = 0x2;
+
+/// Present, DPL 0, code, execute/read, accessed; 64-bit.
+const CODE: Descriptor = Descriptor {
+    access: 0x9b,
+    flags: FLAG_G | FLAG_L,
+};
+/// Present, DPL 0, data, read/write, accessed.
+const DATA: Descriptor = Descriptor {
+    access: 0x93,
+    flags: FLAG_G | FLAG_DB,
+};
+/// Present, 64-bit TSS (busy).
+const TSS: Descriptor = Descriptor {
+    access: 0x8b,
+    flags: 0,
+};
+
+impl Descriptor {
+    const fn encode(self) -> u64 {
+        let limit = LIMIT as u64;
+        (limit & 0xffff)
+            | ((self.access as u64) << 40)
+            | ((limit >> 16) << 48)
+            | ((self.flags as u64) << 52)
+    }
+
+    /// What the CPU's hidden segment-register part holds after loading `selector`.
+    fn segment(self, selector: u16) -> kvm_segment {
+        let granular = self.flags & FLAG_G != 0;
+        kvm_segment {
+            base: 0,
+            limit: if granular {
+                (LIMIT << 12) | 0xfff
+            } else {
+                LIMIT
+            },
+            selector,
+            type_: self.access & 0xf,
+            present: self.access >> 7,
+            dpl: (self.access >> 5) & 3,
+            db: u8::from(self.flags & FLAG_DB != 0),
+            s: (self.access >> 4) & 1,
+            l: u8::from(self.flags & FLAG_L != 0),
+            g: u8::from(granular),
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        }
+    }
 }
 
 /// The GDT's entries, indexed by selector / 8.
-pub const GDT: [u64; 4] = [
-    0,
-    descriptor(0, 0xfffff, ACCESS_CODE, FLAGS_CODE64),
-    descriptor(0, 0xfffff, ACCESS_DATA, FLAGS_DATA),
-    descriptor(0, 0xfffff, ACCESS_TSS, 0),
-];
+pub const GDT: [u64; 4] = [0, CODE.encode(), DATA.encode(), TSS.encode()];
+/// The GDT's limit (its size minus one).
+pub const GDT_LIMIT: u16 = 31;
+const _: () = assert!(GDT_LIMIT as usize == 8 * GDT.len() - 1);
 
-/// The `kvm_segment` KVM wants for the descriptor at `selector` (what the CPU's hidden
-/// segment-register part would hold after loading it).
-pub fn segment(selector: u16) -> kvm_segment {
-    let entry = GDT[usize::from(selector >> 3)];
-    let access = (entry >> 40) as u8;
-    let flags = ((entry >> 52) & 0xf) as u8;
-    let limit = ((entry & 0xffff) | (((entry >> 48) & 0xf) << 16)) as u32;
-    let granular = flags & 0x8 != 0;
-    kvm_segment {
-        base: (((entry >> 16) & 0x00ff_ffff) | (((entry >> 56) & 0xff) << 24)),
-        limit: if granular {
-            (limit << 12) | 0xfff
-        } else {
-            limit
-        },
-        selector,
-        type_: access & 0xf,
-        present: (access >> 7) & 1,
-        dpl: (access >> 5) & 3,
-        db: (flags >> 2) & 1,
-        s: (access >> 4) & 1,
-        l: (flags >> 1) & 1,
-        g: u8::from(granular),
-        avl: flags & 1,
-        unusable: 0,
-        padding: 0,
-    }
+/// The `kvm_segment` for the code segment.
+pub fn code_segment() -> kvm_segment {
+    CODE.segment(CODE_SELECTOR)
+}
+
+/// The `kvm_segment` for the data segments.
+pub fn data_segment() -> kvm_segment {
+    DATA.segment(DATA_SELECTOR)
+}
+
+/// The `kvm_segment` for the task register.
+pub fn tss_segment() -> kvm_segment {
+    TSS.segment(TSS_SELECTOR)
 }
 
 #[cfg(test)]
@@ -84,16 +112,22 @@ mod tests {
     }
 
     #[test]
-    fn segments_decode_their_descriptors() {
-        let code = segment(CODE_SELECTOR);
+    fn segments_match_their_descriptors() {
+        let code = code_segment();
         assert_eq!(
             (code.l, code.db, code.s, code.type_, code.present),
             (1, 0, 1, 0xb, 1)
         );
-        assert_eq!((code.limit, code.g), (0xffff_ffff, 1));
-        let data = segment(DATA_SELECTOR);
-        assert_eq!((data.l, data.db, data.type_), (0, 1, 0x3));
-        let tss = segment(TSS_SELECTOR);
+        assert_eq!(
+            (code.limit, code.g, code.selector),
+            (0xffff_ffff, 1, CODE_SELECTOR)
+        );
+        let data = data_segment();
+        assert_eq!(
+            (data.l, data.db, data.type_, data.selector),
+            (0, 1, 0x3, DATA_SELECTOR)
+        );
+        let tss = tss_segment();
         assert_eq!((tss.s, tss.type_, tss.g, tss.limit), (0, 0xb, 0, 0xfffff));
     }
 }

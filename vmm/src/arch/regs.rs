@@ -1,7 +1,7 @@
 //! vCPU register state for entering the kernel directly in 64-bit mode
 //! (Intel SDM vol. 3, 10.8.5 "Initializing IA-32e Mode").
 
-use super::gdt::{segment, CODE_SELECTOR, DATA_SELECTOR, GDT, TSS_SELECTOR};
+use super::gdt::{code_segment, data_segment, tss_segment, GDT_LIMIT};
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use shared::layout::{BOOT_GDT, BOOT_PML4, ZERO_PAGE};
@@ -36,16 +36,16 @@ pub fn boot_regs(entry: u64) -> kvm_regs {
 
 /// Special registers at entry: long mode on the boot page tables and the boot GDT.
 pub fn boot_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
-    let data = segment(DATA_SELECTOR);
-    sregs.cs = segment(CODE_SELECTOR);
+    let data = data_segment();
+    sregs.cs = code_segment();
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = segment(TSS_SELECTOR);
+    sregs.tr = tss_segment();
     sregs.gdt.base = BOOT_GDT;
-    sregs.gdt.limit = (std::mem::size_of_val(&GDT) - 1) as u16;
+    sregs.gdt.limit = GDT_LIMIT;
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     sregs.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_NE | X86_CR0_PG;

@@ -122,6 +122,12 @@ impl ReportBuf {
     }
 }
 
+impl Default for ReportBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl core::fmt::Write for ReportBuf {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         self.extend(s.as_bytes());

@@ -29,7 +29,8 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let room = ReportBuf::CAPACITY - core::mem::size_of::<PanicHeader>() - file.len();
     let message = &message.as_slice()[..message.as_slice().len().min(room)];
     let mut encoded = ReportBuf::new();
-    for field in [line, column, file.len() as u32, message.len() as u32] {
+    let len = |bytes: &[u8]| u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    for field in [line, column, len(file), len(message)] {
         encoded.extend(&field.to_le_bytes());
     }
     encoded.extend(file);

@@ -98,6 +98,10 @@ const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 const GATE_INTERRUPT: u8 = 0x8e;
 
 impl Gate {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a gate splits the handler address in 16/16/32-bit fields"
+    )]
     const fn new(handler: u64, selector: u16) -> Self {
         Self {
             offset_low: handler as u16,
@@ -114,6 +118,10 @@ impl Gate {
 #[repr(C, align(16))]
 struct Idt([Gate; 32]);
 
+/// The IDT's limit (its size minus one).
+const IDT_LIMIT: u16 = 32 * 16 - 1;
+const _: () = assert!(IDT_LIMIT as usize == core::mem::size_of::<Idt>() - 1);
+
 static mut IDT: Idt = Idt([Gate::new(0, 0); 32]);
 
 /// Installs the IDT.
@@ -128,7 +136,7 @@ pub fn init() {
             *gate = Gate::new(handler, selector);
         }
         lidt(&DescriptorTablePointer {
-            limit: (core::mem::size_of::<Idt>() - 1) as u16,
+            limit: IDT_LIMIT,
             base: VirtAddr::from_ptr(idt),
         });
     }
