@@ -131,3 +131,26 @@ fn command_lines_the_zero_page_cannot_carry_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn memory_beyond_the_host_is_refused_before_kvm_allocates_for_it() {
+    // 200 TiB: more than any CI host has, and than 4-level paging hosts can map.
+    let err = refuse(&VmConfig {
+        mem_size: 200 << 40,
+        ..config("boot")
+    });
+    assert!(
+        matches!(
+            err,
+            Error::Config(
+                ConfigError::BeyondHostMemory { .. } | ConfigError::BeyondAddressSpace { .. }
+            )
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("lower --mem") || err.to_string().contains("address space"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), exit_code::USAGE);
+}

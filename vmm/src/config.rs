@@ -78,6 +78,14 @@ pub enum ConfigError {
         /// Physical address bits of the guest CPU.
         bits: u8,
     },
+    /// More RAM than the host has.
+    #[error("--mem {} MiB is more than this host's {} MiB of memory; lower --mem", .size / MIB, .host / MIB)]
+    BeyondHostMemory {
+        /// Requested RAM.
+        size: u64,
+        /// The host's physical memory.
+        host: u64,
+    },
     /// An e820 entry that does not parse.
     #[error("invalid --e820 entry '{0}': write START-END:TYPE with hex addresses, like 0x100000-0x800000:ram")]
     E820Syntax(String),
@@ -192,11 +200,19 @@ fn parse_e820_type(text: &str) -> Result<u32, ConfigError> {
 }
 
 /// Checks that every RAM entry of `e820` lies inside `ram` (the guest's RAM ranges as
-/// `(start, size)`).
+/// `(start, size)`, sorted; adjacent ranges count as one).
 pub fn check_e820(e820: &[E820Entry], ram: &[(u64, u64)]) -> Result<(), ConfigError> {
     if e820.len() > E820_MAX_ENTRIES {
         return Err(ConfigError::E820TooMany(e820.len()));
     }
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(base, len) in ram {
+        match merged.last_mut() {
+            Some(last) if last.0 + last.1 == base => last.1 += len,
+            _ => merged.push((base, len)),
+        }
+    }
+    let ram = merged.as_slice();
     for entry in e820.iter().filter(|e| e.typ == E820_TYPE_RAM) {
         let (start, size) = (entry.addr, entry.size);
         let end = start.saturating_add(size);
@@ -368,6 +384,13 @@ mod tests {
                 ..
             })
         ));
+        let split = [(0, 3 * GIB), (4 * GIB, GIB), (5 * GIB, GIB)];
+        let across = parse_e820("0x100000000-0x180000000:ram").expect("parses");
+        assert_eq!(
+            check_e820(&across, &split),
+            Ok(()),
+            "adjacent slots are one range"
+        );
         let beyond = parse_e820("0x13ffff000-0x140001000:ram").expect("parses");
         assert!(matches!(
             check_e820(&beyond, &ram),

@@ -1,5 +1,5 @@
 //! Guest RAM: one file (an anonymous memfd, or the user's `--mem-file`) mapped shared and
-//! without reserve into one memory slot per RAM range.
+//! without reserve into memory slots (one per RAM range, split at [`MAX_SLOT_SIZE`]).
 //!
 //! ```text
 //! guest physical            file offset
@@ -75,20 +75,25 @@ pub enum MemoryError {
     },
 }
 
-/// The guest's RAM ranges for `size` bytes of RAM.
+/// Largest memory slot: KVM takes fewer than 2^31 pages per slot, so bigger RAM ranges
+/// are split into several slots.
+pub const MAX_SLOT_SIZE: u64 = 4 << 40;
+
+/// The guest's RAM ranges for `size` bytes of RAM, one per memory slot.
 pub fn ram_ranges(size: u64) -> Vec<RamRange> {
     let low = size.min(MMIO_GAP_START);
-    let mut ranges = vec![RamRange {
-        guest_addr: 0,
-        size: low,
-        file_offset: 0,
-    }];
-    if size > low {
-        ranges.push(RamRange {
-            guest_addr: MMIO_GAP_END,
-            size: size - low,
-            file_offset: low,
-        });
+    let mut ranges = Vec::new();
+    for (guest_base, file_base, len) in [(0, 0, low), (MMIO_GAP_END, low, size - low)] {
+        let mut done = 0;
+        while done < len {
+            let chunk = (len - done).min(MAX_SLOT_SIZE);
+            ranges.push(RamRange {
+                guest_addr: guest_base + done,
+                size: chunk,
+                file_offset: file_base + done,
+            });
+            done += chunk;
+        }
     }
     ranges
 }
@@ -100,14 +105,29 @@ pub fn default_e820(size: u64) -> Vec<E820Entry> {
         E820Entry::new(0, EBDA_START, E820_TYPE_RAM),
         E820Entry::new(EBDA_START, HIGH_MEMORY - EBDA_START, E820_TYPE_RESERVED),
     ];
-    for range in ram_ranges(size) {
-        let start = range.guest_addr.max(HIGH_MEMORY);
-        let end = range.guest_addr + range.size;
-        if end > start {
-            map.push(E820Entry::new(start, end - start, E820_TYPE_RAM));
-        }
+    let low = size.min(MMIO_GAP_START);
+    if low > HIGH_MEMORY {
+        map.push(E820Entry::new(
+            HIGH_MEMORY,
+            low - HIGH_MEMORY,
+            E820_TYPE_RAM,
+        ));
+    }
+    if size > low {
+        map.push(E820Entry::new(MMIO_GAP_END, size - low, E820_TYPE_RAM));
     }
     map
+}
+
+/// The host's physical memory (`MemTotal` of `/proc/meminfo`), if it can be read.
+///
+/// Guest RAM is sparse, but KVM keeps per-page metadata for every memory slot (eagerly on
+/// shadow-paging hosts), and a guest larger than the host cannot use its RAM anyway.
+pub fn host_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Guest RAM with its backing file.
@@ -232,6 +252,27 @@ mod tests {
         assert!(ranges
             .iter()
             .all(|r| r.guest_addr + r.size <= MMIO_GAP_START || r.guest_addr >= MMIO_GAP_END));
+    }
+
+    #[test]
+    fn huge_guest_is_split_into_slots_kvm_accepts() {
+        let ranges = ram_ranges(10 << 40);
+        assert_eq!(
+            ranges.len(),
+            4,
+            "3 GiB below the gap, then 4 + 4 + 2 TiB less 3 GiB"
+        );
+        assert!(ranges.iter().all(|r| r.size <= MAX_SLOT_SIZE));
+        for pair in ranges.windows(2) {
+            assert_eq!(
+                pair[0].file_offset + pair[0].size,
+                pair[1].file_offset,
+                "file stays contiguous"
+            );
+        }
+        assert_eq!(ranges[1].guest_addr, 4 * GIB);
+        assert_eq!(ranges[2].guest_addr, 4 * GIB + MAX_SLOT_SIZE);
+        assert_eq!(ranges.iter().map(|r| r.size).sum::<u64>(), 10 << 40);
     }
 
     #[test]

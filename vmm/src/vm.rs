@@ -119,6 +119,13 @@ impl Vm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_call("KVM_GET_SUPPORTED_CPUID"))?;
         check_address_space(config.mem_size, &cpuid)?;
+        if let Some(host) = crate::memory::host_memory().filter(|&host| config.mem_size > host) {
+            return Err(ConfigError::BeyondHostMemory {
+                size: config.mem_size,
+                host,
+            }
+            .into());
+        }
         let vm = kvm.create_vm().map_err(kvm_call("KVM_CREATE_VM"))?;
         vm.set_tss_address(KVM_TSS_ADDRESS)
             .map_err(kvm_call("KVM_SET_TSS_ADDR"))?;

@@ -40,6 +40,7 @@ fn bad_memory_sizes_exit_64_with_one_line() {
     );
     assert_refused(&["run", "--mem", "1P"], 64, "invalid size '1P'");
     assert_refused(&["run", "--mem", "1024T"], 64, "address space KVM offers");
+    assert_refused(&["run", "--mem", "10T"], 64, "more than this host's");
 }
 
 #[test]
