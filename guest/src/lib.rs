@@ -3,6 +3,7 @@
 //!
 //! - [`e820`]: sanitising the firmware memory map, as Linux's `e820__update_table`.
 //! - [`cmdline`]: the kernel command line.
+//! - [`memblock`]: the boot-time memory manager (memory and reserved region sets).
 #![no_std]
 
 #[cfg(test)]
@@ -10,3 +11,4 @@ extern crate std;
 
 pub mod cmdline;
 pub mod e820;
+pub mod memblock;

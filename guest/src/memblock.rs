@@ -1,0 +1,423 @@
+//! memblock: the boot-time physical memory manager, as Linux's `mm/memblock.c`.
+//!
+//! Life cycle: the e820 RAM ranges are added to `memory`; what is in use (low memory, the
+//! kernel image, boot structures) is reserved; early allocations come from "memory minus
+//! reserved" and are reserved in turn; finally every free range is handed to the buddy
+//! allocator.
+//!
+//! Each [`RegionSet`] is kept sorted, with disjoint and non-adjacent regions: an addition
+//! merges with every region it overlaps or touches, a removal splits the regions it cuts.
+//! Ranges are half-open, `[base, base + size)`; an end past 2^64 is clipped.
+//! Allocation is top-down by default (the highest fitting address below the limit), as in
+//! Linux, or bottom-up.
+
+/// Regions a set holds (Linux's `INIT_MEMBLOCK_REGIONS`).
+pub const MAX_REGIONS: usize = 128;
+
+/// A physical range `[base, base + size)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Region {
+    /// First byte.
+    pub base: u64,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+impl Region {
+    /// End (exclusive).
+    pub fn end(&self) -> u64 {
+        self.base + self.size
+    }
+}
+
+/// Why a memblock operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemblockError {
+    /// The set has no room for another region.
+    Full,
+}
+
+/// A sorted set of disjoint, non-adjacent regions.
+#[derive(Clone)]
+pub struct RegionSet {
+    regions: [Region; MAX_REGIONS],
+    len: usize,
+}
+
+impl Default for RegionSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `[base, base + size)` with the end clipped at 2^64 - 1.
+fn clipped(base: u64, size: u64) -> (u64, u64) {
+    (base, base.saturating_add(size))
+}
+
+impl RegionSet {
+    /// An empty set.
+    pub const fn new() -> Self {
+        Self {
+            regions: [Region { base: 0, size: 0 }; MAX_REGIONS],
+            len: 0,
+        }
+    }
+
+    /// The regions, sorted.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions[..self.len]
+    }
+
+    /// Total bytes covered.
+    pub fn total(&self) -> u64 {
+        self.regions().iter().map(|r| r.size).sum()
+    }
+
+    /// Whether `[base, base + size)` lies entirely inside one region.
+    pub fn contains(&self, base: u64, size: u64) -> bool {
+        let (start, end) = clipped(base, size);
+        self.regions()
+            .iter()
+            .any(|r| r.base <= start && end <= r.end())
+    }
+
+    /// Whether any byte of `[base, base + size)` is in the set.
+    pub fn intersects(&self, base: u64, size: u64) -> bool {
+        let (start, end) = clipped(base, size);
+        start < end
+            && self
+                .regions()
+                .iter()
+                .any(|r| r.base < end && start < r.end())
+    }
+
+    /// Adds `[base, base + size)`, merging with every region it overlaps or touches.
+    pub fn add(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
+        let (mut start, mut end) = clipped(base, size);
+        if start == end {
+            return Ok(());
+        }
+        // Regions [first, last) overlap or touch the new range.
+        let first = self.regions().partition_point(|r| r.end() < start);
+        let last = self.regions().partition_point(|r| r.base <= end);
+        if first < last {
+            start = start.min(self.regions[first].base);
+            end = end.max(self.regions[last - 1].end());
+        } else if self.len == MAX_REGIONS {
+            return Err(MemblockError::Full);
+        }
+        self.replace(
+            first..last,
+            &[Region {
+                base: start,
+                size: end - start,
+            }],
+        );
+        Ok(())
+    }
+
+    /// Removes `[base, base + size)`, splitting the regions it cuts.
+    pub fn remove(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
+        let (start, end) = clipped(base, size);
+        if start == end {
+            return Ok(());
+        }
+        // Regions [first, last) overlap the removed range.
+        let first = self.regions().partition_point(|r| r.end() <= start);
+        let last = self.regions().partition_point(|r| r.base < end);
+        if first >= last {
+            return Ok(());
+        }
+        let (head, tail) = (self.regions[first], self.regions[last - 1]);
+        let mut keep = [Region::default(); 2];
+        let mut n = 0;
+        if head.base < start {
+            keep[n] = Region {
+                base: head.base,
+                size: start - head.base,
+            };
+            n += 1;
+        }
+        if tail.end() > end {
+            keep[n] = Region {
+                base: end,
+                size: tail.end() - end,
+            };
+            n += 1;
+        }
+        if self.len - (last - first) + n > MAX_REGIONS {
+            return Err(MemblockError::Full);
+        }
+        self.replace(first..last, &keep[..n]);
+        Ok(())
+    }
+
+    /// Replaces the regions in `range` by `with` (the caller checked the capacity).
+    fn replace(&mut self, range: core::ops::Range<usize>, with: &[Region]) {
+        let removed = range.end - range.start;
+        let new_len = self.len - removed + with.len();
+        self.regions
+            .copy_within(range.end..self.len, range.start + with.len());
+        self.regions[range.start..range.start + with.len()].copy_from_slice(with);
+        self.len = new_len;
+    }
+}
+
+/// Which end of memory allocations come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// The highest fitting address (Linux's default).
+    #[default]
+    TopDown,
+    /// The lowest fitting address.
+    BottomUp,
+}
+
+/// The two region sets and the allocation policy.
+#[derive(Clone, Default)]
+pub struct Memblock {
+    /// Physical memory.
+    pub memory: RegionSet,
+    /// Ranges in use.
+    pub reserved: RegionSet,
+    /// Where allocations come from.
+    pub direction: Direction,
+}
+
+impl Memblock {
+    /// An empty memblock allocating top-down.
+    pub const fn new() -> Self {
+        Self {
+            memory: RegionSet::new(),
+            reserved: RegionSet::new(),
+            direction: Direction::TopDown,
+        }
+    }
+
+    /// The free ranges, "memory minus reserved", in address order.
+    pub fn free_ranges(&self) -> impl DoubleEndedIterator<Item = Region> + '_ {
+        self.memory.regions().iter().flat_map(move |m| {
+            // Gaps between the reserved regions that overlap this memory region.
+            let reserved = self.reserved.regions();
+            let first = reserved.partition_point(|r| r.end() <= m.base);
+            let last = reserved.partition_point(|r| r.base < m.end());
+            let overlapping = &reserved[first..last];
+            // Gap i lies between reserved region i - 1 and reserved region i.
+            (0..=overlapping.len()).filter_map(move |i| {
+                let start = i
+                    .checked_sub(1)
+                    .map_or(m.base, |prev| overlapping[prev].end().max(m.base));
+                let end = overlapping
+                    .get(i)
+                    .map_or(m.end(), |next| next.base.min(m.end()));
+                (start < end).then(|| Region {
+                    base: start,
+                    size: end - start,
+                })
+            })
+        })
+    }
+
+    /// Allocates and reserves `size` bytes aligned to `align` (a power of two) ending at or
+    /// below `limit`; `None` when nothing fits or the reserved set is full.
+    pub fn alloc(&mut self, size: u64, align: u64, limit: u64) -> Option<u64> {
+        if size == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        let fits = |free: Region| -> Option<u64> {
+            let end = free.end().min(limit);
+            match self.direction {
+                Direction::TopDown => {
+                    let base = end.checked_sub(size)? & !(align - 1);
+                    (base >= free.base).then_some(base)
+                }
+                Direction::BottomUp => {
+                    let base = free.base.checked_add(align - 1)? & !(align - 1);
+                    (base.checked_add(size)? <= end).then_some(base)
+                }
+            }
+        };
+        let base = match self.direction {
+            Direction::TopDown => self.free_ranges().rev().find_map(fits),
+            Direction::BottomUp => self.free_ranges().find_map(fits),
+        }?;
+        self.reserved.add(base, size).ok()?;
+        Some(base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+    use std::vec::Vec;
+
+    fn regions(set: &RegionSet) -> Vec<(u64, u64)> {
+        set.regions().iter().map(|r| (r.base, r.end())).collect()
+    }
+
+    #[test]
+    fn add_merges_overlapping_and_adjacent_regions() {
+        let mut set = RegionSet::new();
+        set.add(0x3000, 0x1000).expect("room");
+        set.add(0x1000, 0x1000).expect("room");
+        assert_eq!(regions(&set), [(0x1000, 0x2000), (0x3000, 0x4000)]);
+        set.add(0x2000, 0x1000).expect("room");
+        assert_eq!(regions(&set), [(0x1000, 0x4000)]);
+        set.add(0x0, 0x8000).expect("room");
+        assert_eq!(regions(&set), [(0, 0x8000)]);
+    }
+
+    #[test]
+    fn remove_splits_and_trims() {
+        let mut set = RegionSet::new();
+        set.add(0, 0x10000).expect("room");
+        set.remove(0x4000, 0x1000).expect("room");
+        assert_eq!(regions(&set), [(0, 0x4000), (0x5000, 0x10000)]);
+        set.remove(0x3000, 0x3000).expect("room");
+        assert_eq!(regions(&set), [(0, 0x3000), (0x6000, 0x10000)]);
+        set.remove(0, u64::MAX).expect("room");
+        assert!(set.regions().is_empty());
+    }
+
+    #[test]
+    fn a_full_set_refuses_new_regions_but_accepts_merges() {
+        let mut set = RegionSet::new();
+        for i in 0..MAX_REGIONS as u64 {
+            set.add(i * 0x2000, 0x1000).expect("room");
+        }
+        assert_eq!(set.add(0x10_0000_0000, 0x1000), Err(MemblockError::Full));
+        assert_eq!(
+            set.remove(0x400, 0x100),
+            Err(MemblockError::Full),
+            "a split needs a slot"
+        );
+        set.add(0x1000, 0x1000)
+            .expect("merges two regions into one");
+        assert_eq!(set.regions().len(), MAX_REGIONS - 1);
+    }
+
+    #[test]
+    fn allocation_is_top_down_below_the_limit_by_default() {
+        let mut mb = Memblock::new();
+        mb.memory.add(0, 0x10_0000).expect("room");
+        mb.reserved.add(0xf_0000, 0x1_0000).expect("room");
+        assert_eq!(mb.alloc(0x1000, 0x1000, u64::MAX), Some(0xe_f000));
+        assert_eq!(mb.alloc(0x1000, 0x1_0000, 0x8_0000), Some(0x7_0000));
+        mb.direction = Direction::BottomUp;
+        assert_eq!(mb.alloc(0x100, 0x1000, u64::MAX), Some(0));
+        assert_eq!(mb.alloc(0x100, 0x1000, u64::MAX), Some(0x1000));
+        assert_eq!(mb.alloc(0x20_0000, 0x1000, u64::MAX), None);
+        assert_eq!(
+            mb.alloc(0x1000, 3, u64::MAX),
+            None,
+            "alignment must be a power of two"
+        );
+    }
+
+    #[test]
+    fn free_ranges_are_memory_minus_reserved() {
+        let mut mb = Memblock::new();
+        mb.memory.add(0, 0x9f000).expect("room");
+        mb.memory.add(0x10_0000, 0x100_0000).expect("room");
+        mb.reserved.add(0, 0x1000).expect("room");
+        mb.reserved.add(0x9e000, 0x70000).expect("room");
+        let free: Vec<_> = mb.free_ranges().map(|r| (r.base, r.end())).collect();
+        assert_eq!(free, [(0x1000, 0x9e000), (0x10e000, 0x110_0000)]);
+    }
+
+    /// Operations on a universe of 64 pages.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Add(u64, u64),
+        Remove(u64, u64),
+        Reserve(u64, u64),
+        Free(u64, u64),
+        Alloc {
+            pages: u64,
+            align_pages: u64,
+            limit_page: u64,
+            bottom_up: bool,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let range = (0u64..64, 0u64..12);
+        prop_oneof![
+            range.clone().prop_map(|(p, n)| Op::Add(p, n)),
+            range.clone().prop_map(|(p, n)| Op::Remove(p, n)),
+            range.clone().prop_map(|(p, n)| Op::Reserve(p, n)),
+            range.prop_map(|(p, n)| Op::Free(p, n)),
+            (1u64..6, 0u32..4, 0u64..70, any::<bool>()).prop_map(
+                |(pages, a, limit_page, bottom_up)| Op::Alloc {
+                    pages,
+                    align_pages: 1 << a,
+                    limit_page,
+                    bottom_up
+                }
+            ),
+        ]
+    }
+
+    const PAGE: u64 = 0x1000;
+
+    fn pages_of(set: &RegionSet) -> BTreeSet<u64> {
+        set.regions()
+            .iter()
+            .flat_map(|r| r.base / PAGE..r.end() / PAGE)
+            .collect()
+    }
+
+    fn check_shape(set: &RegionSet) -> Result<(), TestCaseError> {
+        prop_assert!(set.regions().iter().all(|r| r.size > 0));
+        for pair in set.regions().windows(2) {
+            prop_assert!(
+                pair[0].end() < pair[1].base,
+                "sorted, disjoint, non-adjacent: {:?}",
+                pair
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn memblock_matches_a_page_set_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut mb = Memblock::new();
+            let (mut memory, mut reserved) = (BTreeSet::new(), BTreeSet::new());
+            for op in ops {
+                match op {
+                    Op::Add(p, n) => { mb.memory.add(p * PAGE, n * PAGE).expect("room"); memory.extend(p..p + n); }
+                    Op::Remove(p, n) => { mb.memory.remove(p * PAGE, n * PAGE).expect("room"); (p..p + n).for_each(|q| { memory.remove(&q); }); }
+                    Op::Reserve(p, n) => { mb.reserved.add(p * PAGE, n * PAGE).expect("room"); reserved.extend(p..p + n); }
+                    Op::Free(p, n) => { mb.reserved.remove(p * PAGE, n * PAGE).expect("room"); (p..p + n).for_each(|q| { reserved.remove(&q); }); }
+                    Op::Alloc { pages, align_pages, limit_page, bottom_up } => {
+                        mb.direction = if bottom_up { Direction::BottomUp } else { Direction::TopDown };
+                        let free = |q: &u64| memory.contains(q) && !reserved.contains(q);
+                        // Every aligned base whose pages are all free and end below the limit.
+                        let candidates: Vec<u64> = (0..80u64)
+                            .filter(|b| b % align_pages == 0 && b + pages <= limit_page)
+                            .filter(|b| (*b..b + pages).all(|q| free(&q)))
+                            .collect();
+                        let expected = if bottom_up { candidates.first() } else { candidates.last() };
+                        let got = mb.alloc(pages * PAGE, align_pages * PAGE, limit_page * PAGE);
+                        prop_assert_eq!(got, expected.map(|b| b * PAGE));
+                        if let Some(base) = got {
+                            reserved.extend(base / PAGE..base / PAGE + pages);
+                        }
+                    }
+                }
+                check_shape(&mb.memory)?;
+                check_shape(&mb.reserved)?;
+                prop_assert_eq!(pages_of(&mb.memory), memory.clone());
+                prop_assert_eq!(pages_of(&mb.reserved), reserved.clone());
+                let free: BTreeSet<u64> = mb.free_ranges().flat_map(|r| r.base / PAGE..r.end() / PAGE).collect();
+                let model_free: BTreeSet<u64> = memory.difference(&reserved).copied().collect();
+                prop_assert_eq!(free, model_free);
+            }
+        }
+    }
+}
