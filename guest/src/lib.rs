@@ -3,12 +3,14 @@
 //!
 //! - [`e820`]: sanitising the firmware memory map, as Linux's `e820__update_table`.
 //! - [`cmdline`]: the kernel command line.
+//! - [`buddy`]: the buddy page allocator with per-CPU order-0 caches.
 //! - [`memblock`]: the boot-time memory manager (memory and reserved region sets).
 #![no_std]
 
 #[cfg(test)]
 extern crate std;
 
+pub mod buddy;
 pub mod cmdline;
 pub mod e820;
 pub mod memblock;

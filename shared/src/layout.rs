@@ -61,6 +61,8 @@ pub const MMIO_GAP_END: u64 = 4 * GIB;
 
 /// Virtual base of the direct map of all RAM (Linux's `PAGE_OFFSET`, 4-level paging).
 pub const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+/// Virtual base of the vmemmap: the `struct page` array, backed only for present sections.
+pub const VMEMMAP_BASE: u64 = 0xffff_ea00_0000_0000;
 /// Virtual address that maps physical address 0 for the kernel image
 /// (Linux's `__START_KERNEL_map`): kernel VA = PA + this.
 pub const KERNEL_VIRT_BASE: u64 = 0xffff_ffff_8000_0000;

@@ -10,6 +10,7 @@
 //!  ◀─ port I/O ──────────────────────── ports::     serial, debug exit, hypercall
 //!  ◀─ hypercall requests ────────────── hypercall:: CHECKPOINT, REPORT and report payloads
 //!  ◀─ debug-exit status ─────────────── status::    what the guest's exit values mean
+//!  ◀─ read by the host ──────────────── page::      `struct page`, zones
 //!  ── `workload=` on the command line ▶ workload::  the workloads the guest can run
 //! ```
 #![no_std]
@@ -17,6 +18,7 @@
 pub mod boot;
 pub mod hypercall;
 pub mod layout;
+pub mod page;
 pub mod ports;
 pub mod status;
 pub mod workload;

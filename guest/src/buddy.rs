@@ -1,0 +1,636 @@
+//! The buddy page allocator, as Linux's `mm/page_alloc.c`.
+//!
+//! Life cycle: [`Buddy::add_present`] records the present memory of each zone (from
+//! memblock's `memory`); [`Buddy::hand_off`] gives it every free memblock range, cut into
+//! maximal aligned blocks (`memblock_free_all`); [`Buddy::setup_watermarks`] sets min, low
+//! and high. Then blocks of 2^order pages are allocated with [`Buddy::alloc`] and returned
+//! with [`Buddy::free`]; single pages take the per-CPU fast path, [`Buddy::alloc_page`] and
+//! [`Buddy::free_page`].
+//!
+//! A free block of order `k` is recorded in its first page only: `PG_BUDDY`, `order = k`,
+//! and links on `free_area[k]`'s doubly linked list (by page-frame number). An allocated
+//! block's first page has `PG_HEAD` and its order; a page on a per-CPU list has `PG_PCP`.
+//! All other pages keep the zero state, so the hand-off costs one page write per block.
+//!
+//! Invariants, checked by [`Buddy::check`] and asserted by the property tests:
+//! (a) every free block is aligned to its order, inside its zone, and flagged `PG_BUDDY`
+//!     with that order;
+//! (b) no free block has a free buddy of the same order (it would have been merged);
+//! (c) `nr_free` of each order equals the length of its list, and the zone's `free` equals
+//!     the pages on its lists;
+//! (d) per-CPU pages are flagged `PG_PCP`, and `free + per-CPU + allocated = managed`.
+
+use shared::page::{
+    Page, ZoneType, MAX_ORDER, NO_PFN, NR_ORDERS, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP,
+};
+
+/// Access to the memory map (`struct page` array).
+pub trait Memmap {
+    /// The descriptor of page frame `pfn`, if the frame has one (its section is present).
+    fn page(&mut self, pfn: u64) -> Option<&mut Page>;
+}
+
+/// A rejected free. It leaves the allocator unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeError {
+    /// The frame has no descriptor or lies outside every zone.
+    Invalid {
+        /// The frame.
+        pfn: u64,
+    },
+    /// The order is above [`MAX_ORDER`] or the frame is not aligned to it.
+    Misaligned {
+        /// The frame.
+        pfn: u64,
+        /// The order given.
+        order: u32,
+    },
+    /// The block is already free (in the buddy allocator or on a per-CPU list).
+    DoubleFree {
+        /// The frame.
+        pfn: u64,
+        /// Its flags.
+        flags: u64,
+    },
+    /// The frame does not start an allocated block: it was never allocated, or it is a
+    /// tail page of a block.
+    NotAllocated {
+        /// The frame.
+        pfn: u64,
+        /// Its flags.
+        flags: u64,
+    },
+    /// The block was allocated with another order.
+    WrongOrder {
+        /// The frame.
+        pfn: u64,
+        /// The order it was allocated with.
+        allocated: u32,
+        /// The order given to free.
+        given: u32,
+    },
+}
+
+impl core::fmt::Display for FreeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Invalid { pfn } => write!(f, "pfn {pfn:#x}: no such page in any zone"),
+            Self::Misaligned { pfn, order } => {
+                write!(f, "pfn {pfn:#x}: not a block of order {order}")
+            }
+            Self::DoubleFree { pfn, flags } => write!(
+                f,
+                "pfn {pfn:#x}: double free (already free, flags {flags:#x})"
+            ),
+            Self::NotAllocated { pfn, flags } => {
+                write!(
+                    f,
+                    "pfn {pfn:#x}: freeing a page that was never allocated (flags {flags:#x})"
+                )
+            }
+            Self::WrongOrder {
+                pfn,
+                allocated,
+                given,
+            } => {
+                write!(
+                    f,
+                    "pfn {pfn:#x}: freed with order {given}, allocated with order {allocated}"
+                )
+            }
+        }
+    }
+}
+
+/// A broken invariant, found by [`Buddy::check`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvariantError {
+    /// The zone.
+    pub zone: ZoneType,
+    /// The order (or 0 for zone-wide problems).
+    pub order: u32,
+    /// The frame involved, if any.
+    pub pfn: u64,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+/// One order's free list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeArea {
+    /// First block on the list, or [`NO_PFN`].
+    pub head: u64,
+    /// Blocks on the list.
+    pub nr_free: u64,
+}
+
+/// Zone watermarks, in pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Below this only emergency allocations succeed.
+    pub min: u64,
+    /// Background reclaim would start here.
+    pub low: u64,
+    /// Reclaim would stop here.
+    pub high: u64,
+}
+
+/// The watermark an allocation must leave free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watermark {
+    /// Leave at least `min` pages (normal allocations).
+    Min,
+    /// Leave at least `low` pages.
+    Low,
+    /// Ignore watermarks (Linux's `ALLOC_NO_WATERMARKS`).
+    None,
+}
+
+/// Capacity of a per-CPU list.
+pub const PCP_CAPACITY: usize = 192;
+/// Pages moved between a per-CPU list and the buddy lists at a time.
+pub const PCP_BATCH: usize = 31;
+/// A per-CPU list holding more than this is drained by one batch.
+pub const PCP_HIGH: usize = 6 * PCP_BATCH;
+
+/// A per-CPU cache of order-0 pages (Linux's `per_cpu_pages`), used as a stack.
+#[derive(Clone, Debug)]
+pub struct Pcp {
+    /// Pages on the list.
+    pub count: usize,
+    pfns: [u64; PCP_CAPACITY],
+}
+
+impl Pcp {
+    /// The cached page frames, oldest first.
+    pub fn pfns(&self) -> &[u64] {
+        &self.pfns[..self.count]
+    }
+}
+
+/// A zone: its span, counters, free lists and per-CPU cache.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    /// Which zone.
+    pub kind: ZoneType,
+    /// First page frame spanned.
+    pub start_pfn: u64,
+    /// End (exclusive) of the frames spanned.
+    pub end_pfn: u64,
+    /// Frames with memory behind them.
+    pub present: u64,
+    /// Frames handed to the buddy allocator.
+    pub managed: u64,
+    /// Frames on the free lists (not counting the per-CPU cache).
+    pub free: u64,
+    /// The watermarks.
+    pub watermarks: Watermarks,
+    /// Free lists by order.
+    pub free_area: [FreeArea; NR_ORDERS],
+    /// The per-CPU order-0 cache.
+    pub pcp: Pcp,
+}
+
+impl Zone {
+    const fn empty(kind: ZoneType) -> Self {
+        Self {
+            kind,
+            start_pfn: 0,
+            end_pfn: 0,
+            present: 0,
+            managed: 0,
+            free: 0,
+            watermarks: Watermarks {
+                min: 0,
+                low: 0,
+                high: 0,
+            },
+            free_area: [FreeArea {
+                head: NO_PFN,
+                nr_free: 0,
+            }; NR_ORDERS],
+            pcp: Pcp {
+                count: 0,
+                pfns: [0; PCP_CAPACITY],
+            },
+        }
+    }
+
+    /// Frames spanned.
+    pub fn spanned(&self) -> u64 {
+        self.end_pfn - self.start_pfn
+    }
+
+    fn spans(&self, pfn: u64) -> bool {
+        self.start_pfn <= pfn && pfn < self.end_pfn
+    }
+
+    fn watermark_ok(&self, order: u32, mark: Watermark) -> bool {
+        let mark = match mark {
+            Watermark::Min => self.watermarks.min,
+            Watermark::Low => self.watermarks.low,
+            Watermark::None => return true,
+        };
+        // As `__zone_watermark_ok`: what is left after the allocation stays above the mark.
+        self.free.saturating_sub((1 << order) - 1) > mark
+    }
+}
+
+/// The buddy allocator over a memory map.
+pub struct Buddy<M> {
+    /// The memory map.
+    pub memmap: M,
+    /// The zones, DMA first.
+    pub zones: [Zone; NR_ZONES],
+}
+
+impl<M: Memmap> Buddy<M> {
+    /// An allocator with empty zones.
+    pub fn new(memmap: M) -> Self {
+        Self {
+            memmap,
+            zones: ZoneType::ALL.map(Zone::empty),
+        }
+    }
+
+    /// Records present memory `[start_pfn, end_pfn)`: zone spans grow to cover it.
+    pub fn add_present(&mut self, start_pfn: u64, end_pfn: u64) {
+        for zone in &mut self.zones {
+            let (low, high) = zone.kind.pfn_limits();
+            let (start, end) = (start_pfn.max(low), end_pfn.min(high));
+            if start >= end {
+                continue;
+            }
+            if zone.present == 0 {
+                (zone.start_pfn, zone.end_pfn) = (start, end);
+            } else {
+                zone.start_pfn = zone.start_pfn.min(start);
+                zone.end_pfn = zone.end_pfn.max(end);
+            }
+            zone.present += end - start;
+        }
+    }
+
+    /// Gives free memory `[start_pfn, end_pfn)` to the allocator, in maximal aligned
+    /// blocks. The frames must be present and in the zero state.
+    pub fn hand_off(&mut self, start_pfn: u64, end_pfn: u64) {
+        let mut pfn = start_pfn;
+        while pfn < end_pfn {
+            let align = pfn.trailing_zeros().min(MAX_ORDER);
+            let fit = 63 - (end_pfn - pfn).leading_zeros();
+            let order = align.min(fit);
+            if let Some(zone) = self.zone_index(pfn) {
+                self.zones[zone].managed += 1 << order;
+                self.free_one(zone, pfn, order);
+            }
+            pfn += 1 << order;
+        }
+    }
+
+    /// Sets each zone's watermarks as Linux's `__setup_per_zone_wmarks` does, from
+    /// `min_free_kbytes` = sqrt(16 × memory in KiB), clamped to [128, 262144].
+    pub fn setup_watermarks(&mut self) {
+        let managed: u64 = self.zones.iter().map(|z| z.managed).sum();
+        let kbytes = managed * 4;
+        let min_free_kbytes = isqrt(kbytes * 16).clamp(128, 262_144);
+        let pages_min = min_free_kbytes / 4;
+        for zone in &mut self.zones {
+            let min = (pages_min * zone.managed).checked_div(managed).unwrap_or(0);
+            // watermark_scale_factor = 10, in units of 1/10000.
+            let step = (min / 4).max(zone.managed * 10 / 10_000);
+            zone.watermarks = Watermarks {
+                min,
+                low: min + step,
+                high: min + 2 * step,
+            };
+        }
+    }
+
+    /// Allocates 2^`order` pages from the highest zone at or below `highest` that stays
+    /// above `mark`, falling back Normal → DMA32 → DMA. Returns the first frame.
+    pub fn alloc(&mut self, order: u32, highest: ZoneType, mark: Watermark) -> Option<u64> {
+        if order > MAX_ORDER {
+            return None;
+        }
+        for zone in (0..=highest as usize).rev() {
+            if self.zones[zone].managed == 0 || !self.zones[zone].watermark_ok(order, mark) {
+                continue;
+            }
+            if let Some(pfn) = self.rmqueue(zone, order) {
+                self.mark_allocated(pfn, order);
+                return Some(pfn);
+            }
+        }
+        None
+    }
+
+    /// Frees the block of 2^`order` pages at `pfn`, merging it with its free buddies.
+    pub fn free(&mut self, pfn: u64, order: u32) -> Result<(), FreeError> {
+        let zone = self.check_free(pfn, order)?;
+        self.clear_allocated(pfn);
+        self.free_one(zone, pfn, order);
+        Ok(())
+    }
+
+    /// Allocates one page through the per-CPU cache, refilling it from the buddy lists by
+    /// one batch when empty.
+    pub fn alloc_page(&mut self, highest: ZoneType) -> Option<u64> {
+        for zone in (0..=highest as usize).rev() {
+            if self.zones[zone].pcp.count == 0 {
+                self.refill_pcp(zone);
+            }
+            let pcp = &mut self.zones[zone].pcp;
+            if pcp.count > 0 {
+                pcp.count -= 1;
+                let pfn = pcp.pfns[pcp.count];
+                if let Some(page) = self.memmap.page(pfn) {
+                    page.flags = (page.flags & !PG_PCP) | PG_HEAD;
+                    page.order = 0;
+                    page.refcount = 1;
+                }
+                return Some(pfn);
+            }
+        }
+        None
+    }
+
+    /// Frees one page to its zone's per-CPU cache, draining a batch to the buddy lists
+    /// when the cache is over its high mark.
+    pub fn free_page(&mut self, pfn: u64) -> Result<(), FreeError> {
+        let zone = self.check_free(pfn, 0)?;
+        if let Some(page) = self.memmap.page(pfn) {
+            page.flags = (page.flags & !PG_HEAD) | PG_PCP;
+            page.refcount = 0;
+        }
+        let pcp = &mut self.zones[zone].pcp;
+        pcp.pfns[pcp.count] = pfn;
+        pcp.count += 1;
+        if pcp.count > PCP_HIGH {
+            self.drain_pcp_batch(zone, PCP_BATCH);
+        }
+        Ok(())
+    }
+
+    /// Returns every per-CPU page to the buddy lists.
+    pub fn drain_pcp(&mut self) {
+        for zone in 0..NR_ZONES {
+            let count = self.zones[zone].pcp.count;
+            self.drain_pcp_batch(zone, count);
+        }
+    }
+
+    /// Free pages, per-CPU caches included.
+    pub fn free_pages(&self) -> u64 {
+        self.zones.iter().map(|z| z.free + z.pcp.count as u64).sum()
+    }
+
+    /// Checks invariants (a)–(d) except the allocated count, which only the caller knows;
+    /// list walks are bounded by the zone's managed pages.
+    pub fn check(&mut self) -> Result<(), InvariantError> {
+        for zone_index in 0..NR_ZONES {
+            let (kind, managed) = (self.zones[zone_index].kind, self.zones[zone_index].managed);
+            let fail = |order, pfn, what| {
+                Err(InvariantError {
+                    zone: kind,
+                    order,
+                    pfn,
+                    what,
+                })
+            };
+            let mut free = 0;
+            for order in 0..=MAX_ORDER {
+                let area = self.zones[zone_index].free_area[order as usize];
+                let (mut pfn, mut prev, mut count) = (area.head, NO_PFN, 0u64);
+                while pfn != NO_PFN {
+                    count += 1;
+                    if count > managed {
+                        return fail(order, pfn, "free list longer than the zone (a cycle?)");
+                    }
+                    if pfn % (1 << order) != 0
+                        || !self.zones[zone_index].spans(pfn + (1 << order) - 1)
+                        || !self.zones[zone_index].spans(pfn)
+                    {
+                        return fail(order, pfn, "free block misaligned or outside its zone");
+                    }
+                    let Some(page) = self.memmap.page(pfn).copied() else {
+                        return fail(order, pfn, "free block without a struct page");
+                    };
+                    if page.flags & PG_BUDDY == 0 || page.order != order {
+                        return fail(order, pfn, "free block not flagged PG_BUDDY with its order");
+                    }
+                    if page.prev != prev {
+                        return fail(order, pfn, "free list back link broken");
+                    }
+                    if order < MAX_ORDER && self.find_buddy(zone_index, pfn, order).is_some() {
+                        return fail(order, pfn, "two free buddies of the same order");
+                    }
+                    (prev, pfn) = (pfn, page.next);
+                }
+                if count != area.nr_free {
+                    return fail(order, area.head, "nr_free differs from the list length");
+                }
+                free += count << order;
+            }
+            if free != self.zones[zone_index].free {
+                return fail(0, NO_PFN, "zone free count differs from its lists");
+            }
+            let pcp = self.zones[zone_index].pcp.clone();
+            for &pfn in pcp.pfns() {
+                if self
+                    .memmap
+                    .page(pfn)
+                    .is_none_or(|page| page.flags & PG_PCP == 0)
+                {
+                    return fail(0, pfn, "per-CPU page not flagged PG_PCP");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Index of the zone spanning `pfn`.
+    fn zone_index(&self, pfn: u64) -> Option<usize> {
+        let zone = ZoneType::of_pfn(pfn) as usize;
+        self.zones[zone].spans(pfn).then_some(zone)
+    }
+
+    /// The buddy of the free block `pfn` of `order`, if it is itself a free block of the
+    /// same order in the same zone: the one place a buddy is computed and validated.
+    fn find_buddy(&mut self, zone: usize, pfn: u64, order: u32) -> Option<u64> {
+        let buddy = pfn ^ (1 << order);
+        if !self.zones[zone].spans(buddy) {
+            return None;
+        }
+        let page = self.memmap.page(buddy)?;
+        (page.flags & PG_BUDDY != 0 && page.order == order).then_some(buddy)
+    }
+
+    /// Validates a free of `pfn` at `order`; returns its zone.
+    fn check_free(&mut self, pfn: u64, order: u32) -> Result<usize, FreeError> {
+        if order > MAX_ORDER || pfn % (1 << order) != 0 {
+            return Err(FreeError::Misaligned { pfn, order });
+        }
+        let zone = self.zone_index(pfn).ok_or(FreeError::Invalid { pfn })?;
+        let page = self.memmap.page(pfn).ok_or(FreeError::Invalid { pfn })?;
+        let flags = page.flags;
+        if flags & (PG_BUDDY | PG_PCP) != 0 {
+            return Err(FreeError::DoubleFree { pfn, flags });
+        }
+        if flags & PG_HEAD == 0 {
+            return Err(FreeError::NotAllocated { pfn, flags });
+        }
+        if page.order != order {
+            return Err(FreeError::WrongOrder {
+                pfn,
+                allocated: page.order,
+                given: order,
+            });
+        }
+        Ok(zone)
+    }
+
+    /// `__free_one_page`: merge with free buddies while possible, then list the result.
+    fn free_one(&mut self, zone: usize, mut pfn: u64, mut order: u32) {
+        self.zones[zone].free += 1 << order;
+        while order < MAX_ORDER {
+            let Some(buddy) = self.find_buddy(zone, pfn, order) else {
+                break;
+            };
+            self.list_del(zone, order, buddy);
+            if let Some(page) = self.memmap.page(buddy) {
+                page.flags &= !PG_BUDDY;
+                page.order = 0;
+            }
+            pfn = pfn.min(buddy);
+            order += 1;
+        }
+        self.list_add(zone, order, pfn);
+    }
+
+    /// Takes a block of `order` from the smallest list that has one, splitting it.
+    fn rmqueue(&mut self, zone: usize, order: u32) -> Option<u64> {
+        let from =
+            (order..=MAX_ORDER).find(|&k| self.zones[zone].free_area[k as usize].head != NO_PFN)?;
+        let pfn = self.zones[zone].free_area[from as usize].head;
+        self.list_del(zone, from, pfn);
+        if let Some(page) = self.memmap.page(pfn) {
+            page.flags &= !PG_BUDDY;
+            page.order = 0;
+        }
+        self.zones[zone].free -= 1 << from;
+        self.expand(zone, pfn, from, order);
+        Some(pfn)
+    }
+
+    /// `expand()`: a block of order `high` was taken for an allocation of order `low`; give
+    /// back its upper halves, largest first, so the allocation keeps the lowest pages.
+    fn expand(&mut self, zone: usize, pfn: u64, high: u32, low: u32) {
+        for order in (low..high).rev() {
+            let half = pfn + (1 << order);
+            self.zones[zone].free += 1 << order;
+            self.list_add(zone, order, half);
+        }
+    }
+
+    fn mark_allocated(&mut self, pfn: u64, order: u32) {
+        if let Some(page) = self.memmap.page(pfn) {
+            page.flags |= PG_HEAD;
+            page.order = order;
+            page.refcount = 1;
+        }
+    }
+
+    fn clear_allocated(&mut self, pfn: u64) {
+        if let Some(page) = self.memmap.page(pfn) {
+            page.flags &= !PG_HEAD;
+            page.order = 0;
+            page.refcount = 0;
+        }
+    }
+
+    fn refill_pcp(&mut self, zone: usize) {
+        for _ in 0..PCP_BATCH {
+            if !self.zones[zone].watermark_ok(0, Watermark::Min) {
+                break;
+            }
+            let Some(pfn) = self.rmqueue(zone, 0) else {
+                break;
+            };
+            if let Some(page) = self.memmap.page(pfn) {
+                page.flags |= PG_PCP;
+            }
+            let pcp = &mut self.zones[zone].pcp;
+            pcp.pfns[pcp.count] = pfn;
+            pcp.count += 1;
+        }
+    }
+
+    /// Returns the `count` oldest per-CPU pages of `zone` to the buddy lists.
+    fn drain_pcp_batch(&mut self, zone: usize, count: usize) {
+        let count = count.min(self.zones[zone].pcp.count);
+        for index in 0..count {
+            let pfn = self.zones[zone].pcp.pfns[index];
+            if let Some(page) = self.memmap.page(pfn) {
+                page.flags &= !PG_PCP;
+            }
+            self.free_one(zone, pfn, 0);
+        }
+        let pcp = &mut self.zones[zone].pcp;
+        pcp.pfns.copy_within(count..pcp.count, 0);
+        pcp.count -= count;
+    }
+
+    fn list_add(&mut self, zone: usize, order: u32, pfn: u64) {
+        let area = &mut self.zones[zone].free_area[order as usize];
+        let head = area.head;
+        area.head = pfn;
+        area.nr_free += 1;
+        if let Some(page) = self.memmap.page(pfn) {
+            page.flags |= PG_BUDDY;
+            page.order = order;
+            page.next = head;
+            page.prev = NO_PFN;
+        }
+        if head != NO_PFN {
+            if let Some(next) = self.memmap.page(head) {
+                next.prev = pfn;
+            }
+        }
+    }
+
+    fn list_del(&mut self, zone: usize, order: u32, pfn: u64) {
+        let Some(page) = self.memmap.page(pfn) else {
+            return;
+        };
+        let (next, prev) = (page.next, page.prev);
+        (page.next, page.prev) = (0, 0);
+        if prev == NO_PFN {
+            self.zones[zone].free_area[order as usize].head = next;
+        } else if let Some(prev_page) = self.memmap.page(prev) {
+            prev_page.next = next;
+        }
+        if next != NO_PFN {
+            if let Some(next_page) = self.memmap.page(next) {
+                next_page.prev = prev;
+            }
+        }
+        self.zones[zone].free_area[order as usize].nr_free -= 1;
+    }
+}
+
+/// Integer square root (Linux's `int_sqrt`), by Newton's method: no floating point in the
+/// kernel.
+fn isqrt(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let (mut x, mut y) = (n, n / 2 + n % 2);
+    while y < x {
+        x = y;
+        y = (x + n / x) / 2;
+    }
+    x
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+use super::*;
+use proptest::prelude::*;
+use shared::page::{PAGES_PER_SECTION, PAGE_SHIFT, SECTION_SHIFT};
+use std::collections::{BTreeMap, BTreeSet};
+use std::vec::Vec;
+use std::{format, vec};
+
+/// A sparse memory map: one `Vec<Page>` per present section, as the kernel's vmemmap.
+#[derive(Default)]
+pub struct SparseMemmap {
+    sections: BTreeMap<u64, Vec<Page>>,
+}
+
+impl SparseMemmap {
+    pub fn with_sections(sections: &[u64]) -> Self {
+        let mut map = Self::default();
+        for &section in sections {
+            map.sections
+                .insert(section, vec![Page::default(); SECTION_PAGES]);
+        }
+        map
+    }
+}
+
+impl Memmap for SparseMemmap {
+    fn page(&mut self, pfn: u64) -> Option<&mut Page> {
+        let section = pfn >> (SECTION_SHIFT - PAGE_SHIFT);
+        self.sections
+            .get_mut(&section)?
+            .get_mut((pfn % PAGES_PER_SECTION) as usize)
+    }
+}
+
+const NORMAL: u64 = 1 << 20;
+const SECTION_PAGES: usize = 1 << (SECTION_SHIFT - PAGE_SHIFT);
+
+/// DMA [16, 4096), DMA32 [4096, 12288) with [6000, 6100) reserved, Normal [2^20, 2^20 + 4096).
+fn allocator() -> Buddy<SparseMemmap> {
+    let mut buddy = Buddy::new(SparseMemmap::with_sections(&[
+        0,
+        NORMAL / PAGES_PER_SECTION,
+    ]));
+    for (start, end) in [(16, 12_288), (NORMAL, NORMAL + 4096)] {
+        buddy.add_present(start, end);
+    }
+    for (start, end) in [(16, 6000), (6100, 12_288), (NORMAL, NORMAL + 4096)] {
+        buddy.hand_off(start, end);
+    }
+    buddy.setup_watermarks();
+    buddy
+}
+
+fn nr_free(buddy: &Buddy<SparseMemmap>) -> Vec<[u64; NR_ORDERS]> {
+    buddy
+        .zones
+        .iter()
+        .map(|z| z.free_area.map(|a| a.nr_free))
+        .collect()
+}
+
+#[test]
+fn hand_off_uses_maximal_aligned_blocks() {
+    let mut buddy = Buddy::new(SparseMemmap::with_sections(&[0]));
+    buddy.add_present(0, 4096);
+    buddy.hand_off(3, 2051);
+    // 3 | 4..8 | 8..16 | … | 1024..2048 | 2048..2050 | 2050
+    let dma = &buddy.zones[0];
+    let counts: Vec<u64> = dma.free_area.iter().map(|a| a.nr_free).collect();
+    assert_eq!(counts, [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(
+        (dma.free, dma.managed, dma.present, dma.spanned()),
+        (2048, 2048, 4096, 4096)
+    );
+    buddy.check().expect("invariants");
+}
+
+#[test]
+fn freeing_merges_back_to_the_boot_state() {
+    let mut buddy = allocator();
+    let boot = nr_free(&buddy);
+    let a = buddy
+        .alloc(0, ZoneType::Dma, Watermark::None)
+        .expect("page");
+    let b = buddy
+        .alloc(3, ZoneType::Dma, Watermark::None)
+        .expect("block");
+    assert_eq!(b % 8, 0);
+    buddy.check().expect("invariants after split");
+    buddy.free(a, 0).expect("valid free");
+    buddy.free(b, 3).expect("valid free");
+    buddy.check().expect("invariants after merge");
+    assert_eq!(nr_free(&buddy), boot);
+}
+
+#[test]
+fn allocation_falls_back_from_normal_and_honours_the_zone_limit() {
+    let mut buddy = allocator();
+    let normal = buddy
+        .alloc(2, ZoneType::Normal, Watermark::Min)
+        .expect("block");
+    assert_eq!(ZoneType::of_pfn(normal), ZoneType::Normal);
+    let dma = buddy
+        .alloc(2, ZoneType::Dma, Watermark::Min)
+        .expect("block");
+    assert_eq!(ZoneType::of_pfn(dma), ZoneType::Dma);
+    // Exhaust Normal: the next Normal request falls back to DMA32.
+    while buddy
+        .alloc(0, ZoneType::Normal, Watermark::None)
+        .is_some_and(|pfn| pfn >= NORMAL)
+    {}
+    let fallback = buddy
+        .alloc(0, ZoneType::Normal, Watermark::Min)
+        .expect("fallback");
+    assert_eq!(ZoneType::of_pfn(fallback), ZoneType::Dma32);
+}
+
+#[test]
+fn watermarks_keep_min_pages_for_emergencies() {
+    let mut buddy = allocator();
+    let dma = buddy.zones[0].watermarks;
+    assert!(
+        0 < dma.min && dma.min < dma.low && dma.low < dma.high,
+        "{dma:?}"
+    );
+    while buddy.alloc(0, ZoneType::Dma, Watermark::Min).is_some() {}
+    assert_eq!(
+        buddy.zones[0].free, dma.min,
+        "normal allocations stop at min"
+    );
+    assert!(
+        buddy.alloc(0, ZoneType::Dma, Watermark::None).is_some(),
+        "emergency allocation"
+    );
+}
+
+#[test]
+fn bad_frees_are_named_and_change_nothing() {
+    let mut buddy = allocator();
+    let block = buddy
+        .alloc(2, ZoneType::Dma32, Watermark::Min)
+        .expect("block");
+    let before = nr_free(&buddy);
+    assert_eq!(
+        buddy.free(block, 1),
+        Err(FreeError::WrongOrder {
+            pfn: block,
+            allocated: 2,
+            given: 1
+        })
+    );
+    assert!(
+        matches!(
+            buddy.free(block + 1, 0),
+            Err(FreeError::NotAllocated { .. })
+        ),
+        "tail page"
+    );
+    assert!(
+        matches!(buddy.free(6050, 0), Err(FreeError::NotAllocated { .. })),
+        "reserved page"
+    );
+    assert_eq!(
+        buddy.free(block + 2, 2),
+        Err(FreeError::Misaligned {
+            pfn: block + 2,
+            order: 2
+        })
+    );
+    assert_eq!(
+        buddy.free(20_000, 0),
+        Err(FreeError::Invalid { pfn: 20_000 }),
+        "a hole"
+    );
+    assert_eq!(nr_free(&buddy), before);
+    buddy.free(block, 2).expect("valid free");
+    assert!(matches!(
+        buddy.free(block, 2),
+        Err(FreeError::DoubleFree { .. })
+    ));
+    let page = buddy.alloc_page(ZoneType::Dma32).expect("page");
+    buddy.free_page(page).expect("valid free");
+    assert!(
+        matches!(buddy.free_page(page), Err(FreeError::DoubleFree { .. })),
+        "per-CPU double free"
+    );
+    buddy.check().expect("invariants");
+}
+
+#[test]
+fn per_cpu_cache_refills_and_drains_in_batches() {
+    let mut buddy = allocator();
+    let boot = nr_free(&buddy);
+    let free = buddy.free_pages();
+    let page = buddy.alloc_page(ZoneType::Dma32).expect("page");
+    assert_eq!(buddy.zones[1].pcp.count, PCP_BATCH - 1);
+    assert_eq!(buddy.free_pages(), free - 1);
+    let pages: Vec<u64> = (0..PCP_HIGH + 10)
+        .filter_map(|_| buddy.alloc_page(ZoneType::Dma32))
+        .collect();
+    buddy.free_page(page).expect("valid free");
+    for &pfn in &pages {
+        buddy.free_page(pfn).expect("valid free");
+        assert!(buddy.zones[1].pcp.count <= PCP_HIGH);
+    }
+    buddy.check().expect("invariants");
+    buddy.drain_pcp();
+    assert_eq!(nr_free(&buddy), boot);
+}
+
+#[test]
+fn integer_square_root() {
+    for n in [0u64, 1, 2, 3, 4, 15, 16, 17, 1 << 40, u64::MAX] {
+        let root = isqrt(n);
+        assert!(u128::from(root) * u128::from(root) <= u128::from(n));
+        assert!(u128::from(root + 1) * u128::from(root + 1) > u128::from(n));
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc {
+        order: u32,
+        zone: u32,
+    },
+    AllocPage {
+        zone: u32,
+    },
+    Free {
+        index: usize,
+    },
+    BadFree {
+        index: usize,
+        offset: u64,
+        order: u32,
+    },
+    Drain,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u32..=MAX_ORDER, 0u32..3).prop_map(|(order, zone)| Op::Alloc { order, zone }),
+        3 => (0u32..3).prop_map(|zone| Op::AllocPage { zone }),
+        6 => any::<usize>().prop_map(|index| Op::Free { index }),
+        1 => (any::<usize>(), 0u64..4, 0u32..4).prop_map(|(index, offset, order)| Op::BadFree { index, offset, order }),
+        1 => Just(Op::Drain),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #[test]
+    fn random_sequences_keep_every_invariant(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut buddy = allocator();
+        let boot = nr_free(&buddy);
+        let managed: u64 = buddy.zones.iter().map(|z| z.managed).sum();
+        // Live blocks: (pfn, order, through the per-CPU path).
+        let mut live: Vec<(u64, u32, bool)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Alloc { order, zone } => {
+                    if let Some(pfn) = buddy.alloc(order, ZoneType::ALL[zone as usize], Watermark::Min) {
+                        prop_assert!(ZoneType::of_pfn(pfn) <= ZoneType::ALL[zone as usize]);
+                        live.push((pfn, order, false));
+                    }
+                }
+                Op::AllocPage { zone } => {
+                    if let Some(pfn) = buddy.alloc_page(ZoneType::ALL[zone as usize]) {
+                        live.push((pfn, 0, true));
+                    }
+                }
+                Op::Free { index } if !live.is_empty() => {
+                    let (pfn, order, pcp) = live.swap_remove(index % live.len());
+                    if pcp { buddy.free_page(pfn) } else { buddy.free(pfn, order) }.expect("valid free");
+                }
+                Op::BadFree { index, offset, order } if !live.is_empty() => {
+                    let (pfn, _, _) = live[index % live.len()];
+                    let target = pfn + offset;
+                    let valid = live.iter().any(|&(p, o, _)| p == target && o == order);
+                    if !valid {
+                        prop_assert!(buddy.free(target, order).is_err(), "bad free of {target:#x} order {order} accepted");
+                    }
+                }
+                Op::Free { .. } | Op::BadFree { .. } => {}
+                Op::Drain => buddy.drain_pcp(),
+            }
+            if let Err(err) = buddy.check() {
+                return Err(TestCaseError::fail(format!("{err:?}")));
+            }
+            // Live blocks are disjoint and aligned.
+            let mut pages = BTreeSet::new();
+            for &(pfn, order, _) in &live {
+                prop_assert_eq!(pfn % (1 << order), 0);
+                for page in pfn..pfn + (1 << order) {
+                    prop_assert!(pages.insert(page), "page {:#x} in two live blocks", page);
+                }
+            }
+            // free + per-CPU + allocated = managed.
+            prop_assert_eq!(buddy.free_pages() + pages.len() as u64, managed);
+        }
+        for (pfn, order, pcp) in live {
+            if pcp { buddy.free_page(pfn) } else { buddy.free(pfn, order) }.expect("valid free");
+        }
+        buddy.drain_pcp();
+        prop_assert_eq!(nr_free(&buddy), boot, "everything freed: the boot state again");
+    }
+}

@@ -1,0 +1,123 @@
+//! `struct page`: the 64-byte descriptor of every present physical page frame, in the
+//! vmemmap at [`crate::layout::VMEMMAP_BASE`] (`pfn_to_page(pfn)` = base + 64 × pfn), and the
+//! zone geometry. The host reads both, so their layout is fixed here.
+//!
+//! An all-zero `Page` is a valid state: "not free, not allocated, owned by nobody" (a
+//! reserved or not-yet-managed frame). The VMM hands over zeroed RAM, so the guest never
+//! initialises the memory map; the hand-off to the buddy allocator touches only the first
+//! page of each free block.
+
+/// Page-frame descriptor (64 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Page {
+    /// `PG_*` flags.
+    pub flags: u64,
+    /// References to an allocated page (1 from allocation to free).
+    pub refcount: u32,
+    /// Order of the block this page heads: free (`PG_BUDDY`) or allocated (`PG_HEAD`).
+    pub order: u32,
+    /// Next page frame on the free list (valid with `PG_BUDDY`; [`NO_PFN`] ends the list).
+    pub next: u64,
+    /// Previous page frame on the free list (valid with `PG_BUDDY`).
+    pub prev: u64,
+    /// Slab: address of the owning cache.
+    pub slab_cache: u64,
+    /// Slab: first free object.
+    pub slab_freelist: u64,
+    /// Slab: objects in use.
+    pub slab_inuse: u32,
+    /// Slab: objects in the slab.
+    pub slab_objects: u32,
+    /// Owner-specific data.
+    pub private: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Page>() == PAGE_STRUCT_SIZE);
+
+/// Size of a [`Page`].
+pub const PAGE_STRUCT_SIZE: usize = 64;
+
+/// The first page of a free block in the buddy allocator (Linux's `PageBuddy`).
+pub const PG_BUDDY: u64 = 1 << 0;
+/// On a per-CPU free list (an order-0 page the buddy allocator counts as allocated).
+pub const PG_PCP: u64 = 1 << 1;
+/// The first page of an allocated block; `order` holds its order.
+pub const PG_HEAD: u64 = 1 << 2;
+/// Part of a slab (set on the slab's first page).
+pub const PG_SLAB: u64 = 1 << 3;
+
+/// End of a free list.
+pub const NO_PFN: u64 = u64::MAX;
+
+/// Number of buddy orders: blocks of 2^0 to 2^10 pages (Linux's `NR_PAGE_ORDERS`).
+pub const NR_ORDERS: usize = 11;
+/// Largest order.
+pub const MAX_ORDER: u32 = 10;
+
+/// log2 of a page.
+pub const PAGE_SHIFT: u32 = 12;
+/// log2 of a memory section: 128 MiB, whose 32 768 `Page`s fill exactly one 2 MiB page of
+/// vmemmap (Linux x86_64's `SECTION_SIZE_BITS`).
+pub const SECTION_SHIFT: u32 = 27;
+/// Page frames per section.
+pub const PAGES_PER_SECTION: u64 = 1 << (SECTION_SHIFT - PAGE_SHIFT);
+
+/// The zones, in fallback order from the top.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum ZoneType {
+    /// Below 16 MiB.
+    Dma = 0,
+    /// Below 4 GiB.
+    Dma32 = 1,
+    /// From 4 GiB.
+    Normal = 2,
+}
+
+/// Number of zones.
+pub const NR_ZONES: usize = 3;
+
+impl ZoneType {
+    /// All zones, lowest first.
+    pub const ALL: [ZoneType; NR_ZONES] = [Self::Dma, Self::Dma32, Self::Normal];
+
+    /// The name `/proc/zoneinfo` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dma => "DMA",
+            Self::Dma32 => "DMA32",
+            Self::Normal => "Normal",
+        }
+    }
+
+    /// The zone with this number.
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Self::ALL.get(value as usize).copied()
+    }
+
+    /// Page frames `[start, end)` the zone may span.
+    pub fn pfn_limits(self) -> (u64, u64) {
+        match self {
+            Self::Dma => (0, DMA_END_PFN),
+            Self::Dma32 => (DMA_END_PFN, DMA32_END_PFN),
+            Self::Normal => (DMA32_END_PFN, u64::MAX >> PAGE_SHIFT),
+        }
+    }
+
+    /// The zone a page frame belongs to.
+    pub fn of_pfn(pfn: u64) -> Self {
+        if pfn < DMA_END_PFN {
+            Self::Dma
+        } else if pfn < DMA32_END_PFN {
+            Self::Dma32
+        } else {
+            Self::Normal
+        }
+    }
+}
+
+/// First page frame above ZONE_DMA (16 MiB).
+pub const DMA_END_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
+/// First page frame above ZONE_DMA32 (4 GiB).
+pub const DMA32_END_PFN: u64 = (4 << 30) >> PAGE_SHIFT;
