@@ -26,15 +26,7 @@ fn main() {
     let mut build = Command::new(&cargo);
     build
         .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "guest",
-            "--bin",
-            "kernel",
-        ])
+        .args(["build", "--release", "--locked", "-p", "guest", "--bin", "kernel"])
         .args(["--features", "kernel", "--target", TARGET, "--target-dir"])
         .arg(&target_dir);
     // The outer build's flags and wrappers are for the host, not for the guest.
@@ -50,22 +42,16 @@ fn main() {
     }
     match build.status() {
         Ok(status) if status.success() => {}
-        Ok(status) => fail(&format!(
-            "building the guest kernel failed ({status}); the errors are above"
-        )),
-        Err(err) => fail(&format!(
-            "cannot run {}: {err}",
-            Path::new(&cargo).display()
-        )),
+        Ok(status) => {
+            fail(&format!("building the guest kernel failed ({status}); the errors are above"))
+        }
+        Err(err) => fail(&format!("cannot run {}: {err}", Path::new(&cargo).display())),
     }
 
     let elf = target_dir.join(TARGET).join("release").join("kernel");
     let embedded = out_dir.join("guest-kernel.elf");
     if let Err(err) = std::fs::copy(&elf, &embedded) {
-        fail(&format!(
-            "cannot copy the guest kernel {}: {err}",
-            elf.display()
-        ));
+        fail(&format!("cannot copy the guest kernel {}: {err}", elf.display()));
     }
     println!("cargo:rustc-env=KVM_MM_GUEST_KERNEL={}", embedded.display());
 }
@@ -73,22 +59,14 @@ fn main() {
 /// Installs the bare-metal target with rustup when the toolchain lacks it.
 fn ensure_target_installed(rustc: &Path) {
     let sysroot = Command::new(rustc).args(["--print", "sysroot"]).output();
-    let installed = sysroot
-        .ok()
-        .filter(|out| out.status.success())
-        .is_some_and(|out| {
-            let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            Path::new(&sysroot)
-                .join("lib/rustlib")
-                .join(TARGET)
-                .exists()
-        });
+    let installed = sysroot.ok().filter(|out| out.status.success()).is_some_and(|out| {
+        let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists()
+    });
     if installed {
         return;
     }
-    let added = Command::new("rustup")
-        .args(["target", "add", TARGET])
-        .status();
+    let added = Command::new("rustup").args(["target", "add", TARGET]).status();
     if !added.is_ok_and(|status| status.success()) {
         fail(&format!(
             "the guest kernel needs the {TARGET} target and installing it failed: run `rustup target add {TARGET}`"

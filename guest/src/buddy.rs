@@ -78,21 +78,16 @@ impl core::fmt::Display for FreeError {
             Self::Misaligned { pfn, order } => {
                 write!(f, "pfn {pfn:#x}: not a block of order {order}")
             }
-            Self::DoubleFree { pfn, flags } => write!(
-                f,
-                "pfn {pfn:#x}: double free (already free, flags {flags:#x})"
-            ),
+            Self::DoubleFree { pfn, flags } => {
+                write!(f, "pfn {pfn:#x}: double free (already free, flags {flags:#x})")
+            }
             Self::NotAllocated { pfn, flags } => {
                 write!(
                     f,
                     "pfn {pfn:#x}: freeing a page that was never allocated (flags {flags:#x})"
                 )
             }
-            Self::WrongOrder {
-                pfn,
-                allocated,
-                given,
-            } => {
+            Self::WrongOrder { pfn, allocated, given } => {
                 write!(
                     f,
                     "pfn {pfn:#x}: freed with order {given}, allocated with order {allocated}"
@@ -200,19 +195,9 @@ impl Zone {
             present: 0,
             managed: 0,
             free: 0,
-            watermarks: Watermarks {
-                min: 0,
-                low: 0,
-                high: 0,
-            },
-            free_area: [FreeArea {
-                head: NO_PFN,
-                nr_free: 0,
-            }; NR_ORDERS],
-            pcp: Pcp {
-                count: 0,
-                pfns: [0; PCP_CAPACITY],
-            },
+            watermarks: Watermarks { min: 0, low: 0, high: 0 },
+            free_area: [FreeArea { head: NO_PFN, nr_free: 0 }; NR_ORDERS],
+            pcp: Pcp { count: 0, pfns: [0; PCP_CAPACITY] },
         }
     }
 
@@ -247,10 +232,7 @@ pub struct Buddy<M> {
 impl<M: Memmap> Buddy<M> {
     /// An allocator with empty zones.
     pub fn new(memmap: M) -> Self {
-        Self {
-            memmap,
-            zones: ZoneType::ALL.map(Zone::empty),
-        }
+        Self { memmap, zones: ZoneType::ALL.map(Zone::empty) }
     }
 
     /// Records present memory `[start_pfn, end_pfn)`: zone spans grow to cover it.
@@ -298,11 +280,7 @@ impl<M: Memmap> Buddy<M> {
             let min = (pages_min * zone.managed).checked_div(managed).unwrap_or(0);
             // watermark_scale_factor = 10, in units of 1/10000.
             let step = (min / 4).max(zone.managed * 10 / 10_000);
-            zone.watermarks = Watermarks {
-                min,
-                low: min + step,
-                high: min + 2 * step,
-            };
+            zone.watermarks = Watermarks { min, low: min + step, high: min + 2 * step };
         }
     }
 
@@ -389,14 +367,7 @@ impl<M: Memmap> Buddy<M> {
     pub fn check(&mut self) -> Result<(), InvariantError> {
         for zone_index in 0..NR_ZONES {
             let (kind, managed) = (self.zones[zone_index].kind, self.zones[zone_index].managed);
-            let fail = |order, pfn, what| {
-                Err(InvariantError {
-                    zone: kind,
-                    order,
-                    pfn,
-                    what,
-                })
-            };
+            let fail = |order, pfn, what| Err(InvariantError { zone: kind, order, pfn, what });
             let mut free = 0;
             for order in 0..=MAX_ORDER {
                 let area = self.zones[zone_index].free_area[order as usize];
@@ -436,11 +407,7 @@ impl<M: Memmap> Buddy<M> {
             }
             let pcp = self.zones[zone_index].pcp.clone();
             for &pfn in pcp.pfns() {
-                if self
-                    .memmap
-                    .page(pfn)
-                    .is_none_or(|page| page.flags & PG_PCP == 0)
-                {
+                if self.memmap.page(pfn).is_none_or(|page| page.flags & PG_PCP == 0) {
                     return fail(0, pfn, "per-CPU page not flagged PG_PCP");
                 }
             }
@@ -480,11 +447,7 @@ impl<M: Memmap> Buddy<M> {
             return Err(FreeError::NotAllocated { pfn, flags });
         }
         if page.order != order {
-            return Err(FreeError::WrongOrder {
-                pfn,
-                allocated: page.order,
-                given: order,
-            });
+            return Err(FreeError::WrongOrder { pfn, allocated: page.order, given: order });
         }
         Ok(zone)
     }

@@ -7,6 +7,8 @@
 //! |---|---|---|
 //! | `workload=` | a [`Workload`] name | `boot` |
 //! | `loglevel=` | `off`, `error`, `warn`, `info`, `debug`, `trace`, or Linux's `0`–`8` | `info` |
+//! | `seed=` | the stress workload's random seed, a number | `1` |
+//! | `ops=` | the stress workload's operations, 1 to 1 000 000 | `2000` |
 
 use log::LevelFilter;
 use shared::hypercall::CmdlineErrorKind;
@@ -19,14 +21,15 @@ pub struct Options {
     pub workload: Workload,
     /// The most verbose console messages to print.
     pub loglevel: LevelFilter,
+    /// Seed of the stress workload.
+    pub seed: u64,
+    /// Operations of the stress workload.
+    pub ops: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            workload: Workload::Boot,
-            loglevel: LevelFilter::Info,
-        }
+        Self { workload: Workload::Boot, loglevel: LevelFilter::Info, seed: 1, ops: 2000 }
     }
 }
 
@@ -57,10 +60,7 @@ impl Options {
                 Some((name, value)) => (name, Some(value)),
                 None => (option, None),
             };
-            let bad_value = CmdlineError {
-                kind: CmdlineErrorKind::BadValue,
-                option,
-            };
+            let bad_value = CmdlineError { kind: CmdlineErrorKind::BadValue, option };
             match (name, value) {
                 ("workload", Some(value)) => {
                     options.workload = Workload::from_name(value).ok_or(bad_value)?;
@@ -68,13 +68,13 @@ impl Options {
                 ("loglevel", Some(value)) => {
                     options.loglevel = parse_loglevel(value).ok_or(bad_value)?;
                 }
-                ("workload" | "loglevel", None) => return Err(bad_value),
-                _ => {
-                    return Err(CmdlineError {
-                        kind: CmdlineErrorKind::UnknownOption,
-                        option,
-                    })
+                ("seed", Some(value)) => options.seed = value.parse().map_err(|_| bad_value)?,
+                ("ops", Some(value)) => {
+                    let ops = value.parse().ok().filter(|ops| (1..=1_000_000).contains(ops));
+                    options.ops = ops.ok_or(bad_value)?;
                 }
+                ("workload" | "loglevel" | "seed" | "ops", None) => return Err(bad_value),
+                _ => return Err(CmdlineError { kind: CmdlineErrorKind::UnknownOption, option }),
             }
         }
         Ok(options)
@@ -111,17 +111,14 @@ mod tests {
             options,
             Options {
                 workload: Workload::Panic,
-                loglevel: LevelFilter::Debug
+                loglevel: LevelFilter::Debug,
+                ..Options::default()
             }
         );
-        assert_eq!(
-            Options::parse("loglevel=4").map(|o| o.loglevel),
-            Ok(LevelFilter::Error)
-        );
-        assert_eq!(
-            Options::parse("loglevel=7").map(|o| o.loglevel),
-            Ok(LevelFilter::Info)
-        );
+        let stress = Options::parse("workload=stress seed=42 ops=500").expect("parses");
+        assert_eq!((stress.workload, stress.seed, stress.ops), (Workload::Stress, 42, 500));
+        assert_eq!(Options::parse("loglevel=4").map(|o| o.loglevel), Ok(LevelFilter::Error));
+        assert_eq!(Options::parse("loglevel=7").map(|o| o.loglevel), Ok(LevelFilter::Info));
     }
 
     #[test]
@@ -129,15 +126,9 @@ mod tests {
         let err = Options::parse("loglevel=info frobnicate=3 other").expect_err("rejects");
         assert_eq!(
             err,
-            CmdlineError {
-                kind: CmdlineErrorKind::UnknownOption,
-                option: "frobnicate=3"
-            }
+            CmdlineError { kind: CmdlineErrorKind::UnknownOption, option: "frobnicate=3" }
         );
-        assert_eq!(
-            std::format!("{err}"),
-            "unknown kernel option 'frobnicate=3'"
-        );
+        assert_eq!(std::format!("{err}"), "unknown kernel option 'frobnicate=3'");
     }
 
     #[test]
@@ -148,6 +139,10 @@ mod tests {
             "workload",
             "loglevel=",
             "loglevel=9",
+            "seed=x",
+            "ops=0",
+            "ops=2000000",
+            "ops",
         ] {
             let err = Options::parse(line).expect_err(line);
             assert_eq!((err.kind, err.option), (CmdlineErrorKind::BadValue, line));

@@ -37,17 +37,11 @@ impl core::fmt::Display for SanitizeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
             Self::TooManyEntries(n) => {
-                write!(
-                    f,
-                    "{n} e820 entries, more than the {E820_MAX_ENTRIES} the zero page holds"
-                )
+                write!(f, "{n} e820 entries, more than the {E820_MAX_ENTRIES} the zero page holds")
             }
             Self::Overflow(entry) => {
                 let (addr, size) = (entry.addr, entry.size);
-                write!(
-                    f,
-                    "e820 entry at {addr:#x} of size {size:#x} runs past 2^64"
-                )
+                write!(f, "e820 entry at {addr:#x} of size {size:#x} runs past 2^64")
             }
         }
     }
@@ -56,10 +50,7 @@ impl core::fmt::Display for SanitizeError {
 impl E820Map {
     /// An empty map.
     pub const fn new() -> Self {
-        Self {
-            entries: [E820Entry::new(0, 0, 0); E820_MAX_ENTRIES],
-            len: 0,
-        }
+        Self { entries: [E820Entry::new(0, 0, 0); E820_MAX_ENTRIES], len: 0 }
     }
 
     /// The entries.
@@ -69,10 +60,8 @@ impl E820Map {
 
     /// Appends an entry, failing when the map is full.
     fn push(&mut self, entry: E820Entry) -> Result<(), SanitizeError> {
-        let slot = self
-            .entries
-            .get_mut(self.len)
-            .ok_or(SanitizeError::TooManyEntries(self.len + 1))?;
+        let slot =
+            self.entries.get_mut(self.len).ok_or(SanitizeError::TooManyEntries(self.len + 1))?;
         *slot = entry;
         self.len += 1;
         Ok(())
@@ -95,9 +84,7 @@ impl E820Map {
             if size == 0 {
                 continue;
             }
-            let end = addr
-                .checked_add(size)
-                .ok_or(SanitizeError::Overflow(*entry))?;
+            let end = addr.checked_add(size).ok_or(SanitizeError::Overflow(*entry))?;
             points[npoints] = (addr, false, index);
             points[npoints + 1] = (end, true, index);
             npoints += 2;
@@ -121,11 +108,7 @@ impl E820Map {
                 covering[ncovering] = index;
                 ncovering += 1;
             }
-            let highest = covering[..ncovering]
-                .iter()
-                .map(|&i| raw[i].typ)
-                .max()
-                .unwrap_or(0);
+            let highest = covering[..ncovering].iter().map(|&i| raw[i].typ).max().unwrap_or(0);
             if highest != current {
                 if current != 0 && addr > start {
                     map.push(E820Entry::new(start, addr - start, current))?;
@@ -151,11 +134,7 @@ impl E820Map {
 
     /// Total bytes of ranges of type `typ`.
     pub fn total(&self, typ: u32) -> u64 {
-        self.entries()
-            .iter()
-            .filter(|e| e.typ == typ)
-            .map(|e| e.size)
-            .sum()
+        self.entries().iter().filter(|e| e.typ == typ).map(|e| e.size).sum()
     }
 }
 
@@ -173,54 +152,31 @@ mod tests {
     use std::vec::Vec;
 
     fn sanitize(raw: &[(u64, u64, u32)]) -> Vec<(u64, u64, u32)> {
-        let raw: Vec<_> = raw
-            .iter()
-            .map(|&(a, s, t)| E820Entry::new(a, s, t))
-            .collect();
+        let raw: Vec<_> = raw.iter().map(|&(a, s, t)| E820Entry::new(a, s, t)).collect();
         let map = E820Map::sanitize(&raw).expect("sanitizes");
-        map.entries()
-            .iter()
-            .map(|e| (e.addr, e.size, e.typ))
-            .collect()
+        map.entries().iter().map(|e| (e.addr, e.size, e.typ)).collect()
     }
 
     #[test]
     fn sorts_and_merges_adjacent_equal_entries() {
-        let out = sanitize(&[
-            (0x10_0000, 0x10_0000, RAM),
-            (0, 0x9fc00, RAM),
-            (0x20_0000, 0x1000, RAM),
-        ]);
+        let out =
+            sanitize(&[(0x10_0000, 0x10_0000, RAM), (0, 0x9fc00, RAM), (0x20_0000, 0x1000, RAM)]);
         assert_eq!(out, [(0, 0x9fc00, RAM), (0x10_0000, 0x10_1000, RAM)]);
     }
 
     #[test]
     fn reserved_inside_ram_splits_it_in_three() {
         let out = sanitize(&[(0, 0x10000, RAM), (0x4000, 0x1000, RES)]);
-        assert_eq!(
-            out,
-            [
-                (0, 0x4000, RAM),
-                (0x4000, 0x1000, RES),
-                (0x5000, 0xb000, RAM)
-            ]
-        );
+        assert_eq!(out, [(0, 0x4000, RAM), (0x4000, 0x1000, RES), (0x5000, 0xb000, RAM)]);
     }
 
     #[test]
     fn higher_type_wins_in_partial_overlaps() {
-        let out = sanitize(&[
-            (0x1000, 0x3000, E820_TYPE_ACPI),
-            (0, 0x2000, RES),
-            (0x3000, 0x2000, RAM),
-        ]);
+        let out =
+            sanitize(&[(0x1000, 0x3000, E820_TYPE_ACPI), (0, 0x2000, RES), (0x3000, 0x2000, RAM)]);
         assert_eq!(
             out,
-            [
-                (0, 0x1000, RES),
-                (0x1000, 0x3000, E820_TYPE_ACPI),
-                (0x4000, 0x1000, RAM)
-            ]
+            [(0, 0x1000, RES), (0x1000, 0x3000, E820_TYPE_ACPI), (0x4000, 0x1000, RAM)]
         );
     }
 
@@ -256,15 +212,9 @@ mod tests {
     #[test]
     fn rejects_overflow_and_too_many_entries() {
         let overflow = E820Entry::new(u64::MAX - 0xfff, 0x1001, RAM);
-        assert_eq!(
-            E820Map::sanitize(&[overflow]).err(),
-            Some(SanitizeError::Overflow(overflow))
-        );
+        assert_eq!(E820Map::sanitize(&[overflow]).err(), Some(SanitizeError::Overflow(overflow)));
         let many = [E820Entry::new(0, 0x1000, RAM); E820_MAX_ENTRIES + 1];
-        assert_eq!(
-            E820Map::sanitize(&many).err(),
-            Some(SanitizeError::TooManyEntries(129))
-        );
+        assert_eq!(E820Map::sanitize(&many).err(), Some(SanitizeError::TooManyEntries(129)));
         assert!(E820Map::sanitize(&many[..E820_MAX_ENTRIES]).is_ok());
     }
 
@@ -276,28 +226,17 @@ mod tests {
             raw.push(E820Entry::new(i * 0x10000, 0x8000, RAM));
             raw.push(E820Entry::new(i * 0x10000 + 0x2000, 0x1000, RES));
         }
-        assert!(matches!(
-            E820Map::sanitize(&raw),
-            Err(SanitizeError::TooManyEntries(_))
-        ));
+        assert!(matches!(E820Map::sanitize(&raw), Err(SanitizeError::TooManyEntries(_))));
     }
 
     /// The model: the type of each address is the highest type of the entries covering it.
     fn model_type_at(raw: &[(u64, u64, u32)], addr: u64) -> u32 {
-        raw.iter()
-            .filter(|&&(a, s, _)| a <= addr && addr - a < s)
-            .map(|e| e.2)
-            .max()
-            .unwrap_or(0)
+        raw.iter().filter(|&&(a, s, _)| a <= addr && addr - a < s).map(|e| e.2).max().unwrap_or(0)
     }
 
     fn entry() -> impl Strategy<Value = (u64, u64, u32)> {
         // Small page-granular coordinates make overlaps, adjacency and equal points common.
-        (
-            0u64..64,
-            0u64..16,
-            prop_oneof![Just(1u32), Just(2), Just(3), Just(4), Just(5), Just(12)],
-        )
+        (0u64..64, 0u64..16, prop_oneof![Just(1u32), Just(2), Just(3), Just(4), Just(5), Just(12)])
             .prop_map(|(page, pages, typ)| (page * 0x1000, pages * 0x1000, typ))
     }
 

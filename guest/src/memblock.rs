@@ -58,10 +58,7 @@ fn clipped(base: u64, size: u64) -> (u64, u64) {
 impl RegionSet {
     /// An empty set.
     pub const fn new() -> Self {
-        Self {
-            regions: [Region { base: 0, size: 0 }; MAX_REGIONS],
-            len: 0,
-        }
+        Self { regions: [Region { base: 0, size: 0 }; MAX_REGIONS], len: 0 }
     }
 
     /// The regions, sorted.
@@ -77,19 +74,13 @@ impl RegionSet {
     /// Whether `[base, base + size)` lies entirely inside one region.
     pub fn contains(&self, base: u64, size: u64) -> bool {
         let (start, end) = clipped(base, size);
-        self.regions()
-            .iter()
-            .any(|r| r.base <= start && end <= r.end())
+        self.regions().iter().any(|r| r.base <= start && end <= r.end())
     }
 
     /// Whether any byte of `[base, base + size)` is in the set.
     pub fn intersects(&self, base: u64, size: u64) -> bool {
         let (start, end) = clipped(base, size);
-        start < end
-            && self
-                .regions()
-                .iter()
-                .any(|r| r.base < end && start < r.end())
+        start < end && self.regions().iter().any(|r| r.base < end && start < r.end())
     }
 
     /// Adds `[base, base + size)`, merging with every region it overlaps or touches.
@@ -107,13 +98,7 @@ impl RegionSet {
         } else if self.len == MAX_REGIONS {
             return Err(MemblockError::Full);
         }
-        self.replace(
-            first..last,
-            &[Region {
-                base: start,
-                size: end - start,
-            }],
-        );
+        self.replace(first..last, &[Region { base: start, size: end - start }]);
         Ok(())
     }
 
@@ -133,17 +118,11 @@ impl RegionSet {
         let mut keep = [Region::default(); 2];
         let mut n = 0;
         if head.base < start {
-            keep[n] = Region {
-                base: head.base,
-                size: start - head.base,
-            };
+            keep[n] = Region { base: head.base, size: start - head.base };
             n += 1;
         }
         if tail.end() > end {
-            keep[n] = Region {
-                base: end,
-                size: tail.end() - end,
-            };
+            keep[n] = Region { base: end, size: tail.end() - end };
             n += 1;
         }
         if self.len - (last - first) + n > MAX_REGIONS {
@@ -157,8 +136,7 @@ impl RegionSet {
     fn replace(&mut self, range: core::ops::Range<usize>, with: &[Region]) {
         let removed = range.end - range.start;
         let new_len = self.len - removed + with.len();
-        self.regions
-            .copy_within(range.end..self.len, range.start + with.len());
+        self.regions.copy_within(range.end..self.len, range.start + with.len());
         self.regions[range.start..range.start + with.len()].copy_from_slice(with);
         self.len = new_len;
     }
@@ -188,11 +166,7 @@ pub struct Memblock {
 impl Memblock {
     /// An empty memblock allocating top-down.
     pub const fn new() -> Self {
-        Self {
-            memory: RegionSet::new(),
-            reserved: RegionSet::new(),
-            direction: Direction::TopDown,
-        }
+        Self { memory: RegionSet::new(), reserved: RegionSet::new(), direction: Direction::TopDown }
     }
 
     /// The free ranges, "memory minus reserved", in address order.
@@ -205,16 +179,10 @@ impl Memblock {
             let overlapping = &reserved[first..last];
             // Gap i lies between reserved region i - 1 and reserved region i.
             (0..=overlapping.len()).filter_map(move |i| {
-                let start = i
-                    .checked_sub(1)
-                    .map_or(m.base, |prev| overlapping[prev].end().max(m.base));
-                let end = overlapping
-                    .get(i)
-                    .map_or(m.end(), |next| next.base.min(m.end()));
-                (start < end).then(|| Region {
-                    base: start,
-                    size: end - start,
-                })
+                let start =
+                    i.checked_sub(1).map_or(m.base, |prev| overlapping[prev].end().max(m.base));
+                let end = overlapping.get(i).map_or(m.end(), |next| next.base.min(m.end()));
+                (start < end).then(|| Region { base: start, size: end - start })
             })
         })
     }
@@ -289,13 +257,8 @@ mod tests {
             set.add(i * 0x2000, 0x1000).expect("room");
         }
         assert_eq!(set.add(0x10_0000_0000, 0x1000), Err(MemblockError::Full));
-        assert_eq!(
-            set.remove(0x400, 0x100),
-            Err(MemblockError::Full),
-            "a split needs a slot"
-        );
-        set.add(0x1000, 0x1000)
-            .expect("merges two regions into one");
+        assert_eq!(set.remove(0x400, 0x100), Err(MemblockError::Full), "a split needs a slot");
+        set.add(0x1000, 0x1000).expect("merges two regions into one");
         assert_eq!(set.regions().len(), MAX_REGIONS - 1);
     }
 
@@ -310,11 +273,7 @@ mod tests {
         assert_eq!(mb.alloc(0x100, 0x1000, u64::MAX), Some(0));
         assert_eq!(mb.alloc(0x100, 0x1000, u64::MAX), Some(0x1000));
         assert_eq!(mb.alloc(0x20_0000, 0x1000, u64::MAX), None);
-        assert_eq!(
-            mb.alloc(0x1000, 3, u64::MAX),
-            None,
-            "alignment must be a power of two"
-        );
+        assert_eq!(mb.alloc(0x1000, 3, u64::MAX), None, "alignment must be a power of two");
     }
 
     #[test]
@@ -335,12 +294,7 @@ mod tests {
         Remove(u64, u64),
         Reserve(u64, u64),
         Free(u64, u64),
-        Alloc {
-            pages: u64,
-            align_pages: u64,
-            limit_page: u64,
-            bottom_up: bool,
-        },
+        Alloc { pages: u64, align_pages: u64, limit_page: u64, bottom_up: bool },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -364,10 +318,7 @@ mod tests {
     const PAGE: u64 = 0x1000;
 
     fn pages_of(set: &RegionSet) -> BTreeSet<u64> {
-        set.regions()
-            .iter()
-            .flat_map(|r| r.base / PAGE..r.end() / PAGE)
-            .collect()
+        set.regions().iter().flat_map(|r| r.base / PAGE..r.end() / PAGE).collect()
     }
 
     fn check_shape(set: &RegionSet) -> Result<(), TestCaseError> {

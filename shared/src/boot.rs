@@ -74,11 +74,7 @@ impl E820Entry {
         addr.copy_from_slice(&bytes[..8]);
         size.copy_from_slice(&bytes[8..16]);
         typ.copy_from_slice(&bytes[16..]);
-        Self::new(
-            u64::from_le_bytes(addr),
-            u64::from_le_bytes(size),
-            u32::from_le_bytes(typ),
-        )
+        Self::new(u64::from_le_bytes(addr), u64::from_le_bytes(size), u32::from_le_bytes(typ))
     }
 }
 

@@ -36,12 +36,7 @@ impl Request {
             u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
         };
         let u64_at = |at: usize| (u64::from(u32_at(at + 4)) << 32) | u64::from(u32_at(at));
-        Self {
-            nr: u32_at(0),
-            kind: u32_at(4),
-            arg: u64_at(8),
-            len: u64_at(16),
-        }
+        Self { nr: u32_at(0), kind: u32_at(4), arg: u64_at(8), len: u64_at(16) }
     }
 }
 
@@ -71,6 +66,17 @@ pub enum ReportKind {
     Exception = 3,
     /// A rejected command-line option: a `u32` [`CmdlineErrorKind`], then the option (UTF-8).
     CmdlineError = 4,
+    /// memblock at the hand-off to the buddy allocator: a [`MemblockHeader`], then
+    /// `memory` and `reserved` regions as (base, size) pairs of `u64`.
+    Memblock = 5,
+    /// One zone's counters and free lists: a [`ZoneReport`].
+    Zone = 6,
+    /// Boot-phase costs: a [`BootTimes`].
+    BootTimes = 7,
+    /// One self-test check: a [`TestHeader`], then the name, then the detail (UTF-8).
+    Test = 8,
+    /// The stress workload's counters: a [`StressReport`].
+    Stress = 9,
 }
 
 impl ReportKind {
@@ -81,6 +87,11 @@ impl ReportKind {
             2 => Self::Panic,
             3 => Self::Exception,
             4 => Self::CmdlineError,
+            5 => Self::Memblock,
+            6 => Self::Zone,
+            7 => Self::BootTimes,
+            8 => Self::Test,
+            9 => Self::Stress,
             _ => return None,
         })
     }
@@ -101,6 +112,107 @@ pub struct PanicHeader {
 }
 
 const _: () = assert!(core::mem::size_of::<PanicHeader>() == 16);
+
+/// Header of a [`ReportKind::Memblock`] payload (8 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MemblockHeader {
+    /// Regions of `memory` that follow.
+    pub memory: u32,
+    /// Regions of `reserved` that follow them.
+    pub reserved: u32,
+}
+
+/// Payload of [`ReportKind::Zone`] (168 bytes): `/proc/zoneinfo` and `/proc/buddyinfo`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ZoneReport {
+    /// [`crate::page::ZoneType`] number.
+    pub zone: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// First page frame spanned.
+    pub start_pfn: u64,
+    /// Page frames spanned.
+    pub spanned: u64,
+    /// Page frames with memory.
+    pub present: u64,
+    /// Page frames the buddy allocator manages.
+    pub managed: u64,
+    /// Free page frames on the buddy lists.
+    pub free: u64,
+    /// Free page frames in the per-CPU cache.
+    pub pcp: u64,
+    /// Watermark min.
+    pub min: u64,
+    /// Watermark low.
+    pub low: u64,
+    /// Watermark high.
+    pub high: u64,
+    /// Free blocks per order.
+    pub nr_free: [u64; crate::page::NR_ORDERS],
+}
+
+const _: () = assert!(core::mem::size_of::<ZoneReport>() == ZoneReport::SIZE);
+
+impl ZoneReport {
+    /// Size of the encoded report.
+    pub const SIZE: usize = 168;
+}
+
+/// Payload of [`ReportKind::BootTimes`] (32 bytes): TSC cycles of each boot phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct BootTimes {
+    /// From the start of memory setup to memblock ready (e820 in, reservations made).
+    pub memblock_cycles: u64,
+    /// From memblock ready to the memory map ready (direct map and vmemmap populated).
+    pub memmap_cycles: u64,
+    /// From the memory map ready to the buddy allocator ready (hand-off, watermarks).
+    pub buddy_cycles: u64,
+    /// Bytes of RAM in memblock, to scale the figures.
+    pub ram_bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<BootTimes>() == 32);
+
+/// Header of a [`ReportKind::Test`] payload (16 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct TestHeader {
+    /// 1 if the check passed.
+    pub passed: u32,
+    /// Bytes of name following the header.
+    pub name_len: u32,
+    /// Bytes of detail following the name.
+    pub detail_len: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TestHeader>() == 16);
+
+/// Payload of [`ReportKind::Stress`] (56 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct StressReport {
+    /// The seed.
+    pub seed: u64,
+    /// Operations run.
+    pub ops: u64,
+    /// Successful allocations.
+    pub allocations: u64,
+    /// Frees.
+    pub frees: u64,
+    /// Allocations refused (watermark or no block).
+    pub failed_allocations: u64,
+    /// Most pages allocated at once.
+    pub max_live_pages: u64,
+    /// 1 if the free lists were exactly the boot state again at the end.
+    pub restored: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<StressReport>() == 56);
 
 /// Why a command-line option was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,15 +341,7 @@ mod tests {
         bytes[8..16].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
         bytes[16..24].copy_from_slice(&40u64.to_le_bytes());
         let request = Request::from_bytes(&bytes);
-        assert_eq!(
-            request,
-            Request {
-                nr: REPORT,
-                kind: 1,
-                arg: 0x1122_3344_5566_7788,
-                len: 40
-            }
-        );
+        assert_eq!(request, Request { nr: REPORT, kind: 1, arg: 0x1122_3344_5566_7788, len: 40 });
     }
 
     #[test]
@@ -255,12 +359,9 @@ mod tests {
 
     #[test]
     fn report_kinds_round_trip() {
-        for kind in [
-            ReportKind::E820,
-            ReportKind::Panic,
-            ReportKind::Exception,
-            ReportKind::CmdlineError,
-        ] {
+        for kind in
+            [ReportKind::E820, ReportKind::Panic, ReportKind::Exception, ReportKind::CmdlineError]
+        {
             assert_eq!(ReportKind::from_u32(kind as u32), Some(kind));
         }
         assert_eq!(ReportKind::from_u32(0), None);

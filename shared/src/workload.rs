@@ -25,11 +25,15 @@ pub enum Workload {
     StrayMmio,
     /// Jump to guest-physical memory that is not RAM: KVM cannot fetch the instruction.
     ExecuteMmio,
+    /// Deterministic checks of memblock, the memory map, zones and the buddy allocator.
+    Selftest,
+    /// Random allocations and frees (`seed=`, `ops=`), checked, then the boot state again.
+    Stress,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 10] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -38,6 +42,8 @@ impl Workload {
         Self::StrayPort,
         Self::StrayMmio,
         Self::ExecuteMmio,
+        Self::Selftest,
+        Self::Stress,
     ];
 
     /// The name used on the command line.
@@ -51,6 +57,8 @@ impl Workload {
             Self::StrayPort => "stray-port",
             Self::StrayMmio => "stray-mmio",
             Self::ExecuteMmio => "execute-mmio",
+            Self::Selftest => "selftest",
+            Self::Stress => "stress",
         }
     }
 
@@ -65,14 +73,18 @@ impl Workload {
             Self::StrayPort => "touch an I/O port no device owns, then exit",
             Self::StrayMmio => "touch guest-physical memory that is not RAM, then exit",
             Self::ExecuteMmio => "jump to guest-physical memory that is not RAM",
+            Self::Selftest => {
+                "check memblock, memory map, zones and buddy allocator, report each check"
+            }
+            Self::Stress => {
+                "random page allocations and frees (seed=, ops=), then the boot state again"
+            }
         }
     }
 
     /// The workload with this name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|workload| workload.name() == name)
+        Self::ALL.into_iter().find(|workload| workload.name() == name)
     }
 }
 

@@ -4,7 +4,7 @@
 use shared::boot::E820Entry;
 use std::path::PathBuf;
 use std::time::Duration;
-use vmm::report::E820Range;
+use vmm::report::{E820Range, Region};
 use vmm::{Outcome, VmConfig};
 
 /// A small guest running `workload` with a generous timeout.
@@ -38,24 +38,46 @@ pub fn sanitized(raw: &[E820Entry]) -> Vec<E820Range> {
     let mut out: Vec<E820Range> = Vec::new();
     for piece in cuts.windows(2) {
         let (start, end) = (piece[0], piece[1]);
-        let typ = raw
-            .iter()
-            .filter(|e| e.addr <= start && end <= e.addr + e.size)
-            .map(|e| e.typ)
-            .max();
+        let typ =
+            raw.iter().filter(|e| e.addr <= start && end <= e.addr + e.size).map(|e| e.typ).max();
         let Some(typ) = typ else { continue };
         match out.last_mut() {
             Some(last) if last.typ == typ && last.addr + last.size == start => {
                 last.size += end - start
             }
-            _ => out.push(E820Range {
-                addr: start,
-                size: end - start,
-                typ,
-            }),
+            _ => out.push(E820Range { addr: start, size: end - start, typ }),
         }
     }
     out
+}
+
+/// Page frames in `memory` not touched by any `reserved` range: what the buddy allocator
+/// must hold at boot. A page counts as reserved if any byte of it is.
+pub fn free_pages(memory: &[Region], reserved: &[Region]) -> u64 {
+    const PAGE: u64 = 4096;
+    let mut free = 0;
+    for region in memory {
+        let (start, end) = (region.base.div_ceil(PAGE), (region.base + region.size) / PAGE);
+        let mut pages = end.saturating_sub(start);
+        for r in reserved {
+            let (r_start, r_end) = (r.base / PAGE, (r.base + r.size).div_ceil(PAGE));
+            let (from, to) = (r_start.max(start), r_end.min(end));
+            pages -= to.saturating_sub(from);
+        }
+        free += pages;
+    }
+    free
+}
+
+/// The e820 RAM ranges trimmed to whole pages, as memblock must hold them.
+pub fn ram_pages(e820: &[E820Range]) -> Vec<Region> {
+    e820.iter()
+        .filter(|r| r.typ == shared::boot::E820_TYPE_RAM)
+        .filter_map(|r| {
+            let (base, end) = (r.addr.next_multiple_of(4096), (r.addr + r.size) / 4096 * 4096);
+            (base < end).then_some(Region { base, size: end - base })
+        })
+        .collect()
 }
 
 /// A fresh path under the system's temporary directory.

@@ -12,19 +12,9 @@ use vmm::{ExitReason, Report};
 #[test]
 fn guest_panic_reaches_the_host_with_message_and_location() {
     let outcome = boot(&config("panic"));
-    assert_eq!(
-        outcome.exit,
-        ExitReason::GuestExit {
-            status: GuestStatus::Panic as u8
-        }
-    );
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: GuestStatus::Panic as u8 });
     let panic = outcome.reports.iter().find_map(|r| match r {
-        Report::Panic {
-            message,
-            file,
-            line,
-            ..
-        } => Some((message.clone(), file.clone(), *line)),
+        Report::Panic { message, file, line, .. } => Some((message.clone(), file.clone(), *line)),
         _ => None,
     });
     let (message, file, line) = panic.expect("a panic report");
@@ -36,34 +26,16 @@ fn guest_panic_reaches_the_host_with_message_and_location() {
 #[test]
 fn guest_exception_reaches_the_host_with_vector_and_registers() {
     let outcome = boot(&config("invalid-opcode"));
-    assert_eq!(
-        outcome.exit,
-        ExitReason::GuestExit {
-            status: GuestStatus::Exception as u8
-        }
-    );
-    let Some(Report::Exception {
-        vector,
-        mnemonic,
-        rip,
-        registers,
-        ..
-    }) = outcome
-        .reports
-        .iter()
-        .find(|r| matches!(r, Report::Exception { .. }))
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: GuestStatus::Exception as u8 });
+    let Some(Report::Exception { vector, mnemonic, rip, registers, .. }) =
+        outcome.reports.iter().find(|r| matches!(r, Report::Exception { .. }))
     else {
         panic!("no exception report: {:?}", outcome.reports);
     };
     assert_eq!((*vector, mnemonic.as_str()), (6, "#UD"));
-    assert!(
-        *rip >= shared::layout::KERNEL_VIRT_BASE,
-        "RIP {rip:#x} is in the kernel image"
-    );
+    assert!(*rip >= shared::layout::KERNEL_VIRT_BASE, "RIP {rip:#x} is in the kernel image");
     assert_eq!(registers.len(), 15);
-    assert!(outcome
-        .console
-        .contains("CPU exception #UD invalid opcode (vector 6)"));
+    assert!(outcome.console.contains("CPU exception #UD invalid opcode (vector 6)"));
 }
 
 #[test]
@@ -83,28 +55,18 @@ fn jumping_to_memory_that_is_not_ram_is_an_emulation_failure() {
     // The first hole above 1 MiB in a 64 MiB guest's map is at 64 MiB.
     assert_eq!(
         outcome.exit,
-        ExitReason::EmulationFailure {
-            suberror: 1,
-            rip: PAGE_OFFSET + 64 * MIB
-        }
+        ExitReason::EmulationFailure { suberror: 1, rip: PAGE_OFFSET + 64 * MIB }
     );
     assert_eq!(outcome.exit_code, exit_code::GUEST_CRASH);
 }
 
 #[test]
 fn a_guest_that_outlives_the_timeout_is_stopped() {
-    let config = vmm::VmConfig {
-        timeout: Some(Duration::from_millis(500)),
-        ..config("hang")
-    };
+    let config = vmm::VmConfig { timeout: Some(Duration::from_millis(500)), ..config("hang") };
     let outcome = boot(&config);
     assert_eq!(outcome.exit, ExitReason::Timeout { seconds: 0.5 });
     assert_eq!(outcome.exit_code, exit_code::TIMEOUT);
-    assert_eq!(
-        outcome.checkpoints,
-        [shared::hypercall::checkpoint::BOOTED],
-        "it booted first"
-    );
+    assert_eq!(outcome.checkpoints, [shared::hypercall::checkpoint::BOOTED], "it booted first");
 }
 
 #[test]
@@ -115,14 +77,8 @@ fn stray_port_accesses_are_named_once_and_the_guest_goes_on() {
     assert_eq!(
         outcome.unexpected_accesses,
         [
-            UnexpectedAccess {
-                kind: AccessKind::PortRead,
-                addr: port
-            },
-            UnexpectedAccess {
-                kind: AccessKind::PortWrite,
-                addr: port
-            },
+            UnexpectedAccess { kind: AccessKind::PortRead, addr: port },
+            UnexpectedAccess { kind: AccessKind::PortWrite, addr: port },
         ]
     );
 }
@@ -134,46 +90,24 @@ fn stray_mmio_accesses_are_named_once_and_the_guest_goes_on() {
     assert_eq!(
         outcome.unexpected_accesses,
         [
-            UnexpectedAccess {
-                kind: AccessKind::MmioRead,
-                addr: 64 * MIB
-            },
-            UnexpectedAccess {
-                kind: AccessKind::MmioWrite,
-                addr: 64 * MIB
-            },
+            UnexpectedAccess { kind: AccessKind::MmioRead, addr: 64 * MIB },
+            UnexpectedAccess { kind: AccessKind::MmioWrite, addr: 64 * MIB },
         ]
     );
 }
 
 #[test]
 fn unknown_kernel_option_is_named_by_the_guest() {
-    let outcome = boot(&vmm::VmConfig {
-        cmdline: "loglevel=info frobnicate=1".into(),
-        ..config("boot")
-    });
-    assert_eq!(
-        outcome.exit,
-        ExitReason::GuestExit {
-            status: GuestStatus::BadCommandLine as u8
-        }
-    );
+    let outcome =
+        boot(&vmm::VmConfig { cmdline: "loglevel=info frobnicate=1".into(), ..config("boot") });
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: GuestStatus::BadCommandLine as u8 });
     assert_eq!(
         outcome.reports,
-        [Report::CmdlineError {
-            reason: "unknown-option".into(),
-            option: "frobnicate=1".into()
-        }]
+        [Report::CmdlineError { reason: "unknown-option".into(), option: "frobnicate=1".into() }]
     );
-    let bad_value = boot(&vmm::VmConfig {
-        cmdline: "loglevel=loud".into(),
-        ..config("boot")
-    });
+    let bad_value = boot(&vmm::VmConfig { cmdline: "loglevel=loud".into(), ..config("boot") });
     assert_eq!(
         bad_value.reports,
-        [Report::CmdlineError {
-            reason: "bad-value".into(),
-            option: "loglevel=loud".into()
-        }]
+        [Report::CmdlineError { reason: "bad-value".into(), option: "loglevel=loud".into() }]
     );
 }

@@ -10,10 +10,7 @@ use std::time::Duration;
 use vmm::{ExitReason, Vm, VmConfig};
 
 fn config() -> VmConfig {
-    VmConfig {
-        mem_size: 256 << 20,
-        ..VmConfig::default()
-    }
+    VmConfig { mem_size: 256 << 20, ..VmConfig::default() }
 }
 
 fn setup(c: &mut Criterion) {
@@ -33,9 +30,7 @@ fn setup(c: &mut Criterion) {
 fn boot_and_exit(c: &mut Criterion) {
     let config = config();
     let mut group = c.benchmark_group("whole run");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(10));
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
     group.bench_function("boot, print e820, exit; 256 MiB", |b| {
         b.iter(|| match vmm::run(&config) {
             Ok(outcome) => assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }),

@@ -30,13 +30,8 @@ pub enum BootError {
 
 /// Loads the kernel ELF at its segments' physical addresses; returns the entry point.
 pub fn load_kernel(mem: &GuestMemoryMmap, elf: &[u8]) -> Result<u64, BootError> {
-    let loaded = Elf::load(
-        mem,
-        None,
-        &mut Cursor::new(elf),
-        Some(GuestAddress(KERNEL_PHYS_START)),
-    )
-    .map_err(BootError::LoadKernel)?;
+    let loaded = Elf::load(mem, None, &mut Cursor::new(elf), Some(GuestAddress(KERNEL_PHYS_START)))
+        .map_err(BootError::LoadKernel)?;
     let entry = loaded.kernel_load.0;
     let kernel_window =
         shared::layout::KERNEL_VIRT_BASE..shared::layout::KERNEL_VIRT_BASE + BOOT_MAP_SIZE;
@@ -62,11 +57,7 @@ pub fn zero_page(e820: &[E820Entry], cmdline_len: usize) -> boot_params {
     params.hdr.cmdline_size = u32::try_from(cmdline_len).unwrap_or(u32::MAX);
     let mut table = params.e820_table;
     for (slot, entry) in table.iter_mut().zip(e820) {
-        *slot = boot_e820_entry {
-            addr: entry.addr,
-            size: entry.size,
-            r#type: entry.typ,
-        };
+        *slot = boot_e820_entry { addr: entry.addr, size: entry.size, r#type: entry.typ };
     }
     params.e820_table = table;
     params.e820_entries = u8::try_from(e820.len().min(table.len())).unwrap_or(u8::MAX);
@@ -87,8 +78,7 @@ pub fn write_boot_structures(
     }
     setup_page_tables(mem).map_err(write("boot page tables"))?;
     // Followed by the NUL the guest memory already holds.
-    mem.write_slice(cmdline.as_bytes(), GuestAddress(CMDLINE))
-        .map_err(write("command line"))?;
+    mem.write_slice(cmdline.as_bytes(), GuestAddress(CMDLINE)).map_err(write("command line"))?;
     mem.write_obj(zero_page(e820, cmdline.len()), GuestAddress(ZERO_PAGE))
         .map_err(write("zero page"))
 }
@@ -134,10 +124,7 @@ mod tests {
     #[test]
     fn zero_page_bytes_carry_the_e820_table_and_command_line() {
         use vm_memory::ByteValued;
-        let e820 = [
-            E820Entry::new(0, 0x9fc00, 1),
-            E820Entry::new(0x10_0000, 0xf0_0000, 1),
-        ];
+        let e820 = [E820Entry::new(0, 0x9fc00, 1), E820Entry::new(0x10_0000, 0xf0_0000, 1)];
         let params = zero_page(&e820, 17);
         let bytes = params.as_slice();
         let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
@@ -145,9 +132,8 @@ mod tests {
         assert_eq!(u64::from(u32_at(zp::CMD_LINE_PTR)), CMDLINE);
         assert_eq!(u32_at(zp::CMDLINE_SIZE), 17);
         assert_eq!(u32_at(zp::HEADER), HEADER_MAGIC);
-        let second: [u8; E820Entry::SIZE] = bytes[zp::E820_TABLE + 20..zp::E820_TABLE + 40]
-            .try_into()
-            .expect("20 bytes");
+        let second: [u8; E820Entry::SIZE] =
+            bytes[zp::E820_TABLE + 20..zp::E820_TABLE + 40].try_into().expect("20 bytes");
         assert_eq!(E820Entry::from_bytes(&second), e820[1]);
     }
 }

@@ -124,9 +124,7 @@ pub enum ConfigError {
 pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
     let bad = || ConfigError::BadSize(text.to_string());
     let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (digits, suffix) = trimmed.split_at(split);
     let number: u64 = digits.parse().map_err(|_| bad())?;
     let shift = match suffix.to_ascii_uppercase().as_str() {
@@ -144,11 +142,7 @@ pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
 /// emptiness and count; [`check_e820`] checks it against guest RAM.
 pub fn parse_e820(spec: &str) -> Result<Vec<E820Entry>, ConfigError> {
     let mut entries = Vec::new();
-    for item in spec
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-    {
+    for item in spec.split(',').map(str::trim).filter(|item| !item.is_empty()) {
         let syntax = || ConfigError::E820Syntax(item.to_string());
         let (range, typ) = item.split_once(':').ok_or_else(syntax)?;
         let (start, end) = range.split_once('-').ok_or_else(syntax)?;
@@ -169,10 +163,7 @@ pub fn parse_e820(spec: &str) -> Result<Vec<E820Entry>, ConfigError> {
 
 fn parse_hex(text: &str) -> Option<u64> {
     let text = text.trim();
-    let digits = text
-        .strip_prefix("0x")
-        .or_else(|| text.strip_prefix("0X"))
-        .unwrap_or(text);
+    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).unwrap_or(text);
     if digits.is_empty() || digits.starts_with('+') {
         return None;
     }
@@ -216,9 +207,7 @@ pub fn check_e820(e820: &[E820Entry], ram: &[(u64, u64)]) -> Result<(), ConfigEr
     for entry in e820.iter().filter(|e| e.typ == E820_TYPE_RAM) {
         let (start, size) = (entry.addr, entry.size);
         let end = start.saturating_add(size);
-        let backed = ram
-            .iter()
-            .any(|&(base, len)| start >= base && end <= base + len);
+        let backed = ram.iter().any(|&(base, len)| start >= base && end <= base + len);
         if !backed {
             let ram = ram
                 .iter()
@@ -250,10 +239,7 @@ pub fn check_cmdline(cmdline: &str) -> Result<(), ConfigError> {
     if cmdline.len() >= CMDLINE_MAX {
         return Err(ConfigError::CmdlineTooLong(cmdline.len()));
     }
-    if !cmdline
-        .bytes()
-        .all(|b| (b' '..=b'~').contains(&b) || b == b'\t')
-    {
+    if !cmdline.bytes().all(|b| (b' '..=b'~').contains(&b) || b == b'\t') {
         return Err(ConfigError::CmdlineChars);
     }
     Ok(())
@@ -272,20 +258,8 @@ mod tests {
         assert_eq!(parse_size("6g"), Ok(6 << 30));
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
         assert_eq!(parse_size("1T"), Ok(1 << 40));
-        for bad in [
-            "",
-            "M",
-            "12Q",
-            "-1M",
-            "1.5G",
-            "99999999999999999999",
-            "16777216T",
-        ] {
-            assert_eq!(
-                parse_size(bad),
-                Err(ConfigError::BadSize(bad.into())),
-                "{bad}"
-            );
+        for bad in ["", "M", "12Q", "-1M", "1.5G", "99999999999999999999", "16777216T"] {
+            assert_eq!(parse_size(bad), Err(ConfigError::BadSize(bad.into())), "{bad}");
         }
     }
 
@@ -321,34 +295,16 @@ mod tests {
         let names = parse_e820("0-1000:acpi,1000-2000:nvs,2000-3000:unusable,3000-4000:0x20")
             .expect("parses");
         let types: Vec<u32> = names.iter().map(|e| e.typ).collect();
-        assert_eq!(
-            types,
-            [E820_TYPE_ACPI, E820_TYPE_NVS, E820_TYPE_UNUSABLE, 0x20]
-        );
+        assert_eq!(types, [E820_TYPE_ACPI, E820_TYPE_NVS, E820_TYPE_UNUSABLE, 0x20]);
     }
 
     #[test]
     fn e820_rejects_malformed_entries() {
-        assert_eq!(
-            parse_e820("0x1000:ram"),
-            Err(ConfigError::E820Syntax("0x1000:ram".into()))
-        );
-        assert_eq!(
-            parse_e820("0-0x1000"),
-            Err(ConfigError::E820Syntax("0-0x1000".into()))
-        );
-        assert_eq!(
-            parse_e820("0-0xzz:ram"),
-            Err(ConfigError::E820Syntax("0-0xzz:ram".into()))
-        );
-        assert_eq!(
-            parse_e820("0-0x1000:flash"),
-            Err(ConfigError::E820Type("flash".into()))
-        );
-        assert_eq!(
-            parse_e820("0-0x1000:0"),
-            Err(ConfigError::E820Type("0".into()))
-        );
+        assert_eq!(parse_e820("0x1000:ram"), Err(ConfigError::E820Syntax("0x1000:ram".into())));
+        assert_eq!(parse_e820("0-0x1000"), Err(ConfigError::E820Syntax("0-0x1000".into())));
+        assert_eq!(parse_e820("0-0xzz:ram"), Err(ConfigError::E820Syntax("0-0xzz:ram".into())));
+        assert_eq!(parse_e820("0-0x1000:flash"), Err(ConfigError::E820Type("flash".into())));
+        assert_eq!(parse_e820("0-0x1000:0"), Err(ConfigError::E820Type("0".into())));
         assert_eq!(
             parse_e820("0x2000-0x2000:ram"),
             Err(ConfigError::E820Empty("0x2000-0x2000:ram".into()))
@@ -379,23 +335,13 @@ mod tests {
         let gap = parse_e820("0xbffff000-0xc0001000:ram").expect("parses");
         assert!(matches!(
             check_e820(&gap, &ram),
-            Err(ConfigError::E820Unbacked {
-                start: 0xbfff_f000,
-                ..
-            })
+            Err(ConfigError::E820Unbacked { start: 0xbfff_f000, .. })
         ));
         let split = [(0, 3 * GIB), (4 * GIB, GIB), (5 * GIB, GIB)];
         let across = parse_e820("0x100000000-0x180000000:ram").expect("parses");
-        assert_eq!(
-            check_e820(&across, &split),
-            Ok(()),
-            "adjacent slots are one range"
-        );
+        assert_eq!(check_e820(&across, &split), Ok(()), "adjacent slots are one range");
         let beyond = parse_e820("0x13ffff000-0x140001000:ram").expect("parses");
-        assert!(matches!(
-            check_e820(&beyond, &ram),
-            Err(ConfigError::E820Unbacked { .. })
-        ));
+        assert!(matches!(check_e820(&beyond, &ram), Err(ConfigError::E820Unbacked { .. })));
     }
 
     #[test]

@@ -21,11 +21,7 @@ pub struct ConsoleSink {
 
 impl ConsoleSink {
     fn new(echo: bool) -> Self {
-        Self {
-            echo,
-            captured: Vec::new(),
-            truncated: false,
-        }
+        Self { echo, captured: Vec::new(), truncated: false }
     }
 }
 
@@ -71,10 +67,7 @@ pub fn console(echo: bool) -> Console {
 /// The console text so far, and whether some was dropped.
 pub fn console_text(console: &Console) -> (String, bool) {
     let sink = console.writer();
-    (
-        String::from_utf8_lossy(&sink.captured).into_owned(),
-        sink.truncated,
-    )
+    (String::from_utf8_lossy(&sink.captured).into_owned(), sink.truncated)
 }
 
 /// What kind of access found no device.
@@ -150,13 +143,7 @@ mod tests {
         }
         let list = unexpected.list();
         assert_eq!(list.len(), 2);
-        assert_eq!(
-            list[0],
-            UnexpectedAccess {
-                kind: AccessKind::PortRead,
-                addr: 0x1234
-            }
-        );
+        assert_eq!(list[0], UnexpectedAccess { kind: AccessKind::PortRead, addr: 0x1234 });
         for addr in 0..1000 {
             unexpected.record(AccessKind::MmioRead, addr, 4);
         }

@@ -10,7 +10,7 @@
 //!
 //! Modules, in boot order: [`config`] (user input) → [`memory`] (guest RAM) → [`boot`]
 //! and [`arch`] (what the guest finds at entry) → [`vm`] (KVM objects) → [`vcpu`] (the run
-//! loop) with [`devices`] and [`report`] → [`outcome`].
+//! loop) with [`devices`] and [`report`] → [`outcome`], printed with [`procfs`].
 
 pub mod arch;
 pub mod boot;
@@ -18,6 +18,7 @@ pub mod config;
 pub mod devices;
 pub mod memory;
 pub mod outcome;
+pub mod procfs;
 pub mod report;
 pub mod vcpu;
 pub mod vm;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use vmm::config::{parse_e820, parse_size, DEFAULT_KVM_DEVICE};
-use vmm::{exit_code, VmConfig};
+use vmm::{exit_code, procfs, VmConfig};
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -74,15 +74,10 @@ struct RunArgs {
 impl RunArgs {
     fn config(self) -> Result<VmConfig, String> {
         if !self.timeout.is_finite() || self.timeout < 0.0 {
-            return Err(format!(
-                "--timeout {} is not a number of seconds",
-                self.timeout
-            ));
+            return Err(format!("--timeout {} is not a number of seconds", self.timeout));
         }
         let cmdline = match &self.workload {
-            Some(workload) => format!("{} workload={workload}", self.cmdline)
-                .trim()
-                .to_string(),
+            Some(workload) => format!("{} workload={workload}", self.cmdline).trim().to_string(),
             None => self.cmdline,
         };
         Ok(VmConfig {
@@ -101,12 +96,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(|out, record| match record.level() {
             log::Level::Info => writeln!(out, "vmm: {}", record.args()),
-            level => writeln!(
-                out,
-                "vmm: {}: {}",
-                level.as_str().to_lowercase(),
-                record.args()
-            ),
+            level => writeln!(out, "vmm: {}: {}", level.as_str().to_lowercase(), record.args()),
         })
         .init();
     let cli = match Cli::try_parse() {
@@ -123,6 +113,35 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run(args),
+    }
+}
+
+/// What the guest reported, as the host decoded it: the allocator state in `/proc`
+/// formats, boot-phase costs and self-test results.
+fn print_reports(outcome: &vmm::Outcome) {
+    let zones = outcome.zones();
+    if !zones.is_empty() {
+        println!(
+            "/proc/buddyinfo:\n{}/proc/zoneinfo:\n{}",
+            procfs::buddyinfo(&zones),
+            procfs::zoneinfo(&zones)
+        );
+    }
+    for report in &outcome.reports {
+        if let vmm::Report::BootTimes { memblock_cycles, memmap_cycles, buddy_cycles, ram_bytes } =
+            report
+        {
+            let total = memblock_cycles + memmap_cycles + buddy_cycles;
+            let per_gib = u128::from(total) * (1 << 30) / u128::from((*ram_bytes).max(1));
+            log::debug!(
+                "memory setup: memblock {memblock_cycles}, memmap {memmap_cycles}, buddy {buddy_cycles} TSC cycles ({per_gib} per GiB of RAM)"
+            );
+        }
+    }
+    let tests = outcome.tests();
+    if !tests.is_empty() {
+        let failed = tests.iter().filter(|(_, passed, _)| !passed).count();
+        log::info!("guest checks: {} passed, {failed} failed", tests.len() - failed);
     }
 }
 
@@ -161,6 +180,8 @@ fn run(args: RunArgs) -> ExitCode {
             Ok(text) => println!("{text}"),
             Err(err) => log::error!("cannot encode the outcome as JSON: {err}"),
         }
+    } else {
+        print_reports(&outcome);
     }
     if outcome.exit_code == 0 {
         log::info!("{}", outcome.summary());
@@ -235,11 +256,8 @@ mod tests {
     fn help_lists_workloads_and_exit_codes() {
         use clap::CommandFactory;
         let mut command = Cli::command();
-        let help = command
-            .find_subcommand_mut("run")
-            .expect("run exists")
-            .render_long_help()
-            .to_string();
+        let help =
+            command.find_subcommand_mut("run").expect("run exists").render_long_help().to_string();
         for workload in Workload::ALL {
             assert!(help.contains(workload.name()), "{}", workload.name());
         }

@@ -107,11 +107,7 @@ pub fn default_e820(size: u64) -> Vec<E820Entry> {
     ];
     let low = size.min(MMIO_GAP_START);
     if low > HIGH_MEMORY {
-        map.push(E820Entry::new(
-            HIGH_MEMORY,
-            low - HIGH_MEMORY,
-            E820_TYPE_RAM,
-        ));
+        map.push(E820Entry::new(HIGH_MEMORY, low - HIGH_MEMORY, E820_TYPE_RAM));
     }
     if size > low {
         map.push(E820Entry::new(MMIO_GAP_END, size - low, E820_TYPE_RAM));
@@ -158,11 +154,7 @@ impl GuestRam {
             .collect::<Result<Vec<_>, MemoryError>>()?;
         let memory = GuestMemoryMmap::from_ranges_with_files(regions)
             .map_err(|source| MemoryError::Map { size, source })?;
-        Ok(Self {
-            memory,
-            ranges,
-            file,
-        })
+        Ok(Self { memory, ranges, file })
     }
 
     /// Bytes of guest RAM the host has actually committed (the backing file's allocated
@@ -192,10 +184,7 @@ fn open_mem_file(path: &Path, size: u64) -> Result<File, MemoryError> {
         .create(true)
         .truncate(true)
         .open(path)
-        .map_err(|source| MemoryError::CreateFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| MemoryError::CreateFile { path: path.to_path_buf(), source })?;
     file.set_len(size).map_err(|source| MemoryError::SizeFile {
         path: path.to_path_buf(),
         size,
@@ -203,11 +192,7 @@ fn open_mem_file(path: &Path, size: u64) -> Result<File, MemoryError> {
     })?;
     let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
     if actual < size {
-        return Err(MemoryError::FileTooSmall {
-            path: path.to_path_buf(),
-            actual,
-            size,
-        });
+        return Err(MemoryError::FileTooSmall { path: path.to_path_buf(), actual, size });
     }
     Ok(file)
 }
@@ -221,11 +206,7 @@ mod tests {
     fn small_guest_has_one_range_below_the_gap() {
         assert_eq!(
             ram_ranges(256 * MIB),
-            [RamRange {
-                guest_addr: 0,
-                size: 256 * MIB,
-                file_offset: 0
-            }]
+            [RamRange { guest_addr: 0, size: 256 * MIB, file_offset: 0 }]
         );
         assert_eq!(ram_ranges(3 * GIB).len(), 1);
     }
@@ -236,16 +217,8 @@ mod tests {
         assert_eq!(
             ranges,
             [
-                RamRange {
-                    guest_addr: 0,
-                    size: 3 * GIB,
-                    file_offset: 0
-                },
-                RamRange {
-                    guest_addr: 4 * GIB,
-                    size: 3 * GIB,
-                    file_offset: 3 * GIB
-                },
+                RamRange { guest_addr: 0, size: 3 * GIB, file_offset: 0 },
+                RamRange { guest_addr: 4 * GIB, size: 3 * GIB, file_offset: 3 * GIB },
             ]
         );
         // No RAM range touches the gap.
@@ -257,11 +230,7 @@ mod tests {
     #[test]
     fn huge_guest_is_split_into_slots_kvm_accepts() {
         let ranges = ram_ranges(10 << 40);
-        assert_eq!(
-            ranges.len(),
-            4,
-            "3 GiB below the gap, then 4 + 4 + 2 TiB less 3 GiB"
-        );
+        assert_eq!(ranges.len(), 4, "3 GiB below the gap, then 4 + 4 + 2 TiB less 3 GiB");
         assert!(ranges.iter().all(|r| r.size <= MAX_SLOT_SIZE));
         for pair in ranges.windows(2) {
             assert_eq!(
@@ -287,15 +256,8 @@ mod tests {
                 E820Entry::new(4 * GIB, 3 * GIB, E820_TYPE_RAM),
             ]
         );
-        assert_eq!(
-            default_e820(16 * MIB)[2],
-            E820Entry::new(MIB, 15 * MIB, E820_TYPE_RAM)
-        );
-        let ram: u64 = map
-            .iter()
-            .filter(|e| e.typ == E820_TYPE_RAM)
-            .map(|e| e.size)
-            .sum();
+        assert_eq!(default_e820(16 * MIB)[2], E820Entry::new(MIB, 15 * MIB, E820_TYPE_RAM));
+        let ram: u64 = map.iter().filter(|e| e.typ == E820_TYPE_RAM).map(|e| e.size).sum();
         assert_eq!(ram, 6 * GIB - (HIGH_MEMORY - EBDA_START));
     }
 
@@ -305,32 +267,20 @@ mod tests {
         let ram = GuestRam::new(64 * MIB, None).expect("memfd RAM");
         let word: u64 = ram.memory.read_obj(GuestAddress(32 * MIB)).expect("in RAM");
         assert_eq!(word, 0);
-        assert!(
-            ram.resident_bytes() < MIB,
-            "reading committed {} bytes",
-            ram.resident_bytes()
-        );
+        assert!(ram.resident_bytes() < MIB, "reading committed {} bytes", ram.resident_bytes());
         ram.memory.write_obj(1u64, GuestAddress(0)).expect("in RAM");
         assert!(ram.resident_bytes() >= 4096);
     }
 
     #[test]
     fn mem_file_errors_name_the_file() {
-        let err = GuestRam::new(16 * MIB, Some(Path::new("/nonexistent-dir/ram")))
-            .err()
-            .expect("fails");
+        let err =
+            GuestRam::new(16 * MIB, Some(Path::new("/nonexistent-dir/ram"))).err().expect("fails");
         assert!(
-            err.to_string()
-                .starts_with("cannot create --mem-file /nonexistent-dir/ram"),
+            err.to_string().starts_with("cannot create --mem-file /nonexistent-dir/ram"),
             "{err}"
         );
-        let err = GuestRam::new(16 * MIB, Some(Path::new("/dev/null")))
-            .err()
-            .expect("fails");
-        assert!(
-            err.to_string()
-                .starts_with("cannot size --mem-file /dev/null"),
-            "{err}"
-        );
+        let err = GuestRam::new(16 * MIB, Some(Path::new("/dev/null"))).err().expect("fails");
+        assert!(err.to_string().starts_with("cannot size --mem-file /dev/null"), "{err}");
     }
 }

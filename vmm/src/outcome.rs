@@ -2,7 +2,7 @@
 //! and the process exit codes the CLI maps them to.
 
 use crate::devices::UnexpectedAccess;
-use crate::report::{E820Range, Report};
+use crate::report::{E820Range, Report, ZoneInfo};
 use serde::Serialize;
 use shared::hypercall::exception_name;
 use shared::status::GuestStatus;
@@ -166,25 +166,59 @@ impl Outcome {
         })
     }
 
+    /// Each zone as the guest last reported it (after its workload).
+    pub fn zones(&self) -> Vec<ZoneInfo> {
+        let mut zones: Vec<ZoneInfo> = Vec::new();
+        for zone in self.zone_reports() {
+            match zones.iter_mut().find(|z| z.zone == zone.zone) {
+                Some(known) => *known = zone.clone(),
+                None => zones.push(zone.clone()),
+            }
+        }
+        zones
+    }
+
+    /// Each zone as the guest first reported it (right after boot).
+    pub fn boot_zones(&self) -> Vec<ZoneInfo> {
+        let mut zones: Vec<ZoneInfo> = Vec::new();
+        for zone in self.zone_reports() {
+            if !zones.iter().any(|z| z.zone == zone.zone) {
+                zones.push(zone.clone());
+            }
+        }
+        zones
+    }
+
+    fn zone_reports(&self) -> impl Iterator<Item = &ZoneInfo> {
+        self.reports.iter().filter_map(|report| match report {
+            Report::Zone(zone) => Some(zone),
+            _ => None,
+        })
+    }
+
+    /// The self-test results: (name, passed, detail).
+    pub fn tests(&self) -> Vec<(&str, bool, &str)> {
+        self.reports
+            .iter()
+            .filter_map(|report| match report {
+                Report::Test { name, passed, detail } => {
+                    Some((name.as_str(), *passed, detail.as_str()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// One line for the end of a run: the exit reason and the guest's own account of a
     /// failure, when it sent one.
     pub fn summary(&self) -> String {
         let mut line = self.exit.describe();
         for report in &self.reports {
             let detail = match report {
-                Report::Panic {
-                    message,
-                    file,
-                    line,
-                    column,
-                } => format!("panic: {message} at {file}:{line}:{column}"),
-                Report::Exception {
-                    vector,
-                    error_code,
-                    rip,
-                    cr2,
-                    ..
-                } => {
+                Report::Panic { message, file, line, column } => {
+                    format!("panic: {message} at {file}:{line}:{column}")
+                }
+                Report::Exception { vector, error_code, rip, cr2, .. } => {
                     let (mnemonic, name) = exception_name(*vector);
                     format!("{mnemonic} {name} at RIP {rip:#x}, error code {error_code:#x}, CR2 {cr2:#x}")
                 }
@@ -192,7 +226,15 @@ impl Outcome {
                 Report::Malformed { kind, problem } => {
                     format!("malformed report of kind {kind}: {problem}")
                 }
-                Report::E820 { .. } => continue,
+                Report::Test { name, passed: false, detail } => {
+                    format!("check failed: {name}: {detail}")
+                }
+                Report::E820 { .. }
+                | Report::Memblock { .. }
+                | Report::Zone(_)
+                | Report::BootTimes { .. }
+                | Report::Test { .. }
+                | Report::Stress { .. } => continue,
             };
             line.push_str("; ");
             line.push_str(&detail);
@@ -208,23 +250,11 @@ mod tests {
     #[test]
     fn exit_codes_keep_guest_and_vmm_ranges_apart() {
         assert_eq!(ExitReason::GuestExit { status: 3 }.exit_code(), 3);
-        assert_eq!(
-            ExitReason::Timeout { seconds: 1.0 }.exit_code(),
-            exit_code::TIMEOUT
-        );
-        assert_eq!(
-            ExitReason::Halted { rip: 0 }.exit_code(),
-            exit_code::GUEST_CRASH
-        );
-        let vmm_codes = [
-            exit_code::USAGE,
-            exit_code::HOST,
-            exit_code::GUEST_CRASH,
-            exit_code::TIMEOUT,
-        ];
-        assert!(vmm_codes
-            .iter()
-            .all(|&code| code >= shared::status::GUEST_STATUS_LIMIT));
+        assert_eq!(ExitReason::Timeout { seconds: 1.0 }.exit_code(), exit_code::TIMEOUT);
+        assert_eq!(ExitReason::Halted { rip: 0 }.exit_code(), exit_code::GUEST_CRASH);
+        let vmm_codes =
+            [exit_code::USAGE, exit_code::HOST, exit_code::GUEST_CRASH, exit_code::TIMEOUT];
+        assert!(vmm_codes.iter().all(|&code| code >= shared::status::GUEST_STATUS_LIMIT));
         let mut sorted = vmm_codes.to_vec();
         sorted.dedup();
         assert_eq!(sorted.len(), vmm_codes.len());
@@ -232,28 +262,14 @@ mod tests {
 
     #[test]
     fn failures_are_described_in_one_line_naming_the_kvm_exit() {
-        let entry = ExitReason::EntryFailure {
-            hardware_reason: 0x8000_0021,
-            cpu: 1,
-        };
-        assert!(entry
-            .describe()
-            .contains("KVM_EXIT_FAIL_ENTRY, hardware reason 0x80000021"));
-        let emulation = ExitReason::EmulationFailure {
-            suberror: 1,
-            rip: 0x4000_0000,
-        };
+        let entry = ExitReason::EntryFailure { hardware_reason: 0x8000_0021, cpu: 1 };
+        assert!(entry.describe().contains("KVM_EXIT_FAIL_ENTRY, hardware reason 0x80000021"));
+        let emulation = ExitReason::EmulationFailure { suberror: 1, rip: 0x4000_0000 };
         assert!(emulation.describe().contains("emulation failure"));
         assert!(emulation.describe().contains("RIP 0x40000000"));
-        let triple = ExitReason::TripleFault {
-            registers: Registers {
-                rip: 0x1234,
-                ..Default::default()
-            },
-        };
-        assert!(triple
-            .describe()
-            .starts_with("guest triple fault (KVM_EXIT_SHUTDOWN)"));
+        let triple =
+            ExitReason::TripleFault { registers: Registers { rip: 0x1234, ..Default::default() } };
+        assert!(triple.describe().starts_with("guest triple fault (KVM_EXIT_SHUTDOWN)"));
         for reason in [entry, emulation, triple] {
             assert!(!reason.describe().contains('\n'));
         }

@@ -6,9 +6,10 @@
 use serde::Serialize;
 use shared::boot::{e820_type_name, E820Entry};
 use shared::hypercall::{
-    exception_name, CmdlineErrorKind, ExceptionReport, PanicHeader, ReportKind, Request, GPR_NAMES,
-    REPORT_MAX_LEN,
+    exception_name, CmdlineErrorKind, ExceptionReport, PanicHeader, ReportKind, Request,
+    ZoneReport, GPR_NAMES, REPORT_MAX_LEN,
 };
+use shared::page::ZoneType;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// One e820 range, as JSON shows it.
@@ -25,11 +26,7 @@ pub struct E820Range {
 
 impl From<E820Entry> for E820Range {
     fn from(entry: E820Entry) -> Self {
-        Self {
-            addr: entry.addr,
-            size: entry.size,
-            typ: entry.typ,
-        }
+        Self { addr: entry.addr, size: entry.size, typ: entry.typ }
     }
 }
 
@@ -38,6 +35,42 @@ impl E820Range {
     pub fn type_name(&self) -> Option<&'static str> {
         e820_type_name(self.typ)
     }
+}
+
+/// A memblock region, as JSON shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Region {
+    /// First byte.
+    pub base: u64,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+/// One zone's counters and free lists (`/proc/zoneinfo`, `/proc/buddyinfo`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ZoneInfo {
+    /// `DMA`, `DMA32` or `Normal`.
+    pub zone: String,
+    /// First page frame spanned.
+    pub start_pfn: u64,
+    /// Page frames spanned.
+    pub spanned: u64,
+    /// Page frames with memory.
+    pub present: u64,
+    /// Page frames the buddy allocator manages.
+    pub managed: u64,
+    /// Free page frames on the buddy lists.
+    pub free: u64,
+    /// Free page frames in the per-CPU cache.
+    pub pcp: u64,
+    /// Watermark min.
+    pub min: u64,
+    /// Watermark low.
+    pub low: u64,
+    /// Watermark high.
+    pub high: u64,
+    /// Free blocks per order, 0 to 10.
+    pub nr_free: Vec<u64>,
 }
 
 /// A report from the guest.
@@ -87,6 +120,52 @@ pub enum Report {
         /// The option as written.
         option: String,
     },
+    /// memblock at the hand-off to the buddy allocator.
+    Memblock {
+        /// Memory regions.
+        memory: Vec<Region>,
+        /// Reserved regions.
+        reserved: Vec<Region>,
+    },
+    /// A zone's state (sent after boot and again after the workload).
+    Zone(ZoneInfo),
+    /// TSC cycles of each memory-setup phase.
+    BootTimes {
+        /// e820 to memblock ready.
+        memblock_cycles: u64,
+        /// memblock ready to memory map ready.
+        memmap_cycles: u64,
+        /// Memory map ready to buddy allocator ready.
+        buddy_cycles: u64,
+        /// RAM in memblock.
+        ram_bytes: u64,
+    },
+    /// One self-test check.
+    Test {
+        /// What was checked.
+        name: String,
+        /// Whether it passed.
+        passed: bool,
+        /// Why it failed (empty when it passed).
+        detail: String,
+    },
+    /// The stress workload's counters.
+    Stress {
+        /// The seed.
+        seed: u64,
+        /// Operations run.
+        ops: u64,
+        /// Successful allocations.
+        allocations: u64,
+        /// Frees.
+        frees: u64,
+        /// Refused allocations.
+        failed_allocations: u64,
+        /// Most pages allocated at once.
+        max_live_pages: u64,
+        /// Whether the free lists were the boot state again at the end.
+        restored: bool,
+    },
     /// A report that could not be decoded.
     Malformed {
         /// The kind number the guest gave.
@@ -102,27 +181,27 @@ fn as_map<S: serde::Serializer>(pairs: &[(String, u64)], serializer: S) -> Resul
 
 /// Reads and decodes the report `request` describes.
 pub fn read_report(mem: &GuestMemoryMmap, request: &Request) -> Report {
-    let malformed = |problem: String| Report::Malformed {
-        kind: request.kind,
-        problem,
-    };
-    let len = usize::try_from(request.len)
-        .ok()
-        .filter(|_| request.len <= REPORT_MAX_LEN);
+    let malformed = |problem: String| Report::Malformed { kind: request.kind, problem };
+    let len = usize::try_from(request.len).ok().filter(|_| request.len <= REPORT_MAX_LEN);
     let Some(len) = len else {
-        return malformed(format!(
-            "{} bytes, more than the {REPORT_MAX_LEN} allowed",
-            request.len
-        ));
+        return malformed(format!("{} bytes, more than the {REPORT_MAX_LEN} allowed", request.len));
     };
     let mut payload = vec![0; len];
     if let Err(err) = mem.read_slice(&mut payload, GuestAddress(request.arg)) {
-        return malformed(format!(
-            "payload at {:#x} is not in guest RAM: {err}",
-            request.arg
-        ));
+        return malformed(format!("payload at {:#x} is not in guest RAM: {err}", request.arg));
     }
     decode(request.kind, &payload).unwrap_or_else(malformed)
+}
+
+/// A payload as little-endian 64-bit words.
+fn words(payload: &[u8]) -> Result<Vec<u64>, String> {
+    if payload.len() % 8 != 0 {
+        return Err(format!("payload of {} bytes is not whole 64-bit words", payload.len()));
+    }
+    Ok(payload
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect())
 }
 
 /// Decodes a payload of report kind `kind`.
@@ -192,13 +271,99 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
                 rsp: report.rsp,
                 rflags: report.rflags,
                 cr2: report.cr2,
-                registers: GPR_NAMES
-                    .iter()
-                    .map(|n| n.to_string())
-                    .zip(report.gprs)
-                    .collect(),
+                registers: GPR_NAMES.iter().map(|n| n.to_string()).zip(report.gprs).collect(),
             })
         }
+        ReportKind::Memblock => {
+            let words = words(payload.get(8..).ok_or("memblock payload shorter than its header")?)?;
+            let count = |at: usize| {
+                payload
+                    .get(at..at + 4)
+                    .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            };
+            let (memory, reserved) = (count(0), count(4));
+            if words.len() != 2 * (memory + reserved) {
+                return Err(format!(
+                    "memblock payload holds {} words for {memory} + {reserved} regions",
+                    words.len()
+                ));
+            }
+            let mut regions =
+                words.chunks_exact(2).map(|pair| Region { base: pair[0], size: pair[1] });
+            Ok(Report::Memblock {
+                memory: regions.by_ref().take(memory).collect(),
+                reserved: regions.collect(),
+            })
+        }
+        ReportKind::Zone => {
+            let w = words(payload)?;
+            if payload.len() != ZoneReport::SIZE {
+                return Err(format!(
+                    "zone payload of {} bytes, expected {}",
+                    payload.len(),
+                    ZoneReport::SIZE
+                ));
+            }
+            let zone =
+                ZoneType::from_u32((w[0] & 0xffff_ffff) as u32).ok_or("unknown zone number")?;
+            Ok(Report::Zone(ZoneInfo {
+                zone: zone.name().to_string(),
+                start_pfn: w[1],
+                spanned: w[2],
+                present: w[3],
+                managed: w[4],
+                free: w[5],
+                pcp: w[6],
+                min: w[7],
+                low: w[8],
+                high: w[9],
+                nr_free: w[10..].to_vec(),
+            }))
+        }
+        ReportKind::BootTimes => match words(payload)?.as_slice() {
+            &[memblock_cycles, memmap_cycles, buddy_cycles, ram_bytes] => {
+                Ok(Report::BootTimes { memblock_cycles, memmap_cycles, buddy_cycles, ram_bytes })
+            }
+            _ => Err(format!("boot-times payload of {} bytes, expected 32", payload.len())),
+        },
+        ReportKind::Test => {
+            let field = |index: usize| {
+                payload
+                    .get(index * 4..index * 4 + 4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            };
+            let (Some(passed), Some(name_len), Some(detail_len)) = (field(0), field(1), field(2))
+            else {
+                return Err("test payload shorter than its header".into());
+            };
+            let name_end = 16 + name_len;
+            if payload.len() != name_end + detail_len {
+                return Err(format!(
+                    "test payload of {} bytes, header says {}",
+                    payload.len(),
+                    name_end + detail_len
+                ));
+            }
+            Ok(Report::Test {
+                name: String::from_utf8_lossy(&payload[16..name_end]).into_owned(),
+                passed: passed == 1,
+                detail: String::from_utf8_lossy(&payload[name_end..]).into_owned(),
+            })
+        }
+        ReportKind::Stress => match words(payload)?.as_slice() {
+            &[seed, ops, allocations, frees, failed_allocations, max_live_pages, restored] => {
+                Ok(Report::Stress {
+                    seed,
+                    ops,
+                    allocations,
+                    frees,
+                    failed_allocations,
+                    max_live_pages,
+                    restored: restored == 1,
+                })
+            }
+            _ => Err(format!("stress payload of {} bytes, expected 56", payload.len())),
+        },
         ReportKind::CmdlineError => {
             let (reason, option) = payload
                 .split_at_checked(4)
@@ -228,13 +393,7 @@ mod tests {
         let mut payload = E820Entry::new(0x1000, 0x2000, 1).to_bytes().to_vec();
         assert_eq!(
             decode(1, &payload),
-            Ok(Report::E820 {
-                ranges: vec![E820Range {
-                    addr: 0x1000,
-                    size: 0x2000,
-                    typ: 1
-                }]
-            })
+            Ok(Report::E820 { ranges: vec![E820Range { addr: 0x1000, size: 0x2000, typ: 1 }] })
         );
         payload.push(0);
         assert!(decode(1, &payload).is_err());
@@ -250,12 +409,7 @@ mod tests {
         let report = decode(2, &payload).expect("decodes");
         assert_eq!(
             report,
-            Report::Panic {
-                message: "boom!".into(),
-                file: "main.rs".into(),
-                line: 42,
-                column: 7
-            }
+            Report::Panic { message: "boom!".into(), file: "main.rs".into(), line: 42, column: 7 }
         );
         assert!(decode(2, &payload[..payload.len() - 1]).is_err());
         assert!(decode(2, &payload[..10]).is_err());
@@ -267,29 +421,16 @@ mod tests {
         payload.extend(b"frob=1");
         assert_eq!(
             decode(4, &payload),
-            Ok(Report::CmdlineError {
-                reason: "unknown-option".into(),
-                option: "frob=1".into()
-            })
+            Ok(Report::CmdlineError { reason: "unknown-option".into(), option: "frob=1".into() })
         );
         assert!(decode(4, &[9, 0, 0, 0]).is_err());
         let mut raw = [0u8; ExceptionReport::SIZE];
         raw[0] = 6;
         raw[16] = 0x42;
-        let Ok(Report::Exception {
-            vector,
-            mnemonic,
-            rip,
-            registers,
-            ..
-        }) = decode(3, &raw)
-        else {
+        let Ok(Report::Exception { vector, mnemonic, rip, registers, .. }) = decode(3, &raw) else {
             panic!("exception decodes");
         };
-        assert_eq!(
-            (vector, mnemonic.as_str(), rip, registers.len()),
-            (6, "#UD", 0x42, 15)
-        );
+        assert_eq!((vector, mnemonic.as_str(), rip, registers.len()), (6, "#UD", 0x42, 15));
         assert!(decode(3, &raw[1..]).is_err());
         assert!(decode(99, &[]).is_err());
     }
@@ -297,20 +438,9 @@ mod tests {
     #[test]
     fn reports_outside_ram_or_too_long_are_malformed() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
-        let outside = Request {
-            nr: shared::hypercall::REPORT,
-            kind: 1,
-            arg: 0xfff0,
-            len: 40,
-        };
-        assert!(matches!(
-            read_report(&mem, &outside),
-            Report::Malformed { kind: 1, .. }
-        ));
-        let huge = Request {
-            len: u64::MAX,
-            ..outside
-        };
+        let outside = Request { nr: shared::hypercall::REPORT, kind: 1, arg: 0xfff0, len: 40 };
+        assert!(matches!(read_report(&mem, &outside), Report::Malformed { kind: 1, .. }));
+        let huge = Request { len: u64::MAX, ..outside };
         assert!(matches!(read_report(&mem, &huge), Report::Malformed { .. }));
     }
 }

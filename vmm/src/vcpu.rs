@@ -65,10 +65,7 @@ pub struct Devices {
 impl Devices {
     /// Fresh devices; the console copies to stdout when `echo` is set.
     pub fn new(echo: bool) -> Self {
-        Self {
-            console: console(echo),
-            unexpected: Unexpected::default(),
-        }
+        Self { console: console(echo), unexpected: Unexpected::default() }
     }
 
     /// Decides what an exit means.
@@ -77,47 +74,40 @@ impl Devices {
             VcpuExit::IoOut(port, data) => self.port_out(port, data),
             VcpuExit::IoIn(port, data) => {
                 if let Some(offset) = com1_offset(port) {
-                    data.iter_mut()
-                        .for_each(|byte| *byte = self.console.read(offset));
+                    data.iter_mut().for_each(|byte| *byte = self.console.read(offset));
                 } else {
-                    self.unexpected
-                        .record(AccessKind::PortRead, u64::from(port), data.len());
+                    self.unexpected.record(AccessKind::PortRead, u64::from(port), data.len());
                     data.fill(0xff);
                 }
                 Step::Continue
             }
             VcpuExit::MmioRead(addr, data) => {
-                self.unexpected
-                    .record(AccessKind::MmioRead, addr, data.len());
+                self.unexpected.record(AccessKind::MmioRead, addr, data.len());
                 data.fill(0xff);
                 Step::Continue
             }
             VcpuExit::MmioWrite(addr, data) => {
-                self.unexpected
-                    .record(AccessKind::MmioWrite, addr, data.len());
+                self.unexpected.record(AccessKind::MmioWrite, addr, data.len());
                 Step::Continue
             }
             VcpuExit::Shutdown => Step::Shutdown,
             VcpuExit::InternalError => Step::InternalError,
             VcpuExit::Hlt => Step::Halted,
-            VcpuExit::FailEntry(hardware_reason, cpu) => Step::Stop(ExitReason::EntryFailure {
-                hardware_reason,
-                cpu,
-            }),
-            other => Step::Stop(ExitReason::UnhandledExit {
-                exit: format!("{other:?}"),
-            }),
+            VcpuExit::FailEntry(hardware_reason, cpu) => {
+                Step::Stop(ExitReason::EntryFailure { hardware_reason, cpu })
+            }
+            other => Step::Stop(ExitReason::UnhandledExit { exit: format!("{other:?}") }),
         }
     }
 
     fn port_out(&mut self, port: u16, data: &[u8]) -> Step {
         match port {
-            DEBUG_EXIT => Step::Stop(ExitReason::GuestExit {
-                status: data.first().copied().unwrap_or(0),
-            }),
-            HYPERCALL if data.len() == 4 => Step::Hypercall(u64::from(u32::from_le_bytes([
-                data[0], data[1], data[2], data[3],
-            ]))),
+            DEBUG_EXIT => {
+                Step::Stop(ExitReason::GuestExit { status: data.first().copied().unwrap_or(0) })
+            }
+            HYPERCALL if data.len() == 4 => {
+                Step::Hypercall(u64::from(u32::from_le_bytes([data[0], data[1], data[2], data[3]])))
+            }
             _ => {
                 if let Some(offset) = com1_offset(port) {
                     // A string `out` (`rep outsb`) arrives as one exit with every byte.
@@ -126,8 +116,7 @@ impl Devices {
                         let _ = self.console.write(offset, byte);
                     }
                 } else {
-                    self.unexpected
-                        .record(AccessKind::PortWrite, u64::from(port), data.len());
+                    self.unexpected.record(AccessKind::PortWrite, u64::from(port), data.len());
                 }
                 Step::Continue
             }
@@ -155,43 +144,25 @@ pub fn run(
     let exit = loop {
         if let Some(watchdog) = &watchdog {
             if watchdog.expired() {
-                break ExitReason::Timeout {
-                    seconds: watchdog.timeout.as_secs_f64(),
-                };
+                break ExitReason::Timeout { seconds: watchdog.timeout.as_secs_f64() };
             }
         }
         let step = match vcpu.run() {
             Ok(exit) => devices.handle(exit),
             Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => Step::Continue,
-            Err(source) => {
-                return Err(Error::Kvm {
-                    call: "KVM_RUN",
-                    source,
-                })
-            }
+            Err(source) => return Err(Error::Kvm { call: "KVM_RUN", source }),
         };
         match step {
             Step::Continue => {}
             Step::Hypercall(gpa) => hypercall(mem, gpa, &mut reports, &mut checkpoints),
             Step::Stop(reason) => break reason,
-            Step::Shutdown => {
-                break ExitReason::TripleFault {
-                    registers: registers(vcpu),
-                }
-            }
-            Step::Halted => {
-                break ExitReason::Halted {
-                    rip: registers(vcpu).rip,
-                }
-            }
+            Step::Shutdown => break ExitReason::TripleFault { registers: registers(vcpu) },
+            Step::Halted => break ExitReason::Halted { rip: registers(vcpu).rip },
             Step::InternalError => {
                 // SAFETY: KVM filled the `internal` member of the exit union: the exit
                 // reason was KVM_EXIT_INTERNAL_ERROR.
                 let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                break ExitReason::EmulationFailure {
-                    suberror,
-                    rip: registers(vcpu).rip,
-                };
+                break ExitReason::EmulationFailure { suberror, rip: registers(vcpu).rip };
             }
         }
     };
@@ -303,12 +274,7 @@ impl Watchdog {
                 unsafe { libc::pthread_kill(vcpu_thread, kick_signal()) };
             }
         });
-        Self {
-            timeout,
-            expired,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        Self { timeout, expired, stop: Some(stop), thread: Some(thread) }
     }
 
     fn expired(&self) -> bool {
@@ -334,10 +300,7 @@ mod tests {
         let mut devices = Devices::new(false);
         assert_eq!(
             devices.handle(VcpuExit::FailEntry(0x8000_0021, 3)),
-            Step::Stop(ExitReason::EntryFailure {
-                hardware_reason: 0x8000_0021,
-                cpu: 3
-            })
+            Step::Stop(ExitReason::EntryFailure { hardware_reason: 0x8000_0021, cpu: 3 })
         );
         assert_eq!(devices.handle(VcpuExit::InternalError), Step::InternalError);
         assert_eq!(devices.handle(VcpuExit::Shutdown), Step::Shutdown);
@@ -359,16 +322,10 @@ mod tests {
             devices.handle(VcpuExit::IoOut(HYPERCALL, &[0x00, 0x10, 0, 0])),
             Step::Hypercall(0x1000)
         );
-        assert_eq!(
-            devices.handle(VcpuExit::IoOut(COM1_BASE, b"ok\n")),
-            Step::Continue
-        );
+        assert_eq!(devices.handle(VcpuExit::IoOut(COM1_BASE, b"ok\n")), Step::Continue);
         assert_eq!(console_text(&devices.console).0, "ok\n");
         let mut data = [0u8; 2];
-        assert_eq!(
-            devices.handle(VcpuExit::IoIn(0x1234, &mut data)),
-            Step::Continue
-        );
+        assert_eq!(devices.handle(VcpuExit::IoIn(0x1234, &mut data)), Step::Continue);
         assert_eq!(data, [0xff, 0xff]);
         assert_eq!(
             devices.handle(VcpuExit::IoOut(HYPERCALL, &[1])),

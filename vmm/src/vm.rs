@@ -107,10 +107,7 @@ impl Vm {
         check_mem_size(config.mem_size)?;
         check_cmdline(&config.cmdline)?;
         let ranges = crate::memory::ram_ranges(config.mem_size);
-        let e820 = config
-            .e820
-            .clone()
-            .unwrap_or_else(|| default_e820(config.mem_size));
+        let e820 = config.e820.clone().unwrap_or_else(|| default_e820(config.mem_size));
         let ram_pairs: Vec<(u64, u64)> = ranges.iter().map(|r| (r.guest_addr, r.size)).collect();
         check_e820(&e820, &ram_pairs)?;
 
@@ -120,25 +117,17 @@ impl Vm {
             .map_err(kvm_call("KVM_GET_SUPPORTED_CPUID"))?;
         check_address_space(config.mem_size, &cpuid)?;
         if let Some(host) = crate::memory::host_memory().filter(|&host| config.mem_size > host) {
-            return Err(ConfigError::BeyondHostMemory {
-                size: config.mem_size,
-                host,
-            }
-            .into());
+            return Err(ConfigError::BeyondHostMemory { size: config.mem_size, host }.into());
         }
         let vm = kvm.create_vm().map_err(kvm_call("KVM_CREATE_VM"))?;
-        vm.set_tss_address(KVM_TSS_ADDRESS)
-            .map_err(kvm_call("KVM_SET_TSS_ADDR"))?;
+        vm.set_tss_address(KVM_TSS_ADDRESS).map_err(kvm_call("KVM_SET_TSS_ADDR"))?;
 
         let ram = GuestRam::new(config.mem_size, config.mem_file.as_deref())?;
         for (slot, region) in (0u32..).zip(ram.memory.iter()) {
             let host = ram
                 .memory
                 .get_host_address(region.start_addr())
-                .map_err(|source| BootError::Write {
-                    what: "memory slot",
-                    source,
-                })?;
+                .map_err(|source| BootError::Write { what: "memory slot", source })?;
             let region = kvm_userspace_memory_region {
                 slot,
                 flags: 0,
@@ -155,8 +144,7 @@ impl Vm {
         let entry = load_kernel(&ram.memory, GUEST_KERNEL)?;
         write_boot_structures(&ram.memory, &e820, &config.cmdline)?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_call("KVM_CREATE_VCPU"))?;
-        vcpu.set_cpuid2(&cpuid)
-            .map_err(kvm_call("KVM_SET_CPUID2"))?;
+        vcpu.set_cpuid2(&cpuid).map_err(kvm_call("KVM_SET_CPUID2"))?;
         setup_vcpu(&vcpu, entry).map_err(kvm_call("KVM_SET_SREGS/REGS/FPU"))?;
         Ok(Self {
             _vm: vm,
@@ -172,12 +160,7 @@ impl Vm {
     pub fn run(mut self) -> Result<Outcome, Error> {
         let setup_time = self.setup_started.elapsed();
         let started = Instant::now();
-        let run = vcpu::run(
-            &mut self.vcpu,
-            &self.ram.memory,
-            self.timeout,
-            self.echo_console,
-        )?;
+        let run = vcpu::run(&mut self.vcpu, &self.ram.memory, self.timeout, self.echo_console)?;
         let exit_code = run.exit.exit_code();
         Ok(Outcome {
             exit: run.exit,
@@ -200,19 +183,13 @@ pub fn run(config: &VmConfig) -> Result<Outcome, Error> {
 }
 
 fn open_kvm(path: &Path) -> Result<Kvm, Error> {
-    let open_error = |source| Error::KvmOpen {
-        path: path.to_path_buf(),
-        source,
-    };
+    let open_error = |source| Error::KvmOpen { path: path.to_path_buf(), source };
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| open_error(kvm_ioctls::Error::new(libc::EINVAL)))?;
     let kvm = Kvm::new_with_path(&c_path).map_err(open_error)?;
     let version = kvm.get_api_version();
     if version != KVM_API_VERSION as i32 {
-        return Err(Error::NotKvm {
-            path: path.to_path_buf(),
-            version,
-        });
+        return Err(Error::NotKvm { path: path.to_path_buf(), version });
     }
     Ok(kvm)
 }
@@ -224,16 +201,9 @@ fn check_address_space(mem_size: u64, cpuid: &CpuId) -> Result<(), Error> {
         .iter()
         .find(|entry| entry.function == 0x8000_0008)
         .map_or(36, |entry| (entry.eax & 0xff) as u8);
-    let end = crate::memory::ram_ranges(mem_size)
-        .last()
-        .map_or(0, |r| r.guest_addr + r.size);
+    let end = crate::memory::ram_ranges(mem_size).last().map_or(0, |r| r.guest_addr + r.size);
     if bits < 64 && end > 1u64 << bits {
-        return Err(ConfigError::BeyondAddressSpace {
-            size: mem_size,
-            end,
-            bits,
-        }
-        .into());
+        return Err(ConfigError::BeyondAddressSpace { size: mem_size, end, bits }.into());
     }
     Ok(())
 }
@@ -246,10 +216,7 @@ mod tests {
     fn kvm_open_errors_say_what_to_do() {
         let path = Path::new("/dev/kvm");
         let denied = kvm_open_message(path, &kvm_ioctls::Error::new(libc::EACCES));
-        assert!(
-            denied.starts_with("no permission to open /dev/kvm: add your user"),
-            "{denied}"
-        );
+        assert!(denied.starts_with("no permission to open /dev/kvm: add your user"), "{denied}");
         let missing = kvm_open_message(path, &kvm_ioctls::Error::new(libc::ENOENT));
         assert!(missing.starts_with("/dev/kvm does not exist"), "{missing}");
     }
@@ -258,10 +225,6 @@ mod tests {
     fn embedded_kernel_is_an_x86_64_elf() {
         assert_eq!(&GUEST_KERNEL[..4], b"\x7fELF");
         assert_eq!(GUEST_KERNEL[4], 2, "64-bit");
-        assert_eq!(
-            u16::from_le_bytes([GUEST_KERNEL[18], GUEST_KERNEL[19]]),
-            62,
-            "EM_X86_64"
-        );
+        assert_eq!(u16::from_le_bytes([GUEST_KERNEL[18], GUEST_KERNEL[19]]), 62, "EM_X86_64");
     }
 }

@@ -15,8 +15,7 @@ impl SparseMemmap {
     pub fn with_sections(sections: &[u64]) -> Self {
         let mut map = Self::default();
         for &section in sections {
-            map.sections
-                .insert(section, vec![Page::default(); SECTION_PAGES]);
+            map.sections.insert(section, vec![Page::default(); SECTION_PAGES]);
         }
         map
     }
@@ -25,9 +24,7 @@ impl SparseMemmap {
 impl Memmap for SparseMemmap {
     fn page(&mut self, pfn: u64) -> Option<&mut Page> {
         let section = pfn >> (SECTION_SHIFT - PAGE_SHIFT);
-        self.sections
-            .get_mut(&section)?
-            .get_mut((pfn % PAGES_PER_SECTION) as usize)
+        self.sections.get_mut(&section)?.get_mut((pfn % PAGES_PER_SECTION) as usize)
     }
 }
 
@@ -36,10 +33,7 @@ const SECTION_PAGES: usize = 1 << (SECTION_SHIFT - PAGE_SHIFT);
 
 /// DMA [16, 4096), DMA32 [4096, 12288) with [6000, 6100) reserved, Normal [2^20, 2^20 + 4096).
 fn allocator() -> Buddy<SparseMemmap> {
-    let mut buddy = Buddy::new(SparseMemmap::with_sections(&[
-        0,
-        NORMAL / PAGES_PER_SECTION,
-    ]));
+    let mut buddy = Buddy::new(SparseMemmap::with_sections(&[0, NORMAL / PAGES_PER_SECTION]));
     for (start, end) in [(16, 12_288), (NORMAL, NORMAL + 4096)] {
         buddy.add_present(start, end);
     }
@@ -51,11 +45,7 @@ fn allocator() -> Buddy<SparseMemmap> {
 }
 
 fn nr_free(buddy: &Buddy<SparseMemmap>) -> Vec<[u64; NR_ORDERS]> {
-    buddy
-        .zones
-        .iter()
-        .map(|z| z.free_area.map(|a| a.nr_free))
-        .collect()
+    buddy.zones.iter().map(|z| z.free_area.map(|a| a.nr_free)).collect()
 }
 
 #[test]
@@ -67,10 +57,7 @@ fn hand_off_uses_maximal_aligned_blocks() {
     let dma = &buddy.zones[0];
     let counts: Vec<u64> = dma.free_area.iter().map(|a| a.nr_free).collect();
     assert_eq!(counts, [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
-    assert_eq!(
-        (dma.free, dma.managed, dma.present, dma.spanned()),
-        (2048, 2048, 4096, 4096)
-    );
+    assert_eq!((dma.free, dma.managed, dma.present, dma.spanned()), (2048, 2048, 4096, 4096));
     buddy.check().expect("invariants");
 }
 
@@ -78,12 +65,8 @@ fn hand_off_uses_maximal_aligned_blocks() {
 fn freeing_merges_back_to_the_boot_state() {
     let mut buddy = allocator();
     let boot = nr_free(&buddy);
-    let a = buddy
-        .alloc(0, ZoneType::Dma, Watermark::None)
-        .expect("page");
-    let b = buddy
-        .alloc(3, ZoneType::Dma, Watermark::None)
-        .expect("block");
+    let a = buddy.alloc(0, ZoneType::Dma, Watermark::None).expect("page");
+    let b = buddy.alloc(3, ZoneType::Dma, Watermark::None).expect("block");
     assert_eq!(b % 8, 0);
     buddy.check().expect("invariants after split");
     buddy.free(a, 0).expect("valid free");
@@ -95,22 +78,13 @@ fn freeing_merges_back_to_the_boot_state() {
 #[test]
 fn allocation_falls_back_from_normal_and_honours_the_zone_limit() {
     let mut buddy = allocator();
-    let normal = buddy
-        .alloc(2, ZoneType::Normal, Watermark::Min)
-        .expect("block");
+    let normal = buddy.alloc(2, ZoneType::Normal, Watermark::Min).expect("block");
     assert_eq!(ZoneType::of_pfn(normal), ZoneType::Normal);
-    let dma = buddy
-        .alloc(2, ZoneType::Dma, Watermark::Min)
-        .expect("block");
+    let dma = buddy.alloc(2, ZoneType::Dma, Watermark::Min).expect("block");
     assert_eq!(ZoneType::of_pfn(dma), ZoneType::Dma);
     // Exhaust Normal: the next Normal request falls back to DMA32.
-    while buddy
-        .alloc(0, ZoneType::Normal, Watermark::None)
-        .is_some_and(|pfn| pfn >= NORMAL)
-    {}
-    let fallback = buddy
-        .alloc(0, ZoneType::Normal, Watermark::Min)
-        .expect("fallback");
+    while buddy.alloc(0, ZoneType::Normal, Watermark::None).is_some_and(|pfn| pfn >= NORMAL) {}
+    let fallback = buddy.alloc(0, ZoneType::Normal, Watermark::Min).expect("fallback");
     assert_eq!(ZoneType::of_pfn(fallback), ZoneType::Dma32);
 }
 
@@ -118,65 +92,28 @@ fn allocation_falls_back_from_normal_and_honours_the_zone_limit() {
 fn watermarks_keep_min_pages_for_emergencies() {
     let mut buddy = allocator();
     let dma = buddy.zones[0].watermarks;
-    assert!(
-        0 < dma.min && dma.min < dma.low && dma.low < dma.high,
-        "{dma:?}"
-    );
+    assert!(0 < dma.min && dma.min < dma.low && dma.low < dma.high, "{dma:?}");
     while buddy.alloc(0, ZoneType::Dma, Watermark::Min).is_some() {}
-    assert_eq!(
-        buddy.zones[0].free, dma.min,
-        "normal allocations stop at min"
-    );
-    assert!(
-        buddy.alloc(0, ZoneType::Dma, Watermark::None).is_some(),
-        "emergency allocation"
-    );
+    assert_eq!(buddy.zones[0].free, dma.min, "normal allocations stop at min");
+    assert!(buddy.alloc(0, ZoneType::Dma, Watermark::None).is_some(), "emergency allocation");
 }
 
 #[test]
 fn bad_frees_are_named_and_change_nothing() {
     let mut buddy = allocator();
-    let block = buddy
-        .alloc(2, ZoneType::Dma32, Watermark::Min)
-        .expect("block");
+    let block = buddy.alloc(2, ZoneType::Dma32, Watermark::Min).expect("block");
     let before = nr_free(&buddy);
     assert_eq!(
         buddy.free(block, 1),
-        Err(FreeError::WrongOrder {
-            pfn: block,
-            allocated: 2,
-            given: 1
-        })
+        Err(FreeError::WrongOrder { pfn: block, allocated: 2, given: 1 })
     );
-    assert!(
-        matches!(
-            buddy.free(block + 1, 0),
-            Err(FreeError::NotAllocated { .. })
-        ),
-        "tail page"
-    );
-    assert!(
-        matches!(buddy.free(6050, 0), Err(FreeError::NotAllocated { .. })),
-        "reserved page"
-    );
-    assert_eq!(
-        buddy.free(block + 2, 2),
-        Err(FreeError::Misaligned {
-            pfn: block + 2,
-            order: 2
-        })
-    );
-    assert_eq!(
-        buddy.free(20_000, 0),
-        Err(FreeError::Invalid { pfn: 20_000 }),
-        "a hole"
-    );
+    assert!(matches!(buddy.free(block + 1, 0), Err(FreeError::NotAllocated { .. })), "tail page");
+    assert!(matches!(buddy.free(6050, 0), Err(FreeError::NotAllocated { .. })), "reserved page");
+    assert_eq!(buddy.free(block + 2, 2), Err(FreeError::Misaligned { pfn: block + 2, order: 2 }));
+    assert_eq!(buddy.free(20_000, 0), Err(FreeError::Invalid { pfn: 20_000 }), "a hole");
     assert_eq!(nr_free(&buddy), before);
     buddy.free(block, 2).expect("valid free");
-    assert!(matches!(
-        buddy.free(block, 2),
-        Err(FreeError::DoubleFree { .. })
-    ));
+    assert!(matches!(buddy.free(block, 2), Err(FreeError::DoubleFree { .. })));
     let page = buddy.alloc_page(ZoneType::Dma32).expect("page");
     buddy.free_page(page).expect("valid free");
     assert!(
@@ -194,9 +131,8 @@ fn per_cpu_cache_refills_and_drains_in_batches() {
     let page = buddy.alloc_page(ZoneType::Dma32).expect("page");
     assert_eq!(buddy.zones[1].pcp.count, PCP_BATCH - 1);
     assert_eq!(buddy.free_pages(), free - 1);
-    let pages: Vec<u64> = (0..PCP_HIGH + 10)
-        .filter_map(|_| buddy.alloc_page(ZoneType::Dma32))
-        .collect();
+    let pages: Vec<u64> =
+        (0..PCP_HIGH + 10).filter_map(|_| buddy.alloc_page(ZoneType::Dma32)).collect();
     buddy.free_page(page).expect("valid free");
     for &pfn in &pages {
         buddy.free_page(pfn).expect("valid free");
@@ -218,21 +154,10 @@ fn integer_square_root() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc {
-        order: u32,
-        zone: u32,
-    },
-    AllocPage {
-        zone: u32,
-    },
-    Free {
-        index: usize,
-    },
-    BadFree {
-        index: usize,
-        offset: u64,
-        order: u32,
-    },
+    Alloc { order: u32, zone: u32 },
+    AllocPage { zone: u32 },
+    Free { index: usize },
+    BadFree { index: usize, offset: u64, order: u32 },
     Drain,
 }
 

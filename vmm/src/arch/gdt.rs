@@ -29,20 +29,11 @@ const FLAG_DB: u8 = 0x4;
 const FLAG_L: u8 = 0x2;
 
 /// Present, DPL 0, code, execute/read, accessed; 64-bit.
-const CODE: Descriptor = Descriptor {
-    access: 0x9b,
-    flags: FLAG_G | FLAG_L,
-};
+const CODE: Descriptor = Descriptor { access: 0x9b, flags: FLAG_G | FLAG_L };
 /// Present, DPL 0, data, read/write, accessed.
-const DATA: Descriptor = Descriptor {
-    access: 0x93,
-    flags: FLAG_G | FLAG_DB,
-};
+const DATA: Descriptor = Descriptor { access: 0x93, flags: FLAG_G | FLAG_DB };
 /// Present, 64-bit TSS (busy).
-const TSS: Descriptor = Descriptor {
-    access: 0x8b,
-    flags: 0,
-};
+const TSS: Descriptor = Descriptor { access: 0x8b, flags: 0 };
 
 impl Descriptor {
     const fn encode(self) -> u64 {
@@ -58,11 +49,7 @@ impl Descriptor {
         let granular = self.flags & FLAG_G != 0;
         kvm_segment {
             base: 0,
-            limit: if granular {
-                (LIMIT << 12) | 0xfff
-            } else {
-                LIMIT
-            },
+            limit: if granular { (LIMIT << 12) | 0xfff } else { LIMIT },
             selector,
             type_: self.access & 0xf,
             present: self.access >> 7,
@@ -114,19 +101,10 @@ mod tests {
     #[test]
     fn segments_match_their_descriptors() {
         let code = code_segment();
-        assert_eq!(
-            (code.l, code.db, code.s, code.type_, code.present),
-            (1, 0, 1, 0xb, 1)
-        );
-        assert_eq!(
-            (code.limit, code.g, code.selector),
-            (0xffff_ffff, 1, CODE_SELECTOR)
-        );
+        assert_eq!((code.l, code.db, code.s, code.type_, code.present), (1, 0, 1, 0xb, 1));
+        assert_eq!((code.limit, code.g, code.selector), (0xffff_ffff, 1, CODE_SELECTOR));
         let data = data_segment();
-        assert_eq!(
-            (data.l, data.db, data.type_, data.selector),
-            (0, 1, 0x3, DATA_SELECTOR)
-        );
+        assert_eq!((data.l, data.db, data.type_, data.selector), (0, 1, 0x3, DATA_SELECTOR));
         let tss = tss_segment();
         assert_eq!((tss.s, tss.type_, tss.g, tss.limit), (0, 0xb, 0, 0xfffff));
     }

@@ -34,19 +34,10 @@ pub fn boot_page_table_entries() -> Vec<(u64, u64)> {
     let slot = |base: u64, index: usize| base + 8 * index as u64;
     let mut writes = vec![
         (slot(BOOT_PML4, table_index(0, 4)), BOOT_PDPT_LOW | table),
-        (
-            slot(BOOT_PML4, table_index(PAGE_OFFSET, 4)),
-            BOOT_PDPT_LOW | table,
-        ),
-        (
-            slot(BOOT_PML4, table_index(KERNEL_VIRT_BASE, 4)),
-            BOOT_PDPT_HIGH | table,
-        ),
+        (slot(BOOT_PML4, table_index(PAGE_OFFSET, 4)), BOOT_PDPT_LOW | table),
+        (slot(BOOT_PML4, table_index(KERNEL_VIRT_BASE, 4)), BOOT_PDPT_HIGH | table),
         (slot(BOOT_PDPT_LOW, table_index(0, 3)), BOOT_PD | table),
-        (
-            slot(BOOT_PDPT_HIGH, table_index(KERNEL_VIRT_BASE, 3)),
-            BOOT_PD | table,
-        ),
+        (slot(BOOT_PDPT_HIGH, table_index(KERNEL_VIRT_BASE, 3)), BOOT_PD | table),
     ];
     for index in 0..(BOOT_MAP_SIZE / PAGE_2M) {
         writes.push((BOOT_PD + 8 * index, (index * PAGE_2M) | table | PTE_HUGE));
@@ -78,9 +69,8 @@ mod tests {
                 .filter(|e| present(e))?;
             table = entry & 0x000f_ffff_ffff_f000;
         }
-        let entry = tables
-            .get(&(table + 8 * table_index(virt, 2) as u64))
-            .filter(|e| present(e))?;
+        let entry =
+            tables.get(&(table + 8 * table_index(virt, 2) as u64)).filter(|e| present(e))?;
         (entry & PTE_HUGE != 0).then(|| (entry & 0x000f_ffff_ffe0_0000) | (virt & (PAGE_2M - 1)))
     }
 
@@ -89,16 +79,8 @@ mod tests {
         let tables: HashMap<u64, u64> = boot_page_table_entries().into_iter().collect();
         for phys in [0, 0x7000, 0x20_0000, 0x12_3456, BOOT_MAP_SIZE - 1] {
             assert_eq!(walk(&tables, phys), Some(phys), "identity {phys:#x}");
-            assert_eq!(
-                walk(&tables, PAGE_OFFSET + phys),
-                Some(phys),
-                "direct map {phys:#x}"
-            );
-            assert_eq!(
-                walk(&tables, KERNEL_VIRT_BASE + phys),
-                Some(phys),
-                "kernel {phys:#x}"
-            );
+            assert_eq!(walk(&tables, PAGE_OFFSET + phys), Some(phys), "direct map {phys:#x}");
+            assert_eq!(walk(&tables, KERNEL_VIRT_BASE + phys), Some(phys), "kernel {phys:#x}");
         }
         assert_eq!(walk(&tables, BOOT_MAP_SIZE), None);
         assert_eq!(walk(&tables, PAGE_OFFSET + BOOT_MAP_SIZE), None);

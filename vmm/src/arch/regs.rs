@@ -26,12 +26,7 @@ pub const RFLAGS_RESERVED: u64 = 1 << 1;
 /// General-purpose registers at entry: `RIP` = the kernel entry, `RSI` = the zero page,
 /// interrupts off. The kernel sets up its own stack.
 pub fn boot_regs(entry: u64) -> kvm_regs {
-    kvm_regs {
-        rip: entry,
-        rsi: ZERO_PAGE,
-        rflags: RFLAGS_RESERVED,
-        ..Default::default()
-    }
+    kvm_regs { rip: entry, rsi: ZERO_PAGE, rflags: RFLAGS_RESERVED, ..Default::default() }
 }
 
 /// Special registers at entry: long mode on the boot page tables and the boot GDT.
@@ -57,11 +52,7 @@ pub fn boot_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
 
 /// The x87/SSE state Linux expects at boot: default control word and MXCSR.
 pub fn boot_fpu() -> kvm_fpu {
-    kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    }
+    kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
 }
 
 /// Loads the boot state into `vcpu`.
@@ -79,18 +70,12 @@ mod tests {
     #[test]
     fn long_mode_state_is_consistent() {
         let sregs = boot_sregs(kvm_sregs::default());
-        assert_eq!(
-            sregs.cr0 & (X86_CR0_PE | X86_CR0_PG),
-            X86_CR0_PE | X86_CR0_PG
-        );
+        assert_eq!(sregs.cr0 & (X86_CR0_PE | X86_CR0_PG), X86_CR0_PE | X86_CR0_PG);
         assert_ne!(sregs.cr4 & X86_CR4_PAE, 0);
         assert_eq!(sregs.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
         assert_eq!((sregs.cs.l, sregs.cs.db), (1, 0), "64-bit code segment");
         assert_eq!(sregs.gdt.limit, 31);
         let regs = boot_regs(0xffff_ffff_8020_0000);
-        assert_eq!(
-            (regs.rip, regs.rsi, regs.rflags),
-            (0xffff_ffff_8020_0000, ZERO_PAGE, 2)
-        );
+        assert_eq!((regs.rip, regs.rsi, regs.rflags), (0xffff_ffff_8020_0000, ZERO_PAGE, 2));
     }
 }

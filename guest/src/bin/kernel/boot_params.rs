@@ -58,12 +58,10 @@ impl core::fmt::Display for Error {
 /// Reads the zero page at physical address `zero_page`.
 pub fn read(zero_page: u64) -> Result<BootParams, Error> {
     let unmapped = Error::ZeroPageUnmapped(zero_page);
-    let end = zero_page
-        .checked_add(ZERO_PAGE_SIZE as u64)
-        .ok_or(Error::ZeroPageUnmapped(zero_page))?;
-    let virt = phys_to_virt(zero_page)
-        .filter(|_| phys_to_virt(end - 1).is_some())
-        .ok_or(unmapped)?;
+    let end =
+        zero_page.checked_add(ZERO_PAGE_SIZE as u64).ok_or(Error::ZeroPageUnmapped(zero_page))?;
+    let virt =
+        phys_to_virt(zero_page).filter(|_| phys_to_virt(end - 1).is_some()).ok_or(unmapped)?;
     // SAFETY: the boot contract puts a 4 KiB zero page at this physical address, which the
     // boot page tables map at `virt`; nothing writes it while the kernel reads it.
     let page = unsafe { core::slice::from_raw_parts(virt as *const u8, ZERO_PAGE_SIZE) };
@@ -97,20 +95,12 @@ pub fn read(zero_page: u64) -> Result<BootParams, Error> {
         if len >= CMDLINE_MAX {
             return Err(bad);
         }
-        let last = addr
-            .checked_add(u64::from(size))
-            .ok_or(Error::BadCmdline { addr, size })?;
-        let virt = phys_to_virt(addr)
-            .filter(|_| phys_to_virt(last).is_some())
-            .ok_or(bad)?;
+        let last = addr.checked_add(u64::from(size)).ok_or(Error::BadCmdline { addr, size })?;
+        let virt = phys_to_virt(addr).filter(|_| phys_to_virt(last).is_some()).ok_or(bad)?;
         // SAFETY: the boot contract puts `size` bytes of command line at `addr`, mapped at
         // `virt` (checked above); the VMM does not write it after boot.
         unsafe { core::slice::from_raw_parts(virt as *const u8, len) }
     };
     let cmdline = core::str::from_utf8(cmdline).map_err(|_| Error::CmdlineNotUtf8)?;
-    Ok(BootParams {
-        e820,
-        e820_len: usize::from(count),
-        cmdline,
-    })
+    Ok(BootParams { e820, e820_len: usize::from(count), cmdline })
 }

@@ -36,10 +36,7 @@ pub struct Line {
 impl Line {
     /// An empty line.
     pub const fn new() -> Self {
-        Self {
-            bytes: [0; 256],
-            len: 0,
-        }
+        Self { bytes: [0; 256], len: 0 }
     }
 
     /// The text so far (only whole UTF-8 characters are ever appended).

@@ -22,23 +22,86 @@ fn call(request: &Request) {
 
 /// Tells the VMM the guest reached checkpoint `tag`.
 pub fn checkpoint(tag: u64) {
-    call(&Request {
-        nr: CHECKPOINT,
-        kind: 0,
-        arg: tag,
-        len: 0,
-    });
+    call(&Request { nr: CHECKPOINT, kind: 0, arg: tag, len: 0 });
 }
 
 /// Hands the VMM a report of `kind`.
 pub fn report(kind: ReportKind, payload: &[u8]) {
     let len = payload.len() as u64;
-    call(&Request {
-        nr: REPORT,
-        kind: kind as u32,
-        arg: virt_to_phys(payload),
-        len,
-    });
+    call(&Request { nr: REPORT, kind: kind as u32, arg: virt_to_phys(payload), len });
+}
+
+/// Plain report structures: `repr(C)`, integers only, no padding bytes.
+///
+/// # Safety
+/// Implementors must have no padding, so that all of their bytes are initialised.
+pub unsafe trait Plain: Sized {
+    /// The structure's bytes.
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the trait's contract: every byte of `Self` is initialised.
+        unsafe {
+            core::slice::from_raw_parts(
+                (self as *const Self).cast::<u8>(),
+                core::mem::size_of::<Self>(),
+            )
+        }
+    }
+}
+
+// SAFETY: u32 fields in pairs and u64 fields only; sizes asserted in `shared`.
+unsafe impl Plain for shared::hypercall::ZoneReport {}
+// SAFETY: u64 fields only.
+unsafe impl Plain for shared::hypercall::BootTimes {}
+// SAFETY: u64 fields only.
+unsafe impl Plain for shared::hypercall::StressReport {}
+// SAFETY: u64 fields only.
+unsafe impl Plain for shared::hypercall::ExceptionReport {}
+
+/// Reports the zones' counters and free lists (populated zones only).
+pub fn report_zones<M: guest::buddy::Memmap>(buddy: &guest::buddy::Buddy<M>) {
+    for zone in buddy.zones.iter().filter(|zone| zone.present > 0) {
+        let counters = shared::hypercall::ZoneReport {
+            zone: zone.kind as u32,
+            reserved: 0,
+            start_pfn: zone.start_pfn,
+            spanned: zone.spanned(),
+            present: zone.present,
+            managed: zone.managed,
+            free: zone.free,
+            pcp: zone.pcp.count as u64,
+            min: zone.watermarks.min,
+            low: zone.watermarks.low,
+            high: zone.watermarks.high,
+            nr_free: zone.free_area.map(|area| area.nr_free),
+        };
+        report(ReportKind::Zone, counters.bytes());
+    }
+}
+
+/// Reports memblock's memory and reserved regions.
+pub fn report_memblock(memblock: &guest::memblock::Memblock) {
+    let mut payload = ReportBuf::new();
+    let (memory, reserved) = (memblock.memory.regions(), memblock.reserved.regions());
+    for count in [memory.len(), reserved.len()] {
+        payload.extend(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
+    }
+    for region in memory.iter().chain(reserved) {
+        payload.extend(&region.base.to_le_bytes());
+        payload.extend(&region.size.to_le_bytes());
+    }
+    report(ReportKind::Memblock, payload.as_slice());
+}
+
+/// Reports one self-test check.
+pub fn report_test(name: &str, passed: bool, detail: &str) {
+    let mut payload = ReportBuf::new();
+    let len = |text: &str| u32::try_from(text.len()).unwrap_or(u32::MAX);
+    for field in [u32::from(passed), len(name), len(detail), 0] {
+        payload.extend(&field.to_le_bytes());
+    }
+    payload.extend(name.as_bytes());
+    payload.extend(detail.as_bytes());
+    report(ReportKind::Test, payload.as_slice());
 }
 
 /// Reports a rejected command-line option.

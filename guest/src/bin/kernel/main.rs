@@ -11,9 +11,11 @@
 //!   boot_params::read      e820 table and command line from the zero page
 //!   cmdline                options; an unknown one ends the boot (status BadCommandLine)
 //!   e820 sanitise + print  `BIOS-e820: [mem …] usable`, reported to the host
+//!   mm::setup::init        memblock, direct map, vmemmap, zones, buddy (reported)
 //!   CHECKPOINT(BOOTED)
 //!   workload               `workload=NAME`
-//!   exit                   debug-exit port, status 0
+//!   zones reported again   the state after the workload
+//!   exit                   debug-exit port: 0, or 1 if a check failed
 //! ```
 #![no_std]
 #![no_main]
@@ -24,6 +26,8 @@ mod entry;
 mod hypercall;
 mod mm;
 mod panic;
+mod selftest;
+mod stress;
 mod traps;
 mod workload;
 
@@ -67,9 +71,24 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
         hypercall::exit(GuestStatus::BootFailed);
     }
 
+    let mut mm = mm::setup::init(&e820).unwrap_or_else(|err| {
+        error!("{err}");
+        hypercall::exit(GuestStatus::BootFailed)
+    });
+    mm::setup::print_memblock(&mm.memblock);
+    hypercall::report_memblock(&mm.memblock);
+    hypercall::report(ReportKind::BootTimes, hypercall::Plain::bytes(&mm.times));
+    hypercall::report_zones(&mm.buddy);
+    info!(
+        "Memory: {}K/{}K available",
+        mm.buddy.free_pages() * 4,
+        mm.memblock.memory.total() / 1024
+    );
+
     hypercall::checkpoint(checkpoint::BOOTED);
-    workload::run(options.workload, &e820);
-    hypercall::exit(GuestStatus::Success)
+    let passed = workload::run(&options, &e820, &mut mm);
+    hypercall::report_zones(&mm.buddy);
+    hypercall::exit(if passed { GuestStatus::Success } else { GuestStatus::CheckFailed })
 }
 
 fn print_e820(map: &E820Map) {
@@ -98,15 +117,12 @@ pub struct ReportBuf {
 }
 
 impl ReportBuf {
-    /// Bytes a payload can hold.
-    pub const CAPACITY: usize = shared::boot::E820_MAX_ENTRIES * shared::boot::E820Entry::SIZE;
+    /// Bytes a payload can hold: the largest is memblock's, two full region sets.
+    pub const CAPACITY: usize = 8 + 2 * guest::memblock::MAX_REGIONS * 16;
 
     /// An empty payload.
     pub const fn new() -> Self {
-        Self {
-            bytes: [0; Self::CAPACITY],
-            len: 0,
-        }
+        Self { bytes: [0; Self::CAPACITY], len: 0 }
     }
 
     /// Appends what fits of `data`.

@@ -15,13 +15,9 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         // A panic while reporting a panic: just stop.
         hypercall::exit(GuestStatus::Panic);
     }
-    let (file, line, column) = info
-        .location()
-        .map_or(("<unknown>", 0, 0), |l| (l.file(), l.line(), l.column()));
-    error!(
-        "Kernel panic - not syncing: {} at {file}:{line}:{column}",
-        info.message()
-    );
+    let (file, line, column) =
+        info.location().map_or(("<unknown>", 0, 0), |l| (l.file(), l.line(), l.column()));
+    error!("Kernel panic - not syncing: {} at {file}:{line}:{column}", info.message());
 
     let mut message = ReportBuf::new();
     let _ = write!(message, "{}", info.message());

@@ -135,10 +135,7 @@ pub fn init() {
         for (gate, &handler) in idt.0.iter_mut().zip(isr_table.iter()) {
             *gate = Gate::new(handler, selector);
         }
-        lidt(&DescriptorTablePointer {
-            limit: IDT_LIMIT,
-            base: VirtAddr::from_ptr(idt),
-        });
+        lidt(&DescriptorTablePointer { limit: IDT_LIMIT, base: VirtAddr::from_ptr(idt) });
     }
 }
 
@@ -146,12 +143,7 @@ pub fn init() {
 pub fn clear() {
     // SAFETY: deliberately makes every exception undeliverable; only the triple-fault
     // workload calls this, right before it raises one.
-    unsafe {
-        lidt(&DescriptorTablePointer {
-            limit: 0,
-            base: VirtAddr::zero(),
-        })
-    };
+    unsafe { lidt(&DescriptorTablePointer { limit: 0, base: VirtAddr::zero() }) };
 }
 
 extern "C" fn exception_handler(frame: &mut TrapFrame) {
@@ -161,14 +153,8 @@ extern "C" fn exception_handler(frame: &mut TrapFrame) {
         "CPU exception {mnemonic} {name} (vector {}), error code {:#x}",
         frame.vector, frame.error_code
     );
-    error!(
-        "RIP: {:#04x}:{:#018x} RFLAGS: {:#010x}",
-        frame.cs, frame.rip, frame.rflags
-    );
-    error!(
-        "RSP: {:#04x}:{:#018x} CR2: {:#018x}",
-        frame.ss, frame.rsp, cr2
-    );
+    error!("RIP: {:#04x}:{:#018x} RFLAGS: {:#010x}", frame.cs, frame.rip, frame.rflags);
+    error!("RSP: {:#04x}:{:#018x} CR2: {:#018x}", frame.ss, frame.rsp, cr2);
     for (names, values) in GPR_NAMES.chunks(3).zip(frame.gprs.chunks(3)) {
         let mut line = crate::console::Line::new();
         for (name, value) in names.iter().zip(values) {
@@ -189,13 +175,6 @@ extern "C" fn exception_handler(frame: &mut TrapFrame) {
         gprs: frame.gprs,
         reserved: 0,
     };
-    // SAFETY: `ExceptionReport` is `repr(C)` plain data without padding (all u64).
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            (&report as *const ExceptionReport).cast::<u8>(),
-            ExceptionReport::SIZE,
-        )
-    };
-    hypercall::report(ReportKind::Exception, bytes);
+    hypercall::report(ReportKind::Exception, hypercall::Plain::bytes(&report));
     hypercall::exit(GuestStatus::Exception)
 }

@@ -1,15 +1,20 @@
 //! The workloads (`shared::workload`): what the kernel does once it has booted.
 
-use crate::{mm, traps};
+use crate::mm::setup::Mm;
+use crate::{mm, selftest, stress, traps};
+use guest::cmdline::Options;
 use guest::e820::E820Map;
 use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY};
 use shared::workload::{Workload, STRAY_PORT};
 use x86_64::instructions::port::Port;
 
-/// Runs `workload`; returns only if it completes.
-pub fn run(workload: Workload, e820: &E820Map) {
-    match workload {
+/// Runs the workload `options` name; returns whether its checks passed (fault injections
+/// that return have nothing to check).
+pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
+    match options.workload {
         Workload::Boot => {}
+        Workload::Selftest => return selftest::run(mm, e820),
+        Workload::Stress => return stress::run(mm, options.seed, options.ops),
         Workload::Panic => panic!("panic requested by workload=panic"),
         // SAFETY: `ud2` only raises #UD, which the kernel's handler reports.
         Workload::InvalidOpcode => unsafe { core::arch::asm!("ud2", options(nomem, nostack)) },
@@ -52,6 +57,7 @@ pub fn run(workload: Workload, e820: &E820Map) {
             unsafe { core::arch::asm!("jmp {}", in(reg) addr, options(noreturn)) }
         }
     }
+    true
 }
 
 /// A mapped virtual address with no RAM behind it: the first hole in the e820 map above

@@ -1,0 +1,114 @@
+//! Early mappings on top of the VMM's boot page tables: the direct map beyond the first
+//! GiB and the vmemmap. Page-table pages come from memblock below 1 GiB, where the boot
+//! direct map reaches them. New mappings replace only non-present entries, which the TLB
+//! never caches, so no flush is needed.
+
+use super::phys_to_virt;
+use guest::memblock::Memblock;
+use shared::layout::{BOOT_MAP_SIZE, PAGE_SIZE};
+
+/// Present.
+const PTE_PRESENT: u64 = 1 << 0;
+/// Writable.
+const PTE_WRITABLE: u64 = 1 << 1;
+/// Large page (in a PDPT or PD entry).
+const PTE_HUGE: u64 = 1 << 7;
+/// Physical-address bits of an entry.
+const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// Bytes of a page table.
+const TABLE_BYTES: usize = 4096;
+
+/// 2 MiB.
+pub const PAGE_2M: u64 = 2 << 20;
+
+/// Why a mapping could not be made.
+#[derive(Clone, Copy, Debug)]
+pub enum MapError {
+    /// memblock had no page below 1 GiB for a page table.
+    NoTablePage,
+    /// A huge page already covers the address.
+    HugePageInTheWay(u64),
+    /// The address is already mapped.
+    AlreadyMapped(u64),
+}
+
+impl core::fmt::Display for MapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoTablePage => write!(f, "no memory below 1 GiB for a page table"),
+            Self::HugePageInTheWay(virt) => write!(f, "{virt:#x} is inside a huge page"),
+            Self::AlreadyMapped(virt) => write!(f, "{virt:#x} is already mapped"),
+        }
+    }
+}
+
+fn index(virt: u64, level: u32) -> u64 {
+    (virt >> (12 + 9 * (level - 1))) & 0x1ff
+}
+
+/// The entry for `virt` in the table at physical `table` (below 1 GiB).
+fn entry(table: u64, virt: u64, level: u32) -> *mut u64 {
+    let table = phys_to_virt(table).unwrap_or(0);
+    (table + 8 * index(virt, level)) as *mut u64
+}
+
+fn root() -> u64 {
+    x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64()
+}
+
+/// Whether `virt` is mapped (by a page of any size).
+pub fn is_mapped(virt: u64) -> bool {
+    let mut table = root();
+    for level in (1..=4).rev() {
+        // SAFETY: `table` is a page table the boot code or `map` built, below 1 GiB and
+        // mapped by the boot direct map; reading an entry has no side effect.
+        let value = unsafe { entry(table, virt, level).read_volatile() };
+        if value & PTE_PRESENT == 0 {
+            return false;
+        }
+        if level == 1 || value & PTE_HUGE != 0 {
+            return true;
+        }
+        table = value & PTE_ADDR;
+    }
+    false
+}
+
+/// Maps `virt` to `phys` with a 4 KiB page or, with `huge`, a 2 MiB page (both aligned),
+/// writable.
+pub fn map(virt: u64, phys: u64, huge: bool, memblock: &mut Memblock) -> Result<(), MapError> {
+    let leaf_level = if huge { 2 } else { 1 };
+    let mut table = root();
+    for level in (leaf_level + 1..=4).rev() {
+        let slot = entry(table, virt, level);
+        // SAFETY: as in `is_mapped`; this CPU is the only user of the tables and the
+        // slot's new value points to a zeroed, reserved page table.
+        let value = unsafe { slot.read_volatile() };
+        table = if value & PTE_PRESENT == 0 {
+            let new =
+                memblock.alloc(PAGE_SIZE, PAGE_SIZE, BOOT_MAP_SIZE).ok_or(MapError::NoTablePage)?;
+            let page = phys_to_virt(new).ok_or(MapError::NoTablePage)? as *mut u8;
+            // SAFETY: `new` is a page memblock just reserved for us, mapped at `page`.
+            unsafe {
+                page.write_bytes(0, TABLE_BYTES);
+                slot.write_volatile(new | PTE_PRESENT | PTE_WRITABLE);
+            }
+            new
+        } else if value & PTE_HUGE != 0 {
+            return Err(MapError::HugePageInTheWay(virt));
+        } else {
+            value & PTE_ADDR
+        };
+    }
+    let slot = entry(table, virt, leaf_level);
+    // SAFETY: as above.
+    unsafe {
+        if slot.read_volatile() & PTE_PRESENT != 0 {
+            return Err(MapError::AlreadyMapped(virt));
+        }
+        let huge_bit = if huge { PTE_HUGE } else { 0 };
+        slot.write_volatile(phys | PTE_PRESENT | PTE_WRITABLE | huge_bit);
+    }
+    Ok(())
+}

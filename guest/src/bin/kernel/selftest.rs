@@ -1,0 +1,369 @@
+//! `workload=selftest`: deterministic checks of memblock, the memory map, the zones and the
+//! buddy allocator, each reported to the host as passed or failed with a detail.
+
+// A failed check's detail is a stack line: there is no heap to box it in.
+#![allow(clippy::result_large_err)]
+
+use crate::console::Line;
+use crate::hypercall;
+use crate::mm::setup::{kernel_region, Mm};
+use crate::mm::vmemmap::{address, pfn_of};
+use core::fmt::Write;
+use guest::buddy::{FreeError, Memmap, Watermark};
+use guest::e820::E820Map;
+use log::{error, info};
+use shared::boot::E820_TYPE_RAM;
+use shared::layout::{HIGH_MEMORY, PAGE_SIZE};
+use shared::page::{Page, ZoneType, MAX_ORDER, NR_ORDERS, NR_ZONES};
+
+type Outcome = Result<(), Line>;
+/// A check.
+type Check = fn(&mut Mm, &E820Map) -> Outcome;
+
+/// Fails the check with a formatted detail unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($detail:tt)*) => {
+        if !$cond {
+            let mut line = Line::new();
+            let _ = write!(line, $($detail)*);
+            return Err(line);
+        }
+    };
+}
+
+/// Runs every check; returns whether all passed.
+pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
+    let checks: [(&str, Check); 15] = [
+        ("e820: sanitised map is sorted, disjoint and merged", e820_sanitised),
+        ("memblock: memory is the e820 RAM in whole pages", memblock_memory),
+        ("memblock: low memory and the kernel image are reserved", memblock_reserved),
+        ("memmap: pfn_to_page and page_to_pfn round-trip on every region", memmap_round_trip),
+        ("memmap: holes have no struct page", memmap_holes),
+        ("zones: spanned >= present >= managed, min < low < high", zone_counters),
+        ("buddy: invariants hold", buddy_invariants),
+        ("buddy: every order allocates and frees back to the boot state", every_order),
+        ("buddy: split and merge restore the free lists", split_and_merge),
+        ("buddy: zone limit and fallback Normal -> DMA32 -> DMA", zone_fallback),
+        ("buddy: double free is reported and changes nothing", double_free),
+        ("buddy: free of a never-allocated page is reported", never_allocated),
+        ("buddy: free with the wrong order is reported", wrong_order),
+        ("buddy: per-CPU cache serves order-0 pages and drains back", per_cpu_cache),
+        ("buddy: allocations stop at the min watermark", watermark_min),
+    ];
+    let mut failed = 0;
+    for (name, check) in checks {
+        failed += u32::from(!report(name, check(mm, e820)));
+    }
+    if failed == 0 {
+        info!("selftest: all {} checks passed", checks.len());
+    } else {
+        error!("selftest: {failed} checks failed");
+    }
+    failed == 0
+}
+
+fn report(name: &str, outcome: Outcome) -> bool {
+    match &outcome {
+        Ok(()) => info!("selftest: ok: {name}"),
+        Err(detail) => error!("selftest: FAILED: {name}: {}", detail.as_str()),
+    }
+    let detail = outcome.as_ref().err().map_or("", Line::as_str);
+    hypercall::report_test(name, outcome.is_ok(), detail);
+    outcome.is_ok()
+}
+
+/// Free blocks per zone and order.
+fn snapshot(mm: &Mm) -> [[u64; NR_ORDERS]; NR_ZONES] {
+    mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free))
+}
+
+fn e820_sanitised(_: &mut Mm, e820: &E820Map) -> Outcome {
+    for pair in e820.entries().windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let (a_end, b_addr, a_typ, b_typ) = (a.addr + a.size, b.addr, a.typ, b.typ);
+        ensure!(a_end <= b_addr, "entries at {:#x} and {b_addr:#x} overlap", { a.addr });
+        ensure!(a_end < b_addr || a_typ != b_typ, "equal neighbours at {b_addr:#x} not merged");
+    }
+    Ok(())
+}
+
+fn memblock_memory(mm: &mut Mm, e820: &E820Map) -> Outcome {
+    let mut regions = mm.memblock.memory.regions().iter();
+    for entry in e820.entries().iter().filter(|e| e.typ == E820_TYPE_RAM) {
+        let base = entry.addr.next_multiple_of(PAGE_SIZE);
+        let end = (entry.addr + entry.size) / PAGE_SIZE * PAGE_SIZE;
+        if base >= end {
+            continue;
+        }
+        let region = regions.next();
+        ensure!(
+            region.is_some_and(|r| r.base == base && r.end() == end),
+            "RAM {base:#x}-{end:#x} is {:?} in memblock",
+            region
+        );
+    }
+    ensure!(regions.next().is_none(), "memblock has more memory than the e820 RAM");
+    Ok(())
+}
+
+fn memblock_reserved(mm: &mut Mm, _: &E820Map) -> Outcome {
+    let kernel = kernel_region();
+    ensure!(mm.memblock.reserved.contains(0, HIGH_MEMORY), "the first MiB is not reserved");
+    ensure!(
+        mm.memblock.reserved.contains(kernel.base, kernel.size),
+        "the kernel image is not reserved"
+    );
+    for free in mm.memblock.free_ranges() {
+        ensure!(
+            !mm.memblock.reserved.intersects(free.base, free.size),
+            "free range {:#x} is reserved",
+            free.base
+        );
+    }
+    Ok(())
+}
+
+fn memmap_round_trip(mm: &mut Mm, _: &E820Map) -> Outcome {
+    for region in mm.memblock.memory.clone().regions() {
+        for pfn in [region.base / PAGE_SIZE, region.end() / PAGE_SIZE - 1] {
+            let page: *mut Page = match mm.buddy.memmap.page(pfn) {
+                Some(page) => page,
+                None => return Err(detail(format_args!("pfn {pfn:#x} has no struct page"))),
+            };
+            ensure!(
+                page as u64 == address(pfn) && pfn_of(page) == pfn,
+                "pfn {pfn:#x} maps to {:#x}",
+                page as u64
+            );
+            // The descriptor is backed memory: a write reads back.
+            // SAFETY: `page` points to the backed descriptor of `pfn` (just looked up), and
+            // nothing else holds a reference to it during this check.
+            let readback = unsafe {
+                let saved = (*page).private;
+                (*page).private = 0x5a5a_5a5a;
+                let value = core::ptr::read_volatile(&raw const (*page).private);
+                (*page).private = saved;
+                value
+            };
+            ensure!(readback == 0x5a5a_5a5a, "struct page of pfn {pfn:#x} does not hold a value");
+        }
+    }
+    Ok(())
+}
+
+fn memmap_holes(mm: &mut Mm, _: &E820Map) -> Outcome {
+    // A hole of at least 128 page frames has a whole 4 KiB of descriptors unbacked.
+    for pair in mm.memblock.memory.clone().regions().windows(2) {
+        let (end, next) = (pair[0].end() / PAGE_SIZE, pair[1].base / PAGE_SIZE);
+        if next - end >= 128 {
+            let middle = end.next_multiple_of(64) + 64;
+            ensure!(
+                mm.buddy.memmap.page(middle).is_none(),
+                "pfn {middle:#x} in a hole has a struct page"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn zone_counters(mm: &mut Mm, _: &E820Map) -> Outcome {
+    for zone in mm.buddy.zones.iter().filter(|zone| zone.present > 0) {
+        let (low, high) = zone.kind.pfn_limits();
+        ensure!(
+            low <= zone.start_pfn && zone.end_pfn <= high,
+            "{} spans outside its limits",
+            zone.kind.name()
+        );
+        ensure!(
+            zone.spanned() >= zone.present && zone.present >= zone.managed,
+            "{}: spanned {} present {} managed {}",
+            zone.kind.name(),
+            zone.spanned(),
+            zone.present,
+            zone.managed
+        );
+        let w = zone.watermarks;
+        ensure!(w.min < w.low && w.low < w.high, "{}: watermarks {w:?}", zone.kind.name());
+    }
+    Ok(())
+}
+
+fn buddy_invariants(mm: &mut Mm, _: &E820Map) -> Outcome {
+    mm.buddy.check().map_err(|err| detail(format_args!("{err:?}")))
+}
+
+fn every_order(mm: &mut Mm, _: &E820Map) -> Outcome {
+    let boot = snapshot(mm);
+    for order in 0..=MAX_ORDER {
+        let Some(pfn) = mm.buddy.alloc(order, ZoneType::Normal, Watermark::Min) else {
+            return Err(detail(format_args!("no block of order {order}")));
+        };
+        ensure!(pfn % (1 << order) == 0, "order {order} block at pfn {pfn:#x} is misaligned");
+        mm.buddy.free(pfn, order).map_err(|err| detail(format_args!("{err}")))?;
+    }
+    ensure!(snapshot(mm) == boot, "free lists differ from the boot state");
+    Ok(())
+}
+
+fn split_and_merge(mm: &mut Mm, _: &E820Map) -> Outcome {
+    let boot = snapshot(mm);
+    let mut pages = [0u64; 3];
+    for page in &mut pages {
+        *page = mm
+            .buddy
+            .alloc(0, ZoneType::Normal, Watermark::Min)
+            .ok_or_else(|| detail(format_args!("no page")))?;
+    }
+    ensure!(snapshot(mm) != boot, "allocating changed no free list");
+    for page in pages {
+        mm.buddy.free(page, 0).map_err(|err| detail(format_args!("{err}")))?;
+    }
+    ensure!(snapshot(mm) == boot, "free lists differ after freeing");
+    mm.buddy.check().map_err(|err| detail(format_args!("{err:?}")))
+}
+
+fn zone_fallback(mm: &mut Mm, _: &E820Map) -> Outcome {
+    let managed = mm.buddy.zones.each_ref().map(|zone| zone.managed);
+    let populated = |kind: ZoneType| managed[kind as usize] > 0;
+    let top =
+        ZoneType::ALL.into_iter().rev().find(|&kind| populated(kind)).unwrap_or(ZoneType::Dma);
+    let pfn = mm
+        .buddy
+        .alloc(0, ZoneType::Normal, Watermark::Min)
+        .ok_or_else(|| detail(format_args!("no page")))?;
+    let zone = ZoneType::of_pfn(pfn);
+    mm.buddy.free(pfn, 0).map_err(|err| detail(format_args!("{err}")))?;
+    ensure!(zone == top, "a Normal request came from {} instead of {}", zone.name(), top.name());
+    if populated(ZoneType::Dma) {
+        let pfn = mm
+            .buddy
+            .alloc(0, ZoneType::Dma, Watermark::Min)
+            .ok_or_else(|| detail(format_args!("no DMA page")))?;
+        mm.buddy.free(pfn, 0).map_err(|err| detail(format_args!("{err}")))?;
+        ensure!(ZoneType::of_pfn(pfn) == ZoneType::Dma, "a DMA request got pfn {pfn:#x}");
+    }
+    Ok(())
+}
+
+/// Allocates an order-2 block, runs `abuse` on it, frees it and checks nothing changed.
+fn with_block(mm: &mut Mm, abuse: impl Fn(&mut Mm, u64) -> Outcome) -> Outcome {
+    let boot = snapshot(mm);
+    let block = mm
+        .buddy
+        .alloc(2, ZoneType::Normal, Watermark::Min)
+        .ok_or_else(|| detail(format_args!("no block")))?;
+    let during = snapshot(mm);
+    let outcome = abuse(mm, block);
+    ensure!(snapshot(mm) == during, "a rejected free changed the free lists");
+    mm.buddy.check().map_err(|err| detail(format_args!("{err:?}")))?;
+    // The block may already be free if the abuse freed it; either way end in the boot state.
+    let _ = mm.buddy.free(block, 2);
+    outcome?;
+    ensure!(snapshot(mm) == boot, "free lists differ from the boot state");
+    Ok(())
+}
+
+fn double_free(mm: &mut Mm, _: &E820Map) -> Outcome {
+    let boot = snapshot(mm);
+    let block = mm
+        .buddy
+        .alloc(2, ZoneType::Normal, Watermark::Min)
+        .ok_or_else(|| detail(format_args!("no block")))?;
+    mm.buddy.free(block, 2).map_err(|err| detail(format_args!("{err}")))?;
+    let after = snapshot(mm);
+    let second = mm.buddy.free(block, 2);
+    ensure!(
+        matches!(second, Err(FreeError::DoubleFree { pfn, .. }) if pfn == block),
+        "second free gave {second:?}"
+    );
+    ensure!(snapshot(mm) == after && after == boot, "the double free changed the free lists");
+    Ok(())
+}
+
+fn never_allocated(mm: &mut Mm, _: &E820Map) -> Outcome {
+    let kernel_pfn = kernel_region().base / PAGE_SIZE;
+    with_block(mm, |mm, block| {
+        let reserved = mm.buddy.free(kernel_pfn, 0);
+        ensure!(
+            matches!(reserved, Err(FreeError::NotAllocated { .. })),
+            "freeing the kernel's pfn gave {reserved:?}"
+        );
+        let tail = mm.buddy.free(block + 1, 0);
+        ensure!(
+            matches!(tail, Err(FreeError::NotAllocated { .. })),
+            "freeing a tail page gave {tail:?}"
+        );
+        Ok(())
+    })
+}
+
+fn wrong_order(mm: &mut Mm, _: &E820Map) -> Outcome {
+    with_block(mm, |mm, block| {
+        let result = mm.buddy.free(block, 1);
+        ensure!(
+            result == Err(FreeError::WrongOrder { pfn: block, allocated: 2, given: 1 }),
+            "gave {result:?}"
+        );
+        Ok(())
+    })
+}
+
+fn per_cpu_cache(mm: &mut Mm, _: &E820Map) -> Outcome {
+    let boot = snapshot(mm);
+    let free = mm.buddy.free_pages();
+    let pfn =
+        mm.buddy.alloc_page(ZoneType::Normal).ok_or_else(|| detail(format_args!("no page")))?;
+    let zone = ZoneType::of_pfn(pfn) as usize;
+    ensure!(mm.buddy.zones[zone].pcp.count > 0, "the cache was not refilled by a batch");
+    ensure!(mm.buddy.free_pages() == free - 1, "free pages did not drop by one");
+    mm.buddy.free_page(pfn).map_err(|err| detail(format_args!("{err}")))?;
+    let again = mm.buddy.free_page(pfn);
+    ensure!(
+        matches!(again, Err(FreeError::DoubleFree { .. })),
+        "double free to the cache gave {again:?}"
+    );
+    mm.buddy.drain_pcp();
+    ensure!(snapshot(mm) == boot, "free lists differ after draining");
+    Ok(())
+}
+
+fn watermark_min(mm: &mut Mm, _: &E820Map) -> Outcome {
+    let kind =
+        match ZoneType::ALL.into_iter().find(|&kind| mm.buddy.zones[kind as usize].managed > 0) {
+            Some(kind) => kind,
+            None => return Err(detail(format_args!("no populated zone"))),
+        };
+    let boot = snapshot(mm);
+    let mut taken = [(0u64, 0u32); 512];
+    let mut count = 0;
+    for order in (0..=MAX_ORDER).rev() {
+        while count < taken.len() {
+            let Some(pfn) = mm.buddy.alloc(order, kind, Watermark::Min) else { break };
+            taken[count] = (pfn, order);
+            count += 1;
+        }
+    }
+    let zone = &mm.buddy.zones[kind as usize];
+    let (free, min) = (zone.free, zone.watermarks.min);
+    let emergency = mm.buddy.alloc(0, kind, Watermark::None);
+    for &(pfn, order) in &taken[..count] {
+        mm.buddy.free(pfn, order).map_err(|err| detail(format_args!("{err}")))?;
+    }
+    if let Some(pfn) = emergency {
+        mm.buddy.free(pfn, 0).map_err(|err| detail(format_args!("{err}")))?;
+    }
+    ensure!(
+        free == min,
+        "{}: allocations stopped with {free} pages free, min is {min}",
+        kind.name()
+    );
+    ensure!(emergency.is_some(), "an allocation ignoring watermarks failed");
+    ensure!(snapshot(mm) == boot, "free lists differ from the boot state");
+    Ok(())
+}
+
+fn detail(args: core::fmt::Arguments<'_>) -> Line {
+    let mut line = Line::new();
+    let _ = line.write_fmt(args);
+    line
+}

@@ -1,0 +1,197 @@
+//! `workload=stress seed=N ops=N`: random allocations and frees of random orders and zone
+//! limits. Each block is filled with a pattern when allocated and checked when freed; no
+//! two live blocks may overlap; at the end, with everything freed and the per-CPU caches
+//! drained, the free lists must be exactly the boot state again.
+
+use crate::hypercall::{self, Plain};
+use crate::mm::direct_map;
+use crate::mm::setup::Mm;
+use guest::buddy::Watermark;
+use log::{error, info};
+use shared::hypercall::{ReportKind, StressReport};
+use shared::layout::PAGE_SIZE;
+use shared::page::{ZoneType, NR_ORDERS, NR_ZONES};
+
+/// Blocks live at once.
+const MAX_LIVE: usize = 128;
+/// Largest order the workload allocates (32 pages, so filling stays cheap in the guest).
+const MAX_STRESS_ORDER: u32 = 5;
+
+/// A live block.
+#[derive(Clone, Copy, Default)]
+struct Block {
+    pfn: u64,
+    order: u32,
+    per_cpu: bool,
+    pattern: u64,
+}
+
+/// xorshift64*: small, fast, reproducible from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `[0, bound)`.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+
+    /// An index in `[0, len)`.
+    fn index(&mut self, len: usize) -> usize {
+        usize::try_from(self.below(len as u64)).unwrap_or(0)
+    }
+}
+
+/// Runs the workload; returns whether every check passed.
+pub fn run(mm: &mut Mm, seed: u64, ops: u32) -> bool {
+    let boot = mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free));
+    let mut rng = Rng(seed.max(1));
+    let mut live = [Block::default(); MAX_LIVE];
+    let (mut nlive, mut live_pages) = (0usize, 0u64);
+    let mut report = StressReport { seed, ops: u64::from(ops), ..StressReport::default() };
+    let mut ok = true;
+    for _ in 0..ops {
+        if nlive < MAX_LIVE && (nlive == 0 || rng.below(100) < 55) {
+            let order = if rng.below(100) < 40 {
+                0
+            } else {
+                1 + u32::try_from(rng.below(u64::from(MAX_STRESS_ORDER))).unwrap_or(0)
+            };
+            let highest = ZoneType::ALL[rng.index(NR_ZONES)];
+            let per_cpu = order == 0 && rng.below(2) == 0;
+            let pfn = if per_cpu {
+                mm.buddy.alloc_page(highest)
+            } else {
+                mm.buddy.alloc(order, highest, Watermark::Min)
+            };
+            let Some(pfn) = pfn else {
+                report.failed_allocations += 1;
+                continue;
+            };
+            let block = Block { pfn, order, per_cpu, pattern: rng.next() | 1 };
+            if let Some(other) = live[..nlive].iter().find(|b| overlaps(b, &block)) {
+                error!(
+                    "stress: block at pfn {pfn:#x} order {order} overlaps live pfn {:#x}",
+                    other.pfn
+                );
+                ok = false;
+            }
+            if ZoneType::of_pfn(pfn) > highest {
+                error!("stress: pfn {pfn:#x} is above the zone limit {}", highest.name());
+                ok = false;
+            }
+            fill(&block);
+            live[nlive] = block;
+            nlive += 1;
+            live_pages += 1 << order;
+            report.allocations += 1;
+            report.max_live_pages = report.max_live_pages.max(live_pages);
+        } else {
+            let index = rng.index(nlive);
+            let block = live[index];
+            live[index] = live[nlive - 1];
+            nlive -= 1;
+            live_pages -= 1 << block.order;
+            ok &= release(mm, &block);
+            report.frees += 1;
+        }
+    }
+    for block in &live[..nlive] {
+        ok &= release(mm, block);
+        report.frees += 1;
+    }
+    mm.buddy.drain_pcp();
+    let end: [[u64; NR_ORDERS]; NR_ZONES] =
+        mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free));
+    let restored = end == boot;
+    if !restored {
+        error!("stress: the free lists differ from the boot state after freeing everything");
+    }
+    if let Err(err) = mm.buddy.check() {
+        error!("stress: invariant broken: {err:?}");
+        ok = false;
+    }
+    report.restored = u64::from(restored);
+    ok &= restored;
+    info!(
+        "stress: seed {seed}, {ops} ops: {} allocations, {} frees, {} refused, at most {} pages live: {}",
+        report.allocations,
+        report.frees,
+        report.failed_allocations,
+        report.max_live_pages,
+        if ok { "ok" } else { "FAILED" }
+    );
+    hypercall::report(ReportKind::Stress, report.bytes());
+    hypercall::report_test("stress: patterns intact, no overlaps, boot state restored", ok, "");
+    ok
+}
+
+fn overlaps(a: &Block, b: &Block) -> bool {
+    a.pfn < b.pfn + (1 << b.order) && b.pfn < a.pfn + (1 << a.order)
+}
+
+/// Words in a block.
+fn words(block: &Block) -> u64 {
+    (PAGE_SIZE << block.order) / 8
+}
+
+/// Fills the block with its pattern (`rep stosq`: one emulated instruction).
+fn fill(block: &Block) {
+    // SAFETY: the block is ours (just allocated), RAM, and mapped by the direct map.
+    unsafe {
+        core::arch::asm!(
+            "rep stosq",
+            inout("rdi") direct_map(block.pfn * PAGE_SIZE) => _,
+            inout("rcx") words(block) => _,
+            in("rax") block.pattern,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Whether the whole block still holds its pattern (`repe scasq`).
+fn intact(block: &Block) -> bool {
+    let left: u64;
+    // SAFETY: the block is ours until freed, RAM, and mapped by the direct map; `scasq`
+    // only reads it.
+    unsafe {
+        core::arch::asm!(
+            "repe scasq",
+            "jne 2f",
+            "xor ecx, ecx",
+            "jmp 3f",
+            "2:",
+            "mov ecx, 1",
+            "3:",
+            inout("rdi") direct_map(block.pfn * PAGE_SIZE) => _,
+            inout("rcx") words(block) => left,
+            in("rax") block.pattern,
+            options(nostack, readonly),
+        );
+    }
+    left == 0
+}
+
+/// Checks the pattern and frees the block; returns whether both went well.
+fn release(mm: &mut Mm, block: &Block) -> bool {
+    let mut ok = intact(block);
+    if !ok {
+        error!("stress: block at pfn {:#x} order {} lost its pattern", block.pfn, block.order);
+    }
+    let freed = if block.per_cpu {
+        mm.buddy.free_page(block.pfn)
+    } else {
+        mm.buddy.free(block.pfn, block.order)
+    };
+    if let Err(err) = freed {
+        error!("stress: {err}");
+        ok = false;
+    }
+    ok
+}
