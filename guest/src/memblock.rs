@@ -10,6 +10,11 @@
 //! Ranges are half-open, `[base, base + size)`; an end past 2^64 is clipped.
 //! Allocation is top-down by default (the highest fitting address below the limit), as in
 //! Linux, or bottom-up.
+//!
+//! Each set starts with [`MAX_REGIONS`] static entries. Once the kernel can reach the
+//! memory memblock hands out ([`Memblock::enable_growth`]), a full set moves to an array
+//! twice the size, allocated from memblock itself and reserved (Linux's
+//! `memblock_double_array`); the array it leaves is freed if it was allocated too.
 
 /// Regions a set holds (Linux's `INIT_MEMBLOCK_REGIONS`).
 pub const MAX_REGIONS: usize = 128;
@@ -38,9 +43,10 @@ pub enum MemblockError {
 }
 
 /// A sorted set of disjoint, non-adjacent regions.
-#[derive(Clone)]
 pub struct RegionSet {
-    regions: [Region; MAX_REGIONS],
+    inline: [Region; MAX_REGIONS],
+    /// The array in use once the set has outgrown `inline`, and its physical range.
+    grown: Option<(&'static mut [Region], Region)>,
     len: usize,
 }
 
@@ -58,12 +64,31 @@ fn clipped(base: u64, size: u64) -> (u64, u64) {
 impl RegionSet {
     /// An empty set.
     pub const fn new() -> Self {
-        Self { regions: [Region { base: 0, size: 0 }; MAX_REGIONS], len: 0 }
+        Self { inline: [Region { base: 0, size: 0 }; MAX_REGIONS], grown: None, len: 0 }
     }
 
     /// The regions, sorted.
     pub fn regions(&self) -> &[Region] {
-        &self.regions[..self.len]
+        &self.slots()[..self.len]
+    }
+
+    /// Regions the set can hold before it must grow.
+    pub fn capacity(&self) -> usize {
+        self.slots().len()
+    }
+
+    fn slots(&self) -> &[Region] {
+        match &self.grown {
+            Some((array, _)) => array,
+            None => &self.inline,
+        }
+    }
+
+    fn slots_mut(&mut self) -> &mut [Region] {
+        match &mut self.grown {
+            Some((array, _)) => array,
+            None => &mut self.inline,
+        }
     }
 
     /// Total bytes covered.
@@ -93,9 +118,9 @@ impl RegionSet {
         let first = self.regions().partition_point(|r| r.end() < start);
         let last = self.regions().partition_point(|r| r.base <= end);
         if first < last {
-            start = start.min(self.regions[first].base);
-            end = end.max(self.regions[last - 1].end());
-        } else if self.len == MAX_REGIONS {
+            start = start.min(self.slots()[first].base);
+            end = end.max(self.slots()[last - 1].end());
+        } else if self.len == self.capacity() {
             return Err(MemblockError::Full);
         }
         self.replace(first..last, &[Region { base: start, size: end - start }]);
@@ -114,7 +139,7 @@ impl RegionSet {
         if first >= last {
             return Ok(());
         }
-        let (head, tail) = (self.regions[first], self.regions[last - 1]);
+        let (head, tail) = (self.slots()[first], self.slots()[last - 1]);
         let mut keep = [Region::default(); 2];
         let mut n = 0;
         if head.base < start {
@@ -125,7 +150,7 @@ impl RegionSet {
             keep[n] = Region { base: end, size: tail.end() - end };
             n += 1;
         }
-        if self.len - (last - first) + n > MAX_REGIONS {
+        if self.len - (last - first) + n > self.capacity() {
             return Err(MemblockError::Full);
         }
         self.replace(first..last, &keep[..n]);
@@ -135,9 +160,10 @@ impl RegionSet {
     /// Replaces the regions in `range` by `with` (the caller checked the capacity).
     fn replace(&mut self, range: core::ops::Range<usize>, with: &[Region]) {
         let removed = range.end - range.start;
-        let new_len = self.len - removed + with.len();
-        self.regions.copy_within(range.end..self.len, range.start + with.len());
-        self.regions[range.start..range.start + with.len()].copy_from_slice(with);
+        let (len, new_len) = (self.len, self.len - removed + with.len());
+        let slots = self.slots_mut();
+        slots.copy_within(range.end..len, range.start + with.len());
+        slots[range.start..range.start + with.len()].copy_from_slice(with);
         self.len = new_len;
     }
 }
@@ -152,8 +178,11 @@ pub enum Direction {
     BottomUp,
 }
 
+/// Where the kernel reaches a physical address (its direct map).
+pub type Translate = fn(u64) -> *mut u8;
+
 /// The two region sets and the allocation policy.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Memblock {
     /// Physical memory.
     pub memory: RegionSet,
@@ -161,12 +190,104 @@ pub struct Memblock {
     pub reserved: RegionSet,
     /// Where allocations come from.
     pub direction: Direction,
+    translate: Option<Translate>,
+}
+
+/// Which region set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Set {
+    Memory,
+    Reserved,
 }
 
 impl Memblock {
     /// An empty memblock allocating top-down.
     pub const fn new() -> Self {
-        Self { memory: RegionSet::new(), reserved: RegionSet::new(), direction: Direction::TopDown }
+        Self {
+            memory: RegionSet::new(),
+            reserved: RegionSet::new(),
+            direction: Direction::TopDown,
+            translate: None,
+        }
+    }
+
+    /// Lets full region sets grow into memory memblock allocates.
+    ///
+    /// # Safety
+    /// For every range memblock may allocate (any range of `memory`), `translate` must
+    /// return a pointer valid for reads and writes of the whole range for as long as this
+    /// memblock lives, and nothing else may use the memory memblock reserves for itself.
+    pub unsafe fn enable_growth(&mut self, translate: Translate) {
+        self.translate = Some(translate);
+    }
+
+    /// `memblock_add`: adds physical memory.
+    pub fn add(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
+        self.with_room(Set::Memory, |set| set.add(base, size))
+    }
+
+    /// `memblock_remove`: removes physical memory.
+    pub fn remove(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
+        self.with_room(Set::Memory, |set| set.remove(base, size))
+    }
+
+    /// `memblock_reserve`: marks a range in use.
+    pub fn reserve(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
+        self.with_room(Set::Reserved, |set| set.add(base, size))
+    }
+
+    /// `memblock_phys_free`: marks a range free again.
+    pub fn free(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
+        self.with_room(Set::Reserved, |set| set.remove(base, size))
+    }
+
+    fn set(&mut self, which: Set) -> &mut RegionSet {
+        match which {
+            Set::Memory => &mut self.memory,
+            Set::Reserved => &mut self.reserved,
+        }
+    }
+
+    /// Runs `op` on a set, doubling the set once if it is full.
+    fn with_room(
+        &mut self,
+        which: Set,
+        op: impl Fn(&mut RegionSet) -> Result<(), MemblockError>,
+    ) -> Result<(), MemblockError> {
+        match op(self.set(which)) {
+            Err(MemblockError::Full) => {
+                self.double(which)?;
+                op(self.set(which))
+            }
+            done => done,
+        }
+    }
+
+    /// `memblock_double_array`: moves a set into an array twice its size.
+    fn double(&mut self, which: Set) -> Result<(), MemblockError> {
+        let translate = self.translate.ok_or(MemblockError::Full)?;
+        let capacity = self.set(which).capacity() * 2;
+        let bytes = (capacity * core::mem::size_of::<Region>()) as u64;
+        let base = self.find(bytes, 4096, u64::MAX).ok_or(MemblockError::Full)?;
+        let array = translate(base).cast::<Region>();
+        if array.is_null() || !array.is_aligned() {
+            return Err(MemblockError::Full);
+        }
+        // SAFETY: `base..base + bytes` is free memory (found in the free ranges), which
+        // `enable_growth`'s contract makes reachable at `array` and ours alone; it is
+        // reserved below before anything else can be allocated.
+        let array = unsafe {
+            array.write_bytes(0, capacity);
+            core::slice::from_raw_parts_mut(array, capacity)
+        };
+        let set = self.set(which);
+        array[..set.len].copy_from_slice(set.regions());
+        let old = set.grown.replace((array, Region { base, size: bytes })).map(|(_, range)| range);
+        self.reserve(base, bytes)?;
+        if let Some(old) = old {
+            self.free(old.base, old.size)?;
+        }
+        Ok(())
     }
 
     /// The free ranges, "memory minus reserved", in address order.
@@ -190,6 +311,13 @@ impl Memblock {
     /// Allocates and reserves `size` bytes aligned to `align` (a power of two) ending at or
     /// below `limit`; `None` when nothing fits or the reserved set is full.
     pub fn alloc(&mut self, size: u64, align: u64, limit: u64) -> Option<u64> {
+        let base = self.find(size, align, limit)?;
+        self.reserve(base, size).ok()?;
+        Some(base)
+    }
+
+    /// The address `alloc` would return, without reserving it.
+    fn find(&self, size: u64, align: u64, limit: u64) -> Option<u64> {
         if size == 0 || !align.is_power_of_two() {
             return None;
         }
@@ -206,12 +334,10 @@ impl Memblock {
                 }
             }
         };
-        let base = match self.direction {
+        match self.direction {
             Direction::TopDown => self.free_ranges().rev().find_map(fits),
             Direction::BottomUp => self.free_ranges().find_map(fits),
-        }?;
-        self.reserved.add(base, size).ok()?;
-        Some(base)
+        }
     }
 }
 
@@ -219,7 +345,9 @@ impl Memblock {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::boxed::Box;
     use std::collections::BTreeSet;
+    use std::vec;
     use std::vec::Vec;
 
     fn regions(set: &RegionSet) -> Vec<(u64, u64)> {
@@ -285,6 +413,33 @@ mod tests {
         mb.reserved.add(0x9e000, 0x70000).expect("room");
         let free: Vec<_> = mb.free_ranges().map(|r| (r.base, r.end())).collect();
         assert_eq!(free, [(0x1000, 0x9e000), (0x10e000, 0x110_0000)]);
+    }
+
+    #[test]
+    fn full_sets_double_into_memory_memblock_allocates() {
+        // Host memory stands in for physical memory: its addresses translate to themselves.
+        let arena: &'static mut [u64] = Box::leak(vec![0u64; 64 * 1024].into_boxed_slice());
+        let base = (arena.as_ptr() as u64).next_multiple_of(4096);
+        let mut mb = Memblock::new();
+        mb.add(base, 256 * 1024).expect("room");
+        for i in 0..MAX_REGIONS as u64 {
+            mb.reserve(base + i * 0x200, 0x100).expect("room");
+        }
+        assert_eq!(mb.reserve(base + 0x3_0000, 0x100), Err(MemblockError::Full), "no growth yet");
+        // SAFETY: every address in `memory` lies in `arena`, leaked and used by nothing else.
+        unsafe { mb.enable_growth(|phys| phys as *mut u8) };
+        for i in MAX_REGIONS as u64..300 {
+            mb.reserve(base + i * 0x200, 0x100).expect("grows");
+        }
+        assert!(mb.reserved.capacity() >= 512, "doubled twice: {}", mb.reserved.capacity());
+        // 300 small regions, the current array (reserved), the first array freed again.
+        let arrays: Vec<_> = mb.reserved.regions().iter().filter(|r| r.size >= 256 * 16).collect();
+        assert_eq!(arrays.len(), 1, "{arrays:?}");
+        assert_eq!(arrays[0].size, 512 * 16);
+        assert_eq!(mb.reserved.regions().len(), 301);
+        for i in 0..300 {
+            assert!(mb.reserved.contains(base + i * 0x200, 0x100));
+        }
     }
 
     /// Operations on a universe of 64 pages.

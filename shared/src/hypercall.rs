@@ -77,6 +77,8 @@ pub enum ReportKind {
     Test = 8,
     /// The stress workload's counters: a [`StressReport`].
     Stress = 9,
+    /// Why the boot could not go on (UTF-8).
+    BootError = 10,
 }
 
 impl ReportKind {
@@ -92,6 +94,7 @@ impl ReportKind {
             7 => Self::BootTimes,
             8 => Self::Test,
             9 => Self::Stress,
+            10 => Self::BootError,
             _ => return None,
         })
     }

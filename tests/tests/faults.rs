@@ -111,3 +111,34 @@ fn unknown_kernel_option_is_named_by_the_guest() {
         [Report::CmdlineError { reason: "bad-value".into(), option: "loglevel=loud".into() }]
     );
 }
+
+fn boot_error(e820: &str) -> (ExitReason, Vec<Report>) {
+    let e820 = vmm::config::parse_e820(e820).expect("valid spec");
+    let outcome = boot(&vmm::VmConfig { e820: Some(e820), ..config("boot") });
+    let errors =
+        outcome.reports.into_iter().filter(|r| matches!(r, Report::BootError { .. })).collect();
+    (outcome.exit, errors)
+}
+
+#[test]
+fn a_map_without_ram_above_1_mib_ends_the_boot_clearly() {
+    let (exit, errors) = boot_error("0-0x9fc00:ram");
+    assert_eq!(exit, ExitReason::GuestExit { status: GuestStatus::BootFailed as u8 });
+    assert_eq!(
+        errors,
+        [Report::BootError {
+            message: "e820: no usable RAM above 1 MiB; the kernel has nowhere to live".into()
+        }]
+    );
+}
+
+#[test]
+fn a_map_without_room_for_the_kernel_ends_the_boot_clearly() {
+    let (exit, errors) = boot_error("0-0x9fc00:ram,0x100000-0x200000:ram,0x400000-0x1000000:ram");
+    assert_eq!(exit, ExitReason::GuestExit { status: GuestStatus::BootFailed as u8 });
+    let [Report::BootError { message }] = errors.as_slice() else {
+        panic!("one boot error: {errors:?}")
+    };
+    assert!(message.starts_with("the kernel image [mem 0x0000000000200000-"), "{message}");
+    assert!(message.contains("not in usable RAM"), "{message}");
+}

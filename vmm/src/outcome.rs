@@ -223,6 +223,7 @@ impl Outcome {
                     format!("{mnemonic} {name} at RIP {rip:#x}, error code {error_code:#x}, CR2 {cr2:#x}")
                 }
                 Report::CmdlineError { reason, option } => format!("{reason}: '{option}'"),
+                Report::BootError { message } => message.clone(),
                 Report::Malformed { kind, problem } => {
                     format!("malformed report of kind {kind}: {problem}")
                 }

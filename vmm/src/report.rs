@@ -166,6 +166,11 @@ pub enum Report {
         /// Whether the free lists were the boot state again at the end.
         restored: bool,
     },
+    /// Why the guest could not finish booting.
+    BootError {
+        /// The guest's message.
+        message: String,
+    },
     /// A report that could not be decoded.
     Malformed {
         /// The kind number the guest gave.
@@ -364,6 +369,9 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
             }
             _ => Err(format!("stress payload of {} bytes, expected 56", payload.len())),
         },
+        ReportKind::BootError => {
+            Ok(Report::BootError { message: String::from_utf8_lossy(payload).into_owned() })
+        }
         ReportKind::CmdlineError => {
             let (reason, option) = payload
                 .split_at_checked(4)

@@ -104,6 +104,16 @@ pub fn report_test(name: &str, passed: bool, detail: &str) {
     report(ReportKind::Test, payload.as_slice());
 }
 
+/// Reports why the boot cannot go on, prints it, and ends the run with `BootFailed`.
+pub fn boot_failed(reason: core::fmt::Arguments<'_>) -> ! {
+    let mut message = ReportBuf::new();
+    let _ = core::fmt::Write::write_fmt(&mut message, reason);
+    let text = core::str::from_utf8(message.as_slice()).unwrap_or("boot failed");
+    log::error!("{text}");
+    report(ReportKind::BootError, message.as_slice());
+    exit(GuestStatus::BootFailed)
+}
+
 /// Reports a rejected command-line option.
 pub fn report_cmdline_error(err: &CmdlineError<'_>) {
     let mut payload = ReportBuf::new();

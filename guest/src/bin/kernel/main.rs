@@ -44,10 +44,8 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
     console::init();
     traps::init();
 
-    let boot = boot_params::read(zero_page).unwrap_or_else(|err| {
-        error!("zero page: {err}");
-        hypercall::exit(GuestStatus::BootFailed)
-    });
+    let boot = boot_params::read(zero_page)
+        .unwrap_or_else(|err| hypercall::boot_failed(format_args!("zero page: {err}")));
     let options = Options::parse(boot.cmdline).unwrap_or_else(|err| {
         error!("{err}");
         hypercall::report_cmdline_error(&err);
@@ -56,10 +54,8 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
     log::set_max_level(options.loglevel);
     info!("Command line: {}", boot.cmdline);
 
-    let e820 = E820Map::sanitize(boot.e820()).unwrap_or_else(|err| {
-        error!("e820: {err}");
-        hypercall::exit(GuestStatus::BootFailed)
-    });
+    let e820 = E820Map::sanitize(boot.e820())
+        .unwrap_or_else(|err| hypercall::boot_failed(format_args!("e820: {err}")));
     print_e820(&e820);
     hypercall::report(ReportKind::E820, bytes_of_e820(&e820).as_slice());
     let high_ram = e820
@@ -67,14 +63,13 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
         .iter()
         .any(|e| e.typ == E820_TYPE_RAM && e.addr.saturating_add(e.size) > HIGH_MEMORY);
     if !high_ram {
-        error!("e820: no usable RAM above 1 MiB; the kernel has nowhere to live");
-        hypercall::exit(GuestStatus::BootFailed);
+        hypercall::boot_failed(format_args!(
+            "e820: no usable RAM above 1 MiB; the kernel has nowhere to live"
+        ));
     }
 
-    let mut mm = mm::setup::init(&e820).unwrap_or_else(|err| {
-        error!("{err}");
-        hypercall::exit(GuestStatus::BootFailed)
-    });
+    let mut mm =
+        mm::setup::init(&e820).unwrap_or_else(|err| hypercall::boot_failed(format_args!("{err}")));
     mm::setup::print_memblock(&mm.memblock);
     hypercall::report_memblock(&mm.memblock);
     hypercall::report(ReportKind::BootTimes, hypercall::Plain::bytes(&mm.times));

@@ -124,7 +124,8 @@ fn memblock_reserved(mm: &mut Mm, _: &E820Map) -> Outcome {
 }
 
 fn memmap_round_trip(mm: &mut Mm, _: &E820Map) -> Outcome {
-    for region in mm.memblock.memory.clone().regions() {
+    for index in 0..mm.memblock.memory.regions().len() {
+        let region = mm.memblock.memory.regions()[index];
         for pfn in [region.base / PAGE_SIZE, region.end() / PAGE_SIZE - 1] {
             let page: *mut Page = match mm.buddy.memmap.page(pfn) {
                 Some(page) => page,
@@ -153,8 +154,9 @@ fn memmap_round_trip(mm: &mut Mm, _: &E820Map) -> Outcome {
 
 fn memmap_holes(mm: &mut Mm, _: &E820Map) -> Outcome {
     // A hole of at least 128 page frames has a whole 4 KiB of descriptors unbacked.
-    for pair in mm.memblock.memory.clone().regions().windows(2) {
-        let (end, next) = (pair[0].end() / PAGE_SIZE, pair[1].base / PAGE_SIZE);
+    for index in 1..mm.memblock.memory.regions().len() {
+        let regions = mm.memblock.memory.regions();
+        let (end, next) = (regions[index - 1].end() / PAGE_SIZE, regions[index].base / PAGE_SIZE);
         if next - end >= 128 {
             let middle = end.next_multiple_of(64) + 64;
             ensure!(

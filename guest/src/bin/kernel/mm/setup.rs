@@ -83,26 +83,28 @@ pub fn init(e820: &E820Map) -> Result<Mm, SetupError> {
         let base = entry.addr.next_multiple_of(PAGE_SIZE);
         let end = (entry.addr + entry.size) / PAGE_SIZE * PAGE_SIZE;
         if base < end {
-            memblock.memory.add(base, end - base).map_err(SetupError::Memblock)?;
+            memblock.add(base, end - base).map_err(SetupError::Memblock)?;
         }
     }
     // Like Linux, reserve all of the first MiB: the first page, the zero page, the command
     // line, the GDT and the boot page tables, everything the VMM placed, live there.
-    memblock.reserved.add(0, HIGH_MEMORY).map_err(SetupError::Memblock)?;
+    memblock.reserve(0, HIGH_MEMORY).map_err(SetupError::Memblock)?;
     let kernel = kernel_region();
     if !memblock.memory.contains(kernel.base, kernel.size) {
         return Err(SetupError::KernelNotInRam(kernel));
     }
-    memblock.reserved.add(kernel.base, kernel.size).map_err(SetupError::Memblock)?;
+    memblock.reserve(kernel.base, kernel.size).map_err(SetupError::Memblock)?;
     let memblock_ready = rdtsc();
 
-    let memory = memblock.memory.clone();
-    map_ram_beyond_boot_mapping(memory.regions(), &mut memblock).map_err(SetupError::Map)?;
-    let vmemmap = Vmemmap::populate(memory.regions(), &mut memblock).map_err(SetupError::Map)?;
+    map_ram_beyond_boot_mapping(&mut memblock).map_err(SetupError::Map)?;
+    // SAFETY: the direct map now covers all of memblock's memory, and memblock's own
+    // allocations are reserved, so nothing else uses them.
+    unsafe { memblock.enable_growth(|phys| direct_map(phys) as *mut u8) };
+    let vmemmap = Vmemmap::populate(&mut memblock).map_err(SetupError::Map)?;
     let memmap_ready = rdtsc();
 
     let mut buddy = Buddy::new(vmemmap);
-    for region in memory.regions() {
+    for region in memblock.memory.regions() {
         buddy.add_present(region.base / PAGE_SIZE, region.end() / PAGE_SIZE);
     }
     for free in memblock.free_ranges() {
@@ -115,14 +117,18 @@ pub fn init(e820: &E820Map) -> Result<Mm, SetupError> {
         memblock_cycles: memblock_ready - start,
         memmap_cycles: memmap_ready - memblock_ready,
         buddy_cycles: buddy_ready - memmap_ready,
-        ram_bytes: memory.total(),
+        ram_bytes: memblock.memory.total(),
     };
     Ok(Mm { memblock, buddy, times })
 }
 
 /// Extends the direct map (the boot tables cover the first GiB) to all RAM, in 2 MiB pages.
-fn map_ram_beyond_boot_mapping(memory: &[Region], memblock: &mut Memblock) -> Result<(), MapError> {
-    for region in memory.iter().filter(|r| r.end() > BOOT_MAP_SIZE) {
+fn map_ram_beyond_boot_mapping(memblock: &mut Memblock) -> Result<(), MapError> {
+    for index in 0..memblock.memory.regions().len() {
+        let region = memblock.memory.regions()[index];
+        if region.end() <= BOOT_MAP_SIZE {
+            continue;
+        }
         let mut phys = region.base.max(BOOT_MAP_SIZE) / PAGE_2M * PAGE_2M;
         while phys < region.end() {
             if !paging::is_mapped(direct_map(phys)) {

@@ -8,7 +8,7 @@
 
 use super::paging::{self, MapError, PAGE_2M};
 use guest::buddy::Memmap;
-use guest::memblock::{Memblock, Region, MAX_REGIONS};
+use guest::memblock::{Memblock, MAX_REGIONS};
 use shared::layout::{PAGE_SIZE, VMEMMAP_BASE};
 use shared::page::{Page, PAGE_STRUCT_SIZE};
 
@@ -26,10 +26,11 @@ pub struct Vmemmap {
 }
 
 impl Vmemmap {
-    /// Backs the map for every region of `memory` (physical byte ranges, sorted).
-    pub fn populate(memory: &[Region], memblock: &mut Memblock) -> Result<Self, MapError> {
+    /// Backs the map for every region of memblock's memory (at most [`MAX_REGIONS`]: the
+    /// e820 map has no more RAM ranges than that).
+    pub fn populate(memblock: &mut Memblock) -> Result<Self, MapError> {
         let mut map = Self { ranges: [(0, 0); MAX_REGIONS], len: 0 };
-        for region in memory {
+        for region in memblock.memory.regions().iter().take(MAX_REGIONS) {
             let start = region.base / PAGE_SIZE / PFNS_PER_MAP_PAGE * PFNS_PER_MAP_PAGE;
             let end =
                 region.end().div_ceil(PAGE_SIZE).div_ceil(PFNS_PER_MAP_PAGE) * PFNS_PER_MAP_PAGE;
