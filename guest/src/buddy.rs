@@ -30,6 +30,21 @@ pub trait Memmap {
     fn page(&mut self, pfn: u64) -> Option<&mut Page>;
 }
 
+/// A memory map over one slice of descriptors for page frames `base_pfn..`: for host
+/// tools, tests and benchmarks.
+pub struct SliceMemmap<'a> {
+    /// Page frame of `pages[0]`.
+    pub base_pfn: u64,
+    /// The descriptors.
+    pub pages: &'a mut [Page],
+}
+
+impl Memmap for SliceMemmap<'_> {
+    fn page(&mut self, pfn: u64) -> Option<&mut Page> {
+        self.pages.get_mut(usize::try_from(pfn.checked_sub(self.base_pfn)?).ok()?)
+    }
+}
+
 /// A rejected free. It leaves the allocator unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FreeError {
@@ -304,8 +319,10 @@ impl<M: Memmap> Buddy<M> {
 
     /// Frees the block of 2^`order` pages at `pfn`, merging it with its free buddies.
     pub fn free(&mut self, pfn: u64, order: u32) -> Result<(), FreeError> {
-        let zone = self.check_free(pfn, order)?;
-        self.clear_allocated(pfn);
+        let (zone, page) = self.check_free(pfn, order)?;
+        page.flags &= !PG_HEAD;
+        page.order = 0;
+        page.refcount = 0;
         self.free_one(zone, pfn, order);
         Ok(())
     }
@@ -335,11 +352,9 @@ impl<M: Memmap> Buddy<M> {
     /// Frees one page to its zone's per-CPU cache, draining a batch to the buddy lists
     /// when the cache is over its high mark.
     pub fn free_page(&mut self, pfn: u64) -> Result<(), FreeError> {
-        let zone = self.check_free(pfn, 0)?;
-        if let Some(page) = self.memmap.page(pfn) {
-            page.flags = (page.flags & !PG_HEAD) | PG_PCP;
-            page.refcount = 0;
-        }
+        let (zone, page) = self.check_free(pfn, 0)?;
+        page.flags = (page.flags & !PG_HEAD) | PG_PCP;
+        page.refcount = 0;
         let pcp = &mut self.zones[zone].pcp;
         pcp.pfns[pcp.count] = pfn;
         pcp.count += 1;
@@ -432,8 +447,8 @@ impl<M: Memmap> Buddy<M> {
         (page.flags & PG_BUDDY != 0 && page.order == order).then_some(buddy)
     }
 
-    /// Validates a free of `pfn` at `order`; returns its zone.
-    fn check_free(&mut self, pfn: u64, order: u32) -> Result<usize, FreeError> {
+    /// Validates a free of `pfn` at `order`; returns its zone and descriptor.
+    fn check_free(&mut self, pfn: u64, order: u32) -> Result<(usize, &mut Page), FreeError> {
         if order > MAX_ORDER || pfn % (1 << order) != 0 {
             return Err(FreeError::Misaligned { pfn, order });
         }
@@ -449,7 +464,7 @@ impl<M: Memmap> Buddy<M> {
         if page.order != order {
             return Err(FreeError::WrongOrder { pfn, allocated: page.order, given: order });
         }
-        Ok(zone)
+        Ok((zone, page))
     }
 
     /// `__free_one_page`: merge with free buddies while possible, then list the result.
@@ -500,14 +515,6 @@ impl<M: Memmap> Buddy<M> {
             page.flags |= PG_HEAD;
             page.order = order;
             page.refcount = 1;
-        }
-    }
-
-    fn clear_allocated(&mut self, pfn: u64) {
-        if let Some(page) = self.memmap.page(pfn) {
-            page.flags &= !PG_HEAD;
-            page.order = 0;
-            page.refcount = 0;
         }
     }
 

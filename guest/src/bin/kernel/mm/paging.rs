@@ -21,6 +21,25 @@ const TABLE_BYTES: usize = 4096;
 
 /// 2 MiB.
 pub const PAGE_2M: u64 = 2 << 20;
+/// 1 GiB.
+pub const PAGE_1G: u64 = 1 << 30;
+
+/// The size of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSize {
+    /// 4 KiB, in a page table.
+    Size4K,
+    /// 2 MiB, in a page directory.
+    Size2M,
+    /// 1 GiB, in a page-directory-pointer table (needs [`gigabyte_pages`]).
+    Size1G,
+}
+
+/// Whether the CPU maps 1 GiB pages (CPUID 0x8000_0001 EDX bit 26, `pdpe1gb`).
+pub fn gigabyte_pages() -> bool {
+    let leaf = core::arch::x86_64::__cpuid(0x8000_0001);
+    leaf.edx & (1 << 26) != 0
+}
 
 /// Why a mapping could not be made.
 #[derive(Clone, Copy, Debug)]
@@ -75,10 +94,60 @@ pub fn is_mapped(virt: u64) -> bool {
     false
 }
 
-/// Maps `virt` to `phys` with a 4 KiB page or, with `huge`, a 2 MiB page (both aligned),
-/// writable.
-pub fn map(virt: u64, phys: u64, huge: bool, memblock: &mut Memblock) -> Result<(), MapError> {
-    let leaf_level = if huge { 2 } else { 1 };
+/// Maps `virt` to `phys` (both aligned to `size`), writable.
+pub fn map(virt: u64, phys: u64, size: PageSize, memblock: &mut Memblock) -> Result<(), MapError> {
+    let leaf_level = leaf_level(size);
+    let slot = entry(table_for(virt, leaf_level, memblock)?, virt, leaf_level);
+    // SAFETY: `slot` is an entry of a live page table below 1 GiB (see `is_mapped`).
+    unsafe {
+        if slot.read_volatile() & PTE_PRESENT != 0 {
+            return Err(MapError::AlreadyMapped(virt));
+        }
+        let huge_bit = if leaf_level > 1 { PTE_HUGE } else { 0 };
+        slot.write_volatile(phys | PTE_PRESENT | PTE_WRITABLE | huge_bit);
+    }
+    Ok(())
+}
+
+/// Maps `[virt, virt + len)` to `[phys, phys + len)` with 2 MiB pages (all 2 MiB aligned),
+/// skipping what is already mapped. Fills each page directory in one pass: every
+/// instruction costs on an emulating KVM, and a walk per page would dominate the boot.
+pub fn map_2m_range(
+    virt: u64,
+    phys: u64,
+    len: u64,
+    memblock: &mut Memblock,
+) -> Result<(), MapError> {
+    let mut offset = 0;
+    while offset < len {
+        let table = table_for(virt + offset, 2, memblock)?;
+        let first = index(virt + offset, 2);
+        let entries = (512 - first).min((len - offset) / PAGE_2M);
+        for slot_index in first..first + entries {
+            let slot = (phys_to_virt(table).unwrap_or(0) + 8 * slot_index) as *mut u64;
+            // SAFETY: an entry of the live page directory `table` (see `is_mapped`).
+            unsafe {
+                if slot.read_volatile() & PTE_PRESENT == 0 {
+                    slot.write_volatile((phys + offset) | PTE_PRESENT | PTE_WRITABLE | PTE_HUGE);
+                }
+            }
+            offset += PAGE_2M;
+        }
+    }
+    Ok(())
+}
+
+fn leaf_level(size: PageSize) -> u32 {
+    match size {
+        PageSize::Size4K => 1,
+        PageSize::Size2M => 2,
+        PageSize::Size1G => 3,
+    }
+}
+
+/// The physical address of the table at `leaf_level` that holds `virt`'s entry, creating
+/// the tables above it as needed.
+fn table_for(virt: u64, leaf_level: u32, memblock: &mut Memblock) -> Result<u64, MapError> {
     let mut table = root();
     for level in (leaf_level + 1..=4).rev() {
         let slot = entry(table, virt, level);
@@ -101,14 +170,5 @@ pub fn map(virt: u64, phys: u64, huge: bool, memblock: &mut Memblock) -> Result<
             value & PTE_ADDR
         };
     }
-    let slot = entry(table, virt, leaf_level);
-    // SAFETY: as above.
-    unsafe {
-        if slot.read_volatile() & PTE_PRESENT != 0 {
-            return Err(MapError::AlreadyMapped(virt));
-        }
-        let huge_bit = if huge { PTE_HUGE } else { 0 };
-        slot.write_volatile(phys | PTE_PRESENT | PTE_WRITABLE | huge_bit);
-    }
-    Ok(())
+    Ok(table)
 }

@@ -6,7 +6,7 @@
 //! cleared (zero is a valid `struct page`), and the hand-off writes one descriptor per
 //! maximal aligned block.
 
-use super::paging::{self, MapError, PAGE_2M};
+use super::paging::{self, MapError, PageSize, PAGE_1G, PAGE_2M};
 use super::vmemmap::Vmemmap;
 use super::{direct_map, virt_to_phys};
 use guest::buddy::Buddy;
@@ -122,19 +122,26 @@ pub fn init(e820: &E820Map) -> Result<Mm, SetupError> {
     Ok(Mm { memblock, buddy, times })
 }
 
-/// Extends the direct map (the boot tables cover the first GiB) to all RAM, in 2 MiB pages.
+/// Extends the direct map (the boot tables cover the first GiB) to all RAM: 1 GiB pages
+/// where the CPU has them and RAM covers a whole aligned GiB, 2 MiB pages elsewhere.
 fn map_ram_beyond_boot_mapping(memblock: &mut Memblock) -> Result<(), MapError> {
+    let gigabytes = paging::gigabyte_pages();
     for index in 0..memblock.memory.regions().len() {
         let region = memblock.memory.regions()[index];
-        if region.end() <= BOOT_MAP_SIZE {
-            continue;
-        }
         let mut phys = region.base.max(BOOT_MAP_SIZE) / PAGE_2M * PAGE_2M;
-        while phys < region.end() {
-            if !paging::is_mapped(direct_map(phys)) {
-                paging::map(direct_map(phys), phys, true, memblock)?;
+        let end = region.end().next_multiple_of(PAGE_2M);
+        while phys < end {
+            if gigabytes && phys % PAGE_1G == 0 && phys + PAGE_1G <= end {
+                if !paging::is_mapped(direct_map(phys)) {
+                    paging::map(direct_map(phys), phys, PageSize::Size1G, memblock)?;
+                }
+                phys += PAGE_1G;
+            } else {
+                let len = (phys / PAGE_1G + 1) * PAGE_1G;
+                let len = len.min(end) - phys;
+                paging::map_2m_range(direct_map(phys), phys, len, memblock)?;
+                phys += len;
             }
-            phys += PAGE_2M;
         }
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! from memblock and is never cleared: it is RAM the VMM handed over zeroed, and a zero
 //! `Page` is valid.
 
-use super::paging::{self, MapError, PAGE_2M};
+use super::paging::{self, MapError, PageSize, PAGE_2M};
 use guest::buddy::Memmap;
 use guest::memblock::{Memblock, MAX_REGIONS};
 use shared::layout::{PAGE_SIZE, VMEMMAP_BASE};
@@ -61,7 +61,7 @@ impl Vmemmap {
         let needed: u64 = self.needed_in(chunk).map(|(from, to)| to - from).sum();
         if needed >= PAGE_2M / 2 {
             if let Some(phys) = memblock.alloc(PAGE_2M, PAGE_2M, u64::MAX) {
-                return paging::map(chunk, phys, true, memblock);
+                return paging::map(chunk, phys, PageSize::Size2M, memblock);
             }
         }
         for (from, to) in self.needed_in(chunk) {
@@ -70,7 +70,7 @@ impl Vmemmap {
                     let phys = memblock
                         .alloc(PAGE_SIZE, PAGE_SIZE, u64::MAX)
                         .ok_or(MapError::NoTablePage)?;
-                    paging::map(virt, phys, false, memblock)?;
+                    paging::map(virt, phys, PageSize::Size4K, memblock)?;
                 }
             }
         }

@@ -1,0 +1,185 @@
+//! Our buddy allocator against buddy_system_allocator's `FrameAllocator` and `Heap`,
+//! host-native, over 1 GiB (262 144 page frames), in a warm steady state:
+//!
+//! - an order-0 allocate+free pair (ours through the per-CPU cache and through the buddy
+//!   lists);
+//! - a mixed-order random workload: 4096 operations on 256 slots, each freeing the slot's
+//!   block if it holds one, else allocating a block of random order 0–5.
+//!
+//! `cargo bench -p guest --bench buddy`; figures and method in docs/PERFORMANCE.md.
+// `criterion_group!` defines an undocumented public function; the casts are of small
+// constants and of values reduced modulo small bounds.
+#![allow(missing_docs, clippy::cast_possible_truncation)]
+
+use buddy_system_allocator::{FrameAllocator, Heap};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use guest::buddy::{Buddy, SliceMemmap, Watermark};
+use shared::page::{Page, ZoneType};
+use std::alloc::Layout;
+use std::hint::black_box;
+use std::ptr::NonNull;
+
+const PAGES: u64 = 1 << 18;
+/// Page frames from 4 GiB: ZONE_NORMAL.
+const BASE_PFN: u64 = 1 << 20;
+const SLOTS: usize = 256;
+const OPS: usize = 4096;
+
+fn ours() -> Buddy<SliceMemmap<'static>> {
+    let pages: &'static mut [Page] =
+        Box::leak(vec![Page::default(); PAGES as usize].into_boxed_slice());
+    let mut buddy = Buddy::new(SliceMemmap { base_pfn: BASE_PFN, pages });
+    buddy.add_present(BASE_PFN, BASE_PFN + PAGES);
+    buddy.hand_off(BASE_PFN, BASE_PFN + PAGES);
+    buddy.setup_watermarks();
+    buddy
+}
+
+fn frame_allocator() -> FrameAllocator<32> {
+    let mut frames = FrameAllocator::new();
+    frames.add_frame(BASE_PFN as usize, (BASE_PFN + PAGES) as usize);
+    frames
+}
+
+fn byte_heap() -> Heap<32> {
+    let bytes = (PAGES as usize) * 4096;
+    let layout = Layout::from_size_align(bytes, 4096).expect("valid layout");
+    // SAFETY: a fresh allocation of `bytes` that is leaked, so the heap owns it for good.
+    let start = unsafe { std::alloc::alloc(layout) } as usize;
+    assert_ne!(start, 0, "cannot allocate the heap's memory");
+    let mut heap = Heap::empty();
+    // SAFETY: `start..start + bytes` is memory nothing else uses.
+    unsafe { heap.add_to_heap(start, start + bytes) };
+    heap
+}
+
+fn page_layout(order: u32) -> Layout {
+    Layout::from_size_align(4096 << order, 4096 << order).expect("valid layout")
+}
+
+/// The random workload's operations: (slot, order if the slot is empty).
+fn workload() -> Vec<(usize, u32)> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..OPS)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let value = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            ((value % SLOTS as u64) as usize, ((value >> 32) % 6) as u32)
+        })
+        .collect()
+}
+
+fn order0_pair(c: &mut Criterion) {
+    let mut group = c.benchmark_group("order-0 alloc+free pair");
+    // Warm: one page is held, so a pair splits and merges nothing (a steady state).
+    let mut buddy = ours();
+    let _held = buddy.alloc_page(ZoneType::Normal);
+    group.bench_function("ours, per-CPU cache", |b| {
+        b.iter(|| {
+            let pfn = buddy.alloc_page(ZoneType::Normal).expect("page");
+            buddy.free_page(black_box(pfn)).expect("valid free");
+        })
+    });
+    let mut buddy = ours();
+    let _held = buddy.alloc(0, ZoneType::Normal, Watermark::Min);
+    group.bench_function("ours, buddy lists, warm", |b| {
+        b.iter(|| {
+            let pfn = buddy.alloc(0, ZoneType::Normal, Watermark::Min).expect("page");
+            buddy.free(black_box(pfn), 0).expect("valid free");
+        })
+    });
+    let mut frames = frame_allocator();
+    let _held = frames.alloc(1);
+    group.bench_function("buddy_system_allocator FrameAllocator, warm", |b| {
+        b.iter(|| {
+            let frame = frames.alloc(1).expect("frame");
+            frames.dealloc(black_box(frame), 1);
+        })
+    });
+    let mut heap = byte_heap();
+    let _held = heap.alloc(page_layout(0));
+    group.bench_function("buddy_system_allocator Heap, warm", |b| {
+        b.iter(|| {
+            let ptr = heap.alloc(page_layout(0)).expect("page");
+            heap.dealloc(black_box(ptr), page_layout(0));
+        })
+    });
+    // Cold: memory is whole blocks of the largest order, so every pair splits them down
+    // and merges them back up.
+    let mut buddy = ours();
+    group.bench_function("ours, buddy lists, from whole blocks", |b| {
+        b.iter(|| {
+            let pfn = buddy.alloc(0, ZoneType::Normal, Watermark::Min).expect("page");
+            buddy.free(black_box(pfn), 0).expect("valid free");
+        })
+    });
+    let mut frames = frame_allocator();
+    group.bench_function("buddy_system_allocator FrameAllocator, from one block", |b| {
+        b.iter(|| {
+            let frame = frames.alloc(1).expect("frame");
+            frames.dealloc(black_box(frame), 1);
+        })
+    });
+    group.finish();
+}
+
+fn mixed_random(c: &mut Criterion) {
+    let ops = workload();
+    let mut group = c.benchmark_group("mixed orders 0-5, random, per operation");
+    group.throughput(Throughput::Elements(OPS as u64));
+
+    let mut buddy = ours();
+    let mut slots: Vec<Option<(u64, u32)>> = vec![None; SLOTS];
+    group.bench_function("ours", |b| {
+        b.iter(|| {
+            for &(slot, order) in &ops {
+                match slots[slot].take() {
+                    Some((pfn, 0)) => buddy.free_page(pfn).expect("valid free"),
+                    Some((pfn, order)) => buddy.free(pfn, order).expect("valid free"),
+                    None => {
+                        let pfn = if order == 0 {
+                            buddy.alloc_page(ZoneType::Normal)
+                        } else {
+                            buddy.alloc(order, ZoneType::Normal, Watermark::Min)
+                        };
+                        slots[slot] = Some((pfn.expect("block"), order));
+                    }
+                }
+            }
+        })
+    });
+
+    let mut frames = frame_allocator();
+    let mut slots: Vec<Option<(usize, u32)>> = vec![None; SLOTS];
+    group.bench_function("buddy_system_allocator FrameAllocator", |b| {
+        b.iter(|| {
+            for &(slot, order) in &ops {
+                match slots[slot].take() {
+                    Some((frame, order)) => frames.dealloc(frame, 1 << order),
+                    None => slots[slot] = Some((frames.alloc(1 << order).expect("frames"), order)),
+                }
+            }
+        })
+    });
+
+    let mut heap = byte_heap();
+    let mut slots: Vec<Option<(NonNull<u8>, u32)>> = vec![None; SLOTS];
+    group.bench_function("buddy_system_allocator Heap", |b| {
+        b.iter(|| {
+            for &(slot, order) in &ops {
+                match slots[slot].take() {
+                    Some((ptr, order)) => heap.dealloc(ptr, page_layout(order)),
+                    None => {
+                        slots[slot] = Some((heap.alloc(page_layout(order)).expect("block"), order))
+                    }
+                }
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, order0_pair, mixed_random);
+criterion_main!(benches);
