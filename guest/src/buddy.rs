@@ -150,8 +150,6 @@ pub struct Watermarks {
 pub enum Watermark {
     /// Leave at least `min` pages (normal allocations).
     Min,
-    /// Leave at least `low` pages.
-    Low,
     /// Ignore watermarks (Linux's `ALLOC_NO_WATERMARKS`).
     None,
 }
@@ -228,7 +226,6 @@ impl Zone {
     fn watermark_ok(&self, order: u32, mark: Watermark) -> bool {
         let mark = match mark {
             Watermark::Min => self.watermarks.min,
-            Watermark::Low => self.watermarks.low,
             Watermark::None => return true,
         };
         // As `__zone_watermark_ok`: what is left after the allocation stays above the mark.

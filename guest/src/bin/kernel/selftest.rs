@@ -336,7 +336,8 @@ fn watermark_min(mm: &mut Mm, _: &E820Map) -> Outcome {
             None => return Err(detail(format_args!("no populated zone"))),
         };
     let boot = snapshot(mm);
-    let mut taken = [(0u64, 0u32); 512];
+    // Greedy from the largest order: about one block per order, plus the largest ones.
+    let mut taken = [(0u64, 0u32); 64];
     let mut count = 0;
     for order in (0..=MAX_ORDER).rev() {
         while count < taken.len() {
