@@ -472,10 +472,6 @@ impl<M: Memmap> Buddy<M> {
                 break;
             };
             self.list_del(zone, order, buddy);
-            if let Some(page) = self.memmap.page(buddy) {
-                page.flags &= !PG_BUDDY;
-                page.order = 0;
-            }
             pfn = pfn.min(buddy);
             order += 1;
         }
@@ -488,10 +484,6 @@ impl<M: Memmap> Buddy<M> {
             (order..=MAX_ORDER).find(|&k| self.zones[zone].free_area[k as usize].head != NO_PFN)?;
         let pfn = self.zones[zone].free_area[from as usize].head;
         self.list_del(zone, from, pfn);
-        if let Some(page) = self.memmap.page(pfn) {
-            page.flags &= !PG_BUDDY;
-            page.order = 0;
-        }
         self.zones[zone].free -= 1 << from;
         self.expand(zone, pfn, from, order);
         Some(pfn)
@@ -565,12 +557,15 @@ impl<M: Memmap> Buddy<M> {
         }
     }
 
+    /// Takes the free block `pfn` off its list; it is no longer `PG_BUDDY`.
     fn list_del(&mut self, zone: usize, order: u32, pfn: u64) {
         let Some(page) = self.memmap.page(pfn) else {
             return;
         };
         let (next, prev) = (page.next, page.prev);
         (page.next, page.prev) = (0, 0);
+        page.flags &= !PG_BUDDY;
+        page.order = 0;
         if prev == NO_PFN {
             self.zones[zone].free_area[order as usize].head = next;
         } else if let Some(prev_page) = self.memmap.page(prev) {
