@@ -5,6 +5,7 @@
 //! - [`cmdline`]: the kernel command line.
 //! - [`buddy`]: the buddy page allocator with per-CPU order-0 caches.
 //! - [`memblock`]: the boot-time memory manager (memory and reserved region sets).
+//! - [`paging`]: 4-level page tables: map, unmap, protect, translate, walk.
 #![no_std]
 
 #[cfg(test)]
@@ -14,3 +15,4 @@ pub mod buddy;
 pub mod cmdline;
 pub mod e820;
 pub mod memblock;
+pub mod paging;

@@ -1,0 +1,506 @@
+//! x86_64 4-level page tables (Intel SDM vol. 3, 4.5): map, unmap, protect, translate.
+//!
+//! ```text
+//! virtual address   [63..48 sign] [47..39 PML4] [38..30 PDPT] [29..21 PD] [20..12 PT] [11..0]
+//! leaf              PDPT entry with PS: 1 GiB   PD entry with PS: 2 MiB   PT entry: 4 KiB
+//! ```
+//!
+//! The [`Mapper`] works on tables reached through a [`TableMemory`], so the same code runs
+//! on the kernel's live tables (through the direct map) and on a host arena in tests and
+//! benchmarks. Each table's count of used entries is kept beside it (in the kernel, in the
+//! table page's `struct page`), so that unmapping frees a table the moment it empties
+//! without scanning it.
+//!
+//! Every change returns a `#[must_use]` [`Flush`]: the caller flushes the TLB for exactly
+//! what changed (per page, or all of it past [`FLUSH_ALL_THRESHOLD`] pages) or says why it
+//! need not, so a forgotten flush does not compile quietly.
+
+/// Present.
+pub const PRESENT: u64 = 1 << 0;
+/// Writable.
+pub const WRITABLE: u64 = 1 << 1;
+/// Reachable from user mode.
+pub const USER: u64 = 1 << 2;
+/// Write-through caching.
+pub const WRITE_THROUGH: u64 = 1 << 3;
+/// Caching disabled.
+pub const NO_CACHE: u64 = 1 << 4;
+/// Accessed (set by the CPU).
+pub const ACCESSED: u64 = 1 << 5;
+/// Dirty (set by the CPU, leaves only).
+pub const DIRTY: u64 = 1 << 6;
+/// Page size: the PDPT or PD entry is a leaf.
+pub const HUGE: u64 = 1 << 7;
+/// Global: kept in the TLB across CR3 loads (needs CR4.PGE).
+pub const GLOBAL: u64 = 1 << 8;
+/// No execute (needs EFER.NXE).
+pub const NO_EXECUTE: u64 = 1 << 63;
+
+/// Physical-address bits of an entry.
+pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// The flag bits a mapping's permissions are made of.
+pub const PERMISSION_FLAGS: u64 = WRITABLE | USER | WRITE_THROUGH | NO_CACHE | GLOBAL | NO_EXECUTE;
+
+/// Past this many pages a range change flushes the whole TLB instead of page by page.
+pub const FLUSH_ALL_THRESHOLD: u64 = 32;
+
+/// The size of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PageSize {
+    /// 4 KiB, in a page table.
+    Size4K,
+    /// 2 MiB, in a page directory.
+    Size2M,
+    /// 1 GiB, in a page-directory-pointer table.
+    Size1G,
+}
+
+impl PageSize {
+    /// Bytes in a page.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Self::Size4K => 1 << 12,
+            Self::Size2M => 1 << 21,
+            Self::Size1G => 1 << 30,
+        }
+    }
+
+    /// The table level that holds the leaf (1 = PT, 2 = PD, 3 = PDPT).
+    pub const fn level(self) -> u32 {
+        match self {
+            Self::Size4K => 1,
+            Self::Size2M => 2,
+            Self::Size1G => 3,
+        }
+    }
+
+    fn at_level(level: u32) -> Self {
+        match level {
+            1 => Self::Size4K,
+            2 => Self::Size2M,
+            _ => Self::Size1G,
+        }
+    }
+}
+
+/// Index of `virt` in its table at `level` (4 = PML4 … 1 = PT).
+pub const fn table_index(virt: u64, level: u32) -> usize {
+    ((virt >> (12 + 9 * (level - 1))) & 0x1ff) as usize
+}
+
+/// Whether `virt` is canonical (bits 63..47 all equal).
+pub const fn is_canonical(virt: u64) -> bool {
+    let top = virt >> 47;
+    top == 0 || top == 0x1_ffff
+}
+
+/// The page tables' memory.
+pub trait TableMemory {
+    /// The 512 entries of the table at physical address `table`.
+    fn entries(&mut self, table: u64) -> &mut [u64; 512];
+    /// The count of used entries of the table at `table`.
+    fn used(&mut self, table: u64) -> &mut u16;
+    /// A new table, zeroed, with a used count of zero.
+    fn alloc_table(&mut self) -> Option<u64>;
+    /// Gives back a table whose entries are all zero.
+    fn free_table(&mut self, table: u64);
+}
+
+/// Invalidates TLB entries.
+pub trait Tlb {
+    /// Invalidates the translation of one page (`invlpg`).
+    fn flush_page(&self, virt: u64);
+    /// Invalidates every non-global translation (reloading CR3).
+    fn flush_all(&self);
+}
+
+/// What a change asks of the TLB. Dropping it without [`Flush::flush`] or
+/// [`Flush::ignore`] is a compile-time warning.
+#[must_use = "the TLB may still hold the old translation: call flush() or ignore()"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Flush {
+    start: u64,
+    pages: u64,
+    page_bytes: u64,
+}
+
+impl Flush {
+    /// Nothing to flush.
+    pub const NONE: Flush = Flush { start: 0, pages: 0, page_bytes: 0 };
+
+    fn pages(start: u64, pages: u64, size: PageSize) -> Self {
+        Self { start, pages, page_bytes: size.bytes() }
+    }
+
+    /// Merges two flushes into one covering both (by flushing everything if they are
+    /// not one contiguous run of equal pages).
+    pub fn and(self, other: Flush) -> Flush {
+        if self.pages == 0 {
+            return other;
+        }
+        if other.pages == 0 {
+            return self;
+        }
+        let contiguous = self.page_bytes == other.page_bytes
+            && self.start + self.pages * self.page_bytes == other.start;
+        if contiguous {
+            Flush { pages: self.pages + other.pages, ..self }
+        } else {
+            Flush { start: 0, pages: u64::MAX, page_bytes: 0 }
+        }
+    }
+
+    /// Invalidates what changed: page by page, or everything past the threshold.
+    pub fn flush(self, tlb: &impl Tlb) {
+        if self.pages > FLUSH_ALL_THRESHOLD {
+            tlb.flush_all();
+        } else {
+            for page in 0..self.pages {
+                tlb.flush_page(self.start + page * self.page_bytes);
+            }
+        }
+    }
+
+    /// Skips the flush: for tables that are not live (not in CR3), or entries that were
+    /// not present before (the TLB never caches those).
+    pub fn ignore(self) {}
+}
+
+/// Why a change could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// An address is not aligned to the page size, or not canonical.
+    Misaligned {
+        /// The offending address.
+        addr: u64,
+    },
+    /// No memory for a page table.
+    NoTableMemory,
+    /// The page is already mapped.
+    AlreadyMapped {
+        /// The virtual address.
+        virt: u64,
+    },
+    /// A larger page covers the address (and the operation does not split).
+    ParentEntryHugePage {
+        /// The virtual address.
+        virt: u64,
+    },
+    /// Nothing is mapped at the address.
+    NotMapped {
+        /// The virtual address.
+        virt: u64,
+    },
+}
+
+/// A translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address the virtual address maps to.
+    pub phys: u64,
+    /// The size of the page it lies in.
+    pub size: PageSize,
+    /// The leaf entry's flags (the address bits cleared).
+    pub flags: u64,
+}
+
+/// One level of a walk: where the entry is and what it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkStep {
+    /// Physical address of the entry.
+    pub entry_addr: u64,
+    /// The entry's value.
+    pub value: u64,
+}
+
+/// A walk from the root: the entries read, and the translation if it reached a leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// Entries read, PML4 first; `levels` of them are valid.
+    pub steps: [WalkStep; 4],
+    /// Entries read.
+    pub levels: usize,
+    /// The translation, or `None` if the walk stopped at a non-present entry.
+    pub translation: Option<Translation>,
+}
+
+/// A 4-level page-table tree and the operations on it.
+pub struct Mapper<M> {
+    root: u64,
+    /// The tables' memory.
+    pub memory: M,
+}
+
+impl<M: TableMemory> Mapper<M> {
+    /// A mapper over the tree whose PML4 is at physical `root`.
+    pub fn new(root: u64, memory: M) -> Self {
+        Self { root, memory }
+    }
+
+    /// A mapper over a new, empty tree.
+    pub fn create(mut memory: M) -> Option<Self> {
+        let root = memory.alloc_table()?;
+        Some(Self { root, memory })
+    }
+
+    /// Physical address of the PML4 (the CR3 value).
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Maps one page.
+    pub fn map(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        size: PageSize,
+        flags: u64,
+    ) -> Result<Flush, MapError> {
+        check_aligned(virt, phys, size.bytes())?;
+        let table = self.table_for(virt, size.level())?;
+        let index = table_index(virt, size.level());
+        let entry = &mut self.memory.entries(table)[index];
+        if *entry & PRESENT != 0 {
+            return Err(MapError::AlreadyMapped { virt });
+        }
+        let huge = if size == PageSize::Size4K { 0 } else { HUGE };
+        *entry = phys | (flags & PERMISSION_FLAGS) | PRESENT | huge;
+        *self.memory.used(table) += 1;
+        // The entry was not present: no TLB holds it.
+        Ok(Flush::NONE)
+    }
+
+    /// Maps `[virt, virt + len)` to `[phys, phys + len)` with the largest pages, up to
+    /// `max`, that alignment allows. All of the range must be unmapped.
+    pub fn map_range(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        len: u64,
+        flags: u64,
+        max: PageSize,
+    ) -> Result<Flush, MapError> {
+        check_aligned(virt, phys, PageSize::Size4K.bytes())?;
+        check_aligned(len, 0, PageSize::Size4K.bytes())?;
+        let mut offset = 0;
+        while offset < len {
+            let (v, p, left) = (virt + offset, phys + offset, len - offset);
+            let size = [PageSize::Size1G, PageSize::Size2M, PageSize::Size4K]
+                .into_iter()
+                .find(|s| *s <= max && (v | p) % s.bytes() == 0 && left >= s.bytes())
+                .unwrap_or(PageSize::Size4K);
+            if size != PageSize::Size4K {
+                self.map(v, p, size, flags)?.ignore();
+                offset += size.bytes();
+                continue;
+            }
+            // Fill this page table in one pass.
+            let table = self.table_for(v, 1)?;
+            let first = table_index(v, 1);
+            let count =
+                (512 - first).min(usize::try_from(left / PageSize::Size4K.bytes()).unwrap_or(512));
+            let entries = &mut self.memory.entries(table)[first..first + count];
+            if let Some(taken) = entries.iter().position(|e| *e & PRESENT != 0) {
+                return Err(MapError::AlreadyMapped {
+                    virt: v + taken as u64 * PageSize::Size4K.bytes(),
+                });
+            }
+            let mut frame = p | (flags & PERMISSION_FLAGS) | PRESENT;
+            for entry in entries.iter_mut() {
+                *entry = frame;
+                frame += PageSize::Size4K.bytes();
+            }
+            // At most 512 entries.
+            *self.memory.used(table) += u16::try_from(count).unwrap_or(512);
+            offset += count as u64 * PageSize::Size4K.bytes();
+        }
+        Ok(Flush::NONE)
+    }
+
+    /// Unmaps the page that maps `virt` (of whatever size), freeing tables that empty.
+    /// Returns the physical page and its size.
+    pub fn unmap(&mut self, virt: u64) -> Result<(u64, PageSize, Flush), MapError> {
+        let mut path = [0u64; 4];
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            path[level as usize - 1] = table;
+            let entry = self.memory.entries(table)[table_index(virt, level)];
+            if entry & PRESENT == 0 {
+                return Err(MapError::NotMapped { virt });
+            }
+            if level == 1 || entry & HUGE != 0 {
+                let size = PageSize::at_level(level);
+                let page = virt & !(size.bytes() - 1);
+                self.clear_entry(&path, virt, level);
+                return Ok((entry & ADDR_MASK, size, Flush::pages(page, 1, size)));
+            }
+            table = entry & ADDR_MASK;
+        }
+        Err(MapError::NotMapped { virt })
+    }
+
+    /// Unmaps every page in `[virt, virt + len)`; pages must not straddle the range's ends.
+    pub fn unmap_range(&mut self, virt: u64, len: u64) -> Result<Flush, MapError> {
+        let mut flush = Flush::NONE;
+        let mut at = virt;
+        while at < virt + len {
+            let (_, size, page) = self.unmap(at)?;
+            flush = flush.and(page);
+            at = (at & !(size.bytes() - 1)) + size.bytes();
+        }
+        Ok(flush)
+    }
+
+    /// Changes the permissions of `[virt, virt + len)` (4 KiB aligned) to `flags`, splitting
+    /// huge pages that the range cuts. Every page of the range must be mapped.
+    pub fn protect(&mut self, virt: u64, len: u64, flags: u64) -> Result<Flush, MapError> {
+        check_aligned(virt, 0, PageSize::Size4K.bytes())?;
+        check_aligned(len, 0, PageSize::Size4K.bytes())?;
+        let mut flush = Flush::NONE;
+        let mut at = virt;
+        while at < virt + len {
+            let (table, level) = self.leaf_of(at).ok_or(MapError::NotMapped { virt: at })?;
+            let size = PageSize::at_level(level);
+            let page = at & !(size.bytes() - 1);
+            if page < virt || page + size.bytes() > virt + len {
+                // The range cuts this huge page: split it and look again.
+                self.split(table, at, level)?.ignore();
+                flush = flush.and(Flush::pages(page, 1, size));
+                continue;
+            }
+            let entry = &mut self.memory.entries(table)[table_index(at, level)];
+            *entry = (*entry & !PERMISSION_FLAGS) | (flags & PERMISSION_FLAGS);
+            flush = flush.and(Flush::pages(page, 1, size));
+            at = page + size.bytes();
+        }
+        Ok(flush)
+    }
+
+    /// Translates `virt`.
+    pub fn translate(&mut self, virt: u64) -> Option<Translation> {
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            let entry = self.memory.entries(table)[table_index(virt, level)];
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            if level == 1 || (level <= 3 && entry & HUGE != 0) {
+                let size = PageSize::at_level(level);
+                let phys = (entry & ADDR_MASK & !(size.bytes() - 1)) | (virt & (size.bytes() - 1));
+                return Some(Translation { phys, size, flags: entry & !ADDR_MASK });
+            }
+            table = entry & ADDR_MASK;
+        }
+        None
+    }
+
+    /// Walks `virt` from the root, recording every entry read.
+    pub fn walk(&mut self, virt: u64) -> Walk {
+        let mut walk = Walk { steps: [WalkStep::default(); 4], levels: 0, translation: None };
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            let index = table_index(virt, level);
+            let value = self.memory.entries(table)[index];
+            walk.steps[walk.levels] = WalkStep { entry_addr: table + 8 * index as u64, value };
+            walk.levels += 1;
+            if value & PRESENT == 0 {
+                return walk;
+            }
+            if level == 1 || (level <= 3 && value & HUGE != 0) {
+                walk.translation = self.translate(virt);
+                return walk;
+            }
+            table = value & ADDR_MASK;
+        }
+        walk
+    }
+
+    /// The table holding `virt`'s entry at `level`, creating the tables above as needed.
+    fn table_for(&mut self, virt: u64, level: u32) -> Result<u64, MapError> {
+        if !is_canonical(virt) {
+            return Err(MapError::Misaligned { addr: virt });
+        }
+        let mut table = self.root;
+        for upper in (level + 1..=4).rev() {
+            let index = table_index(virt, upper);
+            let entry = self.memory.entries(table)[index];
+            table = if entry & PRESENT == 0 {
+                let new = self.memory.alloc_table().ok_or(MapError::NoTableMemory)?;
+                // Intermediate entries grant everything; leaves restrict.
+                self.memory.entries(table)[index] = new | PRESENT | WRITABLE | USER;
+                *self.memory.used(table) += 1;
+                new
+            } else if entry & HUGE != 0 {
+                return Err(MapError::ParentEntryHugePage { virt });
+            } else {
+                entry & ADDR_MASK
+            };
+        }
+        Ok(table)
+    }
+
+    /// The table and level of the leaf entry mapping `virt`.
+    fn leaf_of(&mut self, virt: u64) -> Option<(u64, u32)> {
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            let entry = self.memory.entries(table)[table_index(virt, level)];
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            if level == 1 || (level <= 3 && entry & HUGE != 0) {
+                return Some((table, level));
+            }
+            table = entry & ADDR_MASK;
+        }
+        None
+    }
+
+    /// Replaces the huge page at `level` covering `virt` by a table of 512 pages of the
+    /// next size down with the same flags.
+    fn split(&mut self, table: u64, virt: u64, level: u32) -> Result<Flush, MapError> {
+        let index = table_index(virt, level);
+        let entry = self.memory.entries(table)[index];
+        let child = self.memory.alloc_table().ok_or(MapError::NoTableMemory)?;
+        let small = PageSize::at_level(level - 1);
+        let base = entry & ADDR_MASK & !(PageSize::at_level(level).bytes() - 1);
+        let flags = entry & !ADDR_MASK & !HUGE;
+        let leaf_huge = if small == PageSize::Size4K { 0 } else { HUGE };
+        for (i, slot) in self.memory.entries(child).iter_mut().enumerate() {
+            *slot = (base + i as u64 * small.bytes()) | flags | leaf_huge;
+        }
+        *self.memory.used(child) = 512;
+        self.memory.entries(table)[index] = child | PRESENT | WRITABLE | USER;
+        let size = PageSize::at_level(level);
+        Ok(Flush::pages(virt & !(size.bytes() - 1), 1, size))
+    }
+
+    /// Clears the leaf at `level` for `virt` (tables on `path`), then frees every table
+    /// that became empty, bottom up (never the root).
+    fn clear_entry(&mut self, path: &[u64; 4], virt: u64, level: u32) {
+        let mut level = level;
+        loop {
+            let table = path[level as usize - 1];
+            self.memory.entries(table)[table_index(virt, level)] = 0;
+            let used = self.memory.used(table);
+            *used -= 1;
+            if *used > 0 || level == 4 {
+                return;
+            }
+            self.memory.free_table(table);
+            level += 1;
+        }
+    }
+}
+
+fn check_aligned(virt: u64, phys: u64, align: u64) -> Result<(), MapError> {
+    if virt % align != 0 {
+        return Err(MapError::Misaligned { addr: virt });
+    }
+    if phys % align != 0 {
+        return Err(MapError::Misaligned { addr: phys });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,327 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::vec;
+use std::vec::Vec;
+
+/// Page tables in host memory: table `i` is at "physical" `BASE + 4096 × i`.
+#[derive(Default)]
+pub struct Arena {
+    tables: Vec<[u64; 512]>,
+    used: Vec<u16>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+const BASE: u64 = 0x1000_0000;
+
+impl Arena {
+    fn index(table: u64) -> usize {
+        usize::try_from((table - BASE) / 4096).expect("small arena")
+    }
+}
+
+impl TableMemory for Arena {
+    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
+        &mut self.tables[Self::index(table)]
+    }
+
+    fn used(&mut self, table: u64) -> &mut u16 {
+        &mut self.used[Self::index(table)]
+    }
+
+    fn alloc_table(&mut self) -> Option<u64> {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.tables.push([0; 512]);
+            self.used.push(0);
+            self.tables.len() - 1
+        });
+        self.tables[index] = [0; 512];
+        self.used[index] = 0;
+        self.live += 1;
+        Some(BASE + 4096 * index as u64)
+    }
+
+    fn free_table(&mut self, table: u64) {
+        let index = Self::index(table);
+        assert!(self.tables[index].iter().all(|&e| e == 0), "freeing a table that is not empty");
+        self.free.push(index);
+        self.live -= 1;
+    }
+}
+
+fn mapper() -> Mapper<Arena> {
+    Mapper::create(Arena::default()).expect("root table")
+}
+
+const SIZES: [PageSize; 3] = [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G];
+
+#[test]
+fn maps_translates_and_unmaps_every_size() {
+    let mut m = mapper();
+    let base = 0xffff_8880_0000_0000u64;
+    for (i, size) in SIZES.into_iter().enumerate() {
+        let virt = base + (i as u64 + 1) * (1 << 30);
+        let phys = 0x4000_0000 * (i as u64 + 1);
+        m.map(virt, phys, size, WRITABLE | NO_EXECUTE).expect("maps").ignore();
+        let t = m.translate(virt + size.bytes() - 8).expect("mapped");
+        assert_eq!((t.phys, t.size), (phys + size.bytes() - 8, size));
+        assert_eq!(t.flags & PERMISSION_FLAGS, WRITABLE | NO_EXECUTE);
+    }
+    for (i, size) in SIZES.into_iter().enumerate() {
+        let virt = base + (i as u64 + 1) * (1 << 30);
+        let (phys, got, flush) = m.unmap(virt + size.bytes() / 2).expect("unmaps the whole page");
+        assert_eq!((phys, got), (0x4000_0000 * (i as u64 + 1), size));
+        assert_eq!(flush, Flush::pages(virt, 1, size));
+        flush.ignore();
+        assert_eq!(m.translate(virt), None);
+    }
+    assert_eq!(m.memory.live, 1, "only the root is left");
+}
+
+#[test]
+fn map_range_uses_the_largest_pages_alignment_allows() {
+    let mut m = mapper();
+    // 4 KiB up to the 2 MiB boundary, 2 MiB pages up to 1 GiB, one 1 GiB page, then 4 KiB.
+    let virt = (1 << 30) - (2 << 20) - 8192;
+    let len = 8192 + (2 << 20) + (1 << 30) + 4096;
+    m.map_range(virt, virt, len, WRITABLE, PageSize::Size1G).expect("maps").ignore();
+    let size_at = |m: &mut Mapper<Arena>, v: u64| m.translate(v).map(|t| t.size);
+    assert_eq!(size_at(&mut m, virt), Some(PageSize::Size4K));
+    assert_eq!(size_at(&mut m, (1 << 30) - (2 << 20)), Some(PageSize::Size2M));
+    assert_eq!(size_at(&mut m, 1 << 30), Some(PageSize::Size1G));
+    assert_eq!(size_at(&mut m, 2 << 30), Some(PageSize::Size4K));
+    assert_eq!(size_at(&mut m, (2 << 30) + 4096), None);
+    let mut capped = mapper();
+    capped.map_range(0, 0, 4 << 20, 0, PageSize::Size4K).expect("maps").ignore();
+    assert_eq!(size_at(&mut capped, 2 << 20), Some(PageSize::Size4K));
+    m.unmap_range(virt, len).expect("unmaps").ignore();
+    assert_eq!(m.memory.live, 1);
+}
+
+#[test]
+fn conflicts_are_named() {
+    let mut m = mapper();
+    m.map(2 << 20, 0, PageSize::Size2M, 0).expect("maps").ignore();
+    assert_eq!(
+        m.map((2 << 20) + 4096, 0, PageSize::Size4K, 0),
+        Err(MapError::ParentEntryHugePage { virt: (2 << 20) + 4096 })
+    );
+    assert_eq!(
+        m.map(2 << 20, 0, PageSize::Size2M, 0),
+        Err(MapError::AlreadyMapped { virt: 2 << 20 })
+    );
+    assert_eq!(m.map(4096 + 1, 0, PageSize::Size4K, 0), Err(MapError::Misaligned { addr: 4097 }));
+    assert_eq!(
+        m.map(1 << 47, 0, PageSize::Size4K, 0),
+        Err(MapError::Misaligned { addr: 1 << 47 }),
+        "non-canonical"
+    );
+    assert_eq!(m.unmap(8 << 20), Err(MapError::NotMapped { virt: 8 << 20 }));
+}
+
+#[test]
+fn protect_splits_only_what_the_range_cuts() {
+    let mut m = mapper();
+    m.map(1 << 30, 0, PageSize::Size1G, WRITABLE).expect("maps").ignore();
+    let flush = m.protect((1 << 30) + (4 << 20) + 4096, 4096, NO_EXECUTE).expect("protects");
+    assert_eq!(flush.pages, u64::MAX, "split pages and the page itself: a full flush");
+    flush.ignore();
+    let t = m.translate((1 << 30) + (4 << 20) + 4096).expect("mapped");
+    assert_eq!(
+        (t.size, t.flags & PERMISSION_FLAGS, t.phys),
+        (PageSize::Size4K, NO_EXECUTE, (4 << 20) + 4096)
+    );
+    let neighbour = m.translate((1 << 30) + (4 << 20)).expect("mapped");
+    assert_eq!((neighbour.size, neighbour.flags & PERMISSION_FLAGS), (PageSize::Size4K, WRITABLE));
+    let far = m.translate((1 << 30) + (64 << 20)).expect("mapped");
+    assert_eq!(
+        (far.size, far.flags & PERMISSION_FLAGS, far.phys),
+        (PageSize::Size2M, WRITABLE, 64 << 20)
+    );
+}
+
+#[test]
+fn walk_records_each_level() {
+    let mut m = mapper();
+    m.map(0x40_0000_0000, 0x1234_5000, PageSize::Size4K, WRITABLE).expect("maps").ignore();
+    let walk = m.walk(0x40_0000_0008);
+    assert_eq!(walk.levels, 4);
+    assert_eq!(walk.steps[0].entry_addr, m.root() + 8 * table_index(0x40_0000_0000, 4) as u64);
+    assert_eq!(walk.steps[3].value & ADDR_MASK, 0x1234_5000);
+    assert_eq!(walk.translation.map(|t| t.phys), Some(0x1234_5008));
+    // Another PML4 slot: the walk stops at the first level.
+    let miss = m.walk(0x80_0000_0000);
+    assert_eq!((miss.levels, miss.translation), (1, None));
+}
+
+struct Recorder(core::cell::RefCell<Vec<Option<u64>>>);
+
+impl Tlb for Recorder {
+    fn flush_page(&self, virt: u64) {
+        self.0.borrow_mut().push(Some(virt));
+    }
+    fn flush_all(&self) {
+        self.0.borrow_mut().push(None);
+    }
+}
+
+#[test]
+fn flushes_are_per_page_below_the_threshold() {
+    let tlb = Recorder(Default::default());
+    Flush::pages(0x1000, 3, PageSize::Size4K).flush(&tlb);
+    assert_eq!(*tlb.0.borrow(), [Some(0x1000), Some(0x2000), Some(0x3000)]);
+    let tlb = Recorder(Default::default());
+    Flush::pages(0, FLUSH_ALL_THRESHOLD + 1, PageSize::Size4K).flush(&tlb);
+    assert_eq!(*tlb.0.borrow(), [None]);
+    let joined =
+        Flush::pages(0x1000, 1, PageSize::Size4K).and(Flush::pages(0x2000, 1, PageSize::Size4K));
+    assert_eq!(joined, Flush::pages(0x1000, 2, PageSize::Size4K));
+    joined.ignore();
+}
+
+/// The model: pages by virtual address: (size, physical, permission flags).
+type Model = BTreeMap<u64, (PageSize, u64, u64)>;
+
+fn model_lookup(model: &Model, virt: u64) -> Option<(u64, PageSize, u64, u64)> {
+    let (&start, &(size, phys, flags)) = model.range(..=virt).next_back()?;
+    (virt < start + size.bytes()).then_some((start, size, phys, flags))
+}
+
+fn model_overlaps(model: &Model, virt: u64, len: u64) -> bool {
+    model.range(..virt + len).next_back().is_some_and(|(&s, &(size, ..))| s + size.bytes() > virt)
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Map { slot: u64, size: usize, phys: u64, flags: u64 },
+    MapRange { page: u64, pages: u64, max: usize },
+    Unmap { pick: usize },
+    Protect { pick: usize, offset: u64, pages: u64, flags: u64 },
+}
+
+const WINDOW: u64 = 16 << 30;
+
+fn op() -> impl Strategy<Value = Op> {
+    let flags = prop_oneof![
+        Just(0),
+        Just(WRITABLE),
+        Just(WRITABLE | NO_EXECUTE),
+        Just(NO_EXECUTE | GLOBAL)
+    ];
+    prop_oneof![
+        4 => (any::<u64>(), prop_oneof![6 => Just(0usize), 3 => Just(1), 1 => Just(2)], 0u64..1024, flags.clone())
+            .prop_map(|(slot, size, phys, flags)| Op::Map { slot, size, phys, flags }),
+        2 => (0u64..(WINDOW >> 12), 1u64..1200, 0usize..3).prop_map(|(page, pages, max)| Op::MapRange { page, pages, max }),
+        3 => any::<usize>().prop_map(|pick| Op::Unmap { pick }),
+        2 => (any::<usize>(), any::<u64>(), 1u64..600, flags).prop_map(|(pick, offset, pages, flags)| Op::Protect { pick, offset, pages, flags }),
+    ]
+}
+
+/// The pages `map_range` must choose: the largest that alignment and the remaining length allow.
+fn model_range(virt: u64, len: u64, max: PageSize) -> Vec<(u64, PageSize)> {
+    let mut pages = Vec::new();
+    let mut at = virt;
+    while at < virt + len {
+        let size = SIZES
+            .into_iter()
+            .rev()
+            .find(|s| *s <= max && at % s.bytes() == 0 && virt + len - at >= s.bytes())
+            .unwrap_or(PageSize::Size4K);
+        pages.push((at, size));
+        at += size.bytes();
+    }
+    pages
+}
+
+fn check(m: &mut Mapper<Arena>, model: &Model) -> Result<(), TestCaseError> {
+    for (&virt, &(size, phys, flags)) in model {
+        for offset in [0, size.bytes() / 2 + 8, size.bytes() - 1] {
+            let t = m.translate(virt + offset);
+            prop_assert_eq!(
+                t.map(|t| (t.phys, t.size, t.flags & PERMISSION_FLAGS)),
+                Some((phys + offset, size, flags)),
+                "at {:#x}",
+                virt + offset
+            );
+        }
+        // Just past the page: either another model page or unmapped.
+        let after = virt + size.bytes();
+        if model_lookup(model, after).is_none() && after < WINDOW {
+            prop_assert_eq!(m.translate(after), None, "past the page at {:#x}", after);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    #[test]
+    fn random_map_unmap_protect_agree_with_the_model(ops in proptest::collection::vec(op(), 1..50)) {
+        let mut m = mapper();
+        let mut model = Model::new();
+        for op in ops {
+            match op {
+                Op::Map { slot, size, phys, flags } => {
+                    let size = SIZES[size];
+                    let virt = slot % (WINDOW / size.bytes()) * size.bytes();
+                    let phys = phys * size.bytes();
+                    let result = m.map(virt, phys, size, flags);
+                    if model_overlaps(&model, virt, size.bytes()) {
+                        prop_assert!(result.is_err(), "mapping over {:#x} succeeded", virt);
+                    } else {
+                        prop_assert_eq!(result, Ok(Flush::NONE));
+                        model.insert(virt, (size, phys, flags));
+                    }
+                }
+                Op::MapRange { page, pages, max } => {
+                    let (virt, len) = (page << 12, (pages << 12).min(WINDOW - (page << 12)));
+                    if len == 0 || model_overlaps(&model, virt, len) {
+                        continue;
+                    }
+                    m.map_range(virt, virt, len, WRITABLE, SIZES[max]).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.ignore();
+                    for (at, size) in model_range(virt, len, SIZES[max]) {
+                        model.insert(at, (size, at, WRITABLE));
+                    }
+                }
+                Op::Unmap { pick } => {
+                    if model.is_empty() { continue; }
+                    let (&virt, &(size, phys, _)) = model.iter().nth(pick % model.len()).expect("non-empty");
+                    let (got_phys, got_size, flush) = m.unmap(virt + size.bytes() / 2).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?;
+                    flush.ignore();
+                    prop_assert_eq!((got_phys, got_size), (phys, size));
+                    model.remove(&virt);
+                }
+                Op::Protect { pick, offset, pages, flags } => {
+                    if model.is_empty() { continue; }
+                    let (&virt, &(size, ..)) = model.iter().nth(pick % model.len()).expect("non-empty");
+                    let start = virt + (offset % (size.bytes() >> 12)) * 4096;
+                    let len = (pages * 4096).min(virt + size.bytes() - start);
+                    m.protect(start, len, flags).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.ignore();
+                    // Model: split every page the range cuts, then set the flags.
+                    let mut at = start;
+                    while at < start + len {
+                        let (page, psize, phys, old) = model_lookup(&model, at).expect("mapped");
+                        if page < start || page + psize.bytes() > start + len {
+                            model.remove(&page);
+                            let small = match psize { PageSize::Size1G => PageSize::Size2M, _ => PageSize::Size4K };
+                            for i in 0..512 {
+                                model.insert(page + i * small.bytes(), (small, phys + i * small.bytes(), old));
+                            }
+                            continue;
+                        }
+                        model.insert(page, (psize, phys, flags & PERMISSION_FLAGS));
+                        at = page + psize.bytes();
+                    }
+                }
+            }
+            check(&mut m, &model)?;
+        }
+        // Unmapping everything frees every table but the root.
+        let pages: Vec<u64> = model.keys().copied().collect();
+        for virt in pages {
+            m.unmap(virt).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.2.ignore();
+        }
+        prop_assert_eq!(m.memory.live, 1, "page tables left allocated");
+    }
+}
