@@ -1,7 +1,6 @@
 use super::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use std::vec;
 use std::vec::Vec;
 
 /// Page tables in host memory: table `i` is at "physical" `BASE + 4096 × i`.
