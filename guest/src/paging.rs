@@ -271,7 +271,8 @@ impl<M: TableMemory> Mapper<M> {
     }
 
     /// Maps `[virt, virt + len)` to `[phys, phys + len)` with the largest pages, up to
-    /// `max`, that alignment allows. All of the range must be unmapped.
+    /// `max`, that alignment allows. All of the range must be unmapped. Runs of equal
+    /// pages are written one table at a time, with a single walk per table.
     pub fn map_range(
         &mut self,
         virt: u64,
@@ -289,64 +290,62 @@ impl<M: TableMemory> Mapper<M> {
                 .into_iter()
                 .find(|s| *s <= max && (v | p) % s.bytes() == 0 && left >= s.bytes())
                 .unwrap_or(PageSize::Size4K);
-            if size != PageSize::Size4K {
-                self.map(v, p, size, flags)?.ignore();
-                offset += size.bytes();
-                continue;
-            }
-            // Fill this page table in one pass.
-            let table = self.table_for(v, 1)?;
-            let first = table_index(v, 1);
-            let count =
-                (512 - first).min(usize::try_from(left / PageSize::Size4K.bytes()).unwrap_or(512));
-            let entries = &mut self.memory.entries(table)[first..first + count];
+            // As many pages of this size as fit in this table and in the range. A table's
+            // end is where the next larger page could start, so the choice is made again there.
+            let level = size.level();
+            let count = (512 - table_index(v, level) as u64).min(left / size.bytes());
+            let table = self.table_for(v, level)?;
+            let first = table_index(v, level);
+            let entries = &mut self.memory.entries(table)[first..first + count as usize];
             if let Some(taken) = entries.iter().position(|e| *e & PRESENT != 0) {
-                return Err(MapError::AlreadyMapped {
-                    virt: v + taken as u64 * PageSize::Size4K.bytes(),
-                });
+                return Err(MapError::AlreadyMapped { virt: v + taken as u64 * size.bytes() });
             }
-            let mut frame = p | (flags & PERMISSION_FLAGS) | PRESENT;
+            let huge = if size == PageSize::Size4K { 0 } else { HUGE };
+            let mut frame = p | (flags & PERMISSION_FLAGS) | PRESENT | huge;
             for entry in entries.iter_mut() {
                 *entry = frame;
-                frame += PageSize::Size4K.bytes();
+                frame += size.bytes();
             }
             // At most 512 entries.
             *self.memory.used(table) += u16::try_from(count).unwrap_or(512);
-            offset += count as u64 * PageSize::Size4K.bytes();
+            offset += count * size.bytes();
         }
+        // None of the entries was present: no TLB holds them.
         Ok(Flush::NONE)
     }
 
     /// Unmaps the page that maps `virt` (of whatever size), freeing tables that empty.
     /// Returns the physical page and its size.
     pub fn unmap(&mut self, virt: u64) -> Result<(u64, PageSize, Flush), MapError> {
-        let mut path = [0u64; 4];
-        let mut table = self.root;
-        for level in (1..=4).rev() {
-            path[level as usize - 1] = table;
-            let entry = self.memory.entries(table)[table_index(virt, level)];
-            if entry & PRESENT == 0 {
-                return Err(MapError::NotMapped { virt });
-            }
-            if level == 1 || entry & HUGE != 0 {
-                let size = PageSize::at_level(level);
-                let page = virt & !(size.bytes() - 1);
-                self.clear_entry(&path, virt, level);
-                return Ok((entry & ADDR_MASK, size, Flush::pages(page, 1, size)));
-            }
-            table = entry & ADDR_MASK;
-        }
-        Err(MapError::NotMapped { virt })
+        let (path, level) = self.path_to_leaf(virt).ok_or(MapError::NotMapped { virt })?;
+        let table = path[level as usize - 1];
+        let entry = core::mem::take(&mut self.memory.entries(table)[table_index(virt, level)]);
+        self.release(&path, virt, level, 1);
+        let size = PageSize::at_level(level);
+        Ok((entry & ADDR_MASK, size, Flush::pages(virt & !(size.bytes() - 1), 1, size)))
     }
 
     /// Unmaps every page in `[virt, virt + len)`; pages must not straddle the range's ends.
+    /// Runs of pages in one table are cleared in one pass.
     pub fn unmap_range(&mut self, virt: u64, len: u64) -> Result<Flush, MapError> {
         let mut flush = Flush::NONE;
         let mut at = virt;
         while at < virt + len {
-            let (_, size, page) = self.unmap(at)?;
-            flush = flush.and(page);
-            at = (at & !(size.bytes() - 1)) + size.bytes();
+            let (path, level) = self.path_to_leaf(at).ok_or(MapError::NotMapped { virt: at })?;
+            let size = PageSize::at_level(level);
+            let first = table_index(at, level);
+            let page = at & !(size.bytes() - 1);
+            // The leaves of this size from here on in this table, inside the range (at
+            // least the one mapping `at`).
+            let most =
+                (512 - first as u64).min(((virt + len).saturating_sub(page) / size.bytes()).max(1));
+            let table = path[level as usize - 1];
+            let run = &self.memory.entries(table)[first..first + most as usize];
+            let leaf = |e: &&u64| **e & PRESENT != 0 && (level == 1 || **e & HUGE != 0);
+            let count = run.iter().take_while(leaf).count() as u64;
+            self.clear_entries(&path, at, level, count);
+            flush = flush.and(Flush::pages(page, count, size));
+            at = page + count * size.bytes();
         }
         Ok(flush)
     }
@@ -392,6 +391,41 @@ impl<M: TableMemory> Mapper<M> {
             table = entry & ADDR_MASK;
         }
         None
+    }
+
+    /// Calls `f` with each 4 KiB page of `[virt, virt + pages × 4 KiB)` and its translation,
+    /// walking from the root once per table instead of once per page: a sequential sweep.
+    pub fn translate_each(
+        &mut self,
+        virt: u64,
+        pages: u64,
+        mut f: impl FnMut(u64, Option<Translation>),
+    ) {
+        let end = virt + pages * PageSize::Size4K.bytes();
+        let mut at = virt;
+        while at < end {
+            match self.leaf_of(at) {
+                Some((table, 1)) => {
+                    let first = table_index(at, 1);
+                    let count = (512 - first as u64).min((end - at) >> 12);
+                    let entries = &self.memory.entries(table)[first..first + count as usize];
+                    for (i, &entry) in entries.iter().enumerate() {
+                        let page = at + ((i as u64) << 12);
+                        let translation = (entry & PRESENT != 0).then(|| Translation {
+                            phys: entry & ADDR_MASK,
+                            size: PageSize::Size4K,
+                            flags: entry & !ADDR_MASK,
+                        });
+                        f(page, translation);
+                    }
+                    at += count << 12;
+                }
+                _ => {
+                    f(at, self.translate(at));
+                    at += PageSize::Size4K.bytes();
+                }
+            }
+        }
     }
 
     /// Walks `virt` from the root, recording every entry read.
@@ -474,20 +508,53 @@ impl<M: TableMemory> Mapper<M> {
         Ok(Flush::pages(virt & !(size.bytes() - 1), 1, size))
     }
 
-    /// Clears the leaf at `level` for `virt` (tables on `path`), then frees every table
-    /// that became empty, bottom up (never the root).
-    fn clear_entry(&mut self, path: &[u64; 4], virt: u64, level: u32) {
+    /// The tables from the root down to the leaf mapping `virt` (`path[level - 1]` is the
+    /// table at `level`), and the leaf's level.
+    #[inline]
+    fn path_to_leaf(&mut self, virt: u64) -> Option<([u64; 4], u32)> {
+        let mut path = [0u64; 4];
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            path[level as usize - 1] = table;
+            let entry = self.memory.entries(table)[table_index(virt, level)];
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            if level == 1 || (level <= 3 && entry & HUGE != 0) {
+                return Some((path, level));
+            }
+            table = entry & ADDR_MASK;
+        }
+        None
+    }
+
+    /// Clears `count` entries from `virt`'s at `level` (tables on `path`), then releases
+    /// them.
+    fn clear_entries(&mut self, path: &[u64; 4], virt: u64, level: u32, count: u64) {
+        let first = table_index(virt, level);
+        self.memory.entries(path[level as usize - 1])[first..first + count as usize].fill(0);
+        self.release(path, virt, level, count);
+    }
+
+    /// Takes `count` cleared entries off the used count of the table at `level` on `path`;
+    /// frees each table that empties and clears its entry in the table above (never the
+    /// root).
+    #[inline]
+    fn release(&mut self, path: &[u64; 4], virt: u64, level: u32, count: u64) {
         let mut level = level;
+        // At most 512 entries.
+        let mut count = u16::try_from(count).unwrap_or(512);
         loop {
             let table = path[level as usize - 1];
-            self.memory.entries(table)[table_index(virt, level)] = 0;
             let used = self.memory.used(table);
-            *used -= 1;
+            *used -= count;
             if *used > 0 || level == 4 {
                 return;
             }
             self.memory.free_table(table);
             level += 1;
+            self.memory.entries(path[level as usize - 1])[table_index(virt, level)] = 0;
+            count = 1;
         }
     }
 }

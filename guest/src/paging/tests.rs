@@ -196,6 +196,7 @@ enum Op {
     Map { slot: u64, size: usize, phys: u64, flags: u64 },
     MapRange { page: u64, pages: u64, max: usize },
     Unmap { pick: usize },
+    UnmapRange { pick: usize, count: usize },
     Protect { pick: usize, offset: u64, pages: u64, flags: u64 },
 }
 
@@ -213,6 +214,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(slot, size, phys, flags)| Op::Map { slot, size, phys, flags }),
         2 => (0u64..(WINDOW >> 12), 1u64..1200, 0usize..3).prop_map(|(page, pages, max)| Op::MapRange { page, pages, max }),
         3 => any::<usize>().prop_map(|pick| Op::Unmap { pick }),
+        1 => (any::<usize>(), 1usize..40).prop_map(|(pick, count)| Op::UnmapRange { pick, count }),
         2 => (any::<usize>(), any::<u64>(), 1u64..600, flags).prop_map(|(pick, offset, pages, flags)| Op::Protect { pick, offset, pages, flags }),
     ]
 }
@@ -234,6 +236,14 @@ fn model_range(virt: u64, len: u64, max: PageSize) -> Vec<(u64, PageSize)> {
 }
 
 fn check(m: &mut Mapper<Arena>, model: &Model) -> Result<(), TestCaseError> {
+    // A sequential sweep agrees with single translations.
+    if let Some((&first, _)) = model.iter().next() {
+        let mut swept = Vec::new();
+        m.translate_each(first, 1024, |virt, t| swept.push((virt, t)));
+        for (virt, t) in swept {
+            prop_assert_eq!(t, m.translate(virt), "sweep at {:#x}", virt);
+        }
+    }
     for (&virt, &(size, phys, flags)) in model {
         for offset in [0, size.bytes() / 2 + 8, size.bytes() - 1] {
             let t = m.translate(virt + offset);
@@ -290,6 +300,19 @@ proptest! {
                     flush.ignore();
                     prop_assert_eq!((got_phys, got_size), (phys, size));
                     model.remove(&virt);
+                }
+                Op::UnmapRange { pick, count } => {
+                    if model.is_empty() { continue; }
+                    // Up to `count` model pages that follow each other without a gap.
+                    let pages: Vec<(u64, u64)> = model.iter().skip(pick % model.len()).map(|(&v, &(s, ..))| (v, s.bytes())).take(count).collect();
+                    let mut end = pages[0].0;
+                    let run: Vec<u64> = pages.iter().take_while(|&&(v, len)| { let ok = v == end; end = v + len; ok }).map(|&(v, _)| v).collect();
+                    let (start, last) = (run[0], *run.last().expect("one page"));
+                    let len = last + model[&last].0.bytes() - start;
+                    m.unmap_range(start, len).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.ignore();
+                    for v in run {
+                        model.remove(&v);
+                    }
                 }
                 Op::Protect { pick, offset, pages, flags } => {
                     if model.is_empty() { continue; }
