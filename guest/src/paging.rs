@@ -293,10 +293,10 @@ impl<M: TableMemory> Mapper<M> {
             // As many pages of this size as fit in this table and in the range. A table's
             // end is where the next larger page could start, so the choice is made again there.
             let level = size.level();
-            let count = (512 - table_index(v, level) as u64).min(left / size.bytes());
-            let table = self.table_for(v, level)?;
             let first = table_index(v, level);
-            let entries = &mut self.memory.entries(table)[first..first + count as usize];
+            let count = run_length(first, left / size.bytes());
+            let table = self.table_for(v, level)?;
+            let entries = &mut self.memory.entries(table)[first..first + count];
             if let Some(taken) = entries.iter().position(|e| *e & PRESENT != 0) {
                 return Err(MapError::AlreadyMapped { virt: v + taken as u64 * size.bytes() });
             }
@@ -308,7 +308,7 @@ impl<M: TableMemory> Mapper<M> {
             }
             // At most 512 entries.
             *self.memory.used(table) += u16::try_from(count).unwrap_or(512);
-            offset += count * size.bytes();
+            offset += count as u64 * size.bytes();
         }
         // None of the entries was present: no TLB holds them.
         Ok(Flush::NONE)
@@ -337,10 +337,9 @@ impl<M: TableMemory> Mapper<M> {
             let page = at & !(size.bytes() - 1);
             // The leaves of this size from here on in this table, inside the range (at
             // least the one mapping `at`).
-            let most =
-                (512 - first as u64).min(((virt + len).saturating_sub(page) / size.bytes()).max(1));
+            let most = run_length(first, ((virt + len).saturating_sub(page) / size.bytes()).max(1));
             let table = path[level as usize - 1];
-            let run = &self.memory.entries(table)[first..first + most as usize];
+            let run = &self.memory.entries(table)[first..first + most];
             let leaf = |e: &&u64| **e & PRESENT != 0 && (level == 1 || **e & HUGE != 0);
             let count = run.iter().take_while(leaf).count() as u64;
             self.clear_entries(&path, at, level, count);
@@ -407,18 +406,18 @@ impl<M: TableMemory> Mapper<M> {
             match self.leaf_of(at) {
                 Some((table, 1)) => {
                     let first = table_index(at, 1);
-                    let count = (512 - first as u64).min((end - at) >> 12);
-                    let entries = &self.memory.entries(table)[first..first + count as usize];
+                    let count = run_length(first, (end - at) >> 12);
+                    let entries = &self.memory.entries(table)[first..first + count];
                     for (i, &entry) in entries.iter().enumerate() {
                         let page = at + ((i as u64) << 12);
-                        let translation = (entry & PRESENT != 0).then(|| Translation {
+                        let translation = (entry & PRESENT != 0).then_some(Translation {
                             phys: entry & ADDR_MASK,
                             size: PageSize::Size4K,
                             flags: entry & !ADDR_MASK,
                         });
                         f(page, translation);
                     }
-                    at += count << 12;
+                    at += (count as u64) << 12;
                 }
                 _ => {
                     f(at, self.translate(at));
@@ -532,7 +531,8 @@ impl<M: TableMemory> Mapper<M> {
     /// them.
     fn clear_entries(&mut self, path: &[u64; 4], virt: u64, level: u32, count: u64) {
         let first = table_index(virt, level);
-        self.memory.entries(path[level as usize - 1])[first..first + count as usize].fill(0);
+        self.memory.entries(path[level as usize - 1])[first..first + run_length(first, count)]
+            .fill(0);
         self.release(path, virt, level, count);
     }
 
@@ -557,6 +557,11 @@ impl<M: TableMemory> Mapper<M> {
             count = 1;
         }
     }
+}
+
+/// Entries from index `first` to the end of a table, at most `pages`.
+fn run_length(first: usize, pages: u64) -> usize {
+    (512 - first).min(usize::try_from(pages).unwrap_or(usize::MAX))
 }
 
 fn check_aligned(virt: u64, phys: u64, align: u64) -> Result<(), MapError> {
