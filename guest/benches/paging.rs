@@ -190,7 +190,11 @@ fn translate_4k(c: &mut Criterion) {
         })
     });
     group.bench_function("ours, translate_each (sequential sweep)", |b| {
-        b.iter(|| m.translate_each(VIRT, PAGES_4K, |virt, t| drop(black_box((virt, t)))))
+        b.iter(|| {
+            m.translate_each(VIRT, PAGES_4K, |virt, t| {
+                black_box((virt, t));
+            })
+        })
     });
     let mut arena = OffsetArena::new();
     offset_map_4k(&mut arena);
@@ -238,13 +242,14 @@ fn unmap_4k(c: &mut Criterion) {
                 arena
             },
             |mut arena| {
-                let (mut table, _) = arena.mapper();
-                for i in 0..PAGES_4K {
-                    let page =
-                        Page::<Size4KiB>::containing_address(VirtAddr::new(VIRT + (i << 12)));
-                    table.unmap(page).expect("unmaps").1.ignore();
+                {
+                    let (mut table, _) = arena.mapper();
+                    for i in 0..PAGES_4K {
+                        let page =
+                            Page::<Size4KiB>::containing_address(VirtAddr::new(VIRT + (i << 12)));
+                        table.unmap(page).expect("unmaps").1.ignore();
+                    }
                 }
-                drop(table);
                 arena
             },
             BatchSize::LargeInput,
