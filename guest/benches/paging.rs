@@ -8,7 +8,7 @@
 #![allow(missing_docs, clippy::cast_possible_truncation)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use guest::paging::{Mapper, PageSize, TableMemory, WRITABLE};
+use guest::paging::{Mapper, PageSize, TableAlloc, TableMemory, WRITABLE};
 use std::hint::black_box;
 use x86_64::structures::paging::{
     FrameAllocator, Mapper as _, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame,
@@ -51,7 +51,9 @@ impl TableMemory for Arena {
     fn entries(&mut self, table: u64) -> &mut [u64; 512] {
         &mut self.tables[Self::index(table)]
     }
+}
 
+impl TableAlloc for Arena {
     fn used(&mut self, table: u64) -> &mut u16 {
         &mut self.used[Self::index(table)]
     }

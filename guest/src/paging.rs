@@ -94,10 +94,15 @@ pub const fn is_canonical(virt: u64) -> bool {
     top == 0 || top == 0x1_ffff
 }
 
-/// The page tables' memory.
+/// The page tables' memory, for reading (translate, walk) and writing entries.
 pub trait TableMemory {
     /// The 512 entries of the table at physical address `table`.
     fn entries(&mut self, table: u64) -> &mut [u64; 512];
+}
+
+/// Page-table memory that can also allocate and free tables and count their entries, for
+/// changing the tree (map, unmap, protect).
+pub trait TableAlloc: TableMemory {
     /// The count of used entries of the table at `table`.
     fn used(&mut self, table: u64) -> &mut u16;
     /// A new table, zeroed, with a used count of zero.
@@ -237,15 +242,107 @@ impl<M: TableMemory> Mapper<M> {
         Self { root, memory }
     }
 
+    /// Physical address of the PML4 (the CR3 value).
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Translates `virt`.
+    pub fn translate(&mut self, virt: u64) -> Option<Translation> {
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            let entry = self.memory.entries(table)[table_index(virt, level)];
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            if level == 1 || (level <= 3 && entry & HUGE != 0) {
+                let size = PageSize::at_level(level);
+                let phys = (entry & ADDR_MASK & !(size.bytes() - 1)) | (virt & (size.bytes() - 1));
+                return Some(Translation { phys, size, flags: entry & !ADDR_MASK });
+            }
+            table = entry & ADDR_MASK;
+        }
+        None
+    }
+
+    /// Calls `f` with each 4 KiB page of `[virt, virt + pages × 4 KiB)` and its translation,
+    /// walking from the root once per table instead of once per page: a sequential sweep.
+    pub fn translate_each(
+        &mut self,
+        virt: u64,
+        pages: u64,
+        mut f: impl FnMut(u64, Option<Translation>),
+    ) {
+        let end = virt + pages * PageSize::Size4K.bytes();
+        let mut at = virt;
+        while at < end {
+            match self.leaf_of(at) {
+                Some((table, 1)) => {
+                    let first = table_index(at, 1);
+                    let count = run_length(first, (end - at) >> 12);
+                    let entries = &self.memory.entries(table)[first..first + count];
+                    for (i, &entry) in entries.iter().enumerate() {
+                        let page = at + ((i as u64) << 12);
+                        let translation = (entry & PRESENT != 0).then_some(Translation {
+                            phys: entry & ADDR_MASK,
+                            size: PageSize::Size4K,
+                            flags: entry & !ADDR_MASK,
+                        });
+                        f(page, translation);
+                    }
+                    at += (count as u64) << 12;
+                }
+                _ => {
+                    f(at, self.translate(at));
+                    at += PageSize::Size4K.bytes();
+                }
+            }
+        }
+    }
+
+    /// Walks `virt` from the root, recording every entry read.
+    pub fn walk(&mut self, virt: u64) -> Walk {
+        let mut walk = Walk { steps: [WalkStep::default(); 4], levels: 0, translation: None };
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            let index = table_index(virt, level);
+            let value = self.memory.entries(table)[index];
+            walk.steps[walk.levels] = WalkStep { entry_addr: table + 8 * index as u64, value };
+            walk.levels += 1;
+            if value & PRESENT == 0 {
+                return walk;
+            }
+            if level == 1 || (level <= 3 && value & HUGE != 0) {
+                walk.translation = self.translate(virt);
+                return walk;
+            }
+            table = value & ADDR_MASK;
+        }
+        walk
+    }
+
+    /// The table and level of the leaf entry mapping `virt`.
+    fn leaf_of(&mut self, virt: u64) -> Option<(u64, u32)> {
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            let entry = self.memory.entries(table)[table_index(virt, level)];
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            if level == 1 || (level <= 3 && entry & HUGE != 0) {
+                return Some((table, level));
+            }
+            table = entry & ADDR_MASK;
+        }
+        None
+    }
+}
+
+impl<M: TableAlloc> Mapper<M> {
     /// A mapper over a new, empty tree.
     pub fn create(mut memory: M) -> Option<Self> {
         let root = memory.alloc_table()?;
         Some(Self { root, memory })
-    }
-
-    /// Physical address of the PML4 (the CR3 value).
-    pub fn root(&self) -> u64 {
-        self.root
     }
 
     /// Maps one page.
@@ -374,80 +471,6 @@ impl<M: TableMemory> Mapper<M> {
         Ok(flush)
     }
 
-    /// Translates `virt`.
-    pub fn translate(&mut self, virt: u64) -> Option<Translation> {
-        let mut table = self.root;
-        for level in (1..=4).rev() {
-            let entry = self.memory.entries(table)[table_index(virt, level)];
-            if entry & PRESENT == 0 {
-                return None;
-            }
-            if level == 1 || (level <= 3 && entry & HUGE != 0) {
-                let size = PageSize::at_level(level);
-                let phys = (entry & ADDR_MASK & !(size.bytes() - 1)) | (virt & (size.bytes() - 1));
-                return Some(Translation { phys, size, flags: entry & !ADDR_MASK });
-            }
-            table = entry & ADDR_MASK;
-        }
-        None
-    }
-
-    /// Calls `f` with each 4 KiB page of `[virt, virt + pages × 4 KiB)` and its translation,
-    /// walking from the root once per table instead of once per page: a sequential sweep.
-    pub fn translate_each(
-        &mut self,
-        virt: u64,
-        pages: u64,
-        mut f: impl FnMut(u64, Option<Translation>),
-    ) {
-        let end = virt + pages * PageSize::Size4K.bytes();
-        let mut at = virt;
-        while at < end {
-            match self.leaf_of(at) {
-                Some((table, 1)) => {
-                    let first = table_index(at, 1);
-                    let count = run_length(first, (end - at) >> 12);
-                    let entries = &self.memory.entries(table)[first..first + count];
-                    for (i, &entry) in entries.iter().enumerate() {
-                        let page = at + ((i as u64) << 12);
-                        let translation = (entry & PRESENT != 0).then_some(Translation {
-                            phys: entry & ADDR_MASK,
-                            size: PageSize::Size4K,
-                            flags: entry & !ADDR_MASK,
-                        });
-                        f(page, translation);
-                    }
-                    at += (count as u64) << 12;
-                }
-                _ => {
-                    f(at, self.translate(at));
-                    at += PageSize::Size4K.bytes();
-                }
-            }
-        }
-    }
-
-    /// Walks `virt` from the root, recording every entry read.
-    pub fn walk(&mut self, virt: u64) -> Walk {
-        let mut walk = Walk { steps: [WalkStep::default(); 4], levels: 0, translation: None };
-        let mut table = self.root;
-        for level in (1..=4).rev() {
-            let index = table_index(virt, level);
-            let value = self.memory.entries(table)[index];
-            walk.steps[walk.levels] = WalkStep { entry_addr: table + 8 * index as u64, value };
-            walk.levels += 1;
-            if value & PRESENT == 0 {
-                return walk;
-            }
-            if level == 1 || (level <= 3 && value & HUGE != 0) {
-                walk.translation = self.translate(virt);
-                return walk;
-            }
-            table = value & ADDR_MASK;
-        }
-        walk
-    }
-
     /// The table holding `virt`'s entry at `level`, creating the tables above as needed.
     fn table_for(&mut self, virt: u64, level: u32) -> Result<u64, MapError> {
         if !is_canonical(virt) {
@@ -470,22 +493,6 @@ impl<M: TableMemory> Mapper<M> {
             };
         }
         Ok(table)
-    }
-
-    /// The table and level of the leaf entry mapping `virt`.
-    fn leaf_of(&mut self, virt: u64) -> Option<(u64, u32)> {
-        let mut table = self.root;
-        for level in (1..=4).rev() {
-            let entry = self.memory.entries(table)[table_index(virt, level)];
-            if entry & PRESENT == 0 {
-                return None;
-            }
-            if level == 1 || (level <= 3 && entry & HUGE != 0) {
-                return Some((table, level));
-            }
-            table = entry & ADDR_MASK;
-        }
-        None
     }
 
     /// Replaces the huge page at `level` covering `virt` by a table of 512 pages of the

@@ -52,6 +52,9 @@ pub const REPORT_MAX_LEN: u64 = 64 * 1024;
 pub mod checkpoint {
     /// The kernel finished booting and is about to run its workload.
     pub const BOOTED: u64 = 1;
+    /// Check the last [`super::ReportKind::Translations`] report against KVM's own
+    /// translation (`KVM_TRANSLATE`) of every address in it.
+    pub const CHECK_TRANSLATIONS: u64 = 2;
 }
 
 /// What a report's payload holds.
@@ -79,7 +82,13 @@ pub enum ReportKind {
     Stress = 9,
     /// Why the boot could not go on (UTF-8).
     BootError = 10,
+    /// The guest's own translations: (virtual, physical or [`UNMAPPED`], page size in
+    /// bytes or 0) triples of `u64`, for the VMM to check against KVM's.
+    Translations = 11,
 }
+
+/// The physical address of an unmapped virtual address in a [`ReportKind::Translations`].
+pub const UNMAPPED: u64 = u64::MAX;
 
 impl ReportKind {
     /// The kind with this number, if it is one.
@@ -95,6 +104,7 @@ impl ReportKind {
             8 => Self::Test,
             9 => Self::Stress,
             10 => Self::BootError,
+            11 => Self::Translations,
             _ => return None,
         })
     }

@@ -126,6 +126,26 @@ impl ExitReason {
     }
 }
 
+/// One address translated by the guest's walker and by KVM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TranslationCheck {
+    /// The virtual address.
+    pub virt: u64,
+    /// The guest's translation (`None`: unmapped).
+    pub guest: Option<u64>,
+    /// KVM's translation (`None`: unmapped, or KVM refused the address).
+    pub kvm: Option<u64>,
+    /// The page size the guest found (0 if unmapped).
+    pub page_size: u64,
+}
+
+impl TranslationCheck {
+    /// Whether the two agree.
+    pub fn agrees(&self) -> bool {
+        self.guest == self.kvm
+    }
+}
+
 /// Everything a run produced.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
@@ -139,6 +159,8 @@ pub struct Outcome {
     pub checkpoints: Vec<u64>,
     /// Accesses to ports or addresses no device owns, each once.
     pub unexpected_accesses: Vec<UnexpectedAccess>,
+    /// The guest's translations checked against `KVM_TRANSLATE`.
+    pub translation_checks: Vec<TranslationCheck>,
     /// The guest console text.
     pub console: String,
     /// Whether the console outgrew the capture limit.
@@ -231,6 +253,7 @@ impl Outcome {
                     format!("check failed: {name}: {detail}")
                 }
                 Report::E820 { .. }
+                | Report::Translations { .. }
                 | Report::Memblock { .. }
                 | Report::Zone(_)
                 | Report::BootTimes { .. }

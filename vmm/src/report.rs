@@ -7,7 +7,7 @@ use serde::Serialize;
 use shared::boot::{e820_type_name, E820Entry};
 use shared::hypercall::{
     exception_name, CmdlineErrorKind, ExceptionReport, PanicHeader, ReportKind, Request,
-    ZoneReport, GPR_NAMES, REPORT_MAX_LEN,
+    ZoneReport, GPR_NAMES, REPORT_MAX_LEN, UNMAPPED,
 };
 use shared::page::ZoneType;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -71,6 +71,17 @@ pub struct ZoneInfo {
     pub high: u64,
     /// Free blocks per order, 0 to 10.
     pub nr_free: Vec<u64>,
+}
+
+/// One address as the guest's own page-table walker translated it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct GuestTranslation {
+    /// The virtual address.
+    pub virt: u64,
+    /// Its physical address, or `None` if unmapped.
+    pub phys: Option<u64>,
+    /// The size of the page it lies in (0 if unmapped).
+    pub page_size: u64,
 }
 
 /// A report from the guest.
@@ -170,6 +181,11 @@ pub enum Report {
     BootError {
         /// The guest's message.
         message: String,
+    },
+    /// The guest's own translations, to be checked against KVM's.
+    Translations {
+        /// The addresses and their translations.
+        entries: Vec<GuestTranslation>,
     },
     /// A report that could not be decoded.
     Malformed {
@@ -369,6 +385,24 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
             }
             _ => Err(format!("stress payload of {} bytes, expected 56", payload.len())),
         },
+        ReportKind::Translations => {
+            let words = words(payload)?;
+            if words.len() % 3 != 0 {
+                return Err(format!(
+                    "translations payload of {} words is not whole triples",
+                    words.len()
+                ));
+            }
+            let entries = words
+                .chunks_exact(3)
+                .map(|t| GuestTranslation {
+                    virt: t[0],
+                    phys: (t[1] != UNMAPPED).then_some(t[1]),
+                    page_size: t[2],
+                })
+                .collect();
+            Ok(Report::Translations { entries })
+        }
         ReportKind::BootError => {
             Ok(Report::BootError { message: String::from_utf8_lossy(payload).into_owned() })
         }

@@ -7,11 +7,11 @@
 //! `KVM_RUN` is not lost.
 
 use crate::devices::{console, console_text, AccessKind, Console, Unexpected, UnexpectedAccess};
-use crate::outcome::{ExitReason, Registers};
+use crate::outcome::{ExitReason, Registers, TranslationCheck};
 use crate::report::{read_report, Report};
 use crate::vm::Error;
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use shared::hypercall::{Request, CHECKPOINT, REPORT};
+use shared::hypercall::{checkpoint, Request, CHECKPOINT, REPORT};
 use shared::ports::{COM1_BASE, COM1_LEN, DEBUG_EXIT, HYPERCALL};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -33,6 +33,8 @@ pub struct RunResult {
     pub checkpoints: Vec<u64>,
     /// Accesses no device owns.
     pub unexpected: Vec<UnexpectedAccess>,
+    /// Guest translations checked against KVM's.
+    pub translation_checks: Vec<TranslationCheck>,
     /// Console text.
     pub console: String,
     /// Whether console text was dropped.
@@ -140,6 +142,7 @@ pub fn run(
     let mut devices = Devices::new(echo);
     let mut reports = Vec::new();
     let mut checkpoints = Vec::new();
+    let mut translation_checks = Vec::new();
     let watchdog = timeout.map(Watchdog::start);
     let exit = loop {
         if let Some(watchdog) = &watchdog {
@@ -154,7 +157,12 @@ pub fn run(
         };
         match step {
             Step::Continue => {}
-            Step::Hypercall(gpa) => hypercall(mem, gpa, &mut reports, &mut checkpoints),
+            Step::Hypercall(gpa) => {
+                let tag = hypercall(mem, gpa, &mut reports, &mut checkpoints);
+                if tag == Some(checkpoint::CHECK_TRANSLATIONS) {
+                    check_translations(vcpu, &reports, &mut translation_checks);
+                }
+            }
             Step::Stop(reason) => break reason,
             Step::Shutdown => break ExitReason::TripleFault { registers: registers(vcpu) },
             Step::Halted => break ExitReason::Halted { rip: registers(vcpu).rip },
@@ -174,18 +182,53 @@ pub fn run(
         reports,
         checkpoints,
         unexpected: devices.unexpected.list(),
+        translation_checks,
         console,
         console_truncated,
     })
 }
 
-/// Handles a hypercall; the request and its payload are untrusted guest memory.
+/// Checks the guest's last reported translations against `KVM_TRANSLATE`.
+fn check_translations(vcpu: &VcpuFd, reports: &[Report], checks: &mut Vec<TranslationCheck>) {
+    let Some(entries) = reports.iter().rev().find_map(|r| match r {
+        Report::Translations { entries } => Some(entries),
+        _ => None,
+    }) else {
+        log::warn!("the guest asked for a translation check without reporting translations");
+        return;
+    };
+    for entry in entries.iter().take(RECORD_LIMIT) {
+        let kvm = vcpu
+            .translate_gva(entry.virt)
+            .ok()
+            .filter(|t| t.valid != 0)
+            .map(|t| t.physical_address);
+        let check = TranslationCheck {
+            virt: entry.virt,
+            guest: entry.phys,
+            kvm,
+            page_size: entry.page_size,
+        };
+        if !check.agrees() {
+            log::warn!(
+                "guest and KVM disagree on {:#x}: guest {:x?}, KVM {:x?}",
+                check.virt,
+                check.guest,
+                check.kvm
+            );
+        }
+        checks.push(check);
+    }
+}
+
+/// Handles a hypercall; the request and its payload are untrusted guest memory. Returns
+/// a checkpoint's tag.
 fn hypercall(
     mem: &GuestMemoryMmap,
     gpa: u64,
     reports: &mut Vec<Report>,
     checkpoints: &mut Vec<u64>,
-) {
+) -> Option<u64> {
     let mut raw = [0u8; Request::SIZE];
     let report = match mem.read_slice(&mut raw, GuestAddress(gpa)) {
         Err(err) => Report::Malformed {
@@ -200,7 +243,7 @@ fn hypercall(
                     if checkpoints.len() < RECORD_LIMIT {
                         checkpoints.push(request.arg);
                     }
-                    return;
+                    return Some(request.arg);
                 }
                 REPORT => read_report(mem, &request),
                 nr => Report::Malformed {
@@ -216,6 +259,7 @@ fn hypercall(
     if reports.len() < RECORD_LIMIT {
         reports.push(report);
     }
+    None
 }
 
 fn registers(vcpu: &VcpuFd) -> Registers {

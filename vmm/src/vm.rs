@@ -168,6 +168,7 @@ impl Vm {
             reports: run.reports,
             checkpoints: run.checkpoints,
             unexpected_accesses: run.unexpected,
+            translation_checks: run.translation_checks,
             console: run.console,
             console_truncated: run.console_truncated,
             ram_resident_bytes: self.ram.resident_bytes(),

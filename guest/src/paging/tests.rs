@@ -24,7 +24,9 @@ impl TableMemory for Arena {
     fn entries(&mut self, table: u64) -> &mut [u64; 512] {
         &mut self.tables[Self::index(table)]
     }
+}
 
+impl TableAlloc for Arena {
     fn used(&mut self, table: u64) -> &mut u16 {
         &mut self.used[Self::index(table)]
     }

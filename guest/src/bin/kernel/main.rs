@@ -12,6 +12,8 @@
 //!   cmdline                options; an unknown one ends the boot (status BadCommandLine)
 //!   e820 sanitise + print  `BIOS-e820: [mem …] usable`, reported to the host
 //!   mm::setup::init        memblock, direct map, vmemmap, zones, buddy (reported)
+//!   translations           the walker's view of sample addresses, checked by the VMM
+//!                          against KVM_TRANSLATE at a checkpoint
 //!   CHECKPOINT(BOOTED)
 //!   workload               `workload=NAME`
 //!   zones reported again   the state after the workload
@@ -80,6 +82,7 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
         mm.memblock.memory.total() / 1024
     );
 
+    mm::translations::report_and_check(&mm);
     hypercall::checkpoint(checkpoint::BOOTED);
     let passed = workload::run(&options, &e820, &mut mm);
     hypercall::report_zones(&mm.buddy);

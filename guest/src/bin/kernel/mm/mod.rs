@@ -13,6 +13,7 @@
 
 pub mod paging;
 pub mod setup;
+pub mod translations;
 pub mod vmemmap;
 
 use shared::layout::{BOOT_MAP_SIZE, KERNEL_VIRT_BASE, PAGE_OFFSET};

@@ -1,0 +1,69 @@
+//! The guest's translations of a spread of addresses, walked by the `guest::paging` walker
+//! over the live page tables, for the VMM to check against KVM's own translation.
+
+use super::direct_map;
+use super::setup::{kernel_region, Mm};
+use super::vmemmap::address;
+use crate::hypercall;
+use crate::ReportBuf;
+use guest::paging::{Mapper, TableMemory};
+use shared::hypercall::{checkpoint, ReportKind, UNMAPPED};
+use shared::layout::{BOOT_MAP_SIZE, PAGE_SIZE, ZERO_PAGE};
+
+/// The live page tables, reached through the direct map.
+struct LiveTables;
+
+impl TableMemory for LiveTables {
+    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
+        // SAFETY: `table` is a page-table page the walk reached from CR3: RAM, which the
+        // direct map covers; this CPU only reads it here and nothing else runs.
+        unsafe { &mut *(direct_map(table) as *mut [u64; 512]) }
+    }
+}
+
+/// Addresses worth checking: every kind of mapping the kernel has made, each page size,
+/// and addresses that must be unmapped.
+fn addresses(mm: &Mm, out: &mut [u64; 64]) -> usize {
+    let mut count = 0;
+    let mut push = |virt: u64| {
+        if count < out.len() {
+            out[count] = virt;
+            count += 1;
+        }
+    };
+    push(crate::kernel_main as *const () as u64);
+    push(shared::layout::KERNEL_VIRT_BASE + kernel_region().end() - 8);
+    push(ZERO_PAGE);
+    push(direct_map(ZERO_PAGE));
+    push(direct_map(BOOT_MAP_SIZE - 8));
+    for region in mm.memblock.memory.regions().iter().take(8) {
+        push(direct_map(region.base));
+        push(direct_map(region.end() - 8));
+        push(address(region.base / PAGE_SIZE));
+        push(address(region.end() / PAGE_SIZE - 1));
+    }
+    let last = mm.memblock.memory.regions().last().map_or(0, |r| r.end());
+    // Unmapped: another PML4 slot, past the end of RAM, and the vmemmap far past the
+    // last page frame.
+    push(0x0000_4000_0000_0000);
+    push(direct_map(last.next_multiple_of(BOOT_MAP_SIZE) + 64 * BOOT_MAP_SIZE));
+    push(address(last / PAGE_SIZE + (1 << 30)));
+    count
+}
+
+/// Reports the guest's translations and asks the VMM to check them.
+pub fn report_and_check(mm: &Mm) {
+    let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
+    let mut walker = Mapper::new(cr3, LiveTables);
+    let mut virts = [0u64; 64];
+    let count = addresses(mm, &mut virts);
+    let mut payload = ReportBuf::new();
+    for &virt in &virts[..count] {
+        let translation = walker.translate(virt);
+        payload.extend(&virt.to_le_bytes());
+        payload.extend(&translation.map_or(UNMAPPED, |t| t.phys).to_le_bytes());
+        payload.extend(&translation.map_or(0, |t| t.size.bytes()).to_le_bytes());
+    }
+    hypercall::report(ReportKind::Translations, payload.as_slice());
+    hypercall::checkpoint(checkpoint::CHECK_TRANSLATIONS);
+}

@@ -1,0 +1,36 @@
+//! The guest's own page-table walker against KVM's translation (`KVM_TRANSLATE`), on every
+//! address the guest lists at its checkpoint: mapped and unmapped, 4 KiB and 2 MiB pages.
+
+use kvm_mm_tests::{boot, config};
+use shared::layout::{GIB, MIB};
+use vmm::{ExitReason, VmConfig};
+
+fn checked(mem_size: u64) -> Vec<vmm::outcome::TranslationCheck> {
+    let outcome = boot(&VmConfig { mem_size, ..config("boot") });
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    let checks = outcome.translation_checks;
+    let disagreements: Vec<_> = checks.iter().filter(|c| !c.agrees()).collect();
+    assert!(disagreements.is_empty(), "guest and KVM disagree: {disagreements:x?}");
+    assert!(checks.iter().any(|c| c.guest.is_none()), "unmapped addresses are checked too");
+    checks
+}
+
+#[test]
+fn walker_agrees_with_kvm_on_a_small_guest_with_4k_vmemmap_pages() {
+    let checks = checked(16 * MIB);
+    assert!(checks.len() >= 12, "{} addresses", checks.len());
+    assert!(
+        checks.iter().any(|c| c.page_size == 4096),
+        "a 16 MiB guest's vmemmap uses 4 KiB pages"
+    );
+    assert!(checks.iter().any(|c| c.page_size == 2 << 20));
+}
+
+#[test]
+fn walker_agrees_with_kvm_beyond_the_boot_mapping() {
+    let checks = checked(5 * GIB);
+    assert!(
+        checks.iter().any(|c| c.guest.is_some_and(|p| p >= 4 * GIB)),
+        "RAM above 4 GiB is checked"
+    );
+}
