@@ -17,7 +17,7 @@ fn default_guest_boots_reports_its_map_and_exits_cleanly() {
         boot(&vmm::VmConfig { mem_size: 256 * MIB, cmdline: String::new(), ..config("boot") });
     assert_eq!(outcome.exit, SUCCESS, "{}", outcome.console);
     assert_eq!(outcome.exit_code, 0);
-    assert_eq!(outcome.checkpoints, [checkpoint::BOOTED]);
+    assert_eq!(outcome.checkpoints, [checkpoint::CHECK_TRANSLATIONS, checkpoint::BOOTED]);
     let expected = [
         E820Range { addr: 0, size: 0x9fc00, typ: E820_TYPE_RAM },
         E820Range { addr: 0x9fc00, size: 0x60400, typ: E820_TYPE_RESERVED },
