@@ -29,7 +29,7 @@ const ARENA_TABLES: usize = 1024;
 /// Page tables in host memory for our mapper.
 struct Arena {
     tables: Vec<[u64; 512]>,
-    used: Vec<u16>,
+    used: Vec<u64>,
     free: Vec<usize>,
 }
 
@@ -54,7 +54,7 @@ impl TableMemory for Arena {
 }
 
 impl TableAlloc for Arena {
-    fn used(&mut self, table: u64) -> &mut u16 {
+    fn used(&mut self, table: u64) -> &mut u64 {
         &mut self.used[Self::index(table)]
     }
 

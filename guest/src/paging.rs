@@ -104,7 +104,7 @@ pub trait TableMemory {
 /// changing the tree (map, unmap, protect).
 pub trait TableAlloc: TableMemory {
     /// The count of used entries of the table at `table`.
-    fn used(&mut self, table: u64) -> &mut u16;
+    fn used(&mut self, table: u64) -> &mut u64;
     /// A new table, zeroed, with a used count of zero.
     fn alloc_table(&mut self) -> Option<u64>;
     /// Gives back a table whose entries are all zero.
@@ -403,8 +403,7 @@ impl<M: TableAlloc> Mapper<M> {
                 *entry = frame;
                 frame += size.bytes();
             }
-            // At most 512 entries.
-            *self.memory.used(table) += u16::try_from(count).unwrap_or(512);
+            *self.memory.used(table) += count as u64;
             offset += count as u64 * size.bytes();
         }
         // None of the entries was present: no TLB holds them.
@@ -549,8 +548,7 @@ impl<M: TableAlloc> Mapper<M> {
     #[inline]
     fn release(&mut self, path: &[u64; 4], virt: u64, level: u32, count: u64) {
         let mut level = level;
-        // At most 512 entries.
-        let mut count = u16::try_from(count).unwrap_or(512);
+        let mut count = count;
         loop {
             let table = path[level as usize - 1];
             let used = self.memory.used(table);

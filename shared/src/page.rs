@@ -46,6 +46,8 @@ pub const PG_PCP: u64 = 1 << 1;
 pub const PG_HEAD: u64 = 1 << 2;
 /// Part of a slab (set on the slab's first page).
 pub const PG_SLAB: u64 = 1 << 3;
+/// A page table of the kernel's tree; `private` counts its used entries.
+pub const PG_TABLE: u64 = 1 << 4;
 
 /// End of a free list.
 pub const NO_PFN: u64 = u64::MAX;

@@ -6,6 +6,10 @@
 /// The I/O port the `stray-port` workload touches; no device owns it.
 pub const STRAY_PORT: u16 = 0x1234;
 
+/// Where the MMIO workloads map the first hole above 1 MiB of the memory map: the start of
+/// the vmalloc area.
+pub const MMIO_WINDOW: u64 = 0xffff_c900_0000_0000;
+
 /// A workload the guest knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {

@@ -7,7 +7,7 @@ use std::vec::Vec;
 #[derive(Default)]
 pub struct Arena {
     tables: Vec<[u64; 512]>,
-    used: Vec<u16>,
+    used: Vec<u64>,
     free: Vec<usize>,
     live: usize,
 }
@@ -27,7 +27,7 @@ impl TableMemory for Arena {
 }
 
 impl TableAlloc for Arena {
-    fn used(&mut self, table: u64) -> &mut u16 {
+    fn used(&mut self, table: u64) -> &mut u64 {
         &mut self.used[Self::index(table)]
     }
 

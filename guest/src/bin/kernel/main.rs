@@ -24,6 +24,7 @@
 
 mod boot_params;
 mod console;
+mod cpu;
 mod entry;
 mod hypercall;
 mod mm;
@@ -44,6 +45,7 @@ use shared::status::GuestStatus;
 /// The Rust entry point, called by `_start` with the zero page's physical address.
 extern "C" fn kernel_main(zero_page: u64) -> ! {
     console::init();
+    cpu::init();
     traps::init();
 
     let boot = boot_params::read(zero_page)

@@ -102,11 +102,11 @@ impl Gate {
         clippy::cast_possible_truncation,
         reason = "a gate splits the handler address in 16/16/32-bit fields"
     )]
-    const fn new(handler: u64, selector: u16) -> Self {
+    const fn new(handler: u64, selector: u16, ist: u8) -> Self {
         Self {
             offset_low: handler as u16,
             selector,
-            ist: 0,
+            ist,
             flags: GATE_INTERRUPT,
             offset_mid: (handler >> 16) as u16,
             offset_high: (handler >> 32) as u32,
@@ -122,7 +122,10 @@ struct Idt([Gate; 32]);
 const IDT_LIMIT: u16 = 32 * 16 - 1;
 const _: () = assert!(IDT_LIMIT as usize == core::mem::size_of::<Idt>() - 1);
 
-static mut IDT: Idt = Idt([Gate::new(0, 0); 32]);
+static mut IDT: Idt = Idt([Gate::new(0, 0, 0); 32]);
+
+/// Double faults run on their own stack (IST), so a kernel stack overflow is reported.
+const DOUBLE_FAULT: usize = 8;
 
 /// Installs the IDT.
 pub fn init() {
@@ -132,8 +135,9 @@ pub fn init() {
     // nothing else accesses IDT or reads `isr_table`'s (immutable) entries concurrently.
     unsafe {
         let idt = &mut *core::ptr::addr_of_mut!(IDT);
-        for (gate, &handler) in idt.0.iter_mut().zip(isr_table.iter()) {
-            *gate = Gate::new(handler, selector);
+        for (vector, (gate, &handler)) in idt.0.iter_mut().zip(isr_table.iter()).enumerate() {
+            let ist = if vector == DOUBLE_FAULT { crate::cpu::DOUBLE_FAULT_IST } else { 0 };
+            *gate = Gate::new(handler, selector, ist);
         }
         lidt(&DescriptorTablePointer { limit: IDT_LIMIT, base: VirtAddr::from_ptr(idt) });
     }

@@ -1,11 +1,13 @@
 //! The workloads (`shared::workload`): what the kernel does once it has booted.
 
 use crate::mm::setup::Mm;
-use crate::{mm, selftest, stress, traps};
+use crate::mm::tables::RuntimeTables;
+use crate::{selftest, stress, traps};
 use guest::cmdline::Options;
 use guest::e820::E820Map;
+use guest::paging::{Mapper, PageSize, NO_CACHE, NO_EXECUTE, WRITABLE};
 use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY};
-use shared::workload::{Workload, STRAY_PORT};
+use shared::workload::{Workload, MMIO_WINDOW, STRAY_PORT};
 use x86_64::instructions::port::Port;
 
 /// Runs the workload `options` name; returns whether its checks passed (fault injections
@@ -40,7 +42,7 @@ pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
             }
         }
         Workload::StrayMmio => {
-            let addr = mmio_virt(e820);
+            let addr = mmio_virt(e820, mm, false);
             for value in 0..3u32 {
                 // SAFETY: the address is mapped by the boot page tables and is no RAM: the
                 // accesses are MMIO exits to the VMM, not memory accesses.
@@ -51,7 +53,7 @@ pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
             }
         }
         Workload::ExecuteMmio => {
-            let addr = mmio_virt(e820);
+            let addr = mmio_virt(e820, mm, true);
             // SAFETY: deliberately jumps to an address with no memory behind it; KVM cannot
             // fetch the instruction and stops the VM.
             unsafe { core::arch::asm!("jmp {}", in(reg) addr, options(noreturn)) }
@@ -61,9 +63,18 @@ pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
 }
 
 /// A mapped virtual address with no RAM behind it: the first hole in the e820 map above
-/// 1 MiB, through the boot direct map.
-fn mmio_virt(e820: &E820Map) -> u64 {
-    e820.first_hole_from(HIGH_MEMORY)
-        .and_then(mm::phys_to_virt)
-        .unwrap_or_else(|| panic!("this workload needs a hole in the memory map below {BOOT_MAP_SIZE:#x}: use --mem below 1G"))
+/// 1 MiB, mapped uncached (and executable, for `execute-mmio`) at [`MMIO_WINDOW`].
+fn mmio_virt(e820: &E820Map, mm: &mut Mm, executable: bool) -> u64 {
+    let Some(phys) = e820.first_hole_from(HIGH_MEMORY).filter(|&p| p < BOOT_MAP_SIZE) else {
+        panic!("this workload needs a hole in the memory map below {BOOT_MAP_SIZE:#x}: use --mem below 1G")
+    };
+    let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
+    let mut tree = Mapper::new(cr3, RuntimeTables { buddy: &mut mm.buddy });
+    let nx = if executable { 0 } else { NO_EXECUTE };
+    match tree.map(MMIO_WINDOW, phys, PageSize::Size4K, WRITABLE | NO_CACHE | nx) {
+        // The address was not mapped before: no TLB entry to flush.
+        Ok(flush) => flush.ignore(),
+        Err(err) => panic!("cannot map the MMIO page: {err:?}"),
+    }
+    MMIO_WINDOW
 }

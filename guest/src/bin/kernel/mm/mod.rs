@@ -13,6 +13,7 @@
 
 pub mod paging;
 pub mod setup;
+pub mod tables;
 pub mod translations;
 pub mod vmemmap;
 

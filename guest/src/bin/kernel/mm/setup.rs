@@ -7,6 +7,7 @@
 //! maximal aligned block.
 
 use super::paging::{self, MapError, PageSize, PAGE_1G, PAGE_2M};
+use super::tables;
 use super::vmemmap::Vmemmap;
 use super::{direct_map, virt_to_phys};
 use guest::buddy::Buddy;
@@ -36,6 +37,8 @@ pub enum SetupError {
     Memblock(MemblockError),
     /// A mapping could not be made.
     Map(MapError),
+    /// The kernel's page-table tree could not be built.
+    Tree(guest::paging::MapError),
 }
 
 impl core::fmt::Display for SetupError {
@@ -49,6 +52,7 @@ impl core::fmt::Display for SetupError {
             ),
             Self::Memblock(err) => write!(f, "memblock: {err:?}: more than 128 regions"),
             Self::Map(err) => write!(f, "early page tables: {err}"),
+            Self::Tree(err) => write!(f, "kernel page tables: {err:?}"),
         }
     }
 }
@@ -100,7 +104,15 @@ pub fn init(e820: &E820Map) -> Result<Mm, SetupError> {
     // SAFETY: the direct map now covers all of memblock's memory, and memblock's own
     // allocations are reserved, so nothing else uses them.
     unsafe { memblock.enable_growth(|phys| direct_map(phys) as *mut u8) };
-    let vmemmap = Vmemmap::populate(&mut memblock).map_err(SetupError::Map)?;
+    let mut vmemmap = Vmemmap::populate(&mut memblock).map_err(SetupError::Map)?;
+    // The kernel's own tree replaces the VMM's boot tables.
+    let nx = crate::cpu::has_nx();
+    crate::cpu::enable_paging_features();
+    let root = tables::build(&mut memblock, &mut vmemmap, paging::gigabyte_pages(), nx)
+        .map_err(SetupError::Tree)?;
+    // SAFETY: the tree maps the kernel image, its stacks, the direct map of all RAM (where
+    // the kernel keeps every other pointer it uses) and the memory map.
+    unsafe { crate::cpu::switch_page_tables(root) };
     let memmap_ready = rdtsc();
 
     let mut buddy = Buddy::new(vmemmap);

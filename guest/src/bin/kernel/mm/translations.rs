@@ -33,6 +33,9 @@ fn addresses(mm: &Mm, out: &mut [u64; 64]) -> usize {
     };
     push(crate::kernel_main as *const () as u64);
     push(shared::layout::KERNEL_VIRT_BASE + kernel_region().end() - 8);
+    push(super::tables::rodata().0);
+    push(super::tables::stack_guard());
+    push(0);
     push(ZERO_PAGE);
     push(direct_map(ZERO_PAGE));
     push(direct_map(BOOT_MAP_SIZE - 8));

@@ -1,0 +1,104 @@
+//! The kernel's own GDT and TSS, replacing the VMM's boot GDT (which only the identity map
+//! reaches): flat 64-bit code and data, and a TSS whose IST 1 stack takes double faults,
+//! so that a kernel stack overflow into its guard page is reported instead of ending in a
+//! triple fault. Also turns on the CPU features the page tables use (NX, global pages).
+
+use core::arch::asm;
+use x86_64::instructions::tables::{lgdt, load_tss};
+use x86_64::registers::control::{Cr4, Cr4Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags};
+use x86_64::structures::gdt::SegmentSelector;
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::{PrivilegeLevel, VirtAddr};
+
+/// The 64-bit TSS (Intel SDM vol. 3, 8.7).
+#[repr(C, packed(4))]
+struct Tss {
+    reserved0: u32,
+    rsp: [u64; 3],
+    reserved1: u64,
+    ist: [u64; 7],
+    reserved2: u64,
+    reserved3: u16,
+    iomap_base: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<Tss>() == 104);
+
+/// The IST slot double faults run on (1-based, as in the IDT gate).
+pub const DOUBLE_FAULT_IST: u8 = 1;
+
+static mut TSS: Tss = Tss {
+    reserved0: 0,
+    rsp: [0; 3],
+    reserved1: 0,
+    ist: [0; 7],
+    reserved2: 0,
+    reserved3: 0,
+    iomap_base: 104,
+};
+
+/// Null, code64 (0x08), data (0x10), TSS (0x18, two slots).
+static mut GDT: [u64; 5] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff, 0, 0];
+
+const TSS_SELECTOR: u16 = 0x18;
+/// The GDT's size minus one.
+const GDT_LIMIT: u16 = 5 * 8 - 1;
+
+extern "C" {
+    static __fault_stack_top: u8;
+}
+
+/// Loads the kernel's GDT and TSS. The code and data descriptors equal the VMM's, so the
+/// segment registers need no reload.
+pub fn init() {
+    // SAFETY: runs once at boot on the only CPU, before anything reads GDT or TSS; both are
+    // statics that live forever, as the CPU requires of loaded tables.
+    unsafe {
+        let tss = &raw mut TSS;
+        (*tss).ist[usize::from(DOUBLE_FAULT_IST - 1)] = &raw const __fault_stack_top as u64;
+        let base = tss as u64;
+        let limit = (core::mem::size_of::<Tss>() - 1) as u64;
+        let gdt = &raw mut GDT;
+        // 64-bit available TSS: type 9, present.
+        (*gdt)[3] = (limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x89 << 40)
+            | (((base >> 24) & 0xff) << 56);
+        (*gdt)[4] = base >> 32;
+        lgdt(&DescriptorTablePointer { limit: GDT_LIMIT, base: VirtAddr::from_ptr(gdt) });
+        load_tss(SegmentSelector::new(TSS_SELECTOR >> 3, PrivilegeLevel::Ring0));
+    }
+}
+
+/// Whether the CPU has no-execute pages (CPUID 0x8000_0001 EDX bit 20).
+pub fn has_nx() -> bool {
+    core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 20) != 0
+}
+
+/// Whether the CPU has global pages (CPUID 1 EDX bit 13).
+pub fn has_global_pages() -> bool {
+    core::arch::x86_64::__cpuid(1).edx & (1 << 13) != 0
+}
+
+/// Turns on EFER.NXE and CR4.PGE where the CPU has them.
+pub fn enable_paging_features() {
+    if has_nx() {
+        // SAFETY: setting NXE only makes the NX bit meaningful; no present entry sets it yet.
+        unsafe { Efer::update(|flags| *flags |= EferFlags::NO_EXECUTE_ENABLE) };
+    }
+    if has_global_pages() {
+        // SAFETY: PGE only lets global entries survive CR3 loads.
+        unsafe { Cr4::update(|flags| *flags |= Cr4Flags::PAGE_GLOBAL) };
+    }
+}
+
+/// Loads `root` into CR3, flushing every non-global translation.
+///
+/// # Safety
+/// `root` must be a PML4 that maps the running code, its stack, and every address the
+/// kernel uses from now on.
+pub unsafe fn switch_page_tables(root: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };
+}
