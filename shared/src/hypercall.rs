@@ -85,6 +85,8 @@ pub enum ReportKind {
     /// The guest's own translations: (virtual, physical or [`UNMAPPED`], page size in
     /// bytes or 0) triples of `u64`, for the VMM to check against KVM's.
     Translations = 11,
+    /// A kernel page fault it cannot handle, with its cause: an [`OopsReport`].
+    Oops = 12,
 }
 
 /// The physical address of an unmapped virtual address in a [`ReportKind::Translations`].
@@ -105,6 +107,7 @@ impl ReportKind {
             9 => Self::Stress,
             10 => Self::BootError,
             11 => Self::Translations,
+            12 => Self::Oops,
             _ => return None,
         })
     }
@@ -226,6 +229,81 @@ pub struct StressReport {
 }
 
 const _: () = assert!(core::mem::size_of::<StressReport>() == 56);
+
+/// Payload of [`ReportKind::Oops`] (32 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct OopsReport {
+    /// An [`OopsCause`].
+    pub cause: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The faulting address (CR2).
+    pub address: u64,
+    /// The instruction that faulted.
+    pub rip: u64,
+    /// The page-fault error code.
+    pub error_code: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<OopsReport>() == 32);
+
+/// Why a kernel page fault could not be handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum OopsCause {
+    /// An access to the first page: a null pointer.
+    NullPointer = 1,
+    /// A kernel stack ran into its guard page.
+    StackOverflow = 2,
+    /// A write to a read-only page (kernel text or rodata).
+    WriteToReadOnly = 3,
+    /// An instruction fetch from a no-execute page.
+    ExecuteNoExecute = 4,
+    /// An access to an unmapped address in the vmalloc area.
+    UnmappedVmalloc = 5,
+    /// Any other fault.
+    Unhandled = 6,
+}
+
+impl OopsCause {
+    /// The cause with this number.
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            1 => Self::NullPointer,
+            2 => Self::StackOverflow,
+            3 => Self::WriteToReadOnly,
+            4 => Self::ExecuteNoExecute,
+            5 => Self::UnmappedVmalloc,
+            6 => Self::Unhandled,
+            _ => return None,
+        })
+    }
+
+    /// A short name, as reports show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NullPointer => "null-pointer",
+            Self::StackOverflow => "stack-overflow",
+            Self::WriteToReadOnly => "write-to-read-only",
+            Self::ExecuteNoExecute => "execute-no-execute",
+            Self::UnmappedVmalloc => "unmapped-vmalloc",
+            Self::Unhandled => "unhandled",
+        }
+    }
+
+    /// Linux's words for it, for the console.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::NullPointer => "kernel NULL pointer dereference",
+            Self::StackOverflow => "kernel stack overflow (guard page hit)",
+            Self::WriteToReadOnly => "write to read-only memory",
+            Self::ExecuteNoExecute => "kernel tried to execute NX-protected page",
+            Self::UnmappedVmalloc => "unable to handle page fault in the vmalloc area",
+            Self::Unhandled => "unable to handle page fault",
+        }
+    }
+}
 
 /// Why a command-line option was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

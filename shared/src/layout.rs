@@ -61,6 +61,10 @@ pub const MMIO_GAP_END: u64 = 4 * GIB;
 
 /// Virtual base of the direct map of all RAM (Linux's `PAGE_OFFSET`, 4-level paging).
 pub const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+/// Virtual base of the vmalloc area.
+pub const VMALLOC_START: u64 = 0xffff_c900_0000_0000;
+/// End (exclusive) of the vmalloc area (32 TiB, as Linux with 4-level paging).
+pub const VMALLOC_END: u64 = 0xffff_e900_0000_0000;
 /// Virtual base of the vmemmap: the `struct page` array, backed only for present sections.
 pub const VMEMMAP_BASE: u64 = 0xffff_ea00_0000_0000;
 /// Virtual address that maps physical address 0 for the kernel image

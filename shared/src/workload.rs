@@ -8,7 +8,7 @@ pub const STRAY_PORT: u16 = 0x1234;
 
 /// Where the MMIO workloads map the first hole above 1 MiB of the memory map: the start of
 /// the vmalloc area.
-pub const MMIO_WINDOW: u64 = 0xffff_c900_0000_0000;
+pub const MMIO_WINDOW: u64 = crate::layout::VMALLOC_START;
 
 /// A workload the guest knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,11 +33,21 @@ pub enum Workload {
     Selftest,
     /// Random allocations and frees (`seed=`, `ops=`), checked, then the boot state again.
     Stress,
+    /// Read through a null pointer.
+    NullDeref,
+    /// Recurse until the kernel stack hits its guard page.
+    StackOverflow,
+    /// Write to the kernel's read-only data.
+    WriteRodata,
+    /// Jump into the kernel's (no-execute) data.
+    ExecData,
+    /// Read an unmapped address in the vmalloc area.
+    UnmappedVmalloc,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 15] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -48,6 +58,11 @@ impl Workload {
         Self::ExecuteMmio,
         Self::Selftest,
         Self::Stress,
+        Self::NullDeref,
+        Self::StackOverflow,
+        Self::WriteRodata,
+        Self::ExecData,
+        Self::UnmappedVmalloc,
     ];
 
     /// The name used on the command line.
@@ -63,6 +78,11 @@ impl Workload {
             Self::ExecuteMmio => "execute-mmio",
             Self::Selftest => "selftest",
             Self::Stress => "stress",
+            Self::NullDeref => "null-deref",
+            Self::StackOverflow => "stack-overflow",
+            Self::WriteRodata => "write-rodata",
+            Self::ExecData => "exec-data",
+            Self::UnmappedVmalloc => "unmapped-vmalloc",
         }
     }
 
@@ -83,6 +103,11 @@ impl Workload {
             Self::Stress => {
                 "random page allocations and frees (seed=, ops=), then the boot state again"
             }
+            Self::NullDeref => "read through a null pointer (an oops)",
+            Self::StackOverflow => "recurse into the kernel stack's guard page (an oops)",
+            Self::WriteRodata => "write to read-only kernel data (an oops)",
+            Self::ExecData => "jump into no-execute kernel data (an oops)",
+            Self::UnmappedVmalloc => "read an unmapped vmalloc address (an oops)",
         }
     }
 

@@ -144,3 +144,61 @@ fn a_map_without_room_for_the_kernel_ends_the_boot_clearly() {
     assert!(message.starts_with("the kernel image [mem 0x0000000000200000-"), "{message}");
     assert!(message.contains("not in usable RAM"), "{message}");
 }
+
+/// Boots `workload` and returns the oops it reports: (cause, faulting address).
+fn oops(workload: &str) -> (String, u64) {
+    let outcome = boot(&config(workload));
+    assert_eq!(
+        outcome.exit,
+        ExitReason::GuestExit { status: GuestStatus::Exception as u8 },
+        "{}",
+        outcome.console
+    );
+    let oopses: Vec<_> = outcome
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Oops { cause, address, .. } => Some((cause.clone(), *address)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(oopses.len(), 1, "{:?}", outcome.reports);
+    oopses[0].clone()
+}
+
+#[test]
+fn null_pointer_dereference_is_an_oops_naming_it() {
+    assert_eq!(oops("null-deref"), ("null-pointer".to_string(), 0));
+}
+
+#[test]
+fn stack_overflow_hits_the_guard_page_and_is_reported() {
+    let (cause, address) = oops("stack-overflow");
+    assert_eq!(cause, "stack-overflow");
+    assert!(
+        address >= shared::layout::KERNEL_VIRT_BASE,
+        "{address:#x} is the kernel stack's guard page"
+    );
+}
+
+#[test]
+fn write_to_read_only_data_is_an_oops_naming_it() {
+    let (cause, address) = oops("write-rodata");
+    assert_eq!(cause, "write-to-read-only");
+    assert!(address >= shared::layout::KERNEL_VIRT_BASE, "{address:#x} is in the kernel image");
+}
+
+#[test]
+fn executing_data_is_an_oops_naming_it() {
+    let (cause, address) = oops("exec-data");
+    assert_eq!(cause, "execute-no-execute");
+    assert!(address >= shared::layout::KERNEL_VIRT_BASE, "{address:#x} is in the kernel image");
+}
+
+#[test]
+fn an_unmapped_vmalloc_address_is_an_oops_naming_it() {
+    assert_eq!(
+        oops("unmapped-vmalloc"),
+        ("unmapped-vmalloc".to_string(), shared::layout::VMALLOC_START + (1 << 20))
+    );
+}

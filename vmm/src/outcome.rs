@@ -246,6 +246,9 @@ impl Outcome {
                 }
                 Report::CmdlineError { reason, option } => format!("{reason}: '{option}'"),
                 Report::BootError { message } => message.clone(),
+                Report::Oops { cause, address, rip, .. } => {
+                    format!("oops: {cause} at address {address:#x}, RIP {rip:#x}")
+                }
                 Report::Malformed { kind, problem } => {
                     format!("malformed report of kind {kind}: {problem}")
                 }

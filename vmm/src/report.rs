@@ -6,7 +6,7 @@
 use serde::Serialize;
 use shared::boot::{e820_type_name, E820Entry};
 use shared::hypercall::{
-    exception_name, CmdlineErrorKind, ExceptionReport, PanicHeader, ReportKind, Request,
+    exception_name, CmdlineErrorKind, ExceptionReport, OopsCause, PanicHeader, ReportKind, Request,
     ZoneReport, GPR_NAMES, REPORT_MAX_LEN, UNMAPPED,
 };
 use shared::page::ZoneType;
@@ -186,6 +186,18 @@ pub enum Report {
     Translations {
         /// The addresses and their translations.
         entries: Vec<GuestTranslation>,
+    },
+    /// A kernel page fault the guest could not handle.
+    Oops {
+        /// `null-pointer`, `stack-overflow`, `write-to-read-only`, `execute-no-execute`,
+        /// `unmapped-vmalloc` or `unhandled`.
+        cause: String,
+        /// The faulting address (CR2).
+        address: u64,
+        /// The faulting instruction.
+        rip: u64,
+        /// The page-fault error code.
+        error_code: u64,
     },
     /// A report that could not be decoded.
     Malformed {
@@ -403,6 +415,14 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
                 .collect();
             Ok(Report::Translations { entries })
         }
+        ReportKind::Oops => match words(payload)?.as_slice() {
+            &[cause, address, rip, error_code] => {
+                let cause = OopsCause::from_u32((cause & 0xffff_ffff) as u32)
+                    .ok_or("unknown oops cause")?;
+                Ok(Report::Oops { cause: cause.name().to_string(), address, rip, error_code })
+            }
+            _ => Err(format!("oops payload of {} bytes, expected 32", payload.len())),
+        },
         ReportKind::BootError => {
             Ok(Report::BootError { message: String::from_utf8_lossy(payload).into_owned() })
         }

@@ -5,7 +5,7 @@
 
 use core::arch::asm;
 use x86_64::instructions::tables::{lgdt, load_tss};
-use x86_64::registers::control::{Cr4, Cr4Flags};
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::gdt::SegmentSelector;
 use x86_64::structures::DescriptorTablePointer;
@@ -81,8 +81,12 @@ pub fn has_global_pages() -> bool {
     core::arch::x86_64::__cpuid(1).edx & (1 << 13) != 0
 }
 
-/// Turns on EFER.NXE and CR4.PGE where the CPU has them.
+/// Turns on CR0.WP (read-only pages bind the kernel too), and EFER.NXE and CR4.PGE where
+/// the CPU has them.
 pub fn enable_paging_features() {
+    // SAFETY: WP only makes read-only mappings read-only for the kernel as well; the boot
+    // tables map everything writable.
+    unsafe { Cr0::update(|flags| *flags |= Cr0Flags::WRITE_PROTECT) };
     if has_nx() {
         // SAFETY: setting NXE only makes the NX bit meaningful; no present entry sets it yet.
         unsafe { Efer::update(|flags| *flags |= EferFlags::NO_EXECUTE_ENABLE) };

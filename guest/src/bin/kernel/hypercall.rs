@@ -56,6 +56,8 @@ unsafe impl Plain for shared::hypercall::BootTimes {}
 unsafe impl Plain for shared::hypercall::StressReport {}
 // SAFETY: u64 fields only.
 unsafe impl Plain for shared::hypercall::ExceptionReport {}
+// SAFETY: two u32 fields, then u64 fields only.
+unsafe impl Plain for shared::hypercall::OopsReport {}
 
 /// Reports the zones' counters and free lists (populated zones only).
 pub fn report_zones<M: guest::buddy::Memmap>(buddy: &guest::buddy::Buddy<M>) {

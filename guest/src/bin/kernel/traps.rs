@@ -12,7 +12,10 @@
 
 use crate::hypercall;
 use log::error;
-use shared::hypercall::{exception_name, ExceptionReport, ReportKind, GPR_NAMES};
+use shared::hypercall::{
+    exception_name, ExceptionReport, OopsCause, OopsReport, ReportKind, GPR_NAMES,
+};
+use shared::layout::{VMALLOC_END, VMALLOC_START};
 use shared::status::GuestStatus;
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
@@ -150,8 +153,52 @@ pub fn clear() {
     unsafe { lidt(&DescriptorTablePointer { limit: 0, base: VirtAddr::zero() }) };
 }
 
+/// Page-fault error code: the page was present (a protection fault).
+const PF_PRESENT: u64 = 1 << 0;
+/// Page-fault error code: a write.
+const PF_WRITE: u64 = 1 << 1;
+/// Page-fault error code: an instruction fetch.
+const PF_FETCH: u64 = 1 << 4;
+/// Vectors with an oops cause.
+const PAGE_FAULT: u64 = 14;
+
+/// Why a page fault (or a double fault caused by one) cannot be handled.
+fn oops_cause(vector: u64, error_code: u64, address: u64) -> Option<OopsCause> {
+    use crate::mm::tables::{fault_stack_guard, stack_guard};
+    let in_guard = |guard: u64| (guard..guard + 4096).contains(&address);
+    if in_guard(stack_guard()) || in_guard(fault_stack_guard()) {
+        // The CPU could not push the page fault's frame onto the full stack: a double fault.
+        return Some(OopsCause::StackOverflow);
+    }
+    if vector != PAGE_FAULT {
+        return None;
+    }
+    Some(if address < 4096 {
+        OopsCause::NullPointer
+    } else if error_code & PF_PRESENT != 0 && error_code & PF_FETCH != 0 {
+        OopsCause::ExecuteNoExecute
+    } else if error_code & PF_PRESENT != 0 && error_code & PF_WRITE != 0 {
+        OopsCause::WriteToReadOnly
+    } else if (VMALLOC_START..VMALLOC_END).contains(&address) {
+        OopsCause::UnmappedVmalloc
+    } else {
+        OopsCause::Unhandled
+    })
+}
+
 extern "C" fn exception_handler(frame: &mut TrapFrame) {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
+    if let Some(cause) = oops_cause(frame.vector, frame.error_code, cr2) {
+        error!("BUG: {}, address: {cr2:#018x}", cause.describe());
+        let report = OopsReport {
+            cause: cause as u32,
+            reserved: 0,
+            address: cr2,
+            rip: frame.rip,
+            error_code: frame.error_code,
+        };
+        hypercall::report(ReportKind::Oops, hypercall::Plain::bytes(&report));
+    }
     let (mnemonic, name) = exception_name(frame.vector);
     error!(
         "CPU exception {mnemonic} {name} (vector {}), error code {:#x}",

@@ -6,7 +6,7 @@ use crate::{selftest, stress, traps};
 use guest::cmdline::Options;
 use guest::e820::E820Map;
 use guest::paging::{Mapper, PageSize, NO_CACHE, NO_EXECUTE, WRITABLE};
-use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY};
+use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY, VMALLOC_START};
 use shared::workload::{Workload, MMIO_WINDOW, STRAY_PORT};
 use x86_64::instructions::port::Port;
 
@@ -16,6 +16,25 @@ pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
     match options.workload {
         Workload::Boot => {}
         Workload::Selftest => return selftest::run(mm, e820),
+        // SAFETY: deliberately faults; the page-fault handler reports it and ends the run.
+        Workload::NullDeref => unsafe {
+            core::arch::asm!("mov {}, qword ptr [0]", out(reg) _, options(nostack, readonly));
+        },
+        Workload::StackOverflow => {
+            recurse(0);
+        }
+        // SAFETY: deliberately faults (read-only page); the handler ends the run.
+        Workload::WriteRodata => unsafe {
+            core::arch::asm!("mov qword ptr [{}], 1", in(reg) &raw const READ_ONLY, options(nostack));
+        },
+        // SAFETY: deliberately faults (no-execute page); the handler ends the run.
+        Workload::ExecData => unsafe {
+            core::arch::asm!("call {}", in(reg) &raw const NOT_CODE, clobber_abi("C"));
+        },
+        // SAFETY: deliberately faults (unmapped page); the handler ends the run.
+        Workload::UnmappedVmalloc => unsafe {
+            core::arch::asm!("mov {}, qword ptr [{}]", out(reg) _, in(reg) VMALLOC_START + (1 << 20), options(nostack, readonly));
+        },
         Workload::Stress => return stress::run(mm, options.seed, options.ops),
         Workload::Panic => panic!("panic requested by workload=panic"),
         // SAFETY: `ud2` only raises #UD, which the kernel's handler reports.
@@ -60,6 +79,22 @@ pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
         }
     }
     true
+}
+
+/// Read-only data for `write-rodata` to write.
+static READ_ONLY: u64 = 0x5a5a;
+
+/// Bytes in the (no-execute) data section for `exec-data` to call: `ret`.
+static mut NOT_CODE: [u8; 16] = [0xc3; 16];
+
+/// Recurses with a page of stack per call until the stack's guard page stops it.
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [0u8; 4096];
+    frame[0] = depth.to_le_bytes()[0];
+    core::hint::black_box(&mut frame);
+    recurse(depth + 1) + u64::from(frame[1])
 }
 
 /// A mapped virtual address with no RAM behind it: the first hole in the e820 map above
