@@ -7,14 +7,17 @@
 use crate::console::Line;
 use crate::hypercall;
 use crate::mm::setup::{kernel_region, Mm};
+use crate::mm::tables::RuntimeTables;
+use crate::mm::vmalloc::{fill_and_check, LocalTlb, VmallocError};
 use crate::mm::vmemmap::{address, pfn_of};
 use core::fmt::Write;
 use guest::buddy::{FreeError, Memmap, Watermark};
 use guest::e820::E820Map;
+use guest::paging::Mapper;
 use log::{error, info};
 use shared::boot::E820_TYPE_RAM;
 use shared::layout::{HIGH_MEMORY, PAGE_SIZE};
-use shared::page::{Page, ZoneType, MAX_ORDER, NR_ORDERS, NR_ZONES};
+use shared::page::{Page, ZoneType, MAX_ORDER, NR_ORDERS, NR_ZONES, PG_HEAD};
 
 type Outcome = Result<(), Line>;
 /// A check.
@@ -33,7 +36,7 @@ macro_rules! ensure {
 
 /// Runs every check; returns whether all passed.
 pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
-    let checks: [(&str, Check); 15] = [
+    let checks: [(&str, Check); 18] = [
         ("e820: sanitised map is sorted, disjoint and merged", e820_sanitised),
         ("memblock: memory is the e820 RAM in whole pages", memblock_memory),
         ("memblock: low memory and the kernel image are reserved", memblock_reserved),
@@ -49,6 +52,12 @@ pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
         ("buddy: free with the wrong order is reported", wrong_order),
         ("buddy: per-CPU cache serves order-0 pages and drains back", per_cpu_cache),
         ("buddy: allocations stop at the min watermark", watermark_min),
+        ("paging: own tree, no identity map, W^X image, stack guard page", own_tree),
+        ("paging: map a 2 MiB page, split it by protect, unmap it, tables freed", runtime_mapper),
+        (
+            "vmalloc: areas hold data, guard pages between them, vfree returns every page",
+            vmalloc_areas,
+        ),
     ];
     let mut failed = 0;
     for (name, check) in checks {
@@ -369,4 +378,104 @@ fn detail(args: core::fmt::Arguments<'_>) -> Line {
     let mut line = Line::new();
     let _ = line.write_fmt(args);
     line
+}
+
+fn own_tree(mm: &mut Mm, _: &E820Map) -> Outcome {
+    use crate::mm::tables::{rodata, stack_guard};
+    use guest::paging::{NO_EXECUTE, WRITABLE};
+    let mut tree = Mapper::new(root(), RuntimeTables { buddy: &mut mm.buddy });
+    for (what, virt) in [
+        ("null", 0),
+        ("identity-mapped zero page", shared::layout::ZERO_PAGE),
+        ("stack guard", stack_guard()),
+    ] {
+        ensure!(tree.translate(virt).is_none(), "the {what} address {virt:#x} is mapped");
+    }
+    let nx = if crate::cpu::has_nx() { NO_EXECUTE } else { 0 };
+    let text = tree.translate(run as *const () as u64).map(|t| t.flags & (WRITABLE | NO_EXECUTE));
+    ensure!(text == Some(0), "kernel text is not read-only executable: {text:?}");
+    let ro = tree.translate(rodata().0).map(|t| t.flags & (WRITABLE | NO_EXECUTE));
+    ensure!(ro == Some(nx), "rodata is not read-only no-execute: {ro:?}");
+    let data = tree.translate(&raw const SCRATCH as u64).map(|t| t.flags & (WRITABLE | NO_EXECUTE));
+    ensure!(data == Some(WRITABLE | nx), "data is not read-write no-execute: {data:?}");
+    Ok(())
+}
+
+/// A word in `.data`.
+static mut SCRATCH: u64 = 1;
+
+fn root() -> u64 {
+    x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64()
+}
+
+fn runtime_mapper(mm: &mut Mm, _: &E820Map) -> Outcome {
+    use guest::paging::{PageSize, NO_EXECUTE, WRITABLE};
+    // The top of the vmalloc area, far from any vmalloc allocation.
+    let virt = shared::layout::VMALLOC_END - (1 << 30);
+    let free = mm.buddy.free_pages();
+    let block = mm
+        .buddy
+        .alloc(9, ZoneType::Normal, Watermark::Min)
+        .ok_or_else(|| detail(format_args!("no 2 MiB block")))?;
+    let phys = block * PAGE_SIZE;
+    let mut tree = Mapper::new(root(), RuntimeTables { buddy: &mut mm.buddy });
+    tree.map(virt, phys, PageSize::Size2M, WRITABLE)
+        .map_err(|e| detail(format_args!("map: {e:?}")))?
+        .ignore();
+    let huge = tree.translate(virt + 0x1234).map(|t| (t.phys, t.size));
+    ensure!(huge == Some((phys + 0x1234, PageSize::Size2M)), "2 MiB page translates to {huge:?}");
+    tree.protect(virt + 0x1000, 0x1000, NO_EXECUTE)
+        .map_err(|e| detail(format_args!("protect: {e:?}")))?
+        .flush(&LocalTlb);
+    let split = tree.translate(virt + 0x1000).map(|t| t.size);
+    let neighbour = tree.translate(virt + 0x20_0000 - 8).map(|t| (t.phys, t.flags & WRITABLE));
+    ensure!(split == Some(PageSize::Size4K), "the protected page is {split:?}");
+    ensure!(
+        neighbour == Some((phys + 0x20_0000 - 8, WRITABLE)),
+        "the rest of the block is {neighbour:?}"
+    );
+    tree.unmap_range(virt, 0x20_0000)
+        .map_err(|e| detail(format_args!("unmap: {e:?}")))?
+        .flush(&LocalTlb);
+    ensure!(tree.translate(virt).is_none(), "still mapped after unmap");
+    mm.buddy.free(block, 9).map_err(|err| detail(format_args!("{err}")))?;
+    mm.buddy.drain_pcp();
+    ensure!(
+        mm.buddy.free_pages() == free,
+        "{} pages free, {free} before: page tables leaked",
+        mm.buddy.free_pages()
+    );
+    Ok(())
+}
+
+fn vmalloc_areas(mm: &mut Mm, _: &E820Map) -> Outcome {
+    let free = mm.buddy.free_pages();
+    let areas = mm.vmalloc.areas();
+    let a = mm
+        .vmalloc
+        .vmalloc(&mut mm.buddy, 5 * PAGE_SIZE + 100)
+        .map_err(|e| detail(format_args!("{e:?}")))?;
+    let b = mm
+        .vmalloc
+        .vmalloc(&mut mm.buddy, 3 * PAGE_SIZE)
+        .map_err(|e| detail(format_args!("{e:?}")))?;
+    ensure!(b >= a + 7 * PAGE_SIZE, "area at {b:#x} leaves no guard page after {a:#x}");
+    ensure!(
+        fill_and_check(&mut mm.buddy, a, 6 * PAGE_SIZE, 0xfeed),
+        "area {a:#x} does not hold its data"
+    );
+    let guard =
+        Mapper::new(root(), RuntimeTables { buddy: &mut mm.buddy }).translate(a + 6 * PAGE_SIZE);
+    ensure!(guard.is_none(), "the guard page after {a:#x} is mapped");
+    let head = mm.vmalloc.to_page(&mut mm.buddy, a + PAGE_SIZE).map(|page| page.flags & PG_HEAD);
+    ensure!(head == Some(PG_HEAD), "vmalloc_to_page gives {head:?}");
+    for area in [a, b] {
+        mm.vmalloc.vfree(&mut mm.buddy, area).map_err(|e| detail(format_args!("{e:?}")))?;
+    }
+    let again = mm.vmalloc.vfree(&mut mm.buddy, a);
+    ensure!(again == Err(VmallocError::NotAnArea(a)), "a second vfree gave {again:?}");
+    ensure!(mm.vmalloc.areas() == areas, "areas left behind");
+    mm.buddy.drain_pcp();
+    ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
+    Ok(())
 }

@@ -1,11 +1,9 @@
 //! The workloads (`shared::workload`): what the kernel does once it has booted.
 
 use crate::mm::setup::Mm;
-use crate::mm::tables::RuntimeTables;
 use crate::{selftest, stress, traps};
 use guest::cmdline::Options;
 use guest::e820::E820Map;
-use guest::paging::{Mapper, PageSize, NO_CACHE, NO_EXECUTE, WRITABLE};
 use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY, VMALLOC_START};
 use shared::workload::{Workload, MMIO_WINDOW, STRAY_PORT};
 use x86_64::instructions::port::Port;
@@ -98,18 +96,14 @@ fn recurse(depth: u64) -> u64 {
 }
 
 /// A mapped virtual address with no RAM behind it: the first hole in the e820 map above
-/// 1 MiB, mapped uncached (and executable, for `execute-mmio`) at [`MMIO_WINDOW`].
+/// 1 MiB, mapped uncached (and executable, for `execute-mmio`) by `ioremap`; as the first
+/// vmalloc area it lands at [`MMIO_WINDOW`].
 fn mmio_virt(e820: &E820Map, mm: &mut Mm, executable: bool) -> u64 {
     let Some(phys) = e820.first_hole_from(HIGH_MEMORY).filter(|&p| p < BOOT_MAP_SIZE) else {
         panic!("this workload needs a hole in the memory map below {BOOT_MAP_SIZE:#x}: use --mem below 1G")
     };
-    let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
-    let mut tree = Mapper::new(cr3, RuntimeTables { buddy: &mut mm.buddy });
-    let nx = if executable { 0 } else { NO_EXECUTE };
-    match tree.map(MMIO_WINDOW, phys, PageSize::Size4K, WRITABLE | NO_CACHE | nx) {
-        // The address was not mapped before: no TLB entry to flush.
-        Ok(flush) => flush.ignore(),
-        Err(err) => panic!("cannot map the MMIO page: {err:?}"),
+    match mm.vmalloc.ioremap(&mut mm.buddy, phys, 4096, executable) {
+        Ok(virt) if virt == MMIO_WINDOW => virt,
+        other => panic!("cannot map the MMIO page at {MMIO_WINDOW:#x}: {other:?}"),
     }
-    MMIO_WINDOW
 }

@@ -15,6 +15,7 @@ pub mod paging;
 pub mod setup;
 pub mod tables;
 pub mod translations;
+pub mod vmalloc;
 pub mod vmemmap;
 
 use shared::layout::{BOOT_MAP_SIZE, KERNEL_VIRT_BASE, PAGE_OFFSET};

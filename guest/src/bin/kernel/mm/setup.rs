@@ -26,6 +26,8 @@ pub struct Mm {
     pub buddy: Buddy<Vmemmap>,
     /// Boot-phase costs.
     pub times: BootTimes,
+    /// The vmalloc areas.
+    pub vmalloc: super::vmalloc::Vmalloc,
 }
 
 /// Why memory setup failed.
@@ -131,7 +133,7 @@ pub fn init(e820: &E820Map) -> Result<Mm, SetupError> {
         buddy_cycles: buddy_ready - memmap_ready,
         ram_bytes: memblock.memory.total(),
     };
-    Ok(Mm { memblock, buddy, times })
+    Ok(Mm { memblock, buddy, times, vmalloc: super::vmalloc::Vmalloc::new(nx) })
 }
 
 /// Extends the direct map (the boot tables cover the first GiB) to all RAM: 1 GiB pages
