@@ -36,7 +36,7 @@ macro_rules! ensure {
 
 /// Runs every check; returns whether all passed.
 pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
-    let checks: [(&str, Check); 18] = [
+    let checks: [(&str, Check); 19] = [
         ("e820: sanitised map is sorted, disjoint and merged", e820_sanitised),
         ("memblock: memory is the e820 RAM in whole pages", memblock_memory),
         ("memblock: low memory and the kernel image are reserved", memblock_reserved),
@@ -58,6 +58,7 @@ pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
             "vmalloc: areas hold data, guard pages between them, vfree returns every page",
             vmalloc_areas,
         ),
+        ("demand paging: first touches map zeroed pages, one fault per page", demand_paging),
     ];
     let mut failed = 0;
     for (name, check) in checks {
@@ -475,6 +476,55 @@ fn vmalloc_areas(mm: &mut Mm, _: &E820Map) -> Outcome {
     let again = mm.vmalloc.vfree(&mut mm.buddy, a);
     ensure!(again == Err(VmallocError::NotAnArea(a)), "a second vfree gave {again:?}");
     ensure!(mm.vmalloc.areas() == areas, "areas left behind");
+    mm.buddy.drain_pcp();
+    ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
+    Ok(())
+}
+
+fn demand_paging(mm: &mut Mm, _: &E820Map) -> Outcome {
+    use crate::mm::pager;
+    const PAGES: u64 = 8;
+    /// The pages, and up to three page tables for the new mapping.
+    const FRAMES: usize = 11;
+    // Far from vmalloc allocations, in its own 2 MiB, so the pager needs a page table.
+    let start = shared::layout::VMALLOC_END - (2 << 30);
+    let free = mm.buddy.free_pages();
+    let mut frames = [0u64; FRAMES];
+    for frame in &mut frames {
+        *frame =
+            mm.buddy.alloc_page(ZoneType::Normal).ok_or_else(|| detail(format_args!("no page")))?;
+    }
+    let nx = if crate::cpu::has_nx() { guest::paging::NO_EXECUTE } else { 0 };
+    pager::arm(start, start + PAGES * PAGE_SIZE, &frames, nx);
+    let mut first_reads = 0u64;
+    for page in 0..PAGES {
+        let word = (start + page * PAGE_SIZE + 8 * page) as *mut u64;
+        // SAFETY: the pager maps a zeroed page on the first touch of each page of the area.
+        unsafe {
+            first_reads |= word.read_volatile();
+            word.write_volatile(page + 1);
+        }
+    }
+    let (faults, unused) = pager::disarm();
+    let mut unused_frames = [0u64; FRAMES];
+    unused_frames[..unused.len()].copy_from_slice(unused);
+    let unused_count = unused.len();
+    let mut readback = true;
+    for page in 0..PAGES {
+        let virt = start + page * PAGE_SIZE;
+        // SAFETY: mapped by the pager above.
+        readback &= unsafe { ((virt + 8 * page) as *const u64).read_volatile() } == page + 1;
+        let mut tree = Mapper::new(root(), RuntimeTables { buddy: &mut mm.buddy });
+        let (phys, _, flush) = tree.unmap(virt).map_err(|e| detail(format_args!("{e:?}")))?;
+        flush.flush(&LocalTlb);
+        mm.buddy.free_page(phys / PAGE_SIZE).map_err(|err| detail(format_args!("{err}")))?;
+    }
+    for &frame in &unused_frames[..unused_count] {
+        mm.buddy.free_page(frame).map_err(|err| detail(format_args!("{err}")))?;
+    }
+    ensure!(faults == PAGES, "{faults} faults for {PAGES} pages");
+    ensure!(first_reads == 0, "a demand-paged page was not zeroed");
+    ensure!(readback, "written words did not read back");
     mm.buddy.drain_pcp();
     ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
     Ok(())

@@ -188,6 +188,13 @@ fn oops_cause(vector: u64, error_code: u64, address: u64) -> Option<OopsCause> {
 
 extern "C" fn exception_handler(frame: &mut TrapFrame) {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
+    // Demand paging: a first touch of the pager's area maps a page; the access is retried.
+    if frame.vector == PAGE_FAULT
+        && frame.error_code & PF_PRESENT == 0
+        && crate::mm::pager::handle(cr2)
+    {
+        return;
+    }
     if let Some(cause) = oops_cause(frame.vector, frame.error_code, cr2) {
         error!("BUG: {}, address: {cr2:#018x}", cause.describe());
         let report = OopsReport {
