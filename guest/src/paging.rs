@@ -229,6 +229,15 @@ pub struct Walk {
     pub translation: Option<Translation>,
 }
 
+/// What a tree holds: tables per level and leaves per page size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    /// Tables: PML4, PDPT, PD, PT.
+    pub tables: [u64; 4],
+    /// Leaves: 4 KiB, 2 MiB, 1 GiB.
+    pub pages: [u64; 3],
+}
+
 /// A 4-level page-table tree and the operations on it.
 pub struct Mapper<M> {
     root: u64,
@@ -319,6 +328,36 @@ impl<M: TableMemory> Mapper<M> {
             table = value & ADDR_MASK;
         }
         walk
+    }
+
+    /// Counts the tree's tables and leaves (a fixed four levels deep, so bounded work).
+    pub fn stats(&mut self) -> TreeStats {
+        let mut stats = TreeStats { tables: [1, 0, 0, 0], pages: [0; 3] };
+        let present = |e: &u64| *e & PRESENT != 0;
+        let pml4 = *self.memory.entries(self.root);
+        for &e4 in pml4.iter().filter(|e| present(e)) {
+            stats.tables[1] += 1;
+            let pdpt = *self.memory.entries(e4 & ADDR_MASK);
+            for &e3 in pdpt.iter().filter(|e| present(e)) {
+                if e3 & HUGE != 0 {
+                    stats.pages[2] += 1;
+                    continue;
+                }
+                stats.tables[2] += 1;
+                let pd = *self.memory.entries(e3 & ADDR_MASK);
+                for &e2 in pd.iter().filter(|e| present(e)) {
+                    if e2 & HUGE != 0 {
+                        stats.pages[1] += 1;
+                        continue;
+                    }
+                    stats.tables[3] += 1;
+                    stats.pages[0] +=
+                        self.memory.entries(e2 & ADDR_MASK).iter().filter(|e| present(e)).count()
+                            as u64;
+                }
+            }
+        }
+        stats
     }
 
     /// The table and level of the leaf entry mapping `virt`.

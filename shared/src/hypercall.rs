@@ -87,6 +87,9 @@ pub enum ReportKind {
     Translations = 11,
     /// A kernel page fault it cannot handle, with its cause: an [`OopsReport`].
     Oops = 12,
+    /// The kernel's page tables: tables per level (PML4, PDPT, PD, PT), then pages mapped
+    /// per size (4 KiB, 2 MiB, 1 GiB): seven `u64`.
+    PageTables = 13,
 }
 
 /// The physical address of an unmapped virtual address in a [`ReportKind::Translations`].
@@ -108,6 +111,7 @@ impl ReportKind {
             10 => Self::BootError,
             11 => Self::Translations,
             12 => Self::Oops,
+            13 => Self::PageTables,
             _ => return None,
         })
     }

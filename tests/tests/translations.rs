@@ -34,3 +34,20 @@ fn walker_agrees_with_kvm_beyond_the_boot_mapping() {
         "RAM above 4 GiB is checked"
     );
 }
+
+#[test]
+fn page_table_statistics_describe_the_kernel_tree() {
+    let outcome = boot(&VmConfig { mem_size: 256 * MIB, ..config("boot") });
+    let stats = outcome.reports.iter().find_map(|r| match r {
+        vmm::Report::PageTables { tables, pages } => Some((*tables, *pages)),
+        _ => None,
+    });
+    let (tables, pages) = stats.expect("a page-table report");
+    assert_eq!(tables[0], 1, "one PML4");
+    assert!(
+        tables[3] > 0 && pages[0] > 0,
+        "4 KiB pages for the kernel image: {tables:?} {pages:?}"
+    );
+    // The direct map of 256 MiB is mostly 2 MiB pages, plus the vmemmap's.
+    assert!(pages[1] >= 120, "{pages:?}");
+}

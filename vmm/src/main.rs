@@ -138,6 +138,20 @@ fn print_reports(outcome: &vmm::Outcome) {
             );
         }
     }
+    for report in &outcome.reports {
+        if let vmm::Report::PageTables { tables, pages } = report {
+            log::info!(
+                "guest page tables: {} PML4, {} PDPT, {} PD, {} PT; mapped {} × 4 KiB, {} × 2 MiB, {} × 1 GiB",
+                tables[0],
+                tables[1],
+                tables[2],
+                tables[3],
+                pages[0],
+                pages[1],
+                pages[2]
+            );
+        }
+    }
     let tests = outcome.tests();
     if !tests.is_empty() {
         let failed = tests.iter().filter(|(_, passed, _)| !passed).count();

@@ -257,6 +257,7 @@ impl Outcome {
                 }
                 Report::E820 { .. }
                 | Report::Translations { .. }
+                | Report::PageTables { .. }
                 | Report::Memblock { .. }
                 | Report::Zone(_)
                 | Report::BootTimes { .. }

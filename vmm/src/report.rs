@@ -199,6 +199,13 @@ pub enum Report {
         /// The page-fault error code.
         error_code: u64,
     },
+    /// The kernel's page tables.
+    PageTables {
+        /// Tables: PML4, PDPT, PD, PT.
+        tables: [u64; 4],
+        /// Pages mapped: 4 KiB, 2 MiB, 1 GiB.
+        pages: [u64; 3],
+    },
     /// A report that could not be decoded.
     Malformed {
         /// The kind number the guest gave.
@@ -422,6 +429,12 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
                 Ok(Report::Oops { cause: cause.name().to_string(), address, rip, error_code })
             }
             _ => Err(format!("oops payload of {} bytes, expected 32", payload.len())),
+        },
+        ReportKind::PageTables => match words(payload)?.as_slice() {
+            &[pml4, pdpt, pd, pt, small, large, huge] => {
+                Ok(Report::PageTables { tables: [pml4, pdpt, pd, pt], pages: [small, large, huge] })
+            }
+            _ => Err(format!("page-table payload of {} bytes, expected 56", payload.len())),
         },
         ReportKind::BootError => {
             Ok(Report::BootError { message: String::from_utf8_lossy(payload).into_owned() })

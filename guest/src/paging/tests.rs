@@ -101,6 +101,17 @@ fn map_range_uses_the_largest_pages_alignment_allows() {
 }
 
 #[test]
+fn stats_count_tables_and_pages_of_each_size() {
+    let mut m = mapper();
+    assert_eq!(m.stats(), TreeStats { tables: [1, 0, 0, 0], pages: [0; 3] });
+    // 1 GiB page, then 2 MiB pages to 1 GiB + 4 MiB, then 3 pages of 4 KiB.
+    m.map_range(1 << 30, 1 << 30, (1 << 30) + (4 << 20) + 3 * 4096, 0, PageSize::Size1G)
+        .expect("maps")
+        .ignore();
+    assert_eq!(m.stats(), TreeStats { tables: [1, 1, 1, 1], pages: [3, 2, 1] });
+}
+
+#[test]
 fn conflicts_are_named() {
     let mut m = mapper();
     m.map(2 << 20, 0, PageSize::Size2M, 0).expect("maps").ignore();

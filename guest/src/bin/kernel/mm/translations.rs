@@ -1,5 +1,6 @@
 //! The guest's translations of a spread of addresses, walked by the `guest::paging` walker
-//! over the live page tables, for the VMM to check against KVM's own translation.
+//! over the live page tables, for the VMM to check against KVM's own translation; and the
+//! tree's statistics.
 
 use super::direct_map;
 use super::setup::{kernel_region, Mm};
@@ -69,4 +70,11 @@ pub fn report_and_check(mm: &Mm) {
     }
     hypercall::report(ReportKind::Translations, payload.as_slice());
     hypercall::checkpoint(checkpoint::CHECK_TRANSLATIONS);
+
+    let stats = walker.stats();
+    let mut counts = ReportBuf::new();
+    for count in stats.tables.iter().chain(&stats.pages) {
+        counts.extend(&count.to_le_bytes());
+    }
+    hypercall::report(ReportKind::PageTables, counts.as_slice());
 }
