@@ -140,7 +140,7 @@ fn print_reports(outcome: &vmm::Outcome) {
     }
     for report in &outcome.reports {
         if let vmm::Report::PageTables { tables, pages } = report {
-            log::info!(
+            log::debug!(
                 "guest page tables: {} PML4, {} PDPT, {} PD, {} PT; mapped {} × 4 KiB, {} × 2 MiB, {} × 1 GiB",
                 tables[0],
                 tables[1],
