@@ -8,7 +8,10 @@
 #![allow(missing_docs, clippy::cast_possible_truncation)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use guest::paging::{Mapper, PageSize, TableAlloc, TableMemory, WRITABLE};
+use guest::paging::{
+    Frame, Mapper, Page as MapperPage, PageSize, TableAlloc, TableMemory, WRITABLE,
+};
+use shared::addr::{PhysAddr as Phys, VirtAddr as Virt};
 use std::hint::black_box;
 use x86_64::structures::paging::{
     FrameAllocator, Mapper as _, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame,
@@ -48,17 +51,17 @@ impl Arena {
 }
 
 impl TableMemory for Arena {
-    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
-        &mut self.tables[Self::index(table)]
+    fn entries(&mut self, table: Phys) -> &mut [u64; 512] {
+        &mut self.tables[Self::index(table.as_u64())]
     }
 }
 
 impl TableAlloc for Arena {
-    fn used(&mut self, table: u64) -> &mut u64 {
-        &mut self.used[Self::index(table)]
+    fn used(&mut self, table: Phys) -> &mut u64 {
+        &mut self.used[Self::index(table.as_u64())]
     }
 
-    fn alloc_table(&mut self) -> Option<u64> {
+    fn alloc_table(&mut self) -> Option<Phys> {
         let index = match self.free.pop() {
             Some(index) => {
                 self.tables[index] = [0; 512];
@@ -71,12 +74,20 @@ impl TableAlloc for Arena {
                 self.tables.len() - 1
             }
         };
-        Some(ARENA_BASE + ((index as u64) << 12))
+        Some(Phys::new(ARENA_BASE + ((index as u64) << 12)))
     }
 
-    fn free_table(&mut self, table: u64) {
-        self.free.push(Self::index(table));
+    fn free_table(&mut self, table: Phys) {
+        self.free.push(Self::index(table.as_u64()));
     }
+}
+
+fn page(virt: u64, size: PageSize) -> MapperPage {
+    MapperPage::new(Virt::new(virt), size).expect("aligned")
+}
+
+fn frame(phys: u64, size: PageSize) -> Frame {
+    Frame::new(Phys::new(phys), size).expect("aligned")
 }
 
 fn ours() -> Mapper<Arena> {
@@ -85,7 +96,7 @@ fn ours() -> Mapper<Arena> {
 
 fn ours_mapped(size: PageSize) -> Mapper<Arena> {
     let mut mapper = ours();
-    mapper.map_range(VIRT, PHYS, GIB, WRITABLE, size).expect("maps").ignore();
+    mapper.map_range(Virt::new(VIRT), Phys::new(PHYS), GIB, WRITABLE, size).expect("maps").ignore();
     mapper
 }
 
@@ -148,9 +159,13 @@ fn map_4k(c: &mut Criterion) {
             ours,
             |mut m| {
                 for i in 0..PAGES_4K {
-                    m.map(VIRT + (i << 12), PHYS + (i << 12), PageSize::Size4K, WRITABLE)
-                        .expect("maps")
-                        .ignore();
+                    m.map(
+                        page(VIRT + (i << 12), PageSize::Size4K),
+                        frame(PHYS + (i << 12), PageSize::Size4K),
+                        WRITABLE,
+                    )
+                    .expect("maps")
+                    .ignore();
                 }
                 m
             },
@@ -161,7 +176,9 @@ fn map_4k(c: &mut Criterion) {
         b.iter_batched(
             ours,
             |mut m| {
-                m.map_range(VIRT, PHYS, GIB, WRITABLE, PageSize::Size4K).expect("maps").ignore();
+                m.map_range(Virt::new(VIRT), Phys::new(PHYS), GIB, WRITABLE, PageSize::Size4K)
+                    .expect("maps")
+                    .ignore();
                 m
             },
             BatchSize::LargeInput,
@@ -187,13 +204,13 @@ fn translate_4k(c: &mut Criterion) {
     group.bench_function("ours, translate per address", |b| {
         b.iter(|| {
             for i in 0..PAGES_4K {
-                black_box(m.translate(VIRT + (i << 12) + 8));
+                black_box(m.translate(Virt::new(VIRT + (i << 12) + 8)));
             }
         })
     });
     group.bench_function("ours, translate_each (sequential sweep)", |b| {
         b.iter(|| {
-            m.translate_each(VIRT, PAGES_4K, |virt, t| {
+            m.translate_each(Virt::new(VIRT), PAGES_4K, |virt, t| {
                 black_box((virt, t));
             })
         })
@@ -219,7 +236,7 @@ fn unmap_4k(c: &mut Criterion) {
             || ours_mapped(PageSize::Size4K),
             |mut m| {
                 for i in 0..PAGES_4K {
-                    m.unmap(VIRT + (i << 12)).expect("unmaps").2.ignore();
+                    m.unmap(Virt::new(VIRT + (i << 12))).expect("unmaps").1.ignore();
                 }
                 m
             },
@@ -230,7 +247,7 @@ fn unmap_4k(c: &mut Criterion) {
         b.iter_batched(
             || ours_mapped(PageSize::Size4K),
             |mut m| {
-                m.unmap_range(VIRT, GIB).expect("unmaps").ignore();
+                m.unmap_range(Virt::new(VIRT), GIB).expect("unmaps").ignore();
                 m
             },
             BatchSize::LargeInput,
@@ -267,19 +284,25 @@ fn map_unmap_2m(c: &mut Criterion) {
     group.bench_function("ours, per page", |b| {
         b.iter(|| {
             for i in 0..PAGES_2M {
-                m.map(VIRT + (i << 21), PHYS + (i << 21), PageSize::Size2M, WRITABLE)
-                    .expect("maps")
-                    .ignore();
+                m.map(
+                    page(VIRT + (i << 21), PageSize::Size2M),
+                    frame(PHYS + (i << 21), PageSize::Size2M),
+                    WRITABLE,
+                )
+                .expect("maps")
+                .ignore();
             }
             for i in 0..PAGES_2M {
-                m.unmap(VIRT + (i << 21)).expect("unmaps").2.ignore();
+                m.unmap(Virt::new(VIRT + (i << 21))).expect("unmaps").1.ignore();
             }
         })
     });
     group.bench_function("ours, map_range and unmap_range", |b| {
         b.iter(|| {
-            m.map_range(VIRT, PHYS, GIB, WRITABLE, PageSize::Size2M).expect("maps").ignore();
-            m.unmap_range(VIRT, GIB).expect("unmaps").ignore();
+            m.map_range(Virt::new(VIRT), Phys::new(PHYS), GIB, WRITABLE, PageSize::Size2M)
+                .expect("maps")
+                .ignore();
+            m.unmap_range(Virt::new(VIRT), GIB).expect("unmaps").ignore();
         })
     });
     let mut arena = OffsetArena::new();

@@ -15,6 +15,8 @@
 //! what changed (per page, or all of it past [`FLUSH_ALL_THRESHOLD`] pages) or says why it
 //! need not, so a forgotten flush does not compile quietly.
 
+use shared::addr::{PhysAddr, VirtAddr};
+
 /// Present.
 pub const PRESENT: u64 = 1 << 0;
 /// Writable.
@@ -83,6 +85,72 @@ impl PageSize {
     }
 }
 
+/// A virtual page: an aligned start and a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    start: VirtAddr,
+    size: PageSize,
+}
+
+impl Page {
+    /// The page starting at `start`, which must be aligned to `size`.
+    pub fn new(start: VirtAddr, size: PageSize) -> Result<Self, MapError> {
+        if start.is_aligned(size.bytes()) {
+            Ok(Self { start, size })
+        } else {
+            Err(MapError::Misaligned { addr: start.as_u64() })
+        }
+    }
+
+    /// The page of `size` that holds `addr`.
+    pub fn containing(addr: VirtAddr, size: PageSize) -> Self {
+        Self { start: addr.align_down(size.bytes()), size }
+    }
+
+    /// First address.
+    pub fn start(self) -> VirtAddr {
+        self.start
+    }
+
+    /// Size.
+    pub fn size(self) -> PageSize {
+        self.size
+    }
+}
+
+/// A physical page frame: an aligned start and a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    start: PhysAddr,
+    size: PageSize,
+}
+
+impl Frame {
+    /// The frame starting at `start`, which must be aligned to `size`.
+    pub fn new(start: PhysAddr, size: PageSize) -> Result<Self, MapError> {
+        if start.is_aligned(size.bytes()) {
+            Ok(Self { start, size })
+        } else {
+            Err(MapError::Misaligned { addr: start.as_u64() })
+        }
+    }
+
+    /// The frame of `size` that holds `addr`.
+    pub fn containing(addr: PhysAddr, size: PageSize) -> Self {
+        Self { start: addr.align_down(size.bytes()), size }
+    }
+
+    /// First address.
+    pub fn start(self) -> PhysAddr {
+        self.start
+    }
+
+    /// Size.
+    pub fn size(self) -> PageSize {
+        self.size
+    }
+}
+
 /// Index of `virt` in its table at `level` (4 = PML4 … 1 = PT).
 pub const fn table_index(virt: u64, level: u32) -> usize {
     ((virt >> (12 + 9 * (level - 1))) & 0x1ff) as usize
@@ -97,24 +165,24 @@ pub const fn is_canonical(virt: u64) -> bool {
 /// The page tables' memory, for reading (translate, walk) and writing entries.
 pub trait TableMemory {
     /// The 512 entries of the table at physical address `table`.
-    fn entries(&mut self, table: u64) -> &mut [u64; 512];
+    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512];
 }
 
 /// Page-table memory that can also allocate and free tables and count their entries, for
 /// changing the tree (map, unmap, protect).
 pub trait TableAlloc: TableMemory {
     /// The count of used entries of the table at `table`.
-    fn used(&mut self, table: u64) -> &mut u64;
+    fn used(&mut self, table: PhysAddr) -> &mut u64;
     /// A new table, zeroed, with a used count of zero.
-    fn alloc_table(&mut self) -> Option<u64>;
+    fn alloc_table(&mut self) -> Option<PhysAddr>;
     /// Gives back a table whose entries are all zero.
-    fn free_table(&mut self, table: u64);
+    fn free_table(&mut self, table: PhysAddr);
 }
 
 /// Invalidates TLB entries.
 pub trait Tlb {
     /// Invalidates the translation of one page (`invlpg`).
-    fn flush_page(&self, virt: u64);
+    fn flush_page(&self, virt: VirtAddr);
     /// Invalidates every non-global translation (reloading CR3).
     fn flush_all(&self);
 }
@@ -161,7 +229,7 @@ impl Flush {
             tlb.flush_all();
         } else {
             for page in 0..self.pages {
-                tlb.flush_page(self.start + page * self.page_bytes);
+                tlb.flush_page(VirtAddr::new_truncate(self.start + page * self.page_bytes));
             }
         }
     }
@@ -191,6 +259,8 @@ pub enum MapError {
         /// The virtual address.
         virt: u64,
     },
+    /// A page and a frame of different sizes.
+    SizeMismatch,
     /// Nothing is mapped at the address.
     NotMapped {
         /// The virtual address.
@@ -202,7 +272,7 @@ pub enum MapError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {
     /// The physical address the virtual address maps to.
-    pub phys: u64,
+    pub phys: PhysAddr,
     /// The size of the page it lies in.
     pub size: PageSize,
     /// The leaf entry's flags (the address bits cleared).
@@ -213,7 +283,7 @@ pub struct Translation {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WalkStep {
     /// Physical address of the entry.
-    pub entry_addr: u64,
+    pub entry_addr: PhysAddr,
     /// The entry's value.
     pub value: u64,
 }
@@ -247,27 +317,39 @@ pub struct Mapper<M> {
 
 impl<M: TableMemory> Mapper<M> {
     /// A mapper over the tree whose PML4 is at physical `root`.
-    pub fn new(root: u64, memory: M) -> Self {
-        Self { root, memory }
+    pub fn new(root: PhysAddr, memory: M) -> Self {
+        Self { root: root.as_u64(), memory }
+    }
+
+    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
+        self.memory.entries(table_addr(table))
     }
 
     /// Physical address of the PML4 (the CR3 value).
-    pub fn root(&self) -> u64 {
-        self.root
+    pub fn root(&self) -> PhysAddr {
+        table_addr(self.root)
     }
 
     /// Translates `virt`.
-    pub fn translate(&mut self, virt: u64) -> Option<Translation> {
+    pub fn translate(&mut self, virt: VirtAddr) -> Option<Translation> {
+        self.translate_raw(virt.as_u64())
+    }
+
+    fn translate_raw(&mut self, virt: u64) -> Option<Translation> {
         let mut table = self.root;
         for level in (1..=4).rev() {
-            let entry = self.memory.entries(table)[table_index(virt, level)];
+            let entry = self.entries(table)[table_index(virt, level)];
             if entry & PRESENT == 0 {
                 return None;
             }
             if level == 1 || (level <= 3 && entry & HUGE != 0) {
                 let size = PageSize::at_level(level);
                 let phys = (entry & ADDR_MASK & !(size.bytes() - 1)) | (virt & (size.bytes() - 1));
-                return Some(Translation { phys, size, flags: entry & !ADDR_MASK });
+                return Some(Translation {
+                    phys: PhysAddr::new(phys),
+                    size,
+                    flags: entry & !ADDR_MASK,
+                });
             }
             table = entry & ADDR_MASK;
         }
@@ -278,10 +360,11 @@ impl<M: TableMemory> Mapper<M> {
     /// walking from the root once per table instead of once per page: a sequential sweep.
     pub fn translate_each(
         &mut self,
-        virt: u64,
+        virt: VirtAddr,
         pages: u64,
-        mut f: impl FnMut(u64, Option<Translation>),
+        mut f: impl FnMut(VirtAddr, Option<Translation>),
     ) {
+        let virt = virt.as_u64();
         let end = virt + pages * PageSize::Size4K.bytes();
         let mut at = virt;
         while at < end {
@@ -289,20 +372,20 @@ impl<M: TableMemory> Mapper<M> {
                 Some((table, 1)) => {
                     let first = table_index(at, 1);
                     let count = run_length(first, (end - at) >> 12);
-                    let entries = &self.memory.entries(table)[first..first + count];
+                    let entries = &self.entries(table)[first..first + count];
                     for (i, &entry) in entries.iter().enumerate() {
                         let page = at + ((i as u64) << 12);
                         let translation = (entry & PRESENT != 0).then_some(Translation {
-                            phys: entry & ADDR_MASK,
+                            phys: table_addr(entry),
                             size: PageSize::Size4K,
                             flags: entry & !ADDR_MASK,
                         });
-                        f(page, translation);
+                        f(VirtAddr::new_truncate(page), translation);
                     }
                     at += (count as u64) << 12;
                 }
                 _ => {
-                    f(at, self.translate(at));
+                    f(VirtAddr::new_truncate(at), self.translate_raw(at));
                     at += PageSize::Size4K.bytes();
                 }
             }
@@ -310,19 +393,22 @@ impl<M: TableMemory> Mapper<M> {
     }
 
     /// Walks `virt` from the root, recording every entry read.
-    pub fn walk(&mut self, virt: u64) -> Walk {
+    pub fn walk(&mut self, virt: VirtAddr) -> Walk {
+        let virt = virt.as_u64();
         let mut walk = Walk { steps: [WalkStep::default(); 4], levels: 0, translation: None };
         let mut table = self.root;
         for level in (1..=4).rev() {
             let index = table_index(virt, level);
-            let value = self.memory.entries(table)[index];
-            walk.steps[walk.levels] = WalkStep { entry_addr: table + 8 * index as u64, value };
+            let value = self.entries(table)[index];
+            // A table's entries lie within its page: below 2^52 like the table.
+            let entry_addr = PhysAddr::new(table + 8 * index as u64);
+            walk.steps[walk.levels] = WalkStep { entry_addr, value };
             walk.levels += 1;
             if value & PRESENT == 0 {
                 return walk;
             }
             if level == 1 || (level <= 3 && value & HUGE != 0) {
-                walk.translation = self.translate(virt);
+                walk.translation = self.translate_raw(virt);
                 return walk;
             }
             table = value & ADDR_MASK;
@@ -334,17 +420,17 @@ impl<M: TableMemory> Mapper<M> {
     pub fn stats(&mut self) -> TreeStats {
         let mut stats = TreeStats { tables: [1, 0, 0, 0], pages: [0; 3] };
         let present = |e: &u64| *e & PRESENT != 0;
-        let pml4 = *self.memory.entries(self.root);
+        let pml4 = *self.entries(self.root);
         for &e4 in pml4.iter().filter(|e| present(e)) {
             stats.tables[1] += 1;
-            let pdpt = *self.memory.entries(e4 & ADDR_MASK);
+            let pdpt = *self.entries(e4 & ADDR_MASK);
             for &e3 in pdpt.iter().filter(|e| present(e)) {
                 if e3 & HUGE != 0 {
                     stats.pages[2] += 1;
                     continue;
                 }
                 stats.tables[2] += 1;
-                let pd = *self.memory.entries(e3 & ADDR_MASK);
+                let pd = *self.entries(e3 & ADDR_MASK);
                 for &e2 in pd.iter().filter(|e| present(e)) {
                     if e2 & HUGE != 0 {
                         stats.pages[1] += 1;
@@ -352,8 +438,7 @@ impl<M: TableMemory> Mapper<M> {
                     }
                     stats.tables[3] += 1;
                     stats.pages[0] +=
-                        self.memory.entries(e2 & ADDR_MASK).iter().filter(|e| present(e)).count()
-                            as u64;
+                        self.entries(e2 & ADDR_MASK).iter().filter(|e| present(e)).count() as u64;
                 }
             }
         }
@@ -364,7 +449,7 @@ impl<M: TableMemory> Mapper<M> {
     fn leaf_of(&mut self, virt: u64) -> Option<(u64, u32)> {
         let mut table = self.root;
         for level in (1..=4).rev() {
-            let entry = self.memory.entries(table)[table_index(virt, level)];
+            let entry = self.entries(table)[table_index(virt, level)];
             if entry & PRESENT == 0 {
                 return None;
             }
@@ -380,12 +465,27 @@ impl<M: TableMemory> Mapper<M> {
 impl<M: TableAlloc> Mapper<M> {
     /// A mapper over a new, empty tree.
     pub fn create(mut memory: M) -> Option<Self> {
-        let root = memory.alloc_table()?;
+        let root = memory.alloc_table()?.as_u64();
         Some(Self { root, memory })
     }
 
-    /// Maps one page.
-    pub fn map(
+    fn used(&mut self, table: u64) -> &mut u64 {
+        self.memory.used(table_addr(table))
+    }
+
+    fn alloc_table_raw(&mut self) -> Option<u64> {
+        self.memory.alloc_table().map(PhysAddr::as_u64)
+    }
+
+    /// Maps `page` to `frame`, which must be of the same size.
+    pub fn map(&mut self, page: Page, frame: Frame, flags: u64) -> Result<Flush, MapError> {
+        if page.size != frame.size {
+            return Err(MapError::SizeMismatch);
+        }
+        self.map_raw(page.start.as_u64(), frame.start.as_u64(), page.size, flags)
+    }
+
+    fn map_raw(
         &mut self,
         virt: u64,
         phys: u64,
@@ -395,13 +495,13 @@ impl<M: TableAlloc> Mapper<M> {
         check_aligned(virt, phys, size.bytes())?;
         let table = self.table_for(virt, size.level())?;
         let index = table_index(virt, size.level());
-        let entry = &mut self.memory.entries(table)[index];
+        let entry = &mut self.entries(table)[index];
         if *entry & PRESENT != 0 {
             return Err(MapError::AlreadyMapped { virt });
         }
         let huge = if size == PageSize::Size4K { 0 } else { HUGE };
         *entry = phys | (flags & PERMISSION_FLAGS) | PRESENT | huge;
-        *self.memory.used(table) += 1;
+        *self.used(table) += 1;
         // The entry was not present: no TLB holds it.
         Ok(Flush::NONE)
     }
@@ -411,12 +511,13 @@ impl<M: TableAlloc> Mapper<M> {
     /// pages are written one table at a time, with a single walk per table.
     pub fn map_range(
         &mut self,
-        virt: u64,
-        phys: u64,
+        virt: VirtAddr,
+        phys: PhysAddr,
         len: u64,
         flags: u64,
         max: PageSize,
     ) -> Result<Flush, MapError> {
+        let (virt, phys) = (virt.as_u64(), phys.as_u64());
         check_aligned(virt, phys, PageSize::Size4K.bytes())?;
         check_aligned(len, 0, PageSize::Size4K.bytes())?;
         let mut offset = 0;
@@ -432,7 +533,7 @@ impl<M: TableAlloc> Mapper<M> {
             let first = table_index(v, level);
             let count = run_length(first, left / size.bytes());
             let table = self.table_for(v, level)?;
-            let entries = &mut self.memory.entries(table)[first..first + count];
+            let entries = &mut self.entries(table)[first..first + count];
             if let Some(taken) = entries.iter().position(|e| *e & PRESENT != 0) {
                 return Err(MapError::AlreadyMapped { virt: v + taken as u64 * size.bytes() });
             }
@@ -442,7 +543,7 @@ impl<M: TableAlloc> Mapper<M> {
                 *entry = frame;
                 frame += size.bytes();
             }
-            *self.memory.used(table) += count as u64;
+            *self.used(table) += count as u64;
             offset += count as u64 * size.bytes();
         }
         // None of the entries was present: no TLB holds them.
@@ -450,19 +551,22 @@ impl<M: TableAlloc> Mapper<M> {
     }
 
     /// Unmaps the page that maps `virt` (of whatever size), freeing tables that empty.
-    /// Returns the physical page and its size.
-    pub fn unmap(&mut self, virt: u64) -> Result<(u64, PageSize, Flush), MapError> {
+    /// Returns the frame it mapped.
+    pub fn unmap(&mut self, virt: VirtAddr) -> Result<(Frame, Flush), MapError> {
+        let virt = virt.as_u64();
         let (path, level) = self.path_to_leaf(virt).ok_or(MapError::NotMapped { virt })?;
         let table = path[level as usize - 1];
-        let entry = core::mem::take(&mut self.memory.entries(table)[table_index(virt, level)]);
+        let entry = core::mem::take(&mut self.entries(table)[table_index(virt, level)]);
         self.release(&path, virt, level, 1);
         let size = PageSize::at_level(level);
-        Ok((entry & ADDR_MASK, size, Flush::pages(virt & !(size.bytes() - 1), 1, size)))
+        let frame = Frame { start: table_addr(entry).align_down(size.bytes()), size };
+        Ok((frame, Flush::pages(virt & !(size.bytes() - 1), 1, size)))
     }
 
     /// Unmaps every page in `[virt, virt + len)`; pages must not straddle the range's ends.
     /// Runs of pages in one table are cleared in one pass.
-    pub fn unmap_range(&mut self, virt: u64, len: u64) -> Result<Flush, MapError> {
+    pub fn unmap_range(&mut self, virt: VirtAddr, len: u64) -> Result<Flush, MapError> {
+        let virt = virt.as_u64();
         let mut flush = Flush::NONE;
         let mut at = virt;
         while at < virt + len {
@@ -474,7 +578,7 @@ impl<M: TableAlloc> Mapper<M> {
             // least the one mapping `at`).
             let most = run_length(first, ((virt + len).saturating_sub(page) / size.bytes()).max(1));
             let table = path[level as usize - 1];
-            let run = &self.memory.entries(table)[first..first + most];
+            let run = &self.entries(table)[first..first + most];
             let leaf = |e: &&u64| **e & PRESENT != 0 && (level == 1 || **e & HUGE != 0);
             let count = run.iter().take_while(leaf).count() as u64;
             self.clear_entries(&path, at, level, count);
@@ -486,7 +590,8 @@ impl<M: TableAlloc> Mapper<M> {
 
     /// Changes the permissions of `[virt, virt + len)` (4 KiB aligned) to `flags`, splitting
     /// huge pages that the range cuts. Every page of the range must be mapped.
-    pub fn protect(&mut self, virt: u64, len: u64, flags: u64) -> Result<Flush, MapError> {
+    pub fn protect(&mut self, virt: VirtAddr, len: u64, flags: u64) -> Result<Flush, MapError> {
+        let virt = virt.as_u64();
         check_aligned(virt, 0, PageSize::Size4K.bytes())?;
         check_aligned(len, 0, PageSize::Size4K.bytes())?;
         let mut flush = Flush::NONE;
@@ -501,7 +606,7 @@ impl<M: TableAlloc> Mapper<M> {
                 flush = flush.and(Flush::pages(page, 1, size));
                 continue;
             }
-            let entry = &mut self.memory.entries(table)[table_index(at, level)];
+            let entry = &mut self.entries(table)[table_index(at, level)];
             *entry = (*entry & !PERMISSION_FLAGS) | (flags & PERMISSION_FLAGS);
             flush = flush.and(Flush::pages(page, 1, size));
             at = page + size.bytes();
@@ -517,12 +622,12 @@ impl<M: TableAlloc> Mapper<M> {
         let mut table = self.root;
         for upper in (level + 1..=4).rev() {
             let index = table_index(virt, upper);
-            let entry = self.memory.entries(table)[index];
+            let entry = self.entries(table)[index];
             table = if entry & PRESENT == 0 {
-                let new = self.memory.alloc_table().ok_or(MapError::NoTableMemory)?;
+                let new = self.alloc_table_raw().ok_or(MapError::NoTableMemory)?;
                 // Intermediate entries grant everything; leaves restrict.
-                self.memory.entries(table)[index] = new | PRESENT | WRITABLE | USER;
-                *self.memory.used(table) += 1;
+                self.entries(table)[index] = new | PRESENT | WRITABLE | USER;
+                *self.used(table) += 1;
                 new
             } else if entry & HUGE != 0 {
                 return Err(MapError::ParentEntryHugePage { virt });
@@ -537,17 +642,17 @@ impl<M: TableAlloc> Mapper<M> {
     /// next size down with the same flags.
     fn split(&mut self, table: u64, virt: u64, level: u32) -> Result<Flush, MapError> {
         let index = table_index(virt, level);
-        let entry = self.memory.entries(table)[index];
-        let child = self.memory.alloc_table().ok_or(MapError::NoTableMemory)?;
+        let entry = self.entries(table)[index];
+        let child = self.alloc_table_raw().ok_or(MapError::NoTableMemory)?;
         let small = PageSize::at_level(level - 1);
         let base = entry & ADDR_MASK & !(PageSize::at_level(level).bytes() - 1);
         let flags = entry & !ADDR_MASK & !HUGE;
         let leaf_huge = if small == PageSize::Size4K { 0 } else { HUGE };
-        for (i, slot) in self.memory.entries(child).iter_mut().enumerate() {
+        for (i, slot) in self.entries(child).iter_mut().enumerate() {
             *slot = (base + i as u64 * small.bytes()) | flags | leaf_huge;
         }
-        *self.memory.used(child) = 512;
-        self.memory.entries(table)[index] = child | PRESENT | WRITABLE | USER;
+        *self.used(child) = 512;
+        self.entries(table)[index] = child | PRESENT | WRITABLE | USER;
         let size = PageSize::at_level(level);
         Ok(Flush::pages(virt & !(size.bytes() - 1), 1, size))
     }
@@ -560,7 +665,7 @@ impl<M: TableAlloc> Mapper<M> {
         let mut table = self.root;
         for level in (1..=4).rev() {
             path[level as usize - 1] = table;
-            let entry = self.memory.entries(table)[table_index(virt, level)];
+            let entry = self.entries(table)[table_index(virt, level)];
             if entry & PRESENT == 0 {
                 return None;
             }
@@ -576,8 +681,7 @@ impl<M: TableAlloc> Mapper<M> {
     /// them.
     fn clear_entries(&mut self, path: &[u64; 4], virt: u64, level: u32, count: u64) {
         let first = table_index(virt, level);
-        self.memory.entries(path[level as usize - 1])[first..first + run_length(first, count)]
-            .fill(0);
+        self.entries(path[level as usize - 1])[first..first + run_length(first, count)].fill(0);
         self.release(path, virt, level, count);
     }
 
@@ -590,14 +694,14 @@ impl<M: TableAlloc> Mapper<M> {
         let mut count = count;
         loop {
             let table = path[level as usize - 1];
-            let used = self.memory.used(table);
+            let used = self.used(table);
             *used -= count;
             if *used > 0 || level == 4 {
                 return;
             }
-            self.memory.free_table(table);
+            self.memory.free_table(table_addr(table));
             level += 1;
-            self.memory.entries(path[level as usize - 1])[table_index(virt, level)] = 0;
+            self.entries(path[level as usize - 1])[table_index(virt, level)] = 0;
             count = 1;
         }
     }
@@ -606,6 +710,12 @@ impl<M: TableAlloc> Mapper<M> {
 /// Entries from index `first` to the end of a table, at most `pages`.
 fn run_length(first: usize, pages: u64) -> usize {
     (512 - first).min(usize::try_from(pages).unwrap_or(usize::MAX))
+}
+
+/// The table (or frame) address in an entry, or a table's own address.
+fn table_addr(entry: u64) -> PhysAddr {
+    // Masked to bits 12..51: always a physical address.
+    PhysAddr::new(entry & ADDR_MASK)
 }
 
 fn check_aligned(virt: u64, phys: u64, align: u64) -> Result<(), MapError> {

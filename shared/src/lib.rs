@@ -15,6 +15,7 @@
 //! ```
 #![no_std]
 
+pub mod addr;
 pub mod boot;
 pub mod hypercall;
 pub mod layout;

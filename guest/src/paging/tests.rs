@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use shared::addr::{PhysAddr, VirtAddr};
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
@@ -21,17 +22,17 @@ impl Arena {
 }
 
 impl TableMemory for Arena {
-    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
-        &mut self.tables[Self::index(table)]
+    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
+        &mut self.tables[Self::index(table.as_u64())]
     }
 }
 
 impl TableAlloc for Arena {
-    fn used(&mut self, table: u64) -> &mut u64 {
-        &mut self.used[Self::index(table)]
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        &mut self.used[Self::index(table.as_u64())]
     }
 
-    fn alloc_table(&mut self) -> Option<u64> {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
         let index = self.free.pop().unwrap_or_else(|| {
             self.tables.push([0; 512]);
             self.used.push(0);
@@ -40,11 +41,11 @@ impl TableAlloc for Arena {
         self.tables[index] = [0; 512];
         self.used[index] = 0;
         self.live += 1;
-        Some(BASE + 4096 * index as u64)
+        Some(PhysAddr::new(BASE + 4096 * index as u64))
     }
 
-    fn free_table(&mut self, table: u64) {
-        let index = Self::index(table);
+    fn free_table(&mut self, table: PhysAddr) {
+        let index = Self::index(table.as_u64());
         assert!(self.tables[index].iter().all(|&e| e == 0), "freeing a table that is not empty");
         self.free.push(index);
         self.live -= 1;
@@ -53,6 +54,30 @@ impl TableAlloc for Arena {
 
 fn mapper() -> Mapper<Arena> {
     Mapper::create(Arena::default()).expect("root table")
+}
+
+fn va(addr: u64) -> VirtAddr {
+    VirtAddr::new(addr)
+}
+
+fn pa(addr: u64) -> PhysAddr {
+    PhysAddr::new(addr)
+}
+
+/// Maps one page given raw addresses.
+fn map(
+    m: &mut Mapper<Arena>,
+    virt: u64,
+    phys: u64,
+    size: PageSize,
+    flags: u64,
+) -> Result<Flush, MapError> {
+    m.map(Page::new(va(virt), size)?, Frame::new(pa(phys), size)?, flags)
+}
+
+/// Unmaps a raw address: (physical, size, flush).
+fn unmap(m: &mut Mapper<Arena>, virt: u64) -> Result<(u64, PageSize, Flush), MapError> {
+    m.unmap(va(virt)).map(|(frame, flush)| (frame.start().as_u64(), frame.size(), flush))
 }
 
 const SIZES: [PageSize; 3] = [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G];
@@ -64,18 +89,19 @@ fn maps_translates_and_unmaps_every_size() {
     for (i, size) in SIZES.into_iter().enumerate() {
         let virt = base + (i as u64 + 1) * (1 << 30);
         let phys = 0x4000_0000 * (i as u64 + 1);
-        m.map(virt, phys, size, WRITABLE | NO_EXECUTE).expect("maps").ignore();
-        let t = m.translate(virt + size.bytes() - 8).expect("mapped");
-        assert_eq!((t.phys, t.size), (phys + size.bytes() - 8, size));
+        map(&mut m, virt, phys, size, WRITABLE | NO_EXECUTE).expect("maps").ignore();
+        let t = m.translate(va(virt + size.bytes() - 8)).expect("mapped");
+        assert_eq!((t.phys.as_u64(), t.size), (phys + size.bytes() - 8, size));
         assert_eq!(t.flags & PERMISSION_FLAGS, WRITABLE | NO_EXECUTE);
     }
     for (i, size) in SIZES.into_iter().enumerate() {
         let virt = base + (i as u64 + 1) * (1 << 30);
-        let (phys, got, flush) = m.unmap(virt + size.bytes() / 2).expect("unmaps the whole page");
+        let (phys, got, flush) =
+            unmap(&mut m, virt + size.bytes() / 2).expect("unmaps the whole page");
         assert_eq!((phys, got), (0x4000_0000 * (i as u64 + 1), size));
         assert_eq!(flush, Flush::pages(virt, 1, size));
         flush.ignore();
-        assert_eq!(m.translate(virt), None);
+        assert_eq!(m.translate(va(virt)), None);
     }
     assert_eq!(m.memory.live, 1, "only the root is left");
 }
@@ -86,17 +112,17 @@ fn map_range_uses_the_largest_pages_alignment_allows() {
     // 4 KiB up to the 2 MiB boundary, 2 MiB pages up to 1 GiB, one 1 GiB page, then 4 KiB.
     let virt = (1 << 30) - (2 << 20) - 8192;
     let len = 8192 + (2 << 20) + (1 << 30) + 4096;
-    m.map_range(virt, virt, len, WRITABLE, PageSize::Size1G).expect("maps").ignore();
-    let size_at = |m: &mut Mapper<Arena>, v: u64| m.translate(v).map(|t| t.size);
+    m.map_range(va(virt), pa(virt), len, WRITABLE, PageSize::Size1G).expect("maps").ignore();
+    let size_at = |m: &mut Mapper<Arena>, v: u64| m.translate(va(v)).map(|t| t.size);
     assert_eq!(size_at(&mut m, virt), Some(PageSize::Size4K));
     assert_eq!(size_at(&mut m, (1 << 30) - (2 << 20)), Some(PageSize::Size2M));
     assert_eq!(size_at(&mut m, 1 << 30), Some(PageSize::Size1G));
     assert_eq!(size_at(&mut m, 2 << 30), Some(PageSize::Size4K));
     assert_eq!(size_at(&mut m, (2 << 30) + 4096), None);
     let mut capped = mapper();
-    capped.map_range(0, 0, 4 << 20, 0, PageSize::Size4K).expect("maps").ignore();
+    capped.map_range(va(0), pa(0), 4 << 20, 0, PageSize::Size4K).expect("maps").ignore();
     assert_eq!(size_at(&mut capped, 2 << 20), Some(PageSize::Size4K));
-    m.unmap_range(virt, len).expect("unmaps").ignore();
+    m.unmap_range(va(virt), len).expect("unmaps").ignore();
     assert_eq!(m.memory.live, 1);
 }
 
@@ -105,7 +131,7 @@ fn stats_count_tables_and_pages_of_each_size() {
     let mut m = mapper();
     assert_eq!(m.stats(), TreeStats { tables: [1, 0, 0, 0], pages: [0; 3] });
     // 1 GiB page, then 2 MiB pages to 1 GiB + 4 MiB, then 3 pages of 4 KiB.
-    m.map_range(1 << 30, 1 << 30, (1 << 30) + (4 << 20) + 3 * 4096, 0, PageSize::Size1G)
+    m.map_range(va(1 << 30), pa(1 << 30), (1 << 30) + (4 << 20) + 3 * 4096, 0, PageSize::Size1G)
         .expect("maps")
         .ignore();
     assert_eq!(m.stats(), TreeStats { tables: [1, 1, 1, 1], pages: [3, 2, 1] });
@@ -114,41 +140,44 @@ fn stats_count_tables_and_pages_of_each_size() {
 #[test]
 fn conflicts_are_named() {
     let mut m = mapper();
-    m.map(2 << 20, 0, PageSize::Size2M, 0).expect("maps").ignore();
+    map(&mut m, 2 << 20, 0, PageSize::Size2M, 0).expect("maps").ignore();
     assert_eq!(
-        m.map((2 << 20) + 4096, 0, PageSize::Size4K, 0),
+        map(&mut m, (2 << 20) + 4096, 0, PageSize::Size4K, 0),
         Err(MapError::ParentEntryHugePage { virt: (2 << 20) + 4096 })
     );
     assert_eq!(
-        m.map(2 << 20, 0, PageSize::Size2M, 0),
+        map(&mut m, 2 << 20, 0, PageSize::Size2M, 0),
         Err(MapError::AlreadyMapped { virt: 2 << 20 })
     );
-    assert_eq!(m.map(4096 + 1, 0, PageSize::Size4K, 0), Err(MapError::Misaligned { addr: 4097 }));
     assert_eq!(
-        m.map(1 << 47, 0, PageSize::Size4K, 0),
-        Err(MapError::Misaligned { addr: 1 << 47 }),
-        "non-canonical"
+        map(&mut m, 4096 + 1, 0, PageSize::Size4K, 0),
+        Err(MapError::Misaligned { addr: 4097 })
     );
-    assert_eq!(m.unmap(8 << 20), Err(MapError::NotMapped { virt: 8 << 20 }));
+    // A non-canonical address cannot even be made: the type stops it before the mapper.
+    assert_eq!(VirtAddr::try_new(1 << 47), None);
+    let (page, frame) =
+        (Page::containing(va(0), PageSize::Size2M), Frame::containing(pa(0), PageSize::Size4K));
+    assert_eq!(m.map(page, frame, 0), Err(MapError::SizeMismatch));
+    assert_eq!(unmap(&mut m, 8 << 20), Err(MapError::NotMapped { virt: 8 << 20 }));
 }
 
 #[test]
 fn protect_splits_only_what_the_range_cuts() {
     let mut m = mapper();
-    m.map(1 << 30, 0, PageSize::Size1G, WRITABLE).expect("maps").ignore();
-    let flush = m.protect((1 << 30) + (4 << 20) + 4096, 4096, NO_EXECUTE).expect("protects");
+    map(&mut m, 1 << 30, 0, PageSize::Size1G, WRITABLE).expect("maps").ignore();
+    let flush = m.protect(va((1 << 30) + (4 << 20) + 4096), 4096, NO_EXECUTE).expect("protects");
     assert_eq!(flush.pages, u64::MAX, "split pages and the page itself: a full flush");
     flush.ignore();
-    let t = m.translate((1 << 30) + (4 << 20) + 4096).expect("mapped");
+    let t = m.translate(va((1 << 30) + (4 << 20) + 4096)).expect("mapped");
     assert_eq!(
-        (t.size, t.flags & PERMISSION_FLAGS, t.phys),
+        (t.size, t.flags & PERMISSION_FLAGS, t.phys.as_u64()),
         (PageSize::Size4K, NO_EXECUTE, (4 << 20) + 4096)
     );
-    let neighbour = m.translate((1 << 30) + (4 << 20)).expect("mapped");
+    let neighbour = m.translate(va((1 << 30) + (4 << 20))).expect("mapped");
     assert_eq!((neighbour.size, neighbour.flags & PERMISSION_FLAGS), (PageSize::Size4K, WRITABLE));
-    let far = m.translate((1 << 30) + (64 << 20)).expect("mapped");
+    let far = m.translate(va((1 << 30) + (64 << 20))).expect("mapped");
     assert_eq!(
-        (far.size, far.flags & PERMISSION_FLAGS, far.phys),
+        (far.size, far.flags & PERMISSION_FLAGS, far.phys.as_u64()),
         (PageSize::Size2M, WRITABLE, 64 << 20)
     );
 }
@@ -156,22 +185,25 @@ fn protect_splits_only_what_the_range_cuts() {
 #[test]
 fn walk_records_each_level() {
     let mut m = mapper();
-    m.map(0x40_0000_0000, 0x1234_5000, PageSize::Size4K, WRITABLE).expect("maps").ignore();
-    let walk = m.walk(0x40_0000_0008);
+    map(&mut m, 0x40_0000_0000, 0x1234_5000, PageSize::Size4K, WRITABLE).expect("maps").ignore();
+    let walk = m.walk(va(0x40_0000_0008));
     assert_eq!(walk.levels, 4);
-    assert_eq!(walk.steps[0].entry_addr, m.root() + 8 * table_index(0x40_0000_0000, 4) as u64);
+    assert_eq!(
+        walk.steps[0].entry_addr.as_u64(),
+        m.root().as_u64() + 8 * table_index(0x40_0000_0000, 4) as u64
+    );
     assert_eq!(walk.steps[3].value & ADDR_MASK, 0x1234_5000);
-    assert_eq!(walk.translation.map(|t| t.phys), Some(0x1234_5008));
+    assert_eq!(walk.translation.map(|t| t.phys.as_u64()), Some(0x1234_5008));
     // Another PML4 slot: the walk stops at the first level.
-    let miss = m.walk(0x80_0000_0000);
+    let miss = m.walk(va(0x80_0000_0000));
     assert_eq!((miss.levels, miss.translation), (1, None));
 }
 
 struct Recorder(core::cell::RefCell<Vec<Option<u64>>>);
 
 impl Tlb for Recorder {
-    fn flush_page(&self, virt: u64) {
-        self.0.borrow_mut().push(Some(virt));
+    fn flush_page(&self, virt: VirtAddr) {
+        self.0.borrow_mut().push(Some(virt.as_u64()));
     }
     fn flush_all(&self) {
         self.0.borrow_mut().push(None);
@@ -252,16 +284,16 @@ fn check(m: &mut Mapper<Arena>, model: &Model) -> Result<(), TestCaseError> {
     // A sequential sweep agrees with single translations.
     if let Some((&first, _)) = model.iter().next() {
         let mut swept = Vec::new();
-        m.translate_each(first, 1024, |virt, t| swept.push((virt, t)));
+        m.translate_each(va(first), 1024, |virt, t| swept.push((virt, t)));
         for (virt, t) in swept {
             prop_assert_eq!(t, m.translate(virt), "sweep at {:#x}", virt);
         }
     }
     for (&virt, &(size, phys, flags)) in model {
         for offset in [0, size.bytes() / 2 + 8, size.bytes() - 1] {
-            let t = m.translate(virt + offset);
+            let t = m.translate(va(virt + offset));
             prop_assert_eq!(
-                t.map(|t| (t.phys, t.size, t.flags & PERMISSION_FLAGS)),
+                t.map(|t| (t.phys.as_u64(), t.size, t.flags & PERMISSION_FLAGS)),
                 Some((phys + offset, size, flags)),
                 "at {:#x}",
                 virt + offset
@@ -270,7 +302,7 @@ fn check(m: &mut Mapper<Arena>, model: &Model) -> Result<(), TestCaseError> {
         // Just past the page: either another model page or unmapped.
         let after = virt + size.bytes();
         if model_lookup(model, after).is_none() && after < WINDOW {
-            prop_assert_eq!(m.translate(after), None, "past the page at {:#x}", after);
+            prop_assert_eq!(m.translate(va(after)), None, "past the page at {:#x}", after);
         }
     }
     Ok(())
@@ -288,7 +320,7 @@ proptest! {
                     let size = SIZES[size];
                     let virt = slot % (WINDOW / size.bytes()) * size.bytes();
                     let phys = phys * size.bytes();
-                    let result = m.map(virt, phys, size, flags);
+                    let result = map(&mut m, virt, phys, size, flags);
                     if model_overlaps(&model, virt, size.bytes()) {
                         prop_assert!(result.is_err(), "mapping over {:#x} succeeded", virt);
                     } else {
@@ -301,7 +333,7 @@ proptest! {
                     if len == 0 || model_overlaps(&model, virt, len) {
                         continue;
                     }
-                    m.map_range(virt, virt, len, WRITABLE, SIZES[max]).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.ignore();
+                    m.map_range(va(virt), pa(virt), len, WRITABLE, SIZES[max]).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.ignore();
                     for (at, size) in model_range(virt, len, SIZES[max]) {
                         model.insert(at, (size, at, WRITABLE));
                     }
@@ -309,7 +341,7 @@ proptest! {
                 Op::Unmap { pick } => {
                     if model.is_empty() { continue; }
                     let (&virt, &(size, phys, _)) = model.iter().nth(pick % model.len()).expect("non-empty");
-                    let (got_phys, got_size, flush) = m.unmap(virt + size.bytes() / 2).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?;
+                    let (got_phys, got_size, flush) = unmap(&mut m, virt + size.bytes() / 2).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?;
                     flush.ignore();
                     prop_assert_eq!((got_phys, got_size), (phys, size));
                     model.remove(&virt);
@@ -322,7 +354,7 @@ proptest! {
                     let run: Vec<u64> = pages.iter().take_while(|&&(v, len)| { let ok = v == end; end = v + len; ok }).map(|&(v, _)| v).collect();
                     let (start, last) = (run[0], *run.last().expect("one page"));
                     let len = last + model[&last].0.bytes() - start;
-                    m.unmap_range(start, len).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.ignore();
+                    m.unmap_range(va(start), len).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.ignore();
                     for v in run {
                         model.remove(&v);
                     }
@@ -332,7 +364,7 @@ proptest! {
                     let (&virt, &(size, ..)) = model.iter().nth(pick % model.len()).expect("non-empty");
                     let start = virt + (offset % (size.bytes() >> 12)) * 4096;
                     let len = (pages * 4096).min(virt + size.bytes() - start);
-                    m.protect(start, len, flags).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.ignore();
+                    m.protect(va(start), len, flags).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.ignore();
                     // Model: split every page the range cuts, then set the flags.
                     let mut at = start;
                     while at < start + len {
@@ -355,7 +387,7 @@ proptest! {
         // Unmapping everything frees every table but the root.
         let pages: Vec<u64> = model.keys().copied().collect();
         for virt in pages {
-            m.unmap(virt).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.2.ignore();
+            unmap(&mut m, virt).map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?.2.ignore();
         }
         prop_assert_eq!(m.memory.live, 1, "page tables left allocated");
     }

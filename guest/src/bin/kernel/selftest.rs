@@ -13,8 +13,9 @@ use crate::mm::vmemmap::{address, pfn_of};
 use core::fmt::Write;
 use guest::buddy::{FreeError, Memmap, Watermark};
 use guest::e820::E820Map;
-use guest::paging::Mapper;
+use guest::paging::{Frame, Mapper, Page as Page2M};
 use log::{error, info};
+use shared::addr::{PhysAddr, VirtAddr};
 use shared::boot::E820_TYPE_RAM;
 use shared::layout::{HIGH_MEMORY, PAGE_SIZE};
 use shared::page::{Page, ZoneType, MAX_ORDER, NR_ORDERS, NR_ZONES, PG_HEAD};
@@ -390,14 +391,16 @@ fn own_tree(mm: &mut Mm, _: &E820Map) -> Outcome {
         ("identity-mapped zero page", shared::layout::ZERO_PAGE),
         ("stack guard", stack_guard()),
     ] {
-        ensure!(tree.translate(virt).is_none(), "the {what} address {virt:#x} is mapped");
+        ensure!(tree.translate(va(virt)).is_none(), "the {what} address {virt:#x} is mapped");
     }
     let nx = if crate::cpu::has_nx() { NO_EXECUTE } else { 0 };
-    let text = tree.translate(run as *const () as u64).map(|t| t.flags & (WRITABLE | NO_EXECUTE));
+    let text =
+        tree.translate(va(run as *const () as u64)).map(|t| t.flags & (WRITABLE | NO_EXECUTE));
     ensure!(text == Some(0), "kernel text is not read-only executable: {text:?}");
-    let ro = tree.translate(rodata().0).map(|t| t.flags & (WRITABLE | NO_EXECUTE));
+    let ro = tree.translate(va(rodata().0)).map(|t| t.flags & (WRITABLE | NO_EXECUTE));
     ensure!(ro == Some(nx), "rodata is not read-only no-execute: {ro:?}");
-    let data = tree.translate(&raw const SCRATCH as u64).map(|t| t.flags & (WRITABLE | NO_EXECUTE));
+    let data =
+        tree.translate(va(&raw const SCRATCH as u64)).map(|t| t.flags & (WRITABLE | NO_EXECUTE));
     ensure!(data == Some(WRITABLE | nx), "data is not read-write no-execute: {data:?}");
     Ok(())
 }
@@ -405,8 +408,12 @@ fn own_tree(mm: &mut Mm, _: &E820Map) -> Outcome {
 /// A word in `.data`.
 static mut SCRATCH: u64 = 1;
 
-fn root() -> u64 {
-    x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64()
+fn root() -> PhysAddr {
+    PhysAddr::new(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64())
+}
+
+fn va(addr: u64) -> VirtAddr {
+    VirtAddr::new(addr)
 }
 
 fn runtime_mapper(mm: &mut Mm, _: &E820Map) -> Outcome {
@@ -420,25 +427,28 @@ fn runtime_mapper(mm: &mut Mm, _: &E820Map) -> Outcome {
         .ok_or_else(|| detail(format_args!("no 2 MiB block")))?;
     let phys = block * PAGE_SIZE;
     let mut tree = Mapper::new(root(), RuntimeTables { buddy: &mut mm.buddy });
-    tree.map(virt, phys, PageSize::Size2M, WRITABLE)
-        .map_err(|e| detail(format_args!("map: {e:?}")))?
-        .ignore();
-    let huge = tree.translate(virt + 0x1234).map(|t| (t.phys, t.size));
+    let (page, frame) = (
+        Page2M::containing(va(virt), PageSize::Size2M),
+        Frame::containing(PhysAddr::new(phys), PageSize::Size2M),
+    );
+    tree.map(page, frame, WRITABLE).map_err(|e| detail(format_args!("map: {e:?}")))?.ignore();
+    let huge = tree.translate(va(virt + 0x1234)).map(|t| (t.phys.as_u64(), t.size));
     ensure!(huge == Some((phys + 0x1234, PageSize::Size2M)), "2 MiB page translates to {huge:?}");
-    tree.protect(virt + 0x1000, 0x1000, NO_EXECUTE)
+    tree.protect(va(virt + 0x1000), 0x1000, NO_EXECUTE)
         .map_err(|e| detail(format_args!("protect: {e:?}")))?
         .flush(&LocalTlb);
-    let split = tree.translate(virt + 0x1000).map(|t| t.size);
-    let neighbour = tree.translate(virt + 0x20_0000 - 8).map(|t| (t.phys, t.flags & WRITABLE));
+    let split = tree.translate(va(virt + 0x1000)).map(|t| t.size);
+    let neighbour =
+        tree.translate(va(virt + 0x20_0000 - 8)).map(|t| (t.phys.as_u64(), t.flags & WRITABLE));
     ensure!(split == Some(PageSize::Size4K), "the protected page is {split:?}");
     ensure!(
         neighbour == Some((phys + 0x20_0000 - 8, WRITABLE)),
         "the rest of the block is {neighbour:?}"
     );
-    tree.unmap_range(virt, 0x20_0000)
+    tree.unmap_range(va(virt), 0x20_0000)
         .map_err(|e| detail(format_args!("unmap: {e:?}")))?
         .flush(&LocalTlb);
-    ensure!(tree.translate(virt).is_none(), "still mapped after unmap");
+    ensure!(tree.translate(va(virt)).is_none(), "still mapped after unmap");
     mm.buddy.free(block, 9).map_err(|err| detail(format_args!("{err}")))?;
     mm.buddy.drain_pcp();
     ensure!(
@@ -465,8 +475,8 @@ fn vmalloc_areas(mm: &mut Mm, _: &E820Map) -> Outcome {
         fill_and_check(&mut mm.buddy, a, 6 * PAGE_SIZE, 0xfeed),
         "area {a:#x} does not hold its data"
     );
-    let guard =
-        Mapper::new(root(), RuntimeTables { buddy: &mut mm.buddy }).translate(a + 6 * PAGE_SIZE);
+    let guard = Mapper::new(root(), RuntimeTables { buddy: &mut mm.buddy })
+        .translate(va(a + 6 * PAGE_SIZE));
     ensure!(guard.is_none(), "the guard page after {a:#x} is mapped");
     let head = mm.vmalloc.to_page(&mut mm.buddy, a + PAGE_SIZE).map(|page| page.flags & PG_HEAD);
     ensure!(head == Some(PG_HEAD), "vmalloc_to_page gives {head:?}");
@@ -515,7 +525,8 @@ fn demand_paging(mm: &mut Mm, _: &E820Map) -> Outcome {
         // SAFETY: mapped by the pager above.
         readback &= unsafe { ((virt + 8 * page) as *const u64).read_volatile() } == page + 1;
         let mut tree = Mapper::new(root(), RuntimeTables { buddy: &mut mm.buddy });
-        let (phys, _, flush) = tree.unmap(virt).map_err(|e| detail(format_args!("{e:?}")))?;
+        let (frame, flush) = tree.unmap(va(virt)).map_err(|e| detail(format_args!("{e:?}")))?;
+        let phys = frame.start().as_u64();
         flush.flush(&LocalTlb);
         mm.buddy.free_page(phys / PAGE_SIZE).map_err(|err| detail(format_args!("{err}")))?;
     }

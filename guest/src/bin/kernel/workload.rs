@@ -102,7 +102,7 @@ fn mmio_virt(e820: &E820Map, mm: &mut Mm, executable: bool) -> u64 {
     let Some(phys) = e820.first_hole_from(HIGH_MEMORY).filter(|&p| p < BOOT_MAP_SIZE) else {
         panic!("this workload needs a hole in the memory map below {BOOT_MAP_SIZE:#x}: use --mem below 1G")
     };
-    match mm.vmalloc.ioremap(&mut mm.buddy, phys, 4096, executable) {
+    match mm.vmalloc.ioremap(&mut mm.buddy, shared::addr::PhysAddr::new(phys), 4096, executable) {
         Ok(virt) if virt == MMIO_WINDOW => virt,
         other => panic!("cannot map the MMIO page at {MMIO_WINDOW:#x}: {other:?}"),
     }

@@ -9,7 +9,10 @@
 use super::direct_map;
 use super::vmemmap::address;
 use core::cell::UnsafeCell;
-use guest::paging::{Mapper, PageSize, TableAlloc, TableMemory, GLOBAL, WRITABLE};
+use guest::paging::{
+    Frame, Mapper, Page as VirtPage, PageSize, TableAlloc, TableMemory, GLOBAL, WRITABLE,
+};
+use shared::addr::{PhysAddr, VirtAddr};
 use shared::layout::PAGE_SIZE;
 use shared::page::{Page, PG_TABLE};
 
@@ -69,13 +72,18 @@ pub fn handle(addr: u64) -> bool {
         return false;
     }
     let Some(frame) = take(state) else { return false };
-    let page = addr & !(PAGE_SIZE - 1);
+    let Some(page) =
+        VirtAddr::try_new(addr).map(|addr| VirtPage::containing(addr, PageSize::Size4K))
+    else {
+        return false;
+    };
     // SAFETY: a frame from the pool: ours alone, RAM, reached through the direct map.
     unsafe { (direct_map(frame * PAGE_SIZE) as *mut u8).write_bytes(0, 4096) };
     let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
     let flags = WRITABLE | GLOBAL | state.flags;
     // The page was not present: no TLB holds it.
-    match Mapper::new(cr3, PoolTables).map(page, frame * PAGE_SIZE, PageSize::Size4K, flags) {
+    let frame = Frame::containing(PhysAddr::new(frame * PAGE_SIZE), PageSize::Size4K);
+    match Mapper::new(PhysAddr::new(cr3), PoolTables).map(page, frame, flags) {
         Ok(flush) => flush.ignore(),
         Err(_) => return false,
     }
@@ -98,28 +106,30 @@ fn descriptor(table: u64) -> &'static mut Page {
 }
 
 impl TableMemory for PoolTables {
-    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
+    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
+        let table = table.as_u64();
         // SAFETY: a page table reached from CR3: RAM, in the direct map, used by the tree.
         unsafe { &mut *(direct_map(table) as *mut [u64; 512]) }
     }
 }
 
 impl TableAlloc for PoolTables {
-    fn used(&mut self, table: u64) -> &mut u64 {
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        let table = table.as_u64();
         &mut descriptor(table).private
     }
 
-    fn alloc_table(&mut self) -> Option<u64> {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
         let table = take(state())? * PAGE_SIZE;
         // SAFETY: a frame from the pool, ours alone, in the direct map.
         unsafe { (direct_map(table) as *mut u8).write_bytes(0, 4096) };
         let page = descriptor(table);
         page.flags |= PG_TABLE;
         page.private = 0;
-        Some(table)
+        Some(PhysAddr::new(table))
     }
 
-    fn free_table(&mut self, _table: u64) {
+    fn free_table(&mut self, _table: PhysAddr) {
         // The pager only maps; tables are freed by whoever unmaps the area.
     }
 }

@@ -20,8 +20,9 @@ use super::vmemmap::{address, Vmemmap};
 use guest::buddy::{Buddy, Memmap};
 use guest::memblock::Memblock;
 use guest::paging::{
-    MapError, Mapper, PageSize, TableAlloc, TableMemory, GLOBAL, NO_EXECUTE, WRITABLE,
+    Frame, MapError, Mapper, Page, PageSize, TableAlloc, TableMemory, GLOBAL, NO_EXECUTE, WRITABLE,
 };
+use shared::addr::{PhysAddr, VirtAddr};
 use shared::layout::{KERNEL_VIRT_BASE, PAGE_SIZE};
 use shared::page::{ZoneType, PG_TABLE};
 
@@ -45,26 +46,29 @@ pub struct EarlyTables<'a> {
 }
 
 impl TableMemory for EarlyTables<'_> {
-    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
+    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
+        let table = table.as_u64();
         entries_at(table)
     }
 }
 
 impl TableAlloc for EarlyTables<'_> {
-    fn used(&mut self, table: u64) -> &mut u64 {
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        let table = table.as_u64();
         table_count(self.memmap, table)
     }
 
-    fn alloc_table(&mut self) -> Option<u64> {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
         let table = self.memblock.alloc(PAGE_SIZE, PAGE_SIZE, u64::MAX)?;
         zero(table);
         let page = self.memmap.page(table / PAGE_SIZE)?;
         page.flags |= PG_TABLE;
         page.private = 0;
-        Some(table)
+        Some(PhysAddr::new(table))
     }
 
-    fn free_table(&mut self, table: u64) {
+    fn free_table(&mut self, table: PhysAddr) {
+        let table = table.as_u64();
         // Boot tables are never freed back to memblock: memblock is a record by then.
         if let Some(page) = self.memmap.page(table / PAGE_SIZE) {
             page.flags &= !PG_TABLE;
@@ -79,26 +83,29 @@ pub struct RuntimeTables<'a> {
 }
 
 impl TableMemory for RuntimeTables<'_> {
-    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
+    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
+        let table = table.as_u64();
         entries_at(table)
     }
 }
 
 impl TableAlloc for RuntimeTables<'_> {
-    fn used(&mut self, table: u64) -> &mut u64 {
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        let table = table.as_u64();
         table_count(&mut self.buddy.memmap, table)
     }
 
-    fn alloc_table(&mut self) -> Option<u64> {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
         let table = self.buddy.alloc_page(ZoneType::Normal)? * PAGE_SIZE;
         zero(table);
         let page = self.buddy.memmap.page(table / PAGE_SIZE)?;
         page.flags |= PG_TABLE;
         page.private = 0;
-        Some(table)
+        Some(PhysAddr::new(table))
     }
 
-    fn free_table(&mut self, table: u64) {
+    fn free_table(&mut self, table: PhysAddr) {
+        let table = table.as_u64();
         if let Some(page) = self.buddy.memmap.page(table / PAGE_SIZE) {
             page.flags &= !PG_TABLE;
         }
@@ -161,7 +168,14 @@ pub fn build(
 
     let largest = if gigabyte_pages { PageSize::Size1G } else { PageSize::Size2M };
     for &(base, size) in &regions[..count] {
-        tree.map_range(direct_map(base), base, size, WRITABLE | nx | GLOBAL, largest)?.ignore();
+        tree.map_range(
+            VirtAddr::new(direct_map(base)),
+            PhysAddr::new(base),
+            size,
+            WRITABLE | nx | GLOBAL,
+            largest,
+        )?
+        .ignore();
     }
 
     let image = |symbol: *const u8| symbol as u64;
@@ -179,27 +193,32 @@ pub fn build(
     ];
     for (start, end, flags) in sections {
         let phys = start - KERNEL_VIRT_BASE;
-        tree.map_range(start, phys, end - start, flags, PageSize::Size4K)?.ignore();
+        tree.map_range(
+            VirtAddr::new(start),
+            PhysAddr::new(phys),
+            end - start,
+            flags,
+            PageSize::Size4K,
+        )?
+        .ignore();
     }
 
     // The memory map: the pages the boot tables map it with, at the same addresses.
     let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
-    let mut boot = Mapper::new(cr3, BootTables);
+    let mut boot = Mapper::new(PhysAddr::new(cr3), BootTables);
     for &(base, size) in &regions[..count] {
         let (mut virt, end) =
             (address(base / PAGE_SIZE) & !(PAGE_SIZE - 1), address((base + size) / PAGE_SIZE));
         while virt < end {
-            match boot.translate(virt) {
+            match boot.translate(VirtAddr::new(virt)) {
                 Some(t) => {
                     let page = virt & !(t.size.bytes() - 1);
-                    if tree.translate(page).is_none() {
-                        tree.map(
-                            page,
-                            t.phys & !(t.size.bytes() - 1),
-                            t.size,
-                            WRITABLE | GLOBAL | nx,
-                        )?
-                        .ignore();
+                    if tree.translate(VirtAddr::new(page)).is_none() {
+                        let (page, frame) = (
+                            Page::new(VirtAddr::new(page), t.size)?,
+                            Frame::containing(t.phys, t.size),
+                        );
+                        tree.map(page, frame, WRITABLE | GLOBAL | nx)?.ignore();
                     }
                     virt = page + t.size.bytes();
                 }
@@ -207,14 +226,15 @@ pub fn build(
             }
         }
     }
-    Ok(tree.root())
+    Ok(tree.root().as_u64())
 }
 
 /// The VMM's boot tables (and their extension), read through the direct map.
 struct BootTables;
 
 impl TableMemory for BootTables {
-    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
+    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
+        let table = table.as_u64();
         entries_at(table)
     }
 }

@@ -8,6 +8,7 @@ use super::vmemmap::address;
 use crate::hypercall;
 use crate::ReportBuf;
 use guest::paging::{Mapper, TableMemory};
+use shared::addr::{PhysAddr, VirtAddr};
 use shared::hypercall::{checkpoint, ReportKind, UNMAPPED};
 use shared::layout::{BOOT_MAP_SIZE, PAGE_SIZE, ZERO_PAGE};
 
@@ -15,7 +16,8 @@ use shared::layout::{BOOT_MAP_SIZE, PAGE_SIZE, ZERO_PAGE};
 struct LiveTables;
 
 impl TableMemory for LiveTables {
-    fn entries(&mut self, table: u64) -> &mut [u64; 512] {
+    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
+        let table = table.as_u64();
         // SAFETY: `table` is a page-table page the walk reached from CR3: RAM, which the
         // direct map covers; this CPU only reads it here and nothing else runs.
         unsafe { &mut *(direct_map(table) as *mut [u64; 512]) }
@@ -58,14 +60,14 @@ fn addresses(mm: &Mm, out: &mut [u64; 64]) -> usize {
 /// Reports the guest's translations and asks the VMM to check them.
 pub fn report_and_check(mm: &Mm) {
     let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
-    let mut walker = Mapper::new(cr3, LiveTables);
+    let mut walker = Mapper::new(PhysAddr::new(cr3), LiveTables);
     let mut virts = [0u64; 64];
     let count = addresses(mm, &mut virts);
     let mut payload = ReportBuf::new();
     for &virt in &virts[..count] {
-        let translation = walker.translate(virt);
+        let translation = VirtAddr::try_new(virt).and_then(|v| walker.translate(v));
         payload.extend(&virt.to_le_bytes());
-        payload.extend(&translation.map_or(UNMAPPED, |t| t.phys).to_le_bytes());
+        payload.extend(&translation.map_or(UNMAPPED, |t| t.phys.as_u64()).to_le_bytes());
         payload.extend(&translation.map_or(0, |t| t.size.bytes()).to_le_bytes());
     }
     hypercall::report(ReportKind::Translations, payload.as_slice());

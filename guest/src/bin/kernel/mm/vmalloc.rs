@@ -14,7 +14,10 @@ use super::direct_map;
 use super::tables::RuntimeTables;
 use super::vmemmap::Vmemmap;
 use guest::buddy::{Buddy, Memmap};
-use guest::paging::{Flush, Mapper, PageSize, Tlb, GLOBAL, NO_CACHE, NO_EXECUTE, WRITABLE};
+use guest::paging::{
+    Flush, Frame, Mapper, Page as VirtPage, PageSize, Tlb, GLOBAL, NO_CACHE, NO_EXECUTE, WRITABLE,
+};
+use shared::addr::{PhysAddr, VirtAddr};
 use shared::layout::{PAGE_SIZE, VMALLOC_END, VMALLOC_START};
 use shared::page::{Page, ZoneType};
 
@@ -60,8 +63,8 @@ pub struct Vmalloc {
 pub struct LocalTlb;
 
 impl Tlb for LocalTlb {
-    fn flush_page(&self, virt: u64) {
-        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(virt));
+    fn flush_page(&self, virt: VirtAddr) {
+        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(virt.as_u64()));
     }
 
     fn flush_all(&self) {
@@ -71,7 +74,7 @@ impl Tlb for LocalTlb {
 
 fn tree(buddy: &mut Buddy<Vmemmap>) -> Mapper<RuntimeTables<'_>> {
     let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
-    Mapper::new(cr3, RuntimeTables { buddy })
+    Mapper::new(PhysAddr::new(cr3), RuntimeTables { buddy })
 }
 
 impl Vmalloc {
@@ -117,12 +120,12 @@ impl Vmalloc {
                 buddy.alloc_page(ZoneType::Normal).ok_or(VmallocError::NoMemory).and_then(|pfn| {
                     let flags = WRITABLE | GLOBAL | self.nx;
                     // The address was unmapped: no TLB holds it.
-                    let mapping = tree(buddy).map(
-                        start + page * PAGE_SIZE,
-                        pfn * PAGE_SIZE,
+                    let virt = VirtPage::containing(
+                        VirtAddr::new(start + page * PAGE_SIZE),
                         PageSize::Size4K,
-                        flags,
                     );
+                    let frame = Frame::containing(PhysAddr::new(pfn * PAGE_SIZE), PageSize::Size4K);
+                    let mapping = tree(buddy).map(virt, frame, flags);
                     mapping.map(Flush::ignore).map_err(|_| {
                         let _ = buddy.free_page(pfn);
                         VmallocError::NoMemory
@@ -142,7 +145,7 @@ impl Vmalloc {
     pub fn ioremap(
         &mut self,
         buddy: &mut Buddy<Vmemmap>,
-        phys: u64,
+        phys: PhysAddr,
         size: u64,
         executable: bool,
     ) -> Result<u64, VmallocError> {
@@ -150,7 +153,7 @@ impl Vmalloc {
         let (index, start) = self.place(pages)?;
         let nx = if executable { 0 } else { self.nx };
         let mapping = tree(buddy).map_range(
-            start,
+            VirtAddr::new(start),
             phys,
             pages * PAGE_SIZE,
             WRITABLE | NO_CACHE | GLOBAL | nx,
@@ -179,7 +182,8 @@ impl Vmalloc {
     fn release(&mut self, buddy: &mut Buddy<Vmemmap>, area: Area) {
         for page in 0..area.pages {
             let virt = area.start + page * PAGE_SIZE;
-            let Ok((phys, _, flush)) = tree(buddy).unmap(virt) else { continue };
+            let Ok((frame, flush)) = tree(buddy).unmap(VirtAddr::new(virt)) else { continue };
+            let phys = frame.start().as_u64();
             flush.flush(&LocalTlb);
             if !area.io {
                 if let Err(err) = buddy.free_page(phys / PAGE_SIZE) {
@@ -191,7 +195,7 @@ impl Vmalloc {
 
     /// `vmalloc_to_page`: the `struct page` behind a vmalloc address.
     pub fn to_page<'b>(&self, buddy: &'b mut Buddy<Vmemmap>, addr: u64) -> Option<&'b mut Page> {
-        let phys = tree(buddy).translate(addr)?.phys;
+        let phys = tree(buddy).translate(VirtAddr::try_new(addr)?)?.phys.as_u64();
         buddy.memmap.page(phys / PAGE_SIZE)
     }
 
@@ -215,7 +219,9 @@ pub fn fill_and_check(buddy: &mut Buddy<Vmemmap>, addr: u64, len: u64, value: u6
             return false;
         }
     }
-    let Some(phys) = tree(buddy).translate(addr).map(|t| t.phys) else { return false };
+    let Some(phys) = tree(buddy).translate(VirtAddr::new(addr)).map(|t| t.phys.as_u64()) else {
+        return false;
+    };
     // SAFETY: the frame is RAM behind a live area, reached through the direct map.
     unsafe { (direct_map(phys) as *const u64).read_volatile() == value }
 }
