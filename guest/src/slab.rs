@@ -1,0 +1,609 @@
+//! A SLUB-style slab allocator (Linux's `mm/slub.c`) and `kmalloc`.
+//!
+//! A cache hands out objects of one size. Its objects live in slabs: runs of 2^order pages
+//! from a [`SlabPages`] backend (the buddy allocator), flagged `PG_SLAB` in their first
+//! `struct page`, which also records the cache, the slab's freelist and its counts, so a
+//! free finds everything from the object's address alone.
+//!
+//! ```text
+//! slab:   [obj 0][obj 1][obj 2] … [obj n-1][waste]
+//! object: [payload: object_size][red zone: debug only][align padding]
+//! free object: its first word (after the payload's start) points to the next free object
+//! ```
+//!
+//! Each cache has a current ("per-CPU") slab whose freelist is the fast path: an
+//! allocation pops it, a free of an object of that slab pushes it. Other slabs are on the
+//! partial list (some objects free), counted as full (none free), or kept empty (all
+//! free) up to a limit before going back to the backend.
+//!
+//! With `debug` (Linux's `slub_debug`), each object gets a red zone after its payload
+//! (0xcc while allocated, 0xbb while free), freed payloads are poisoned (0x6b, last byte
+//! 0xa5), and every free and allocation checks them: double free, a pointer that is not an
+//! object of the cache or not at an object boundary, a red-zone overwrite, and a write
+//! after free (found at the next allocation of the object) are each reported as a
+//! [`SlabError`] naming the cache and the object, and nothing is corrupted further.
+
+use shared::page::{Page, NO_PFN, PG_SLAB};
+
+/// Memory for slabs.
+pub trait SlabPages {
+    /// 2^`order` contiguous pages; returns the first page frame.
+    fn alloc_pages(&mut self, order: u32) -> Option<u64>;
+    /// Gives back what `alloc_pages` returned.
+    fn free_pages(&mut self, pfn: u64, order: u32);
+    /// The descriptor of a page frame.
+    fn page(&mut self, pfn: u64) -> Option<&mut Page>;
+    /// The address at which the kernel reaches page frame `pfn` (its direct map).
+    fn address(&self, pfn: u64) -> u64;
+    /// The page frame behind a direct-map address.
+    fn pfn(&self, addr: u64) -> u64;
+}
+
+/// What a bad free or allocation found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabError {
+    /// The cache's name.
+    pub cache: &'static str,
+    /// The object's address.
+    pub object: u64,
+    /// What is wrong.
+    pub kind: SlabErrorKind,
+}
+
+/// The kinds of corruption and misuse the allocator detects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlabErrorKind {
+    /// The object is already free.
+    DoubleFree,
+    /// The address is not in a slab of this cache.
+    NotAnObject,
+    /// The address is inside a slab but not at the start of an object.
+    NotAtBoundary,
+    /// Bytes after the object's payload were overwritten.
+    RedZoneOverwritten,
+    /// A free object's poison was overwritten: a write after free.
+    WriteAfterFree,
+}
+
+impl core::fmt::Display for SlabError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let what = match self.kind {
+            SlabErrorKind::DoubleFree => "double free",
+            SlabErrorKind::NotAnObject => "free of a pointer that is not an object of this cache",
+            SlabErrorKind::NotAtBoundary => "free of a pointer inside an object",
+            SlabErrorKind::RedZoneOverwritten => "red zone overwritten",
+            SlabErrorKind::WriteAfterFree => "write after free (poison overwritten)",
+        };
+        write!(f, "{}: {what}, object {:#x}", self.cache, self.object)
+    }
+}
+
+/// Red-zone byte of an allocated object.
+pub const RED_ACTIVE: u8 = 0xcc;
+/// Red-zone byte of a free object.
+pub const RED_INACTIVE: u8 = 0xbb;
+/// Poison of a free object's payload.
+pub const POISON_FREE: u8 = 0x6b;
+/// Last byte of a free object's poison.
+pub const POISON_END: u8 = 0xa5;
+/// Bytes of red zone after each object in debug mode.
+pub const RED_ZONE: u64 = 8;
+/// Empty slabs a cache keeps before giving slabs back.
+pub const MAX_EMPTY_SLABS: u64 = 2;
+/// The largest slab order a cache uses.
+pub const MAX_SLAB_ORDER: u32 = 3;
+
+/// A cache of equal objects.
+pub struct KmemCache {
+    name: &'static str,
+    object_size: u64,
+    /// Bytes of the object before its red zone: the size, at least a free pointer's 8.
+    payload: u64,
+    /// Distance between objects: payload, red zone, alignment padding.
+    stride: u64,
+    order: u32,
+    objects: u64,
+    debug: bool,
+    /// The current slab and its freelist (the fast path).
+    cpu_slab: u64,
+    cpu_freelist: u64,
+    /// Slabs with free objects, linked through their pages' `next`/`prev`.
+    partial: u64,
+    /// Slabs with every object free (also on `partial`).
+    empty: u64,
+    /// Slabs the cache holds.
+    slabs: u64,
+    /// Objects allocated.
+    in_use: u64,
+}
+
+impl KmemCache {
+    /// A cache of `size`-byte objects aligned to `align` (a power of two; at least 8, so
+    /// the free pointer fits), in slabs of the order that wastes least, up to
+    /// [`MAX_SLAB_ORDER`]. Returns `None` for a size of zero or larger than such a slab.
+    pub fn new(name: &'static str, size: u64, align: u64, debug: bool) -> Option<Self> {
+        let align = align.max(8);
+        if size == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        let payload = size.max(8);
+        let stride = (payload + if debug { RED_ZONE } else { 0 }).next_multiple_of(align);
+        // The order that wastes the smallest fraction of its slab (Linux's calculate_order).
+        let order = (0..=MAX_SLAB_ORDER).filter(|order| (4096u64 << order) >= stride).min_by_key(
+            |order| {
+                let bytes = 4096u64 << order;
+                // Waste in 1/1024ths of the slab, then prefer the smaller order.
+                ((bytes % stride) * 1024 / bytes, *order)
+            },
+        )?;
+        let objects = (4096u64 << order) / stride;
+        Some(Self {
+            name,
+            object_size: size,
+            payload,
+            stride,
+            order,
+            objects,
+            debug,
+            cpu_slab: NO_PFN,
+            cpu_freelist: 0,
+            partial: NO_PFN,
+            empty: 0,
+            slabs: 0,
+            in_use: 0,
+        })
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Bytes a caller may use in an object.
+    pub fn object_size(&self) -> u64 {
+        self.object_size
+    }
+
+    /// Bytes an object takes in its slab.
+    pub fn stride(&self) -> u64 {
+        self.stride
+    }
+
+    /// The slab order and the objects in a slab.
+    pub fn geometry(&self) -> (u32, u64) {
+        (self.order, self.objects)
+    }
+
+    /// Bytes of each slab no object uses.
+    pub fn waste_per_slab(&self) -> u64 {
+        (4096 << self.order) - self.objects * self.stride
+    }
+
+    /// (objects allocated, objects in all slabs, slabs).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.in_use, self.slabs * self.objects, self.slabs)
+    }
+
+    /// Allocates an object; `None` when the backend has no pages.
+    pub fn alloc(&mut self, pages: &mut impl SlabPages) -> Result<Option<u64>, SlabError> {
+        if self.cpu_freelist == 0 && !self.refill(pages) {
+            return Ok(None);
+        }
+        let object = self.cpu_freelist;
+        // SAFETY: `object` is a free object of the current slab, which the backend maps at
+        // its address; its first word is the freelist link.
+        self.cpu_freelist = unsafe { (object as *const u64).read() };
+        if self.debug {
+            let base = pages.address(self.cpu_slab);
+            let next = self.cpu_freelist;
+            let valid = next == 0
+                || (next >= base
+                    && (next - base) % self.stride == 0
+                    && (next - base) / self.stride < self.objects);
+            if !valid {
+                // The link was overwritten: never follow it. The slab goes into quarantine:
+                // marked full and detached, so it is neither used nor freed again.
+                self.cpu_freelist = 0;
+                let slab = core::mem::replace(&mut self.cpu_slab, NO_PFN);
+                if let Some(page) = pages.page(slab) {
+                    page.slab_inuse = page.slab_objects;
+                }
+                return Err(SlabError {
+                    cache: self.name,
+                    object,
+                    kind: SlabErrorKind::WriteAfterFree,
+                });
+            }
+            // A damaged object stays out of circulation rather than being handed out.
+            self.check_poison(object)?;
+            self.fill(object, self.payload, self.payload + RED_ZONE, RED_ACTIVE);
+        }
+        if let Some(page) = pages.page(self.cpu_slab) {
+            page.slab_inuse += 1;
+        }
+        self.in_use += 1;
+        Ok(Some(object))
+    }
+
+    /// Frees `object`, which must be an allocated object of this cache.
+    pub fn free(&mut self, pages: &mut impl SlabPages, object: u64) -> Result<(), SlabError> {
+        let err = |kind| SlabError { cache: self.name, object, kind };
+        let slab = self.slab_of(pages, object).ok_or(err(SlabErrorKind::NotAnObject))?;
+        let base = pages.address(slab);
+        if (object - base) % self.stride != 0 || (object - base) / self.stride >= self.objects {
+            return Err(err(SlabErrorKind::NotAtBoundary));
+        }
+        if self.debug {
+            if self.is_free(pages, slab, object) {
+                return Err(err(SlabErrorKind::DoubleFree));
+            }
+            if !self.all(object, self.payload, self.payload + RED_ZONE, RED_ACTIVE) {
+                return Err(err(SlabErrorKind::RedZoneOverwritten));
+            }
+            self.poison(object);
+        }
+        let Some(page) = pages.page(slab) else { return Err(err(SlabErrorKind::NotAnObject)) };
+        let was_full = page.slab_inuse == page.slab_objects;
+        page.slab_inuse -= 1;
+        let now_empty = page.slab_inuse == 0;
+        if slab == self.cpu_slab {
+            // SAFETY: `object` is an object of the current slab that is now free.
+            unsafe { (object as *mut u64).write(self.cpu_freelist) };
+            self.cpu_freelist = object;
+        } else {
+            // SAFETY: as above, for a slab on the partial list or full.
+            unsafe { (object as *mut u64).write(page.slab_freelist) };
+            page.slab_freelist = object;
+            if was_full {
+                self.list_add(pages, slab);
+            }
+            if now_empty {
+                self.empty += 1;
+                if self.empty > MAX_EMPTY_SLABS {
+                    self.discard(pages, slab);
+                }
+            }
+        }
+        self.in_use -= 1;
+        Ok(())
+    }
+
+    /// Gives every empty slab back to the backend (Linux's `kmem_cache_shrink`); the
+    /// current slab is put back first.
+    pub fn shrink(&mut self, pages: &mut impl SlabPages) {
+        self.deactivate(pages);
+        let mut slab = self.partial;
+        while slab != NO_PFN {
+            let (next, empty) =
+                pages.page(slab).map_or((NO_PFN, false), |p| (p.next, p.slab_inuse == 0));
+            if empty {
+                self.discard(pages, slab);
+            }
+            slab = next;
+        }
+    }
+
+    /// Refuses to be destroyed while objects are live (Linux's `kmem_cache_destroy`
+    /// complains the same way); else shrinks to nothing.
+    pub fn destroy(&mut self, pages: &mut impl SlabPages) -> Result<(), u64> {
+        if self.in_use > 0 {
+            return Err(self.in_use);
+        }
+        self.shrink(pages);
+        Ok(())
+    }
+
+    /// The slab holding `object`, if it is one of this cache's.
+    fn slab_of(&self, pages: &mut impl SlabPages, object: u64) -> Option<u64> {
+        let pfn = pages.pfn(object);
+        // The slab starts at a frame aligned to its order (the backend is a buddy allocator).
+        let slab = pfn & !((1u64 << self.order) - 1);
+        let page = pages.page(slab)?;
+        (page.flags & PG_SLAB != 0 && page.slab_cache == self as *const Self as u64).then_some(slab)
+    }
+
+    /// Makes a partial slab, or a new one, the current slab.
+    fn refill(&mut self, pages: &mut impl SlabPages) -> bool {
+        self.deactivate(pages);
+        let slab = if self.partial != NO_PFN {
+            let slab = self.partial;
+            self.list_del(pages, slab);
+            if pages.page(slab).is_some_and(|p| p.slab_inuse == 0) {
+                self.empty -= 1;
+            }
+            slab
+        } else {
+            match self.new_slab(pages) {
+                Some(slab) => slab,
+                None => return false,
+            }
+        };
+        let Some(page) = pages.page(slab) else { return false };
+        self.cpu_freelist = core::mem::take(&mut page.slab_freelist);
+        self.cpu_slab = slab;
+        self.cpu_freelist != 0
+    }
+
+    /// Puts the current slab back on the lists with its freelist.
+    fn deactivate(&mut self, pages: &mut impl SlabPages) {
+        let slab = core::mem::replace(&mut self.cpu_slab, NO_PFN);
+        if slab == NO_PFN {
+            return;
+        }
+        let freelist = core::mem::take(&mut self.cpu_freelist);
+        let Some(page) = pages.page(slab) else { return };
+        page.slab_freelist = freelist;
+        let (inuse, objects) = (page.slab_inuse, page.slab_objects);
+        if inuse < objects {
+            self.list_add(pages, slab);
+            if inuse == 0 {
+                self.empty += 1;
+            }
+        }
+    }
+
+    /// A new slab with every object on its freelist.
+    fn new_slab(&mut self, pages: &mut impl SlabPages) -> Option<u64> {
+        let slab = pages.alloc_pages(self.order)?;
+        let base = pages.address(slab);
+        let mut freelist = 0;
+        for index in (0..self.objects).rev() {
+            let object = base + index * self.stride;
+            if self.debug {
+                self.poison(object);
+            }
+            // SAFETY: `object` lies in the slab the backend just gave us, mapped at `base`.
+            unsafe { (object as *mut u64).write(freelist) };
+            freelist = object;
+        }
+        let page = pages.page(slab)?;
+        page.flags |= PG_SLAB;
+        page.slab_cache = self as *const Self as u64;
+        page.slab_freelist = freelist;
+        page.slab_inuse = 0;
+        page.slab_objects = u32::try_from(self.objects).unwrap_or(u32::MAX);
+        self.slabs += 1;
+        Some(slab)
+    }
+
+    /// Gives an empty slab on the partial list back to the backend.
+    fn discard(&mut self, pages: &mut impl SlabPages, slab: u64) {
+        self.list_del(pages, slab);
+        self.empty -= 1;
+        self.slabs -= 1;
+        if let Some(page) = pages.page(slab) {
+            page.flags &= !PG_SLAB;
+            page.slab_cache = 0;
+            page.slab_freelist = 0;
+            page.slab_objects = 0;
+        }
+        pages.free_pages(slab, self.order);
+    }
+
+    fn list_add(&mut self, pages: &mut impl SlabPages, slab: u64) {
+        let head = self.partial;
+        if let Some(page) = pages.page(slab) {
+            (page.next, page.prev) = (head, NO_PFN);
+        }
+        if let Some(next) = pages.page(head) {
+            next.prev = slab;
+        }
+        self.partial = slab;
+    }
+
+    fn list_del(&mut self, pages: &mut impl SlabPages, slab: u64) {
+        let Some(page) = pages.page(slab) else { return };
+        let (next, prev) = (page.next, page.prev);
+        (page.next, page.prev) = (0, 0);
+        match pages.page(prev) {
+            Some(prev_page) => prev_page.next = next,
+            None => self.partial = next,
+        }
+        if let Some(next_page) = pages.page(next) {
+            next_page.prev = prev;
+        }
+    }
+
+    /// Whether `object` is on a freelist of `slab` (debug mode: walks the list, bounded
+    /// by the objects in a slab).
+    fn is_free(&self, pages: &mut impl SlabPages, slab: u64, object: u64) -> bool {
+        let head = if slab == self.cpu_slab {
+            self.cpu_freelist
+        } else {
+            pages.page(slab).map_or(0, |p| p.slab_freelist)
+        };
+        let mut free = head;
+        for _ in 0..self.objects {
+            if free == 0 {
+                return false;
+            }
+            if free == object {
+                return true;
+            }
+            // SAFETY: `free` is on this slab's freelist: a free object in a mapped slab.
+            free = unsafe { (free as *const u64).read() };
+        }
+        false
+    }
+
+    /// Marks a free object: poison in the payload (its first word will hold the freelist
+    /// link), the inactive red zone after it.
+    fn poison(&self, object: u64) {
+        self.fill(object, 0, self.payload - 1, POISON_FREE);
+        self.fill(object, self.payload - 1, self.payload, POISON_END);
+        self.fill(object, self.payload, self.payload + RED_ZONE, RED_INACTIVE);
+    }
+
+    fn check_poison(&self, object: u64) -> Result<(), SlabError> {
+        // The first word is the freelist link; the poison is what follows it.
+        let poisoned = self.payload <= 8
+            || (self.all(object, 8, self.payload - 1, POISON_FREE)
+                && self.all(object, self.payload - 1, self.payload, POISON_END));
+        let red_zone = self.all(object, self.payload, self.payload + RED_ZONE, RED_INACTIVE);
+        if poisoned && red_zone {
+            Ok(())
+        } else {
+            Err(SlabError { cache: self.name, object, kind: SlabErrorKind::WriteAfterFree })
+        }
+    }
+
+    /// Sets bytes `[from, to)` of `object` to `value`.
+    fn fill(&self, object: u64, from: u64, to: u64, value: u8) {
+        if to > from {
+            // SAFETY: the range lies within the object's stride in a mapped slab.
+            unsafe {
+                ((object + from) as *mut u8)
+                    .write_bytes(value, usize::try_from(to - from).unwrap_or(0))
+            };
+        }
+    }
+
+    /// Whether bytes `[from, to)` of `object` all equal `value`.
+    fn all(&self, object: u64, from: u64, to: u64, value: u8) -> bool {
+        // SAFETY: as in `fill`.
+        (from..to).all(|i| unsafe { ((object + i) as *const u8).read() } == value)
+    }
+}
+
+/// `kmalloc`'s size classes (Linux's, with 96 and 192).
+pub const KMALLOC_SIZES: [u64; 13] =
+    [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
+/// What `kmalloc(0)` returns: not null, never dereferenceable (Linux's `ZERO_SIZE_PTR`).
+pub const ZERO_SIZE_PTR: u64 = 16;
+/// The largest size `kmalloc` takes (order 10 pages).
+pub const KMALLOC_MAX_SIZE: u64 = 4096 << 10;
+
+const KMALLOC_NAMES: [&str; 13] = [
+    "kmalloc-8",
+    "kmalloc-16",
+    "kmalloc-32",
+    "kmalloc-64",
+    "kmalloc-96",
+    "kmalloc-128",
+    "kmalloc-192",
+    "kmalloc-256",
+    "kmalloc-512",
+    "kmalloc-1k",
+    "kmalloc-2k",
+    "kmalloc-4k",
+    "kmalloc-8k",
+];
+
+/// `kmalloc` and friends over the size-class caches; larger requests go to the backend.
+pub struct Kmalloc {
+    /// The caches, by size class.
+    pub caches: [KmemCache; 13],
+}
+
+impl Kmalloc {
+    /// The size-class caches; `debug` enables red zones and poisoning.
+    pub fn new(debug: bool) -> Option<Self> {
+        let mut index = 0;
+        let caches = KMALLOC_SIZES.map(|size| {
+            let cache = KmemCache::new(KMALLOC_NAMES[index], size, 8, debug);
+            index += 1;
+            cache
+        });
+        if caches.iter().any(Option::is_none) {
+            return None;
+        }
+        Some(Self { caches: caches.map(|c| c.expect("checked above")) })
+    }
+
+    /// The size class for `size`, if a cache serves it.
+    fn class(size: u64) -> Option<usize> {
+        KMALLOC_SIZES.iter().position(|&class| class >= size)
+    }
+
+    /// Allocates `size` bytes: [`ZERO_SIZE_PTR`] for zero, `None` when out of memory or
+    /// beyond [`KMALLOC_MAX_SIZE`].
+    pub fn kmalloc(
+        &mut self,
+        pages: &mut impl SlabPages,
+        size: u64,
+    ) -> Result<Option<u64>, SlabError> {
+        if size == 0 {
+            return Ok(Some(ZERO_SIZE_PTR));
+        }
+        match Self::class(size) {
+            Some(class) => self.caches[class].alloc(pages),
+            None if size <= KMALLOC_MAX_SIZE => {
+                let order = 63 - (size.div_ceil(4096).next_power_of_two()).leading_zeros();
+                Ok(pages.alloc_pages(order).map(|pfn| pages.address(pfn)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Frees what `kmalloc` returned; null and [`ZERO_SIZE_PTR`] are ignored.
+    pub fn kfree(&mut self, pages: &mut impl SlabPages, addr: u64) -> Result<(), SlabError> {
+        if addr == 0 || addr == ZERO_SIZE_PTR {
+            return Ok(());
+        }
+        let pfn = pages.pfn(addr);
+        match self.cache_of(pages, pfn) {
+            Some(class) => self.caches[class].free(pages, addr),
+            None => {
+                let order = pages.page(pfn).map_or(0, |p| p.order);
+                pages.free_pages(pfn, order);
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes usable at `addr` (Linux's `ksize`).
+    pub fn ksize(&self, pages: &mut impl SlabPages, addr: u64) -> u64 {
+        if addr == 0 || addr == ZERO_SIZE_PTR {
+            return 0;
+        }
+        let pfn = pages.pfn(addr);
+        match self.cache_of(pages, pfn) {
+            Some(class) => self.caches[class].object_size,
+            None => 4096 << pages.page(pfn).map_or(0, |p| p.order),
+        }
+    }
+
+    /// Resizes an allocation, keeping its contents up to the smaller size.
+    pub fn krealloc(
+        &mut self,
+        pages: &mut impl SlabPages,
+        addr: u64,
+        size: u64,
+    ) -> Result<Option<u64>, SlabError> {
+        let old = self.ksize(pages, addr);
+        if size != 0 && size <= old {
+            return Ok(Some(addr));
+        }
+        let Some(new) = self.kmalloc(pages, size)? else { return Ok(None) };
+        if new != ZERO_SIZE_PTR && old > 0 {
+            // SAFETY: both are live allocations of at least `min(old, size)` bytes.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    addr as *const u8,
+                    new as *mut u8,
+                    usize::try_from(old.min(size)).unwrap_or(0),
+                )
+            };
+        }
+        self.kfree(pages, addr)?;
+        Ok(Some(new))
+    }
+
+    /// The size class of the slab holding page frame `pfn`, if it is a kmalloc slab.
+    fn cache_of(&self, pages: &mut impl SlabPages, pfn: u64) -> Option<usize> {
+        // Slabs are at most 2^MAX_SLAB_ORDER pages: look at each aligned candidate head.
+        (0..=MAX_SLAB_ORDER).find_map(|order| {
+            let head = pfn & !((1u64 << order) - 1);
+            let page = pages.page(head)?;
+            if page.flags & PG_SLAB == 0 {
+                return None;
+            }
+            self.caches
+                .iter()
+                .position(|c| c.order == order && page.slab_cache == c as *const KmemCache as u64)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
