@@ -104,9 +104,14 @@ pub struct KmemCache {
     order: u32,
     objects: u64,
     debug: bool,
-    /// The current slab and its freelist (the fast path).
+    /// The current slab, its freelist and its objects in use (the fast path; the count
+    /// goes to the slab's `struct page` when the slab stops being current).
     cpu_slab: u64,
     cpu_freelist: u64,
+    cpu_inuse: u32,
+    /// Recorded in each slab page's `private`: which kmalloc class this cache is (plus one),
+    /// or zero.
+    class_tag: u64,
     /// Slabs with free objects, linked through their pages' `next`/`prev`.
     partial: u64,
     /// Slabs with every object free (also on `partial`).
@@ -147,6 +152,8 @@ impl KmemCache {
             debug,
             cpu_slab: NO_PFN,
             cpu_freelist: 0,
+            cpu_inuse: 0,
+            class_tag: 0,
             partial: NO_PFN,
             empty: 0,
             slabs: 0,
@@ -218,9 +225,7 @@ impl KmemCache {
             self.check_poison(object)?;
             self.fill(object, self.payload, self.payload + RED_ZONE, RED_ACTIVE);
         }
-        if let Some(page) = pages.page(self.cpu_slab) {
-            page.slab_inuse += 1;
-        }
+        self.cpu_inuse += 1;
         self.in_use += 1;
         Ok(Some(object))
     }
@@ -229,11 +234,12 @@ impl KmemCache {
     pub fn free(&mut self, pages: &mut impl SlabPages, object: u64) -> Result<(), SlabError> {
         let err = |kind| SlabError { cache: self.name, object, kind };
         let slab = self.slab_of(pages, object).ok_or(err(SlabErrorKind::NotAnObject))?;
-        let base = pages.address(slab);
-        if (object - base) % self.stride != 0 || (object - base) / self.stride >= self.objects {
-            return Err(err(SlabErrorKind::NotAtBoundary));
-        }
         if self.debug {
+            // A division per free: only in debug mode, as in SLUB.
+            let base = pages.address(slab);
+            if (object - base) % self.stride != 0 || (object - base) / self.stride >= self.objects {
+                return Err(err(SlabErrorKind::NotAtBoundary));
+            }
             if self.is_free(pages, slab, object) {
                 return Err(err(SlabErrorKind::DoubleFree));
             }
@@ -242,15 +248,14 @@ impl KmemCache {
             }
             self.poison(object);
         }
-        let Some(page) = pages.page(slab) else { return Err(err(SlabErrorKind::NotAnObject)) };
-        let was_full = page.slab_inuse == page.slab_objects;
-        page.slab_inuse -= 1;
-        let now_empty = page.slab_inuse == 0;
         if slab == self.cpu_slab {
-            // SAFETY: `object` is an object of the current slab that is now free.
-            unsafe { (object as *mut u64).write(self.cpu_freelist) };
-            self.cpu_freelist = object;
+            self.push_current(object);
+            return Ok(());
         } else {
+            let Some(page) = pages.page(slab) else { return Err(err(SlabErrorKind::NotAnObject)) };
+            let was_full = page.slab_inuse == page.slab_objects;
+            page.slab_inuse -= 1;
+            let now_empty = page.slab_inuse == 0;
             // SAFETY: as above, for a slab on the partial list or full.
             unsafe { (object as *mut u64).write(page.slab_freelist) };
             page.slab_freelist = object;
@@ -266,6 +271,16 @@ impl KmemCache {
         }
         self.in_use -= 1;
         Ok(())
+    }
+
+    /// Puts a freed object of the current slab on its freelist.
+    fn push_current(&mut self, object: u64) {
+        // SAFETY: `object` is an object of the current slab (the callers checked) that is
+        // now free: its first word becomes the freelist link.
+        unsafe { (object as *mut u64).write(self.cpu_freelist) };
+        self.cpu_freelist = object;
+        self.cpu_inuse -= 1;
+        self.in_use -= 1;
     }
 
     /// Gives every empty slab back to the backend (Linux's `kmem_cache_shrink`); the
@@ -320,6 +335,7 @@ impl KmemCache {
         };
         let Some(page) = pages.page(slab) else { return false };
         self.cpu_freelist = core::mem::take(&mut page.slab_freelist);
+        self.cpu_inuse = page.slab_inuse;
         self.cpu_slab = slab;
         self.cpu_freelist != 0
     }
@@ -331,8 +347,10 @@ impl KmemCache {
             return;
         }
         let freelist = core::mem::take(&mut self.cpu_freelist);
+        let inuse = core::mem::take(&mut self.cpu_inuse);
         let Some(page) = pages.page(slab) else { return };
         page.slab_freelist = freelist;
+        page.slab_inuse = inuse;
         let (inuse, objects) = (page.slab_inuse, page.slab_objects);
         if inuse < objects {
             self.list_add(pages, slab);
@@ -356,9 +374,14 @@ impl KmemCache {
             unsafe { (object as *mut u64).write(freelist) };
             freelist = object;
         }
+        // Every page of the slab knows its cache, so a free needs one lookup.
+        for pfn in slab..slab + (1 << self.order) {
+            let page = pages.page(pfn)?;
+            page.flags |= PG_SLAB;
+            page.slab_cache = self as *const Self as u64;
+            page.private = self.class_tag;
+        }
         let page = pages.page(slab)?;
-        page.flags |= PG_SLAB;
-        page.slab_cache = self as *const Self as u64;
         page.slab_freelist = freelist;
         page.slab_inuse = 0;
         page.slab_objects = u32::try_from(self.objects).unwrap_or(u32::MAX);
@@ -371,11 +394,14 @@ impl KmemCache {
         self.list_del(pages, slab);
         self.empty -= 1;
         self.slabs -= 1;
-        if let Some(page) = pages.page(slab) {
-            page.flags &= !PG_SLAB;
-            page.slab_cache = 0;
-            page.slab_freelist = 0;
-            page.slab_objects = 0;
+        for pfn in slab..slab + (1 << self.order) {
+            if let Some(page) = pages.page(pfn) {
+                page.flags &= !PG_SLAB;
+                page.slab_cache = 0;
+                page.slab_freelist = 0;
+                page.slab_objects = 0;
+                page.private = 0;
+            }
         }
         pages.free_pages(slab, self.order);
     }
@@ -507,12 +533,31 @@ impl Kmalloc {
         if caches.iter().any(Option::is_none) {
             return None;
         }
-        Some(Self { caches: caches.map(|c| c.expect("checked above")) })
+        let mut tag = 0;
+        let caches = caches.map(|cache| {
+            let mut cache = cache.expect("checked above");
+            tag += 1;
+            cache.class_tag = tag;
+            cache
+        });
+        Some(Self { caches })
     }
 
     /// The size class for `size`, if a cache serves it.
     fn class(size: u64) -> Option<usize> {
-        KMALLOC_SIZES.iter().position(|&class| class >= size)
+        // A table up to 192 bytes (Linux's `size_index`), powers of two above.
+        const SMALL: [u8; 24] =
+            [0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6];
+        match size {
+            0 => None,
+            1..=192 => {
+                SMALL.get(usize::try_from((size - 1) / 8).ok()?).map(|&class| usize::from(class))
+            }
+            193..=8192 => {
+                usize::try_from(64 - (size - 1).leading_zeros()).ok().map(|bits| bits - 1)
+            }
+            _ => None,
+        }
     }
 
     /// Allocates `size` bytes: [`ZERO_SIZE_PTR`] for zero, `None` when out of memory or
@@ -542,7 +587,16 @@ impl Kmalloc {
         }
         let pfn = pages.pfn(addr);
         match self.cache_of(pages, pfn) {
-            Some(class) => self.caches[class].free(pages, addr),
+            Some(class) => {
+                let cache = &mut self.caches[class];
+                // The fast path: an object of the current slab, no checks to run.
+                let slab = pfn & !((1u64 << cache.order) - 1);
+                if !cache.debug && slab == cache.cpu_slab {
+                    cache.push_current(addr);
+                    return Ok(());
+                }
+                cache.free(pages, addr)
+            }
             None => {
                 let order = pages.page(pfn).map_or(0, |p| p.order);
                 pages.free_pages(pfn, order);
@@ -591,17 +645,10 @@ impl Kmalloc {
 
     /// The size class of the slab holding page frame `pfn`, if it is a kmalloc slab.
     fn cache_of(&self, pages: &mut impl SlabPages, pfn: u64) -> Option<usize> {
-        // Slabs are at most 2^MAX_SLAB_ORDER pages: look at each aligned candidate head.
-        (0..=MAX_SLAB_ORDER).find_map(|order| {
-            let head = pfn & !((1u64 << order) - 1);
-            let page = pages.page(head)?;
-            if page.flags & PG_SLAB == 0 {
-                return None;
-            }
-            self.caches
-                .iter()
-                .position(|c| c.order == order && page.slab_cache == c as *const KmemCache as u64)
-        })
+        // Every slab page records its class (plus one).
+        let page = pages.page(pfn)?;
+        let class = usize::try_from(page.private).ok()?.checked_sub(1)?;
+        (page.flags & PG_SLAB != 0 && class < self.caches.len()).then_some(class)
     }
 }
 

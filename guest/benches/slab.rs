@@ -1,0 +1,217 @@
+//! Our kmalloc (SLUB-style caches over our buddy allocator, debug off) against talc,
+//! linked_list_allocator and glibc malloc, host-native:
+//!
+//! - a hot pair: allocate and free 64 bytes;
+//! - a random workload: 4096 operations on 4096 slots, each freeing the slot's block if
+//!   it has one, else allocating 16–1024 bytes.
+//!
+//! `cargo bench -p guest --bench slab`; figures and method in docs/PERFORMANCE.md.
+// `criterion_group!` defines an undocumented public function; the casts are of small
+// constants.
+#![allow(missing_docs, clippy::cast_possible_truncation)]
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use guest::buddy::{Buddy, Memmap, SliceMemmap, Watermark};
+use guest::slab::{Kmalloc, SlabPages};
+use shared::page::{Page, ZoneType};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::ptr::NonNull;
+
+const BASE_PFN: u64 = 1 << 20;
+const PAGES: u64 = 16_384;
+const ARENA: usize = (PAGES as usize) * 4096;
+const SLOTS: usize = 4096;
+
+/// Slab pages from our buddy allocator over 64 MiB of host memory.
+struct Backend {
+    buddy: Buddy<SliceMemmap<'static>>,
+    arena: u64,
+}
+
+impl SlabPages for Backend {
+    fn alloc_pages(&mut self, order: u32) -> Option<u64> {
+        self.buddy.alloc(order, ZoneType::Normal, Watermark::None)
+    }
+    fn free_pages(&mut self, pfn: u64, order: u32) {
+        self.buddy.free(pfn, order).expect("valid free");
+    }
+    fn page(&mut self, pfn: u64) -> Option<&mut Page> {
+        self.buddy.memmap.page(pfn)
+    }
+    fn address(&self, pfn: u64) -> u64 {
+        self.arena + (pfn - BASE_PFN) * 4096
+    }
+    fn pfn(&self, addr: u64) -> u64 {
+        BASE_PFN + (addr - self.arena) / 4096
+    }
+}
+
+fn arena() -> *mut u8 {
+    let layout = Layout::from_size_align(ARENA, 4096).expect("valid layout");
+    // SAFETY: a fresh allocation, leaked: each allocator under test owns one for good.
+    let memory = unsafe { std::alloc::alloc(layout) };
+    assert!(!memory.is_null(), "cannot allocate the arena");
+    memory
+}
+
+fn ours() -> (Box<Kmalloc>, Box<Backend>) {
+    let pages: &'static mut [Page] =
+        Box::leak(vec![Page::default(); PAGES as usize].into_boxed_slice());
+    let mut buddy = Buddy::new(SliceMemmap { base_pfn: BASE_PFN, pages });
+    buddy.add_present(BASE_PFN, BASE_PFN + PAGES);
+    buddy.hand_off(BASE_PFN, BASE_PFN + PAGES);
+    (
+        Box::new(Kmalloc::new(false).expect("caches")),
+        Box::new(Backend { buddy, arena: arena() as u64 }),
+    )
+}
+
+fn talc() -> talc::Talc<talc::ErrOnOom> {
+    let mut talc = talc::Talc::new(talc::ErrOnOom);
+    // SAFETY: the arena is ours alone.
+    unsafe { talc.claim(talc::Span::from_base_size(arena(), ARENA)) }.expect("claims");
+    talc
+}
+
+fn linked_list() -> linked_list_allocator::Heap {
+    let mut heap = linked_list_allocator::Heap::empty();
+    // SAFETY: the arena is ours alone.
+    unsafe { heap.init(arena(), ARENA) };
+    heap
+}
+
+/// The random workload: (slot, size if the slot is empty).
+fn workload() -> Vec<(usize, usize)> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..SLOTS)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let value = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            ((value % SLOTS as u64) as usize, 16 + ((value >> 32) % 1009) as usize)
+        })
+        .collect()
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).expect("valid layout")
+}
+
+fn hot_pair(c: &mut Criterion) {
+    let mut group = c.benchmark_group("alloc+free 64 bytes, hot");
+    let (mut k, mut pages) = ours();
+    group.bench_function("ours, kmalloc/kfree", |b| {
+        b.iter(|| {
+            let addr = k.kmalloc(&mut *pages, 64).expect("ok").expect("memory");
+            k.kfree(&mut *pages, black_box(addr)).expect("valid free");
+        })
+    });
+    let mut t = talc();
+    group.bench_function("talc", |b| {
+        b.iter(|| {
+            // SAFETY: the allocation is freed right away with its layout.
+            unsafe {
+                let ptr = t.malloc(layout(64)).expect("memory");
+                t.free(black_box(ptr), layout(64));
+            }
+        })
+    });
+    let mut heap = linked_list();
+    group.bench_function("linked_list_allocator", |b| {
+        b.iter(|| {
+            let ptr = heap.allocate_first_fit(layout(64)).expect("memory");
+            // SAFETY: freed with its layout.
+            unsafe { heap.deallocate(black_box(ptr), layout(64)) };
+        })
+    });
+    group.bench_function("glibc malloc", |b| {
+        b.iter(|| {
+            // SAFETY: freed right away with its layout.
+            unsafe {
+                let ptr = System.alloc(layout(64));
+                System.dealloc(black_box(ptr), layout(64));
+            }
+        })
+    });
+    group.finish();
+}
+
+fn random(c: &mut Criterion) {
+    let ops = workload();
+    let mut group = c.benchmark_group("random 16-1024 bytes, 4096 slots, per operation");
+    group.throughput(Throughput::Elements(SLOTS as u64));
+
+    let (mut k, mut pages) = ours();
+    let mut slots = vec![0u64; SLOTS];
+    group.bench_function("ours, kmalloc/kfree", |b| {
+        b.iter(|| {
+            for &(slot, size) in &ops {
+                match slots[slot] {
+                    0 => {
+                        slots[slot] =
+                            k.kmalloc(&mut *pages, size as u64).expect("ok").expect("memory")
+                    }
+                    addr => {
+                        k.kfree(&mut *pages, addr).expect("valid free");
+                        slots[slot] = 0;
+                    }
+                }
+            }
+        })
+    });
+
+    let mut t = talc();
+    let mut slots: Vec<Option<(NonNull<u8>, usize)>> = vec![None; SLOTS];
+    group.bench_function("talc", |b| {
+        b.iter(|| {
+            for &(slot, size) in &ops {
+                match slots[slot].take() {
+                    // SAFETY: a live allocation of ours, freed with its layout.
+                    Some((ptr, size)) => unsafe { t.free(ptr, layout(size)) },
+                    None => {
+                        // SAFETY: a fresh allocation, freed later with its layout.
+                        let ptr = unsafe { t.malloc(layout(size)) }.expect("memory");
+                        slots[slot] = Some((ptr, size));
+                    }
+                }
+            }
+        })
+    });
+
+    let mut heap = linked_list();
+    let mut slots: Vec<Option<(NonNull<u8>, usize)>> = vec![None; SLOTS];
+    group.bench_function("linked_list_allocator", |b| {
+        b.iter(|| {
+            for &(slot, size) in &ops {
+                match slots[slot].take() {
+                    // SAFETY: a live allocation of ours, freed with its layout.
+                    Some((ptr, size)) => unsafe { heap.deallocate(ptr, layout(size)) },
+                    None => {
+                        slots[slot] =
+                            Some((heap.allocate_first_fit(layout(size)).expect("memory"), size))
+                    }
+                }
+            }
+        })
+    });
+
+    let mut slots: Vec<Option<(*mut u8, usize)>> = vec![None; SLOTS];
+    group.bench_function("glibc malloc", |b| {
+        b.iter(|| {
+            for &(slot, size) in &ops {
+                match slots[slot].take() {
+                    // SAFETY: a live allocation of ours, freed with its layout.
+                    Some((ptr, size)) => unsafe { System.dealloc(ptr, layout(size)) },
+                    // SAFETY: a fresh allocation.
+                    None => slots[slot] = Some((unsafe { System.alloc(layout(size)) }, size)),
+                }
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_pair, random);
+criterion_main!(benches);
