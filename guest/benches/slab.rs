@@ -11,9 +11,9 @@
 #![allow(missing_docs, clippy::cast_possible_truncation)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use guest::buddy::{Buddy, Memmap, SliceMemmap, Watermark};
-use guest::slab::{Kmalloc, SlabPages};
-use shared::page::{Page, ZoneType};
+use guest::buddy::{Buddy, SliceMemmap};
+use guest::slab::{BuddyPages, Kmalloc};
+use shared::page::Page;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::ptr::NonNull;
@@ -23,30 +23,6 @@ const PAGES: u64 = 16_384;
 const ARENA: usize = (PAGES as usize) * 4096;
 const SLOTS: usize = 4096;
 
-/// Slab pages from our buddy allocator over 64 MiB of host memory.
-struct Backend {
-    buddy: Buddy<SliceMemmap<'static>>,
-    arena: u64,
-}
-
-impl SlabPages for Backend {
-    fn alloc_pages(&mut self, order: u32) -> Option<u64> {
-        self.buddy.alloc(order, ZoneType::Normal, Watermark::None)
-    }
-    fn free_pages(&mut self, pfn: u64, order: u32) {
-        self.buddy.free(pfn, order).expect("valid free");
-    }
-    fn page(&mut self, pfn: u64) -> Option<&mut Page> {
-        self.buddy.memmap.page(pfn)
-    }
-    fn address(&self, pfn: u64) -> u64 {
-        self.arena + (pfn - BASE_PFN) * 4096
-    }
-    fn pfn(&self, addr: u64) -> u64 {
-        BASE_PFN + (addr - self.arena) / 4096
-    }
-}
-
 fn arena() -> *mut u8 {
     let layout = Layout::from_size_align(ARENA, 4096).expect("valid layout");
     // SAFETY: a fresh allocation, leaked: each allocator under test owns one for good.
@@ -55,16 +31,15 @@ fn arena() -> *mut u8 {
     memory
 }
 
-fn ours() -> (Box<Kmalloc>, Box<Backend>) {
+/// Our kmalloc on our buddy allocator over 64 MiB of host memory.
+fn ours() -> (Box<Kmalloc>, Box<BuddyPages<SliceMemmap<'static>>>) {
     let pages: &'static mut [Page] =
         Box::leak(vec![Page::default(); PAGES as usize].into_boxed_slice());
     let mut buddy = Buddy::new(SliceMemmap { base_pfn: BASE_PFN, pages });
     buddy.add_present(BASE_PFN, BASE_PFN + PAGES);
     buddy.hand_off(BASE_PFN, BASE_PFN + PAGES);
-    (
-        Box::new(Kmalloc::new(false).expect("caches")),
-        Box::new(Backend { buddy, arena: arena() as u64 }),
-    )
+    let base = (arena() as u64).wrapping_sub(BASE_PFN << 12);
+    (Box::new(Kmalloc::new(false).expect("caches")), Box::new(BuddyPages { buddy, base }))
 }
 
 fn talc() -> talc::Talc<talc::ErrOnOom> {

@@ -2,9 +2,8 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use super::*;
-use crate::buddy::{Buddy, SliceMemmap, Watermark};
+use crate::buddy::SliceMemmap;
 use proptest::prelude::*;
-use shared::page::ZoneType;
 use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::vec;
@@ -14,45 +13,18 @@ const BASE_PFN: u64 = 1 << 20;
 const PAGES: u64 = 4096;
 
 /// Slab pages from the real buddy allocator over 16 MiB of host memory.
-struct Backend {
-    buddy: Buddy<SliceMemmap<'static>>,
-    arena: u64,
-}
+type Backend = BuddyPages<SliceMemmap<'static>>;
 
-impl Backend {
-    fn new() -> Box<Self> {
-        let memory: &'static mut [u8] =
-            Box::leak(vec![0u8; (PAGES as usize + 1) * 4096].into_boxed_slice());
-        let arena = (memory.as_ptr() as u64).next_multiple_of(4096);
-        let pages: &'static mut [Page] =
-            Box::leak(vec![Page::default(); PAGES as usize].into_boxed_slice());
-        let mut buddy = Buddy::new(SliceMemmap { base_pfn: BASE_PFN, pages });
-        buddy.add_present(BASE_PFN, BASE_PFN + PAGES);
-        buddy.hand_off(BASE_PFN, BASE_PFN + PAGES);
-        Box::new(Self { buddy, arena })
-    }
-}
-
-impl SlabPages for Backend {
-    fn alloc_pages(&mut self, order: u32) -> Option<u64> {
-        self.buddy.alloc(order, ZoneType::Normal, Watermark::None)
-    }
-
-    fn free_pages(&mut self, pfn: u64, order: u32) {
-        self.buddy.free(pfn, order).expect("slab pages are freed once, with their order");
-    }
-
-    fn page(&mut self, pfn: u64) -> Option<&mut Page> {
-        crate::buddy::Memmap::page(&mut self.buddy.memmap, pfn)
-    }
-
-    fn address(&self, pfn: u64) -> u64 {
-        self.arena + (pfn - BASE_PFN) * 4096
-    }
-
-    fn pfn(&self, addr: u64) -> u64 {
-        BASE_PFN + (addr.wrapping_sub(self.arena)) / 4096
-    }
+fn backend() -> Box<Backend> {
+    let memory: &'static mut [u8] =
+        Box::leak(vec![0u8; (PAGES as usize + 1) * 4096].into_boxed_slice());
+    let arena = (memory.as_ptr() as u64).next_multiple_of(4096);
+    let pages: &'static mut [Page] =
+        Box::leak(vec![Page::default(); PAGES as usize].into_boxed_slice());
+    let mut buddy = Buddy::new(SliceMemmap { base_pfn: BASE_PFN, pages });
+    buddy.add_present(BASE_PFN, BASE_PFN + PAGES);
+    buddy.hand_off(BASE_PFN, BASE_PFN + PAGES);
+    Box::new(BuddyPages { buddy, base: arena.wrapping_sub(BASE_PFN << 12) })
 }
 
 fn cache(size: u64, debug: bool) -> Box<KmemCache> {
@@ -80,7 +52,7 @@ fn geometry_bounds_the_waste() {
 
 #[test]
 fn objects_round_trip_and_shrink_gives_every_page_back() {
-    let mut pages = Backend::new();
+    let mut pages = backend();
     let free = pages.buddy.free_pages();
     let mut c = cache(96, false);
     let objects: Vec<u64> =
@@ -98,7 +70,7 @@ fn objects_round_trip_and_shrink_gives_every_page_back() {
 
 #[test]
 fn destroy_is_refused_while_objects_live() {
-    let mut pages = Backend::new();
+    let mut pages = backend();
     let mut c = cache(32, false);
     let object = c.alloc(&mut *pages).expect("ok").expect("memory");
     assert_eq!(c.destroy(&mut *pages), Err(1));
@@ -112,7 +84,7 @@ fn kind(result: Result<(), SlabError>) -> Option<SlabErrorKind> {
 
 #[test]
 fn debug_mode_catches_each_kind_of_misuse() {
-    let mut pages = Backend::new();
+    let mut pages = backend();
     let mut c = cache(64, true);
     let mut other = cache(64, true);
     let a = c.alloc(&mut *pages).expect("ok").expect("memory");
@@ -143,7 +115,7 @@ fn debug_mode_catches_each_kind_of_misuse() {
 
 #[test]
 fn an_overwritten_free_pointer_is_not_followed() {
-    let mut pages = Backend::new();
+    let mut pages = backend();
     let mut c = cache(128, true);
     let a = c.alloc(&mut *pages).expect("ok").expect("memory");
     c.free(&mut *pages, a).expect("valid free");
@@ -156,7 +128,7 @@ fn an_overwritten_free_pointer_is_not_followed() {
 
 #[test]
 fn kmalloc_serves_every_class_zero_and_large_sizes() {
-    let mut pages = Backend::new();
+    let mut pages = backend();
     let free = pages.buddy.free_pages();
     let mut k = Box::new(Kmalloc::new(true).expect("caches"));
     assert_eq!(k.kmalloc(&mut *pages, 0), Ok(Some(ZERO_SIZE_PTR)));
@@ -192,7 +164,7 @@ proptest! {
     fn random_kmalloc_and_kfree_keep_objects_apart_and_intact(
         ops in proptest::collection::vec((any::<bool>(), 1u64..3000, any::<usize>(), any::<bool>()), 1..300),
     ) {
-        let mut pages = Backend::new();
+        let mut pages = backend();
         let free = pages.buddy.free_pages();
         let mut k = Box::new(Kmalloc::new(true).expect("caches"));
         // Live allocations: address -> (size, fill byte).
