@@ -107,9 +107,7 @@ fn descriptor(table: u64) -> &'static mut Page {
 
 impl TableMemory for PoolTables {
     fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
-        let table = table.as_u64();
-        // SAFETY: a page table reached from CR3: RAM, in the direct map, used by the tree.
-        unsafe { &mut *(direct_map(table) as *mut [u64; 512]) }
+        super::tables::entries_at(table.as_u64())
     }
 }
 

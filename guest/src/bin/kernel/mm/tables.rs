@@ -26,9 +26,11 @@ use shared::addr::{PhysAddr, VirtAddr};
 use shared::layout::{KERNEL_VIRT_BASE, PAGE_SIZE};
 use shared::page::{ZoneType, PG_TABLE};
 
-fn entries_at(table: u64) -> &'static mut [u64; 512] {
-    // SAFETY: `table` is a page-table page (allocated below and flagged `PG_TABLE`, or the
-    // root): RAM, which the direct map covers, used by nothing but the tree.
+/// The entries of the page table at physical `table`, through the direct map.
+pub fn entries_at(table: u64) -> &'static mut [u64; 512] {
+    // SAFETY: callers pass a page table of a live tree (the VMM's boot tables, the
+    // kernel's, or one just allocated for it): RAM, which the direct map covers, used by
+    // nothing but the tree and only from this CPU.
     unsafe { &mut *(direct_map(table) as *mut [u64; 512]) }
 }
 
@@ -205,7 +207,7 @@ pub fn build(
 
     // The memory map: the pages the boot tables map it with, at the same addresses.
     let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
-    let mut boot = Mapper::new(PhysAddr::new(cr3), BootTables);
+    let mut boot = Mapper::new(PhysAddr::new(cr3), LiveTables);
     for &(base, size) in &regions[..count] {
         let (mut virt, end) =
             (address(base / PAGE_SIZE) & !(PAGE_SIZE - 1), address((base + size) / PAGE_SIZE));
@@ -229,12 +231,12 @@ pub fn build(
     Ok(tree.root().as_u64())
 }
 
-/// The VMM's boot tables (and their extension), read through the direct map.
-struct BootTables;
+/// Whatever tree CR3 (or a walk) leads to, read and written through the direct map: the
+/// VMM's boot tables, the kernel's own.
+pub struct LiveTables;
 
-impl TableMemory for BootTables {
+impl TableMemory for LiveTables {
     fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
-        let table = table.as_u64();
-        entries_at(table)
+        entries_at(table.as_u64())
     }
 }

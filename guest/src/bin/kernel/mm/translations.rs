@@ -4,25 +4,14 @@
 
 use super::direct_map;
 use super::setup::{kernel_region, Mm};
+use super::tables::LiveTables;
 use super::vmemmap::address;
 use crate::hypercall;
 use crate::ReportBuf;
-use guest::paging::{Mapper, TableMemory};
+use guest::paging::Mapper;
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::hypercall::{checkpoint, ReportKind, UNMAPPED};
 use shared::layout::{BOOT_MAP_SIZE, PAGE_SIZE, ZERO_PAGE};
-
-/// The live page tables, reached through the direct map.
-struct LiveTables;
-
-impl TableMemory for LiveTables {
-    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
-        let table = table.as_u64();
-        // SAFETY: `table` is a page-table page the walk reached from CR3: RAM, which the
-        // direct map covers; this CPU only reads it here and nothing else runs.
-        unsafe { &mut *(direct_map(table) as *mut [u64; 512]) }
-    }
-}
 
 /// Addresses worth checking: every kind of mapping the kernel has made, each page size,
 /// and addresses that must be unmapped.
