@@ -60,9 +60,10 @@ fn jumping_to_memory_that_is_not_ram_is_an_emulation_failure() {
 
 #[test]
 fn a_guest_that_outlives_the_timeout_is_stopped() {
-    let config = vmm::VmConfig { timeout: Some(Duration::from_millis(500)), ..config("hang") };
+    // Long enough for the boot to finish even with every other test's guest running.
+    let config = vmm::VmConfig { timeout: Some(Duration::from_secs(2)), ..config("hang") };
     let outcome = boot(&config);
-    assert_eq!(outcome.exit, ExitReason::Timeout { seconds: 0.5 });
+    assert_eq!(outcome.exit, ExitReason::Timeout { seconds: 2.0 });
     assert_eq!(outcome.exit_code, exit_code::TIMEOUT);
     assert_eq!(
         outcome.checkpoints.last(),
