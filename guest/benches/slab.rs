@@ -32,13 +32,14 @@ fn arena() -> *mut u8 {
 }
 
 /// Our kmalloc on our buddy allocator over 64 MiB of host memory.
-fn ours() -> (Box<Kmalloc>, Box<BuddyPages<SliceMemmap<'static>>>) {
+fn ours() -> (Box<Kmalloc>, Box<BuddyPages<'static, SliceMemmap<'static>>>) {
     let pages: &'static mut [Page] =
         Box::leak(vec![Page::default(); PAGES as usize].into_boxed_slice());
     let mut buddy = Buddy::new(SliceMemmap { base_pfn: BASE_PFN, pages });
     buddy.add_present(BASE_PFN, BASE_PFN + PAGES);
     buddy.hand_off(BASE_PFN, BASE_PFN + PAGES);
     let base = (arena() as u64).wrapping_sub(BASE_PFN << 12);
+    let buddy = Box::leak(Box::new(buddy));
     (Box::new(Kmalloc::new(false).expect("caches")), Box::new(BuddyPages { buddy, base }))
 }
 

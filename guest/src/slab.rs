@@ -43,16 +43,16 @@ pub trait SlabPages {
 /// Slab pages from a buddy allocator, for memory that sits at one linear offset from its
 /// page-frame numbers (the kernel's direct map, or a host arena): page frame `pfn` is at
 /// `base + pfn × 4096`.
-pub struct BuddyPages<M> {
+pub struct BuddyPages<'a, M> {
     /// The page allocator.
-    pub buddy: Buddy<M>,
+    pub buddy: &'a mut Buddy<M>,
     /// The address page frame 0 would have (wrapping arithmetic).
     pub base: u64,
 }
 
 // The lookups are inlined across crates: they sit on kfree's fast path (2–3 ns of a 6 ns
 // pair). The page allocations are the slow path.
-impl<M: Memmap> SlabPages for BuddyPages<M> {
+impl<M: Memmap> SlabPages for BuddyPages<'_, M> {
     fn alloc_pages(&mut self, order: u32) -> Option<u64> {
         self.buddy.alloc(order, ZoneType::Normal, Watermark::Min)
     }
@@ -229,6 +229,11 @@ impl KmemCache {
     /// (objects allocated, objects in all slabs, slabs).
     pub fn counts(&self) -> (u64, u64, u64) {
         (self.in_use, self.slabs * self.objects, self.slabs)
+    }
+
+    /// Slabs with at least one object allocated.
+    pub fn active_slabs(&self) -> u64 {
+        self.slabs - self.empty
     }
 
     /// Allocates an object; `None` when the backend has no pages.

@@ -90,6 +90,8 @@ pub enum ReportKind {
     /// The kernel's page tables: tables per level (PML4, PDPT, PD, PT), then pages mapped
     /// per size (4 KiB, 2 MiB, 1 GiB): seven `u64`.
     PageTables = 13,
+    /// One slab cache's `/proc/slabinfo` line: a [`SlabInfoReport`].
+    SlabInfo = 14,
 }
 
 /// The physical address of an unmapped virtual address in a [`ReportKind::Translations`].
@@ -112,6 +114,7 @@ impl ReportKind {
             11 => Self::Translations,
             12 => Self::Oops,
             13 => Self::PageTables,
+            14 => Self::SlabInfo,
             _ => return None,
         })
     }
@@ -233,6 +236,30 @@ pub struct StressReport {
 }
 
 const _: () = assert!(core::mem::size_of::<StressReport>() == 56);
+
+/// Payload of [`ReportKind::SlabInfo`] (80 bytes): `/proc/slabinfo`'s columns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SlabInfoReport {
+    /// The cache's name, NUL-padded.
+    pub name: [u8; 24],
+    /// Objects allocated.
+    pub active_objs: u64,
+    /// Objects in all slabs.
+    pub num_objs: u64,
+    /// Object size in bytes.
+    pub objsize: u64,
+    /// Objects per slab.
+    pub objperslab: u64,
+    /// Pages per slab.
+    pub pagesperslab: u64,
+    /// Slabs with an object allocated.
+    pub active_slabs: u64,
+    /// Slabs.
+    pub num_slabs: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SlabInfoReport>() == 80);
 
 /// Payload of [`ReportKind::Oops`] (32 bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

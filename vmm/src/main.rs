@@ -127,6 +127,10 @@ fn print_reports(outcome: &vmm::Outcome) {
             procfs::zoneinfo(&zones)
         );
     }
+    let slabs = outcome.slabs();
+    if !slabs.is_empty() {
+        println!("/proc/slabinfo:\n{}", procfs::slabinfo(slabs));
+    }
     for report in &outcome.reports {
         if let vmm::Report::BootTimes { memblock_cycles, memmap_cycles, buddy_cycles, ram_bytes } =
             report

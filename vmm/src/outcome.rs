@@ -2,7 +2,7 @@
 //! and the process exit codes the CLI maps them to.
 
 use crate::devices::UnexpectedAccess;
-use crate::report::{E820Range, Report, ZoneInfo};
+use crate::report::{E820Range, Report, SlabInfo, ZoneInfo};
 use serde::Serialize;
 use shared::hypercall::exception_name;
 use shared::status::GuestStatus;
@@ -218,6 +218,17 @@ impl Outcome {
         })
     }
 
+    /// The slab caches as the guest last reported them.
+    pub fn slabs(&self) -> Vec<&SlabInfo> {
+        self.reports
+            .iter()
+            .filter_map(|report| match report {
+                Report::Slab(slab) => Some(slab),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The self-test results: (name, passed, detail).
     pub fn tests(&self) -> Vec<(&str, bool, &str)> {
         self.reports
@@ -258,6 +269,7 @@ impl Outcome {
                 Report::E820 { .. }
                 | Report::Translations { .. }
                 | Report::PageTables { .. }
+                | Report::Slab(_)
                 | Report::Memblock { .. }
                 | Report::Zone(_)
                 | Report::BootTimes { .. }

@@ -84,6 +84,27 @@ pub struct GuestTranslation {
     pub page_size: u64,
 }
 
+/// One slab cache's `/proc/slabinfo` columns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SlabInfo {
+    /// The cache's name.
+    pub name: String,
+    /// Objects allocated.
+    pub active_objs: u64,
+    /// Objects in all slabs.
+    pub num_objs: u64,
+    /// Object size in bytes.
+    pub objsize: u64,
+    /// Objects per slab.
+    pub objperslab: u64,
+    /// Pages per slab.
+    pub pagesperslab: u64,
+    /// Slabs with an object allocated.
+    pub active_slabs: u64,
+    /// Slabs.
+    pub num_slabs: u64,
+}
+
 /// A report from the guest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "report", rename_all = "kebab-case")]
@@ -206,6 +227,8 @@ pub enum Report {
         /// Pages mapped: 4 KiB, 2 MiB, 1 GiB.
         pages: [u64; 3],
     },
+    /// A slab cache's state (sent when the guest exits).
+    Slab(SlabInfo),
     /// A report that could not be decoded.
     Malformed {
         /// The kind number the guest gave.
@@ -436,6 +459,27 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
             }
             _ => Err(format!("page-table payload of {} bytes, expected 56", payload.len())),
         },
+        ReportKind::SlabInfo => {
+            let (name, rest) =
+                payload.split_at_checked(24).ok_or("slabinfo payload shorter than its name")?;
+            match words(rest)?.as_slice() {
+                &[active_objs, num_objs, objsize, objperslab, pagesperslab, active_slabs, num_slabs] =>
+                {
+                    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                    Ok(Report::Slab(SlabInfo {
+                        name: String::from_utf8_lossy(&name[..end]).into_owned(),
+                        active_objs,
+                        num_objs,
+                        objsize,
+                        objperslab,
+                        pagesperslab,
+                        active_slabs,
+                        num_slabs,
+                    }))
+                }
+                _ => Err(format!("slabinfo payload of {} bytes, expected 80", payload.len())),
+            }
+        }
         ReportKind::BootError => {
             Ok(Report::BootError { message: String::from_utf8_lossy(payload).into_owned() })
         }

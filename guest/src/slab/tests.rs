@@ -13,7 +13,7 @@ const BASE_PFN: u64 = 1 << 20;
 const PAGES: u64 = 4096;
 
 /// Slab pages from the real buddy allocator over 16 MiB of host memory.
-type Backend = BuddyPages<SliceMemmap<'static>>;
+type Backend = BuddyPages<'static, SliceMemmap<'static>>;
 
 fn backend() -> Box<Backend> {
     let memory: &'static mut [u8] =
@@ -24,7 +24,10 @@ fn backend() -> Box<Backend> {
     let mut buddy = Buddy::new(SliceMemmap { base_pfn: BASE_PFN, pages });
     buddy.add_present(BASE_PFN, BASE_PFN + PAGES);
     buddy.hand_off(BASE_PFN, BASE_PFN + PAGES);
-    Box::new(BuddyPages { buddy, base: arena.wrapping_sub(BASE_PFN << 12) })
+    Box::new(BuddyPages {
+        buddy: Box::leak(Box::new(buddy)),
+        base: arena.wrapping_sub(BASE_PFN << 12),
+    })
 }
 
 fn cache(size: u64, debug: bool) -> Box<KmemCache> {

@@ -134,3 +134,29 @@ pub fn exit(status: GuestStatus) -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+// SAFETY: a byte array of 24 (a multiple of 8), then u64 fields only.
+unsafe impl Plain for shared::hypercall::SlabInfoReport {}
+
+/// Reports every kmalloc cache as a `/proc/slabinfo` line.
+pub fn report_slabinfo(kmalloc: &guest::slab::Kmalloc) {
+    for cache in &kmalloc.caches {
+        let (in_use, objects, slabs) = cache.counts();
+        let (order, per_slab) = cache.geometry();
+        let mut name = [0u8; 24];
+        let bytes = cache.name().as_bytes();
+        let len = bytes.len().min(name.len());
+        name[..len].copy_from_slice(&bytes[..len]);
+        let line = shared::hypercall::SlabInfoReport {
+            name,
+            active_objs: in_use,
+            num_objs: objects,
+            objsize: cache.object_size(),
+            objperslab: per_slab,
+            pagesperslab: 1 << order,
+            active_slabs: cache.active_slabs(),
+            num_slabs: slabs,
+        };
+        report(ReportKind::SlabInfo, line.bytes());
+    }
+}

@@ -88,6 +88,7 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
     hypercall::checkpoint(checkpoint::BOOTED);
     let passed = workload::run(&options, &e820, &mut mm);
     hypercall::report_zones(&mm.buddy);
+    hypercall::report_slabinfo(&mm.kmalloc);
     hypercall::exit(if passed { GuestStatus::Success } else { GuestStatus::CheckFailed })
 }
 

@@ -14,6 +14,7 @@ use core::fmt::Write;
 use guest::buddy::{FreeError, Memmap, Watermark};
 use guest::e820::E820Map;
 use guest::paging::{Frame, Mapper, Page as Page2M};
+use guest::slab::{BuddyPages, KmemCache, SlabError, SlabErrorKind};
 use log::{error, info};
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::boot::E820_TYPE_RAM;
@@ -37,7 +38,7 @@ macro_rules! ensure {
 
 /// Runs every check; returns whether all passed.
 pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
-    let checks: [(&str, Check); 19] = [
+    let checks: [(&str, Check); 24] = [
         ("e820: sanitised map is sorted, disjoint and merged", e820_sanitised),
         ("memblock: memory is the e820 RAM in whole pages", memblock_memory),
         ("memblock: low memory and the kernel image are reserved", memblock_reserved),
@@ -60,6 +61,14 @@ pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
             vmalloc_areas,
         ),
         ("demand paging: first touches map zeroed pages, one fault per page", demand_paging),
+        (
+            "slab: kmalloc serves every class, zero and large sizes, and gives every page back",
+            kmalloc_classes,
+        ),
+        ("slab debug: a double free is reported", slab_double_free),
+        ("slab debug: a free of a pointer that is not an object is reported", slab_bad_free),
+        ("slab debug: a red-zone overwrite is reported", slab_red_zone),
+        ("slab debug: a write after free is reported", slab_write_after_free),
     ];
     let mut failed = 0;
     for (name, check) in checks {
@@ -539,4 +548,121 @@ fn demand_paging(mm: &mut Mm, _: &E820Map) -> Outcome {
     mm.buddy.drain_pcp();
     ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
     Ok(())
+}
+
+fn kmalloc_classes(mm: &mut Mm, _: &E820Map) -> Outcome {
+    const SIZES: [u64; 15] =
+        [0, 1, 8, 9, 64, 96, 100, 192, 256, 1000, 2048, 4096, 8192, 8193, 20_000];
+    let free = mm.buddy.free_pages();
+    let (kmalloc, mut pages) = mm.slab();
+    let mut live = [0u64; SIZES.len()];
+    for (slot, &size) in live.iter_mut().zip(&SIZES) {
+        let addr = kmalloc.kmalloc(&mut pages, size).map_err(|e| detail(format_args!("{e}")))?;
+        let addr = addr.ok_or_else(|| detail(format_args!("no memory for {size} bytes")))?;
+        ensure!(
+            kmalloc.ksize(&mut pages, addr) >= size,
+            "ksize of {size} bytes is {}",
+            kmalloc.ksize(&mut pages, addr)
+        );
+        if size > 0 {
+            // SAFETY: a fresh allocation of `size` bytes, reached through the direct map.
+            unsafe {
+                (addr as *mut u8)
+                    .write_bytes(size.to_le_bytes()[0] | 1, usize::try_from(size).unwrap_or(0))
+            };
+        }
+        *slot = addr;
+    }
+    ensure!(live[0] == guest::slab::ZERO_SIZE_PTR, "kmalloc(0) gave {:#x}", live[0]);
+    for (&addr, &size) in live.iter().zip(&SIZES).skip(1) {
+        let fill = size.to_le_bytes()[0] | 1;
+        // SAFETY: a live allocation of `size` bytes.
+        let intact = unsafe {
+            core::slice::from_raw_parts(addr as *const u8, usize::try_from(size).unwrap_or(0))
+        }
+        .iter()
+        .all(|&b| b == fill);
+        ensure!(intact, "the {size}-byte allocation at {addr:#x} lost its contents");
+    }
+    for &addr in &live {
+        kmalloc.kfree(&mut pages, addr).map_err(|e| detail(format_args!("{e}")))?;
+    }
+    for cache in &mut kmalloc.caches {
+        cache.shrink(&mut pages);
+    }
+    mm.buddy.drain_pcp();
+    ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
+    Ok(())
+}
+
+/// Runs `misuse` on two objects of a fresh debug cache, expects `kind`, then cleans up
+/// and checks no page leaked.
+fn slab_debug(
+    mm: &mut Mm,
+    kind: SlabErrorKind,
+    misuse: impl FnOnce(
+        &mut KmemCache,
+        &mut BuddyPages<'_, crate::mm::vmemmap::Vmemmap>,
+        u64,
+        u64,
+    ) -> Option<SlabError>,
+) -> Outcome {
+    let free = mm.buddy.free_pages();
+    let mut pages = BuddyPages { buddy: &mut mm.buddy, base: shared::layout::PAGE_OFFSET };
+    // The cache stays in this frame while it has slabs: they point back to it.
+    let mut cache = KmemCache::new("selftest-debug", 64, 8, true)
+        .ok_or_else(|| detail(format_args!("no cache")))?;
+    let take = |cache: &mut KmemCache, pages: &mut BuddyPages<'_, _>| {
+        cache.alloc(pages).ok().flatten().ok_or_else(|| detail(format_args!("no object")))
+    };
+    let a = take(&mut cache, &mut pages)?;
+    let b = take(&mut cache, &mut pages)?;
+    let found = misuse(&mut cache, &mut pages, a, b);
+    ensure!(found.map(|e| e.kind) == Some(kind), "expected {kind:?}, found {found:?}");
+    ensure!(
+        found.is_some_and(|e| e.cache == "selftest-debug"),
+        "the report does not name the cache"
+    );
+    for object in [a, b] {
+        // Ignore what the misuse already freed or put out of circulation.
+        let _ = cache.free(&mut pages, object);
+    }
+    cache.shrink(&mut pages);
+    mm.buddy.drain_pcp();
+    ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
+    Ok(())
+}
+
+fn slab_double_free(mm: &mut Mm, _: &E820Map) -> Outcome {
+    slab_debug(mm, SlabErrorKind::DoubleFree, |cache, pages, a, _| {
+        cache.free(pages, a).ok()?;
+        cache.free(pages, a).err()
+    })
+}
+
+fn slab_bad_free(mm: &mut Mm, _: &E820Map) -> Outcome {
+    slab_debug(mm, SlabErrorKind::NotAtBoundary, |cache, pages, a, _| {
+        cache.free(pages, a + 8).err()
+    })
+}
+
+fn slab_red_zone(mm: &mut Mm, _: &E820Map) -> Outcome {
+    slab_debug(mm, SlabErrorKind::RedZoneOverwritten, |cache, pages, _, b| {
+        // SAFETY: the first red-zone byte after the live object `b`: the misuse under test.
+        unsafe { ((b + 64) as *mut u8).write(0) };
+        let found = cache.free(pages, b).err();
+        // Mend the red zone so the object can be freed afterwards.
+        // SAFETY: as above.
+        unsafe { ((b + 64) as *mut u8).write(guest::slab::RED_ACTIVE) };
+        found
+    })
+}
+
+fn slab_write_after_free(mm: &mut Mm, _: &E820Map) -> Outcome {
+    slab_debug(mm, SlabErrorKind::WriteAfterFree, |cache, pages, a, _| {
+        cache.free(pages, a).ok()?;
+        // SAFETY: a byte of the freed object `a`, past its free pointer: the misuse under test.
+        unsafe { ((a + 16) as *mut u8).write(1) };
+        cache.alloc(pages).err()
+    })
 }

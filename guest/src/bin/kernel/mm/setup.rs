@@ -28,6 +28,19 @@ pub struct Mm {
     pub times: BootTimes,
     /// The vmalloc areas.
     pub vmalloc: super::vmalloc::Vmalloc,
+    /// The kmalloc caches. Slabs point back to their cache, so once `kmalloc` has slabs
+    /// the `Mm` must not move (the kernel keeps it in place in `kernel_main`).
+    pub kmalloc: guest::slab::Kmalloc,
+}
+
+impl Mm {
+    /// The slab layer's view of the buddy allocator (pages through the direct map), and
+    /// the kmalloc caches, borrowed together.
+    pub fn slab(&mut self) -> (&mut guest::slab::Kmalloc, guest::slab::BuddyPages<'_, Vmemmap>) {
+        let pages =
+            guest::slab::BuddyPages { buddy: &mut self.buddy, base: shared::layout::PAGE_OFFSET };
+        (&mut self.kmalloc, pages)
+    }
 }
 
 /// Why memory setup failed.
@@ -41,6 +54,8 @@ pub enum SetupError {
     Map(MapError),
     /// The kernel's page-table tree could not be built.
     Tree(guest::paging::MapError),
+    /// The kmalloc caches could not be set up.
+    Slab,
 }
 
 impl core::fmt::Display for SetupError {
@@ -55,6 +70,7 @@ impl core::fmt::Display for SetupError {
             Self::Memblock(err) => write!(f, "memblock: {err:?}: more than 128 regions"),
             Self::Map(err) => write!(f, "early page tables: {err}"),
             Self::Tree(err) => write!(f, "kernel page tables: {err:?}"),
+            Self::Slab => write!(f, "kmalloc caches could not be set up"),
         }
     }
 }
@@ -133,7 +149,9 @@ pub fn init(e820: &E820Map) -> Result<Mm, SetupError> {
         buddy_cycles: buddy_ready - memmap_ready,
         ram_bytes: memblock.memory.total(),
     };
-    Ok(Mm { memblock, buddy, times, vmalloc: super::vmalloc::Vmalloc::new(nx) })
+    // The caches have no slabs yet, so `Mm` can still move to its final place.
+    let kmalloc = guest::slab::Kmalloc::new(false).ok_or(SetupError::Slab)?;
+    Ok(Mm { memblock, buddy, times, vmalloc: super::vmalloc::Vmalloc::new(nx), kmalloc })
 }
 
 /// Extends the direct map (the boot tables cover the first GiB) to all RAM: 1 GiB pages
