@@ -43,11 +43,13 @@ pub enum Workload {
     ExecData,
     /// Read an unmapped address in the vmalloc area.
     UnmappedVmalloc,
+    /// Allocate 1 MiB blocks through `alloc` until memory runs out.
+    AllocOom,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 15] = [
+    pub const ALL: [Workload; 16] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -63,6 +65,7 @@ impl Workload {
         Self::WriteRodata,
         Self::ExecData,
         Self::UnmappedVmalloc,
+        Self::AllocOom,
     ];
 
     /// The name used on the command line.
@@ -83,6 +86,7 @@ impl Workload {
             Self::WriteRodata => "write-rodata",
             Self::ExecData => "exec-data",
             Self::UnmappedVmalloc => "unmapped-vmalloc",
+            Self::AllocOom => "alloc-oom",
         }
     }
 
@@ -108,6 +112,7 @@ impl Workload {
             Self::WriteRodata => "write to read-only kernel data (an oops)",
             Self::ExecData => "jump into no-execute kernel data (an oops)",
             Self::UnmappedVmalloc => "read an unmapped vmalloc address (an oops)",
+            Self::AllocOom => "allocate 1 MiB blocks until memory runs out (a reported panic)",
         }
     }
 

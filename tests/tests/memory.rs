@@ -104,7 +104,7 @@ fn selftest_passes_every_check() {
     let tests = outcome.tests();
     let failed: Vec<_> = tests.iter().filter(|(_, passed, _)| !passed).collect();
     assert!(failed.is_empty(), "failed checks: {failed:?}");
-    assert_eq!(tests.len(), 24);
+    assert_eq!(tests.len(), 25);
     assert_eq!(outcome.exit, SUCCESS);
     assert_eq!(
         outcome.boot_zones(),

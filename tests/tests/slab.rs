@@ -57,3 +57,17 @@ fn a_red_zone_overwrite_is_reported() {
 fn a_write_after_free_is_reported() {
     passed("slab debug: a write after free");
 }
+
+#[test]
+fn running_out_of_memory_through_alloc_is_a_reported_panic() {
+    let outcome = boot(&config("alloc-oom"));
+    assert_eq!(
+        outcome.exit,
+        ExitReason::GuestExit { status: shared::status::GuestStatus::Panic as u8 }
+    );
+    let message = outcome.reports.iter().find_map(|r| match r {
+        vmm::Report::Panic { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    assert_eq!(message.as_deref(), Some("memory allocation of 1048576 bytes failed"));
+}

@@ -22,6 +22,8 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod boot_params;
 mod console;
 mod cpu;
@@ -72,7 +74,7 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
         ));
     }
 
-    let mut mm =
+    let mm =
         mm::setup::init(&e820).unwrap_or_else(|err| hypercall::boot_failed(format_args!("{err}")));
     mm::setup::print_memblock(&mm.memblock);
     hypercall::report_memblock(&mm.memblock);
@@ -85,10 +87,14 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
     );
 
     mm::translations::report_and_check(&mm);
+    // From here on the memory managers live in one fixed place, for `alloc` too.
+    mm::global::install(mm);
     hypercall::checkpoint(checkpoint::BOOTED);
-    let passed = workload::run(&options, &e820, &mut mm);
-    hypercall::report_zones(&mm.buddy);
-    hypercall::report_slabinfo(&mm.kmalloc);
+    let passed = workload::run(&options, &e820);
+    mm::global::with(|mm| {
+        hypercall::report_zones(&mm.buddy);
+        hypercall::report_slabinfo(&mm.kmalloc);
+    });
     hypercall::exit(if passed { GuestStatus::Success } else { GuestStatus::CheckFailed })
 }
 

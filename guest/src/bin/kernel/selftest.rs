@@ -666,3 +666,51 @@ fn slab_write_after_free(mm: &mut Mm, _: &E820Map) -> Outcome {
         cache.alloc(pages).err()
     })
 }
+
+/// `alloc`'s collections on the kernel's allocator: reported as a check of its own. Runs
+/// outside any borrow of the memory managers, which every allocation takes.
+pub fn collections() -> bool {
+    use alloc::boxed::Box;
+    use alloc::collections::BTreeMap;
+    use alloc::vec::Vec;
+    let outcome = (|| -> Outcome {
+        let free = crate::mm::global::with(|mm| mm.buddy.free_pages());
+        {
+            let mut numbers: Vec<u64> = (0..2000).collect();
+            numbers.retain(|n| n % 3 != 0);
+            ensure!(numbers.len() == 1333, "Vec kept {} numbers, not 1333", numbers.len());
+            let mut tree = BTreeMap::new();
+            for (i, n) in numbers.iter().enumerate().take(500) {
+                tree.insert(*n, i);
+            }
+            ensure!(tree.len() == 500 && tree.get(&4) == Some(&2), "BTreeMap lookups");
+            let boxed: Box<[u8; 5000]> = Box::new([7; 5000]);
+            ensure!(boxed.iter().all(|&b| b == 7), "Box of 5000 bytes");
+            // An over-aligned allocation.
+            let layout = core::alloc::Layout::from_size_align(100, 256)
+                .map_err(|_| detail(format_args!("layout")))?;
+            // SAFETY: a valid, non-zero layout; freed below with the same layout.
+            let ptr = unsafe { alloc::alloc::alloc(layout) };
+            ensure!(!ptr.is_null() && ptr as u64 % 256 == 0, "256-byte alignment: {ptr:p}");
+            // SAFETY: allocated above with this layout.
+            unsafe { alloc::alloc::dealloc(ptr, layout) };
+        }
+        let after = crate::mm::global::with(|mm| {
+            for cache in &mut mm.kmalloc.caches {
+                let (_, mut pages) = (
+                    0,
+                    guest::slab::BuddyPages {
+                        buddy: &mut mm.buddy,
+                        base: shared::layout::PAGE_OFFSET,
+                    },
+                );
+                cache.shrink(&mut pages);
+            }
+            mm.buddy.drain_pcp();
+            mm.buddy.free_pages()
+        });
+        ensure!(after == free, "{after} pages free after the collections, {free} before");
+        Ok(())
+    })();
+    report("alloc: Vec, BTreeMap, Box and aligned allocations work on kmalloc", outcome)
+}

@@ -1,7 +1,7 @@
 //! The workloads (`shared::workload`): what the kernel does once it has booted.
 
 use crate::mm::setup::Mm;
-use crate::{selftest, stress, traps};
+use crate::{mm, selftest, stress, traps};
 use guest::cmdline::Options;
 use guest::e820::E820Map;
 use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY, VMALLOC_START};
@@ -10,10 +10,14 @@ use x86_64::instructions::port::Port;
 
 /// Runs the workload `options` name; returns whether its checks passed (fault injections
 /// that return have nothing to check).
-pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
+pub fn run(options: &Options, e820: &E820Map) -> bool {
     match options.workload {
         Workload::Boot => {}
-        Workload::Selftest => return selftest::run(mm, e820),
+        Workload::Selftest => {
+            let passed = mm::global::with(|mm| selftest::run(mm, e820));
+            // Outside the borrow: `alloc` takes the memory managers itself.
+            return selftest::collections() && passed;
+        }
         // SAFETY: deliberately faults; the page-fault handler reports it and ends the run.
         Workload::NullDeref => unsafe {
             core::arch::asm!("mov {}, qword ptr [0]", out(reg) _, options(nostack, readonly));
@@ -33,7 +37,17 @@ pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
         Workload::UnmappedVmalloc => unsafe {
             core::arch::asm!("mov {}, qword ptr [{}]", out(reg) _, in(reg) VMALLOC_START + (1 << 20), options(nostack, readonly));
         },
-        Workload::Stress => return stress::run(mm, options.seed, options.ops),
+        Workload::AllocOom => {
+            // Never touched, so cheap even under emulation; the allocator refuses at the
+            // min watermark and `alloc` panics with the size it could not get.
+            let mut blocks: alloc::vec::Vec<alloc::vec::Vec<u8>> = alloc::vec::Vec::new();
+            loop {
+                blocks.push(alloc::vec::Vec::with_capacity(1 << 20));
+            }
+        }
+        Workload::Stress => {
+            return mm::global::with(|mm| stress::run(mm, options.seed, options.ops))
+        }
         Workload::Panic => panic!("panic requested by workload=panic"),
         // SAFETY: `ud2` only raises #UD, which the kernel's handler reports.
         Workload::InvalidOpcode => unsafe { core::arch::asm!("ud2", options(nomem, nostack)) },
@@ -59,7 +73,7 @@ pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
             }
         }
         Workload::StrayMmio => {
-            let addr = mmio_virt(e820, mm, false);
+            let addr = mm::global::with(|mm| mmio_virt(e820, mm, false));
             for value in 0..3u32 {
                 // SAFETY: the address is mapped by the boot page tables and is no RAM: the
                 // accesses are MMIO exits to the VMM, not memory accesses.
@@ -70,7 +84,7 @@ pub fn run(options: &Options, e820: &E820Map, mm: &mut Mm) -> bool {
             }
         }
         Workload::ExecuteMmio => {
-            let addr = mmio_virt(e820, mm, true);
+            let addr = mm::global::with(|mm| mmio_virt(e820, mm, true));
             // SAFETY: deliberately jumps to an address with no memory behind it; KVM cannot
             // fetch the instruction and stops the VM.
             unsafe { core::arch::asm!("jmp {}", in(reg) addr, options(noreturn)) }

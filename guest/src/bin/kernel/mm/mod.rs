@@ -11,6 +11,7 @@
 //! [`setup::init`] runs the sequence (Linux's `setup_arch` → `mm_init`); [`paging`] extends
 //! the boot page tables; [`vmemmap`] is the memory map the buddy allocator runs on.
 
+pub mod global;
 pub mod pager;
 pub mod paging;
 pub mod setup;
