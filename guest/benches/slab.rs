@@ -1,5 +1,5 @@
 //! Our kmalloc (SLUB-style caches over our buddy allocator, debug off) against talc,
-//! linked_list_allocator and glibc malloc, host-native:
+//! slabmalloc, linked_list_allocator and glibc malloc, host-native:
 //!
 //! - a hot pair: allocate and free 64 bytes;
 //! - a random workload: 4096 operations on 4096 slots, each freeing the slot's block if
@@ -57,6 +57,51 @@ fn linked_list() -> linked_list_allocator::Heap {
     heap
 }
 
+/// slabmalloc's zone allocator, refilled with a fresh page whenever it runs out: a 4 KiB
+/// `ObjectPage` for its small classes, a 2 MiB `LargeObjectPage` for the large ones.
+struct Slabmalloc(slabmalloc::ZoneAllocator<'static>);
+
+/// A leaked, zero-initialised, `size`-aligned page of `T` (slabmalloc's page types are
+/// plain data that must be aligned to their size).
+fn leaked_page<T: Default>(size: usize) -> &'static mut T {
+    let layout = Layout::from_size_align(size, size).expect("valid layout");
+    // SAFETY: a fresh allocation of `size` bytes (the page type's size), aligned to it,
+    // written with a default page before the reference is made; it is leaked, so the zone
+    // allocator owns it for good.
+    unsafe {
+        let raw = std::alloc::alloc(layout).cast::<T>();
+        assert!(!raw.is_null(), "no page for slabmalloc");
+        raw.write(T::default());
+        &mut *raw
+    }
+}
+
+impl Slabmalloc {
+    fn alloc(&mut self, layout: Layout) -> NonNull<u8> {
+        use slabmalloc::Allocator;
+        loop {
+            match self.0.allocate(layout) {
+                Ok(ptr) => return ptr,
+                Err(slabmalloc::AllocationError::OutOfMemory) => {
+                    // SAFETY: the page is empty and the zone allocator's alone.
+                    let small = unsafe { self.0.refill(layout, leaked_page(4096)) };
+                    if small.is_err() {
+                        // SAFETY: as above.
+                        unsafe { self.0.refill_large(layout, leaked_page(2 << 20)) }
+                            .expect("refill");
+                    }
+                }
+                Err(err) => panic!("slabmalloc: {err:?}"),
+            }
+        }
+    }
+
+    fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        use slabmalloc::Allocator;
+        self.0.deallocate(ptr, layout).expect("valid free");
+    }
+}
+
 /// The random workload: (slot, size if the slot is empty).
 fn workload() -> Vec<(usize, usize)> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -92,6 +137,13 @@ fn hot_pair(c: &mut Criterion) {
                 let ptr = t.malloc(layout(64)).expect("memory");
                 t.free(black_box(ptr), layout(64));
             }
+        })
+    });
+    let mut slab = Slabmalloc(slabmalloc::ZoneAllocator::new());
+    group.bench_function("slabmalloc", |b| {
+        b.iter(|| {
+            let ptr = slab.alloc(layout(64));
+            slab.free(black_box(ptr), layout(64));
         })
     });
     let mut heap = linked_list();
@@ -151,6 +203,19 @@ fn random(c: &mut Criterion) {
                         let ptr = unsafe { t.malloc(layout(size)) }.expect("memory");
                         slots[slot] = Some((ptr, size));
                     }
+                }
+            }
+        })
+    });
+
+    let mut slab = Slabmalloc(slabmalloc::ZoneAllocator::new());
+    let mut slots: Vec<Option<(NonNull<u8>, usize)>> = vec![None; SLOTS];
+    group.bench_function("slabmalloc", |b| {
+        b.iter(|| {
+            for &(slot, size) in &ops {
+                match slots[slot].take() {
+                    Some((ptr, size)) => slab.free(ptr, layout(size)),
+                    None => slots[slot] = Some((slab.alloc(layout(size)), size)),
                 }
             }
         })

@@ -9,6 +9,7 @@
 //! | `loglevel=` | `off`, `error`, `warn`, `info`, `debug`, `trace`, or Linux's `0`–`8` | `info` |
 //! | `seed=` | the stress workload's random seed, a number | `1` |
 //! | `ops=` | the stress workload's operations, 1 to 1 000 000 | `2000` |
+//! | `slub_debug` | red zones and poisoning in the kmalloc caches | off |
 
 use log::LevelFilter;
 use shared::hypercall::CmdlineErrorKind;
@@ -25,11 +26,19 @@ pub struct Options {
     pub seed: u64,
     /// Operations of the stress workload.
     pub ops: u32,
+    /// Red zones and poisoning in the kmalloc caches.
+    pub slub_debug: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { workload: Workload::Boot, loglevel: LevelFilter::Info, seed: 1, ops: 2000 }
+        Self {
+            workload: Workload::Boot,
+            loglevel: LevelFilter::Info,
+            seed: 1,
+            ops: 2000,
+            slub_debug: false,
+        }
     }
 }
 
@@ -73,7 +82,10 @@ impl Options {
                     let ops = value.parse().ok().filter(|ops| (1..=1_000_000).contains(ops));
                     options.ops = ops.ok_or(bad_value)?;
                 }
-                ("workload" | "loglevel" | "seed" | "ops", None) => return Err(bad_value),
+                ("slub_debug", None) => options.slub_debug = true,
+                ("workload" | "loglevel" | "seed" | "ops", None) | ("slub_debug", Some(_)) => {
+                    return Err(bad_value)
+                }
                 _ => return Err(CmdlineError { kind: CmdlineErrorKind::UnknownOption, option }),
             }
         }
@@ -115,6 +127,7 @@ mod tests {
                 ..Options::default()
             }
         );
+        assert!(Options::parse("slub_debug").is_ok_and(|o| o.slub_debug));
         let stress = Options::parse("workload=stress seed=42 ops=500").expect("parses");
         assert_eq!((stress.workload, stress.seed, stress.ops), (Workload::Stress, 42, 500));
         assert_eq!(Options::parse("loglevel=4").map(|o| o.loglevel), Ok(LevelFilter::Error));

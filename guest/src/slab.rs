@@ -152,6 +152,9 @@ pub struct KmemCache {
     /// Recorded in each slab page's `private`: which kmalloc class this cache is (plus one),
     /// or zero.
     class_tag: u64,
+    /// Run on every object of a new slab (Linux's constructor); objects must be returned
+    /// to their constructed state before they are freed, so such a cache is not poisoned.
+    ctor: Option<fn(u64)>,
     /// Slabs with free objects, linked through their pages' `next`/`prev`.
     partial: u64,
     /// Slabs with every object free (also on `partial`).
@@ -194,11 +197,23 @@ impl KmemCache {
             cpu_freelist: 0,
             cpu_inuse: 0,
             class_tag: 0,
+            ctor: None,
             partial: NO_PFN,
             empty: 0,
             slabs: 0,
             in_use: 0,
         })
+    }
+
+    /// The same cache with a constructor run on each object of every new slab.
+    pub fn with_ctor(mut self, ctor: fn(u64)) -> Self {
+        self.ctor = Some(ctor);
+        self
+    }
+
+    /// Whether freed objects are poisoned: in debug mode, for caches without a constructor.
+    fn poisons(&self) -> bool {
+        self.debug && self.ctor.is_none()
     }
 
     /// The cache's name.
@@ -415,6 +430,9 @@ impl KmemCache {
             if self.debug {
                 self.poison(object);
             }
+            if let Some(ctor) = self.ctor {
+                ctor(object);
+            }
             // SAFETY: `object` lies in the slab the backend just gave us, mapped at `base`.
             unsafe { (object as *mut u64).write(freelist) };
             freelist = object;
@@ -500,14 +518,17 @@ impl KmemCache {
     /// Marks a free object: poison in the payload (its first word will hold the freelist
     /// link), the inactive red zone after it.
     fn poison(&self, object: u64) {
-        self.fill(object, 0, self.payload - 1, POISON_FREE);
-        self.fill(object, self.payload - 1, self.payload, POISON_END);
+        if self.poisons() {
+            self.fill(object, 0, self.payload - 1, POISON_FREE);
+            self.fill(object, self.payload - 1, self.payload, POISON_END);
+        }
         self.fill(object, self.payload, self.payload + RED_ZONE, RED_INACTIVE);
     }
 
     fn check_poison(&self, object: u64) -> Result<(), SlabError> {
         // The first word is the freelist link; the poison is what follows it.
         let poisoned = self.payload <= 8
+            || !self.poisons()
             || (self.all(object, 8, self.payload - 1, POISON_FREE)
                 && self.all(object, self.payload - 1, self.payload, POISON_END));
         let red_zone = self.all(object, self.payload, self.payload + RED_ZONE, RED_INACTIVE);
@@ -571,7 +592,10 @@ impl Kmalloc {
     pub fn new(debug: bool) -> Option<Self> {
         let mut index = 0;
         let caches = KMALLOC_SIZES.map(|size| {
-            let cache = KmemCache::new(KMALLOC_NAMES[index], size, 8, debug);
+            // Power-of-two classes are aligned to their size, as Linux's kmalloc guarantees;
+            // with red zones that doubles their stride.
+            let align = if size.is_power_of_two() { size.min(4096) } else { 8 };
+            let cache = KmemCache::new(KMALLOC_NAMES[index], size, align, debug);
             index += 1;
             cache
         });

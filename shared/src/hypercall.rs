@@ -90,7 +90,7 @@ pub enum ReportKind {
     /// The kernel's page tables: tables per level (PML4, PDPT, PD, PT), then pages mapped
     /// per size (4 KiB, 2 MiB, 1 GiB): seven `u64`.
     PageTables = 13,
-    /// One slab cache's `/proc/slabinfo` line: a [`SlabInfoReport`].
+    /// One slab cache's `/proc/slabinfo` line and its waste: a [`SlabInfoReport`].
     SlabInfo = 14,
 }
 
@@ -237,7 +237,8 @@ pub struct StressReport {
 
 const _: () = assert!(core::mem::size_of::<StressReport>() == 56);
 
-/// Payload of [`ReportKind::SlabInfo`] (80 bytes): `/proc/slabinfo`'s columns.
+/// Payload of [`ReportKind::SlabInfo`] (88 bytes): `/proc/slabinfo`'s columns and the
+/// bytes each slab wastes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct SlabInfoReport {
@@ -257,9 +258,11 @@ pub struct SlabInfoReport {
     pub active_slabs: u64,
     /// Slabs.
     pub num_slabs: u64,
+    /// Bytes of each slab no object uses.
+    pub waste_per_slab: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SlabInfoReport>() == 80);
+const _: () = assert!(core::mem::size_of::<SlabInfoReport>() == 88);
 
 /// Payload of [`ReportKind::Oops`] (32 bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -100,7 +100,8 @@ fn five_gib_has_a_normal_zone_above_4_gib_and_stays_sparse_on_the_host() {
 
 #[test]
 fn selftest_passes_every_check() {
-    let outcome = boot(&config("selftest"));
+    let outcome =
+        boot(&VmConfig { cmdline: "workload=selftest slub_debug".into(), ..config("selftest") });
     let tests = outcome.tests();
     let failed: Vec<_> = tests.iter().filter(|(_, passed, _)| !passed).collect();
     assert!(failed.is_empty(), "failed checks: {failed:?}");
@@ -116,7 +117,7 @@ fn selftest_passes_every_check() {
 #[test]
 fn stress_restores_the_boot_state() {
     let config = VmConfig {
-        cmdline: "workload=stress seed=11 ops=400".into(),
+        cmdline: "workload=stress seed=11 ops=400 slub_debug".into(),
         mem_size: 5 * GIB,
         ..config("stress")
     };
@@ -135,4 +136,8 @@ fn stress_restores_the_boot_state() {
     let boot_lists: Vec<_> = outcome.boot_zones().into_iter().map(|z| z.nr_free).collect();
     let end_lists: Vec<_> = outcome.zones().into_iter().map(|z| z.nr_free).collect();
     assert_eq!(boot_lists, end_lists, "the host sees the boot state again too");
+    let checks = outcome.tests();
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    assert!(checks.iter().all(|(_, passed, _)| *passed), "{checks:?}");
+    assert!(checks[1].0.starts_with("stress: kmalloc"), "the kmalloc phase ran: {checks:?}");
 }

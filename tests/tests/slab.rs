@@ -7,7 +7,12 @@ use vmm::{ExitReason, Outcome};
 
 fn selftest() -> &'static Outcome {
     static OUTCOME: OnceLock<Outcome> = OnceLock::new();
-    OUTCOME.get_or_init(|| boot(&config("selftest")))
+    OUTCOME.get_or_init(|| {
+        boot(&vmm::VmConfig {
+            cmdline: "workload=selftest slub_debug".into(),
+            ..config("selftest")
+        })
+    })
 }
 
 /// The selftest check whose name starts with `prefix` passed.

@@ -98,6 +98,7 @@ mod tests {
             pagesperslab: 1,
             active_slabs: 1,
             num_slabs: 1,
+            waste_per_slab: 0,
         };
         let text = slabinfo([&cache]);
         let mut lines = text.lines();

@@ -103,6 +103,8 @@ pub struct SlabInfo {
     pub active_slabs: u64,
     /// Slabs.
     pub num_slabs: u64,
+    /// Bytes of each slab no object uses.
+    pub waste_per_slab: u64,
 }
 
 /// A report from the guest.
@@ -463,7 +465,7 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
             let (name, rest) =
                 payload.split_at_checked(24).ok_or("slabinfo payload shorter than its name")?;
             match words(rest)?.as_slice() {
-                &[active_objs, num_objs, objsize, objperslab, pagesperslab, active_slabs, num_slabs] =>
+                &[active_objs, num_objs, objsize, objperslab, pagesperslab, active_slabs, num_slabs, waste_per_slab] =>
                 {
                     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
                     Ok(Report::Slab(SlabInfo {
@@ -475,9 +477,10 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
                         pagesperslab,
                         active_slabs,
                         num_slabs,
+                        waste_per_slab,
                     }))
                 }
-                _ => Err(format!("slabinfo payload of {} bytes, expected 80", payload.len())),
+                _ => Err(format!("slabinfo payload of {} bytes, expected 88", payload.len())),
             }
         }
         ReportKind::BootError => {

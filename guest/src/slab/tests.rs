@@ -72,6 +72,37 @@ fn objects_round_trip_and_shrink_gives_every_page_back() {
 }
 
 #[test]
+fn kmalloc_power_of_two_classes_are_naturally_aligned_even_with_red_zones() {
+    let mut pages = backend();
+    for debug in [false, true] {
+        let mut k = Box::new(Kmalloc::new(debug).expect("caches"));
+        for size in [16u64, 64, 256, 1024, 4096] {
+            for _ in 0..5 {
+                let addr = k.kmalloc(&mut *pages, size).expect("ok").expect("memory");
+                assert_eq!(addr % size, 0, "{size}-byte object at {addr:#x} (debug {debug})");
+            }
+        }
+    }
+}
+
+#[test]
+fn constructors_run_on_every_object_and_disable_poisoning() {
+    fn construct(object: u64) {
+        // SAFETY: the slab allocator passes an object of at least 32 bytes.
+        unsafe { (object as *mut [u8; 32]).write([0xab; 32]) };
+    }
+    let mut pages = backend();
+    let mut c = Box::new(KmemCache::new("ctor", 32, 8, true).expect("valid").with_ctor(construct));
+    let a = c.alloc(&mut *pages).expect("ok").expect("memory");
+    // SAFETY: a live 32-byte object; its first word was the free pointer.
+    let bytes = unsafe { (a as *const [u8; 32]).read() };
+    assert!(bytes[8..].iter().all(|&b| b == 0xab), "{bytes:x?}");
+    c.free(&mut *pages, a).expect("valid free");
+    // No poison: the object keeps its constructed state, and reallocating it is fine.
+    assert_eq!(c.alloc(&mut *pages).expect("no false write-after-free"), Some(a));
+}
+
+#[test]
 fn destroy_is_refused_while_objects_live() {
     let mut pages = backend();
     let mut c = cache(32, false);

@@ -156,6 +156,7 @@ pub fn report_slabinfo(kmalloc: &guest::slab::Kmalloc) {
             pagesperslab: 1 << order,
             active_slabs: cache.active_slabs(),
             num_slabs: slabs,
+            waste_per_slab: cache.waste_per_slab(),
         };
         report(ReportKind::SlabInfo, line.bytes());
     }

@@ -74,8 +74,8 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
         ));
     }
 
-    let mm =
-        mm::setup::init(&e820).unwrap_or_else(|err| hypercall::boot_failed(format_args!("{err}")));
+    let mm = mm::setup::init(&e820, options.slub_debug)
+        .unwrap_or_else(|err| hypercall::boot_failed(format_args!("{err}")));
     mm::setup::print_memblock(&mm.memblock);
     hypercall::report_memblock(&mm.memblock);
     hypercall::report(ReportKind::BootTimes, hypercall::Plain::bytes(&mm.times));

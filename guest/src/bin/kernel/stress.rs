@@ -129,6 +129,76 @@ pub fn run(mm: &mut Mm, seed: u64, ops: u32) -> bool {
     );
     hypercall::report(ReportKind::Stress, report.bytes());
     hypercall::report_test("stress: patterns intact, no overlaps, boot state restored", ok, "");
+    let slab_ok = kmalloc_phase(mm, &mut rng, ops);
+    hypercall::report_test(
+        "stress: kmalloc patterns intact, no overlaps, every page back",
+        slab_ok,
+        "",
+    );
+    ok && slab_ok
+}
+
+/// The kmalloc phase: `ops` random kmallocs (1–2048 bytes, now and then 8–24 KiB from
+/// pages) and kfrees, each allocation filled with a pattern and checked when freed, none
+/// overlapping another live one; then everything freed and the caches shrunk, and the
+/// free lists must be what they were before the phase.
+fn kmalloc_phase(mm: &mut Mm, rng: &mut Rng, ops: u32) -> bool {
+    let before = mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free));
+    // Live allocations: (address, size, pattern).
+    let mut live = [(0u64, 0u64, 0u64); MAX_LIVE];
+    let mut nlive = 0;
+    let (mut ok, mut allocations) = (true, 0u64);
+    for _ in 0..ops {
+        let (kmalloc, mut pages) = mm.slab();
+        if nlive < MAX_LIVE && (nlive == 0 || rng.below(100) < 55) {
+            let size =
+                if rng.below(20) == 0 { 8192 + rng.below(16384) } else { 1 + rng.below(2048) };
+            let Ok(Some(addr)) = kmalloc.kmalloc(&mut pages, size) else {
+                error!("stress: kmalloc({size}) failed");
+                ok = false;
+                continue;
+            };
+            if let Some(&(other, other_size, _)) =
+                live[..nlive].iter().find(|&&(a, s, _)| a < addr + size && addr < a + s)
+            {
+                error!("stress: kmalloc({size}) at {addr:#x} overlaps {other:#x}+{other_size}");
+                ok = false;
+            }
+            let pattern = rng.next() | 1;
+            fill_words(addr, size / 8, pattern);
+            live[nlive] = (addr, size, pattern);
+            nlive += 1;
+            allocations += 1;
+        } else {
+            let index = rng.index(nlive);
+            let (addr, size, pattern) = live[index];
+            live[index] = live[nlive - 1];
+            nlive -= 1;
+            if !words_intact(addr, size / 8, pattern) {
+                error!("stress: the {size}-byte allocation at {addr:#x} lost its pattern");
+                ok = false;
+            }
+            if let Err(err) = kmalloc.kfree(&mut pages, addr) {
+                error!("stress: {err}");
+                ok = false;
+            }
+        }
+    }
+    let (kmalloc, mut pages) = mm.slab();
+    for &(addr, size, pattern) in &live[..nlive] {
+        ok &= words_intact(addr, size / 8, pattern);
+        ok &= kmalloc.kfree(&mut pages, addr).is_ok();
+    }
+    for cache in &mut kmalloc.caches {
+        cache.shrink(&mut pages);
+    }
+    mm.buddy.drain_pcp();
+    let after = mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free));
+    if after != before {
+        error!("stress: the free lists differ after freeing every kmalloc allocation");
+        ok = false;
+    }
+    info!("stress: {allocations} kmallocs, {}", if ok { "ok" } else { "FAILED" });
     ok
 }
 
@@ -141,25 +211,38 @@ fn words(block: &Block) -> u64 {
     (PAGE_SIZE << block.order) / 8
 }
 
-/// Fills the block with its pattern (`rep stosq`: one emulated instruction).
+/// Fills the block with its pattern.
 fn fill(block: &Block) {
-    // SAFETY: the block is ours (just allocated), RAM, and mapped by the direct map.
+    fill_words(direct_map(block.pfn * PAGE_SIZE), words(block), block.pattern);
+}
+
+/// Whether the whole block still holds its pattern.
+fn intact(block: &Block) -> bool {
+    words_intact(direct_map(block.pfn * PAGE_SIZE), words(block), block.pattern)
+}
+
+/// Writes `pattern` to `count` words at `addr` (`rep stosq`: one emulated instruction).
+fn fill_words(addr: u64, count: u64, pattern: u64) {
+    // SAFETY: the caller owns `count` words at `addr` (a fresh allocation), mapped RAM.
     unsafe {
         core::arch::asm!(
             "rep stosq",
-            inout("rdi") direct_map(block.pfn * PAGE_SIZE) => _,
-            inout("rcx") words(block) => _,
-            in("rax") block.pattern,
+            inout("rdi") addr => _,
+            inout("rcx") count => _,
+            in("rax") pattern,
             options(nostack, preserves_flags),
         );
     }
 }
 
-/// Whether the whole block still holds its pattern (`repe scasq`).
-fn intact(block: &Block) -> bool {
+/// Whether `count` words at `addr` all hold `pattern` (`repe scasq`).
+fn words_intact(addr: u64, count: u64, pattern: u64) -> bool {
+    if count == 0 {
+        return true;
+    }
     let left: u64;
-    // SAFETY: the block is ours until freed, RAM, and mapped by the direct map; `scasq`
-    // only reads it.
+    // SAFETY: the caller owns `count` words at `addr` (a live allocation), mapped RAM;
+    // `scasq` only reads them.
     unsafe {
         core::arch::asm!(
             "repe scasq",
@@ -169,9 +252,9 @@ fn intact(block: &Block) -> bool {
             "2:",
             "mov ecx, 1",
             "3:",
-            inout("rdi") direct_map(block.pfn * PAGE_SIZE) => _,
-            inout("rcx") words(block) => left,
-            in("rax") block.pattern,
+            inout("rdi") addr => _,
+            inout("rcx") count => left,
+            in("rax") pattern,
             options(nostack, readonly),
         );
     }

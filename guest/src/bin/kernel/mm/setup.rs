@@ -96,8 +96,9 @@ fn rdtsc() -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
-/// Builds memblock, the memory map and the buddy allocator from the sanitised e820 map.
-pub fn init(e820: &E820Map) -> Result<Mm, SetupError> {
+/// Builds memblock, the memory map, the buddy allocator and the kmalloc caches (with red
+/// zones and poisoning if `slub_debug`) from the sanitised e820 map.
+pub fn init(e820: &E820Map, slub_debug: bool) -> Result<Mm, SetupError> {
     let start = rdtsc();
     let mut memblock = Memblock::new();
     for entry in e820.entries().iter().filter(|e| e.typ == E820_TYPE_RAM) {
@@ -150,7 +151,7 @@ pub fn init(e820: &E820Map) -> Result<Mm, SetupError> {
         ram_bytes: memblock.memory.total(),
     };
     // The caches have no slabs yet, so `Mm` can still move to its final place.
-    let kmalloc = guest::slab::Kmalloc::new(false).ok_or(SetupError::Slab)?;
+    let kmalloc = guest::slab::Kmalloc::new(slub_debug).ok_or(SetupError::Slab)?;
     Ok(Mm { memblock, buddy, times, vmalloc: super::vmalloc::Vmalloc::new(nx), kmalloc })
 }
 
