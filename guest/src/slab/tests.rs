@@ -195,7 +195,7 @@ fn kmalloc_serves_every_class_zero_and_large_sizes() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
-    fn random_kmalloc_and_kfree_keep_objects_apart_and_intact(
+    fn random_kmalloc_and_kfree_keep_objects_apart_intact_and_in_their_slab(
         ops in proptest::collection::vec((any::<bool>(), 1u64..3000, any::<usize>(), any::<bool>()), 1..300),
     ) {
         let mut pages = backend();
@@ -214,6 +214,14 @@ proptest! {
                 if let Some((&next, _)) = live.range(addr + 1..).next() {
                     prop_assert!(addr + size <= next, "{:#x}+{} overlaps {:#x}", addr, size, next);
                 }
+                if size <= KMALLOC_SIZES[12] {
+                    // Inside one slab of a cache whose objects hold `size` bytes.
+                    let pfn = pages.pfn(addr);
+                    let cache = &k.caches[k.cache_of(&mut *pages, pfn).expect("a slab page")];
+                    let mask = !((1u64 << cache.order) - 1);
+                    prop_assert!(cache.object_size() >= size, "{} bytes in {}", size, cache.name());
+                    prop_assert_eq!(pages.pfn(addr + size - 1) & mask, pfn & mask, "{:#x}+{} leaves its slab", addr, size);
+                }
                 let fill = (addr >> 4) as u8 | 1;
                 // SAFETY: a fresh allocation of `size` bytes.
                 unsafe { (addr as *mut u8).write_bytes(fill, size as usize) };
@@ -227,7 +235,7 @@ proptest! {
                 live.remove(&addr);
             }
             let counted: u64 = k.caches.iter().map(|c| c.counts().0).sum();
-            let small = live.values().filter(|(size, _)| *size <= 8192).count() as u64;
+            let small = live.values().filter(|(size, _)| *size <= KMALLOC_SIZES[12]).count() as u64;
             prop_assert_eq!(counted, small, "cache counters match the live small objects");
         }
         for &addr in live.keys() {
