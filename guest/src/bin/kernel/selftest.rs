@@ -595,8 +595,8 @@ fn kmalloc_classes(mm: &mut Mm, _: &E820Map) -> Outcome {
     Ok(())
 }
 
-/// Runs `misuse` on two objects of a fresh debug cache, expects `kind`, then cleans up
-/// and checks no page leaked.
+/// Runs `misuse` on two objects of a fresh debug cache (which refuses to be destroyed
+/// while they live), expects `kind`, then cleans up and checks no page leaked.
 fn slab_debug(
     mm: &mut Mm,
     kind: SlabErrorKind,
@@ -617,6 +617,7 @@ fn slab_debug(
     };
     let a = take(&mut cache, &mut pages)?;
     let b = take(&mut cache, &mut pages)?;
+    ensure!(cache.destroy(&mut pages) == Err(2), "destroy with two live objects was not refused");
     let found = misuse(&mut cache, &mut pages, a, b);
     ensure!(found.map(|e| e.kind) == Some(kind), "expected {kind:?}, found {found:?}");
     ensure!(
