@@ -14,6 +14,7 @@
 use buddy_system_allocator::{FrameAllocator, Heap};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use guest::buddy::{Buddy, SliceMemmap, Watermark};
+use guest::rng::Rng;
 use shared::page::{Page, ZoneType};
 use std::alloc::Layout;
 use std::hint::black_box;
@@ -59,13 +60,10 @@ fn page_layout(order: u32) -> Layout {
 
 /// The random workload's operations: (slot, order if the slot is empty).
 fn workload() -> Vec<(usize, u32)> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     (0..OPS)
         .map(|_| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let value = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let value = rng.next_u64();
             ((value % SLOTS as u64) as usize, ((value >> 32) % 6) as u32)
         })
         .collect()

@@ -12,6 +12,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use guest::buddy::{Buddy, SliceMemmap};
+use guest::rng::Rng;
 use guest::slab::{BuddyPages, Kmalloc};
 use shared::page::Page;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -104,13 +105,10 @@ impl Slabmalloc {
 
 /// The random workload: (slot, size if the slot is empty).
 fn workload() -> Vec<(usize, usize)> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     (0..SLOTS)
         .map(|_| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let value = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let value = rng.next_u64();
             ((value % SLOTS as u64) as usize, 16 + ((value >> 32) % 1009) as usize)
         })
         .collect()

@@ -6,6 +6,7 @@
 //! - [`buddy`]: the buddy page allocator with per-CPU order-0 caches.
 //! - [`memblock`]: the boot-time memory manager (memory and reserved region sets).
 //! - [`paging`]: 4-level page tables: map, unmap, protect, translate, walk.
+//! - [`rng`]: the pseudo-random generator of the stress workload and the benchmarks.
 //! - [`slab`]: SLUB-style caches and kmalloc over a page backend.
 #![no_std]
 
@@ -17,4 +18,5 @@ pub mod cmdline;
 pub mod e820;
 pub mod memblock;
 pub mod paging;
+pub mod rng;
 pub mod slab;

@@ -7,6 +7,7 @@ use crate::hypercall::{self, Plain};
 use crate::mm::direct_map;
 use crate::mm::setup::Mm;
 use guest::buddy::Watermark;
+use guest::rng::Rng;
 use log::{error, info};
 use shared::hypercall::{ReportKind, StressReport};
 use shared::layout::PAGE_SIZE;
@@ -26,32 +27,10 @@ struct Block {
     pattern: u64,
 }
 
-/// xorshift64*: small, fast, reproducible from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `[0, bound)`.
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    /// An index in `[0, len)`.
-    fn index(&mut self, len: usize) -> usize {
-        usize::try_from(self.below(len as u64)).unwrap_or(0)
-    }
-}
-
 /// Runs the workload; returns whether every check passed.
 pub fn run(mm: &mut Mm, seed: u64, ops: u32) -> bool {
     let boot = mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free));
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::new(seed);
     let mut live = [Block::default(); MAX_LIVE];
     let (mut nlive, mut live_pages) = (0usize, 0u64);
     let mut report = StressReport { seed, ops: u64::from(ops), ..StressReport::default() };
@@ -74,7 +53,7 @@ pub fn run(mm: &mut Mm, seed: u64, ops: u32) -> bool {
                 report.failed_allocations += 1;
                 continue;
             };
-            let block = Block { pfn, order, per_cpu, pattern: rng.next() | 1 };
+            let block = Block { pfn, order, per_cpu, pattern: rng.next_u64() | 1 };
             if let Some(other) = live[..nlive].iter().find(|b| overlaps(b, &block)) {
                 error!(
                     "stress: block at pfn {pfn:#x} order {order} overlaps live pfn {:#x}",
@@ -164,7 +143,7 @@ fn kmalloc_phase(mm: &mut Mm, rng: &mut Rng, ops: u32) -> bool {
                 error!("stress: kmalloc({size}) at {addr:#x} overlaps {other:#x}+{other_size}");
                 ok = false;
             }
-            let pattern = rng.next() | 1;
+            let pattern = rng.next_u64() | 1;
             fill_words(addr, size / 8, pattern);
             live[nlive] = (addr, size, pattern);
             nlive += 1;
