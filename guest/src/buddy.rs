@@ -20,9 +20,8 @@
 //!     the pages on its lists;
 //! (d) per-CPU pages are flagged `PG_PCP`, and `free + per-CPU + allocated = managed`.
 
-use shared::page::{
-    Page, ZoneType, MAX_ORDER, NO_PFN, NR_ORDERS, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP,
-};
+pub use shared::mm::{FreeArea, Pcp, Watermarks, Zone, PCP_CAPACITY};
+use shared::page::{Page, ZoneType, MAX_ORDER, NO_PFN, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP};
 
 /// Access to the memory map (`struct page` array).
 pub trait Memmap {
@@ -125,26 +124,6 @@ pub struct InvariantError {
     pub what: &'static str,
 }
 
-/// One order's free list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FreeArea {
-    /// First block on the list, or [`NO_PFN`].
-    pub head: u64,
-    /// Blocks on the list.
-    pub nr_free: u64,
-}
-
-/// Zone watermarks, in pages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Watermarks {
-    /// Below this only emergency allocations succeed.
-    pub min: u64,
-    /// Background reclaim would start here.
-    pub low: u64,
-    /// Reclaim would stop here.
-    pub high: u64,
-}
-
 /// The watermark an allocation must leave free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Watermark {
@@ -154,83 +133,25 @@ pub enum Watermark {
     None,
 }
 
-/// Capacity of a per-CPU list.
-pub const PCP_CAPACITY: usize = 192;
 /// Pages moved between a per-CPU list and the buddy lists at a time.
 pub const PCP_BATCH: usize = 31;
 /// A per-CPU list holding more than this is drained by one batch.
 pub const PCP_HIGH: usize = 6 * PCP_BATCH;
 
-/// A per-CPU cache of order-0 pages (Linux's `per_cpu_pages`), used as a stack.
-#[derive(Clone, Debug)]
-pub struct Pcp {
-    /// Pages on the list.
-    pub count: usize,
-    pfns: [u64; PCP_CAPACITY],
+/// Pages on a per-CPU list: at most [`PCP_CAPACITY`], so the cast is exact.
+#[allow(clippy::cast_possible_truncation)]
+fn pcp_len(pcp: &Pcp) -> usize {
+    pcp.count as usize
 }
 
-impl Pcp {
-    /// The cached page frames, oldest first.
-    pub fn pfns(&self) -> &[u64] {
-        &self.pfns[..self.count]
-    }
-}
-
-/// A zone: its span, counters, free lists and per-CPU cache.
-#[derive(Clone, Debug)]
-pub struct Zone {
-    /// Which zone.
-    pub kind: ZoneType,
-    /// First page frame spanned.
-    pub start_pfn: u64,
-    /// End (exclusive) of the frames spanned.
-    pub end_pfn: u64,
-    /// Frames with memory behind them.
-    pub present: u64,
-    /// Frames handed to the buddy allocator.
-    pub managed: u64,
-    /// Frames on the free lists (not counting the per-CPU cache).
-    pub free: u64,
-    /// The watermarks.
-    pub watermarks: Watermarks,
-    /// Free lists by order.
-    pub free_area: [FreeArea; NR_ORDERS],
-    /// The per-CPU order-0 cache.
-    pub pcp: Pcp,
-}
-
-impl Zone {
-    const fn empty(kind: ZoneType) -> Self {
-        Self {
-            kind,
-            start_pfn: 0,
-            end_pfn: 0,
-            present: 0,
-            managed: 0,
-            free: 0,
-            watermarks: Watermarks { min: 0, low: 0, high: 0 },
-            free_area: [FreeArea { head: NO_PFN, nr_free: 0 }; NR_ORDERS],
-            pcp: Pcp { count: 0, pfns: [0; PCP_CAPACITY] },
-        }
-    }
-
-    /// Frames spanned.
-    pub fn spanned(&self) -> u64 {
-        self.end_pfn - self.start_pfn
-    }
-
-    fn spans(&self, pfn: u64) -> bool {
-        self.start_pfn <= pfn && pfn < self.end_pfn
-    }
-
-    fn watermark_ok(&self, order: u32, mark: Watermark) -> bool {
-        let mark = match mark {
-            Watermark::Min => self.watermarks.min,
-            Watermark::None => return true,
-        };
-        // As `__zone_watermark_ok`: what is left after the allocation stays above the mark.
-        self.free.saturating_sub((1 << order) - 1) > mark
-    }
+/// Whether `zone` keeps `mark` free after an allocation of `order`.
+fn watermark_ok(zone: &Zone, order: u32, mark: Watermark) -> bool {
+    let mark = match mark {
+        Watermark::Min => zone.watermarks.min,
+        Watermark::None => return true,
+    };
+    // As `__zone_watermark_ok`: what is left after the allocation stays above the mark.
+    zone.free.saturating_sub((1 << order) - 1) > mark
 }
 
 /// The buddy allocator over a memory map.
@@ -249,8 +170,8 @@ impl<M: Memmap> Buddy<M> {
 
     /// Records present memory `[start_pfn, end_pfn)`: zone spans grow to cover it.
     pub fn add_present(&mut self, start_pfn: u64, end_pfn: u64) {
-        for zone in &mut self.zones {
-            let (low, high) = zone.kind.pfn_limits();
+        for (zone, kind) in self.zones.iter_mut().zip(ZoneType::ALL) {
+            let (low, high) = kind.pfn_limits();
             let (start, end) = (start_pfn.max(low), end_pfn.min(high));
             if start >= end {
                 continue;
@@ -303,7 +224,7 @@ impl<M: Memmap> Buddy<M> {
             return None;
         }
         for zone in (0..=highest as usize).rev() {
-            if self.zones[zone].managed == 0 || !self.zones[zone].watermark_ok(order, mark) {
+            if self.zones[zone].managed == 0 || !watermark_ok(&self.zones[zone], order, mark) {
                 continue;
             }
             if let Some(pfn) = self.rmqueue(zone, order) {
@@ -334,7 +255,7 @@ impl<M: Memmap> Buddy<M> {
             let pcp = &mut self.zones[zone].pcp;
             if pcp.count > 0 {
                 pcp.count -= 1;
-                let pfn = pcp.pfns[pcp.count];
+                let pfn = pcp.pfns[pcp_len(pcp)];
                 if let Some(page) = self.memmap.page(pfn) {
                     page.flags = (page.flags & !PG_PCP) | PG_HEAD;
                     page.order = 0;
@@ -353,9 +274,9 @@ impl<M: Memmap> Buddy<M> {
         page.flags = (page.flags & !PG_HEAD) | PG_PCP;
         page.refcount = 0;
         let pcp = &mut self.zones[zone].pcp;
-        pcp.pfns[pcp.count] = pfn;
+        pcp.pfns[pcp_len(pcp)] = pfn;
         pcp.count += 1;
-        if pcp.count > PCP_HIGH {
+        if pcp_len(pcp) > PCP_HIGH {
             self.drain_pcp_batch(zone, PCP_BATCH);
         }
         Ok(())
@@ -364,21 +285,21 @@ impl<M: Memmap> Buddy<M> {
     /// Returns every per-CPU page to the buddy lists.
     pub fn drain_pcp(&mut self) {
         for zone in 0..NR_ZONES {
-            let count = self.zones[zone].pcp.count;
+            let count = pcp_len(&self.zones[zone].pcp);
             self.drain_pcp_batch(zone, count);
         }
     }
 
     /// Free pages, per-CPU caches included.
     pub fn free_pages(&self) -> u64 {
-        self.zones.iter().map(|z| z.free + z.pcp.count as u64).sum()
+        self.zones.iter().map(|z| z.free + z.pcp.count).sum()
     }
 
     /// Checks invariants (a)–(d) except the allocated count, which only the caller knows;
     /// list walks are bounded by the zone's managed pages.
     pub fn check(&mut self) -> Result<(), InvariantError> {
         for zone_index in 0..NR_ZONES {
-            let (kind, managed) = (self.zones[zone_index].kind, self.zones[zone_index].managed);
+            let (kind, managed) = (ZoneType::ALL[zone_index], self.zones[zone_index].managed);
             let fail = |order, pfn, what| Err(InvariantError { zone: kind, order, pfn, what });
             let mut free = 0;
             for order in 0..=MAX_ORDER {
@@ -509,7 +430,7 @@ impl<M: Memmap> Buddy<M> {
 
     fn refill_pcp(&mut self, zone: usize) {
         for _ in 0..PCP_BATCH {
-            if !self.zones[zone].watermark_ok(0, Watermark::Min) {
+            if !watermark_ok(&self.zones[zone], 0, Watermark::Min) {
                 break;
             }
             let Some(pfn) = self.rmqueue(zone, 0) else {
@@ -519,14 +440,14 @@ impl<M: Memmap> Buddy<M> {
                 page.flags |= PG_PCP;
             }
             let pcp = &mut self.zones[zone].pcp;
-            pcp.pfns[pcp.count] = pfn;
+            pcp.pfns[pcp_len(pcp)] = pfn;
             pcp.count += 1;
         }
     }
 
     /// Returns the `count` oldest per-CPU pages of `zone` to the buddy lists.
     fn drain_pcp_batch(&mut self, zone: usize, count: usize) {
-        let count = count.min(self.zones[zone].pcp.count);
+        let count = count.min(pcp_len(&self.zones[zone].pcp));
         for index in 0..count {
             let pfn = self.zones[zone].pcp.pfns[index];
             if let Some(page) = self.memmap.page(pfn) {
@@ -535,8 +456,9 @@ impl<M: Memmap> Buddy<M> {
             self.free_one(zone, pfn, 0);
         }
         let pcp = &mut self.zones[zone].pcp;
-        pcp.pfns.copy_within(count..pcp.count, 0);
-        pcp.count -= count;
+        let len = pcp_len(pcp);
+        pcp.pfns.copy_within(count..len, 0);
+        pcp.count -= count as u64;
     }
 
     fn list_add(&mut self, zone: usize, order: u32, pfn: u64) {

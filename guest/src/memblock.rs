@@ -19,21 +19,7 @@
 /// Regions a set holds (Linux's `INIT_MEMBLOCK_REGIONS`).
 pub const MAX_REGIONS: usize = 128;
 
-/// A physical range `[base, base + size)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Region {
-    /// First byte.
-    pub base: u64,
-    /// Length in bytes.
-    pub size: u64,
-}
-
-impl Region {
-    /// End (exclusive).
-    pub fn end(&self) -> u64 {
-        self.base + self.size
-    }
-}
+pub use shared::mm::Region;
 
 /// Why a memblock operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

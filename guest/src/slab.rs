@@ -24,6 +24,7 @@
 //! [`SlabError`] naming the cache and the object, and nothing is corrupted further.
 
 use crate::buddy::{Buddy, Memmap, Watermark};
+use shared::mm::{SlabCache, SLAB_CTOR, SLAB_DEBUG};
 use shared::page::{Page, ZoneType, NO_PFN, PG_SLAB};
 
 /// Memory for slabs.
@@ -133,36 +134,15 @@ pub const MAX_EMPTY_SLABS: u64 = 2;
 /// The largest slab order a cache uses.
 pub const MAX_SLAB_ORDER: u32 = 3;
 
-/// A cache of equal objects.
+/// A cache of equal objects. Its state is a [`SlabCache`], first so that the host finds
+/// it at the cache's address; the name and constructor are for the kernel.
+#[repr(C)]
 pub struct KmemCache {
+    raw: SlabCache,
     name: &'static str,
-    object_size: u64,
-    /// Bytes of the object before its red zone: the size, at least a free pointer's 8.
-    payload: u64,
-    /// Distance between objects: payload, red zone, alignment padding.
-    stride: u64,
-    order: u32,
-    objects: u64,
-    debug: bool,
-    /// The current slab, its freelist and its objects in use (the fast path; the count
-    /// goes to the slab's `struct page` when the slab stops being current).
-    cpu_slab: u64,
-    cpu_freelist: u64,
-    cpu_inuse: u32,
-    /// Recorded in each slab page's `private`: which kmalloc class this cache is (plus one),
-    /// or zero.
-    class_tag: u64,
     /// Run on every object of a new slab (Linux's constructor); objects must be returned
     /// to their constructed state before they are freed, so such a cache is not poisoned.
     ctor: Option<fn(u64)>,
-    /// Slabs with free objects, linked through their pages' `next`/`prev`.
-    partial: u64,
-    /// Slabs with every object free (also on `partial`).
-    empty: u64,
-    /// Slabs the cache holds.
-    slabs: u64,
-    /// Objects allocated.
-    in_use: u64,
 }
 
 impl KmemCache {
@@ -185,35 +165,48 @@ impl KmemCache {
             },
         )?;
         let objects = (4096u64 << order) / stride;
-        Some(Self {
-            name,
+        let raw = SlabCache {
+            name_addr: name.as_ptr() as u64,
+            name_len: name.len() as u64,
             object_size: size,
             payload,
             stride,
             order,
+            flags: if debug { SLAB_DEBUG } else { 0 },
             objects,
-            debug,
             cpu_slab: NO_PFN,
             cpu_freelist: 0,
             cpu_inuse: 0,
+            reserved: 0,
             class_tag: 0,
-            ctor: None,
             partial: NO_PFN,
             empty: 0,
             slabs: 0,
             in_use: 0,
-        })
+        };
+        Some(Self { raw, name, ctor: None })
     }
 
     /// The same cache with a constructor run on each object of every new slab.
     pub fn with_ctor(mut self, ctor: fn(u64)) -> Self {
         self.ctor = Some(ctor);
+        self.raw.flags |= SLAB_CTOR;
         self
+    }
+
+    /// Whether objects have red zones and free ones are poisoned (`slub_debug`).
+    fn debug(&self) -> bool {
+        self.raw.flags & SLAB_DEBUG != 0
+    }
+
+    /// The state the host reads.
+    pub fn raw(&self) -> &SlabCache {
+        &self.raw
     }
 
     /// Whether freed objects are poisoned: in debug mode, for caches without a constructor.
     fn poisons(&self) -> bool {
-        self.debug && self.ctor.is_none()
+        self.debug() && self.ctor.is_none()
     }
 
     /// The cache's name.
@@ -223,55 +216,55 @@ impl KmemCache {
 
     /// Bytes a caller may use in an object.
     pub fn object_size(&self) -> u64 {
-        self.object_size
+        self.raw.object_size
     }
 
     /// Bytes an object takes in its slab.
     pub fn stride(&self) -> u64 {
-        self.stride
+        self.raw.stride
     }
 
     /// The slab order and the objects in a slab.
     pub fn geometry(&self) -> (u32, u64) {
-        (self.order, self.objects)
+        (self.raw.order, self.raw.objects)
     }
 
     /// Bytes of each slab no object uses.
     pub fn waste_per_slab(&self) -> u64 {
-        (4096 << self.order) - self.objects * self.stride
+        (4096 << self.raw.order) - self.raw.objects * self.raw.stride
     }
 
     /// (objects allocated, objects in all slabs, slabs).
     pub fn counts(&self) -> (u64, u64, u64) {
-        (self.in_use, self.slabs * self.objects, self.slabs)
+        (self.raw.in_use, self.raw.slabs * self.raw.objects, self.raw.slabs)
     }
 
     /// Slabs with at least one object allocated.
     pub fn active_slabs(&self) -> u64 {
-        self.slabs - self.empty
+        self.raw.slabs - self.raw.empty
     }
 
     /// Allocates an object; `None` when the backend has no pages.
     pub fn alloc(&mut self, pages: &mut impl SlabPages) -> Result<Option<u64>, SlabError> {
-        if self.cpu_freelist == 0 && !self.refill(pages) {
+        if self.raw.cpu_freelist == 0 && !self.refill(pages) {
             return Ok(None);
         }
-        let object = self.cpu_freelist;
+        let object = self.raw.cpu_freelist;
         // SAFETY: `object` is a free object of the current slab, which the backend maps at
         // its address; its first word is the freelist link.
-        self.cpu_freelist = unsafe { (object as *const u64).read() };
-        if self.debug {
-            let base = pages.address(self.cpu_slab);
-            let next = self.cpu_freelist;
+        self.raw.cpu_freelist = unsafe { (object as *const u64).read() };
+        if self.debug() {
+            let base = pages.address(self.raw.cpu_slab);
+            let next = self.raw.cpu_freelist;
             let valid = next == 0
                 || (next >= base
-                    && (next - base) % self.stride == 0
-                    && (next - base) / self.stride < self.objects);
+                    && (next - base) % self.raw.stride == 0
+                    && (next - base) / self.raw.stride < self.raw.objects);
             if !valid {
                 // The link was overwritten: never follow it. The slab goes into quarantine:
                 // marked full and detached, so it is neither used nor freed again.
-                self.cpu_freelist = 0;
-                let slab = core::mem::replace(&mut self.cpu_slab, NO_PFN);
+                self.raw.cpu_freelist = 0;
+                let slab = core::mem::replace(&mut self.raw.cpu_slab, NO_PFN);
                 if let Some(page) = pages.page(slab) {
                     page.slab_inuse = page.slab_objects;
                 }
@@ -283,10 +276,10 @@ impl KmemCache {
             }
             // A damaged object stays out of circulation rather than being handed out.
             self.check_poison(object)?;
-            self.fill(object, self.payload, self.payload + RED_ZONE, RED_ACTIVE);
+            self.fill(object, self.raw.payload, self.raw.payload + RED_ZONE, RED_ACTIVE);
         }
-        self.cpu_inuse += 1;
-        self.in_use += 1;
+        self.raw.cpu_inuse += 1;
+        self.raw.in_use += 1;
         Ok(Some(object))
     }
 
@@ -294,21 +287,23 @@ impl KmemCache {
     pub fn free(&mut self, pages: &mut impl SlabPages, object: u64) -> Result<(), SlabError> {
         let err = |kind| SlabError { cache: self.name, object, kind };
         let slab = self.slab_of(pages, object).ok_or(err(SlabErrorKind::NotAnObject))?;
-        if self.debug {
+        if self.debug() {
             // A division per free: only in debug mode, as in SLUB.
             let base = pages.address(slab);
-            if (object - base) % self.stride != 0 || (object - base) / self.stride >= self.objects {
+            if (object - base) % self.raw.stride != 0
+                || (object - base) / self.raw.stride >= self.raw.objects
+            {
                 return Err(err(SlabErrorKind::NotAtBoundary));
             }
             if self.is_free(pages, slab, object) {
                 return Err(err(SlabErrorKind::DoubleFree));
             }
-            if !self.all(object, self.payload, self.payload + RED_ZONE, RED_ACTIVE) {
+            if !self.all(object, self.raw.payload, self.raw.payload + RED_ZONE, RED_ACTIVE) {
                 return Err(err(SlabErrorKind::RedZoneOverwritten));
             }
             self.poison(object);
         }
-        if slab == self.cpu_slab {
+        if slab == self.raw.cpu_slab {
             self.push_current(object);
             return Ok(());
         } else {
@@ -323,13 +318,13 @@ impl KmemCache {
                 self.list_add(pages, slab);
             }
             if now_empty {
-                self.empty += 1;
-                if self.empty > MAX_EMPTY_SLABS {
+                self.raw.empty += 1;
+                if self.raw.empty > MAX_EMPTY_SLABS {
                     self.discard(pages, slab);
                 }
             }
         }
-        self.in_use -= 1;
+        self.raw.in_use -= 1;
         Ok(())
     }
 
@@ -337,17 +332,17 @@ impl KmemCache {
     fn push_current(&mut self, object: u64) {
         // SAFETY: `object` is an object of the current slab (the callers checked) that is
         // now free: its first word becomes the freelist link.
-        unsafe { (object as *mut u64).write(self.cpu_freelist) };
-        self.cpu_freelist = object;
-        self.cpu_inuse -= 1;
-        self.in_use -= 1;
+        unsafe { (object as *mut u64).write(self.raw.cpu_freelist) };
+        self.raw.cpu_freelist = object;
+        self.raw.cpu_inuse -= 1;
+        self.raw.in_use -= 1;
     }
 
     /// Gives every empty slab back to the backend (Linux's `kmem_cache_shrink`); the
     /// current slab is put back first.
     pub fn shrink(&mut self, pages: &mut impl SlabPages) {
         self.deactivate(pages);
-        let mut slab = self.partial;
+        let mut slab = self.raw.partial;
         while slab != NO_PFN {
             let (next, empty) =
                 pages.page(slab).map_or((NO_PFN, false), |p| (p.next, p.slab_inuse == 0));
@@ -361,8 +356,8 @@ impl KmemCache {
     /// Refuses to be destroyed while objects are live (Linux's `kmem_cache_destroy`
     /// complains the same way); else shrinks to nothing.
     pub fn destroy(&mut self, pages: &mut impl SlabPages) -> Result<(), u64> {
-        if self.in_use > 0 {
-            return Err(self.in_use);
+        if self.raw.in_use > 0 {
+            return Err(self.raw.in_use);
         }
         self.shrink(pages);
         Ok(())
@@ -372,7 +367,7 @@ impl KmemCache {
     fn slab_of(&self, pages: &mut impl SlabPages, object: u64) -> Option<u64> {
         let pfn = pages.pfn(object);
         // The slab starts at a frame aligned to its order (the backend is a buddy allocator).
-        let slab = pfn & !((1u64 << self.order) - 1);
+        let slab = pfn & !((1u64 << self.raw.order) - 1);
         let page = pages.page(slab)?;
         (page.flags & PG_SLAB != 0 && page.slab_cache == self as *const Self as u64).then_some(slab)
     }
@@ -380,11 +375,11 @@ impl KmemCache {
     /// Makes a partial slab, or a new one, the current slab.
     fn refill(&mut self, pages: &mut impl SlabPages) -> bool {
         self.deactivate(pages);
-        let slab = if self.partial != NO_PFN {
-            let slab = self.partial;
+        let slab = if self.raw.partial != NO_PFN {
+            let slab = self.raw.partial;
             self.list_del(pages, slab);
             if pages.page(slab).is_some_and(|p| p.slab_inuse == 0) {
-                self.empty -= 1;
+                self.raw.empty -= 1;
             }
             slab
         } else {
@@ -394,20 +389,20 @@ impl KmemCache {
             }
         };
         let Some(page) = pages.page(slab) else { return false };
-        self.cpu_freelist = core::mem::take(&mut page.slab_freelist);
-        self.cpu_inuse = page.slab_inuse;
-        self.cpu_slab = slab;
-        self.cpu_freelist != 0
+        self.raw.cpu_freelist = core::mem::take(&mut page.slab_freelist);
+        self.raw.cpu_inuse = page.slab_inuse;
+        self.raw.cpu_slab = slab;
+        self.raw.cpu_freelist != 0
     }
 
     /// Puts the current slab back on the lists with its freelist.
     fn deactivate(&mut self, pages: &mut impl SlabPages) {
-        let slab = core::mem::replace(&mut self.cpu_slab, NO_PFN);
+        let slab = core::mem::replace(&mut self.raw.cpu_slab, NO_PFN);
         if slab == NO_PFN {
             return;
         }
-        let freelist = core::mem::take(&mut self.cpu_freelist);
-        let inuse = core::mem::take(&mut self.cpu_inuse);
+        let freelist = core::mem::take(&mut self.raw.cpu_freelist);
+        let inuse = core::mem::take(&mut self.raw.cpu_inuse);
         let Some(page) = pages.page(slab) else { return };
         page.slab_freelist = freelist;
         page.slab_inuse = inuse;
@@ -415,19 +410,19 @@ impl KmemCache {
         if inuse < objects {
             self.list_add(pages, slab);
             if inuse == 0 {
-                self.empty += 1;
+                self.raw.empty += 1;
             }
         }
     }
 
     /// A new slab with every object on its freelist.
     fn new_slab(&mut self, pages: &mut impl SlabPages) -> Option<u64> {
-        let slab = pages.alloc_pages(self.order)?;
+        let slab = pages.alloc_pages(self.raw.order)?;
         let base = pages.address(slab);
         let mut freelist = 0;
-        for index in (0..self.objects).rev() {
-            let object = base + index * self.stride;
-            if self.debug {
+        for index in (0..self.raw.objects).rev() {
+            let object = base + index * self.raw.stride;
+            if self.debug() {
                 self.poison(object);
             }
             if let Some(ctor) = self.ctor {
@@ -438,26 +433,26 @@ impl KmemCache {
             freelist = object;
         }
         // Every page of the slab knows its cache, so a free needs one lookup.
-        for pfn in slab..slab + (1 << self.order) {
+        for pfn in slab..slab + (1 << self.raw.order) {
             let page = pages.page(pfn)?;
             page.flags |= PG_SLAB;
             page.slab_cache = self as *const Self as u64;
-            page.private = self.class_tag;
+            page.private = self.raw.class_tag;
         }
         let page = pages.page(slab)?;
         page.slab_freelist = freelist;
         page.slab_inuse = 0;
-        page.slab_objects = u32::try_from(self.objects).unwrap_or(u32::MAX);
-        self.slabs += 1;
+        page.slab_objects = u32::try_from(self.raw.objects).unwrap_or(u32::MAX);
+        self.raw.slabs += 1;
         Some(slab)
     }
 
     /// Gives an empty slab on the partial list back to the backend.
     fn discard(&mut self, pages: &mut impl SlabPages, slab: u64) {
         self.list_del(pages, slab);
-        self.empty -= 1;
-        self.slabs -= 1;
-        for pfn in slab..slab + (1 << self.order) {
+        self.raw.empty -= 1;
+        self.raw.slabs -= 1;
+        for pfn in slab..slab + (1 << self.raw.order) {
             if let Some(page) = pages.page(pfn) {
                 page.flags &= !PG_SLAB;
                 page.slab_cache = 0;
@@ -466,18 +461,18 @@ impl KmemCache {
                 page.private = 0;
             }
         }
-        pages.free_pages(slab, self.order);
+        pages.free_pages(slab, self.raw.order);
     }
 
     fn list_add(&mut self, pages: &mut impl SlabPages, slab: u64) {
-        let head = self.partial;
+        let head = self.raw.partial;
         if let Some(page) = pages.page(slab) {
             (page.next, page.prev) = (head, NO_PFN);
         }
         if let Some(next) = pages.page(head) {
             next.prev = slab;
         }
-        self.partial = slab;
+        self.raw.partial = slab;
     }
 
     fn list_del(&mut self, pages: &mut impl SlabPages, slab: u64) {
@@ -486,7 +481,7 @@ impl KmemCache {
         (page.next, page.prev) = (0, 0);
         match pages.page(prev) {
             Some(prev_page) => prev_page.next = next,
-            None => self.partial = next,
+            None => self.raw.partial = next,
         }
         if let Some(next_page) = pages.page(next) {
             next_page.prev = prev;
@@ -496,13 +491,13 @@ impl KmemCache {
     /// Whether `object` is on a freelist of `slab` (debug mode: walks the list, bounded
     /// by the objects in a slab).
     fn is_free(&self, pages: &mut impl SlabPages, slab: u64, object: u64) -> bool {
-        let head = if slab == self.cpu_slab {
-            self.cpu_freelist
+        let head = if slab == self.raw.cpu_slab {
+            self.raw.cpu_freelist
         } else {
             pages.page(slab).map_or(0, |p| p.slab_freelist)
         };
         let mut free = head;
-        for _ in 0..self.objects {
+        for _ in 0..self.raw.objects {
             if free == 0 {
                 return false;
             }
@@ -519,19 +514,20 @@ impl KmemCache {
     /// link), the inactive red zone after it.
     fn poison(&self, object: u64) {
         if self.poisons() {
-            self.fill(object, 0, self.payload - 1, POISON_FREE);
-            self.fill(object, self.payload - 1, self.payload, POISON_END);
+            self.fill(object, 0, self.raw.payload - 1, POISON_FREE);
+            self.fill(object, self.raw.payload - 1, self.raw.payload, POISON_END);
         }
-        self.fill(object, self.payload, self.payload + RED_ZONE, RED_INACTIVE);
+        self.fill(object, self.raw.payload, self.raw.payload + RED_ZONE, RED_INACTIVE);
     }
 
     fn check_poison(&self, object: u64) -> Result<(), SlabError> {
         // The first word is the freelist link; the poison is what follows it.
-        let poisoned = self.payload <= 8
+        let poisoned = self.raw.payload <= 8
             || !self.poisons()
-            || (self.all(object, 8, self.payload - 1, POISON_FREE)
-                && self.all(object, self.payload - 1, self.payload, POISON_END));
-        let red_zone = self.all(object, self.payload, self.payload + RED_ZONE, RED_INACTIVE);
+            || (self.all(object, 8, self.raw.payload - 1, POISON_FREE)
+                && self.all(object, self.raw.payload - 1, self.raw.payload, POISON_END));
+        let red_zone =
+            self.all(object, self.raw.payload, self.raw.payload + RED_ZONE, RED_INACTIVE);
         if poisoned && red_zone {
             Ok(())
         } else {
@@ -606,7 +602,7 @@ impl Kmalloc {
         let caches = caches.map(|cache| {
             let mut cache = cache.expect("checked above");
             tag += 1;
-            cache.class_tag = tag;
+            cache.raw.class_tag = tag;
             cache
         });
         Some(Self { caches })
@@ -659,8 +655,8 @@ impl Kmalloc {
             Some(class) => {
                 let cache = &mut self.caches[class];
                 // The fast path: an object of the current slab, no checks to run.
-                let slab = pfn & !((1u64 << cache.order) - 1);
-                if !cache.debug && slab == cache.cpu_slab {
+                let slab = pfn & !((1u64 << cache.raw.order) - 1);
+                if !cache.debug() && slab == cache.raw.cpu_slab {
                     cache.push_current(addr);
                     return Ok(());
                 }
@@ -681,7 +677,7 @@ impl Kmalloc {
         }
         let pfn = pages.pfn(addr);
         match self.cache_of(pages, pfn) {
-            Some(class) => self.caches[class].object_size,
+            Some(class) => self.caches[class].raw.object_size,
             None => 4096 << pages.page(pfn).map_or(0, |p| p.order),
         }
     }

@@ -55,6 +55,15 @@ pub mod checkpoint {
     /// Check the last [`super::ReportKind::Translations`] report against KVM's own
     /// translation (`KVM_TRANSLATE`) of every address in it.
     pub const CHECK_TRANSLATIONS: u64 = 2;
+
+    /// A checkpoint's name.
+    pub fn name(tag: u64) -> &'static str {
+        match tag {
+            BOOTED => "booted",
+            CHECK_TRANSLATIONS => "check-translations",
+            _ => "guest-defined",
+        }
+    }
 }
 
 /// What a report's payload holds.

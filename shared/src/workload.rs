@@ -45,11 +45,14 @@ pub enum Workload {
     UnmappedVmalloc,
     /// Allocate 1 MiB blocks through `alloc` until memory runs out.
     AllocOom,
+    /// Allocate and keep pages, per-CPU pages, slab objects and vmalloc areas (`seed=`,
+    /// `ops=`), then exit: a populated state for host inspection.
+    Populate,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 16] = [
+    pub const ALL: [Workload; 17] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -66,6 +69,7 @@ impl Workload {
         Self::ExecData,
         Self::UnmappedVmalloc,
         Self::AllocOom,
+        Self::Populate,
     ];
 
     /// The name used on the command line.
@@ -87,6 +91,7 @@ impl Workload {
             Self::ExecData => "exec-data",
             Self::UnmappedVmalloc => "unmapped-vmalloc",
             Self::AllocOom => "alloc-oom",
+            Self::Populate => "populate",
         }
     }
 
@@ -113,6 +118,9 @@ impl Workload {
             Self::ExecData => "jump into no-execute kernel data (an oops)",
             Self::UnmappedVmalloc => "read an unmapped vmalloc address (an oops)",
             Self::AllocOom => "allocate 1 MiB blocks until memory runs out (a reported panic)",
+            Self::Populate => {
+                "allocate and keep pages, slab objects and vmalloc areas (seed=, ops=), then exit"
+            }
         }
     }
 

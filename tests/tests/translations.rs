@@ -1,5 +1,7 @@
-//! The guest's own page-table walker against KVM's translation (`KVM_TRANSLATE`), on every
-//! address the guest lists at its checkpoint: mapped and unmapped, 4 KiB and 2 MiB pages.
+//! The guest's own page-table walker, and the host's (`shared::walk`, reading guest RAM),
+//! against KVM's translation (`KVM_TRANSLATE`): the guest's sample addresses, and the
+//! first, middle and last byte of every mapped page and the bytes just outside it; 4 KiB
+//! and 2 MiB pages (this KVM offers no 1 GiB pages: the walker's 1 GiB path is unit-tested).
 
 use kvm_mm_tests::{boot, config};
 use shared::layout::{GIB, MIB};
@@ -12,6 +14,15 @@ fn checked(mem_size: u64) -> Vec<vmm::outcome::TranslationCheck> {
     let disagreements: Vec<_> = checks.iter().filter(|c| !c.agrees()).collect();
     assert!(disagreements.is_empty(), "guest and KVM disagree: {disagreements:x?}");
     assert!(checks.iter().any(|c| c.guest.is_none()), "unmapped addresses are checked too");
+    // The host's walker, reading guest RAM from outside, on every mapped page's edges.
+    let walker = &outcome.walker_checks;
+    let disagreements: Vec<_> = walker.iter().filter(|c| c.walker != c.kvm).collect();
+    assert!(disagreements.is_empty(), "host walker and KVM disagree: {disagreements:x?}");
+    assert!(walker.len() >= 4 * checks.len(), "{} addresses", walker.len());
+    for size in [4096, 2 << 20] {
+        assert!(walker.iter().any(|c| c.page_size == size), "{size}-byte pages are checked");
+    }
+    assert!(walker.iter().any(|c| c.walker.is_none()), "unmapped addresses are checked too");
     checks
 }
 

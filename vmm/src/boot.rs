@@ -1,13 +1,16 @@
 //! Preparing guest memory for boot: the kernel image, the zero page with the e820 table,
-//! the command line, the GDT and the boot page tables (addresses in `shared::layout`).
+//! the command line, the GDT, the boot page tables (addresses in `shared::layout`) and the
+//! RAM ranges of the `vmcoreinfo` descriptor.
 
 use crate::arch::{gdt::GDT, paging::setup_page_tables};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::{elf::Elf, KernelLoader};
 use shared::boot::{E820Entry, BOOT_FLAG_MAGIC, HEADER_MAGIC, LOADER_UNDEFINED};
 use shared::layout::{BOOT_GDT, BOOT_MAP_SIZE, CMDLINE, KERNEL_PHYS_START, ZERO_PAGE};
+use shared::vmcoreinfo::{RamRange, VmCoreInfo, MAX_RAM_RANGES, VMCOREINFO_ADDR};
 use std::io::Cursor;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use std::mem::offset_of;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 /// Errors preparing guest memory.
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +67,14 @@ pub fn zero_page(e820: &[E820Entry], cmdline_len: usize) -> boot_params {
     params
 }
 
-/// Writes everything but the kernel: GDT, page tables, command line, zero page.
-/// `cmdline` must have passed [`crate::config::check_cmdline`].
+/// Writes everything but the kernel: GDT, page tables, command line, zero page, and the
+/// RAM ranges of the `vmcoreinfo` descriptor. `cmdline` must have passed
+/// [`crate::config::check_cmdline`].
 pub fn write_boot_structures(
     mem: &GuestMemoryMmap,
     e820: &[E820Entry],
     cmdline: &str,
+    ram: &[RamRange],
 ) -> Result<(), BootError> {
     let write = |what| move |source| BootError::Write { what, source };
     for (index, descriptor) in GDT.iter().enumerate() {
@@ -80,7 +85,25 @@ pub fn write_boot_structures(
     // Followed by the NUL the guest memory already holds.
     mem.write_slice(cmdline.as_bytes(), GuestAddress(CMDLINE)).map_err(write("command line"))?;
     mem.write_obj(zero_page(e820, cmdline.len()), GuestAddress(ZERO_PAGE))
-        .map_err(write("zero page"))
+        .map_err(write("zero page"))?;
+    write_vmcoreinfo_ram(mem, ram).map_err(write("vmcoreinfo"))
+}
+
+/// The VMM's part of the `vmcoreinfo` descriptor: where RAM is in the guest and in the file.
+fn write_vmcoreinfo_ram(mem: &GuestMemoryMmap, ram: &[RamRange]) -> Result<(), GuestMemoryError> {
+    let base = VMCOREINFO_ADDR;
+    let ram = &ram[..ram.len().min(MAX_RAM_RANGES)];
+    let count = u32::try_from(ram.len()).unwrap_or(u32::MAX);
+    mem.write_obj(count, GuestAddress(base + offset_of!(VmCoreInfo, nr_ram) as u64))?;
+    for (index, range) in ram.iter().enumerate() {
+        let at = base + (offset_of!(VmCoreInfo, ram) + index * size_of::<RamRange>()) as u64;
+        for (word, value) in
+            [range.guest_addr, range.size, range.file_offset].into_iter().enumerate()
+        {
+            mem.write_obj(value, GuestAddress(at + 8 * word as u64))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

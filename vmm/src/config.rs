@@ -37,6 +37,8 @@ pub struct VmConfig {
     pub echo_console: bool,
     /// The KVM device to open.
     pub kvm_device: PathBuf,
+    /// Host inspections to run at every guest checkpoint and at exit.
+    pub inspect: Vec<crate::inspect::Command>,
 }
 
 impl Default for VmConfig {
@@ -49,6 +51,7 @@ impl Default for VmConfig {
             timeout: Some(Duration::from_secs(60)),
             echo_console: false,
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
+            inspect: Vec::new(),
         }
     }
 }

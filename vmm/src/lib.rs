@@ -16,6 +16,7 @@ pub mod arch;
 pub mod boot;
 pub mod config;
 pub mod devices;
+pub mod inspect;
 pub mod memory;
 pub mod outcome;
 pub mod procfs;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use vmm::config::{parse_e820, parse_size, DEFAULT_KVM_DEVICE};
+use vmm::inspect::{pagetable, Command, GuestRam, InspectError, Inspector};
 use vmm::{exit_code, procfs, VmConfig};
 
 const EXIT_CODES: &str = "\
@@ -25,14 +26,85 @@ Exit status:
 #[command(name = "vmm", version, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Cmd,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Cmd {
     /// Boot the guest and run a workload; the guest console goes to stdout.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Look into a guest through its RAM file (`vmm run --mem-file FILE`), while it runs or
+    /// after it has exited: allocator state, page tables and a consistency check.
+    #[command(after_help = INSPECT_EXIT_CODES)]
+    Inspect(InspectArgs),
+}
+
+const INSPECT_EXIT_CODES: &str = "\
+Exit status:
+  0   the inspection ran (and check found nothing wrong)
+  1   check found problems; they are listed
+  64  invalid command line or argument (an address, a pfn beyond the guest)
+  65  the guest's data cannot be read consistently (not published yet, torn, corrupt)
+  66  the RAM file cannot be opened
+
+Examples:
+  vmm run --mem-file /tmp/ram --workload stress &
+  vmm inspect /tmp/ram buddyinfo
+  vmm inspect /tmp/ram pagetable --range ffff888000000000-ffff888040000000
+  vmm inspect /tmp/ram translate ffffffff80200000 ffffc90000000000
+  vmm inspect /tmp/ram check --json";
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The guest's RAM file, as given to `vmm run --mem-file`.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// What to show.
+    #[command(subcommand)]
+    command: InspectCommand,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum InspectCommand {
+    /// The sanitised e820 map, as the kernel prints it at boot.
+    E820,
+    /// memblock's memory and reserved regions (debugfs format).
+    Memblock,
+    /// Free blocks per zone and order (/proc/buddyinfo).
+    Buddyinfo,
+    /// Zone counters and watermarks (/proc/zoneinfo subset).
+    Zoneinfo,
+    /// Slab caches (/proc/slabinfo, version 2.1).
+    Slabinfo,
+    /// The guest's page tables: runs of equal permissions (QEMU `info mem`), or every
+    /// mapped page with its flags (QEMU `info tlb`).
+    Pagetable {
+        /// Only START-END (hex, END exclusive).
+        #[arg(long, value_name = "START-END")]
+        range: Option<String>,
+        /// One line per page, as QEMU's `info tlb`.
+        #[arg(long)]
+        tlb: bool,
+    },
+    /// Walk virtual addresses through the guest's tables, level by level.
+    Translate {
+        /// Virtual addresses (hex).
+        #[arg(required = true, value_name = "ADDR")]
+        addrs: Vec<String>,
+    },
+    /// Decode the struct page of a page frame.
+    Page {
+        /// Page-frame number (hex).
+        #[arg(value_name = "PFN")]
+        pfn: String,
+    },
+    /// Account for every RAM page and cross-check free lists, per-CPU lists, slab
+    /// freelists and counters.
+    Check,
 }
 
 /// A parsed `--e820` (a newtype, so that clap takes the list as one value).
@@ -69,6 +141,9 @@ struct RunArgs {
     /// The KVM device.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_KVM_DEVICE)]
     kvm_device: PathBuf,
+    /// Host inspections to print at every guest checkpoint and at exit, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = PossibleValuesParser::new(Command::NAMES))]
+    inspect: Vec<String>,
 }
 
 impl RunArgs {
@@ -88,6 +163,7 @@ impl RunArgs {
             timeout: (self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout)),
             echo_console: !self.json,
             kvm_device: self.kvm_device,
+            inspect: self.inspect.iter().filter_map(|name| Command::named(name)).collect(),
         })
     }
 }
@@ -112,7 +188,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => run(args),
+        Cmd::Run(args) => run(args),
+        Cmd::Inspect(args) => inspect(args),
     }
 }
 
@@ -161,6 +238,60 @@ fn print_reports(outcome: &vmm::Outcome) {
         let failed = tests.iter().filter(|(_, passed, _)| !passed).count();
         log::info!("guest checks: {} passed, {failed} failed", tests.len() - failed);
     }
+}
+
+fn inspect(args: InspectArgs) -> ExitCode {
+    let result = inspect_command(&args.command).and_then(|command| {
+        let ram = GuestRam::open_file(&args.file)?;
+        Inspector::new(ram).run(&command)
+    });
+    let output = match result {
+        Ok(output) => output,
+        Err(err) => {
+            log::error!("{err}");
+            return ExitCode::from(err.exit_code());
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&output) {
+            Ok(text) => println!("{text}"),
+            Err(err) => log::error!("cannot encode the result as JSON: {err}"),
+        }
+    } else {
+        print!("{}", output.text());
+    }
+    if output.found_problems() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn inspect_command(command: &InspectCommand) -> Result<Command, InspectError> {
+    let hex = |text: &str, what: &str| {
+        pagetable::parse_hex(text).ok_or_else(|| {
+            InspectError::Argument(format!("{what} {text:?} is not a hexadecimal number"))
+        })
+    };
+    Ok(match command {
+        InspectCommand::E820 => Command::E820,
+        InspectCommand::Memblock => Command::Memblock,
+        InspectCommand::Buddyinfo => Command::Buddyinfo,
+        InspectCommand::Zoneinfo => Command::Zoneinfo,
+        InspectCommand::Slabinfo => Command::Slabinfo,
+        InspectCommand::Pagetable { range, tlb } => Command::Pagetable {
+            range: match range {
+                Some(text) => pagetable::parse_range(text)?,
+                None => (0, u64::MAX),
+            },
+            tlb: *tlb,
+        },
+        InspectCommand::Translate { addrs } => {
+            Command::Translate(addrs.iter().map(|a| hex(a, "address")).collect::<Result<_, _>>()?)
+        }
+        InspectCommand::Page { pfn } => Command::Page(hex(pfn, "pfn")?),
+        InspectCommand::Check => Command::Check,
+    })
 }
 
 /// A clap error on one line, without its usage and "try --help" trailers.
@@ -215,8 +346,10 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let cli = Cli::try_parse_from(["vmm", "run"].iter().chain(args))?;
-        let Command::Run(run) = cli.command;
-        Ok(run)
+        match cli.command {
+            Cmd::Run(run) => Ok(run),
+            Cmd::Inspect(_) => unreachable!("parsed as run"),
+        }
     }
 
     #[test]

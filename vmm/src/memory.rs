@@ -20,16 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
 
-/// A RAM range: where it is in the guest and where it is in the backing file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RamRange {
-    /// First guest-physical address.
-    pub guest_addr: u64,
-    /// Length in bytes.
-    pub size: u64,
-    /// Offset of the first byte in the backing file.
-    pub file_offset: u64,
-}
+pub use shared::vmcoreinfo::RamRange;
 
 /// Errors setting up guest RAM.
 #[derive(Debug, thiserror::Error)]

@@ -146,6 +146,20 @@ impl TranslationCheck {
     }
 }
 
+/// One address translated by the host's walker (`shared::walk`, reading guest RAM from
+/// outside) and by KVM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct WalkerCheck {
+    /// The virtual address.
+    pub virt: u64,
+    /// The host walker's translation (`None`: unmapped).
+    pub walker: Option<u64>,
+    /// KVM's translation (`None`: unmapped, or KVM refused the address).
+    pub kvm: Option<u64>,
+    /// The page size the walker found (0 if unmapped).
+    pub page_size: u64,
+}
+
 /// Everything a run produced.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
@@ -161,6 +175,10 @@ pub struct Outcome {
     pub unexpected_accesses: Vec<UnexpectedAccess>,
     /// The guest's translations checked against `KVM_TRANSLATE`.
     pub translation_checks: Vec<TranslationCheck>,
+    /// The host walker checked against KVM at the guest's translation checkpoint.
+    pub walker_checks: Vec<WalkerCheck>,
+    /// Host inspections (`--inspect`) at checkpoints and at exit.
+    pub inspections: Vec<crate::inspect::Inspection>,
     /// The guest console text.
     pub console: String,
     /// Whether the console outgrew the capture limit.

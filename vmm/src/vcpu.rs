@@ -7,6 +7,8 @@
 //! `KVM_RUN` is not lost.
 
 use crate::devices::{console, console_text, AccessKind, Console, Unexpected, UnexpectedAccess};
+use crate::inspect::{Command, GuestRam, Inspection, Inspector};
+use crate::outcome::WalkerCheck;
 use crate::outcome::{ExitReason, Registers, TranslationCheck};
 use crate::report::{read_report, Report};
 use crate::vm::Error;
@@ -35,6 +37,10 @@ pub struct RunResult {
     pub unexpected: Vec<UnexpectedAccess>,
     /// Guest translations checked against KVM's.
     pub translation_checks: Vec<TranslationCheck>,
+    /// The host walker checked against KVM.
+    pub walker_checks: Vec<WalkerCheck>,
+    /// Host inspections at checkpoints and at exit.
+    pub inspections: Vec<Inspection>,
     /// Console text.
     pub console: String,
     /// Whether console text was dropped.
@@ -138,7 +144,10 @@ pub fn run(
     mem: &GuestMemoryMmap,
     timeout: Option<Duration>,
     echo: bool,
+    inspect: &[Command],
 ) -> Result<RunResult, Error> {
+    let mut inspections = Vec::new();
+    let mut walker_checks = Vec::new();
     let mut devices = Devices::new(echo);
     let mut reports = Vec::new();
     let mut checkpoints = Vec::new();
@@ -161,6 +170,11 @@ pub fn run(
                 let tag = hypercall(mem, gpa, &mut reports, &mut checkpoints);
                 if tag == Some(checkpoint::CHECK_TRANSLATIONS) {
                     check_translations(vcpu, &reports, &mut translation_checks);
+                    check_walker(vcpu, mem, &reports, &mut walker_checks);
+                }
+                if let Some(tag) = tag {
+                    let at = format!("checkpoint {tag} ({})", checkpoint::name(tag));
+                    run_inspections(mem, inspect, &at, echo, &mut inspections);
                 }
             }
             Step::Stop(reason) => break reason,
@@ -176,6 +190,7 @@ pub fn run(
     };
     drop(watchdog);
     let _ = std::io::Write::flush(devices.console.writer_mut());
+    run_inspections(mem, inspect, "exit", echo, &mut inspections);
     let (console, console_truncated) = console_text(&devices.console);
     Ok(RunResult {
         exit,
@@ -183,9 +198,108 @@ pub fn run(
         checkpoints,
         unexpected: devices.unexpected.list(),
         translation_checks,
+        walker_checks,
+        inspections,
         console,
         console_truncated,
     })
+}
+
+/// Runs the `--inspect` list on guest memory (the vCPU is stopped), printing each result
+/// when the console is echoed.
+fn run_inspections(
+    mem: &GuestMemoryMmap,
+    commands: &[Command],
+    at: &str,
+    echo: bool,
+    out: &mut Vec<Inspection>,
+) {
+    if commands.is_empty() || out.len() >= RECORD_LIMIT {
+        return;
+    }
+    let mut inspector = Inspector::new(GuestRam::borrowed(mem));
+    // The vCPU is stopped: a torn snapshot will not mend by waiting.
+    inspector.max_tries = 1;
+    for command in commands {
+        let result = inspector.run(command).map_err(|err| err.to_string());
+        if echo {
+            match &result {
+                Ok(output) => {
+                    println!("vmm: inspect {} at {at}:\n{}", command.name(), output.text())
+                }
+                Err(err) => log::warn!("inspect {} at {at}: {err}", command.name()),
+            }
+        }
+        out.push(Inspection { at: at.to_string(), command: command.name(), result });
+    }
+}
+
+/// Checks the host's page-table walker against `KVM_TRANSLATE` on the guest's current
+/// tree: the guest's sample addresses, and around every mapped page (first byte, middle,
+/// last byte, and the bytes just outside), up to [`RECORD_LIMIT`] addresses.
+fn check_walker(
+    vcpu: &VcpuFd,
+    mem: &GuestMemoryMmap,
+    reports: &[Report],
+    out: &mut Vec<WalkerCheck>,
+) {
+    let Ok(sregs) = vcpu.get_sregs() else {
+        log::warn!("cannot read the vCPU's CR3 to check the host walker");
+        return;
+    };
+    let mut ram = GuestRam::borrowed(mem);
+    let mut addrs: Vec<u64> = reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Translations { entries } => Some(entries.iter().map(|e| e.virt)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    struct Around<'v>(&'v mut Vec<u64>);
+    impl shared::walk::Visitor for Around<'_> {
+        fn leaf(&mut self, leaf: shared::walk::Leaf) -> bool {
+            let end = leaf.virt.wrapping_add(leaf.size);
+            self.0.extend([
+                leaf.virt,
+                leaf.virt + leaf.size / 2 + 8,
+                end - 1,
+                end,
+                leaf.virt.wrapping_sub(1),
+            ]);
+            self.0.len() < RECORD_LIMIT
+        }
+    }
+    let mut budget = crate::inspect::pagetable::ENTRY_BUDGET;
+    let _ = shared::walk::for_each_leaf(
+        &mut ram,
+        sregs.cr3,
+        0,
+        u64::MAX,
+        &mut budget,
+        &mut Around(&mut addrs),
+    );
+    addrs.extend([0, 0x0000_8000_0000_0000, u64::MAX]);
+    addrs.truncate(RECORD_LIMIT);
+    for virt in addrs {
+        let walker = shared::walk::translate(&mut ram, sregs.cr3, virt).ok();
+        let kvm =
+            vcpu.translate_gva(virt).ok().filter(|t| t.valid != 0).map(|t| t.physical_address);
+        let check = WalkerCheck {
+            virt,
+            walker: walker.map(|m| m.phys),
+            kvm,
+            page_size: walker.map_or(0, |m| m.page_size),
+        };
+        if check.walker != check.kvm {
+            log::warn!(
+                "host walker and KVM disagree on {virt:#x}: walker {:x?}, KVM {:x?}",
+                check.walker,
+                check.kvm
+            );
+        }
+        out.push(check);
+    }
 }
 
 /// Checks the guest's last reported translations against `KVM_TRANSLATE`.

@@ -19,7 +19,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// The guest kernel, built by `build.rs`.
 pub static GUEST_KERNEL: &[u8] = include_bytes!(env!("KVM_MM_GUEST_KERNEL"));
@@ -97,6 +97,7 @@ pub struct Vm {
     ram: GuestRam,
     timeout: Option<Duration>,
     echo_console: bool,
+    inspect: Vec<crate::inspect::Command>,
     setup_started: Instant,
 }
 
@@ -142,7 +143,7 @@ impl Vm {
         }
 
         let entry = load_kernel(&ram.memory, GUEST_KERNEL)?;
-        write_boot_structures(&ram.memory, &e820, &config.cmdline)?;
+        write_boot_structures(&ram.memory, &e820, &config.cmdline, &ranges)?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_call("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&cpuid).map_err(kvm_call("KVM_SET_CPUID2"))?;
         setup_vcpu(&vcpu, entry).map_err(kvm_call("KVM_SET_SREGS/REGS/FPU"))?;
@@ -152,15 +153,34 @@ impl Vm {
             ram,
             timeout: config.timeout,
             echo_console: config.echo_console,
+            inspect: config.inspect.clone(),
             setup_started,
         })
+    }
+
+    /// Guest RAM, as the VMM maps it.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.ram.memory
+    }
+
+    /// KVM's translation (`KVM_TRANSLATE`) of guest-virtual `gva` on the vCPU's current
+    /// page tables: the guest-physical address, or `None` if unmapped.
+    pub fn translate_gva(&self, gva: u64) -> Result<Option<u64>, Error> {
+        let t = self.vcpu.translate_gva(gva).map_err(kvm_call("KVM_TRANSLATE"))?;
+        Ok((t.valid != 0).then_some(t.physical_address))
     }
 
     /// Runs the guest to its end.
     pub fn run(mut self) -> Result<Outcome, Error> {
         let setup_time = self.setup_started.elapsed();
         let started = Instant::now();
-        let run = vcpu::run(&mut self.vcpu, &self.ram.memory, self.timeout, self.echo_console)?;
+        let run = vcpu::run(
+            &mut self.vcpu,
+            &self.ram.memory,
+            self.timeout,
+            self.echo_console,
+            &self.inspect,
+        )?;
         let exit_code = run.exit.exit_code();
         Ok(Outcome {
             exit: run.exit,
@@ -169,6 +189,8 @@ impl Vm {
             checkpoints: run.checkpoints,
             unexpected_accesses: run.unexpected,
             translation_checks: run.translation_checks,
+            walker_checks: run.walker_checks,
+            inspections: run.inspections,
             console: run.console,
             console_truncated: run.console_truncated,
             ram_resident_bytes: self.ram.resident_bytes(),

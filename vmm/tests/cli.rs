@@ -119,3 +119,78 @@ fn help_explains_options_workloads_and_exit_codes() {
         assert!(help.contains(needle), "help lacks {needle}:\n{help}");
     }
 }
+
+#[test]
+fn inspect_refuses_what_it_cannot_read_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("kvm-mm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let missing = dir.join("missing");
+    let missing = missing.to_str().expect("utf-8");
+    assert_refused(&["inspect", missing, "check"], 66, "cannot open the RAM file");
+    let small = dir.join("small");
+    std::fs::write(&small, [0u8; 100]).expect("written");
+    let small = small.to_str().expect("utf-8");
+    assert_refused(&["inspect", small, "buddyinfo"], 65, "is not a kvm-mm RAM file");
+    let zeros = dir.join("zeros");
+    std::fs::File::create(&zeros).and_then(|f| f.set_len(1 << 20)).expect("sized");
+    let zeros = zeros.to_str().expect("utf-8");
+    assert_refused(&["inspect", zeros, "zoneinfo"], 65, "lists 0 RAM ranges");
+    assert_refused(&["inspect", zeros, "pagetable", "--range", "2000-1000"], 64, "--range");
+    assert_refused(&["inspect", zeros, "translate", "xyz"], 64, "address \"xyz\"");
+    assert_refused(&["inspect", zeros, "frobnicate"], 64, "frobnicate");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn inspect_reads_a_guest_after_it_exits_in_text_and_json() {
+    let dir = std::env::temp_dir().join(format!("kvm-mm-cli-ram-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let ram = dir.join("ram");
+    let ram = ram.to_str().expect("utf-8");
+    let out = vmm(&[
+        "run",
+        "--mem",
+        "64M",
+        "--workload",
+        "populate",
+        "--cmdline",
+        "ops=60",
+        "--mem-file",
+        ram,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = vmm(&["inspect", ram, "buddyinfo"]);
+    assert_eq!(text.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("Node 0, zone      DMA "), "{text}");
+    let check = vmm(&["inspect", ram, "check", "--json"]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+    let value: serde_json::Value = serde_json::from_slice(&check.stdout).expect("one JSON object");
+    assert_eq!(value["check"]["findings"].as_array().map(Vec::len), Some(0));
+    let tlb = vmm(&[
+        "inspect",
+        ram,
+        "pagetable",
+        "--tlb",
+        "--range",
+        "ffffffff80200000-ffffffff80202000",
+    ]);
+    let tlb = String::from_utf8_lossy(&tlb.stdout);
+    assert!(tlb.starts_with("ffffffff80200000: 0000000000200000 -G"), "{tlb}");
+    let walk = vmm(&["inspect", ram, "translate", "0xffffffff80200000", "0"]);
+    let walk = String::from_utf8_lossy(&walk.stdout);
+    assert!(walk.contains("= guest-physical 0x200000 (4 KiB page)"), "{walk}");
+    assert!(walk.contains("not mapped: PML4 entry not present"), "{walk}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_inspect_prints_host_derived_state_at_checkpoints_and_exit() {
+    let out = vmm(&["run", "--mem", "64M", "--inspect", "buddyinfo,check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("vmm: inspect check at checkpoint 1 (booted):"), "{stdout}");
+    assert!(stdout.contains("vmm: inspect buddyinfo at exit:"), "{stdout}");
+    assert!(stdout.contains("OK: every RAM page has exactly one owner"), "{stdout}");
+    assert_refused(&["run", "--inspect", "everything"], 64, "everything");
+}

@@ -1,6 +1,6 @@
 use super::*;
 use proptest::prelude::*;
-use shared::page::{PAGES_PER_SECTION, PAGE_SHIFT, SECTION_SHIFT};
+use shared::page::{NR_ORDERS, PAGES_PER_SECTION, PAGE_SHIFT, SECTION_SHIFT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::vec::Vec;
 use std::{format, vec};
@@ -129,14 +129,14 @@ fn per_cpu_cache_refills_and_drains_in_batches() {
     let boot = nr_free(&buddy);
     let free = buddy.free_pages();
     let page = buddy.alloc_page(ZoneType::Dma32).expect("page");
-    assert_eq!(buddy.zones[1].pcp.count, PCP_BATCH - 1);
+    assert_eq!(buddy.zones[1].pcp.count, PCP_BATCH as u64 - 1);
     assert_eq!(buddy.free_pages(), free - 1);
     let pages: Vec<u64> =
         (0..PCP_HIGH + 10).filter_map(|_| buddy.alloc_page(ZoneType::Dma32)).collect();
     buddy.free_page(page).expect("valid free");
     for &pfn in &pages {
         buddy.free_page(pfn).expect("valid free");
-        assert!(buddy.zones[1].pcp.count <= PCP_HIGH);
+        assert!(buddy.zones[1].pcp.count <= PCP_HIGH as u64);
     }
     buddy.check().expect("invariants");
     buddy.drain_pcp();

@@ -218,7 +218,7 @@ proptest! {
                     // Inside one slab of a cache whose objects hold `size` bytes.
                     let pfn = pages.pfn(addr);
                     let cache = &k.caches[k.cache_of(&mut *pages, pfn).expect("a slab page")];
-                    let mask = !((1u64 << cache.order) - 1);
+                    let mask = !((1u64 << cache.raw().order) - 1);
                     prop_assert!(cache.object_size() >= size, "{} bytes in {}", size, cache.name());
                     prop_assert_eq!(pages.pfn(addr + size - 1) & mask, pfn & mask, "{:#x}+{} leaves its slab", addr, size);
                 }

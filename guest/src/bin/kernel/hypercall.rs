@@ -63,14 +63,14 @@ unsafe impl Plain for shared::hypercall::OopsReport {}
 pub fn report_zones<M: guest::buddy::Memmap>(buddy: &guest::buddy::Buddy<M>) {
     for zone in buddy.zones.iter().filter(|zone| zone.present > 0) {
         let counters = shared::hypercall::ZoneReport {
-            zone: zone.kind as u32,
+            zone: zone.kind,
             reserved: 0,
             start_pfn: zone.start_pfn,
             spanned: zone.spanned(),
             present: zone.present,
             managed: zone.managed,
             free: zone.free,
-            pcp: zone.pcp.count as u64,
+            pcp: zone.pcp.count,
             min: zone.watermarks.min,
             low: zone.watermarks.low,
             high: zone.watermarks.high,

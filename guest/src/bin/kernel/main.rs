@@ -14,6 +14,7 @@
 //!   mm::setup::init        memblock, direct map, vmemmap, zones, buddy (reported)
 //!   translations           the walker's view of sample addresses, checked by the VMM
 //!                          against KVM_TRANSLATE at a checkpoint
+//!   vmcoreinfo published   where the host finds the allocators (shared::vmcoreinfo)
 //!   CHECKPOINT(BOOTED)
 //!   workload               `workload=NAME`
 //!   zones reported again   the state after the workload
@@ -89,6 +90,7 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
     mm::translations::report_and_check(&mm);
     // From here on the memory managers live in one fixed place, for `alloc` too.
     mm::global::install(mm);
+    mm::global::with(|mm| mm::vmcoreinfo::publish(mm, &e820));
     hypercall::checkpoint(checkpoint::BOOTED);
     let passed = workload::run(&options, &e820);
     mm::global::with(|mm| {

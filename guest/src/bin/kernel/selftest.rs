@@ -189,23 +189,23 @@ fn memmap_holes(mm: &mut Mm, _: &E820Map) -> Outcome {
 }
 
 fn zone_counters(mm: &mut Mm, _: &E820Map) -> Outcome {
-    for zone in mm.buddy.zones.iter().filter(|zone| zone.present > 0) {
-        let (low, high) = zone.kind.pfn_limits();
+    for (zone, kind) in mm.buddy.zones.iter().zip(ZoneType::ALL).filter(|(z, _)| z.present > 0) {
+        let (low, high) = kind.pfn_limits();
         ensure!(
             low <= zone.start_pfn && zone.end_pfn <= high,
             "{} spans outside its limits",
-            zone.kind.name()
+            kind.name()
         );
         ensure!(
             zone.spanned() >= zone.present && zone.present >= zone.managed,
             "{}: spanned {} present {} managed {}",
-            zone.kind.name(),
+            kind.name(),
             zone.spanned(),
             zone.present,
             zone.managed
         );
         let w = zone.watermarks;
-        ensure!(w.min < w.low && w.low < w.high, "{}: watermarks {w:?}", zone.kind.name());
+        ensure!(w.min < w.low && w.low < w.high, "{}: watermarks {w:?}", kind.name());
     }
     Ok(())
 }

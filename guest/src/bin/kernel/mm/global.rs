@@ -4,7 +4,8 @@
 //! [`install`] moves the [`Mm`] built at boot into a static (where it never moves again, as
 //! the slab caches need); [`with`] lends it out. A second borrow while one is out (say, a
 //! `Vec` growing inside code that already holds the memory managers) is a kernel bug and
-//! panics with a message, instead of aliasing.
+//! panics with a message, instead of aliasing. Every loan bumps the `vmcoreinfo` sequence
+//! counter before and after, which brackets every allocator change for host readers.
 
 use super::setup::Mm;
 use core::alloc::{GlobalAlloc, Layout};
@@ -48,8 +49,11 @@ pub fn with<R>(f: impl FnOnce(&mut Mm) -> R) -> R {
             panic!("memory managers borrowed twice (an allocation inside code that holds them)")
         }
     }
+    // A host reading the allocators sees an odd sequence count until `f` is done.
+    super::vmcoreinfo::begin_change();
     // SAFETY: installed (the state was FREE) and now lent to us alone until we store FREE.
     let result = f(unsafe { (*GLOBAL.mm.get()).assume_init_mut() });
+    super::vmcoreinfo::end_change();
     GLOBAL.state.store(FREE, Ordering::Release);
     result
 }

@@ -18,6 +18,7 @@ pub mod setup;
 pub mod tables;
 pub mod translations;
 pub mod vmalloc;
+pub mod vmcoreinfo;
 pub mod vmemmap;
 
 use shared::layout::{BOOT_MAP_SIZE, KERNEL_VIRT_BASE, PAGE_OFFSET};

@@ -1,0 +1,197 @@
+//! The allocator structures the host reads in guest memory: zones with their free lists
+//! and per-CPU cache, memblock regions and the host-visible part of a slab cache.
+//!
+//! ```text
+//! Zone (1 792 bytes)          SlabCache (120 bytes, first field of the guest's kmem_cache)
+//!   kind, spans, counters       name, sizes, slab order and objects per slab
+//!   watermarks                  current slab: pfn, freelist, objects in use
+//!   free_area[11]: head, nr     partial list head, empty / total slabs, objects in use
+//!   pcp: count, pfns[192]
+//! ```
+//!
+//! Every field is an integer, so any bit pattern is a value: the host copies these out of
+//! untrusted guest memory and validates what they say, never what they are. The guest's
+//! allocators (`guest::buddy`, `guest::memblock`, `guest::slab`) keep their state in these
+//! types, so what the host reads is the allocators' own state, not a copy made for it.
+
+use crate::page::{ZoneType, NO_PFN, NR_ORDERS};
+
+/// Capacity of a per-CPU list.
+pub const PCP_CAPACITY: usize = 192;
+
+/// One order's free list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct FreeArea {
+    /// First block on the list, or [`NO_PFN`].
+    pub head: u64,
+    /// Blocks on the list.
+    pub nr_free: u64,
+}
+
+/// Zone watermarks, in pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Watermarks {
+    /// Below this only emergency allocations succeed.
+    pub min: u64,
+    /// Background reclaim would start here.
+    pub low: u64,
+    /// Reclaim would stop here.
+    pub high: u64,
+}
+
+/// A per-CPU cache of order-0 pages (Linux's `per_cpu_pages`), used as a stack.
+#[derive(Clone, Debug)]
+#[repr(C)]
+pub struct Pcp {
+    /// Pages on the list.
+    pub count: u64,
+    /// The cached page frames, oldest first; `count` of them are valid.
+    pub pfns: [u64; PCP_CAPACITY],
+}
+
+impl Pcp {
+    /// The cached page frames, oldest first (at most [`PCP_CAPACITY`]).
+    pub fn pfns(&self) -> &[u64] {
+        let count = usize::try_from(self.count).unwrap_or(PCP_CAPACITY).min(PCP_CAPACITY);
+        &self.pfns[..count]
+    }
+}
+
+/// A zone: its span, counters, free lists and per-CPU cache.
+#[derive(Clone, Debug)]
+#[repr(C)]
+pub struct Zone {
+    /// Which zone: a [`ZoneType`] value.
+    pub kind: u32,
+    /// Padding.
+    pub reserved: u32,
+    /// First page frame spanned.
+    pub start_pfn: u64,
+    /// End (exclusive) of the frames spanned.
+    pub end_pfn: u64,
+    /// Frames with memory behind them.
+    pub present: u64,
+    /// Frames handed to the buddy allocator.
+    pub managed: u64,
+    /// Frames on the free lists (not counting the per-CPU cache).
+    pub free: u64,
+    /// The watermarks.
+    pub watermarks: Watermarks,
+    /// Free lists by order.
+    pub free_area: [FreeArea; NR_ORDERS],
+    /// The per-CPU order-0 cache.
+    pub pcp: Pcp,
+}
+
+/// Size of a [`Zone`].
+pub const ZONE_SIZE: usize = 1792;
+const _: () = assert!(core::mem::size_of::<Zone>() == ZONE_SIZE);
+
+impl Zone {
+    /// A zone of `kind` that spans nothing.
+    pub const fn empty(kind: ZoneType) -> Self {
+        Self {
+            kind: kind as u32,
+            reserved: 0,
+            start_pfn: 0,
+            end_pfn: 0,
+            present: 0,
+            managed: 0,
+            free: 0,
+            watermarks: Watermarks { min: 0, low: 0, high: 0 },
+            free_area: [FreeArea { head: NO_PFN, nr_free: 0 }; NR_ORDERS],
+            pcp: Pcp { count: 0, pfns: [0; PCP_CAPACITY] },
+        }
+    }
+
+    /// Which zone this is, if `kind` names one.
+    pub fn zone_type(&self) -> Option<ZoneType> {
+        ZoneType::from_u32(self.kind)
+    }
+
+    /// Frames spanned.
+    pub fn spanned(&self) -> u64 {
+        self.end_pfn.saturating_sub(self.start_pfn)
+    }
+
+    /// Whether the zone spans frame `pfn`.
+    pub fn spans(&self, pfn: u64) -> bool {
+        self.start_pfn <= pfn && pfn < self.end_pfn
+    }
+}
+
+/// A physical range `[base, base + size)`: one memblock region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Region {
+    /// First byte.
+    pub base: u64,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Region>() == 16);
+
+impl Region {
+    /// End (exclusive), clipped at 2^64 - 1.
+    pub fn end(&self) -> u64 {
+        self.base.saturating_add(self.size)
+    }
+}
+
+/// [`SlabCache::flags`]: red zones and poisoning (`slub_debug`).
+pub const SLAB_DEBUG: u32 = 1 << 0;
+/// [`SlabCache::flags`]: objects have a constructor (and are not poisoned).
+pub const SLAB_CTOR: u32 = 1 << 1;
+
+/// The state of a slab cache (Linux's `struct kmem_cache` with its per-CPU slab).
+///
+/// A slab is 2^`order` pages whose first `struct page` has `PG_SLAB`, `slab_cache` = the
+/// cache's address, and (unless it is the current slab) its freelist and objects in use.
+/// A free object's first word points to the next free object (0 ends the list). Slabs with
+/// free objects are linked through their pages' `next`/`prev` from `partial`; full slabs
+/// are on no list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SlabCache {
+    /// Kernel address of the name (UTF-8, not NUL-terminated).
+    pub name_addr: u64,
+    /// Length of the name in bytes.
+    pub name_len: u64,
+    /// Bytes a caller may use in an object.
+    pub object_size: u64,
+    /// Bytes of the object before its red zone: the size, at least a free pointer's 8.
+    pub payload: u64,
+    /// Distance between objects: payload, red zone, alignment padding.
+    pub stride: u64,
+    /// Slab order.
+    pub order: u32,
+    /// `SLAB_*` flags.
+    pub flags: u32,
+    /// Objects in a slab.
+    pub objects: u64,
+    /// The current slab's first frame, or [`NO_PFN`].
+    pub cpu_slab: u64,
+    /// The current slab's first free object, or 0.
+    pub cpu_freelist: u64,
+    /// Objects of the current slab in use (its page's count is stale while it is current).
+    pub cpu_inuse: u32,
+    /// Padding.
+    pub reserved: u32,
+    /// Recorded in each slab page's `private`: the kmalloc class plus one, or zero.
+    pub class_tag: u64,
+    /// First slab with free objects, or [`NO_PFN`].
+    pub partial: u64,
+    /// Slabs with every object free (also on `partial`).
+    pub empty: u64,
+    /// Slabs the cache holds.
+    pub slabs: u64,
+    /// Objects allocated.
+    pub in_use: u64,
+}
+
+/// Size of a [`SlabCache`].
+pub const SLAB_CACHE_SIZE: usize = 120;
+const _: () = assert!(core::mem::size_of::<SlabCache>() == SLAB_CACHE_SIZE);

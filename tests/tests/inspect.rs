@@ -1,0 +1,260 @@
+//! Host inspection from outside the guest: the inspector's view (read through guest RAM
+//! and the guest's own page tables) against what the guest reports about itself, `check`
+//! after real workloads, and corruptions injected through the RAM file that `check` must
+//! name.
+
+use kvm_mm_tests::{boot, config, temp_path};
+use shared::layout::PAGE_OFFSET;
+use shared::page::{PAGE_STRUCT_SIZE, PG_BUDDY};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use vmm::inspect::check::CheckReport;
+use vmm::inspect::{state, Command, GuestRam, Inspection, Inspector, Output};
+use vmm::{ExitReason, Outcome, VmConfig};
+
+fn inspected(workload: &str, extra: &str, mem_file: Option<PathBuf>) -> Outcome {
+    let config = VmConfig {
+        cmdline: format!("workload={workload} {extra}"),
+        mem_file,
+        inspect: Command::NAMES.iter().filter_map(|name| Command::named(name)).collect(),
+        ..config(workload)
+    };
+    let outcome = boot(&config);
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    outcome
+}
+
+fn at<'a>(outcome: &'a Outcome, when: &str, command: &str) -> &'a Output {
+    let found =
+        outcome.inspections.iter().find(|i: &&Inspection| i.at == when && i.command == command);
+    match found.map(|i| &i.result) {
+        Some(Ok(output)) => output,
+        Some(Err(err)) => panic!("{command} at {when} failed: {err}"),
+        None => panic!("no {command} at {when}"),
+    }
+}
+
+fn check_at<'a>(outcome: &'a Outcome, when: &str) -> &'a CheckReport {
+    match at(outcome, when, "check") {
+        Output::Check(report) => report,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn assert_clean(report: &CheckReport) {
+    assert!(report.ok(), "check found problems: {:#?}", report.findings);
+    let total: u64 = report.pages.iter().map(|c| c.pages).sum();
+    assert_eq!(total, report.ram_pages, "every RAM page has exactly one owner");
+}
+
+/// The host's reading of the allocators equals the guest's own report of them.
+fn assert_host_matches_guest(outcome: &Outcome) {
+    let Output::Buddyinfo(zones) = at(outcome, "exit", "buddyinfo") else { panic!() };
+    assert_eq!(zones, &outcome.zones(), "zones read by the host vs reported by the guest");
+    let Output::Slabinfo(slabs) = at(outcome, "exit", "slabinfo") else { panic!() };
+    let reported: Vec<_> = outcome.slabs().into_iter().cloned().collect();
+    assert_eq!(slabs, &reported, "slab caches read by the host vs reported by the guest");
+    let Output::E820(map) = at(outcome, "exit", "e820") else { panic!() };
+    assert_eq!(Some(map.as_slice()), outcome.e820());
+}
+
+#[test]
+fn every_inspection_runs_at_each_checkpoint_and_at_exit() {
+    let outcome = inspected("boot", "", None);
+    for when in ["checkpoint 1 (booted)", "exit"] {
+        for name in Command::NAMES {
+            at(&outcome, when, name);
+        }
+    }
+    // Before the guest publishes vmcoreinfo, inspections say so instead of guessing.
+    let early = outcome.inspections.iter().find(|i| i.at.starts_with("checkpoint 2"));
+    let err = early.expect("inspected at checkpoint 2").result.as_ref().expect_err("not yet");
+    assert!(err.contains("has not published vmcoreinfo"), "{err}");
+    assert_clean(check_at(&outcome, "exit"));
+    assert_host_matches_guest(&outcome);
+    let Output::Pagetable(dump) = at(&outcome, "exit", "pagetable") else { panic!() };
+    let direct = dump.runs.iter().find(|r| r.start == PAGE_OFFSET + (1 << 20)).expect("direct map");
+    assert!(direct.writable && !direct.user, "{direct:?}");
+}
+
+#[test]
+fn check_passes_after_the_selftest() {
+    let outcome = inspected("selftest", "slub_debug", None);
+    assert_clean(check_at(&outcome, "exit"));
+    assert_host_matches_guest(&outcome);
+}
+
+#[test]
+fn check_passes_after_stress() {
+    let outcome = inspected("stress", "seed=7 ops=150", None);
+    assert_clean(check_at(&outcome, "checkpoint 1 (booted)"));
+    assert_clean(check_at(&outcome, "exit"));
+    assert_host_matches_guest(&outcome);
+}
+
+/// A guest left holding pages, per-CPU pages, slabs and vmalloc areas, in a RAM file.
+fn populated(name: &str) -> (Outcome, PathBuf) {
+    let path = temp_path(name);
+    let outcome = inspected("populate", "seed=3 ops=240 slub_debug", Some(path.clone()));
+    (outcome, path)
+}
+
+fn inspect_file(path: &Path, command: &Command) -> Output {
+    let ram = GuestRam::open_file(path).expect("a RAM file");
+    Inspector::new(ram).run(command).expect("inspects")
+}
+
+#[test]
+fn check_accounts_for_a_populated_guest_in_process_and_out_of_process() {
+    let (outcome, path) = populated("populated");
+    let report = check_at(&outcome, "exit");
+    assert_clean(report);
+    let pages = |owner: &str| report.pages.iter().find(|c| c.owner == owner).map_or(0, |c| c.pages);
+    assert!(pages("slab") > 0 && pages("per-CPU lists") > 0 && pages("other allocated") > 0);
+    let slabs: u64 = report.caches.iter().map(|c| c.slabs).sum();
+    let guest_slabs: u64 = outcome.slabs().iter().map(|s| s.num_slabs).sum();
+    assert_eq!(slabs, guest_slabs);
+    assert_host_matches_guest(&outcome);
+    // Another process sees the same through the file.
+    let Output::Check(from_file) = inspect_file(&path, &Command::Check) else { panic!() };
+    assert_eq!(&from_file, report);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Writes `value` at guest-physical `gpa` of a RAM file (below 3 GiB, file offset = gpa).
+fn poke(path: &Path, gpa: u64, value: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).expect("writable RAM file");
+    file.write_all_at(&value.to_le_bytes(), gpa).expect("written");
+}
+
+fn findings(path: &Path) -> Vec<String> {
+    match inspect_file(path, &Command::Check) {
+        Output::Check(report) => report.findings,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn check_names_a_corrupted_free_list() {
+    let (_, path) = populated("free-list");
+    // The head of the DMA32 zone's order-10 list: make its next link point at itself.
+    let ram = GuestRam::open_file(&path).expect("a RAM file");
+    let mut inspector = Inspector::new(ram);
+    let (head, next_gpa) = inspector
+        .snapshot(|view| {
+            let zones = state::raw_zones(view)?;
+            let head = zones[1].free_area[10].head;
+            let page = view.page(head)?;
+            assert!(page.flags & PG_BUDDY != 0);
+            let next_at =
+                view.page_addr(head) + std::mem::offset_of!(shared::page::Page, next) as u64;
+            Ok((head, view.phys(next_at)?))
+        })
+        .expect("inspects");
+    poke(&path, next_gpa, head);
+    let found = findings(&path);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.contains("zone DMA32 order 10 free list") && f.contains("met twice")),
+        "{found:#?}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn check_names_a_corrupted_slab_freelist() {
+    let (_, path) = populated("slab-freelist");
+    let ram = GuestRam::open_file(&path).expect("a RAM file");
+    let mut inspector = Inspector::new(ram);
+    let (name, slab, object) = inspector
+        .snapshot(|view| {
+            let caches = state::caches(view)?;
+            let cache =
+                caches.iter().find(|c| c.raw.cpu_freelist != 0).expect("a cache with free objects");
+            Ok((cache.name.clone(), cache.raw.cpu_slab, cache.raw.cpu_freelist))
+        })
+        .expect("inspects");
+    // The first free object's link now points into the middle of another page.
+    poke(&path, object - PAGE_OFFSET, PAGE_OFFSET + 0x123_4568);
+    let found = findings(&path);
+    let expected = format!("cache {name} slab pfn {slab:#x}: freelist link 0xffff888001234568");
+    assert!(found.iter().any(|f| f.starts_with(&expected)), "{expected}\n{found:#?}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_snapshot_that_stays_torn_is_refused() {
+    let (_, path) = populated("torn");
+    // An odd sequence count: the guest is (as far as a reader can tell) mid-change.
+    let seq_at = shared::vmcoreinfo::VMCOREINFO_ADDR
+        + std::mem::offset_of!(shared::vmcoreinfo::VmCoreInfo, seq) as u64;
+    poke(&path, seq_at, 41);
+    let ram = GuestRam::open_file(&path).expect("a RAM file");
+    let mut inspector = Inspector::new(ram);
+    inspector.max_tries = 5;
+    let err = inspector.run(&Command::Buddyinfo).expect_err("torn");
+    assert!(err.to_string().contains("no consistent snapshot in 5 tries"), "{err}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn page_decodes_a_free_block_head_and_a_slab() {
+    let (outcome, path) = populated("page");
+    let Output::Buddyinfo(zones) = at(&outcome, "exit", "buddyinfo") else { panic!() };
+    assert!(zones.len() >= 2);
+    let ram = GuestRam::open_file(&path).expect("a RAM file");
+    let mut inspector = Inspector::new(ram);
+    let (head, slab) = inspector
+        .snapshot(|view| {
+            let zones = state::raw_zones(view)?;
+            let caches = state::caches(view)?;
+            let slab = caches.iter().find(|c| c.raw.cpu_slab != u64::MAX).map(|c| c.raw.cpu_slab);
+            Ok((zones[1].free_area[10].head, slab.expect("a current slab")))
+        })
+        .expect("inspects");
+    let Output::Page(free) = inspector.run(&Command::Page(head)).expect("decodes") else {
+        panic!()
+    };
+    assert_eq!(
+        (free.flag_names.as_slice(), free.order, free.zone.as_deref()),
+        (&["buddy"][..], 10, Some("DMA32"))
+    );
+    assert_eq!(free.addr, shared::layout::VMEMMAP_BASE + head * PAGE_STRUCT_SIZE as u64);
+    let Output::Page(slab) = inspector.run(&Command::Page(slab)).expect("decodes") else {
+        panic!()
+    };
+    assert!(slab.flag_names.contains(&"slab"), "{slab:?}");
+    assert!(slab.slab_cache_name.as_deref().is_some_and(|n| n.starts_with("kmalloc-")), "{slab:?}");
+    let beyond = inspector.run(&Command::Page(1 << 40)).expect_err("no such pfn");
+    assert!(beyond.to_string().contains("beyond the guest's last page frame"), "{beyond}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_running_guest_is_inspected_through_its_ram_file() {
+    let path = temp_path("live");
+    let config = VmConfig {
+        mem_file: Some(path.clone()),
+        timeout: Some(std::time::Duration::from_secs(6)),
+        ..config("hang")
+    };
+    let guest = std::thread::spawn(move || boot(&config));
+    // Wait until the guest has published vmcoreinfo, then look while it spins.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let report = loop {
+        let result =
+            GuestRam::open_file(&path).and_then(|ram| Inspector::new(ram).run(&Command::Check));
+        match result {
+            Ok(Output::Check(report)) => break report,
+            Ok(other) => panic!("{other:?}"),
+            Err(err) if std::time::Instant::now() > deadline => panic!("never inspectable: {err}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
+    assert!(!guest.is_finished(), "inspected while the guest runs");
+    assert_clean(&report);
+    let outcome = guest.join().expect("the guest thread");
+    assert!(matches!(outcome.exit, ExitReason::Timeout { .. }), "{:?}", outcome.exit);
+    let _ = std::fs::remove_file(&path);
+}

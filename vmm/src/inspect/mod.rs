@@ -1,0 +1,398 @@
+//! The inspector: the guest's memory-management state, read from outside through guest
+//! RAM and the guest's own page tables, with no help from the guest beyond `vmcoreinfo`.
+//!
+//! Life cycle of one command:
+//!
+//! ```text
+//! GuestRam          the VMM's own mapping, or a --mem-file mapped read-only (ram.rs)
+//!   Inspector       reads vmcoreinfo at its fixed address: magic, version, seq
+//!     snapshot      seq even? run the command on a View; seq unchanged? done,
+//!                   else retry, at most `max_tries` times (a torn read)
+//!       View        kernel virtual → physical through the guest's tables (shared::walk),
+//!                   bounds-checked reads, typed structures (shared::mm, shared::page)
+//!         command   state.rs (e820, memblock, zones, slabs, page), pagetable.rs
+//!                   (pagetable, translate), check.rs (check)
+//! ```
+//!
+//! Guest memory is untrusted: every count is bounded before it sizes a loop or a buffer,
+//! every list walk has a step bound and detects cycles, and garbage yields an
+//! [`InspectError`] or a finding, never a panic.
+
+pub mod check;
+pub mod pagetable;
+pub mod ram;
+pub mod state;
+
+pub use ram::GuestRam;
+
+use shared::page::{Page, PAGE_STRUCT_SIZE};
+use shared::vmcoreinfo::{VmCoreInfo, VMCOREINFO_ADDR, VMCOREINFO_MAGIC, VMCOREINFO_VERSION};
+use shared::walk::{translate, Stop};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why an inspection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The RAM file could not be opened.
+    #[error("cannot open the RAM file {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a kvm-mm RAM file.
+    #[error("{} is not a kvm-mm RAM file: {why}", path.display())]
+    NotRamFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The RAM file could not be mapped.
+    #[error("cannot map the RAM file {}: {why}", path.display())]
+    Map {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The guest has not published its descriptor.
+    #[error("the guest has not published vmcoreinfo (magic {magic:#x} at guest-physical {VMCOREINFO_ADDR:#x}); it does so when its memory managers are up, before its BOOTED checkpoint")]
+    NotPublished {
+        /// The magic found.
+        magic: u64,
+    },
+    /// The descriptor has another layout version.
+    #[error("vmcoreinfo layout version {found}, this vmm reads version {VMCOREINFO_VERSION}; use the vmm that booted the guest")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// Guest data points outside RAM.
+    #[error("guest data points outside RAM: {len} bytes at guest-physical {gpa:#x}")]
+    OutsideRam {
+        /// The address.
+        gpa: u64,
+        /// Bytes wanted.
+        len: u64,
+    },
+    /// A kernel address the guest published does not translate.
+    #[error("kernel address {virt:#x} does not translate: {stop}")]
+    Unmapped {
+        /// The address.
+        virt: u64,
+        /// Where the walk stopped.
+        stop: Stop,
+    },
+    /// Guest data contradicts itself beyond what a command can report.
+    #[error("guest data is inconsistent: {0}")]
+    Corrupt(String),
+    /// Every snapshot was torn.
+    #[error("no consistent snapshot in {tries} tries: the guest kept changing its allocators (vmcoreinfo's sequence counter was odd or moved); pause the guest, or try again")]
+    Torn {
+        /// Snapshots tried.
+        tries: u32,
+    },
+    /// A command argument is out of range for this guest.
+    #[error("{0}")]
+    Argument(String),
+}
+
+impl InspectError {
+    /// The process exit status for this error: 66 for input that cannot be opened, 65 for
+    /// guest data that cannot be read consistently, 64 for a bad argument.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Open { .. } => 66,
+            Self::Argument(_) => crate::exit_code::USAGE,
+            _ => 65,
+        }
+    }
+}
+
+/// A guest count or index as a host `usize`: exact, since the VMM runs on 64-bit hosts
+/// only (x86_64 KVM), and every caller has bounded the value first.
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) fn to_usize(value: u64) -> usize {
+    const _: () = assert!(usize::BITS == 64);
+    value as usize
+}
+
+/// Plain data: `#[repr(C)]` integers and arrays of them.
+///
+/// # Safety
+/// Every bit pattern of `size_of::<Self>()` bytes must be a valid value of the type.
+pub unsafe trait Pod: Sized {
+    /// The all-zero value.
+    fn zeroed() -> Self {
+        // SAFETY: zero bytes are a valid value, as every bit pattern is (trait contract).
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// The value's bytes, to fill from guest memory.
+    fn as_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `self` is valid for `size_of::<Self>()` bytes, and any bytes written
+        // through the slice leave a valid value (trait contract).
+        unsafe {
+            std::slice::from_raw_parts_mut((self as *mut Self).cast::<u8>(), size_of::<Self>())
+        }
+    }
+}
+
+// SAFETY: each is `#[repr(C)]` with only integer fields and arrays of integers.
+unsafe impl Pod for u64 {}
+// SAFETY: as above.
+unsafe impl Pod for VmCoreInfo {}
+// SAFETY: as above.
+unsafe impl Pod for Page {}
+// SAFETY: as above.
+unsafe impl Pod for shared::mm::Zone {}
+// SAFETY: as above.
+unsafe impl Pod for shared::mm::Region {}
+// SAFETY: as above.
+unsafe impl Pod for shared::mm::SlabCache {}
+
+/// Snapshots taken before giving up on a guest that keeps changing.
+pub const MAX_TRIES: u32 = 100;
+
+/// Reads consistent snapshots of one guest.
+pub struct Inspector<'a> {
+    ram: GuestRam<'a>,
+    /// Snapshots tried before [`InspectError::Torn`].
+    pub max_tries: u32,
+    /// Pause between tries.
+    pub retry_delay: Duration,
+}
+
+impl<'a> Inspector<'a> {
+    /// An inspector of `ram`.
+    pub fn new(ram: GuestRam<'a>) -> Self {
+        Self { ram, max_tries: MAX_TRIES, retry_delay: Duration::from_millis(1) }
+    }
+
+    /// Runs `command` on a consistent snapshot: the sequence counter even before and
+    /// unchanged after. A torn run is retried; its result (even an error caused by the
+    /// guest changing under it) is discarded.
+    pub fn snapshot<T>(
+        &mut self,
+        mut command: impl FnMut(&mut View<'_, 'a>) -> Result<T, InspectError>,
+    ) -> Result<T, InspectError> {
+        let seq_at = VMCOREINFO_ADDR + std::mem::offset_of!(VmCoreInfo, seq) as u64;
+        for _ in 0..self.max_tries {
+            let info: VmCoreInfo = self.ram.read_obj(VMCOREINFO_ADDR)?;
+            if info.magic != VMCOREINFO_MAGIC {
+                return Err(InspectError::NotPublished { magic: info.magic });
+            }
+            if info.version != VMCOREINFO_VERSION {
+                return Err(InspectError::Version { found: info.version });
+            }
+            if info.seq % 2 == 0 {
+                let result = command(&mut View { ram: &mut self.ram, info });
+                if self.ram.read_obj::<u64>(seq_at)? == info.seq {
+                    return result;
+                }
+            }
+            std::thread::sleep(self.retry_delay);
+        }
+        Err(InspectError::Torn { tries: self.max_tries })
+    }
+}
+
+/// One snapshot's view of the guest.
+pub struct View<'r, 'a> {
+    /// Guest RAM.
+    pub ram: &'r mut GuestRam<'a>,
+    /// The descriptor at the start of the snapshot.
+    pub info: VmCoreInfo,
+}
+
+impl View<'_, '_> {
+    /// The guest-physical address behind kernel virtual address `virt`.
+    pub fn phys(&mut self, virt: u64) -> Result<u64, InspectError> {
+        translate(self.ram, self.info.cr3, virt)
+            .map(|m| m.phys)
+            .map_err(|stop| InspectError::Unmapped { virt, stop })
+    }
+
+    /// Fills `buf` from kernel virtual address `virt`, page by page.
+    pub fn read_virt(&mut self, virt: u64, buf: &mut [u8]) -> Result<(), InspectError> {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = virt.wrapping_add(done as u64);
+            let chunk = (4096 - (at % 4096) as usize).min(buf.len() - done);
+            let phys = self.phys(at)?;
+            self.ram.read(phys, &mut buf[done..done + chunk])?;
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// The value of type `T` at kernel virtual address `virt`.
+    pub fn read_virt_obj<T: Pod>(&mut self, virt: u64) -> Result<T, InspectError> {
+        let mut value = T::zeroed();
+        self.read_virt(virt, value.as_bytes_mut())?;
+        Ok(value)
+    }
+
+    /// The `struct page` of frame `pfn`.
+    pub fn page(&mut self, pfn: u64) -> Result<Page, InspectError> {
+        if pfn >= self.info.max_pfn {
+            return Err(InspectError::Argument(format!(
+                "pfn {pfn:#x} is beyond the guest's last page frame {:#x}",
+                self.info.max_pfn.saturating_sub(1)
+            )));
+        }
+        self.read_virt_obj(self.page_addr(pfn))
+    }
+
+    /// Kernel virtual address of frame `pfn`'s `struct page`.
+    pub fn page_addr(&self, pfn: u64) -> u64 {
+        self.info.vmemmap.wrapping_add(pfn.wrapping_mul(PAGE_STRUCT_SIZE as u64))
+    }
+}
+
+/// An inspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// The sanitised e820 map.
+    E820,
+    /// memblock's region sets.
+    Memblock,
+    /// `/proc/buddyinfo`.
+    Buddyinfo,
+    /// `/proc/zoneinfo`.
+    Zoneinfo,
+    /// `/proc/slabinfo`.
+    Slabinfo,
+    /// The page tables over an inclusive virtual range, as runs (`info mem`) or pages
+    /// (`info tlb`).
+    Pagetable {
+        /// First and last address.
+        range: (u64, u64),
+        /// One line per page.
+        tlb: bool,
+    },
+    /// Per-level translations.
+    Translate(Vec<u64>),
+    /// One `struct page`.
+    Page(u64),
+    /// The consistency check.
+    Check,
+}
+
+impl Command {
+    /// Inspections `vmm run --inspect` accepts, by name.
+    pub const NAMES: [&'static str; 7] =
+        ["e820", "memblock", "buddyinfo", "zoneinfo", "slabinfo", "pagetable", "check"];
+
+    /// The inspection named `name` (one of [`Command::NAMES`]), with default arguments.
+    pub fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "e820" => Self::E820,
+            "memblock" => Self::Memblock,
+            "buddyinfo" => Self::Buddyinfo,
+            "zoneinfo" => Self::Zoneinfo,
+            "slabinfo" => Self::Slabinfo,
+            "pagetable" => Self::Pagetable { range: (0, u64::MAX), tlb: false },
+            "check" => Self::Check,
+            _ => return None,
+        })
+    }
+
+    /// The command's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::E820 => "e820",
+            Self::Memblock => "memblock",
+            Self::Buddyinfo => "buddyinfo",
+            Self::Zoneinfo => "zoneinfo",
+            Self::Slabinfo => "slabinfo",
+            Self::Pagetable { .. } => "pagetable",
+            Self::Translate(_) => "translate",
+            Self::Page(_) => "page",
+            Self::Check => "check",
+        }
+    }
+}
+
+/// What an inspection found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// The e820 map.
+    E820(Vec<crate::report::E820Range>),
+    /// memblock.
+    Memblock(state::Memblock),
+    /// Zones, for buddyinfo and zoneinfo.
+    Buddyinfo(Vec<crate::report::ZoneInfo>),
+    /// Zones, for zoneinfo.
+    Zoneinfo(Vec<crate::report::ZoneInfo>),
+    /// Slab caches.
+    Slabinfo(Vec<crate::report::SlabInfo>),
+    /// A page-table dump.
+    Pagetable(pagetable::PageTableDump),
+    /// Translations.
+    Translate(Vec<pagetable::Translation>),
+    /// A `struct page`.
+    Page(state::PageInfo),
+    /// The check's report.
+    Check(check::CheckReport),
+}
+
+impl Output {
+    /// The output in the format users of Linux and QEMU know.
+    pub fn text(&self) -> String {
+        match self {
+            Self::E820(map) => state::e820_text(map),
+            Self::Memblock(memblock) => state::memblock_text(memblock),
+            Self::Buddyinfo(zones) => crate::procfs::buddyinfo(zones),
+            Self::Zoneinfo(zones) => crate::procfs::zoneinfo(zones),
+            Self::Slabinfo(slabs) => crate::procfs::slabinfo(slabs),
+            Self::Pagetable(dump) => pagetable::dump_text(dump),
+            Self::Translate(list) => list.iter().map(pagetable::translation_text).collect(),
+            Self::Page(page) => state::page_text(page),
+            Self::Check(report) => check::check_text(report),
+        }
+    }
+
+    /// Whether the output reports a problem in the guest (a failed check).
+    pub fn found_problems(&self) -> bool {
+        matches!(self, Self::Check(report) if !report.ok())
+    }
+}
+
+impl Inspector<'_> {
+    /// Runs `command` on a consistent snapshot.
+    pub fn run(&mut self, command: &Command) -> Result<Output, InspectError> {
+        self.snapshot(|view| {
+            Ok(match command {
+                Command::E820 => Output::E820(state::e820(view)?),
+                Command::Memblock => Output::Memblock(state::memblock(view)?),
+                Command::Buddyinfo => Output::Buddyinfo(state::zones(view)?),
+                Command::Zoneinfo => Output::Zoneinfo(state::zones(view)?),
+                Command::Slabinfo => Output::Slabinfo(state::slabs(view)?),
+                Command::Pagetable { range, tlb } => {
+                    Output::Pagetable(pagetable::dump(view, range.0, range.1, *tlb))
+                }
+                Command::Translate(addrs) => Output::Translate(
+                    addrs.iter().map(|&a| pagetable::translate(view, a)).collect(),
+                ),
+                Command::Page(pfn) => Output::Page(state::page(view, *pfn)?),
+                Command::Check => Output::Check(check::check(view)?),
+            })
+        })
+    }
+}
+
+/// One inspection `vmm run --inspect` made.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Inspection {
+    /// When: `checkpoint N` or `exit`.
+    pub at: String,
+    /// The command.
+    pub command: &'static str,
+    /// What it found, or why it could not.
+    pub result: Result<Output, String>,
+}

@@ -1,0 +1,299 @@
+//! The allocator state as the host derives it: the e820 map, memblock, zones, slab caches
+//! and single `struct page`s, each read from the guest's own structures and bounded by
+//! limits no well-formed guest reaches.
+
+use super::{to_usize, InspectError, View};
+use crate::report::{E820Range, Region, SlabInfo, ZoneInfo};
+use serde::Serialize;
+use shared::boot::{E820Entry, E820_MAX_ENTRIES};
+use shared::mm::{SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
+use shared::page::{Page, ZoneType, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE};
+use std::fmt::Write;
+
+/// Largest memblock region count the inspector reads.
+pub const MAX_MEMBLOCK_REGIONS: u64 = 1 << 16;
+/// Largest slab cache count the inspector reads.
+pub const MAX_SLAB_CACHES: u64 = 256;
+/// Longest cache name the inspector reads.
+pub const MAX_NAME_LEN: u64 = 64;
+
+/// The sanitised e820 map.
+pub fn e820(view: &mut View<'_, '_>) -> Result<Vec<E820Range>, InspectError> {
+    let count = view.info.e820_cnt;
+    if count > E820_MAX_ENTRIES as u64 {
+        return Err(InspectError::Corrupt(format!(
+            "{count} e820 entries (at most {E820_MAX_ENTRIES})"
+        )));
+    }
+    let mut raw = vec![0u8; to_usize(count) * E820Entry::SIZE];
+    view.read_virt(view.info.e820, &mut raw)?;
+    Ok(raw
+        .chunks_exact(E820Entry::SIZE)
+        .map(|chunk| {
+            let mut bytes = [0u8; E820Entry::SIZE];
+            bytes.copy_from_slice(chunk);
+            E820Range::from(E820Entry::from_bytes(&bytes))
+        })
+        .collect())
+}
+
+/// The kernel's e820 boot print.
+pub fn e820_text(map: &[E820Range]) -> String {
+    let mut out = String::new();
+    for r in map {
+        let entry = E820Entry::new(r.addr, r.size, r.typ);
+        let _ = shared::boot::write_e820_line(&mut out, "BIOS-e820", entry);
+        out.push('\n');
+    }
+    out
+}
+
+/// memblock's two region sets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Memblock {
+    /// Physical memory.
+    pub memory: Vec<Region>,
+    /// Ranges in use.
+    pub reserved: Vec<Region>,
+}
+
+/// memblock as the guest left it at the hand-off.
+pub fn memblock(view: &mut View<'_, '_>) -> Result<Memblock, InspectError> {
+    let info = view.info;
+    Ok(Memblock {
+        memory: regions(view, info.memblock_memory, info.memblock_memory_cnt)?,
+        reserved: regions(view, info.memblock_reserved, info.memblock_reserved_cnt)?,
+    })
+}
+
+fn regions(view: &mut View<'_, '_>, addr: u64, count: u64) -> Result<Vec<Region>, InspectError> {
+    if count > MAX_MEMBLOCK_REGIONS {
+        return Err(InspectError::Corrupt(format!("{count} memblock regions")));
+    }
+    let mut raw = vec![0u8; to_usize(count) * 16];
+    view.read_virt(addr, &mut raw)?;
+    Ok(raw
+        .chunks_exact(16)
+        .map(|c| Region {
+            base: u64::from_le_bytes(c[..8].try_into().unwrap_or_default()),
+            size: u64::from_le_bytes(c[8..].try_into().unwrap_or_default()),
+        })
+        .collect())
+}
+
+/// memblock in the format of Linux's `/sys/kernel/debug/memblock/{memory,reserved}`.
+pub fn memblock_text(memblock: &Memblock) -> String {
+    let mut out = String::new();
+    for (name, set) in [("memory", &memblock.memory), ("reserved", &memblock.reserved)] {
+        let _ = writeln!(out, "{name}:");
+        for (index, r) in set.iter().enumerate() {
+            let end = r.base.saturating_add(r.size).saturating_sub(1);
+            let _ = writeln!(out, "{index:4}: {:#018x}..{end:#018x}", r.base);
+        }
+    }
+    out
+}
+
+/// The zones as the guest keeps them.
+pub fn raw_zones(view: &mut View<'_, '_>) -> Result<Vec<Zone>, InspectError> {
+    let count = view.info.nr_zones;
+    if count > NR_ZONES as u64 {
+        return Err(InspectError::Corrupt(format!("{count} zones (at most {NR_ZONES})")));
+    }
+    let base = view.info.zones;
+    (0..count).map(|i| view.read_virt_obj(base.wrapping_add(i * ZONE_SIZE as u64))).collect()
+}
+
+/// Each populated zone's counters, as `/proc/zoneinfo` and `/proc/buddyinfo` show them.
+pub fn zones(view: &mut View<'_, '_>) -> Result<Vec<ZoneInfo>, InspectError> {
+    Ok(raw_zones(view)?.iter().filter(|z| z.present > 0).map(zone_info).collect())
+}
+
+fn zone_info(zone: &Zone) -> ZoneInfo {
+    ZoneInfo {
+        zone: zone.zone_type().map_or("?", ZoneType::name).into(),
+        start_pfn: zone.start_pfn,
+        spanned: zone.spanned(),
+        present: zone.present,
+        managed: zone.managed,
+        free: zone.free,
+        pcp: zone.pcp.count,
+        min: zone.watermarks.min,
+        low: zone.watermarks.low,
+        high: zone.watermarks.high,
+        nr_free: zone.free_area.iter().map(|a| a.nr_free).collect(),
+    }
+}
+
+/// A slab cache: where it is, its state and its name.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    /// Kernel address (what slab pages record in `slab_cache`).
+    pub addr: u64,
+    /// Its state.
+    pub raw: SlabCache,
+    /// Its name.
+    pub name: String,
+}
+
+/// The slab caches vmcoreinfo lists.
+pub fn caches(view: &mut View<'_, '_>) -> Result<Vec<Cache>, InspectError> {
+    let info = view.info;
+    let stride = info.slab_cache_stride;
+    if info.nr_slab_caches > MAX_SLAB_CACHES || !(SLAB_CACHE_SIZE as u64..=4096).contains(&stride) {
+        return Err(InspectError::Corrupt(format!(
+            "{} slab caches {stride} bytes apart",
+            info.nr_slab_caches
+        )));
+    }
+    let mut caches = Vec::new();
+    for index in 0..info.nr_slab_caches {
+        let addr = info.slab_caches.wrapping_add(index * stride);
+        let raw: SlabCache = view.read_virt_obj(addr)?;
+        let mut name = vec![0u8; to_usize(raw.name_len.min(MAX_NAME_LEN))];
+        view.read_virt(raw.name_addr, &mut name)?;
+        caches.push(Cache { addr, raw, name: String::from_utf8_lossy(&name).into_owned() });
+    }
+    Ok(caches)
+}
+
+/// Each cache's `/proc/slabinfo` line.
+pub fn slabs(view: &mut View<'_, '_>) -> Result<Vec<SlabInfo>, InspectError> {
+    Ok(caches(view)?.iter().map(slab_info).collect())
+}
+
+fn slab_info(cache: &Cache) -> SlabInfo {
+    let c = &cache.raw;
+    let order = c.order.min(63);
+    SlabInfo {
+        name: cache.name.clone(),
+        active_objs: c.in_use,
+        num_objs: c.slabs.saturating_mul(c.objects),
+        objsize: c.object_size,
+        objperslab: c.objects,
+        pagesperslab: 1u64.checked_shl(order).unwrap_or(0),
+        active_slabs: c.slabs.saturating_sub(c.empty),
+        num_slabs: c.slabs,
+        waste_per_slab: 4096u64
+            .checked_shl(order)
+            .unwrap_or(0)
+            .saturating_sub(c.objects.saturating_mul(c.stride)),
+    }
+}
+
+/// A decoded `struct page`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PageInfo {
+    /// The frame.
+    pub pfn: u64,
+    /// Kernel address of the descriptor.
+    pub addr: u64,
+    /// The zone spanning the frame, if any.
+    pub zone: Option<String>,
+    /// Raw flags.
+    pub flags: u64,
+    /// Flag names.
+    pub flag_names: Vec<&'static str>,
+    /// Reference count.
+    pub refcount: u32,
+    /// Order of the block the page heads.
+    pub order: u32,
+    /// Free list: next frame (`PG_BUDDY`).
+    pub next: u64,
+    /// Free list: previous frame.
+    pub prev: u64,
+    /// Slab: the owning cache's name, if the page heads a slab of a known cache.
+    pub slab_cache_name: Option<String>,
+    /// Slab: the owning cache's address.
+    pub slab_cache: u64,
+    /// Slab: first free object.
+    pub slab_freelist: u64,
+    /// Slab: objects in use.
+    pub slab_inuse: u32,
+    /// Slab: objects.
+    pub slab_objects: u32,
+    /// Owner-specific data.
+    pub private: u64,
+}
+
+/// Names of the `PG_*` flags set in `flags`.
+pub fn flag_names(flags: u64) -> Vec<&'static str> {
+    [
+        (PG_BUDDY, "buddy"),
+        (PG_PCP, "pcp"),
+        (PG_HEAD, "head"),
+        (PG_SLAB, "slab"),
+        (PG_TABLE, "table"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+/// The decoded `struct page` of `pfn`.
+pub fn page(view: &mut View<'_, '_>, pfn: u64) -> Result<PageInfo, InspectError> {
+    let page: Page = view.page(pfn)?;
+    let zone = raw_zones(view)?
+        .iter()
+        .find(|z| z.spans(pfn))
+        .and_then(Zone::zone_type)
+        .map(|z| z.name().to_string());
+    let slab_cache_name = if page.flags & PG_SLAB != 0 {
+        caches(view)?.into_iter().find(|c| c.addr == page.slab_cache).map(|c| c.name)
+    } else {
+        None
+    };
+    Ok(PageInfo {
+        pfn,
+        addr: view.page_addr(pfn),
+        zone,
+        flags: page.flags,
+        flag_names: flag_names(page.flags),
+        refcount: page.refcount,
+        order: page.order,
+        next: page.next,
+        prev: page.prev,
+        slab_cache_name,
+        slab_cache: page.slab_cache,
+        slab_freelist: page.slab_freelist,
+        slab_inuse: page.slab_inuse,
+        slab_objects: page.slab_objects,
+        private: page.private,
+    })
+}
+
+/// A decoded page in the style of Linux's `dump_page`.
+pub fn page_text(p: &PageInfo) -> String {
+    let mut out = format!(
+        "page:{:#x} pfn:{:#x} zone:{}\nflags: {:#x}({})\nrefcount:{} order:{}",
+        p.addr,
+        p.pfn,
+        p.zone.as_deref().unwrap_or("none"),
+        p.flags,
+        p.flag_names.join("|"),
+        p.refcount,
+        p.order
+    );
+    if p.flags & PG_BUDDY != 0 {
+        let link =
+            |pfn: u64| if pfn == u64::MAX { "none".to_string() } else { format!("{pfn:#x}") };
+        let _ = write!(out, " next:{} prev:{}", link(p.next), link(p.prev));
+    }
+    if p.flags & PG_SLAB != 0 {
+        let _ = write!(
+            out,
+            "\nslab: cache:{} ({:#x}) inuse:{}/{} freelist:{:#x}",
+            p.slab_cache_name.as_deref().unwrap_or("unknown"),
+            p.slab_cache,
+            p.slab_inuse,
+            p.slab_objects,
+            p.slab_freelist
+        );
+    }
+    if p.private != 0 {
+        let _ = write!(out, "\nprivate:{:#x}", p.private);
+    }
+    out.push('\n');
+    out
+}
