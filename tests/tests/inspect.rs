@@ -213,7 +213,7 @@ fn page_decodes_a_free_block_head_and_a_slab() {
             Ok((zones[1].free_area[10].head, slab.expect("a current slab")))
         })
         .expect("inspects");
-    let Output::Page(free) = inspector.run(&Command::Page(head)).expect("decodes") else {
+    let Output::Page(free) = inspector.run(&Command::Page { pfn: head }).expect("decodes") else {
         panic!()
     };
     assert_eq!(
@@ -221,39 +221,51 @@ fn page_decodes_a_free_block_head_and_a_slab() {
         (&["buddy"][..], 10, Some("DMA32"))
     );
     assert_eq!(free.addr, shared::layout::VMEMMAP_BASE + head * PAGE_STRUCT_SIZE as u64);
-    let Output::Page(slab) = inspector.run(&Command::Page(slab)).expect("decodes") else {
+    let Output::Page(slab) = inspector.run(&Command::Page { pfn: slab }).expect("decodes") else {
         panic!()
     };
     assert!(slab.flag_names.contains(&"slab"), "{slab:?}");
     assert!(slab.slab_cache_name.as_deref().is_some_and(|n| n.starts_with("kmalloc-")), "{slab:?}");
-    let beyond = inspector.run(&Command::Page(1 << 40)).expect_err("no such pfn");
+    let beyond = inspector.run(&Command::Page { pfn: 1 << 40 }).expect_err("no such pfn");
     assert!(beyond.to_string().contains("beyond the guest's last page frame"), "{beyond}");
     let _ = std::fs::remove_file(&path);
 }
 
 #[test]
-fn a_running_guest_is_inspected_through_its_ram_file() {
+fn a_guest_under_stress_is_inspected_live_and_every_snapshot_checks_clean() {
     let path = temp_path("live");
+    // More operations than it can finish: the guest is still working when the timeout ends it.
     let config = VmConfig {
         mem_file: Some(path.clone()),
-        timeout: Some(std::time::Duration::from_secs(6)),
-        ..config("hang")
+        cmdline: "workload=stress seed=11 ops=1000000".into(),
+        timeout: Some(std::time::Duration::from_secs(8)),
+        ..config("stress")
     };
     let guest = std::thread::spawn(move || boot(&config));
-    // Wait until the guest has published vmcoreinfo, then look while it spins.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let report = loop {
-        let result =
-            GuestRam::open_file(&path).and_then(|ram| Inspector::new(ram).run(&Command::Check));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let mut snapshots = Vec::new();
+    while snapshots.len() < 4 && std::time::Instant::now() < deadline {
+        let result = GuestRam::open_file(&path).and_then(|ram| {
+            let mut inspector = Inspector::new(ram);
+            inspector.snapshot(|view| Ok((vmm::inspect::check::check(view)?, state::zones(view)?)))
+        });
         match result {
-            Ok(Output::Check(report)) => break report,
-            Ok(other) => panic!("{other:?}"),
-            Err(err) if std::time::Instant::now() > deadline => panic!("never inspectable: {err}"),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Ok(snapshot) => {
+                assert!(!guest.is_finished(), "inspected while the guest runs");
+                snapshots.push(snapshot);
+            }
+            // Not published yet, or every try landed inside an allocator call.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
         }
-    };
-    assert!(!guest.is_finished(), "inspected while the guest runs");
-    assert_clean(&report);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(snapshots.len() >= 2, "only {} consistent snapshots in 6 s", snapshots.len());
+    for (report, _) in &snapshots {
+        assert_clean(report);
+    }
+    let frees: Vec<u64> =
+        snapshots.iter().map(|(_, zones)| zones.iter().map(|z| z.free + z.pcp).sum()).collect();
+    assert!(frees.windows(2).any(|w| w[0] != w[1]), "the guest was changing: {frees:?}");
     let outcome = guest.join().expect("the guest thread");
     assert!(matches!(outcome.exit, ExitReason::Timeout { .. }), "{:?}", outcome.exit);
     let _ = std::fs::remove_file(&path);

@@ -145,14 +145,16 @@ fn inspector_survives_mutated_guest_memory() {
         Command::Memblock,
         Command::Zoneinfo,
         Command::Slabinfo,
-        Command::Pagetable { range: (0, u64::MAX), tlb: false },
-        Command::Pagetable { range: (0, u64::MAX), tlb: true },
-        Command::Translate(vec![
-            shared::layout::KERNEL_VIRT_BASE + (2 << 20),
-            shared::layout::PAGE_OFFSET,
-            0,
-        ]),
-        Command::Page(0x1000),
+        Command::Pagetable { range: None, tlb: false },
+        Command::Pagetable { range: None, tlb: true },
+        Command::Translate {
+            addrs: vec![
+                shared::layout::KERNEL_VIRT_BASE + (2 << 20),
+                shared::layout::PAGE_OFFSET,
+                0,
+            ],
+        },
+        Command::Page { pfn: 0x1000 },
         Command::Check,
     ];
     let mut rng = Rng(seed);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use vmm::config::{parse_e820, parse_size, DEFAULT_KVM_DEVICE};
-use vmm::inspect::{pagetable, Command, GuestRam, InspectError, Inspector};
+use vmm::inspect::{Command, GuestRam, Inspector};
 use vmm::{exit_code, procfs, VmConfig};
 
 const EXIT_CODES: &str = "\
@@ -48,8 +48,11 @@ Exit status:
   65  the guest's data cannot be read consistently (not published yet, torn, corrupt)
   66  the RAM file cannot be opened
 
+A guest that is changing its allocators (vmcoreinfo's sequence counter odd or moving) is
+retried for about 0.1 s; an idle or exited guest reads at once.
+
 Examples:
-  vmm run --mem-file /tmp/ram --workload stress &
+  vmm run --mem-file /tmp/ram --workload populate
   vmm inspect /tmp/ram buddyinfo
   vmm inspect /tmp/ram pagetable --range ffff888000000000-ffff888040000000
   vmm inspect /tmp/ram translate ffffffff80200000 ffffc90000000000
@@ -62,49 +65,10 @@ struct InspectArgs {
     file: PathBuf,
     /// What to show.
     #[command(subcommand)]
-    command: InspectCommand,
+    command: Command,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-enum InspectCommand {
-    /// The sanitised e820 map, as the kernel prints it at boot.
-    E820,
-    /// memblock's memory and reserved regions (debugfs format).
-    Memblock,
-    /// Free blocks per zone and order (/proc/buddyinfo).
-    Buddyinfo,
-    /// Zone counters and watermarks (/proc/zoneinfo subset).
-    Zoneinfo,
-    /// Slab caches (/proc/slabinfo, version 2.1).
-    Slabinfo,
-    /// The guest's page tables: runs of equal permissions (QEMU `info mem`), or every
-    /// mapped page with its flags (QEMU `info tlb`).
-    Pagetable {
-        /// Only START-END (hex, END exclusive).
-        #[arg(long, value_name = "START-END")]
-        range: Option<String>,
-        /// One line per page, as QEMU's `info tlb`.
-        #[arg(long)]
-        tlb: bool,
-    },
-    /// Walk virtual addresses through the guest's tables, level by level.
-    Translate {
-        /// Virtual addresses (hex).
-        #[arg(required = true, value_name = "ADDR")]
-        addrs: Vec<String>,
-    },
-    /// Decode the struct page of a page frame.
-    Page {
-        /// Page-frame number (hex).
-        #[arg(value_name = "PFN")]
-        pfn: String,
-    },
-    /// Account for every RAM page and cross-check free lists, per-CPU lists, slab
-    /// freelists and counters.
-    Check,
 }
 
 /// A parsed `--e820` (a newtype, so that clap takes the list as one value).
@@ -241,10 +205,8 @@ fn print_reports(outcome: &vmm::Outcome) {
 }
 
 fn inspect(args: InspectArgs) -> ExitCode {
-    let result = inspect_command(&args.command).and_then(|command| {
-        let ram = GuestRam::open_file(&args.file)?;
-        Inspector::new(ram).run(&command)
-    });
+    let result =
+        GuestRam::open_file(&args.file).and_then(|ram| Inspector::new(ram).run(&args.command));
     let output = match result {
         Ok(output) => output,
         Err(err) => {
@@ -265,33 +227,6 @@ fn inspect(args: InspectArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-fn inspect_command(command: &InspectCommand) -> Result<Command, InspectError> {
-    let hex = |text: &str, what: &str| {
-        pagetable::parse_hex(text).ok_or_else(|| {
-            InspectError::Argument(format!("{what} {text:?} is not a hexadecimal number"))
-        })
-    };
-    Ok(match command {
-        InspectCommand::E820 => Command::E820,
-        InspectCommand::Memblock => Command::Memblock,
-        InspectCommand::Buddyinfo => Command::Buddyinfo,
-        InspectCommand::Zoneinfo => Command::Zoneinfo,
-        InspectCommand::Slabinfo => Command::Slabinfo,
-        InspectCommand::Pagetable { range, tlb } => Command::Pagetable {
-            range: match range {
-                Some(text) => pagetable::parse_range(text)?,
-                None => (0, u64::MAX),
-            },
-            tlb: *tlb,
-        },
-        InspectCommand::Translate { addrs } => {
-            Command::Translate(addrs.iter().map(|a| hex(a, "address")).collect::<Result<_, _>>()?)
-        }
-        InspectCommand::Page { pfn } => Command::Page(hex(pfn, "pfn")?),
-        InspectCommand::Check => Command::Check,
-    })
 }
 
 /// A clap error on one line, without its usage and "try --help" trailers.

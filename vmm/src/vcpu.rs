@@ -262,8 +262,8 @@ fn check_walker(
             let end = leaf.virt.wrapping_add(leaf.size);
             self.0.extend([
                 leaf.virt,
-                leaf.virt + leaf.size / 2 + 8,
-                end - 1,
+                leaf.virt.wrapping_add(leaf.size / 2 + 8),
+                end.wrapping_sub(1),
                 end,
                 leaf.virt.wrapping_sub(1),
             ]);

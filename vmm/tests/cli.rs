@@ -136,7 +136,7 @@ fn inspect_refuses_what_it_cannot_read_with_one_line() {
     let zeros = zeros.to_str().expect("utf-8");
     assert_refused(&["inspect", zeros, "zoneinfo"], 65, "lists 0 RAM ranges");
     assert_refused(&["inspect", zeros, "pagetable", "--range", "2000-1000"], 64, "--range");
-    assert_refused(&["inspect", zeros, "translate", "xyz"], 64, "address \"xyz\"");
+    assert_refused(&["inspect", zeros, "translate", "xyz"], 64, "\"xyz\" is not a hexadecimal");
     assert_refused(&["inspect", zeros, "frobnicate"], 64, "frobnicate");
     let _ = std::fs::remove_dir_all(&dir);
 }

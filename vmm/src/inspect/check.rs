@@ -75,6 +75,8 @@ pub struct CacheCount {
     pub name: String,
     /// Slabs found in the memory map.
     pub slabs: u64,
+    /// Pages those slabs take.
+    pub pages: u64,
     /// Objects in use in them.
     pub objects_in_use: u64,
     /// Free objects on their freelists.
@@ -246,7 +248,13 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     let caches = caches(view)?;
     let mut cache_counts: Vec<CacheCount> = caches
         .iter()
-        .map(|c| CacheCount { name: c.name.clone(), slabs: 0, objects_in_use: 0, objects_free: 0 })
+        .map(|c| CacheCount {
+            name: c.name.clone(),
+            slabs: 0,
+            pages: 0,
+            objects_in_use: 0,
+            objects_free: 0,
+        })
         .collect();
     let mut ram_pages = 0u64;
     for region in &mb.memory {
@@ -368,7 +376,7 @@ fn walk_free_list(
     order: u32,
     head: u64,
 ) -> u64 {
-    let bound = (zone.spanned() >> order) + 1;
+    let bound = (zone.spanned() >> order).saturating_add(1);
     let (mut pfn, mut prev, mut count) = (head, NO_PFN, 0u64);
     while pfn != NO_PFN {
         let at = format!("zone {name} order {order} free list, block {count} (pfn {pfn:#x})");
@@ -376,7 +384,7 @@ fn walk_free_list(
             marks.finding(format!("{at}: longer than the zone can hold: a cycle"));
             break;
         }
-        if pfn % (1 << order) != 0 || !zone.spans(pfn) || !zone.spans(pfn + (1 << order) - 1) {
+        if pfn % (1 << order) != 0 || !zone.spans(pfn) || !zone.spans(pfn + ((1 << order) - 1)) {
             marks.finding(format!("{at}: misaligned or outside the zone"));
             break;
         }
@@ -466,6 +474,7 @@ fn check_slab(
     let (inuse, mut object) =
         if current { (c.cpu_inuse, c.cpu_freelist) } else { (page.slab_inuse, page.slab_freelist) };
     count.slabs += 1;
+    count.pages += 1 << page.order.min(MAX_ORDER);
     count.objects_in_use += u64::from(inuse);
     let at = format!("cache {} slab pfn {pfn:#x}", cache.name);
     if c.order != page.order || u64::from(page.slab_objects) != c.objects || c.stride == 0 {
@@ -518,12 +527,16 @@ pub fn check_text(report: &CheckReport) -> String {
     for count in &report.pages {
         let _ = writeln!(out, "  {:<20} {:>10}", count.owner, count.pages);
     }
-    let _ = writeln!(out, "slab caches: {:<14} {:>6} {:>8} {:>8}", "", "slabs", "in use", "free");
+    let _ = writeln!(
+        out,
+        "slab caches: {:<15} {:>6} {:>6} {:>8} {:>8}",
+        "", "pages", "slabs", "in use", "free"
+    );
     for c in report.caches.iter().filter(|c| c.slabs > 0) {
         let _ = writeln!(
             out,
-            "  {:<26} {:>6} {:>8} {:>8}",
-            c.name, c.slabs, c.objects_in_use, c.objects_free
+            "  {:<26} {:>6} {:>6} {:>8} {:>8}",
+            c.name, c.pages, c.slabs, c.objects_in_use, c.objects_free
         );
     }
     if report.ok() {

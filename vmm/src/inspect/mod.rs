@@ -29,6 +29,7 @@ use shared::page::{Page, PAGE_STRUCT_SIZE};
 use shared::vmcoreinfo::{VmCoreInfo, VMCOREINFO_ADDR, VMCOREINFO_MAGIC, VMCOREINFO_VERSION};
 use shared::walk::{translate, Stop};
 use std::path::PathBuf;
+use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
 
 /// Why an inspection failed.
@@ -189,7 +190,10 @@ impl<'a> Inspector<'a> {
                 return Err(InspectError::Version { found: info.version });
             }
             if info.seq % 2 == 0 {
+                // A seqlock reader: the data reads stay between the two counter reads.
+                fence(Ordering::Acquire);
                 let result = command(&mut View { ram: &mut self.ram, info });
+                fence(Ordering::Acquire);
                 if self.ram.read_obj::<u64>(seq_at)? == info.seq {
                     return result;
                 }
@@ -253,33 +257,49 @@ impl View<'_, '_> {
     }
 }
 
-/// An inspection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An inspection; also the `vmm inspect` subcommands, whose help these comments are.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
-    /// The sanitised e820 map.
+    /// The sanitised e820 map, as the kernel prints it at boot.
     E820,
-    /// memblock's region sets.
+    /// memblock's memory and reserved regions (debugfs format).
     Memblock,
-    /// `/proc/buddyinfo`.
+    /// Free blocks per zone and order (/proc/buddyinfo).
     Buddyinfo,
-    /// `/proc/zoneinfo`.
+    /// Zone counters and watermarks (/proc/zoneinfo subset).
     Zoneinfo,
-    /// `/proc/slabinfo`.
+    /// Slab caches (/proc/slabinfo, version 2.1).
     Slabinfo,
-    /// The page tables over an inclusive virtual range, as runs (`info mem`) or pages
-    /// (`info tlb`).
+    /// The guest's page tables: runs of equal permissions (QEMU `info mem`), or every
+    /// mapped page with its flags (QEMU `info tlb`).
     Pagetable {
-        /// First and last address.
-        range: (u64, u64),
-        /// One line per page.
+        /// Only START-END (hex, END exclusive); kept as first and last address.
+        #[arg(long, value_name = "START-END", value_parser = pagetable::parse_range)]
+        range: Option<(u64, u64)>,
+        /// One line per page, as QEMU's `info tlb`.
+        #[arg(long)]
         tlb: bool,
     },
-    /// Per-level translations.
-    Translate(Vec<u64>),
-    /// One `struct page`.
-    Page(u64),
-    /// The consistency check.
+    /// Walk virtual addresses through the guest's tables, level by level.
+    Translate {
+        /// Virtual addresses (hex).
+        #[arg(required = true, value_name = "ADDR", value_parser = parse_hex)]
+        addrs: Vec<u64>,
+    },
+    /// Decode the struct page of a page frame.
+    Page {
+        /// Page-frame number (hex).
+        #[arg(value_name = "PFN", value_parser = parse_hex)]
+        pfn: u64,
+    },
+    /// Account for every RAM page and cross-check free lists, per-CPU lists, slab
+    /// freelists and counters.
     Check,
+}
+
+/// A hexadecimal number, `0x` optional, as command arguments take them.
+fn parse_hex(text: &str) -> Result<u64, String> {
+    pagetable::parse_hex(text).ok_or_else(|| format!("{text:?} is not a hexadecimal number"))
 }
 
 impl Command {
@@ -295,7 +315,7 @@ impl Command {
             "buddyinfo" => Self::Buddyinfo,
             "zoneinfo" => Self::Zoneinfo,
             "slabinfo" => Self::Slabinfo,
-            "pagetable" => Self::Pagetable { range: (0, u64::MAX), tlb: false },
+            "pagetable" => Self::Pagetable { range: None, tlb: false },
             "check" => Self::Check,
             _ => return None,
         })
@@ -310,8 +330,8 @@ impl Command {
             Self::Zoneinfo => "zoneinfo",
             Self::Slabinfo => "slabinfo",
             Self::Pagetable { .. } => "pagetable",
-            Self::Translate(_) => "translate",
-            Self::Page(_) => "page",
+            Self::Translate { .. } => "translate",
+            Self::Page { .. } => "page",
             Self::Check => "check",
         }
     }
@@ -374,12 +394,13 @@ impl Inspector<'_> {
                 Command::Zoneinfo => Output::Zoneinfo(state::zones(view)?),
                 Command::Slabinfo => Output::Slabinfo(state::slabs(view)?),
                 Command::Pagetable { range, tlb } => {
-                    Output::Pagetable(pagetable::dump(view, range.0, range.1, *tlb))
+                    let (first, last) = range.unwrap_or((0, u64::MAX));
+                    Output::Pagetable(pagetable::dump(view, first, last, *tlb))
                 }
-                Command::Translate(addrs) => Output::Translate(
+                Command::Translate { addrs } => Output::Translate(
                     addrs.iter().map(|&a| pagetable::translate(view, a)).collect(),
                 ),
-                Command::Page(pfn) => Output::Page(state::page(view, *pfn)?),
+                Command::Page { pfn } => Output::Page(state::page(view, *pfn)?),
                 Command::Check => Output::Check(check::check(view)?),
             })
         })

@@ -4,7 +4,7 @@
 //! Enumeration spends one unit of [`ENTRY_BUDGET`] per entry read and stops output at
 //! [`MAX_LINES`], so tables that alias each other cannot make a dump unbounded.
 
-use super::{InspectError, View};
+use super::View;
 use serde::Serialize;
 use shared::walk::{
     for_each_leaf, level_name, walk, EnumError, Leaf, Visitor, PTE_ACCESSED, PTE_ADDR_MASK,
@@ -244,9 +244,10 @@ fn size_name(size: u64) -> &'static str {
 }
 
 /// Parses `A-B` (hex, `0x` optional, B exclusive) into an inclusive range.
-pub fn parse_range(text: &str) -> Result<(u64, u64), InspectError> {
+pub fn parse_range(text: &str) -> Result<(u64, u64), String> {
     let bad = || {
-        InspectError::Argument(format!("--range {text:?}: expected START-END in hex, END exclusive, e.g. ffff888000000000-ffff888040000000"))
+        "expected START-END in hex, END exclusive, e.g. ffff888000000000-ffff888040000000"
+            .to_string()
     };
     let (a, b) = text.split_once('-').ok_or_else(bad)?;
     let (a, b) = (parse_hex(a).ok_or_else(bad)?, parse_hex(b).ok_or_else(bad)?);

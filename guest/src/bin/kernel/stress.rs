@@ -2,9 +2,14 @@
 //! limits. Each block is filled with a pattern when allocated and checked when freed; no
 //! two live blocks may overlap; at the end, with everything freed and the per-CPU caches
 //! drained, the free lists must be exactly the boot state again.
+//!
+//! Each allocator call takes the memory managers on its own (`mm::global::with`), and the
+//! patterns are written and checked outside: so vmcoreinfo's sequence counter is even
+//! between operations, and a host can inspect the guest while the workload runs.
 
 use crate::hypercall::{self, Plain};
 use crate::mm::direct_map;
+use crate::mm::global::with;
 use crate::mm::setup::Mm;
 use guest::buddy::Watermark;
 use guest::rng::Rng;
@@ -28,8 +33,8 @@ struct Block {
 }
 
 /// Runs the workload; returns whether every check passed.
-pub fn run(mm: &mut Mm, seed: u64, ops: u32) -> bool {
-    let boot = mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free));
+pub fn run(seed: u64, ops: u32) -> bool {
+    let boot = with(free_areas);
     let mut rng = Rng::new(seed);
     let mut live = [Block::default(); MAX_LIVE];
     let (mut nlive, mut live_pages) = (0usize, 0u64);
@@ -44,11 +49,13 @@ pub fn run(mm: &mut Mm, seed: u64, ops: u32) -> bool {
             };
             let highest = ZoneType::ALL[rng.index(NR_ZONES)];
             let per_cpu = order == 0 && rng.below(2) == 0;
-            let pfn = if per_cpu {
-                mm.buddy.alloc_page(highest)
-            } else {
-                mm.buddy.alloc(order, highest, Watermark::Min)
-            };
+            let pfn = with(|mm| {
+                if per_cpu {
+                    mm.buddy.alloc_page(highest)
+                } else {
+                    mm.buddy.alloc(order, highest, Watermark::Min)
+                }
+            });
             let Some(pfn) = pfn else {
                 report.failed_allocations += 1;
                 continue;
@@ -77,22 +84,23 @@ pub fn run(mm: &mut Mm, seed: u64, ops: u32) -> bool {
             live[index] = live[nlive - 1];
             nlive -= 1;
             live_pages -= 1 << block.order;
-            ok &= release(mm, &block);
+            ok &= release(&block);
             report.frees += 1;
         }
     }
     for block in &live[..nlive] {
-        ok &= release(mm, block);
+        ok &= release(block);
         report.frees += 1;
     }
-    mm.buddy.drain_pcp();
-    let end: [[u64; NR_ORDERS]; NR_ZONES] =
-        mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free));
+    let (end, checked) = with(|mm| {
+        mm.buddy.drain_pcp();
+        (free_areas(mm), mm.buddy.check())
+    });
     let restored = end == boot;
     if !restored {
         error!("stress: the free lists differ from the boot state after freeing everything");
     }
-    if let Err(err) = mm.buddy.check() {
+    if let Err(err) = checked {
         error!("stress: invariant broken: {err:?}");
         ok = false;
     }
@@ -108,7 +116,7 @@ pub fn run(mm: &mut Mm, seed: u64, ops: u32) -> bool {
     );
     hypercall::report(ReportKind::Stress, report.bytes());
     hypercall::report_test("stress: patterns intact, no overlaps, boot state restored", ok, "");
-    let slab_ok = kmalloc_phase(mm, &mut rng, ops);
+    let slab_ok = kmalloc_phase(&mut rng, ops);
     hypercall::report_test(
         "stress: kmalloc patterns intact, no overlaps, every page back",
         slab_ok,
@@ -121,18 +129,21 @@ pub fn run(mm: &mut Mm, seed: u64, ops: u32) -> bool {
 /// pages) and kfrees, each allocation filled with a pattern and checked when freed, none
 /// overlapping another live one; then everything freed and the caches shrunk, and the
 /// free lists must be what they were before the phase.
-fn kmalloc_phase(mm: &mut Mm, rng: &mut Rng, ops: u32) -> bool {
-    let before = mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free));
+fn kmalloc_phase(rng: &mut Rng, ops: u32) -> bool {
+    let before = with(free_areas);
     // Live allocations: (address, size, pattern).
     let mut live = [(0u64, 0u64, 0u64); MAX_LIVE];
     let mut nlive = 0;
     let (mut ok, mut allocations) = (true, 0u64);
     for _ in 0..ops {
-        let (kmalloc, mut pages) = mm.slab();
         if nlive < MAX_LIVE && (nlive == 0 || rng.below(100) < 55) {
             let size =
                 if rng.below(20) == 0 { 8192 + rng.below(16384) } else { 1 + rng.below(2048) };
-            let Ok(Some(addr)) = kmalloc.kmalloc(&mut pages, size) else {
+            let allocated = with(|mm| {
+                let (kmalloc, mut pages) = mm.slab();
+                kmalloc.kmalloc(&mut pages, size)
+            });
+            let Ok(Some(addr)) = allocated else {
                 error!("stress: kmalloc({size}) failed");
                 ok = false;
                 continue;
@@ -157,28 +168,42 @@ fn kmalloc_phase(mm: &mut Mm, rng: &mut Rng, ops: u32) -> bool {
                 error!("stress: the {size}-byte allocation at {addr:#x} lost its pattern");
                 ok = false;
             }
-            if let Err(err) = kmalloc.kfree(&mut pages, addr) {
+            if let Err(err) = kfree(addr) {
                 error!("stress: {err}");
                 ok = false;
             }
         }
     }
-    let (kmalloc, mut pages) = mm.slab();
     for &(addr, size, pattern) in &live[..nlive] {
         ok &= words_intact(addr, size / 8, pattern);
-        ok &= kmalloc.kfree(&mut pages, addr).is_ok();
+        ok &= kfree(addr).is_ok();
     }
-    for cache in &mut kmalloc.caches {
-        cache.shrink(&mut pages);
-    }
-    mm.buddy.drain_pcp();
-    let after = mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free));
+    let after = with(|mm| {
+        let (kmalloc, mut pages) = mm.slab();
+        for cache in &mut kmalloc.caches {
+            cache.shrink(&mut pages);
+        }
+        mm.buddy.drain_pcp();
+        free_areas(mm)
+    });
     if after != before {
         error!("stress: the free lists differ after freeing every kmalloc allocation");
         ok = false;
     }
     info!("stress: {allocations} kmallocs, {}", if ok { "ok" } else { "FAILED" });
     ok
+}
+
+/// Each zone's `nr_free` by order.
+fn free_areas(mm: &mut Mm) -> [[u64; NR_ORDERS]; NR_ZONES] {
+    mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free))
+}
+
+fn kfree(addr: u64) -> Result<(), guest::slab::SlabError> {
+    with(|mm| {
+        let (kmalloc, mut pages) = mm.slab();
+        kmalloc.kfree(&mut pages, addr)
+    })
 }
 
 fn overlaps(a: &Block, b: &Block) -> bool {
@@ -241,16 +266,18 @@ fn words_intact(addr: u64, count: u64, pattern: u64) -> bool {
 }
 
 /// Checks the pattern and frees the block; returns whether both went well.
-fn release(mm: &mut Mm, block: &Block) -> bool {
+fn release(block: &Block) -> bool {
     let mut ok = intact(block);
     if !ok {
         error!("stress: block at pfn {:#x} order {} lost its pattern", block.pfn, block.order);
     }
-    let freed = if block.per_cpu {
-        mm.buddy.free_page(block.pfn)
-    } else {
-        mm.buddy.free(block.pfn, block.order)
-    };
+    let freed = with(|mm| {
+        if block.per_cpu {
+            mm.buddy.free_page(block.pfn)
+        } else {
+            mm.buddy.free(block.pfn, block.order)
+        }
+    });
     if let Err(err) = freed {
         error!("stress: {err}");
         ok = false;

@@ -45,10 +45,8 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
                 blocks.push(alloc::vec::Vec::with_capacity(1 << 20));
             }
         }
-        Workload::Stress => {
-            return mm::global::with(|mm| stress::run(mm, options.seed, options.ops))
-        }
-        Workload::Populate => mm::global::with(|mm| populate(mm, options.seed, options.ops)),
+        Workload::Stress => return stress::run(options.seed, options.ops),
+        Workload::Populate => populate(options.seed, options.ops),
         Workload::Panic => panic!("panic requested by workload=panic"),
         // SAFETY: `ud2` only raises #UD, which the kernel's handler reports.
         Workload::InvalidOpcode => unsafe { core::arch::asm!("ud2", options(nomem, nostack)) },
@@ -124,25 +122,20 @@ fn mmio_virt(e820: &E820Map, mm: &mut Mm, executable: bool) -> u64 {
 }
 
 /// Allocates and keeps `ops` random things: buddy blocks of orders 0–3 (order 0 through
-/// the per-CPU cache), kmalloc objects of 8 bytes to 2 KiB (every third freed again, so
-/// slabs are partly free) and, every 64th op, a small vmalloc area. Nothing is written to
-/// the memory: under an emulating KVM that is the expensive part.
-fn populate(mm: &mut Mm, seed: u64, ops: u32) {
+/// the per-CPU cache), kmalloc objects of 8 bytes to 2 KiB (every third freed again at
+/// once) and, every 64th op, a small vmalloc area. Each op takes the memory managers on
+/// its own, so a host can inspect the guest between them. Nothing is written to the
+/// memory: under an emulating KVM that is the expensive part.
+fn populate(seed: u64, ops: u32) {
     use shared::page::ZoneType;
     let mut rng = guest::rng::Rng::new(seed);
     let mut kept = 0u32;
     for op in 0..ops {
-        let ok = match rng.below(3) {
-            0 => {
-                let order = [0, 1, 2, 3][rng.index(4)];
-                if order == 0 {
-                    mm.buddy.alloc_page(ZoneType::Normal).is_some()
-                } else {
-                    mm.buddy.alloc(order, ZoneType::Normal, guest::buddy::Watermark::Min).is_some()
-                }
-            }
+        let (kind, order, size) = (rng.below(3), [0, 1, 2, 3][rng.index(4)], 8 + rng.below(2041));
+        let ok = mm::global::with(|mm| match kind {
+            0 if order == 0 => mm.buddy.alloc_page(ZoneType::Normal).is_some(),
+            0 => mm.buddy.alloc(order, ZoneType::Normal, guest::buddy::Watermark::Min).is_some(),
             _ => {
-                let size = 8 + rng.below(2041);
                 let (kmalloc, mut pages) = mm.slab();
                 match kmalloc.kmalloc(&mut pages, size) {
                     Ok(Some(addr)) if op % 3 == 0 => kmalloc.kfree(&mut pages, addr).is_ok(),
@@ -150,9 +143,11 @@ fn populate(mm: &mut Mm, seed: u64, ops: u32) {
                     _ => false,
                 }
             }
-        };
+        });
         if op % 64 == 63 {
-            let _ = mm.vmalloc.vmalloc(&mut mm.buddy, 3 * shared::layout::PAGE_SIZE);
+            let _ = mm::global::with(|mm| {
+                mm.vmalloc.vmalloc(&mut mm.buddy, 3 * shared::layout::PAGE_SIZE)
+            });
         }
         kept += u32::from(ok);
     }
