@@ -1,7 +1,8 @@
 //! The guest's own page-table walker, and the host's (`shared::walk`, reading guest RAM),
 //! against KVM's translation (`KVM_TRANSLATE`): the guest's sample addresses, and the
 //! first, middle and last byte of every mapped page and the bytes just outside it; 4 KiB
-//! and 2 MiB pages (this KVM offers no 1 GiB pages: the walker's 1 GiB path is unit-tested).
+//! and 2 MiB pages (this KVM offers no 1 GiB pages: the host walker's 1 GiB path is held
+//! against a model in `guest::paging`'s property test).
 
 use kvm_mm_tests::{boot, config};
 use shared::layout::{GIB, MIB};

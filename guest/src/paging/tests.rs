@@ -52,6 +52,14 @@ impl TableAlloc for Arena {
     }
 }
 
+/// The host inspector's walker reads the same tables as guest-physical memory.
+impl shared::walk::PhysMem for Arena {
+    fn read_u64(&mut self, gpa: u64) -> Option<u64> {
+        let table = self.tables.get(usize::try_from(gpa.checked_sub(BASE)? / 4096).ok()?)?;
+        Some(table[usize::try_from(gpa % 4096 / 8).ok()?])
+    }
+}
+
 fn mapper() -> Mapper<Arena> {
     Mapper::create(Arena::default()).expect("root table")
 }
@@ -280,7 +288,39 @@ fn model_range(virt: u64, len: u64, max: PageSize) -> Vec<(u64, PageSize)> {
     pages
 }
 
+/// The host's walker (`shared::walk`) against the model: every page translates, with its
+/// size and effective write and no-execute permissions, and an enumeration of the whole
+/// space yields exactly the model's pages, in order.
+fn check_host_walker(m: &mut Mapper<Arena>, model: &Model) -> Result<(), TestCaseError> {
+    use shared::walk::{for_each_leaf, translate, Leaf, Visitor, PTE_NX, PTE_WRITABLE};
+    let root = m.root().as_u64();
+    for (&virt, &(size, phys, flags)) in model {
+        let t = translate(&mut m.memory, root, virt + size.bytes() - 1)
+            .map_err(|stop| TestCaseError::fail(std::format!("{virt:#x}: {stop}")))?;
+        prop_assert_eq!((t.phys, t.page_size), (phys + size.bytes() - 1, size.bytes()));
+        prop_assert_eq!(t.flags & PTE_WRITABLE != 0, flags & WRITABLE != 0, "W at {:#x}", virt);
+        prop_assert_eq!(t.flags & PTE_NX != 0, flags & NO_EXECUTE != 0, "NX at {:#x}", virt);
+    }
+    struct Leaves(Vec<(u64, PageSize, u64)>);
+    impl Visitor for Leaves {
+        fn leaf(&mut self, leaf: Leaf) -> bool {
+            let size = SIZES.into_iter().find(|s| s.bytes() == leaf.size).expect("a page size");
+            self.0.push((leaf.virt, size, leaf.phys));
+            true
+        }
+    }
+    let mut leaves = Leaves(Vec::new());
+    let mut budget = 1 << 24;
+    for_each_leaf(&mut m.memory, root, 0, u64::MAX, &mut budget, &mut leaves)
+        .map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?;
+    let expected: Vec<(u64, PageSize, u64)> =
+        model.iter().map(|(&virt, &(size, phys, _))| (virt, size, phys)).collect();
+    prop_assert_eq!(leaves.0, expected);
+    Ok(())
+}
+
 fn check(m: &mut Mapper<Arena>, model: &Model) -> Result<(), TestCaseError> {
+    check_host_walker(m, model)?;
     // A sequential sweep agrees with single translations.
     if let Some((&first, _)) = model.iter().next() {
         let mut swept = Vec::new();
