@@ -270,3 +270,25 @@ fn a_guest_under_stress_is_inspected_live_and_every_snapshot_checks_clean() {
     assert!(matches!(outcome.exit, ExitReason::Timeout { .. }), "{:?}", outcome.exit);
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn check_names_a_looping_slab_partial_list() {
+    let (_, path) = populated("partial");
+    let ram = GuestRam::open_file(&path).expect("a RAM file");
+    let mut inspector = Inspector::new(ram);
+    let (name, slab, next_gpa) = inspector
+        .snapshot(|view| {
+            let caches = state::caches(view)?;
+            let cache = caches.iter().find(|c| c.raw.partial != u64::MAX).expect("a partial slab");
+            let slab = cache.raw.partial;
+            let next_at =
+                view.page_addr(slab) + std::mem::offset_of!(shared::page::Page, next) as u64;
+            Ok((cache.name.clone(), slab, view.phys(next_at)?))
+        })
+        .expect("inspects");
+    poke(&path, next_gpa, slab);
+    let found = findings(&path);
+    let expected = format!("cache {name} partial list, slab 1 (pfn {slab:#x}): met twice");
+    assert!(found.iter().any(|f| f.starts_with(&expected)), "{expected}\n{found:#?}");
+    let _ = std::fs::remove_file(&path);
+}

@@ -133,6 +133,11 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away
+    // (`vmm inspect FILE pagetable --tlb | head`) instead of panicking on EPIPE.
+    // SAFETY: restores the default disposition of SIGPIPE before any thread starts; no
+    // handler of ours is replaced.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(|out, record| match record.level() {
             log::Level::Info => writeln!(out, "vmm: {}", record.args()),

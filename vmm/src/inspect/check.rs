@@ -9,10 +9,11 @@
 //! 3 free lists        per zone and order, step-bounded; a block met twice is a cycle
 //!   per-CPU lists     per zone
 //! 4 memmap scan       every struct page of RAM: slabs (their freelists walked, objects
-//!                     counted), other allocated blocks (PG_HEAD), stray PG_BUDDY/PG_PCP
+//!                     counted), other allocated blocks (PG_HEAD), stray PG_BUDDY/PG_PCP;
+//!   partial lists     per cache, step-bounded, a slab met twice is a cycle
 //! 5 memblock          what is left inside a reserved range
 //! 6 nobody            what is left: a finding
-//! 7 counters          zone free, nr_free and managed; cache objects and slabs
+//! 7 counters          zone free, nr_free and managed; cache objects, slabs, empty slabs
 //! ```
 //!
 //! Two owners for one page is a finding, except that an allocated block (PG_HEAD) may be
@@ -288,6 +289,9 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
             pfn += chunk;
         }
     }
+    for cache in &caches {
+        walk_partial(view, &mut marks, cache);
+    }
 
     // 5: memblock reservations; 6: nobody.
     for r in &mb.reserved {
@@ -459,6 +463,52 @@ fn scan_page(
     }
 }
 
+/// Walks a cache's partial list: slabs of this cache with free objects, never the current
+/// one, linked both ways, met once; its empty slabs equal the cache's count of them.
+fn walk_partial(view: &mut View<'_, '_>, marks: &mut Marks, cache: &Cache) {
+    let c = &cache.raw;
+    let (mut slab, mut prev, mut empty) = (c.partial, NO_PFN, 0u64);
+    let mut seen = std::collections::HashSet::new();
+    while slab != NO_PFN {
+        let at = format!("cache {} partial list, slab {} (pfn {slab:#x})", cache.name, seen.len());
+        if !seen.insert(slab) {
+            marks.finding(format!("{at}: met twice: the list loops"));
+            return;
+        }
+        let page = match view.page(slab) {
+            Ok(page) => page,
+            Err(err) => {
+                marks.finding(format!("{at}: {err}"));
+                return;
+            }
+        };
+        if page.flags & PG_SLAB == 0 || page.slab_cache != cache.addr || slab == c.cpu_slab {
+            marks.finding(format!(
+                "{at}: not a slab of this cache off the CPU (flags {:#x})",
+                page.flags
+            ));
+            return;
+        }
+        if page.prev != prev {
+            marks.finding(format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev));
+        }
+        if page.slab_inuse >= page.slab_objects {
+            marks.finding(format!(
+                "{at}: full ({} of {} objects in use)",
+                page.slab_inuse, page.slab_objects
+            ));
+        }
+        empty += u64::from(page.slab_inuse == 0);
+        (prev, slab) = (slab, page.next);
+    }
+    if empty != c.empty {
+        marks.finding(format!(
+            "cache {}: counts {} empty slabs, its partial list holds {empty}",
+            cache.name, c.empty
+        ));
+    }
+}
+
 /// Walks one slab's freelist: every link inside the slab, at an object, met once; free
 /// objects and objects in use adding up to the slab's objects.
 fn check_slab(
@@ -540,7 +590,7 @@ pub fn check_text(report: &CheckReport) -> String {
         );
     }
     if report.ok() {
-        out.push_str("OK: every RAM page has exactly one owner; free lists, per-CPU lists and slab freelists are well formed; zone and cache counters match\n");
+        out.push_str("OK: every RAM page has exactly one owner; free, per-CPU, partial and slab free lists are well formed; zone and cache counters match\n");
     } else {
         let _ =
             writeln!(out, "{} problems:", report.findings.len() as u64 + report.findings_omitted);

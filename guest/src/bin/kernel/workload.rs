@@ -122,25 +122,32 @@ fn mmio_virt(e820: &E820Map, mm: &mut Mm, executable: bool) -> u64 {
 }
 
 /// Allocates and keeps `ops` random things: buddy blocks of orders 0–3 (order 0 through
-/// the per-CPU cache), kmalloc objects of 8 bytes to 2 KiB (every third freed again at
-/// once) and, every 64th op, a small vmalloc area. Each op takes the memory managers on
-/// its own, so a host can inspect the guest between them. Nothing is written to the
-/// memory: under an emulating KVM that is the expensive part.
+/// the per-CPU cache), kmalloc objects of 8 bytes to 2 KiB and, every 64th op, a small
+/// vmalloc area. Every third kmalloc op frees one of the last 64 objects instead, leaving
+/// holes in older slabs (partial lists). Each op takes the memory managers on its own, so
+/// a host can inspect the guest between them. Nothing is written to the memory: under an
+/// emulating KVM that is the expensive part.
 fn populate(seed: u64, ops: u32) {
     use shared::page::ZoneType;
     let mut rng = guest::rng::Rng::new(seed);
-    let mut kept = 0u32;
+    let mut recent = [0u64; 64];
+    let mut done = 0u32;
     for op in 0..ops {
         let (kind, order, size) = (rng.below(3), [0, 1, 2, 3][rng.index(4)], 8 + rng.below(2041));
+        let slot = rng.index(recent.len());
         let ok = mm::global::with(|mm| match kind {
             0 if order == 0 => mm.buddy.alloc_page(ZoneType::Normal).is_some(),
             0 => mm.buddy.alloc(order, ZoneType::Normal, guest::buddy::Watermark::Min).is_some(),
             _ => {
                 let (kmalloc, mut pages) = mm.slab();
-                match kmalloc.kmalloc(&mut pages, size) {
-                    Ok(Some(addr)) if op % 3 == 0 => kmalloc.kfree(&mut pages, addr).is_ok(),
-                    Ok(Some(_)) => true,
-                    _ => false,
+                if op % 3 == 0 {
+                    let addr = core::mem::take(&mut recent[slot]);
+                    addr != 0 && kmalloc.kfree(&mut pages, addr).is_ok()
+                } else if let Ok(Some(addr)) = kmalloc.kmalloc(&mut pages, size) {
+                    recent[slot] = addr;
+                    true
+                } else {
+                    false
                 }
             }
         });
@@ -149,7 +156,7 @@ fn populate(seed: u64, ops: u32) {
                 mm.vmalloc.vmalloc(&mut mm.buddy, 3 * shared::layout::PAGE_SIZE)
             });
         }
-        kept += u32::from(ok);
+        done += u32::from(ok);
     }
-    log::info!("populate: {kept} of {ops} allocations kept");
+    log::info!("populate: {done} of {ops} operations done");
 }
