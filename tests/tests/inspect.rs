@@ -9,7 +9,7 @@ use shared::page::{PAGE_STRUCT_SIZE, PG_BUDDY};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use vmm::inspect::check::CheckReport;
-use vmm::inspect::{state, Command, GuestRam, Inspection, Inspector, Output};
+use vmm::inspect::{state, Command, GuestRam, InspectError, Inspection, Inspector, Output, View};
 use vmm::{ExitReason, Outcome, VmConfig};
 
 fn inspected(workload: &str, extra: &str, mem_file: Option<PathBuf>) -> Outcome {
@@ -104,6 +104,17 @@ fn inspect_file(path: &Path, command: &Command) -> Output {
     Inspector::new(ram).run(command).expect("inspects")
 }
 
+/// Reads what `read` returns from one consistent snapshot of the RAM file.
+fn read_file<T>(path: &Path, read: impl FnMut(&mut View<'_, '_>) -> Result<T, InspectError>) -> T {
+    let ram = GuestRam::open_file(path).expect("a RAM file");
+    Inspector::new(ram).snapshot(read).expect("inspects")
+}
+
+/// Guest-physical address of frame `pfn`'s free-list (or partial-list) `next` link.
+fn next_link(view: &mut View<'_, '_>, pfn: u64) -> Result<u64, InspectError> {
+    view.phys(view.page_addr(pfn) + std::mem::offset_of!(shared::page::Page, next) as u64)
+}
+
 #[test]
 fn check_accounts_for_a_populated_guest_in_process_and_out_of_process() {
     let (outcome, path) = populated("populated");
@@ -138,19 +149,11 @@ fn findings(path: &Path) -> Vec<String> {
 fn check_names_a_corrupted_free_list() {
     let (_, path) = populated("free-list");
     // The head of the DMA32 zone's order-10 list: make its next link point at itself.
-    let ram = GuestRam::open_file(&path).expect("a RAM file");
-    let mut inspector = Inspector::new(ram);
-    let (head, next_gpa) = inspector
-        .snapshot(|view| {
-            let zones = state::raw_zones(view)?;
-            let head = zones[1].free_area[10].head;
-            let page = view.page(head)?;
-            assert!(page.flags & PG_BUDDY != 0);
-            let next_at =
-                view.page_addr(head) + std::mem::offset_of!(shared::page::Page, next) as u64;
-            Ok((head, view.phys(next_at)?))
-        })
-        .expect("inspects");
+    let (head, next_gpa) = read_file(&path, |view| {
+        let head = state::raw_zones(view)?[1].free_area[10].head;
+        assert!(view.page(head)?.flags & PG_BUDDY != 0);
+        Ok((head, next_link(view, head)?))
+    });
     poke(&path, next_gpa, head);
     let found = findings(&path);
     assert!(
@@ -165,16 +168,12 @@ fn check_names_a_corrupted_free_list() {
 #[test]
 fn check_names_a_corrupted_slab_freelist() {
     let (_, path) = populated("slab-freelist");
-    let ram = GuestRam::open_file(&path).expect("a RAM file");
-    let mut inspector = Inspector::new(ram);
-    let (name, slab, object) = inspector
-        .snapshot(|view| {
-            let caches = state::caches(view)?;
-            let cache =
-                caches.iter().find(|c| c.raw.cpu_freelist != 0).expect("a cache with free objects");
-            Ok((cache.name.clone(), cache.raw.cpu_slab, cache.raw.cpu_freelist))
-        })
-        .expect("inspects");
+    let (name, slab, object) = read_file(&path, |view| {
+        let caches = state::caches(view)?;
+        let cache =
+            caches.iter().find(|c| c.raw.cpu_freelist != 0).expect("a cache with free objects");
+        Ok((cache.name.clone(), cache.raw.cpu_slab, cache.raw.cpu_freelist))
+    });
     // The first free object's link now points into the middle of another page.
     poke(&path, object - PAGE_OFFSET, PAGE_OFFSET + 0x123_4568);
     let found = findings(&path);
@@ -274,18 +273,11 @@ fn a_guest_under_stress_is_inspected_live_and_every_snapshot_checks_clean() {
 #[test]
 fn check_names_a_looping_slab_partial_list() {
     let (_, path) = populated("partial");
-    let ram = GuestRam::open_file(&path).expect("a RAM file");
-    let mut inspector = Inspector::new(ram);
-    let (name, slab, next_gpa) = inspector
-        .snapshot(|view| {
-            let caches = state::caches(view)?;
-            let cache = caches.iter().find(|c| c.raw.partial != u64::MAX).expect("a partial slab");
-            let slab = cache.raw.partial;
-            let next_at =
-                view.page_addr(slab) + std::mem::offset_of!(shared::page::Page, next) as u64;
-            Ok((cache.name.clone(), slab, view.phys(next_at)?))
-        })
-        .expect("inspects");
+    let (name, slab, next_gpa) = read_file(&path, |view| {
+        let caches = state::caches(view)?;
+        let cache = caches.iter().find(|c| c.raw.partial != u64::MAX).expect("a partial slab");
+        Ok((cache.name.clone(), cache.raw.partial, next_link(view, cache.raw.partial)?))
+    });
     poke(&path, next_gpa, slab);
     let found = findings(&path);
     let expected = format!("cache {name} partial list, slab 1 (pfn {slab:#x}): met twice");

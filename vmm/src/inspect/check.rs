@@ -20,7 +20,7 @@
 //! a page table or a slab: those come from the buddy allocator too.
 
 use super::state::{caches, memblock, raw_zones, Cache};
-use super::{to_usize, InspectError, View};
+use super::{to_usize, InspectError, Pod, View};
 use serde::Serialize;
 use shared::mm::PCP_CAPACITY;
 use shared::page::{Page, MAX_ORDER, NO_PFN, PAGE_STRUCT_SIZE, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB};
@@ -274,7 +274,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
             }
             for (i, bytes) in raw.chunks_exact(PAGE_STRUCT_SIZE).enumerate() {
                 let p = pfn + i as u64;
-                let page = page_from(bytes);
+                let page = Page::from_bytes(bytes);
                 scan_page(
                     view,
                     &mut marks,
@@ -364,13 +364,6 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     })
 }
 
-fn page_from(bytes: &[u8]) -> Page {
-    use super::Pod;
-    let mut page = Page::zeroed();
-    page.as_bytes_mut().copy_from_slice(bytes);
-    page
-}
-
 /// Walks one free list; returns the blocks it holds (up to where it breaks).
 fn walk_free_list(
     view: &mut View<'_, '_>,
@@ -408,9 +401,12 @@ fn walk_free_list(
         if page.prev != prev {
             marks.finding(format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev));
         }
-        if !marks.mark(pfn, 1 << order, Owner::Free) {
+        if marks.owner.get(to_usize(pfn)) == Some(&Owner::Free) {
             marks.finding(format!("{at}: met twice: the list loops or shares blocks"));
             break;
+        }
+        if !marks.mark(pfn, 1 << order, Owner::Free) {
+            break; // `mark` named the other owner.
         }
         count += 1;
         (prev, pfn) = (pfn, page.next);

@@ -132,6 +132,15 @@ pub unsafe trait Pod: Sized {
         unsafe { std::mem::zeroed() }
     }
 
+    /// The value in `bytes`, which must be exactly its size (else the all-zero value).
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let mut value = Self::zeroed();
+        if bytes.len() == size_of::<Self>() {
+            value.as_bytes_mut().copy_from_slice(bytes);
+        }
+        value
+    }
+
     /// The value's bytes, to fill from guest memory.
     fn as_bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: `self` is valid for `size_of::<Self>()` bytes, and any bytes written

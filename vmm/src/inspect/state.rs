@@ -2,7 +2,7 @@
 //! and single `struct page`s, each read from the guest's own structures and bounded by
 //! limits no well-formed guest reaches.
 
-use super::{to_usize, InspectError, View};
+use super::{to_usize, InspectError, Pod, View};
 use crate::report::{E820Range, Region, SlabInfo, ZoneInfo};
 use serde::Serialize;
 use shared::boot::{E820Entry, E820_MAX_ENTRIES};
@@ -70,13 +70,13 @@ fn regions(view: &mut View<'_, '_>, addr: u64, count: u64) -> Result<Vec<Region>
     if count > MAX_MEMBLOCK_REGIONS {
         return Err(InspectError::Corrupt(format!("{count} memblock regions")));
     }
-    let mut raw = vec![0u8; to_usize(count) * 16];
+    let mut raw = vec![0u8; to_usize(count) * size_of::<shared::mm::Region>()];
     view.read_virt(addr, &mut raw)?;
     Ok(raw
-        .chunks_exact(16)
-        .map(|c| Region {
-            base: u64::from_le_bytes(c[..8].try_into().unwrap_or_default()),
-            size: u64::from_le_bytes(c[8..].try_into().unwrap_or_default()),
+        .chunks_exact(size_of::<shared::mm::Region>())
+        .map(|chunk| {
+            let r = shared::mm::Region::from_bytes(chunk);
+            Region { base: r.base, size: r.size }
         })
         .collect())
 }
