@@ -70,6 +70,17 @@ fn every_inspection_runs_at_each_checkpoint_and_at_exit() {
     let early = outcome.inspections.iter().find(|i| i.at.starts_with("checkpoint 2"));
     let err = early.expect("inspected at checkpoint 2").result.as_ref().expect_err("not yet");
     assert!(err.contains("has not published vmcoreinfo"), "{err}");
+    // In `--json`, a result is `output` or `error` beside `at` and `command`.
+    let json = serde_json::to_value(&outcome.inspections).expect("serialisable");
+    let keys = |i: &serde_json::Value| {
+        let mut keys: Vec<_> = i.as_object().expect("an object").keys().cloned().collect();
+        keys.sort();
+        keys.join(",")
+    };
+    let list = json.as_array().expect("a list");
+    assert!(list.iter().all(|i| ["at,command,output", "at,command,error"].contains(&&*keys(i))));
+    let e820 = list.iter().find(|i| i["at"] == "exit" && i["command"] == "e820").expect("e820");
+    assert_eq!(e820["output"]["e820"], serde_json::to_value(outcome.e820()).expect("e820"));
     assert_clean(check_at(&outcome, "exit"));
     assert_host_matches_guest(&outcome);
     let Output::Pagetable(dump) = at(&outcome, "exit", "pagetable") else { panic!() };

@@ -416,8 +416,9 @@ impl Inspector<'_> {
     }
 }
 
-/// One inspection `vmm run --inspect` made.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// One inspection `vmm run --inspect` made. In JSON: `at`, `command`, and `output` or
+/// `error`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inspection {
     /// When: `checkpoint N` or `exit`.
     pub at: String,
@@ -425,4 +426,18 @@ pub struct Inspection {
     pub command: &'static str,
     /// What it found, or why it could not.
     pub result: Result<Output, String>,
+}
+
+impl serde::Serialize for Inspection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut fields = serializer.serialize_struct("Inspection", 3)?;
+        fields.serialize_field("at", &self.at)?;
+        fields.serialize_field("command", self.command)?;
+        match &self.result {
+            Ok(output) => fields.serialize_field("output", output)?,
+            Err(error) => fields.serialize_field("error", error)?,
+        }
+        fields.end()
+    }
 }
