@@ -1,10 +1,11 @@
 //! Our buddy allocator against buddy_system_allocator's `FrameAllocator` and `Heap`,
 //! host-native, over 1 GiB (262 144 page frames), in a warm steady state:
 //!
-//! - an order-0 allocate+free pair (ours through the per-CPU cache and through the buddy
+//! - an order-0 allocate+free pair (ours through the per-CPU list and through the buddy
 //!   lists);
 //! - a mixed-order random workload: 4096 operations on 256 slots, each freeing the slot's
-//!   block if it holds one, else allocating a block of random order 0–5.
+//!   block if it holds one, else allocating a block of random order 0–5; the same loop
+//!   with no allocator gives its own cost.
 //!
 //! `cargo bench -p guest --bench buddy`; figures and method in docs/PERFORMANCE.md.
 // `criterion_group!` defines an undocumented public function; the casts are of small
@@ -74,7 +75,7 @@ fn order0_pair(c: &mut Criterion) {
     // Warm: one page is held, so a pair splits and merges nothing (a steady state).
     let mut buddy = ours();
     let _held = buddy.alloc_page(ZoneType::Normal);
-    group.bench_function("ours, per-CPU cache", |b| {
+    group.bench_function("ours, per-CPU list", |b| {
         b.iter(|| {
             let pfn = buddy.alloc_page(ZoneType::Normal).expect("page");
             buddy.free_page(black_box(pfn)).expect("valid free");
@@ -128,21 +129,34 @@ fn mixed_random(c: &mut Criterion) {
     let mut group = c.benchmark_group("mixed orders 0-5, random, per operation");
     group.throughput(Throughput::Elements(OPS as u64));
 
+    // The loop and slot bookkeeping alone, with a counter for an allocator: what every
+    // row below spends besides its allocator.
+    let mut slots: Vec<Option<(u64, u32)>> = vec![None; SLOTS];
+    let mut next = 0u64;
+    group.bench_function("workload loop alone", |b| {
+        b.iter(|| {
+            for &(slot, order) in &ops {
+                match slots[slot].take() {
+                    Some(block) => _ = black_box(block),
+                    None => {
+                        next += 1;
+                        slots[slot] = Some((black_box(next), order));
+                    }
+                }
+            }
+        })
+    });
+
     let mut buddy = ours();
     let mut slots: Vec<Option<(u64, u32)>> = vec![None; SLOTS];
     group.bench_function("ours", |b| {
         b.iter(|| {
             for &(slot, order) in &ops {
                 match slots[slot].take() {
-                    Some((pfn, 0)) => buddy.free_page(pfn).expect("valid free"),
-                    Some((pfn, order)) => buddy.free(pfn, order).expect("valid free"),
+                    Some((pfn, order)) => buddy.free_pages(pfn, order).expect("valid free"),
                     None => {
-                        let pfn = if order == 0 {
-                            buddy.alloc_page(ZoneType::Normal)
-                        } else {
-                            buddy.alloc(order, ZoneType::Normal, Watermark::Min)
-                        };
-                        slots[slot] = Some((pfn.expect("block"), order));
+                        let pfn = buddy.alloc_pages(order, ZoneType::Normal).expect("block");
+                        slots[slot] = Some((pfn, order));
                     }
                 }
             }

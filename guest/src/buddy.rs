@@ -3,14 +3,17 @@
 //! Life cycle: [`Buddy::add_present`] records the present memory of each zone (from
 //! memblock's `memory`); [`Buddy::hand_off`] gives it every free memblock range, cut into
 //! maximal aligned blocks (`memblock_free_all`); [`Buddy::setup_watermarks`] sets min, low
-//! and high. Then blocks of 2^order pages are allocated with [`Buddy::alloc`] and returned
-//! with [`Buddy::free`]; single pages take the per-CPU fast path, [`Buddy::alloc_page`] and
-//! [`Buddy::free_page`].
+//! and high. Then blocks of 2^order pages are allocated with [`Buddy::alloc_pages`] and
+//! returned with [`Buddy::free_pages`] (Linux's `alloc_pages`): orders 0 to 3 go through the
+//! zone's per-CPU list of that order, a stack refilled from and drained to the buddy lists
+//! a batch at a time, as Linux's `rmqueue_pcplist`; larger orders, and [`Buddy::alloc`] /
+//! [`Buddy::free`] for any order, work on the buddy lists directly.
 //!
 //! A free block of order `k` is recorded in its first page only: `PG_BUDDY`, `order = k`,
 //! and links on `free_area[k]`'s doubly linked list (by page-frame number). An allocated
-//! block's first page has `PG_HEAD` and its order; a page on a per-CPU list has `PG_PCP`.
-//! All other pages keep the zero state, so the hand-off costs one page write per block.
+//! block's first page has `PG_HEAD` and its order; a block on a per-CPU list has `PG_PCP`
+//! and its order. All other pages keep the zero state, so the hand-off costs one page write
+//! per block.
 //!
 //! Invariants, checked by [`Buddy::check`] and asserted by the property tests:
 //! (a) every free block is aligned to its order, inside its zone, and flagged `PG_BUDDY`
@@ -18,9 +21,10 @@
 //! (b) no free block has a free buddy of the same order (it would have been merged);
 //! (c) `nr_free` of each order equals the length of its list, and the zone's `free` equals
 //!     the pages on its lists;
-//! (d) per-CPU pages are flagged `PG_PCP`, and `free + per-CPU + allocated = managed`.
+//! (d) per-CPU blocks are flagged `PG_PCP` with their list's order, and
+//!     `free + per-CPU + allocated = managed`.
 
-pub use shared::mm::{FreeArea, Pcp, Watermarks, Zone, PCP_CAPACITY};
+pub use shared::mm::{FreeArea, Pcp, Watermarks, Zone, NR_PCP_LISTS, PCP_CAPACITY, PCP_ORDERS};
 use shared::page::{Page, ZoneType, MAX_ORDER, NO_PFN, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP};
 
 /// Access to the memory map (`struct page` array).
@@ -135,13 +139,30 @@ pub enum Watermark {
 
 /// Pages moved between a per-CPU list and the buddy lists at a time.
 pub const PCP_BATCH: usize = 31;
-/// A per-CPU list holding more than this is drained by one batch.
+/// A per-CPU list holding more than this many pages is drained by one batch.
 pub const PCP_HIGH: usize = 6 * PCP_BATCH;
 
-/// Pages on a per-CPU list: at most [`PCP_CAPACITY`], so the cast is exact.
+/// Blocks of `order` moved at a time: [`PCP_BATCH`] pages' worth, at least 2 (as Linux's
+/// `nr_pcp_alloc`).
+pub fn pcp_batch(order: u32) -> usize {
+    (PCP_BATCH >> order).max(2)
+}
+
+/// Blocks the per-CPU list of `order` holds before a batch is drained: [`PCP_HIGH`] pages'
+/// worth.
+pub fn pcp_high(order: u32) -> usize {
+    PCP_HIGH >> order
+}
+
+/// Blocks on a per-CPU list: at most [`PCP_CAPACITY`], so the cast is exact.
 #[allow(clippy::cast_possible_truncation)]
 fn pcp_len(pcp: &Pcp) -> usize {
     pcp.count as usize
+}
+
+/// Whether blocks of `order` have a per-CPU list.
+fn pcp_order(order: u32) -> bool {
+    order < PCP_ORDERS
 }
 
 /// Whether `zone` keeps `mark` free after an allocation of `order`.
@@ -217,8 +238,10 @@ impl<M: Memmap> Buddy<M> {
         }
     }
 
-    /// Allocates 2^`order` pages from the highest zone at or below `highest` that stays
-    /// above `mark`, falling back Normal → DMA32 → DMA. Returns the first frame.
+    /// Allocates 2^`order` pages from the buddy lists of the highest zone at or below
+    /// `highest` that stays above `mark`, falling back Normal → DMA32 → DMA. Returns the
+    /// first frame.
+    #[inline]
     pub fn alloc(&mut self, order: u32, highest: ZoneType, mark: Watermark) -> Option<u64> {
         if order > MAX_ORDER {
             return None;
@@ -235,7 +258,9 @@ impl<M: Memmap> Buddy<M> {
         None
     }
 
-    /// Frees the block of 2^`order` pages at `pfn`, merging it with its free buddies.
+    /// Frees the block of 2^`order` pages at `pfn` to the buddy lists, merging it with its
+    /// free buddies.
+    #[inline]
     pub fn free(&mut self, pfn: u64, order: u32) -> Result<(), FreeError> {
         let (zone, page) = self.check_free(pfn, order)?;
         page.flags &= !PG_HEAD;
@@ -245,54 +270,91 @@ impl<M: Memmap> Buddy<M> {
         Ok(())
     }
 
-    /// Allocates one page through the per-CPU cache, refilling it from the buddy lists by
-    /// one batch when empty.
-    pub fn alloc_page(&mut self, highest: ZoneType) -> Option<u64> {
-        for zone in (0..=highest as usize).rev() {
-            if self.zones[zone].pcp.count == 0 {
-                self.refill_pcp(zone);
-            }
-            let pcp = &mut self.zones[zone].pcp;
-            if pcp.count > 0 {
-                pcp.count -= 1;
-                let pfn = pcp.pfns[pcp_len(pcp)];
-                if let Some(page) = self.memmap.page(pfn) {
-                    page.flags = (page.flags & !PG_PCP) | PG_HEAD;
-                    page.order = 0;
-                    page.refcount = 1;
-                }
-                return Some(pfn);
-            }
+    /// Allocates 2^`order` pages as Linux's `alloc_pages` does: orders 0 to 3 through the
+    /// per-CPU list of the highest zone at or below `highest` that has a block or can
+    /// refill one, larger orders as [`Buddy::alloc`] with [`Watermark::Min`]. Returns the
+    /// first frame.
+    #[inline]
+    pub fn alloc_pages(&mut self, order: u32, highest: ZoneType) -> Option<u64> {
+        if !pcp_order(order) {
+            return self.alloc(order, highest, Watermark::Min);
         }
-        None
+        // The fast path, small enough to inline: the preferred zone's list has a block.
+        self.pcp_pop(highest as usize, order).or_else(|| self.alloc_pages_slow(order, highest))
     }
 
-    /// Frees one page to its zone's per-CPU cache, draining a batch to the buddy lists
-    /// when the cache is over its high mark.
-    pub fn free_page(&mut self, pfn: u64) -> Result<(), FreeError> {
-        let (zone, page) = self.check_free(pfn, 0)?;
+    /// Frees a block from [`Buddy::alloc_pages`] (or [`Buddy::alloc`]): orders 0 to 3 to
+    /// the per-CPU list of their order, draining a batch to the buddy lists when the list is
+    /// over its high mark; larger orders as [`Buddy::free`].
+    #[inline]
+    pub fn free_pages(&mut self, pfn: u64, order: u32) -> Result<(), FreeError> {
+        if !pcp_order(order) {
+            return self.free(pfn, order);
+        }
+        let (zone, page) = self.check_free(pfn, order)?;
         page.flags = (page.flags & !PG_HEAD) | PG_PCP;
         page.refcount = 0;
-        let pcp = &mut self.zones[zone].pcp;
-        pcp.pfns[pcp_len(pcp)] = pfn;
+        let pcp = &mut self.zones[zone].pcp[order as usize];
+        let len = pcp_len(pcp);
+        pcp.pfns[len] = pfn;
         pcp.count += 1;
-        if pcp_len(pcp) > PCP_HIGH {
-            self.drain_pcp_batch(zone, PCP_BATCH);
+        if len >= pcp_high(order) {
+            self.drain_pcp_batch(zone, order, pcp_batch(order));
         }
         Ok(())
     }
 
-    /// Returns every per-CPU page to the buddy lists.
+    /// One page: [`Buddy::alloc_pages`] of order 0.
+    #[inline]
+    pub fn alloc_page(&mut self, highest: ZoneType) -> Option<u64> {
+        self.alloc_pages(0, highest)
+    }
+
+    /// One page: [`Buddy::free_pages`] of order 0.
+    #[inline]
+    pub fn free_page(&mut self, pfn: u64) -> Result<(), FreeError> {
+        self.free_pages(pfn, 0)
+    }
+
+    /// `alloc_pages` with an empty list: refill it, falling back to lower zones.
+    #[cold]
+    #[inline(never)]
+    fn alloc_pages_slow(&mut self, order: u32, highest: ZoneType) -> Option<u64> {
+        (0..=highest as usize).rev().find_map(|zone| {
+            if self.zones[zone].pcp[order as usize].count == 0 {
+                self.refill_pcp(zone, order);
+            }
+            self.pcp_pop(zone, order)
+        })
+    }
+
+    /// Takes the newest block off `zone`'s per-CPU list of `order` and marks it allocated.
+    #[inline]
+    fn pcp_pop(&mut self, zone: usize, order: u32) -> Option<u64> {
+        let pcp = &mut self.zones[zone].pcp[order as usize];
+        pcp.count = pcp.count.checked_sub(1)?;
+        let pfn = pcp.pfns[pcp_len(pcp)];
+        if let Some(page) = self.memmap.page(pfn) {
+            page.flags = (page.flags & !PG_PCP) | PG_HEAD;
+            page.order = order;
+            page.refcount = 1;
+        }
+        Some(pfn)
+    }
+
+    /// Returns every per-CPU block to the buddy lists.
     pub fn drain_pcp(&mut self) {
         for zone in 0..NR_ZONES {
-            let count = pcp_len(&self.zones[zone].pcp);
-            self.drain_pcp_batch(zone, count);
+            for order in 0..PCP_ORDERS {
+                let count = pcp_len(&self.zones[zone].pcp[order as usize]);
+                self.drain_pcp_batch(zone, order, count);
+            }
         }
     }
 
-    /// Free pages, per-CPU caches included.
-    pub fn free_pages(&self) -> u64 {
-        self.zones.iter().map(|z| z.free + z.pcp.count).sum()
+    /// Free pages, per-CPU lists included (Linux's `nr_free_pages` plus the lists).
+    pub fn nr_free_pages(&self) -> u64 {
+        self.zones.iter().map(|z| z.free + z.pcp_pages()).sum()
     }
 
     /// Checks invariants (a)–(d) except the allocated count, which only the caller knows;
@@ -338,10 +400,13 @@ impl<M: Memmap> Buddy<M> {
             if free != self.zones[zone_index].free {
                 return fail(0, NO_PFN, "zone free count differs from its lists");
             }
-            let pcp = self.zones[zone_index].pcp.clone();
-            for &pfn in pcp.pfns() {
-                if self.memmap.page(pfn).is_none_or(|page| page.flags & PG_PCP == 0) {
-                    return fail(0, pfn, "per-CPU page not flagged PG_PCP");
+            for order in 0..PCP_ORDERS {
+                for index in 0..pcp_len(&self.zones[zone_index].pcp[order as usize]) {
+                    let pfn = self.zones[zone_index].pcp[order as usize].pfns[index];
+                    let page = self.memmap.page(pfn);
+                    if page.is_none_or(|page| page.flags & PG_PCP == 0 || page.order != order) {
+                        return fail(order, pfn, "per-CPU block not flagged PG_PCP with its order");
+                    }
                 }
             }
         }
@@ -366,6 +431,7 @@ impl<M: Memmap> Buddy<M> {
     }
 
     /// Validates a free of `pfn` at `order`; returns its zone and descriptor.
+    #[inline]
     fn check_free(&mut self, pfn: u64, order: u32) -> Result<(usize, &mut Page), FreeError> {
         if order > MAX_ORDER || pfn % (1 << order) != 0 {
             return Err(FreeError::Misaligned { pfn, order });
@@ -428,34 +494,42 @@ impl<M: Memmap> Buddy<M> {
         }
     }
 
-    fn refill_pcp(&mut self, zone: usize) {
-        for _ in 0..PCP_BATCH {
-            if !watermark_ok(&self.zones[zone], 0, Watermark::Min) {
+    /// Moves one batch of blocks of `order` from the buddy lists to the per-CPU list, while
+    /// the zone stays above its min watermark. The list is empty.
+    fn refill_pcp(&mut self, zone: usize, order: u32) {
+        for _ in 0..pcp_batch(order) {
+            if !watermark_ok(&self.zones[zone], order, Watermark::Min) {
                 break;
             }
-            let Some(pfn) = self.rmqueue(zone, 0) else {
+            let Some(pfn) = self.rmqueue(zone, order) else {
                 break;
             };
             if let Some(page) = self.memmap.page(pfn) {
                 page.flags |= PG_PCP;
+                page.order = order;
             }
-            let pcp = &mut self.zones[zone].pcp;
+            let pcp = &mut self.zones[zone].pcp[order as usize];
             pcp.pfns[pcp_len(pcp)] = pfn;
             pcp.count += 1;
         }
     }
 
-    /// Returns the `count` oldest per-CPU pages of `zone` to the buddy lists.
-    fn drain_pcp_batch(&mut self, zone: usize, count: usize) {
-        let count = count.min(pcp_len(&self.zones[zone].pcp));
+    /// Returns the `count` oldest blocks of `zone`'s per-CPU list of `order` to the buddy
+    /// lists.
+    #[cold]
+    #[inline(never)]
+    fn drain_pcp_batch(&mut self, zone: usize, order: u32, count: usize) {
+        let count = count.min(pcp_len(&self.zones[zone].pcp[order as usize]));
         for index in 0..count {
-            let pfn = self.zones[zone].pcp.pfns[index];
+            let pfn = self.zones[zone].pcp[order as usize].pfns[index];
             if let Some(page) = self.memmap.page(pfn) {
+                // Back to the zero state: a block that merges into a lower buddy is a tail.
                 page.flags &= !PG_PCP;
+                page.order = 0;
             }
-            self.free_one(zone, pfn, 0);
+            self.free_one(zone, pfn, order);
         }
-        let pcp = &mut self.zones[zone].pcp;
+        let pcp = &mut self.zones[zone].pcp[order as usize];
         let len = pcp_len(pcp);
         pcp.pfns.copy_within(count..len, 0);
         pcp.count -= count as u64;

@@ -23,7 +23,7 @@
 //! after free (found at the next allocation of the object) are each reported as a
 //! [`SlabError`] naming the cache and the object, and nothing is corrupted further.
 
-use crate::buddy::{Buddy, Memmap, Watermark};
+use crate::buddy::{Buddy, Memmap};
 use shared::mm::{SlabCache, SLAB_CTOR, SLAB_DEBUG};
 use shared::page::{Page, ZoneType, NO_PFN, PG_SLAB};
 
@@ -55,13 +55,13 @@ pub struct BuddyPages<'a, M> {
 // pair). The page allocations are the slow path.
 impl<M: Memmap> SlabPages for BuddyPages<'_, M> {
     fn alloc_pages(&mut self, order: u32) -> Option<u64> {
-        self.buddy.alloc(order, ZoneType::Normal, Watermark::Min)
+        self.buddy.alloc_pages(order, ZoneType::Normal)
     }
 
     fn free_pages(&mut self, pfn: u64, order: u32) {
         // A slab or kmalloc block goes back with the order it was allocated with; a refusal
         // would mean corrupted state, which the buddy allocator leaves untouched.
-        let _ = self.buddy.free(pfn, order);
+        let _ = self.buddy.free_pages(pfn, order);
     }
 
     #[inline]

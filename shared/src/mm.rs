@@ -1,12 +1,12 @@
 //! The allocator structures the host reads in guest memory: zones with their free lists
-//! and per-CPU cache, memblock regions and the host-visible part of a slab cache.
+//! and per-CPU lists, memblock regions and the host-visible part of a slab cache.
 //!
 //! ```text
-//! Zone (1 792 bytes)          SlabCache (120 bytes, first field of the guest's kmem_cache)
+//! Zone (6 424 bytes)          SlabCache (120 bytes, first field of the guest's kmem_cache)
 //!   kind, spans, counters       name, sizes, slab order and objects per slab
 //!   watermarks                  current slab: pfn, freelist, objects in use
 //!   free_area[11]: head, nr     partial list head, empty / total slabs, objects in use
-//!   pcp: count, pfns[192]
+//!   pcp[4] (orders 0-3): count, pfns[192]
 //! ```
 //!
 //! Every field is an integer, so any bit pattern is a value: the host copies these out of
@@ -16,8 +16,12 @@
 
 use crate::page::{ZoneType, NO_PFN, NR_ORDERS};
 
-/// Capacity of a per-CPU list.
+/// Capacity of a per-CPU list, in blocks.
 pub const PCP_CAPACITY: usize = 192;
+/// Orders below this have a per-CPU list: 0 to 3, up to Linux's `PAGE_ALLOC_COSTLY_ORDER`.
+pub const PCP_ORDERS: u32 = 4;
+/// Per-CPU lists per zone, one per order below [`PCP_ORDERS`].
+pub const NR_PCP_LISTS: usize = PCP_ORDERS as usize;
 
 /// One order's free list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,25 +45,26 @@ pub struct Watermarks {
     pub high: u64,
 }
 
-/// A per-CPU cache of order-0 pages (Linux's `per_cpu_pages`), used as a stack.
+/// A per-CPU list of blocks of one order (one of Linux's `per_cpu_pages` lists), used as a
+/// stack.
 #[derive(Clone, Debug)]
 #[repr(C)]
 pub struct Pcp {
-    /// Pages on the list.
+    /// Blocks on the list.
     pub count: u64,
-    /// The cached page frames, oldest first; `count` of them are valid.
+    /// The first frames of the cached blocks, oldest first; `count` of them are valid.
     pub pfns: [u64; PCP_CAPACITY],
 }
 
 impl Pcp {
-    /// The cached page frames, oldest first (at most [`PCP_CAPACITY`]).
+    /// The first frames of the cached blocks, oldest first (at most [`PCP_CAPACITY`]).
     pub fn pfns(&self) -> &[u64] {
         let count = usize::try_from(self.count).unwrap_or(PCP_CAPACITY).min(PCP_CAPACITY);
         &self.pfns[..count]
     }
 }
 
-/// A zone: its span, counters, free lists and per-CPU cache.
+/// A zone: its span, counters, free lists and per-CPU lists.
 #[derive(Clone, Debug)]
 #[repr(C)]
 pub struct Zone {
@@ -75,18 +80,18 @@ pub struct Zone {
     pub present: u64,
     /// Frames handed to the buddy allocator.
     pub managed: u64,
-    /// Frames on the free lists (not counting the per-CPU cache).
+    /// Frames on the free lists (not counting the per-CPU lists).
     pub free: u64,
     /// The watermarks.
     pub watermarks: Watermarks,
     /// Free lists by order.
     pub free_area: [FreeArea; NR_ORDERS],
-    /// The per-CPU order-0 cache.
-    pub pcp: Pcp,
+    /// The per-CPU lists, by order.
+    pub pcp: [Pcp; NR_PCP_LISTS],
 }
 
 /// Size of a [`Zone`].
-pub const ZONE_SIZE: usize = 1792;
+pub const ZONE_SIZE: usize = 6424;
 const _: () = assert!(core::mem::size_of::<Zone>() == ZONE_SIZE);
 
 impl Zone {
@@ -102,7 +107,7 @@ impl Zone {
             free: 0,
             watermarks: Watermarks { min: 0, low: 0, high: 0 },
             free_area: [FreeArea { head: NO_PFN, nr_free: 0 }; NR_ORDERS],
-            pcp: Pcp { count: 0, pfns: [0; PCP_CAPACITY] },
+            pcp: [const { Pcp { count: 0, pfns: [0; PCP_CAPACITY] } }; NR_PCP_LISTS],
         }
     }
 
@@ -114,6 +119,11 @@ impl Zone {
     /// Frames spanned.
     pub fn spanned(&self) -> u64 {
         self.end_pfn.saturating_sub(self.start_pfn)
+    }
+
+    /// Pages on the per-CPU lists (each list's count capped at [`PCP_CAPACITY`]).
+    pub fn pcp_pages(&self) -> u64 {
+        self.pcp.iter().zip(0..).map(|(list, order)| (list.pfns().len() as u64) << order).sum()
     }
 
     /// Whether the zone spans frame `pfn`.

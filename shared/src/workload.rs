@@ -45,7 +45,7 @@ pub enum Workload {
     UnmappedVmalloc,
     /// Allocate 1 MiB blocks through `alloc` until memory runs out.
     AllocOom,
-    /// Allocate and keep pages, per-CPU pages, slab objects and vmalloc areas (`seed=`,
+    /// Allocate and keep pages, per-CPU blocks, slab objects and vmalloc areas (`seed=`,
     /// `ops=`), then exit: a populated state for host inspection.
     Populate,
 }

@@ -177,6 +177,31 @@ fn check_names_a_corrupted_free_list() {
 }
 
 #[test]
+fn check_names_a_per_cpu_block_with_the_wrong_order() {
+    let (_, path) = populated("per-cpu");
+    // The oldest block on DMA32's first non-empty per-CPU list above order 0: give its
+    // `struct page` the order below (the 8 bytes at `refcount` are refcount and order).
+    let (pfn, order, gpa) = read_file(&path, |view| {
+        let zones = state::raw_zones(view)?;
+        let (list, order) = zones[1]
+            .pcp
+            .iter()
+            .zip(0u32..)
+            .skip(1)
+            .find(|(l, _)| l.count > 0)
+            .expect("a per-CPU block above order 0");
+        let pfn = list.pfns()[0];
+        let refcount = std::mem::offset_of!(shared::page::Page, refcount) as u64;
+        Ok((pfn, order, view.phys(view.page_addr(pfn) + refcount)?))
+    });
+    poke(&path, gpa, u64::from(order - 1) << 32);
+    let found = findings(&path);
+    let expected = format!("zone DMA32: per-CPU block {pfn:#x} of order {order} is misaligned");
+    assert!(found.iter().any(|f| f.starts_with(&expected)), "{found:#?}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn check_names_a_corrupted_slab_freelist() {
     let (_, path) = populated("slab-freelist");
     let (name, slab, object) = read_file(&path, |view| {

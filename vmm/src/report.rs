@@ -61,7 +61,7 @@ pub struct ZoneInfo {
     pub managed: u64,
     /// Free page frames on the buddy lists.
     pub free: u64,
-    /// Free page frames in the per-CPU cache.
+    /// Free page frames on the per-CPU lists.
     pub pcp: u64,
     /// Watermark min.
     pub min: u64,

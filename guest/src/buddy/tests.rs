@@ -120,25 +120,40 @@ fn bad_frees_are_named_and_change_nothing() {
         matches!(buddy.free_page(page), Err(FreeError::DoubleFree { .. })),
         "per-CPU double free"
     );
+    let block = buddy.alloc_pages(3, ZoneType::Dma32).expect("block");
+    assert_eq!(
+        buddy.free_pages(block, 2),
+        Err(FreeError::WrongOrder { pfn: block, allocated: 3, given: 2 })
+    );
+    buddy.free_pages(block, 3).expect("valid free");
+    assert!(matches!(buddy.free(block, 3), Err(FreeError::DoubleFree { .. })), "on a list");
     buddy.check().expect("invariants");
 }
 
 #[test]
-fn per_cpu_cache_refills_and_drains_in_batches() {
+fn per_cpu_lists_refill_and_drain_in_batches() {
     let mut buddy = allocator();
     let boot = nr_free(&buddy);
-    let free = buddy.free_pages();
-    let page = buddy.alloc_page(ZoneType::Dma32).expect("page");
-    assert_eq!(buddy.zones[1].pcp.count, PCP_BATCH as u64 - 1);
-    assert_eq!(buddy.free_pages(), free - 1);
-    let pages: Vec<u64> =
-        (0..PCP_HIGH + 10).filter_map(|_| buddy.alloc_page(ZoneType::Dma32)).collect();
-    buddy.free_page(page).expect("valid free");
-    for &pfn in &pages {
-        buddy.free_page(pfn).expect("valid free");
-        assert!(buddy.zones[1].pcp.count <= PCP_HIGH as u64);
+    for order in 0..PCP_ORDERS {
+        let free = buddy.nr_free_pages();
+        let block = buddy.alloc_pages(order, ZoneType::Dma32).expect("block");
+        let list = |buddy: &Buddy<SparseMemmap>| buddy.zones[1].pcp[order as usize].count;
+        assert_eq!(list(&buddy), pcp_batch(order) as u64 - 1, "order {order}: one batch");
+        assert_eq!(buddy.nr_free_pages(), free - (1 << order));
+        let blocks: Vec<u64> = (0..pcp_high(order) + 10)
+            .filter_map(|_| buddy.alloc_pages(order, ZoneType::Dma32))
+            .collect();
+        buddy.free_pages(block, order).expect("valid free");
+        for &pfn in &blocks {
+            buddy.free_pages(pfn, order).expect("valid free");
+            assert!(list(&buddy) <= pcp_high(order) as u64, "order {order}: drained at high");
+        }
+        assert_eq!(buddy.nr_free_pages(), free);
+        buddy.check().expect("invariants");
     }
-    buddy.check().expect("invariants");
+    // Orders above the lists go straight to the buddy lists.
+    let large = buddy.alloc_pages(PCP_ORDERS, ZoneType::Dma32).expect("block");
+    buddy.free_pages(large, PCP_ORDERS).expect("valid free");
     buddy.drain_pcp();
     assert_eq!(nr_free(&buddy), boot);
 }
@@ -155,8 +170,8 @@ fn integer_square_root() {
 #[derive(Clone, Debug)]
 enum Op {
     Alloc { order: u32, zone: u32 },
-    AllocPage { zone: u32 },
-    Free { index: usize },
+    AllocPages { order: u32, zone: u32 },
+    Free { index: usize, per_cpu: bool },
     BadFree { index: usize, offset: u64, order: u32 },
     Drain,
 }
@@ -164,8 +179,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u32..=MAX_ORDER, 0u32..3).prop_map(|(order, zone)| Op::Alloc { order, zone }),
-        3 => (0u32..3).prop_map(|zone| Op::AllocPage { zone }),
-        6 => any::<usize>().prop_map(|index| Op::Free { index }),
+        4 => (0u32..6, 0u32..3).prop_map(|(order, zone)| Op::AllocPages { order, zone }),
+        6 => (any::<usize>(), any::<bool>()).prop_map(|(index, per_cpu)| Op::Free { index, per_cpu }),
         1 => (any::<usize>(), 0u64..4, 0u32..4).prop_map(|(index, offset, order)| Op::BadFree { index, offset, order }),
         1 => Just(Op::Drain),
     ]
@@ -178,29 +193,30 @@ proptest! {
         let mut buddy = allocator();
         let boot = nr_free(&buddy);
         let managed: u64 = buddy.zones.iter().map(|z| z.managed).sum();
-        // Live blocks: (pfn, order, through the per-CPU path).
-        let mut live: Vec<(u64, u32, bool)> = Vec::new();
+        // Live blocks: (pfn, order). Any block may be freed either way.
+        let mut live: Vec<(u64, u32)> = Vec::new();
         for op in ops {
             match op {
                 Op::Alloc { order, zone } => {
                     if let Some(pfn) = buddy.alloc(order, ZoneType::ALL[zone as usize], Watermark::Min) {
                         prop_assert!(ZoneType::of_pfn(pfn) <= ZoneType::ALL[zone as usize]);
-                        live.push((pfn, order, false));
+                        live.push((pfn, order));
                     }
                 }
-                Op::AllocPage { zone } => {
-                    if let Some(pfn) = buddy.alloc_page(ZoneType::ALL[zone as usize]) {
-                        live.push((pfn, 0, true));
+                Op::AllocPages { order, zone } => {
+                    if let Some(pfn) = buddy.alloc_pages(order, ZoneType::ALL[zone as usize]) {
+                        prop_assert!(ZoneType::of_pfn(pfn) <= ZoneType::ALL[zone as usize]);
+                        live.push((pfn, order));
                     }
                 }
-                Op::Free { index } if !live.is_empty() => {
-                    let (pfn, order, pcp) = live.swap_remove(index % live.len());
-                    if pcp { buddy.free_page(pfn) } else { buddy.free(pfn, order) }.expect("valid free");
+                Op::Free { index, per_cpu } if !live.is_empty() => {
+                    let (pfn, order) = live.swap_remove(index % live.len());
+                    if per_cpu { buddy.free_pages(pfn, order) } else { buddy.free(pfn, order) }.expect("valid free");
                 }
                 Op::BadFree { index, offset, order } if !live.is_empty() => {
-                    let (pfn, _, _) = live[index % live.len()];
+                    let (pfn, _) = live[index % live.len()];
                     let target = pfn + offset;
-                    let valid = live.iter().any(|&(p, o, _)| p == target && o == order);
+                    let valid = live.iter().any(|&(p, o)| p == target && o == order);
                     if !valid {
                         prop_assert!(buddy.free(target, order).is_err(), "bad free of {target:#x} order {order} accepted");
                     }
@@ -213,19 +229,26 @@ proptest! {
             }
             // Live blocks are disjoint and aligned.
             let mut pages = BTreeSet::new();
-            for &(pfn, order, _) in &live {
+            for &(pfn, order) in &live {
                 prop_assert_eq!(pfn % (1 << order), 0);
                 for page in pfn..pfn + (1 << order) {
                     prop_assert!(pages.insert(page), "page {:#x} in two live blocks", page);
                 }
             }
             // free + per-CPU + allocated = managed.
-            prop_assert_eq!(buddy.free_pages() + pages.len() as u64, managed);
+            prop_assert_eq!(buddy.nr_free_pages() + pages.len() as u64, managed);
         }
-        for (pfn, order, pcp) in live {
-            if pcp { buddy.free_page(pfn) } else { buddy.free(pfn, order) }.expect("valid free");
+        for (pfn, order) in live {
+            buddy.free_pages(pfn, order).expect("valid free");
         }
         buddy.drain_pcp();
         prop_assert_eq!(nr_free(&buddy), boot, "everything freed: the boot state again");
+        // Every page that does not head a free block is back in the zero state.
+        for pfn in (16..12_288).chain(NORMAL..NORMAL + 4096) {
+            let page = *buddy.memmap.page(pfn).expect("present");
+            if page.flags & PG_BUDDY == 0 {
+                prop_assert_eq!((page.flags, page.order, page.refcount), (0, 0, 0), "pfn {:#x}", pfn);
+            }
+        }
     }
 }

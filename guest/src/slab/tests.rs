@@ -56,7 +56,7 @@ fn geometry_bounds_the_waste() {
 #[test]
 fn objects_round_trip_and_shrink_gives_every_page_back() {
     let mut pages = backend();
-    let free = pages.buddy.free_pages();
+    let free = pages.buddy.nr_free_pages();
     let mut c = cache(96, false);
     let objects: Vec<u64> =
         (0..500).map(|_| c.alloc(&mut *pages).expect("no error").expect("memory")).collect();
@@ -68,7 +68,7 @@ fn objects_round_trip_and_shrink_gives_every_page_back() {
     }
     assert_eq!(c.counts().0, 0);
     assert_eq!(c.destroy(&mut *pages), Ok(()));
-    assert_eq!(pages.buddy.free_pages(), free, "slabs went back to the buddy allocator");
+    assert_eq!(pages.buddy.nr_free_pages(), free, "slabs went back to the buddy allocator");
 }
 
 #[test]
@@ -163,7 +163,7 @@ fn an_overwritten_free_pointer_is_not_followed() {
 #[test]
 fn kmalloc_serves_every_class_zero_and_large_sizes() {
     let mut pages = backend();
-    let free = pages.buddy.free_pages();
+    let free = pages.buddy.nr_free_pages();
     let mut k = Box::new(Kmalloc::new(true).expect("caches"));
     assert_eq!(k.kmalloc(&mut *pages, 0), Ok(Some(ZERO_SIZE_PTR)));
     assert_eq!(k.kfree(&mut *pages, ZERO_SIZE_PTR), Ok(()));
@@ -189,7 +189,7 @@ fn kmalloc_serves_every_class_zero_and_large_sizes() {
         cache.shrink(&mut *pages);
     }
     pages.buddy.drain_pcp();
-    assert_eq!(pages.buddy.free_pages(), free, "every page is back");
+    assert_eq!(pages.buddy.nr_free_pages(), free, "every page is back");
 }
 
 proptest! {
@@ -199,7 +199,7 @@ proptest! {
         ops in proptest::collection::vec((any::<bool>(), 1u64..3000, any::<usize>(), any::<bool>()), 1..300),
     ) {
         let mut pages = backend();
-        let free = pages.buddy.free_pages();
+        let free = pages.buddy.nr_free_pages();
         let mut k = Box::new(Kmalloc::new(true).expect("caches"));
         // Live allocations: address -> (size, fill byte).
         let mut live: BTreeMap<u64, (u64, u8)> = BTreeMap::new();
@@ -245,6 +245,6 @@ proptest! {
             cache.shrink(&mut *pages);
         }
         pages.buddy.drain_pcp();
-        prop_assert_eq!(pages.buddy.free_pages(), free, "the buddy allocator is back to its state before");
+        prop_assert_eq!(pages.buddy.nr_free_pages(), free, "the buddy allocator is back to its state before");
     }
 }

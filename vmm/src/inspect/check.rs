@@ -7,7 +7,7 @@
 //! 1 kernel image      [kernel_start, kernel_end) from vmcoreinfo
 //! 2 page tables       every table reachable from cr3; the pages backing the vmemmap
 //! 3 free lists        per zone and order, step-bounded; a block met twice is a cycle
-//!   per-CPU lists     per zone
+//!   per-CPU lists     per zone and order (0-3); a block covers 2^order pages
 //! 4 memmap scan       every struct page of RAM: slabs (their freelists walked, objects
 //!                     counted), other allocated blocks (PG_HEAD), stray PG_BUDDY/PG_PCP;
 //!   partial lists     per cache, step-bounded, a slab met twice is a cycle
@@ -226,22 +226,29 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
                 zone.free
             ));
         }
-        if zone.pcp.count > PCP_CAPACITY as u64 {
-            marks.finding(format!(
-                "zone {name}: per-CPU count {} exceeds {PCP_CAPACITY}",
-                zone.pcp.count
-            ));
-        }
-        for &pfn in zone.pcp.pfns() {
-            let flagged = view.page(pfn).is_ok_and(|p| p.flags & PG_PCP != 0);
-            if !zone.spans(pfn) || !flagged {
+        for (list, order) in zone.pcp.iter().zip(0u32..) {
+            if list.count > PCP_CAPACITY as u64 {
                 marks.finding(format!(
-                    "zone {name}: per-CPU page {pfn:#x} is outside the zone or not flagged PG_PCP"
+                    "zone {name}: per-CPU list of order {order} holds {} blocks, more than {PCP_CAPACITY}",
+                    list.count
                 ));
             }
-            marks.mark(pfn, 1, Owner::Pcp);
+            for &pfn in list.pfns() {
+                let flagged =
+                    view.page(pfn).is_ok_and(|p| p.flags & PG_PCP != 0 && p.order == order);
+                let inside = pfn % (1 << order) == 0
+                    && zone.spans(pfn)
+                    && zone.spans(pfn.saturating_add((1 << order) - 1));
+                if !inside || !flagged {
+                    marks.finding(format!(
+                        "zone {name}: per-CPU block {pfn:#x} of order {order} is misaligned, \
+                         outside the zone or not flagged PG_PCP with that order"
+                    ));
+                }
+                marks.mark(pfn, 1 << order, Owner::Pcp);
+            }
         }
-        zone_pages[z] = (free, zone.pcp.pfns().len() as u64, 0);
+        zone_pages[z] = (free, zone.pcp_pages(), 0);
     }
 
     // 4: the memory map.

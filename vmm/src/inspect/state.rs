@@ -117,7 +117,7 @@ fn zone_info(zone: &Zone) -> ZoneInfo {
         present: zone.present,
         managed: zone.managed,
         free: zone.free,
-        pcp: zone.pcp.count,
+        pcp: zone.pcp_pages(),
         min: zone.watermarks.min,
         low: zone.watermarks.low,
         high: zone.watermarks.high,

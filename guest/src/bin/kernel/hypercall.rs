@@ -70,7 +70,7 @@ pub fn report_zones<M: guest::buddy::Memmap>(buddy: &guest::buddy::Buddy<M>) {
             present: zone.present,
             managed: zone.managed,
             free: zone.free,
-            pcp: zone.pcp.count,
+            pcp: zone.pcp_pages(),
             min: zone.watermarks.min,
             low: zone.watermarks.low,
             high: zone.watermarks.high,

@@ -83,7 +83,7 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
     hypercall::report_zones(&mm.buddy);
     info!(
         "Memory: {}K/{}K available",
-        mm.buddy.free_pages() * 4,
+        mm.buddy.nr_free_pages() * 4,
         mm.memblock.memory.total() / 1024
     );
 

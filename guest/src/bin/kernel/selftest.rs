@@ -36,8 +36,9 @@ macro_rules! ensure {
     };
 }
 
-/// Runs every check; returns whether all passed.
-pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
+/// Runs every check that borrows the memory managers; returns how many ran and how many
+/// failed.
+pub fn run(mm: &mut Mm, e820: &E820Map) -> (usize, u32) {
     let checks: [(&str, Check); 24] = [
         ("e820: sanitised map is sorted, disjoint and merged", e820_sanitised),
         ("memblock: memory is the e820 RAM in whole pages", memblock_memory),
@@ -52,7 +53,7 @@ pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
         ("buddy: double free is reported and changes nothing", double_free),
         ("buddy: free of a never-allocated page is reported", never_allocated),
         ("buddy: free with the wrong order is reported", wrong_order),
-        ("buddy: per-CPU cache serves order-0 pages and drains back", per_cpu_cache),
+        ("buddy: per-CPU lists serve orders 0-3 and drain back", per_cpu_lists),
         ("buddy: allocations stop at the min watermark", watermark_min),
         ("paging: own tree, no identity map, W^X image, stack guard page", own_tree),
         ("paging: map a 2 MiB page, split it by protect, unmap it, tables freed", runtime_mapper),
@@ -74,10 +75,15 @@ pub fn run(mm: &mut Mm, e820: &E820Map) -> bool {
     for (name, check) in checks {
         failed += u32::from(!report(name, check(mm, e820)));
     }
+    (checks.len(), failed)
+}
+
+/// Prints the summary of `total` checks; returns whether none `failed`.
+pub fn summary(total: usize, failed: u32) -> bool {
     if failed == 0 {
-        info!("selftest: all {} checks passed", checks.len());
+        info!("selftest: all {total} checks passed");
     } else {
-        error!("selftest: {failed} checks failed");
+        error!("selftest: {failed} of {total} checks failed");
     }
     failed == 0
 }
@@ -330,20 +336,29 @@ fn wrong_order(mm: &mut Mm, _: &E820Map) -> Outcome {
     })
 }
 
-fn per_cpu_cache(mm: &mut Mm, _: &E820Map) -> Outcome {
+fn per_cpu_lists(mm: &mut Mm, _: &E820Map) -> Outcome {
     let boot = snapshot(mm);
-    let free = mm.buddy.free_pages();
-    let pfn =
-        mm.buddy.alloc_page(ZoneType::Normal).ok_or_else(|| detail(format_args!("no page")))?;
-    let zone = ZoneType::of_pfn(pfn) as usize;
-    ensure!(mm.buddy.zones[zone].pcp.count > 0, "the cache was not refilled by a batch");
-    ensure!(mm.buddy.free_pages() == free - 1, "free pages did not drop by one");
-    mm.buddy.free_page(pfn).map_err(|err| detail(format_args!("{err}")))?;
-    let again = mm.buddy.free_page(pfn);
-    ensure!(
-        matches!(again, Err(FreeError::DoubleFree { .. })),
-        "double free to the cache gave {again:?}"
-    );
+    for order in 0..guest::buddy::PCP_ORDERS {
+        let free = mm.buddy.nr_free_pages();
+        let pfn = mm
+            .buddy
+            .alloc_pages(order, ZoneType::Normal)
+            .ok_or_else(|| detail(format_args!("no block of order {order}")))?;
+        let zone = ZoneType::of_pfn(pfn) as usize;
+        let list = mm.buddy.zones[zone].pcp[order as usize].count;
+        ensure!(list > 0, "order {order}: the list was not refilled by a batch");
+        ensure!(
+            mm.buddy.nr_free_pages() == free - (1 << order),
+            "order {order}: free pages did not drop by {}",
+            1 << order
+        );
+        mm.buddy.free_pages(pfn, order).map_err(|err| detail(format_args!("{err}")))?;
+        let again = mm.buddy.free_pages(pfn, order);
+        ensure!(
+            matches!(again, Err(FreeError::DoubleFree { .. })),
+            "order {order}: double free to the list gave {again:?}"
+        );
+    }
     mm.buddy.drain_pcp();
     ensure!(snapshot(mm) == boot, "free lists differ after draining");
     Ok(())
@@ -429,7 +444,7 @@ fn runtime_mapper(mm: &mut Mm, _: &E820Map) -> Outcome {
     use guest::paging::{PageSize, NO_EXECUTE, WRITABLE};
     // The top of the vmalloc area, far from any vmalloc allocation.
     let virt = shared::layout::VMALLOC_END - (1 << 30);
-    let free = mm.buddy.free_pages();
+    let free = mm.buddy.nr_free_pages();
     let block = mm
         .buddy
         .alloc(9, ZoneType::Normal, Watermark::Min)
@@ -461,15 +476,15 @@ fn runtime_mapper(mm: &mut Mm, _: &E820Map) -> Outcome {
     mm.buddy.free(block, 9).map_err(|err| detail(format_args!("{err}")))?;
     mm.buddy.drain_pcp();
     ensure!(
-        mm.buddy.free_pages() == free,
+        mm.buddy.nr_free_pages() == free,
         "{} pages free, {free} before: page tables leaked",
-        mm.buddy.free_pages()
+        mm.buddy.nr_free_pages()
     );
     Ok(())
 }
 
 fn vmalloc_areas(mm: &mut Mm, _: &E820Map) -> Outcome {
-    let free = mm.buddy.free_pages();
+    let free = mm.buddy.nr_free_pages();
     let areas = mm.vmalloc.areas();
     let a = mm
         .vmalloc
@@ -496,7 +511,11 @@ fn vmalloc_areas(mm: &mut Mm, _: &E820Map) -> Outcome {
     ensure!(again == Err(VmallocError::NotAnArea(a)), "a second vfree gave {again:?}");
     ensure!(mm.vmalloc.areas() == areas, "areas left behind");
     mm.buddy.drain_pcp();
-    ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
+    ensure!(
+        mm.buddy.nr_free_pages() == free,
+        "{} pages free, {free} before",
+        mm.buddy.nr_free_pages()
+    );
     Ok(())
 }
 
@@ -507,7 +526,7 @@ fn demand_paging(mm: &mut Mm, _: &E820Map) -> Outcome {
     const FRAMES: usize = 11;
     // Far from vmalloc allocations, in its own 2 MiB, so the pager needs a page table.
     let start = shared::layout::VMALLOC_END - (2 << 30);
-    let free = mm.buddy.free_pages();
+    let free = mm.buddy.nr_free_pages();
     let mut frames = [0u64; FRAMES];
     for frame in &mut frames {
         *frame =
@@ -546,14 +565,18 @@ fn demand_paging(mm: &mut Mm, _: &E820Map) -> Outcome {
     ensure!(first_reads == 0, "a demand-paged page was not zeroed");
     ensure!(readback, "written words did not read back");
     mm.buddy.drain_pcp();
-    ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
+    ensure!(
+        mm.buddy.nr_free_pages() == free,
+        "{} pages free, {free} before",
+        mm.buddy.nr_free_pages()
+    );
     Ok(())
 }
 
 fn kmalloc_classes(mm: &mut Mm, _: &E820Map) -> Outcome {
     const SIZES: [u64; 15] =
         [0, 1, 8, 9, 64, 96, 100, 192, 256, 1000, 2048, 4096, 8192, 8193, 20_000];
-    let free = mm.buddy.free_pages();
+    let free = mm.buddy.nr_free_pages();
     let (kmalloc, mut pages) = mm.slab();
     let mut live = [0u64; SIZES.len()];
     for (slot, &size) in live.iter_mut().zip(&SIZES) {
@@ -591,7 +614,11 @@ fn kmalloc_classes(mm: &mut Mm, _: &E820Map) -> Outcome {
         cache.shrink(&mut pages);
     }
     mm.buddy.drain_pcp();
-    ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
+    ensure!(
+        mm.buddy.nr_free_pages() == free,
+        "{} pages free, {free} before",
+        mm.buddy.nr_free_pages()
+    );
     Ok(())
 }
 
@@ -607,7 +634,7 @@ fn slab_debug(
         u64,
     ) -> Option<SlabError>,
 ) -> Outcome {
-    let free = mm.buddy.free_pages();
+    let free = mm.buddy.nr_free_pages();
     let mut pages = BuddyPages { buddy: &mut mm.buddy, base: shared::layout::PAGE_OFFSET };
     // The cache stays in this frame while it has slabs: they point back to it.
     let mut cache = KmemCache::new("selftest-debug", 64, 8, true)
@@ -630,7 +657,11 @@ fn slab_debug(
     }
     cache.shrink(&mut pages);
     mm.buddy.drain_pcp();
-    ensure!(mm.buddy.free_pages() == free, "{} pages free, {free} before", mm.buddy.free_pages());
+    ensure!(
+        mm.buddy.nr_free_pages() == free,
+        "{} pages free, {free} before",
+        mm.buddy.nr_free_pages()
+    );
     Ok(())
 }
 
@@ -675,7 +706,7 @@ pub fn collections() -> bool {
     use alloc::collections::BTreeMap;
     use alloc::vec::Vec;
     let outcome = (|| -> Outcome {
-        let free = crate::mm::global::with(|mm| mm.buddy.free_pages());
+        let free = crate::mm::global::with(|mm| mm.buddy.nr_free_pages());
         {
             let mut numbers: Vec<u64> = (0..2000).collect();
             numbers.retain(|n| n % 3 != 0);
@@ -698,17 +729,14 @@ pub fn collections() -> bool {
         }
         let after = crate::mm::global::with(|mm| {
             for cache in &mut mm.kmalloc.caches {
-                let (_, mut pages) = (
-                    0,
-                    guest::slab::BuddyPages {
-                        buddy: &mut mm.buddy,
-                        base: shared::layout::PAGE_OFFSET,
-                    },
-                );
+                let mut pages = guest::slab::BuddyPages {
+                    buddy: &mut mm.buddy,
+                    base: shared::layout::PAGE_OFFSET,
+                };
                 cache.shrink(&mut pages);
             }
             mm.buddy.drain_pcp();
-            mm.buddy.free_pages()
+            mm.buddy.nr_free_pages()
         });
         ensure!(after == free, "{after} pages free after the collections, {free} before");
         Ok(())

@@ -1,6 +1,7 @@
 //! `workload=stress seed=N ops=N`: random allocations and frees of random orders and zone
-//! limits. Each block is filled with a pattern when allocated and checked when freed; no
-//! two live blocks may overlap; at the end, with everything freed and the per-CPU caches
+//! limits, half through `alloc_pages` / `free_pages` (per-CPU lists up to order 3), half
+//! on the buddy lists directly. Each block is filled with a pattern when allocated and checked when freed; no
+//! two live blocks may overlap; at the end, with everything freed and the per-CPU lists
 //! drained, the free lists must be exactly the boot state again.
 //!
 //! Each allocator call takes the memory managers on its own (`mm::global::with`), and the
@@ -28,6 +29,7 @@ const MAX_STRESS_ORDER: u32 = 5;
 struct Block {
     pfn: u64,
     order: u32,
+    /// Allocated and freed through `alloc_pages` / `free_pages`.
     per_cpu: bool,
     pattern: u64,
 }
@@ -48,10 +50,10 @@ pub fn run(seed: u64, ops: u32) -> bool {
                 1 + u32::try_from(rng.below(u64::from(MAX_STRESS_ORDER))).unwrap_or(0)
             };
             let highest = ZoneType::ALL[rng.index(NR_ZONES)];
-            let per_cpu = order == 0 && rng.below(2) == 0;
+            let per_cpu = rng.below(2) == 0;
             let pfn = with(|mm| {
                 if per_cpu {
-                    mm.buddy.alloc_page(highest)
+                    mm.buddy.alloc_pages(order, highest)
                 } else {
                     mm.buddy.alloc(order, highest, Watermark::Min)
                 }
@@ -273,7 +275,7 @@ fn release(block: &Block) -> bool {
     }
     let freed = with(|mm| {
         if block.per_cpu {
-            mm.buddy.free_page(block.pfn)
+            mm.buddy.free_pages(block.pfn, block.order)
         } else {
             mm.buddy.free(block.pfn, block.order)
         }

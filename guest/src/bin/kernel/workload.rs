@@ -14,9 +14,10 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
     match options.workload {
         Workload::Boot => {}
         Workload::Selftest => {
-            let passed = mm::global::with(|mm| selftest::run(mm, e820));
+            let (checks, failed) = mm::global::with(|mm| selftest::run(mm, e820));
             // Outside the borrow: `alloc` takes the memory managers itself.
-            return selftest::collections() && passed;
+            let failed = failed + u32::from(!selftest::collections());
+            return selftest::summary(checks + 1, failed);
         }
         // SAFETY: deliberately faults; the page-fault handler reports it and ends the run.
         Workload::NullDeref => unsafe {
@@ -121,8 +122,8 @@ fn mmio_virt(e820: &E820Map, mm: &mut Mm, executable: bool) -> u64 {
     }
 }
 
-/// Allocates and keeps `ops` random things: buddy blocks of orders 0–3 (order 0 through
-/// the per-CPU cache), kmalloc objects of 8 bytes to 2 KiB and, every 64th op, a small
+/// Allocates and keeps `ops` random things: buddy blocks of orders 0–3 (through the
+/// per-CPU lists), kmalloc objects of 8 bytes to 2 KiB and, every 64th op, a small
 /// vmalloc area. Every third kmalloc op frees one of the last 64 objects instead, leaving
 /// holes in older slabs (partial lists). Each op takes the memory managers on its own, so
 /// a host can inspect the guest between them. Nothing is written to the memory: under an
@@ -136,8 +137,7 @@ fn populate(seed: u64, ops: u32) {
         let (kind, order, size) = (rng.below(3), [0, 1, 2, 3][rng.index(4)], 8 + rng.below(2041));
         let slot = rng.index(recent.len());
         let ok = mm::global::with(|mm| match kind {
-            0 if order == 0 => mm.buddy.alloc_page(ZoneType::Normal).is_some(),
-            0 => mm.buddy.alloc(order, ZoneType::Normal, guest::buddy::Watermark::Min).is_some(),
+            0 => mm.buddy.alloc_pages(order, ZoneType::Normal).is_some(),
             _ => {
                 let (kmalloc, mut pages) = mm.slab();
                 if op % 3 == 0 {
