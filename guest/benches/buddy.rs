@@ -4,8 +4,8 @@
 //! - an order-0 allocate+free pair (ours through the per-CPU list and through the buddy
 //!   lists);
 //! - a mixed-order random workload: 4096 operations on 256 slots, each freeing the slot's
-//!   block if it holds one, else allocating a block of random order 0–5; the same loop
-//!   with no allocator gives its own cost.
+//!   block if it holds one, else allocating a block of random order 0–5; then the same
+//!   with orders 0–3 only and 4–5 only; the loop with no allocator gives its own cost.
 //!
 //! `cargo bench -p guest --bench buddy`; figures and method in docs/PERFORMANCE.md.
 // `criterion_group!` defines an undocumented public function; the casts are of small
@@ -19,6 +19,7 @@ use guest::rng::Rng;
 use shared::page::{Page, ZoneType};
 use std::alloc::Layout;
 use std::hint::black_box;
+use std::ops::Range;
 use std::ptr::NonNull;
 
 const PAGES: u64 = 1 << 18;
@@ -59,13 +60,15 @@ fn page_layout(order: u32) -> Layout {
     Layout::from_size_align(4096 << order, 4096 << order).expect("valid layout")
 }
 
-/// The random workload's operations: (slot, order if the slot is empty).
-fn workload() -> Vec<(usize, u32)> {
+/// The random workload's operations: (slot, order if the slot is empty), orders uniform in
+/// `orders`.
+fn workload(orders: Range<u32>) -> Vec<(usize, u32)> {
     let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+    let span = u64::from(orders.end - orders.start);
     (0..OPS)
         .map(|_| {
             let value = rng.next_u64();
-            ((value % SLOTS as u64) as usize, ((value >> 32) % 6) as u32)
+            ((value % SLOTS as u64) as usize, orders.start + ((value >> 32) % span) as u32)
         })
         .collect()
 }
@@ -125,72 +128,85 @@ fn order0_pair(c: &mut Criterion) {
 }
 
 fn mixed_random(c: &mut Criterion) {
-    let ops = workload();
-    let mut group = c.benchmark_group("mixed orders 0-5, random, per operation");
-    group.throughput(Throughput::Elements(OPS as u64));
+    // The whole mix, then its two halves: orders the per-CPU lists serve, and orders that
+    // go to the buddy lists.
+    for (name, orders) in [("0-5", 0..6), ("0-3", 0..4), ("4-5", 4..6)] {
+        let ops = workload(orders.clone());
+        let mut group = c.benchmark_group(format!("mixed orders {name}, random, per operation"));
+        group.throughput(Throughput::Elements(OPS as u64));
+        let whole_mix = orders == (0..6);
 
-    // The loop and slot bookkeeping alone, with a counter for an allocator: what every
-    // row below spends besides its allocator.
-    let mut slots: Vec<Option<(u64, u32)>> = vec![None; SLOTS];
-    let mut next = 0u64;
-    group.bench_function("workload loop alone", |b| {
-        b.iter(|| {
-            for &(slot, order) in &ops {
-                match slots[slot].take() {
-                    Some(block) => _ = black_box(block),
-                    None => {
-                        next += 1;
-                        slots[slot] = Some((black_box(next), order));
+        if whole_mix {
+            // The loop and slot bookkeeping alone, with a counter for an allocator: what
+            // every row spends besides its allocator.
+            let mut slots: Vec<Option<(u64, u32)>> = vec![None; SLOTS];
+            let mut next = 0u64;
+            group.bench_function("workload loop alone", |b| {
+                b.iter(|| {
+                    for &(slot, order) in &ops {
+                        match slots[slot].take() {
+                            Some(block) => _ = black_box(block),
+                            None => {
+                                next += 1;
+                                slots[slot] = Some((black_box(next), order));
+                            }
+                        }
+                    }
+                })
+            });
+        }
+
+        let mut buddy = ours();
+        let mut slots: Vec<Option<(u64, u32)>> = vec![None; SLOTS];
+        group.bench_function("ours", |b| {
+            b.iter(|| {
+                for &(slot, order) in &ops {
+                    match slots[slot].take() {
+                        Some((pfn, order)) => buddy.free_pages(pfn, order).expect("valid free"),
+                        None => {
+                            let pfn = buddy.alloc_pages(order, ZoneType::Normal).expect("block");
+                            slots[slot] = Some((pfn, order));
+                        }
                     }
                 }
-            }
-        })
-    });
+            })
+        });
 
-    let mut buddy = ours();
-    let mut slots: Vec<Option<(u64, u32)>> = vec![None; SLOTS];
-    group.bench_function("ours", |b| {
-        b.iter(|| {
-            for &(slot, order) in &ops {
-                match slots[slot].take() {
-                    Some((pfn, order)) => buddy.free_pages(pfn, order).expect("valid free"),
-                    None => {
-                        let pfn = buddy.alloc_pages(order, ZoneType::Normal).expect("block");
-                        slots[slot] = Some((pfn, order));
+        if whole_mix {
+            let mut frames = frame_allocator();
+            let mut slots: Vec<Option<(usize, u32)>> = vec![None; SLOTS];
+            group.bench_function("buddy_system_allocator FrameAllocator", |b| {
+                b.iter(|| {
+                    for &(slot, order) in &ops {
+                        match slots[slot].take() {
+                            Some((frame, order)) => frames.dealloc(frame, 1 << order),
+                            None => {
+                                let frame = frames.alloc(1 << order).expect("frames");
+                                slots[slot] = Some((frame, order));
+                            }
+                        }
+                    }
+                })
+            });
+        }
+
+        let mut heap = byte_heap();
+        let mut slots: Vec<Option<(NonNull<u8>, u32)>> = vec![None; SLOTS];
+        group.bench_function("buddy_system_allocator Heap", |b| {
+            b.iter(|| {
+                for &(slot, order) in &ops {
+                    match slots[slot].take() {
+                        Some((ptr, order)) => heap.dealloc(ptr, page_layout(order)),
+                        None => {
+                            let ptr = heap.alloc(page_layout(order)).expect("block");
+                            slots[slot] = Some((ptr, order));
+                        }
                     }
                 }
-            }
-        })
-    });
-
-    let mut frames = frame_allocator();
-    let mut slots: Vec<Option<(usize, u32)>> = vec![None; SLOTS];
-    group.bench_function("buddy_system_allocator FrameAllocator", |b| {
-        b.iter(|| {
-            for &(slot, order) in &ops {
-                match slots[slot].take() {
-                    Some((frame, order)) => frames.dealloc(frame, 1 << order),
-                    None => slots[slot] = Some((frames.alloc(1 << order).expect("frames"), order)),
-                }
-            }
-        })
-    });
-
-    let mut heap = byte_heap();
-    let mut slots: Vec<Option<(NonNull<u8>, u32)>> = vec![None; SLOTS];
-    group.bench_function("buddy_system_allocator Heap", |b| {
-        b.iter(|| {
-            for &(slot, order) in &ops {
-                match slots[slot].take() {
-                    Some((ptr, order)) => heap.dealloc(ptr, page_layout(order)),
-                    None => {
-                        slots[slot] = Some((heap.alloc(page_layout(order)).expect("block"), order))
-                    }
-                }
-            }
-        })
-    });
-    group.finish();
+            })
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, order0_pair, mixed_random);
