@@ -16,30 +16,31 @@
 //! need not, so a forgotten flush does not compile quietly.
 
 use shared::addr::{PhysAddr, VirtAddr};
+use shared::walk::{self, PhysMem};
 
 /// Present.
-pub const PRESENT: u64 = 1 << 0;
+pub const PRESENT: u64 = walk::PTE_PRESENT;
 /// Writable.
-pub const WRITABLE: u64 = 1 << 1;
+pub const WRITABLE: u64 = walk::PTE_WRITABLE;
 /// Reachable from user mode.
-pub const USER: u64 = 1 << 2;
+pub const USER: u64 = walk::PTE_USER;
 /// Write-through caching.
-pub const WRITE_THROUGH: u64 = 1 << 3;
+pub const WRITE_THROUGH: u64 = walk::PTE_PWT;
 /// Caching disabled.
-pub const NO_CACHE: u64 = 1 << 4;
+pub const NO_CACHE: u64 = walk::PTE_PCD;
 /// Accessed (set by the CPU).
-pub const ACCESSED: u64 = 1 << 5;
+pub const ACCESSED: u64 = walk::PTE_ACCESSED;
 /// Dirty (set by the CPU, leaves only).
-pub const DIRTY: u64 = 1 << 6;
+pub const DIRTY: u64 = walk::PTE_DIRTY;
 /// Page size: the PDPT or PD entry is a leaf.
-pub const HUGE: u64 = 1 << 7;
+pub const HUGE: u64 = walk::PTE_HUGE;
 /// Global: kept in the TLB across CR3 loads (needs CR4.PGE).
-pub const GLOBAL: u64 = 1 << 8;
+pub const GLOBAL: u64 = walk::PTE_GLOBAL;
 /// No execute (needs EFER.NXE).
-pub const NO_EXECUTE: u64 = 1 << 63;
+pub const NO_EXECUTE: u64 = walk::PTE_NX;
 
 /// Physical-address bits of an entry.
-pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+pub const ADDR_MASK: u64 = walk::PTE_ADDR_MASK;
 /// The flag bits a mapping's permissions are made of.
 pub const PERMISSION_FLAGS: u64 = WRITABLE | USER | WRITE_THROUGH | NO_CACHE | GLOBAL | NO_EXECUTE;
 
@@ -80,6 +81,14 @@ impl PageSize {
         match level {
             1 => Self::Size4K,
             2 => Self::Size2M,
+            _ => Self::Size1G,
+        }
+    }
+
+    fn of_bytes(bytes: u64) -> Self {
+        match bytes {
+            0x1000 => Self::Size4K,
+            0x20_0000 => Self::Size2M,
             _ => Self::Size1G,
         }
     }
@@ -152,11 +161,13 @@ impl Frame {
 }
 
 /// Index of `virt` in its table at `level` (4 = PML4 … 1 = PT).
+#[inline]
 pub const fn table_index(virt: u64, level: u32) -> usize {
     ((virt >> (12 + 9 * (level - 1))) & 0x1ff) as usize
 }
 
 /// Whether `virt` is canonical (bits 63..47 all equal).
+#[inline]
 pub const fn is_canonical(virt: u64) -> bool {
     let top = virt >> 47;
     top == 0 || top == 0x1_ffff
@@ -279,26 +290,6 @@ pub struct Translation {
     pub flags: u64,
 }
 
-/// One level of a walk: where the entry is and what it holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WalkStep {
-    /// Physical address of the entry.
-    pub entry_addr: PhysAddr,
-    /// The entry's value.
-    pub value: u64,
-}
-
-/// A walk from the root: the entries read, and the translation if it reached a leaf.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Walk {
-    /// Entries read, PML4 first; `levels` of them are valid.
-    pub steps: [WalkStep; 4],
-    /// Entries read.
-    pub levels: usize,
-    /// The translation, or `None` if the walk stopped at a non-present entry.
-    pub translation: Option<Translation>,
-}
-
 /// What a tree holds: tables per level and leaves per page size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TreeStats {
@@ -336,24 +327,13 @@ impl<M: TableMemory> Mapper<M> {
     }
 
     fn translate_raw(&mut self, virt: u64) -> Option<Translation> {
-        let mut table = self.root;
-        for level in (1..=4).rev() {
-            let entry = self.entries(table)[table_index(virt, level)];
-            if entry & PRESENT == 0 {
-                return None;
-            }
-            if level == 1 || (level <= 3 && entry & HUGE != 0) {
-                let size = PageSize::at_level(level);
-                let phys = (entry & ADDR_MASK & !(size.bytes() - 1)) | (virt & (size.bytes() - 1));
-                return Some(Translation {
-                    phys: PhysAddr::new(phys),
-                    size,
-                    flags: entry & !ADDR_MASK,
-                });
-            }
-            table = entry & ADDR_MASK;
-        }
-        None
+        let mapping = walk::translate(&mut Tables(&mut self.memory), self.root, virt).ok()?;
+        Some(Translation {
+            // Below 2^52: the walker masks the entry's address bits.
+            phys: PhysAddr::new(mapping.phys),
+            size: PageSize::of_bytes(mapping.page_size),
+            flags: mapping.leaf & !ADDR_MASK,
+        })
     }
 
     /// Calls `f` with each 4 KiB page of `[virt, virt + pages × 4 KiB)` and its translation,
@@ -392,30 +372,6 @@ impl<M: TableMemory> Mapper<M> {
         }
     }
 
-    /// Walks `virt` from the root, recording every entry read.
-    pub fn walk(&mut self, virt: VirtAddr) -> Walk {
-        let virt = virt.as_u64();
-        let mut walk = Walk { steps: [WalkStep::default(); 4], levels: 0, translation: None };
-        let mut table = self.root;
-        for level in (1..=4).rev() {
-            let index = table_index(virt, level);
-            let value = self.entries(table)[index];
-            // A table's entries lie within its page: below 2^52 like the table.
-            let entry_addr = PhysAddr::new(table + 8 * index as u64);
-            walk.steps[walk.levels] = WalkStep { entry_addr, value };
-            walk.levels += 1;
-            if value & PRESENT == 0 {
-                return walk;
-            }
-            if level == 1 || (level <= 3 && value & HUGE != 0) {
-                walk.translation = self.translate_raw(virt);
-                return walk;
-            }
-            table = value & ADDR_MASK;
-        }
-        walk
-    }
-
     /// Counts the tree's tables and leaves (a fixed four levels deep, so bounded work).
     pub fn stats(&mut self) -> TreeStats {
         let mut stats = TreeStats { tables: [1, 0, 0, 0], pages: [0; 3] };
@@ -447,18 +403,10 @@ impl<M: TableMemory> Mapper<M> {
 
     /// The table and level of the leaf entry mapping `virt`.
     fn leaf_of(&mut self, virt: u64) -> Option<(u64, u32)> {
-        let mut table = self.root;
-        for level in (1..=4).rev() {
-            let entry = self.entries(table)[table_index(virt, level)];
-            if entry & PRESENT == 0 {
-                return None;
-            }
-            if level == 1 || (level <= 3 && entry & HUGE != 0) {
-                return Some((table, level));
-            }
-            table = entry & ADDR_MASK;
-        }
-        None
+        let walk = walk::walk(&mut Tables(&mut self.memory), self.root, virt);
+        walk.result.ok()?;
+        let leaf = walk.steps[walk.len.checked_sub(1)?];
+        Some((leaf.entry_addr & ADDR_MASK, u32::from(leaf.level)))
     }
 }
 
@@ -713,6 +661,19 @@ fn run_length(first: usize, pages: u64) -> usize {
 }
 
 /// The table (or frame) address in an entry, or a table's own address.
+/// A tree's tables as physical memory, for the shared walker (`shared::walk`), which both
+/// the guest and the host inspector use.
+struct Tables<'a, M>(&'a mut M);
+
+impl<M: TableMemory> PhysMem for Tables<'_, M> {
+    #[inline]
+    fn read_u64(&mut self, gpa: u64) -> Option<u64> {
+        // The walker reads entries of tables it reached from the root: aligned, below 2^52.
+        Some(self.0.entries(table_addr(gpa))[(gpa % 4096 / 8) as usize])
+    }
+}
+
+#[inline]
 fn table_addr(entry: u64) -> PhysAddr {
     // Masked to bits 12..51: always a physical address.
     PhysAddr::new(entry & ADDR_MASK)

@@ -20,6 +20,7 @@ impl PhysAddr {
     pub const LIMIT: u64 = 1 << 52;
 
     /// The address; panics if it is not below [`Self::LIMIT`].
+    #[inline]
     pub const fn new(addr: u64) -> Self {
         match Self::try_new(addr) {
             Some(addr) => addr,
@@ -28,6 +29,7 @@ impl PhysAddr {
     }
 
     /// The address, if it is below [`Self::LIMIT`].
+    #[inline]
     pub const fn try_new(addr: u64) -> Option<Self> {
         if addr < Self::LIMIT {
             Some(Self(addr))
@@ -37,21 +39,25 @@ impl PhysAddr {
     }
 
     /// The raw value.
+    #[inline]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
 
     /// Whether the address is a multiple of `align` (a power of two).
+    #[inline]
     pub const fn is_aligned(self, align: u64) -> bool {
         self.0 & (align - 1) == 0
     }
 
     /// The address rounded down to `align` (a power of two).
+    #[inline]
     pub const fn align_down(self, align: u64) -> Self {
         Self(self.0 & !(align - 1))
     }
 
     /// `self + offset`, if still a physical address.
+    #[inline]
     pub const fn checked_add(self, offset: u64) -> Option<Self> {
         match self.0.checked_add(offset) {
             Some(sum) => Self::try_new(sum),
@@ -60,6 +66,7 @@ impl PhysAddr {
     }
 
     /// The number of the 4 KiB page frame holding the address.
+    #[inline]
     pub const fn pfn(self) -> u64 {
         self.0 >> 12
     }
@@ -67,6 +74,7 @@ impl PhysAddr {
 
 impl VirtAddr {
     /// The address; panics if it is not canonical.
+    #[inline]
     pub const fn new(addr: u64) -> Self {
         match Self::try_new(addr) {
             Some(addr) => addr,
@@ -75,6 +83,7 @@ impl VirtAddr {
     }
 
     /// The address, if it is canonical.
+    #[inline]
     pub const fn try_new(addr: u64) -> Option<Self> {
         let top = addr >> 47;
         if top == 0 || top == 0x1_ffff {
@@ -85,26 +94,31 @@ impl VirtAddr {
     }
 
     /// The address with bits 63..48 replaced by copies of bit 47.
+    #[inline]
     pub const fn new_truncate(addr: u64) -> Self {
         Self((((addr << 16) as i64) >> 16) as u64)
     }
 
     /// The raw value.
+    #[inline]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
 
     /// Whether the address is a multiple of `align` (a power of two).
+    #[inline]
     pub const fn is_aligned(self, align: u64) -> bool {
         self.0 & (align - 1) == 0
     }
 
     /// The address rounded down to `align` (a power of two).
+    #[inline]
     pub const fn align_down(self, align: u64) -> Self {
         Self(self.0 & !(align - 1))
     }
 
     /// `self + offset`, if the sum is still canonical.
+    #[inline]
     pub const fn checked_add(self, offset: u64) -> Option<Self> {
         match self.0.checked_add(offset) {
             Some(sum) => Self::try_new(sum),

@@ -194,17 +194,16 @@ fn protect_splits_only_what_the_range_cuts() {
 fn walk_records_each_level() {
     let mut m = mapper();
     map(&mut m, 0x40_0000_0000, 0x1234_5000, PageSize::Size4K, WRITABLE).expect("maps").ignore();
-    let walk = m.walk(va(0x40_0000_0008));
-    assert_eq!(walk.levels, 4);
-    assert_eq!(
-        walk.steps[0].entry_addr.as_u64(),
-        m.root().as_u64() + 8 * table_index(0x40_0000_0000, 4) as u64
-    );
-    assert_eq!(walk.steps[3].value & ADDR_MASK, 0x1234_5000);
-    assert_eq!(walk.translation.map(|t| t.phys.as_u64()), Some(0x1234_5008));
+    // The shared walker, which the mapper's own translations use, over the mapper's tables.
+    let root = m.root().as_u64();
+    let walk = shared::walk::walk(&mut m.memory, root, 0x40_0000_0008);
+    assert_eq!(walk.len, 4);
+    assert_eq!(walk.steps[0].entry_addr, root + 8 * table_index(0x40_0000_0000, 4) as u64);
+    assert_eq!(walk.steps[3].entry & ADDR_MASK, 0x1234_5000);
+    assert_eq!(walk.result.map(|t| t.phys), Ok(0x1234_5008));
     // Another PML4 slot: the walk stops at the first level.
-    let miss = m.walk(va(0x80_0000_0000));
-    assert_eq!((miss.levels, miss.translation), (1, None));
+    let miss = shared::walk::walk(&mut m.memory, root, 0x80_0000_0000);
+    assert_eq!((miss.len, miss.result), (1, Err(shared::walk::Stop::NotPresent(4))));
 }
 
 struct Recorder(core::cell::RefCell<Vec<Option<u64>>>);
