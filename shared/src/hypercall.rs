@@ -190,6 +190,25 @@ const _: () = assert!(core::mem::size_of::<ZoneReport>() == ZoneReport::SIZE);
 impl ZoneReport {
     /// Size of the encoded report.
     pub const SIZE: usize = 168;
+
+    /// The report of `zone`: the one mapping from a zone to what the host prints, used by
+    /// the guest's report and by the host's reading of guest memory alike.
+    pub fn of(zone: &crate::mm::Zone) -> Self {
+        Self {
+            zone: zone.kind,
+            reserved: 0,
+            start_pfn: zone.start_pfn,
+            spanned: zone.spanned(),
+            present: zone.present,
+            managed: zone.managed,
+            free: zone.free,
+            pcp: zone.pcp_pages(),
+            min: zone.watermarks.min,
+            low: zone.watermarks.low,
+            high: zone.watermarks.high,
+            nr_free: zone.free_area.map(|area| area.nr_free),
+        }
+    }
 }
 
 /// Payload of [`ReportKind::BootTimes`] (32 bytes): TSC cycles of each boot phase.

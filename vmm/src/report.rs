@@ -3,6 +3,7 @@
 //! Report payloads are guest memory and so untrusted: every length is bounded, every read
 //! bounds-checked, and a payload that does not decode becomes [`Report::Malformed`].
 
+use crate::inspect::Pod;
 use serde::Serialize;
 use shared::boot::{e820_type_name, E820Entry};
 use shared::hypercall::{
@@ -71,6 +72,25 @@ pub struct ZoneInfo {
     pub high: u64,
     /// Free blocks per order, 0 to 10.
     pub nr_free: Vec<u64>,
+}
+
+impl ZoneInfo {
+    /// The decoded form of a zone report; an unknown zone number is named `?`.
+    pub fn from_report(report: &ZoneReport) -> Self {
+        Self {
+            zone: ZoneType::from_u32(report.zone).map_or("?", ZoneType::name).into(),
+            start_pfn: report.start_pfn,
+            spanned: report.spanned,
+            present: report.present,
+            managed: report.managed,
+            free: report.free,
+            pcp: report.pcp,
+            min: report.min,
+            low: report.low,
+            high: report.high,
+            nr_free: report.nr_free.to_vec(),
+        }
+    }
 }
 
 /// One address as the guest's own page-table walker translated it.
@@ -361,7 +381,6 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
             })
         }
         ReportKind::Zone => {
-            let w = words(payload)?;
             if payload.len() != ZoneReport::SIZE {
                 return Err(format!(
                     "zone payload of {} bytes, expected {}",
@@ -369,21 +388,9 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
                     ZoneReport::SIZE
                 ));
             }
-            let zone =
-                ZoneType::from_u32((w[0] & 0xffff_ffff) as u32).ok_or("unknown zone number")?;
-            Ok(Report::Zone(ZoneInfo {
-                zone: zone.name().to_string(),
-                start_pfn: w[1],
-                spanned: w[2],
-                present: w[3],
-                managed: w[4],
-                free: w[5],
-                pcp: w[6],
-                min: w[7],
-                low: w[8],
-                high: w[9],
-                nr_free: w[10..].to_vec(),
-            }))
+            let report = ZoneReport::from_bytes(payload);
+            ZoneType::from_u32(report.zone).ok_or("unknown zone number")?;
+            Ok(Report::Zone(ZoneInfo::from_report(&report)))
         }
         ReportKind::BootTimes => match words(payload)?.as_slice() {
             &[memblock_cycles, memmap_cycles, buddy_cycles, ram_bytes] => {

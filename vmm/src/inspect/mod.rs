@@ -163,6 +163,8 @@ unsafe impl Pod for shared::mm::Zone {}
 unsafe impl Pod for shared::mm::Region {}
 // SAFETY: as above.
 unsafe impl Pod for shared::mm::SlabCache {}
+// SAFETY: as above.
+unsafe impl Pod for shared::hypercall::ZoneReport {}
 
 /// Snapshots taken before giving up on a guest that keeps changing.
 pub const MAX_TRIES: u32 = 100;

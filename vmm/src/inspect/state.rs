@@ -6,8 +6,9 @@ use super::{to_usize, InspectError, Pod, View};
 use crate::report::{E820Range, Region, SlabInfo, ZoneInfo};
 use serde::Serialize;
 use shared::boot::{E820Entry, E820_MAX_ENTRIES};
+use shared::hypercall::ZoneReport;
 use shared::mm::{SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
-use shared::page::{Page, ZoneType, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE};
+use shared::page::{Page, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE};
 use std::fmt::Write;
 
 /// Largest memblock region count the inspector reads.
@@ -110,19 +111,7 @@ pub fn zones(view: &mut View<'_, '_>) -> Result<Vec<ZoneInfo>, InspectError> {
 }
 
 fn zone_info(zone: &Zone) -> ZoneInfo {
-    ZoneInfo {
-        zone: zone.zone_type().map_or("?", ZoneType::name).into(),
-        start_pfn: zone.start_pfn,
-        spanned: zone.spanned(),
-        present: zone.present,
-        managed: zone.managed,
-        free: zone.free,
-        pcp: zone.pcp_pages(),
-        min: zone.watermarks.min,
-        low: zone.watermarks.low,
-        high: zone.watermarks.high,
-        nr_free: zone.free_area.iter().map(|a| a.nr_free).collect(),
-    }
+    ZoneInfo::from_report(&ZoneReport::of(zone))
 }
 
 /// A slab cache: where it is, its state and its name.

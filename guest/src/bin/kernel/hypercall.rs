@@ -62,20 +62,7 @@ unsafe impl Plain for shared::hypercall::OopsReport {}
 /// Reports the zones' counters and free lists (populated zones only).
 pub fn report_zones<M: guest::buddy::Memmap>(buddy: &guest::buddy::Buddy<M>) {
     for zone in buddy.zones.iter().filter(|zone| zone.present > 0) {
-        let counters = shared::hypercall::ZoneReport {
-            zone: zone.kind,
-            reserved: 0,
-            start_pfn: zone.start_pfn,
-            spanned: zone.spanned(),
-            present: zone.present,
-            managed: zone.managed,
-            free: zone.free,
-            pcp: zone.pcp_pages(),
-            min: zone.watermarks.min,
-            low: zone.watermarks.low,
-            high: zone.watermarks.high,
-            nr_free: zone.free_area.map(|area| area.nr_free),
-        };
+        let counters = shared::hypercall::ZoneReport::of(zone);
         report(ReportKind::Zone, counters.bytes());
     }
 }
