@@ -6,10 +6,9 @@
 //! `EINTR`; it keeps signalling until the loop notices, so a signal that lands outside
 //! `KVM_RUN` is not lost.
 
-use crate::devices::{console, console_text, AccessKind, Console, Unexpected, UnexpectedAccess};
+use crate::devices::{console, console_text, AccessKind, Console, Unexpected};
 use crate::inspect::{Command, GuestRam, Inspection, Inspector};
-use crate::outcome::WalkerCheck;
-use crate::outcome::{ExitReason, Registers, TranslationCheck};
+use crate::outcome::{ExitReason, Outcome, Registers, TranslationCheck, WalkerCheck};
 use crate::report::{read_report, Report};
 use crate::vm::Error;
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -24,28 +23,6 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Reports and checkpoints kept per run; a guest sending more is misbehaving.
 pub const RECORD_LIMIT: usize = 4096;
-
-/// What the run loop collected.
-pub struct RunResult {
-    /// Why the run ended.
-    pub exit: ExitReason,
-    /// Decoded reports.
-    pub reports: Vec<Report>,
-    /// Checkpoint tags.
-    pub checkpoints: Vec<u64>,
-    /// Accesses no device owns.
-    pub unexpected: Vec<UnexpectedAccess>,
-    /// Guest translations checked against KVM's.
-    pub translation_checks: Vec<TranslationCheck>,
-    /// The host walker checked against KVM.
-    pub walker_checks: Vec<WalkerCheck>,
-    /// Host inspections at checkpoints and at exit.
-    pub inspections: Vec<Inspection>,
-    /// Console text.
-    pub console: String,
-    /// Whether console text was dropped.
-    pub console_truncated: bool,
-}
 
 /// What one exit asks of the loop.
 #[derive(Debug, PartialEq)]
@@ -138,14 +115,15 @@ fn com1_offset(port: u16) -> Option<u8> {
         .and_then(|offset| u8::try_from(offset).ok())
 }
 
-/// Runs `vcpu` until the guest ends or `timeout` passes.
+/// Runs `vcpu` until the guest ends or `timeout` passes. The outcome's host-side figures
+/// (committed RAM, setup and run times) are left zero for the caller, which measures them.
 pub fn run(
     vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     timeout: Option<Duration>,
     echo: bool,
     inspect: &[Command],
-) -> Result<RunResult, Error> {
+) -> Result<Outcome, Error> {
     let mut inspections = Vec::new();
     let mut walker_checks = Vec::new();
     let mut devices = Devices::new(echo);
@@ -192,16 +170,20 @@ pub fn run(
     let _ = std::io::Write::flush(devices.console.writer_mut());
     run_inspections(mem, inspect, "exit", echo, &mut inspections);
     let (console, console_truncated) = console_text(&devices.console);
-    Ok(RunResult {
+    Ok(Outcome {
+        exit_code: exit.exit_code(),
         exit,
         reports,
         checkpoints,
-        unexpected: devices.unexpected.list(),
+        unexpected_accesses: devices.unexpected.list(),
         translation_checks,
         walker_checks,
         inspections,
         console,
         console_truncated,
+        ram_resident_bytes: 0,
+        setup_time: Duration::ZERO,
+        run_time: Duration::ZERO,
     })
 }
 
@@ -452,6 +434,7 @@ impl Drop for Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::UnexpectedAccess;
 
     #[test]
     fn kvm_failure_exits_stop_the_run() {

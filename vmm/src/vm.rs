@@ -174,28 +174,18 @@ impl Vm {
     pub fn run(mut self) -> Result<Outcome, Error> {
         let setup_time = self.setup_started.elapsed();
         let started = Instant::now();
-        let run = vcpu::run(
+        let outcome = vcpu::run(
             &mut self.vcpu,
             &self.ram.memory,
             self.timeout,
             self.echo_console,
             &self.inspect,
         )?;
-        let exit_code = run.exit.exit_code();
         Ok(Outcome {
-            exit: run.exit,
-            exit_code,
-            reports: run.reports,
-            checkpoints: run.checkpoints,
-            unexpected_accesses: run.unexpected,
-            translation_checks: run.translation_checks,
-            walker_checks: run.walker_checks,
-            inspections: run.inspections,
-            console: run.console,
-            console_truncated: run.console_truncated,
             ram_resident_bytes: self.ram.resident_bytes(),
             setup_time,
             run_time: started.elapsed(),
+            ..outcome
         })
     }
 }
