@@ -9,7 +9,8 @@
 //! on the kernel's live tables (through the direct map) and on a host arena in tests and
 //! benchmarks. Each table's count of used entries is kept beside it (in the kernel, in the
 //! table page's `struct page`), so that unmapping frees a table the moment it empties
-//! without scanning it.
+//! without scanning it. Translation reads the tables through `shared::walk`, the walker the
+//! host inspector uses.
 //!
 //! Every change returns a `#[must_use]` [`Flush`]: the caller flushes the TLB for exactly
 //! what changed (per page, or all of it past [`FLUSH_ALL_THRESHOLD`] pages) or says why it
@@ -173,7 +174,7 @@ pub const fn is_canonical(virt: u64) -> bool {
     top == 0 || top == 0x1_ffff
 }
 
-/// The page tables' memory, for reading (translate, walk) and writing entries.
+/// The page tables' memory, for reading (translate, through `shared::walk`) and writing entries.
 pub trait TableMemory {
     /// The 512 entries of the table at physical address `table`.
     fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512];
