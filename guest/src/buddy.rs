@@ -24,7 +24,9 @@
 //! (d) per-CPU blocks are flagged `PG_PCP` with their list's order, and
 //!     `free + per-CPU + allocated = managed`.
 
-pub use shared::mm::{FreeArea, Pcp, Watermarks, Zone, NR_PCP_LISTS, PCP_CAPACITY, PCP_ORDERS};
+pub use shared::mm::{
+    FreeArea, Pcp, Watermarks, Zone, NR_PCP_LISTS, PCP_BATCH, PCP_CAPACITY, PCP_HIGH, PCP_ORDERS,
+};
 use shared::page::{Page, ZoneType, MAX_ORDER, NO_PFN, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP};
 
 /// Access to the memory map (`struct page` array).
@@ -136,11 +138,6 @@ pub enum Watermark {
     /// Ignore watermarks (Linux's `ALLOC_NO_WATERMARKS`).
     None,
 }
-
-/// Pages moved between a per-CPU list and the buddy lists at a time.
-pub const PCP_BATCH: usize = 31;
-/// A per-CPU list holding more than this many pages is drained by one batch.
-pub const PCP_HIGH: usize = 6 * PCP_BATCH;
 
 /// Blocks of `order` moved at a time: [`PCP_BATCH`] pages' worth, at least 2 (as Linux's
 /// `nr_pcp_alloc`).

@@ -18,6 +18,10 @@ use crate::page::{ZoneType, NO_PFN, NR_ORDERS};
 
 /// Capacity of a per-CPU list, in blocks.
 pub const PCP_CAPACITY: usize = 192;
+/// Pages moved between a per-CPU list and the buddy lists at a time (`pcp->batch`).
+pub const PCP_BATCH: usize = 31;
+/// A per-CPU list holding more than this many pages is drained by one batch (`pcp->high`).
+pub const PCP_HIGH: usize = 6 * PCP_BATCH;
 /// Orders below this have a per-CPU list: 0 to 3, up to Linux's `PAGE_ALLOC_COSTLY_ORDER`.
 pub const PCP_ORDERS: u32 = 4;
 /// Per-CPU lists per zone, one per order below [`PCP_ORDERS`].

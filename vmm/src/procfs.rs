@@ -3,6 +3,7 @@
 //! (`mm/slab_common.c`).
 
 use crate::report::{SlabInfo, ZoneInfo};
+use shared::mm::{PCP_BATCH, PCP_HIGH};
 use std::fmt::Write;
 
 /// `/proc/buddyinfo`: one line per zone, free blocks of each order.
@@ -34,7 +35,13 @@ pub fn zoneinfo(zones: &[ZoneInfo]) -> String {
         ] {
             let _ = writeln!(out, "        {name:<8} {value}");
         }
-        let _ = writeln!(out, "  pagesets\n    count: {}", zone.pcp);
+        // One CPU; high and batch in pages, as Linux prints them.
+        let _ = writeln!(out, "  pagesets\n    cpu: 0");
+        for (name, value) in
+            [("count", zone.pcp), ("high", PCP_HIGH as u64), ("batch", PCP_BATCH as u64)]
+        {
+            let _ = writeln!(out, "              {:<6} {value}", format!("{name}:"));
+        }
         let _ = writeln!(out, "  start_pfn:           {}", zone.start_pfn);
     }
     out
@@ -125,7 +132,7 @@ mod tests {
     #[test]
     fn zoneinfo_has_the_counters_in_kernel_order() {
         let text = zoneinfo(&[zone()]);
-        let expected = "Node 0, zone    DMA32\n  pages free     59000\n        min      500\n        low      625\n        high     750\n        spanned  61440\n        present  61440\n        managed  60000\n  pagesets\n    count: 0\n  start_pfn:           4096\n";
+        let expected = "Node 0, zone    DMA32\n  pages free     59000\n        min      500\n        low      625\n        high     750\n        spanned  61440\n        present  61440\n        managed  60000\n  pagesets\n    cpu: 0\n              count: 0\n              high:  186\n              batch: 31\n  start_pfn:           4096\n";
         assert_eq!(text, expected);
     }
 }
