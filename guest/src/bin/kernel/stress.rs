@@ -1,8 +1,8 @@
 //! `workload=stress seed=N ops=N`: random allocations and frees of random orders and zone
 //! limits, half through `alloc_pages` / `free_pages` (per-CPU lists up to order 3), half
-//! on the buddy lists directly. Each block is filled with a pattern when allocated and checked when freed; no
-//! two live blocks may overlap; at the end, with everything freed and the per-CPU lists
-//! drained, the free lists must be exactly the boot state again.
+//! on the buddy lists directly. Each block is filled with a pattern when allocated and
+//! checked when freed; no two live blocks may overlap; at the end, with everything freed
+//! and the per-CPU lists drained, the free lists must be exactly the boot state again.
 //!
 //! Each allocator call takes the memory managers on its own (`mm::global::with`), and the
 //! patterns are written and checked outside: so vmcoreinfo's sequence counter is even
