@@ -269,12 +269,14 @@ impl<M: Memmap> Buddy<M> {
 
     /// Allocates 2^`order` pages as Linux's `alloc_pages` does: orders 0 to 3 through the
     /// per-CPU list of the highest zone at or below `highest` that has a block or can
-    /// refill one, larger orders as [`Buddy::alloc`] with [`Watermark::Min`]. Returns the
-    /// first frame.
+    /// refill one, larger orders as [`Buddy::alloc`] with [`Watermark::Min`]. Before it
+    /// fails, it drains every per-CPU list and tries once more. Returns the first frame.
     #[inline]
     pub fn alloc_pages(&mut self, order: u32, highest: ZoneType) -> Option<u64> {
         if !pcp_order(order) {
-            return self.alloc(order, highest, Watermark::Min);
+            return self
+                .alloc(order, highest, Watermark::Min)
+                .or_else(|| self.alloc_pages_drained(order, highest));
         }
         // The fast path, small enough to inline: the preferred zone's list has a block.
         self.pcp_pop(highest as usize, order).or_else(|| self.alloc_pages_slow(order, highest))
@@ -313,16 +315,38 @@ impl<M: Memmap> Buddy<M> {
         self.free_pages(pfn, 0)
     }
 
-    /// `alloc_pages` with an empty list: refill it, falling back to lower zones.
+    /// `alloc_pages` with an empty list.
     #[cold]
     #[inline(never)]
     fn alloc_pages_slow(&mut self, order: u32, highest: ZoneType) -> Option<u64> {
+        self.refill_and_pop(order, highest).or_else(|| self.alloc_pages_drained(order, highest))
+    }
+
+    /// Refills the first zone's empty list that can be refilled, from `highest` down, and
+    /// takes a block off it.
+    fn refill_and_pop(&mut self, order: u32, highest: ZoneType) -> Option<u64> {
         (0..=highest as usize).rev().find_map(|zone| {
             if self.zones[zone].pcp[order as usize].count == 0 {
                 self.refill_pcp(zone, order);
             }
             self.pcp_pop(zone, order)
         })
+    }
+
+    /// `alloc_pages`' last try, as Linux's `drain_all_pages` before it gives up: the
+    /// per-CPU blocks go back to the buddy lists, where they can merge with their buddies.
+    #[cold]
+    #[inline(never)]
+    fn alloc_pages_drained(&mut self, order: u32, highest: ZoneType) -> Option<u64> {
+        if self.zones[..=highest as usize].iter().all(|zone| zone.pcp_pages() == 0) {
+            return None;
+        }
+        self.drain_pcp();
+        if pcp_order(order) {
+            self.refill_and_pop(order, highest)
+        } else {
+            self.alloc(order, highest, Watermark::Min)
+        }
     }
 
     /// Takes the newest block off `zone`'s per-CPU list of `order` and marks it allocated.

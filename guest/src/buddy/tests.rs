@@ -158,6 +158,36 @@ fn per_cpu_lists_refill_and_drain_in_batches() {
     assert_eq!(nr_free(&buddy), boot);
 }
 
+/// Takes everything the DMA zone's buddy lists give above min.
+fn exhaust_dma(buddy: &mut Buddy<SparseMemmap>) {
+    for order in (0..=MAX_ORDER).rev() {
+        while buddy.alloc(order, ZoneType::Dma, Watermark::Min).is_some() {}
+    }
+    assert_eq!(buddy.zones[0].free, buddy.zones[0].watermarks.min);
+}
+
+#[test]
+fn a_failing_allocation_drains_the_per_cpu_lists_and_tries_again() {
+    // One page through the order-0 list leaves the rest of its batch there. With the zone
+    // at min, an order-3 block can only come from those pages, merged back.
+    let mut buddy = allocator();
+    buddy.alloc_page(ZoneType::Dma).expect("page");
+    assert_eq!(buddy.zones[0].pcp[0].count, PCP_BATCH as u64 - 1);
+    exhaust_dma(&mut buddy);
+    buddy.alloc_pages(3, ZoneType::Dma).expect("an order-3 block from the drained pages");
+    assert_eq!(buddy.zones[0].pcp[0].count, 0, "the order-0 list was drained");
+    buddy.check().expect("invariants");
+
+    // Above the per-CPU orders too: two order-3 buddies on their list make an order-4 block.
+    let mut buddy = allocator();
+    let block = buddy.alloc_pages(3, ZoneType::Dma).expect("block");
+    exhaust_dma(&mut buddy);
+    buddy.free_pages(block, 3).expect("valid free");
+    assert!(buddy.zones[0].pcp[3].count >= 2);
+    buddy.alloc_pages(4, ZoneType::Dma).expect("an order-4 block from the drained blocks");
+    buddy.check().expect("invariants");
+}
+
 #[test]
 fn integer_square_root() {
     for n in [0u64, 1, 2, 3, 4, 15, 16, 17, 1 << 40, u64::MAX] {
