@@ -336,6 +336,14 @@ fn wrong_order(mm: &mut Mm, _: &E820Map) -> Outcome {
     })
 }
 
+/// Drains the per-CPU lists; passes if the free pages are `free` again: nothing leaked.
+fn all_pages_back(mm: &mut Mm, free: u64) -> Outcome {
+    mm.buddy.drain_pcp();
+    let now = mm.buddy.nr_free_pages();
+    ensure!(now == free, "{now} pages free, {free} before: pages leaked");
+    Ok(())
+}
+
 fn per_cpu_lists(mm: &mut Mm, _: &E820Map) -> Outcome {
     let boot = snapshot(mm);
     for order in 0..guest::buddy::PCP_ORDERS {
@@ -474,13 +482,7 @@ fn runtime_mapper(mm: &mut Mm, _: &E820Map) -> Outcome {
         .flush(&LocalTlb);
     ensure!(tree.translate(va(virt)).is_none(), "still mapped after unmap");
     mm.buddy.free(block, 9).map_err(|err| detail(format_args!("{err}")))?;
-    mm.buddy.drain_pcp();
-    ensure!(
-        mm.buddy.nr_free_pages() == free,
-        "{} pages free, {free} before: page tables leaked",
-        mm.buddy.nr_free_pages()
-    );
-    Ok(())
+    all_pages_back(mm, free)
 }
 
 fn vmalloc_areas(mm: &mut Mm, _: &E820Map) -> Outcome {
@@ -510,13 +512,7 @@ fn vmalloc_areas(mm: &mut Mm, _: &E820Map) -> Outcome {
     let again = mm.vmalloc.vfree(&mut mm.buddy, a);
     ensure!(again == Err(VmallocError::NotAnArea(a)), "a second vfree gave {again:?}");
     ensure!(mm.vmalloc.areas() == areas, "areas left behind");
-    mm.buddy.drain_pcp();
-    ensure!(
-        mm.buddy.nr_free_pages() == free,
-        "{} pages free, {free} before",
-        mm.buddy.nr_free_pages()
-    );
-    Ok(())
+    all_pages_back(mm, free)
 }
 
 fn demand_paging(mm: &mut Mm, _: &E820Map) -> Outcome {
@@ -564,13 +560,7 @@ fn demand_paging(mm: &mut Mm, _: &E820Map) -> Outcome {
     ensure!(faults == PAGES, "{faults} faults for {PAGES} pages");
     ensure!(first_reads == 0, "a demand-paged page was not zeroed");
     ensure!(readback, "written words did not read back");
-    mm.buddy.drain_pcp();
-    ensure!(
-        mm.buddy.nr_free_pages() == free,
-        "{} pages free, {free} before",
-        mm.buddy.nr_free_pages()
-    );
-    Ok(())
+    all_pages_back(mm, free)
 }
 
 fn kmalloc_classes(mm: &mut Mm, _: &E820Map) -> Outcome {
@@ -613,13 +603,7 @@ fn kmalloc_classes(mm: &mut Mm, _: &E820Map) -> Outcome {
     for cache in &mut kmalloc.caches {
         cache.shrink(&mut pages);
     }
-    mm.buddy.drain_pcp();
-    ensure!(
-        mm.buddy.nr_free_pages() == free,
-        "{} pages free, {free} before",
-        mm.buddy.nr_free_pages()
-    );
-    Ok(())
+    all_pages_back(mm, free)
 }
 
 /// Runs `misuse` on two objects of a fresh debug cache (which refuses to be destroyed
@@ -656,13 +640,7 @@ fn slab_debug(
         let _ = cache.free(&mut pages, object);
     }
     cache.shrink(&mut pages);
-    mm.buddy.drain_pcp();
-    ensure!(
-        mm.buddy.nr_free_pages() == free,
-        "{} pages free, {free} before",
-        mm.buddy.nr_free_pages()
-    );
-    Ok(())
+    all_pages_back(mm, free)
 }
 
 fn slab_double_free(mm: &mut Mm, _: &E820Map) -> Outcome {
