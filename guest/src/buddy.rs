@@ -353,8 +353,10 @@ impl<M: Memmap> Buddy<M> {
     #[inline]
     fn pcp_pop(&mut self, zone: usize, order: u32) -> Option<u64> {
         let pcp = &mut self.zones[zone].pcp[order as usize];
-        pcp.count = pcp.count.checked_sub(1)?;
-        let pfn = pcp.pfns[pcp_len(pcp)];
+        // One check covers an empty list (the index wraps) and the array's bound.
+        let top = pcp_len(pcp).wrapping_sub(1);
+        let pfn = *pcp.pfns.get(top)?;
+        pcp.count -= 1;
         if let Some(page) = self.memmap.page(pfn) {
             page.flags = (page.flags & !PG_PCP) | PG_HEAD;
             page.order = order;
@@ -438,8 +440,8 @@ impl<M: Memmap> Buddy<M> {
 
     /// Index of the zone spanning `pfn`.
     fn zone_index(&self, pfn: u64) -> Option<usize> {
-        let zone = ZoneType::of_pfn(pfn) as usize;
-        self.zones[zone].spans(pfn).then_some(zone)
+        // Highest first: most frees are of Normal pages. Spans never overlap.
+        (0..NR_ZONES).rev().find(|&zone| self.zones[zone].spans(pfn))
     }
 
     /// Zone `zone` with the memory map, for the buddy-list steps.
