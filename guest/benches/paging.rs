@@ -9,8 +9,10 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use guest::paging::{
-    Frame, Mapper, Page as MapperPage, PageSize, TableAlloc, TableMemory, WRITABLE,
+    Frame, Mapper, Page as MapperPage, PageSize, PageTableEntry, PteFlags, TableAlloc, TableMemory,
 };
+
+const WRITABLE: PteFlags = PteFlags::WRITABLE;
 use shared::addr::{PhysAddr as Phys, VirtAddr as Virt};
 use std::hint::black_box;
 use x86_64::structures::paging::{
@@ -31,7 +33,7 @@ const ARENA_TABLES: usize = 1024;
 
 /// Page tables in host memory for our mapper.
 struct Arena {
-    tables: Vec<[u64; 512]>,
+    tables: Vec<[PageTableEntry; 512]>,
     used: Vec<u64>,
     free: Vec<usize>,
 }
@@ -51,7 +53,7 @@ impl Arena {
 }
 
 impl TableMemory for Arena {
-    fn entries(&mut self, table: Phys) -> &mut [u64; 512] {
+    unsafe fn entries(&mut self, table: Phys) -> &mut [PageTableEntry; 512] {
         &mut self.tables[Self::index(table.as_u64())]
     }
 }
@@ -64,12 +66,12 @@ impl TableAlloc for Arena {
     fn alloc_table(&mut self) -> Option<Phys> {
         let index = match self.free.pop() {
             Some(index) => {
-                self.tables[index] = [0; 512];
+                self.tables[index] = [PageTableEntry::UNUSED; 512];
                 self.used[index] = 0;
                 index
             }
             None => {
-                self.tables.push([0; 512]);
+                self.tables.push([PageTableEntry::UNUSED; 512]);
                 self.used.push(0);
                 self.tables.len() - 1
             }

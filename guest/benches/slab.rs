@@ -41,7 +41,9 @@ fn ours() -> (Box<Kmalloc>, Box<BuddyPages<'static, SliceMemmap<'static>>>) {
     buddy.hand_off(BASE_PFN, BASE_PFN + PAGES);
     let base = (arena() as u64).wrapping_sub(BASE_PFN << 12);
     let buddy = Box::leak(Box::new(buddy));
-    (Box::new(Kmalloc::new(false).expect("caches")), Box::new(BuddyPages { buddy, base }))
+    // SAFETY: the buddy allocator's frames are the leaked arena's pages, at this base.
+    let pages = unsafe { BuddyPages::new(buddy, base) };
+    (Box::new(Kmalloc::new(false).expect("caches")), Box::new(pages))
 }
 
 fn talc() -> talc::Talc<talc::ErrOnOom> {
@@ -124,7 +126,8 @@ fn hot_pair(c: &mut Criterion) {
     group.bench_function("ours, kmalloc/kfree", |b| {
         b.iter(|| {
             let addr = k.kmalloc(&mut *pages, 64).expect("ok").expect("memory");
-            k.kfree(&mut *pages, black_box(addr)).expect("valid free");
+            // SAFETY: a live allocation, freed once.
+            unsafe { k.kfree(&mut *pages, black_box(addr)) }.expect("valid free");
         })
     });
     let mut t = talc();
@@ -180,7 +183,8 @@ fn random(c: &mut Criterion) {
                             k.kmalloc(&mut *pages, size as u64).expect("ok").expect("memory")
                     }
                     addr => {
-                        k.kfree(&mut *pages, addr).expect("valid free");
+                        // SAFETY: a live allocation, freed once.
+                        unsafe { k.kfree(&mut *pages, addr) }.expect("valid free");
                         slots[slot] = 0;
                     }
                 }

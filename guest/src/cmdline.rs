@@ -9,6 +9,7 @@
 //! | `loglevel=` | `off`, `error`, `warn`, `info`, `debug`, `trace`, or Linux's `0`–`8` | `info` |
 //! | `seed=` | the stress workload's random seed, a number | `1` |
 //! | `ops=` | the stress workload's operations, 1 to 1 000 000 | `2000` |
+//! | `progress=` | a progress checkpoint every N operations of stress and populate (0: none) | `0` |
 //! | `slub_debug` | red zones and poisoning in the kmalloc caches | off |
 
 use log::LevelFilter;
@@ -26,6 +27,9 @@ pub struct Options {
     pub seed: u64,
     /// Operations of the stress workload.
     pub ops: u32,
+    /// A progress checkpoint every this many operations of the stress and populate
+    /// workloads, for a host to inspect the guest mid-run; 0 for none.
+    pub progress: u32,
     /// Red zones and poisoning in the kmalloc caches.
     pub slub_debug: bool,
 }
@@ -37,6 +41,7 @@ impl Default for Options {
             loglevel: LevelFilter::Info,
             seed: 1,
             ops: 2000,
+            progress: 0,
             slub_debug: false,
         }
     }
@@ -82,10 +87,12 @@ impl Options {
                     let ops = value.parse().ok().filter(|ops| (1..=1_000_000).contains(ops));
                     options.ops = ops.ok_or(bad_value)?;
                 }
-                ("slub_debug", None) => options.slub_debug = true,
-                ("workload" | "loglevel" | "seed" | "ops", None) | ("slub_debug", Some(_)) => {
-                    return Err(bad_value)
+                ("progress", Some(value)) => {
+                    options.progress = value.parse().map_err(|_| bad_value)?;
                 }
+                ("slub_debug", None) => options.slub_debug = true,
+                ("workload" | "loglevel" | "seed" | "ops" | "progress", None)
+                | ("slub_debug", Some(_)) => return Err(bad_value),
                 _ => return Err(CmdlineError { kind: CmdlineErrorKind::UnknownOption, option }),
             }
         }
@@ -128,8 +135,12 @@ mod tests {
             }
         );
         assert!(Options::parse("slub_debug").is_ok_and(|o| o.slub_debug));
-        let stress = Options::parse("workload=stress seed=42 ops=500").expect("parses");
-        assert_eq!((stress.workload, stress.seed, stress.ops), (Workload::Stress, 42, 500));
+        let stress =
+            Options::parse("workload=stress seed=42 ops=500 progress=100").expect("parses");
+        assert_eq!(
+            (stress.workload, stress.seed, stress.ops, stress.progress),
+            (Workload::Stress, 42, 500, 100)
+        );
         assert_eq!(Options::parse("loglevel=4").map(|o| o.loglevel), Ok(LevelFilter::Error));
         assert_eq!(Options::parse("loglevel=7").map(|o| o.loglevel), Ok(LevelFilter::Info));
     }
@@ -156,6 +167,8 @@ mod tests {
             "ops=0",
             "ops=2000000",
             "ops",
+            "progress=-1",
+            "progress",
         ] {
             let err = Options::parse(line).expect_err(line);
             assert_eq!((err.kind, err.option), (CmdlineErrorKind::BadValue, line));

@@ -6,8 +6,10 @@
 //! - [`buddy`]: the buddy page allocator with per-CPU order-0 caches.
 //! - [`memblock`]: the boot-time memory manager (memory and reserved region sets).
 //! - [`paging`]: 4-level page tables: map, unmap, protect, translate, walk.
+//! - [`pager`]: demand paging of an armed area from a pool of frames.
 //! - [`rng`]: the pseudo-random generator of the stress workload and the benchmarks.
 //! - [`slab`]: SLUB-style caches and kmalloc over a page backend.
+//! - [`vmalloc`]: virtually contiguous areas with guard pages.
 #![no_std]
 
 #[cfg(test)]
@@ -17,6 +19,10 @@ pub mod buddy;
 pub mod cmdline;
 pub mod e820;
 pub mod memblock;
+pub mod pager;
 pub mod paging;
 pub mod rng;
 pub mod slab;
+#[cfg(test)]
+mod testing;
+pub mod vmalloc;

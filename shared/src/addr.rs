@@ -38,6 +38,12 @@ impl PhysAddr {
         }
     }
 
+    /// The address with the bits from 52 up cleared.
+    #[inline]
+    pub const fn new_masked(addr: u64) -> Self {
+        Self(addr & (Self::LIMIT - 1))
+    }
+
     /// The raw value.
     #[inline]
     pub const fn as_u64(self) -> u64 {
@@ -85,18 +91,31 @@ impl VirtAddr {
     /// The address, if it is canonical.
     #[inline]
     pub const fn try_new(addr: u64) -> Option<Self> {
-        let top = addr >> 47;
-        if top == 0 || top == 0x1_ffff {
+        if Self::is_canonical(addr) {
             Some(Self(addr))
         } else {
             None
         }
     }
 
+    /// Whether `addr` is canonical: bits 63..47 all equal.
+    #[inline]
+    pub const fn is_canonical(addr: u64) -> bool {
+        let top = addr >> 47;
+        top == 0 || top == 0x1_ffff
+    }
+
     /// The address with bits 63..48 replaced by copies of bit 47.
     #[inline]
     pub const fn new_truncate(addr: u64) -> Self {
         Self((((addr << 16) as i64) >> 16) as u64)
+    }
+
+    /// The address in the 48-bit linear space where the lower half and the upper half are
+    /// one contiguous range: bits 63..48 cleared.
+    #[inline]
+    pub const fn linear(self) -> u64 {
+        self.0 & 0xffff_ffff_ffff
     }
 
     /// The raw value.

@@ -5,6 +5,8 @@
 //! The VMM fills `boot_params` with linux-loader's generated type; the guest reads the
 //! fields at these offsets. Host tests assert the two agree.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
 /// Size of the zero page.
 pub const ZERO_PAGE_SIZE: usize = 4096;
 /// Offset of `ext_cmd_line_ptr` (upper 32 bits of the command line address).
@@ -33,8 +35,22 @@ pub const HEADER_MAGIC: u32 = 0x5372_6448;
 /// `hdr.type_of_loader` for a loader without an assigned id.
 pub const LOADER_UNDEFINED: u8 = 0xff;
 
-/// One entry of the e820 table (`struct boot_e820_entry`, packed, 20 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// One entry of the e820 table (`struct boot_e820_entry`, packed, 20 bytes): the zero
+/// page's encoding, the guest's report and what the host reads from guest memory alike.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C, packed)]
 pub struct E820Entry {
     /// First byte of the range.
@@ -42,39 +58,16 @@ pub struct E820Entry {
     /// Length of the range in bytes.
     pub size: u64,
     /// The range's type (`E820_TYPE_*`).
+    #[cfg_attr(feature = "serde", serde(rename = "type"))]
     pub typ: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<E820Entry>() == 20);
 
 impl E820Entry {
-    /// Size of the encoded entry.
-    pub const SIZE: usize = 20;
-
     /// The entry covering `[addr, addr + size)`.
     pub const fn new(addr: u64, size: u64, typ: u32) -> Self {
         Self { addr, size, typ }
-    }
-
-    /// Little-endian encoding, as in the zero page.
-    pub fn to_bytes(self) -> [u8; Self::SIZE] {
-        let mut out = [0; Self::SIZE];
-        let (addr, size, typ) = (self.addr, self.size, self.typ);
-        out[..8].copy_from_slice(&addr.to_le_bytes());
-        out[8..16].copy_from_slice(&size.to_le_bytes());
-        out[16..].copy_from_slice(&typ.to_le_bytes());
-        out
-    }
-
-    /// Decodes an entry from its 20-byte little-endian encoding.
-    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
-        let mut addr = [0; 8];
-        let mut size = [0; 8];
-        let mut typ = [0; 4];
-        addr.copy_from_slice(&bytes[..8]);
-        size.copy_from_slice(&bytes[8..16]);
-        typ.copy_from_slice(&bytes[16..]);
-        Self::new(u64::from_le_bytes(addr), u64::from_le_bytes(size), u32::from_le_bytes(typ))
     }
 }
 

@@ -10,8 +10,14 @@
 //!   [`ReportKind`]; the VMM decodes it into a typed value. Payloads are little-endian and
 //!   at most [`REPORT_MAX_LEN`] bytes.
 
+use crate::mm::SlabCache;
+use crate::page::ZoneType;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// A hypercall request (24 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct Request {
     /// [`CHECKPOINT`] or [`REPORT`].
@@ -24,21 +30,7 @@ pub struct Request {
     pub len: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Request>() == Request::SIZE);
-
-impl Request {
-    /// Size of the encoded request.
-    pub const SIZE: usize = 24;
-
-    /// Decodes a request from its little-endian encoding.
-    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
-        let u32_at = |at: usize| {
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        let u64_at = |at: usize| (u64::from(u32_at(at + 4)) << 32) | u64::from(u32_at(at));
-        Self { nr: u32_at(0), kind: u32_at(4), arg: u64_at(8), len: u64_at(16) }
-    }
-}
+const _: () = assert!(core::mem::size_of::<Request>() == 24);
 
 /// Hypercall number: the guest reached checkpoint `arg`.
 pub const CHECKPOINT: u32 = 1;
@@ -48,19 +40,24 @@ pub const REPORT: u32 = 2;
 /// Largest report payload the VMM accepts.
 pub const REPORT_MAX_LEN: u64 = 64 * 1024;
 
-/// Checkpoint tags the guest uses.
+/// Checkpoint tags the guest uses, numbered in the order a run meets them.
 pub mod checkpoint {
-    /// The kernel finished booting and is about to run its workload.
-    pub const BOOTED: u64 = 1;
-    /// Check the last [`super::ReportKind::Translations`] report against KVM's own
-    /// translation (`KVM_TRANSLATE`) of every address in it.
-    pub const CHECK_TRANSLATIONS: u64 = 2;
+    /// The guest walked its sample addresses (the last
+    /// [`super::ReportKind::Translations`] report): check them against KVM's own
+    /// translation (`KVM_TRANSLATE`). vmcoreinfo is not published yet.
+    pub const CHECK_TRANSLATIONS: u64 = 1;
+    /// The kernel finished booting and published vmcoreinfo; the workload runs next.
+    pub const BOOTED: u64 = 2;
+    /// A workload paused between two steps with its allocators consistent, so that the
+    /// host can inspect it.
+    pub const PROGRESS: u64 = 3;
 
     /// A checkpoint's name.
     pub fn name(tag: u64) -> &'static str {
         match tag {
-            BOOTED => "booted",
             CHECK_TRANSLATIONS => "check-translations",
+            BOOTED => "booted",
+            PROGRESS => "progress",
             _ => "guest-defined",
         }
     }
@@ -70,16 +67,16 @@ pub mod checkpoint {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ReportKind {
-    /// The sanitised e820 map: a sequence of [`crate::boot::E820Entry`].
+    /// The sanitised e820 map: `[`[`crate::boot::E820Entry`]`]`.
     E820 = 1,
     /// A kernel panic: a [`PanicHeader`], then the file name, then the message (UTF-8).
     Panic = 2,
     /// An unhandled CPU exception: an [`ExceptionReport`].
     Exception = 3,
-    /// A rejected command-line option: a `u32` [`CmdlineErrorKind`], then the option (UTF-8).
+    /// A rejected command-line option: a [`CmdlineErrorHeader`], then the option (UTF-8).
     CmdlineError = 4,
-    /// memblock at the hand-off to the buddy allocator: a [`MemblockHeader`], then
-    /// `memory` and `reserved` regions as (base, size) pairs of `u64`.
+    /// memblock at the hand-off to the buddy allocator: a [`MemblockHeader`], then its
+    /// `memory` and `reserved` [`crate::mm::Region`]s.
     Memblock = 5,
     /// One zone's counters and free lists: a [`ZoneReport`].
     Zone = 6,
@@ -91,46 +88,46 @@ pub enum ReportKind {
     Stress = 9,
     /// Why the boot could not go on (UTF-8).
     BootError = 10,
-    /// The guest's own translations: (virtual, physical or [`UNMAPPED`], page size in
-    /// bytes or 0) triples of `u64`, for the VMM to check against KVM's.
+    /// The guest's own translations, for the VMM to check against KVM's:
+    /// `[`[`Translation`]`]`.
     Translations = 11,
     /// A kernel page fault it cannot handle, with its cause: an [`OopsReport`].
     Oops = 12,
-    /// The kernel's page tables: tables per level (PML4, PDPT, PD, PT), then pages mapped
-    /// per size (4 KiB, 2 MiB, 1 GiB): seven `u64`.
+    /// The kernel's page tables: a [`PageTablesReport`].
     PageTables = 13,
     /// One slab cache's `/proc/slabinfo` line and its waste: a [`SlabInfoReport`].
     SlabInfo = 14,
 }
 
-/// The physical address of an unmapped virtual address in a [`ReportKind::Translations`].
-pub const UNMAPPED: u64 = u64::MAX;
-
 impl ReportKind {
+    /// Every kind, in number order.
+    pub const ALL: [ReportKind; 14] = [
+        Self::E820,
+        Self::Panic,
+        Self::Exception,
+        Self::CmdlineError,
+        Self::Memblock,
+        Self::Zone,
+        Self::BootTimes,
+        Self::Test,
+        Self::Stress,
+        Self::BootError,
+        Self::Translations,
+        Self::Oops,
+        Self::PageTables,
+        Self::SlabInfo,
+    ];
+
     /// The kind with this number, if it is one.
     pub fn from_u32(value: u32) -> Option<Self> {
-        Some(match value {
-            1 => Self::E820,
-            2 => Self::Panic,
-            3 => Self::Exception,
-            4 => Self::CmdlineError,
-            5 => Self::Memblock,
-            6 => Self::Zone,
-            7 => Self::BootTimes,
-            8 => Self::Test,
-            9 => Self::Stress,
-            10 => Self::BootError,
-            11 => Self::Translations,
-            12 => Self::Oops,
-            13 => Self::PageTables,
-            14 => Self::SlabInfo,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|kind| *kind as u32 == value)
     }
 }
 
 /// Header of a [`ReportKind::Panic`] payload (16 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct PanicHeader {
     /// Source line of the panic.
@@ -146,7 +143,9 @@ pub struct PanicHeader {
 const _: () = assert!(core::mem::size_of::<PanicHeader>() == 16);
 
 /// Header of a [`ReportKind::Memblock`] payload (8 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct MemblockHeader {
     /// Regions of `memory` that follow.
@@ -155,13 +154,32 @@ pub struct MemblockHeader {
     pub reserved: u32,
 }
 
+/// Header of a [`ReportKind::CmdlineError`] payload (4 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct CmdlineErrorHeader {
+    /// A [`CmdlineErrorKind`].
+    pub kind: u32,
+}
+
 /// Payload of [`ReportKind::Zone`] (168 bytes): `/proc/zoneinfo` and `/proc/buddyinfo`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C)]
 pub struct ZoneReport {
-    /// [`crate::page::ZoneType`] number.
+    /// The zone: a [`ZoneType`] number (its name in JSON).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "json::zone_name"),
+        schemars(with = "String")
+    )]
     pub zone: u32,
     /// Zero.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub reserved: u32,
     /// First page frame spanned.
     pub start_pfn: u64,
@@ -181,16 +199,13 @@ pub struct ZoneReport {
     pub low: u64,
     /// Watermark high.
     pub high: u64,
-    /// Free blocks per order.
+    /// Free blocks per order, 0 to 10.
     pub nr_free: [u64; crate::page::NR_ORDERS],
 }
 
-const _: () = assert!(core::mem::size_of::<ZoneReport>() == ZoneReport::SIZE);
+const _: () = assert!(core::mem::size_of::<ZoneReport>() == 168);
 
 impl ZoneReport {
-    /// Size of the encoded report.
-    pub const SIZE: usize = 168;
-
     /// The report of `zone`: the one mapping from a zone to what the host prints, used by
     /// the guest's report and by the host's reading of guest memory alike.
     pub fn of(zone: &crate::mm::Zone) -> Self {
@@ -209,15 +224,23 @@ impl ZoneReport {
             nr_free: zone.free_area.map(|area| area.nr_free),
         }
     }
+
+    /// The zone's name (`DMA`, `DMA32`, `Normal`), or `?` for a number that names none.
+    pub fn zone_name(&self) -> &'static str {
+        ZoneType::from_u32(self.zone).map_or("?", ZoneType::name)
+    }
 }
 
 /// Payload of [`ReportKind::BootTimes`] (32 bytes): TSC cycles of each boot phase.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C)]
 pub struct BootTimes {
     /// From the start of memory setup to memblock ready (e820 in, reservations made).
     pub memblock_cycles: u64,
-    /// From memblock ready to the memory map ready (direct map and vmemmap populated).
+    /// From memblock ready to the memory map ready (page tables and vmemmap).
     pub memmap_cycles: u64,
     /// From the memory map ready to the buddy allocator ready (hand-off, watermarks).
     pub buddy_cycles: u64,
@@ -228,7 +251,9 @@ pub struct BootTimes {
 const _: () = assert!(core::mem::size_of::<BootTimes>() == 32);
 
 /// Header of a [`ReportKind::Test`] payload (16 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct TestHeader {
     /// 1 if the check passed.
@@ -244,7 +269,10 @@ pub struct TestHeader {
 const _: () = assert!(core::mem::size_of::<TestHeader>() == 16);
 
 /// Payload of [`ReportKind::Stress`] (56 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C)]
 pub struct StressReport {
     /// The seed.
@@ -259,19 +287,36 @@ pub struct StressReport {
     pub failed_allocations: u64,
     /// Most pages allocated at once.
     pub max_live_pages: u64,
-    /// 1 if the free lists were exactly the boot state again at the end.
+    /// 1 if the free lists were exactly the boot state again at the end (a boolean in
+    /// JSON).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "json::boolean"),
+        schemars(with = "bool")
+    )]
     pub restored: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<StressReport>() == 56);
 
+/// Bytes of a cache name in a [`SlabInfoReport`].
+pub const SLAB_NAME_LEN: usize = 24;
+
 /// Payload of [`ReportKind::SlabInfo`] (88 bytes): `/proc/slabinfo`'s columns and the
 /// bytes each slab wastes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C)]
 pub struct SlabInfoReport {
-    /// The cache's name, NUL-padded.
-    pub name: [u8; 24],
+    /// The cache's name, NUL-padded (a string in JSON).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "json::nul_padded"),
+        schemars(with = "String")
+    )]
+    pub name: [u8; SLAB_NAME_LEN],
     /// Objects allocated.
     pub active_objs: u64,
     /// Objects in all slabs.
@@ -292,13 +337,105 @@ pub struct SlabInfoReport {
 
 const _: () = assert!(core::mem::size_of::<SlabInfoReport>() == 88);
 
+impl SlabInfoReport {
+    /// The line of the cache `cache` named `name`: the one mapping from a cache to what
+    /// the host prints, used by the guest's report and by the host's reading of guest
+    /// memory alike. The arithmetic saturates: a hostile cache may hold any values.
+    pub fn of(cache: &SlabCache, name: &[u8]) -> Self {
+        let mut padded = [0; SLAB_NAME_LEN];
+        let len = name.len().min(SLAB_NAME_LEN);
+        padded[..len].copy_from_slice(&name[..len]);
+        let slab_bytes = 4096u64.checked_shl(cache.order).unwrap_or(0);
+        Self {
+            name: padded,
+            active_objs: cache.in_use,
+            num_objs: cache.slabs.saturating_mul(cache.objects),
+            objsize: cache.object_size,
+            objperslab: cache.objects,
+            pagesperslab: 1u64.checked_shl(cache.order).unwrap_or(0),
+            active_slabs: cache.slabs.saturating_sub(cache.empty),
+            num_slabs: cache.slabs,
+            waste_per_slab: slab_bytes.saturating_sub(cache.objects.saturating_mul(cache.stride)),
+        }
+    }
+
+    /// The name, up to its first NUL.
+    pub fn name(&self) -> &str {
+        nul_padded_str(&self.name)
+    }
+}
+
+/// `bytes` up to the first NUL, as UTF-8 (up to the first invalid byte).
+fn nul_padded_str(bytes: &[u8]) -> &str {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    match core::str::from_utf8(&bytes[..end]) {
+        Ok(text) => text,
+        Err(err) => core::str::from_utf8(&bytes[..err.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
+/// Payload of [`ReportKind::PageTables`] (56 bytes): what the kernel's tree holds.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
+#[repr(C)]
+pub struct PageTablesReport {
+    /// Tables per level: PML4, PDPT, PD, PT.
+    pub tables: [u64; 4],
+    /// Leaves per page size: 4 KiB, 2 MiB, 1 GiB.
+    pub pages: [u64; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<PageTablesReport>() == 56);
+
+/// The physical address of an unmapped virtual address in a [`Translation`].
+pub const UNMAPPED: u64 = u64::MAX;
+
+/// One address of a [`ReportKind::Translations`] payload (24 bytes), as the guest's own
+/// walker translated it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
+#[repr(C)]
+pub struct Translation {
+    /// The virtual address.
+    pub virt: u64,
+    /// Its physical address, or [`UNMAPPED`] (null in JSON).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "json::unmapped_as_null"),
+        schemars(with = "Option<u64>")
+    )]
+    pub phys: u64,
+    /// The size of the page it lies in (0 if unmapped).
+    pub page_size: u64,
+}
+
+impl Translation {
+    /// The physical address, if mapped.
+    pub fn phys(&self) -> Option<u64> {
+        (self.phys != UNMAPPED).then_some(self.phys)
+    }
+}
+
 /// Payload of [`ReportKind::Oops`] (32 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C)]
 pub struct OopsReport {
-    /// An [`OopsCause`].
+    /// An [`OopsCause`] (its name in JSON).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "json::oops_cause"),
+        schemars(with = "String")
+    )]
     pub cause: u32,
     /// Zero.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub reserved: u32,
     /// The faulting address (CR2).
     pub address: u64,
@@ -309,6 +446,13 @@ pub struct OopsReport {
 }
 
 const _: () = assert!(core::mem::size_of::<OopsReport>() == 32);
+
+impl OopsReport {
+    /// The cause's name, or `unknown` for a number that names none.
+    pub fn cause_name(&self) -> &'static str {
+        OopsCause::from_u32(self.cause).map_or("unknown", OopsCause::name)
+    }
+}
 
 /// Why a kernel page fault could not be handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,6 +530,14 @@ impl CmdlineErrorKind {
             _ => None,
         }
     }
+
+    /// `unknown-option` or `bad-value`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UnknownOption => "unknown-option",
+            Self::BadValue => "bad-value",
+        }
+    }
 }
 
 /// The general-purpose registers in the order the guest's exception entry saves them.
@@ -395,7 +547,10 @@ pub const GPR_NAMES: [&str; 15] = [
 ];
 
 /// Payload of [`ReportKind::Exception`] (192 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C)]
 pub struct ExceptionReport {
     /// Exception vector (0–31).
@@ -414,42 +569,19 @@ pub struct ExceptionReport {
     pub ss: u64,
     /// CR2 (the faulting address, for page faults).
     pub cr2: u64,
-    /// General-purpose registers, in [`GPR_NAMES`] order.
+    /// General-purpose registers, in [`GPR_NAMES`] order (by name in JSON).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "json::registers"),
+        schemars(with = "std::collections::BTreeMap<String, u64>")
+    )]
     pub gprs: [u64; 15],
     /// Zero; keeps the size a multiple of 16.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub reserved: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ExceptionReport>() == ExceptionReport::SIZE);
-
-impl ExceptionReport {
-    /// Size of the encoded report.
-    pub const SIZE: usize = 192;
-
-    /// Decodes a report from its little-endian encoding.
-    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
-        let mut words = [0u64; Self::SIZE / 8];
-        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-            let mut raw = [0; 8];
-            raw.copy_from_slice(chunk);
-            *word = u64::from_le_bytes(raw);
-        }
-        let mut gprs = [0; 15];
-        gprs.copy_from_slice(&words[8..23]);
-        Self {
-            vector: words[0],
-            error_code: words[1],
-            rip: words[2],
-            cs: words[3],
-            rflags: words[4],
-            rsp: words[5],
-            ss: words[6],
-            cr2: words[7],
-            gprs,
-            reserved: words[23],
-        }
-    }
-}
+const _: () = assert!(core::mem::size_of::<ExceptionReport>() == 192);
 
 /// Linux's mnemonic and name for an exception vector (`arch/x86/include/asm/trapnr.h`).
 pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
@@ -482,28 +614,70 @@ pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
     }
 }
 
+/// Serialisers for the JSON forms of the payloads (host only).
+#[cfg(feature = "serde")]
+mod json {
+    use super::{nul_padded_str, OopsCause, ZoneType, GPR_NAMES, SLAB_NAME_LEN, UNMAPPED};
+    use serde::ser::{SerializeMap, Serializer};
+
+    pub fn zone_name<S: Serializer>(zone: &u32, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(ZoneType::from_u32(*zone).map_or("?", ZoneType::name))
+    }
+
+    pub fn oops_cause<S: Serializer>(cause: &u32, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(OopsCause::from_u32(*cause).map_or("unknown", OopsCause::name))
+    }
+
+    pub fn boolean<S: Serializer>(value: &u64, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_bool(*value == 1)
+    }
+
+    pub fn nul_padded<S: Serializer>(
+        name: &[u8; SLAB_NAME_LEN],
+        out: S,
+    ) -> Result<S::Ok, S::Error> {
+        out.serialize_str(nul_padded_str(name))
+    }
+
+    pub fn unmapped_as_null<S: Serializer>(phys: &u64, out: S) -> Result<S::Ok, S::Error> {
+        match *phys {
+            UNMAPPED => out.serialize_none(),
+            phys => out.serialize_some(&phys),
+        }
+    }
+
+    pub fn registers<S: Serializer>(gprs: &[u64; 15], out: S) -> Result<S::Ok, S::Error> {
+        let mut map = out.serialize_map(Some(gprs.len()))?;
+        for (name, value) in GPR_NAMES.iter().zip(gprs) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zerocopy::FromBytes;
 
     #[test]
     fn request_decodes_little_endian_fields() {
-        let mut bytes = [0u8; Request::SIZE];
+        let mut bytes = [0u8; 24];
         bytes[0] = 2;
         bytes[4] = 1;
         bytes[8..16].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
         bytes[16..24].copy_from_slice(&40u64.to_le_bytes());
-        let request = Request::from_bytes(&bytes);
+        let request = Request::read_from_bytes(&bytes).expect("24 bytes");
         assert_eq!(request, Request { nr: REPORT, kind: 1, arg: 0x1122_3344_5566_7788, len: 40 });
     }
 
     #[test]
     fn exception_report_decodes_every_field_in_order() {
-        let mut bytes = [0u8; ExceptionReport::SIZE];
+        let mut bytes = [0u8; 192];
         for (index, chunk) in bytes.chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&(index as u64 + 100).to_le_bytes());
         }
-        let report = ExceptionReport::from_bytes(&bytes);
+        let report = ExceptionReport::read_from_bytes(&bytes).expect("192 bytes");
         assert_eq!((report.vector, report.cr2), (100, 107));
         assert_eq!(report.gprs[0], 108);
         assert_eq!(report.gprs[14], 122);
@@ -511,12 +685,40 @@ mod tests {
     }
 
     #[test]
-    fn report_kinds_round_trip() {
-        for kind in
-            [ReportKind::E820, ReportKind::Panic, ReportKind::Exception, ReportKind::CmdlineError]
-        {
-            assert_eq!(ReportKind::from_u32(kind as u32), Some(kind));
+    fn every_report_kind_round_trips_through_its_number() {
+        for (number, kind) in (1u32..).zip(ReportKind::ALL) {
+            assert_eq!(kind as u32, number, "numbered in order, without gaps");
+            assert_eq!(ReportKind::from_u32(number), Some(kind));
         }
         assert_eq!(ReportKind::from_u32(0), None);
+        assert_eq!(ReportKind::from_u32(ReportKind::SlabInfo as u32 + 1), None);
+    }
+
+    #[test]
+    fn slab_lines_saturate_on_hostile_caches() {
+        let sane = SlabCache {
+            order: 1,
+            objects: 30,
+            stride: 256,
+            slabs: 4,
+            empty: 1,
+            ..Default::default()
+        };
+        let line = SlabInfoReport::of(&sane, b"kmalloc-256");
+        assert_eq!(line.name(), "kmalloc-256");
+        assert_eq!((line.num_objs, line.pagesperslab, line.active_slabs), (120, 2, 3));
+        assert_eq!(line.waste_per_slab, 8192 - 30 * 256);
+        let hostile = SlabCache {
+            order: 200,
+            objects: u64::MAX,
+            stride: u64::MAX,
+            slabs: u64::MAX,
+            empty: u64::MAX,
+            ..Default::default()
+        };
+        let line = SlabInfoReport::of(&hostile, &[b'x'; 40]);
+        assert_eq!((line.pagesperslab, line.waste_per_slab, line.active_slabs), (0, 0, 0));
+        assert_eq!(line.name().len(), SLAB_NAME_LEN);
+        assert_eq!(SlabInfoReport::of(&sane, b"ab\xffcd").name(), "ab");
     }
 }

@@ -1,7 +1,11 @@
 //! The contract between the kvm-mm VMM and its guest kernel.
 //!
 //! Everything both sides must agree on lives here, as constants and `#[repr(C)]` types
-//! whose sizes are asserted at compile time:
+//! whose sizes are asserted at compile time. Every type that crosses between guest and
+//! host derives `zerocopy`'s `FromBytes`, `IntoBytes`, `Immutable` and `KnownLayout`: the
+//! compiler proves it has no padding, the guest sends it with `as_bytes()`, and the host
+//! decodes it from untrusted bytes with `read_from_bytes()`, with no hand-written
+//! decoder. With the `serde` feature (the VMM's), the same types serialise to JSON.
 //!
 //! ```text
 //!  VMM                                   guest
@@ -13,10 +17,12 @@
 //!  ◀─ read by the host ──────────────── page::      `struct page`, zone geometry
 //!  ◀─ read by the host ──────────────── mm::        zones, free lists, memblock, slab caches
 //!  ◀─ read by the host ──────────────── vmcoreinfo:: where all of the above is
-//!                                       walk::      the host's page-table walker
+//!                                       addr::      physical and (canonical) virtual addresses
+//!                                       pte::       page-table entries, flags, page sizes
+//!                                       walk::      the page-table walker both sides use
 //!  ── `workload=` on the command line ▶ workload::  the workloads the guest can run
 //! ```
-#![no_std]
+#![cfg_attr(not(feature = "serde"), no_std)]
 
 pub mod addr;
 pub mod boot;
@@ -25,6 +31,7 @@ pub mod layout;
 pub mod mm;
 pub mod page;
 pub mod ports;
+pub mod pte;
 pub mod status;
 pub mod vmcoreinfo;
 pub mod walk;

@@ -15,6 +15,7 @@
 //! types, so what the host reads is the allocators' own state, not a copy made for it.
 
 use crate::page::{ZoneType, NO_PFN, NR_ORDERS};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Capacity of a per-CPU list, in blocks.
 pub const PCP_CAPACITY: usize = 192;
@@ -28,7 +29,7 @@ pub const PCP_ORDERS: u32 = 4;
 pub const NR_PCP_LISTS: usize = PCP_ORDERS as usize;
 
 /// One order's free list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct FreeArea {
     /// First block on the list, or [`NO_PFN`].
@@ -38,7 +39,9 @@ pub struct FreeArea {
 }
 
 /// Zone watermarks, in pages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct Watermarks {
     /// Below this only emergency allocations succeed.
@@ -51,7 +54,7 @@ pub struct Watermarks {
 
 /// A per-CPU list of blocks of one order (one of Linux's `per_cpu_pages` lists), used as a
 /// stack.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct Pcp {
     /// Blocks on the list.
@@ -69,7 +72,7 @@ impl Pcp {
 }
 
 /// A zone: its span, counters, free lists and per-CPU lists.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct Zone {
     /// Which zone: a [`ZoneType`] value.
@@ -137,7 +140,10 @@ impl Zone {
 }
 
 /// A physical range `[base, base + size)`: one memblock region.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C)]
 pub struct Region {
     /// First byte.
@@ -159,15 +165,20 @@ impl Region {
 pub const SLAB_DEBUG: u32 = 1 << 0;
 /// [`SlabCache::flags`]: objects have a constructor (and are not poisoned).
 pub const SLAB_CTOR: u32 = 1 << 1;
+/// [`SlabCache::flags`]: a kmalloc size class; in debug mode each object records the size
+/// its caller asked for, and the bytes between that and the class size are red zone.
+pub const SLAB_KMALLOC: u32 = 1 << 2;
 
 /// The state of a slab cache (Linux's `struct kmem_cache` with its per-CPU slab).
 ///
 /// A slab is 2^`order` pages whose first `struct page` has `PG_SLAB`, `slab_cache` = the
 /// cache's address, and (unless it is the current slab) its freelist and objects in use.
-/// A free object's first word points to the next free object (0 ends the list). Slabs with
-/// free objects are linked through their pages' `next`/`prev` from `partial`; full slabs
-/// are on no list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A free object's word at `free_offset` points to the next free object (0 ends the list).
+/// Slabs with free objects are linked through their pages' `next`/`prev` from `partial`,
+/// slabs a debug check took out of service from `quarantined`; full slabs are on no list.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct SlabCache {
     /// Kernel address of the name (UTF-8, not NUL-terminated).
@@ -176,9 +187,11 @@ pub struct SlabCache {
     pub name_len: u64,
     /// Bytes a caller may use in an object.
     pub object_size: u64,
-    /// Bytes of the object before its red zone: the size, at least a free pointer's 8.
-    pub payload: u64,
-    /// Distance between objects: payload, red zone, alignment padding.
+    /// End of the payload and, in debug mode, of the red zone after it: the payload is
+    /// `[0, object_size)` (at least 8 bytes without debug), the red zone
+    /// `[object_size, red_end)`.
+    pub red_end: u64,
+    /// Distance between objects: payload, red zone, metadata, alignment padding.
     pub stride: u64,
     /// Slab order.
     pub order: u32,
@@ -192,8 +205,9 @@ pub struct SlabCache {
     pub cpu_freelist: u64,
     /// Objects of the current slab in use (its page's count is stale while it is current).
     pub cpu_inuse: u32,
-    /// Padding.
-    pub reserved: u32,
+    /// Offset of the free pointer in a free object: 0, or past the red zone in debug mode
+    /// and for caches with a constructor.
+    pub free_offset: u32,
     /// Recorded in each slab page's `private`: the kmalloc class plus one, or zero.
     pub class_tag: u64,
     /// First slab with free objects, or [`NO_PFN`].
@@ -202,10 +216,15 @@ pub struct SlabCache {
     pub empty: u64,
     /// Slabs the cache holds.
     pub slabs: u64,
-    /// Objects allocated.
+    /// Objects allocated, those written off included.
     pub in_use: u64,
+    /// First slab taken out of service by a debug check, or [`NO_PFN`]; such slabs are
+    /// linked like the partial list and never allocated from again.
+    pub quarantined: u64,
+    /// Objects written off with quarantined slabs (counted in `in_use`).
+    pub written_off: u64,
 }
 
 /// Size of a [`SlabCache`].
-pub const SLAB_CACHE_SIZE: usize = 120;
+pub const SLAB_CACHE_SIZE: usize = 136;
 const _: () = assert!(core::mem::size_of::<SlabCache>() == SLAB_CACHE_SIZE);

@@ -7,8 +7,12 @@
 //! initialises the memory map; the hand-off to the buddy allocator touches only the first
 //! page of each free block.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Page-frame descriptor (64 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct Page {
     /// `PG_*` flags.

@@ -17,20 +17,28 @@
 //! The descriptor lives at the fixed address itself rather than behind a pointer there:
 //! one untrusted pointer fewer to follow.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Guest-physical address of the descriptor.
 pub const VMCOREINFO_ADDR: u64 = 0x6000;
 
 /// `magic` once the guest has published the descriptor: "kvmmcore".
 pub const VMCOREINFO_MAGIC: u64 = u64::from_le_bytes(*b"kvmmcore");
 
-/// The layout version this crate describes.
-pub const VMCOREINFO_VERSION: u32 = 1;
+/// The layout version this crate describes (2: the kernel image's section boundaries).
+pub const VMCOREINFO_VERSION: u32 = 2;
+
+/// [`VmCoreInfo::paging_flags`]: the kernel maps with no-execute (EFER.NXE is on), so
+/// everything but its text must be NX.
+pub const PAGING_NX: u64 = 1 << 0;
 
 /// RAM ranges the descriptor can list.
 pub const MAX_RAM_RANGES: usize = 8;
 
 /// A RAM range and where it is in the RAM file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct RamRange {
     /// First guest-physical address.
@@ -42,7 +50,9 @@ pub struct RamRange {
 }
 
 /// The descriptor.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct VmCoreInfo {
     /// [`VMCOREINFO_MAGIC`] once published.
@@ -68,6 +78,12 @@ pub struct VmCoreInfo {
     pub kernel_start: u64,
     /// Physical range of the kernel image: end (exclusive).
     pub kernel_end: u64,
+    /// Physical start of the kernel's read-only data; its text is `[kernel_start, here)`.
+    pub kernel_rodata: u64,
+    /// Physical start of the kernel's data, bss and stacks: `[here, kernel_end)`.
+    pub kernel_data: u64,
+    /// How the kernel maps: [`PAGING_NX`].
+    pub paging_flags: u64,
     /// The vmalloc area: start.
     pub vmalloc_start: u64,
     /// The vmalloc area: end (exclusive).
@@ -97,7 +113,7 @@ pub struct VmCoreInfo {
 }
 
 /// Size of a [`VmCoreInfo`].
-pub const VMCOREINFO_SIZE: usize = 368;
+pub const VMCOREINFO_SIZE: usize = 392;
 const _: () = assert!(core::mem::size_of::<VmCoreInfo>() == VMCOREINFO_SIZE);
 const _: () = assert!(VMCOREINFO_SIZE as u64 <= crate::layout::PAGE_SIZE);
 // The descriptor's page lies below the zero page, in the first MiB.

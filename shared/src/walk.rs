@@ -1,70 +1,25 @@
 //! A 4-level x86_64 page-table walker over any [`PhysMem`], for readers of guest memory
-//! that cannot trust it (the host inspector).
+//! that cannot trust it (the host inspector), and for the guest's own translations.
 //!
 //! ```text
 //! virt  [63:48 sign] [47:39 PML4] [38:30 PDPT] [29:21 PD] [20:12 PT] [11:0 offset]
 //!        cr3 ─▶ PML4[i] ─▶ PDPT[j] ─▶ (PS: 1 GiB page) PD[k] ─▶ (PS: 2 MiB page) PT[l] ─▶ 4 KiB
 //! ```
 //!
-//! Entry format: Intel SDM vol. 3, 4.5. A walk stops at a non-present entry, at a reserved
-//! bit (PS in a PML4 entry), or at a table that is not in RAM. Enumeration ([`for_each_leaf`]) visits a virtual range in order and spends
-//! one unit of a caller-given budget per entry it reads, so aliased or self-referencing
-//! tables cost bounded time.
+//! The entry format is [`crate::pte`]'s. A walk stops where the CPU would fault: at a
+//! non-present entry, at a reserved bit ([`PageTableEntry::has_reserved_bits`]), or at a
+//! table that is not in RAM. Enumeration ([`for_each_leaf`]) visits a canonical virtual
+//! range in order and spends one unit of a caller-given budget per entry it reads, so
+//! aliased or self-referencing tables cost bounded time.
+
+use crate::addr::VirtAddr;
+use crate::pte::{entry_span, level_name, table_index, PageTableEntry, PteFlags, ADDR_MASK};
+use core::ops::RangeInclusive;
 
 /// Guest-physical memory a walker may read. Reads outside RAM return `None`.
 pub trait PhysMem {
     /// The little-endian `u64` at `gpa`.
     fn read_u64(&mut self, gpa: u64) -> Option<u64>;
-}
-
-/// Present.
-pub const PTE_PRESENT: u64 = 1 << 0;
-/// Writable.
-pub const PTE_WRITABLE: u64 = 1 << 1;
-/// User-accessible.
-pub const PTE_USER: u64 = 1 << 2;
-/// Write-through.
-pub const PTE_PWT: u64 = 1 << 3;
-/// Cache disable.
-pub const PTE_PCD: u64 = 1 << 4;
-/// Accessed.
-pub const PTE_ACCESSED: u64 = 1 << 5;
-/// Dirty.
-pub const PTE_DIRTY: u64 = 1 << 6;
-/// Page size: the entry maps a 1 GiB (PDPT) or 2 MiB (PD) page.
-pub const PTE_HUGE: u64 = 1 << 7;
-/// Global.
-pub const PTE_GLOBAL: u64 = 1 << 8;
-/// No-execute.
-pub const PTE_NX: u64 = 1 << 63;
-/// Physical-address bits the walker accepts (x86_64's architectural limit).
-pub const MAX_PHYS_BITS: u32 = 52;
-/// Address bits of an entry.
-pub const PTE_ADDR_MASK: u64 = ((1 << MAX_PHYS_BITS) - 1) & !0xfff;
-
-/// Name of a paging level (4 = PML4 … 1 = PT).
-pub fn level_name(level: u8) -> &'static str {
-    match level {
-        4 => "PML4",
-        3 => "PDPT",
-        2 => "PD",
-        _ => "PT",
-    }
-}
-
-/// Bytes one entry of `level` maps.
-pub const fn entry_span(level: u8) -> u64 {
-    1 << (12 + 9 * (level as u32 - 1))
-}
-
-/// Index of `virt` in a table of `level`.
-pub const fn index(virt: u64, level: u8) -> u64 {
-    (virt >> (12 + 9 * (level as u32 - 1))) & 0x1ff
-}
-
-/// `virt` with bits 63:48 copies of bit 47.
-pub const fn canonical(virt: u64) -> u64 {
-    (((virt << 16) as i64) >> 16) as u64
 }
 
 /// One entry read on the way down.
@@ -75,7 +30,7 @@ pub struct Step {
     /// Guest-physical address of the entry.
     pub entry_addr: u64,
     /// The entry.
-    pub entry: u64,
+    pub entry: PageTableEntry,
 }
 
 /// Where a walk ends without a mapping.
@@ -96,7 +51,9 @@ impl core::fmt::Display for Stop {
         match *self {
             Self::NonCanonical => write!(f, "not a canonical address"),
             Self::NotPresent(level) => write!(f, "{} entry not present", level_name(level)),
-            Self::Reserved(level) => write!(f, "{} entry sets a reserved bit", level_name(level)),
+            Self::Reserved(level) => {
+                write!(f, "{} entry sets a reserved bit (the CPU faults on it)", level_name(level))
+            }
             Self::TableOutsideRam(level) => {
                 write!(f, "{} table is not in guest RAM", level_name(level))
             }
@@ -112,10 +69,10 @@ pub struct Mapping {
     /// Size of the page: 4 KiB, 2 MiB or 1 GiB.
     pub page_size: u64,
     /// The leaf entry.
-    pub leaf: u64,
-    /// Effective permissions: `PTE_WRITABLE` and `PTE_USER` if every level grants them,
-    /// `PTE_NX` if any level sets it.
-    pub flags: u64,
+    pub leaf: PageTableEntry,
+    /// Effective permissions: `WRITABLE` and `USER` if every level grants them,
+    /// `NO_EXECUTE` if any level sets it.
+    pub flags: PteFlags,
 }
 
 /// A full walk: the entries read, and the mapping or where it stopped.
@@ -129,12 +86,6 @@ pub struct Walk {
     pub result: Result<Mapping, Stop>,
 }
 
-/// PS is reserved in a PML4 entry. Address bits above the guest's MAXPHYADDR are reserved
-/// too, but a reader does not know it; such addresses are outside RAM and caught there.
-fn reserved(entry: u64, level: u8) -> bool {
-    level == 4 && entry & PTE_HUGE != 0
-}
-
 /// Walks `virt` from the PML4 at `cr3`, recording every entry read.
 pub fn walk(mem: &mut impl PhysMem, cr3: u64, virt: u64) -> Walk {
     let mut out = Walk { steps: [Step::default(); 4], len: 0, result: Err(Stop::NonCanonical) };
@@ -146,8 +97,18 @@ pub fn walk(mem: &mut impl PhysMem, cr3: u64, virt: u64) -> Walk {
 }
 
 /// Translates `virt` from the PML4 at `cr3`.
+#[inline]
 pub fn translate(mem: &mut impl PhysMem, cr3: u64, virt: u64) -> Result<Mapping, Stop> {
     walk_inner(mem, cr3, virt, |_| {})
+}
+
+/// The permissions below an entry: `WRITABLE` and `USER` only where every level grants
+/// them, `NO_EXECUTE` where any level sets it.
+#[inline(always)]
+fn inherit(above: PteFlags, entry: PageTableEntry) -> PteFlags {
+    let granted = PteFlags::WRITABLE | PteFlags::USER;
+    let entry = entry.flags();
+    (above & (entry | !granted)) | (entry & PteFlags::NO_EXECUTE)
 }
 
 #[inline(always)]
@@ -157,26 +118,26 @@ fn walk_inner(
     virt: u64,
     mut record: impl FnMut(Step),
 ) -> Result<Mapping, Stop> {
-    if canonical(virt) != virt {
+    if !VirtAddr::is_canonical(virt) {
         return Err(Stop::NonCanonical);
     }
-    let mut table = cr3 & PTE_ADDR_MASK;
-    let mut flags = PTE_WRITABLE | PTE_USER;
+    let mut table = cr3 & ADDR_MASK;
+    let mut flags = PteFlags::WRITABLE | PteFlags::USER;
     for level in (1..=4u8).rev() {
-        let entry_addr = table + 8 * index(virt, level);
-        let entry = mem.read_u64(entry_addr).ok_or(Stop::TableOutsideRam(level))?;
+        let entry_addr = table + 8 * table_index(virt, level) as u64;
+        let entry =
+            PageTableEntry::from_raw(mem.read_u64(entry_addr).ok_or(Stop::TableOutsideRam(level))?);
         record(Step { level, entry_addr, entry });
-        if entry & PTE_PRESENT == 0 {
+        if !entry.is_present() {
             return Err(Stop::NotPresent(level));
         }
-        if reserved(entry, level) {
+        if entry.has_reserved_bits(level) {
             return Err(Stop::Reserved(level));
         }
-        flags &= entry | !(PTE_WRITABLE | PTE_USER);
-        flags |= entry & PTE_NX;
-        if level == 1 || entry & PTE_HUGE != 0 {
+        flags = inherit(flags, entry);
+        if entry.is_leaf(level) {
             let page_size = entry_span(level);
-            let base = entry & PTE_ADDR_MASK & !(page_size - 1);
+            let base = entry.addr().as_u64() & !(page_size - 1);
             return Ok(Mapping {
                 phys: base | (virt & (page_size - 1)),
                 page_size,
@@ -184,7 +145,7 @@ fn walk_inner(
                 flags,
             });
         }
-        table = entry & PTE_ADDR_MASK;
+        table = entry.addr().as_u64();
     }
     unreachable!("level 1 always ends the walk")
 }
@@ -199,15 +160,19 @@ pub struct Leaf {
     /// Page size.
     pub size: u64,
     /// The leaf entry.
-    pub entry: u64,
+    pub entry: PageTableEntry,
     /// Effective permissions, as [`Mapping::flags`].
-    pub flags: u64,
+    pub flags: PteFlags,
 }
 
 /// What an enumeration reports besides leaves.
 pub trait Visitor {
     /// A table of `level` at `gpa` is about to be read.
     fn table(&mut self, _level: u8, _gpa: u64) {}
+    /// A present entry at `level` (at guest-physical `entry_addr`, covering virtual
+    /// addresses from `virt`) sets a reserved bit: the CPU faults there, so nothing below
+    /// it is mapped.
+    fn reserved(&mut self, _level: u8, _entry_addr: u64, _virt: u64, _entry: PageTableEntry) {}
     /// A mapped page; return `false` to stop the enumeration.
     fn leaf(&mut self, leaf: Leaf) -> bool;
 }
@@ -221,25 +186,27 @@ pub enum EnumError {
     Stopped,
 }
 
-/// Visits every mapped page overlapping `[start, end]` (inclusive, canonical addresses) in
-/// address order. Each entry read costs one unit of `budget`. Tables outside RAM and
+/// Visits every mapped page overlapping `range` (canonical, inclusive) in address order,
+/// lower half first. Each entry read costs one unit of `budget`. Tables outside RAM and
 /// entries with reserved bits are skipped, as the CPU would fault on them.
 pub fn for_each_leaf(
     mem: &mut impl PhysMem,
     cr3: u64,
-    start: u64,
-    end: u64,
+    range: RangeInclusive<VirtAddr>,
     budget: &mut u64,
     visitor: &mut impl Visitor,
 ) -> Result<(), EnumError> {
-    // Work in the 48-bit linear space, where the range is contiguous.
-    let (start, end) = (start & 0xffff_ffff_ffff, end & 0xffff_ffff_ffff);
+    // In the 48-bit linear space the canonical addresses are one contiguous range.
+    let (start, end) = (range.start().linear(), range.end().linear());
     if start > end {
         return Ok(());
     }
-    let flags = PTE_WRITABLE | PTE_USER;
-    visit(mem, cr3 & PTE_ADDR_MASK, 4, 0, start, end, flags, budget, visitor)
+    let flags = PteFlags::WRITABLE | PteFlags::USER;
+    visit(mem, cr3 & ADDR_MASK, 4, 0, start, end, flags, budget, visitor)
 }
+
+/// Every canonical address, for [`for_each_leaf`].
+pub const ALL_ADDRESSES: RangeInclusive<VirtAddr> = VirtAddr::new(0)..=VirtAddr::new(u64::MAX);
 
 #[allow(clippy::too_many_arguments)]
 fn visit(
@@ -249,7 +216,7 @@ fn visit(
     base: u64,
     start: u64,
     end: u64,
-    flags: u64,
+    flags: PteFlags,
     budget: &mut u64,
     visitor: &mut impl Visitor,
 ) -> Result<(), EnumError> {
@@ -262,20 +229,25 @@ fn visit(
             return Err(EnumError::Budget);
         }
         *budget -= 1;
-        let Some(entry) = mem.read_u64(table + 8 * slot) else {
+        let entry_addr = table + 8 * slot;
+        let Some(raw) = mem.read_u64(entry_addr) else {
             // The table itself is outside RAM: nothing below it can be mapped.
             return Ok(());
         };
-        if entry & PTE_PRESENT == 0 || reserved(entry, level) {
+        let entry = PageTableEntry::from_raw(raw);
+        if !entry.is_present() {
             continue;
         }
         let virt = base + slot * span;
-        let mut child = flags & (entry | !(PTE_WRITABLE | PTE_USER));
-        child |= entry & PTE_NX;
-        if level == 1 || entry & PTE_HUGE != 0 {
+        if entry.has_reserved_bits(level) {
+            visitor.reserved(level, entry_addr, VirtAddr::new_truncate(virt).as_u64(), entry);
+            continue;
+        }
+        let child = inherit(flags, entry);
+        if entry.is_leaf(level) {
             let leaf = Leaf {
-                virt: canonical(virt),
-                phys: entry & PTE_ADDR_MASK & !(span - 1),
+                virt: VirtAddr::new_truncate(virt).as_u64(),
+                phys: entry.addr().as_u64() & !(span - 1),
                 size: span,
                 entry,
                 flags: child,
@@ -287,7 +259,7 @@ fn visit(
             let child_end = end.min(virt + span - 1);
             visit(
                 mem,
-                entry & PTE_ADDR_MASK,
+                entry.addr().as_u64(),
                 level - 1,
                 virt,
                 start.max(virt),
@@ -318,17 +290,21 @@ mod tests {
         }
     }
 
-    const RW: u64 = PTE_PRESENT | PTE_WRITABLE;
+    const P: u64 = PteFlags::PRESENT.bits();
+    const RW: u64 = P | PteFlags::WRITABLE.bits();
+    const PS: u64 = PteFlags::HUGE.bits();
+    const NX: u64 = PteFlags::NO_EXECUTE.bits();
+    const US: u64 = PteFlags::USER.bits();
 
     /// PML4 at 0x1000 → PDPT 0x2000 → PD 0x3000 → PT 0x4000; 0xffff_8000_0000_0000 region.
     fn tree() -> Words {
         let mut m = Words::default();
         m.0.insert(0x1000 + 8 * 256, 0x2000 | RW);
         m.0.insert(0x2000, 0x3000 | RW);
-        m.0.insert(0x2000 + 8, 0x4000_0000 | RW | PTE_HUGE); // 1 GiB at virt +1 GiB
-        m.0.insert(0x3000, 0x4000 | PTE_PRESENT); // read-only below
-        m.0.insert(0x3000 + 8, 0x20_0000 | RW | PTE_HUGE | PTE_NX); // 2 MiB
-        m.0.insert(0x4000 + 8 * 3, 0x9000 | RW | PTE_USER);
+        m.0.insert(0x2000 + 8, 0x4000_0000 | RW | PS); // 1 GiB at virt +1 GiB
+        m.0.insert(0x3000, 0x4000 | P); // read-only below
+        m.0.insert(0x3000 + 8, 0x20_0000 | RW | PS | NX); // 2 MiB
+        m.0.insert(0x4000 + 8 * 3, 0x9000 | RW | US);
         m
     }
 
@@ -339,13 +315,13 @@ mod tests {
         let mut m = tree();
         let small = translate(&mut m, 0x1000, BASE + 0x3123).expect("mapped");
         assert_eq!((small.phys, small.page_size), (0x9123, 4096));
-        assert_eq!(
-            small.flags & (PTE_WRITABLE | PTE_USER),
-            0,
+        assert!(
+            !small.flags.intersects(PteFlags::WRITABLE | PteFlags::USER),
             "the PD entry is read-only, supervisor"
         );
         let two = translate(&mut m, 0x1000, BASE + 0x20_0000 + 5).expect("mapped");
-        assert_eq!((two.phys, two.page_size, two.flags & PTE_NX), (0x20_0005, 2 << 20, PTE_NX));
+        assert_eq!((two.phys, two.page_size), (0x20_0005, 2 << 20));
+        assert!(two.flags.contains(PteFlags::NO_EXECUTE));
         let one = translate(&mut m, 0x1000, BASE + (1 << 30) + 7).expect("mapped");
         assert_eq!((one.phys, one.page_size), (0x4000_0007, 1 << 30));
     }
@@ -356,7 +332,7 @@ mod tests {
         assert_eq!(translate(&mut m, 0x1000, 0x1000), Err(Stop::NotPresent(4)));
         assert_eq!(translate(&mut m, 0x1000, 1 << 47), Err(Stop::NonCanonical));
         assert_eq!(translate(&mut m, 0x1000, BASE + 0x4000), Err(Stop::NotPresent(1)));
-        m.0.insert(0x1000 + 8 * 257, 0x2000 | RW | PTE_HUGE);
+        m.0.insert(0x1000 + 8 * 257, 0x2000 | RW | PS);
         assert_eq!(translate(&mut m, 0x1000, BASE + (1 << 39)), Err(Stop::Reserved(4)));
         m.0.insert(0x1000 + 8 * 258, (1 << 40) | RW);
         assert_eq!(translate(&mut m, 0x1000, BASE + (2 << 39)), Err(Stop::TableOutsideRam(3)));
@@ -364,14 +340,38 @@ mod tests {
         assert_eq!(w.len, 4);
         assert_eq!(
             w.steps[3],
-            Step { level: 1, entry_addr: 0x4018, entry: 0x9000 | RW | PTE_USER }
+            Step {
+                level: 1,
+                entry_addr: 0x4018,
+                entry: PageTableEntry::from_raw(0x9000 | RW | US)
+            }
         );
     }
 
-    struct Collect(Vec<Leaf>, Vec<(u8, u64)>);
+    #[test]
+    fn misaligned_large_leaves_fault_on_their_reserved_bits() {
+        let mut m = tree();
+        // A 2 MiB leaf with bit 13 set, a 1 GiB leaf with bit 29 set.
+        m.0.insert(0x3000 + 16, 0x40_2000 | RW | PS);
+        m.0.insert(0x2000 + 16, 0x8000_0000 | (1 << 29) | RW | PS);
+        assert_eq!(translate(&mut m, 0x1000, BASE + 0x40_0000), Err(Stop::Reserved(2)));
+        assert_eq!(translate(&mut m, 0x1000, BASE + (2 << 30)), Err(Stop::Reserved(3)));
+        // Bit 12 is the PAT bit of a large leaf: allowed.
+        m.0.insert(0x3000 + 24, 0x60_1000 | RW | PS);
+        assert_eq!(translate(&mut m, 0x1000, BASE + 0x60_0010).map(|t| t.phys), Ok(0x60_0010));
+        // Bit 7 of a 4 KiB entry is PAT, not PS: still a 4 KiB page.
+        m.0.insert(0x4000 + 8 * 4, 0xa000 | RW | PS);
+        let pat = translate(&mut m, 0x1000, BASE + 0x4008).expect("mapped");
+        assert_eq!((pat.phys, pat.page_size), (0xa008, 4096));
+    }
+
+    struct Collect(Vec<Leaf>, Vec<(u8, u64)>, Vec<(u8, u64)>);
     impl Visitor for Collect {
         fn table(&mut self, level: u8, gpa: u64) {
             self.1.push((level, gpa));
+        }
+        fn reserved(&mut self, level: u8, _: u64, virt: u64, _: PageTableEntry) {
+            self.2.push((level, virt));
         }
         fn leaf(&mut self, leaf: Leaf) -> bool {
             self.0.push(leaf);
@@ -379,27 +379,58 @@ mod tests {
         }
     }
 
+    fn collect() -> Collect {
+        Collect(Vec::new(), Vec::new(), Vec::new())
+    }
+
     #[test]
     fn enumeration_is_ordered_clipped_and_bounded() {
         let mut m = tree();
-        let mut all = Collect(Vec::new(), Vec::new());
+        let mut all = collect();
         let mut budget = 1 << 20;
-        for_each_leaf(&mut m, 0x1000, 0, u64::MAX, &mut budget, &mut all).expect("complete");
+        for_each_leaf(&mut m, 0x1000, ALL_ADDRESSES, &mut budget, &mut all).expect("complete");
         let virts: Vec<u64> = all.0.iter().map(|l| l.virt).collect();
         assert_eq!(virts, [BASE + 0x3000, BASE + 0x20_0000, BASE + (1 << 30)]);
         assert_eq!(all.1, [(4, 0x1000), (3, 0x2000), (2, 0x3000), (1, 0x4000)]);
-        let mut some = Collect(Vec::new(), Vec::new());
+        let mut some = collect();
         let mut budget = 1 << 20;
-        for_each_leaf(&mut m, 0x1000, BASE + 0x20_0000, BASE + 0x20_0000, &mut budget, &mut some)
-            .expect("complete");
+        let one = VirtAddr::new(BASE + 0x20_0000);
+        for_each_leaf(&mut m, 0x1000, one..=one, &mut budget, &mut some).expect("complete");
         assert_eq!(some.0.len(), 1);
         // A PML4 whose every entry points back at itself aliases 2^36 pages: bounded.
         for slot in 0..512 {
             m.0.insert(0x1000 + 8 * slot, 0x1000 | RW);
         }
         let mut budget = 10_000;
-        let mut loops = Collect(Vec::new(), Vec::new());
-        let result = for_each_leaf(&mut m, 0x1000, 0, u64::MAX, &mut budget, &mut loops);
+        let mut loops = collect();
+        let result = for_each_leaf(&mut m, 0x1000, ALL_ADDRESSES, &mut budget, &mut loops);
         assert_eq!(result, Err(EnumError::Budget));
+    }
+
+    #[test]
+    fn enumeration_names_entries_with_reserved_bits_and_skips_them() {
+        let mut m = tree();
+        m.0.insert(0x1000 + 8 * 300, 0x2000 | RW | PS);
+        m.0.insert(0x3000 + 16, 0x40_2000 | RW | PS);
+        let mut found = collect();
+        let mut budget = 1 << 20;
+        for_each_leaf(&mut m, 0x1000, ALL_ADDRESSES, &mut budget, &mut found).expect("complete");
+        assert_eq!(found.0.len(), 3, "the bad entries map nothing");
+        assert_eq!(found.2, [(2, BASE + 0x40_0000), (4, 0xffff_9600_0000_0000)]);
+    }
+
+    #[test]
+    fn a_range_across_the_hole_covers_both_halves_and_nothing_else() {
+        let mut m = tree();
+        m.0.insert(0x1000, 0x5000 | RW | US);
+        m.0.insert(0x5000 + 8 * 511, 0x6000 | RW | US);
+        m.0.insert(0x6000 + 8 * 511, 0x7000 | RW | US);
+        m.0.insert(0x7000 + 8 * 511, 0xb000 | RW | US);
+        let mut found = collect();
+        let mut budget = 1 << 20;
+        let range = VirtAddr::new(0x7f_ffff_f000)..=VirtAddr::new(BASE + 0x3fff);
+        for_each_leaf(&mut m, 0x1000, range, &mut budget, &mut found).expect("complete");
+        let virts: Vec<u64> = found.0.iter().map(|l| l.virt).collect();
+        assert_eq!(virts, [0x7f_ffff_f000, BASE + 0x3000]);
     }
 }

@@ -2,9 +2,9 @@
 //! compute, independently of the guest's code, what it should report.
 
 use shared::boot::E820Entry;
+use shared::mm::Region;
 use std::path::PathBuf;
 use std::time::Duration;
-use vmm::report::{E820Range, Region};
 use vmm::{Outcome, VmConfig};
 
 /// A small guest running `workload` with a generous timeout.
@@ -31,21 +31,21 @@ pub fn boot(config: &VmConfig) -> Outcome {
 /// The sanitised form of an e820 map, computed the slow, obvious way: cut the address
 /// space at every entry boundary, give each piece the highest type covering it, and join
 /// equal neighbours.
-pub fn sanitized(raw: &[E820Entry]) -> Vec<E820Range> {
+pub fn sanitized(raw: &[E820Entry]) -> Vec<E820Entry> {
     let mut cuts: Vec<u64> = raw.iter().flat_map(|e| [e.addr, e.addr + e.size]).collect();
     cuts.sort_unstable();
     cuts.dedup();
-    let mut out: Vec<E820Range> = Vec::new();
+    let mut out: Vec<E820Entry> = Vec::new();
     for piece in cuts.windows(2) {
         let (start, end) = (piece[0], piece[1]);
         let typ =
             raw.iter().filter(|e| e.addr <= start && end <= e.addr + e.size).map(|e| e.typ).max();
         let Some(typ) = typ else { continue };
         match out.last_mut() {
-            Some(last) if last.typ == typ && last.addr + last.size == start => {
+            Some(last) if { last.typ } == typ && last.addr + last.size == start => {
                 last.size += end - start
             }
-            _ => out.push(E820Range { addr: start, size: end - start, typ }),
+            _ => out.push(E820Entry::new(start, end - start, typ)),
         }
     }
     out
@@ -70,7 +70,7 @@ pub fn free_pages(memory: &[Region], reserved: &[Region]) -> u64 {
 }
 
 /// The e820 RAM ranges trimmed to whole pages, as memblock must hold them.
-pub fn ram_pages(e820: &[E820Range]) -> Vec<Region> {
+pub fn ram_pages(e820: &[E820Entry]) -> Vec<Region> {
     e820.iter()
         .filter(|r| r.typ == shared::boot::E820_TYPE_RAM)
         .filter_map(|r| {

@@ -1,12 +1,12 @@
 //! Booting real guests: the memory map they are given and what they report of it.
 
 use kvm_mm_tests::{boot, config, sanitized, temp_path};
+use shared::boot::E820Entry;
 use shared::boot::{E820_TYPE_RAM, E820_TYPE_RESERVED};
 use shared::hypercall::checkpoint;
 use shared::layout::{GIB, MIB};
 use vmm::config::parse_e820;
 use vmm::memory::default_e820;
-use vmm::report::E820Range;
 use vmm::ExitReason;
 
 const SUCCESS: ExitReason = ExitReason::GuestExit { status: 0 };
@@ -17,11 +17,12 @@ fn default_guest_boots_reports_its_map_and_exits_cleanly() {
         boot(&vmm::VmConfig { mem_size: 256 * MIB, cmdline: String::new(), ..config("boot") });
     assert_eq!(outcome.exit, SUCCESS, "{}", outcome.console);
     assert_eq!(outcome.exit_code, 0);
-    assert_eq!(outcome.checkpoints, [checkpoint::CHECK_TRANSLATIONS, checkpoint::BOOTED]);
+    let tags: Vec<u64> = outcome.checkpoints.iter().map(|c| c.tag).collect();
+    assert_eq!(tags, [checkpoint::CHECK_TRANSLATIONS, checkpoint::BOOTED]);
     let expected = [
-        E820Range { addr: 0, size: 0x9fc00, typ: E820_TYPE_RAM },
-        E820Range { addr: 0x9fc00, size: 0x60400, typ: E820_TYPE_RESERVED },
-        E820Range { addr: MIB, size: 255 * MIB, typ: E820_TYPE_RAM },
+        E820Entry::new(0, 0x9fc00, E820_TYPE_RAM),
+        E820Entry::new(0x9fc00, 0x60400, E820_TYPE_RESERVED),
+        E820Entry::new(MIB, 255 * MIB, E820_TYPE_RAM),
     ];
     assert_eq!(outcome.e820(), Some(&expected[..]));
     assert!(outcome.unexpected_accesses.is_empty(), "{:?}", outcome.unexpected_accesses);
@@ -39,7 +40,7 @@ fn sixteen_mib_guest_boots() {
     let outcome = boot(&vmm::VmConfig { mem_size: 16 * MIB, ..config("boot") });
     assert_eq!(outcome.exit, SUCCESS, "{}", outcome.console);
     let map = outcome.e820().expect("e820 report");
-    assert_eq!(map.last(), Some(&E820Range { addr: MIB, size: 15 * MIB, typ: E820_TYPE_RAM }));
+    assert_eq!(map.last(), Some(&E820Entry::new(MIB, 15 * MIB, E820_TYPE_RAM)));
 }
 
 #[test]
@@ -49,7 +50,7 @@ fn six_gib_guest_sees_ram_above_4_gib_without_the_host_committing_it() {
     let map = outcome.e820().expect("e820 report");
     let expected = sanitized(&default_e820(6 * GIB));
     assert_eq!(map, expected.as_slice());
-    assert_eq!(map.last(), Some(&E820Range { addr: 4 * GIB, size: 3 * GIB, typ: E820_TYPE_RAM }));
+    assert_eq!(map.last(), Some(&E820Entry::new(4 * GIB, 3 * GIB, E820_TYPE_RAM)));
     assert!(
         !map.iter().any(|r| r.addr < 4 * GIB && r.addr + r.size > 3 * GIB),
         "no RAM in the MMIO gap"
@@ -73,7 +74,7 @@ fn overlapping_unsorted_e820_is_sanitised_like_linux() {
     assert_eq!(map, sanitized(&raw).as_slice());
     // The model's answer, spelled out: reserved wins over RAM, ACPI over RAM, neighbours merge.
     assert_eq!(map.len(), 8, "{map:?}");
-    assert_eq!(map[1], E820Range { addr: 0x9f000, size: 0x61000, typ: E820_TYPE_RESERVED });
+    assert_eq!(map[1], E820Entry::new(0x9f000, 0x61000, E820_TYPE_RESERVED));
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm::inspect::{state, Command, GuestRam, Inspector};
+use vmm::inspect::{state, Command, Inspector, RamReader};
 use vmm::{ExitReason, VmConfig};
 
 const DEFAULT_EXECS: u64 = 1000;
@@ -46,7 +46,7 @@ impl Rng {
 
 /// Pages the inspector reads in a sound image: where mutations hurt.
 fn hot_pages(mem: &GuestMemoryMmap) -> (Vec<u64>, Vec<u64>) {
-    let mut inspector = Inspector::new(GuestRam::borrowed(mem));
+    let mut inspector = Inspector::new(RamReader::mapped(mem));
     let found = inspector.snapshot(|view| {
         let info = view.info;
         let mut pages = BTreeSet::from([VMCOREINFO_ADDR / 4096]);
@@ -71,8 +71,13 @@ fn hot_pages(mem: &GuestMemoryMmap) -> (Vec<u64>, Vec<u64>) {
             }
         }
         let mut budget = 1 << 24;
-        let _ =
-            for_each_leaf(view.ram, info.cr3, 0, u64::MAX, &mut budget, &mut Tables(&mut pages));
+        let _ = for_each_leaf(
+            view.ram,
+            info.cr3,
+            shared::walk::ALL_ADDRESSES,
+            &mut budget,
+            &mut Tables(&mut pages),
+        );
         // The memmap of used frames, and the slabs' objects.
         let mut slabs = Vec::new();
         for pfn in 0..info.max_pfn {
@@ -195,7 +200,7 @@ fn inspector_survives_mutated_guest_memory() {
         for command in &commands {
             let t = Instant::now();
             let result = catch_unwind(AssertUnwindSafe(|| {
-                let mut inspector = Inspector::new(GuestRam::borrowed(&mem));
+                let mut inspector = Inspector::new(RamReader::mapped(&mem));
                 inspector.max_tries = 1;
                 inspector.run(command)
             }));

@@ -27,7 +27,8 @@ fn passed(prefix: &str) {
 fn kmalloc_caches_appear_in_slabinfo() {
     let outcome = selftest();
     assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
-    let names: Vec<&str> = outcome.slabs().iter().map(|s| s.name.as_str()).collect();
+    let slabs = outcome.slabs();
+    let names: Vec<&str> = slabs.iter().map(|s| s.name()).collect();
     assert_eq!(names.len(), 13);
     assert_eq!(
         (names[0], names[4], names[6], names[12]),
@@ -38,7 +39,7 @@ fn kmalloc_caches_appear_in_slabinfo() {
             slab.objperslab >= 1 && slab.objsize * slab.objperslab <= 4096 * slab.pagesperslab,
             "{slab:?}"
         );
-        assert_eq!(slab.active_objs, 0, "{}: the selftest freed everything", slab.name);
+        assert_eq!(slab.active_objs, 0, "{}: the selftest freed everything", slab.name());
     }
     passed("slab: kmalloc serves every class");
 }

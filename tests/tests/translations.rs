@@ -6,24 +6,25 @@
 
 use kvm_mm_tests::{boot, config};
 use shared::layout::{GIB, MIB};
+use vmm::outcome::{TranslationCheck, Walker};
 use vmm::{ExitReason, VmConfig};
 
-fn checked(mem_size: u64) -> Vec<vmm::outcome::TranslationCheck> {
+fn checked(mem_size: u64) -> Vec<TranslationCheck> {
     let outcome = boot(&VmConfig { mem_size, ..config("boot") });
     assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
-    let checks = outcome.translation_checks;
+    let (checks, walker): (Vec<TranslationCheck>, Vec<TranslationCheck>) =
+        outcome.translation_checks.iter().partition(|c| c.walker == Walker::Guest);
     let disagreements: Vec<_> = checks.iter().filter(|c| !c.agrees()).collect();
     assert!(disagreements.is_empty(), "guest and KVM disagree: {disagreements:x?}");
-    assert!(checks.iter().any(|c| c.guest.is_none()), "unmapped addresses are checked too");
+    assert!(checks.iter().any(|c| c.phys.is_none()), "unmapped addresses are checked too");
     // The host's walker, reading guest RAM from outside, on every mapped page's edges.
-    let walker = &outcome.walker_checks;
-    let disagreements: Vec<_> = walker.iter().filter(|c| c.walker != c.kvm).collect();
+    let disagreements: Vec<_> = walker.iter().filter(|c| !c.agrees()).collect();
     assert!(disagreements.is_empty(), "host walker and KVM disagree: {disagreements:x?}");
     assert!(walker.len() >= 4 * checks.len(), "{} addresses", walker.len());
     for size in [4096, 2 << 20] {
         assert!(walker.iter().any(|c| c.page_size == size), "{size}-byte pages are checked");
     }
-    assert!(walker.iter().any(|c| c.walker.is_none()), "unmapped addresses are checked too");
+    assert!(walker.iter().any(|c| c.phys.is_none()), "unmapped addresses are checked too");
     checks
 }
 
@@ -42,7 +43,7 @@ fn walker_agrees_with_kvm_on_a_small_guest_with_4k_vmemmap_pages() {
 fn walker_agrees_with_kvm_beyond_the_boot_mapping() {
     let checks = checked(5 * GIB);
     assert!(
-        checks.iter().any(|c| c.guest.is_some_and(|p| p >= 4 * GIB)),
+        checks.iter().any(|c| c.phys.is_some_and(|p| p >= 4 * GIB)),
         "RAM above 4 GiB is checked"
     );
 }
@@ -51,7 +52,7 @@ fn walker_agrees_with_kvm_beyond_the_boot_mapping() {
 fn page_table_statistics_describe_the_kernel_tree() {
     let outcome = boot(&VmConfig { mem_size: 256 * MIB, ..config("boot") });
     let stats = outcome.reports.iter().find_map(|r| match r {
-        vmm::Report::PageTables { tables, pages } => Some((*tables, *pages)),
+        vmm::Report::PageTables(t) => Some((t.tables, t.pages)),
         _ => None,
     });
     let (tables, pages) = stats.expect("a page-table report");

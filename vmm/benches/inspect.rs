@@ -16,7 +16,7 @@ use shared::layout::{GIB, PAGE_OFFSET};
 use shared::walk::translate;
 use std::hint::black_box;
 use std::time::Duration;
-use vmm::inspect::{Command, GuestRam, Inspector};
+use vmm::inspect::{Command, Inspector, RamReader};
 use vmm::{ExitReason, Vm, VmConfig};
 
 /// xorshift64*: random addresses without a dependency.
@@ -39,7 +39,7 @@ fn walker_vs_kvm(c: &mut Criterion) {
     };
     let cr3 = shared::layout::BOOT_PML4;
     let addrs = addresses(4096, GIB);
-    let mut ram = GuestRam::borrowed(vm.memory());
+    let mut ram = RamReader::mapped(vm.memory());
     for &a in &addrs {
         let kvm = vm.translate_gva(a).ok().flatten();
         assert_eq!(translate(&mut ram, cr3, a).ok().map(|m| m.phys), kvm, "{a:#x}");
@@ -82,7 +82,7 @@ fn populated_guest() -> std::path::PathBuf {
 
 fn inspect_1g(c: &mut Criterion) {
     let path = populated_guest();
-    let open = || GuestRam::open_file(&path).expect("the RAM file maps");
+    let open = || RamReader::open_file(&path).expect("the RAM file maps");
     let cr3 = Inspector::new(open()).snapshot(|view| Ok(view.info.cr3)).expect("published");
 
     let mut group = c.benchmark_group("1 GiB guest, its own tree, from its RAM file");
@@ -116,7 +116,7 @@ fn inspect_1g(c: &mut Criterion) {
             |mut inspector| {
                 inspector
                     .snapshot(|view| {
-                        let dump = vmm::inspect::pagetable::dump(view, 0, u64::MAX, false);
+                        let dump = vmm::inspect::pagetable::dump(view, Default::default(), false)?;
                         let check = vmm::inspect::check::check(view)?;
                         assert!(check.ok(), "{:?}", check.findings);
                         Ok(black_box((dump, check)))

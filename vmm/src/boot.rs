@@ -11,6 +11,7 @@ use shared::vmcoreinfo::{RamRange, VmCoreInfo, MAX_RAM_RANGES, VMCOREINFO_ADDR};
 use std::io::Cursor;
 use std::mem::offset_of;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
+use zerocopy::IntoBytes;
 
 /// Errors preparing guest memory.
 #[derive(Debug, thiserror::Error)]
@@ -91,19 +92,11 @@ pub fn write_boot_structures(
 
 /// The VMM's part of the `vmcoreinfo` descriptor: where RAM is in the guest and in the file.
 fn write_vmcoreinfo_ram(mem: &GuestMemoryMmap, ram: &[RamRange]) -> Result<(), GuestMemoryError> {
-    let base = VMCOREINFO_ADDR;
     let ram = &ram[..ram.len().min(MAX_RAM_RANGES)];
     let count = u32::try_from(ram.len()).unwrap_or(u32::MAX);
-    mem.write_obj(count, GuestAddress(base + offset_of!(VmCoreInfo, nr_ram) as u64))?;
-    for (index, range) in ram.iter().enumerate() {
-        let at = base + (offset_of!(VmCoreInfo, ram) + index * size_of::<RamRange>()) as u64;
-        for (word, value) in
-            [range.guest_addr, range.size, range.file_offset].into_iter().enumerate()
-        {
-            mem.write_obj(value, GuestAddress(at + 8 * word as u64))?;
-        }
-    }
-    Ok(())
+    let field = |offset: usize| GuestAddress(VMCOREINFO_ADDR + offset as u64);
+    mem.write_slice(count.as_bytes(), field(offset_of!(VmCoreInfo, nr_ram)))?;
+    mem.write_slice(ram.as_bytes(), field(offset_of!(VmCoreInfo, ram)))
 }
 
 #[cfg(test)]
@@ -141,7 +134,7 @@ mod tests {
             ],
             [0x0c8, 0x1e8, 0x1fe, 0x202, 0x210, 0x228, 0x238, 0x2d0]
         );
-        assert_eq!(std::mem::size_of::<boot_e820_entry>(), E820Entry::SIZE);
+        assert_eq!(std::mem::size_of::<boot_e820_entry>(), size_of::<E820Entry>());
     }
 
     #[test]
@@ -155,8 +148,7 @@ mod tests {
         assert_eq!(u64::from(u32_at(zp::CMD_LINE_PTR)), CMDLINE);
         assert_eq!(u32_at(zp::CMDLINE_SIZE), 17);
         assert_eq!(u32_at(zp::HEADER), HEADER_MAGIC);
-        let second: [u8; E820Entry::SIZE] =
-            bytes[zp::E820_TABLE + 20..zp::E820_TABLE + 40].try_into().expect("20 bytes");
-        assert_eq!(E820Entry::from_bytes(&second), e820[1]);
+        let second = &bytes[zp::E820_TABLE + 20..zp::E820_TABLE + 40];
+        assert_eq!(zerocopy::FromBytes::read_from_bytes(second), Ok(e820[1]));
     }
 }

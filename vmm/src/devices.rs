@@ -71,7 +71,7 @@ pub fn console_text(console: &Console) -> (String, bool) {
 }
 
 /// What kind of access found no device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AccessKind {
     /// `in` from a port.
@@ -85,7 +85,7 @@ pub enum AccessKind {
 }
 
 /// An access no device owns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct UnexpectedAccess {
     /// Read or write, port or memory.
     pub kind: AccessKind,

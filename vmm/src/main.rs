@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use vmm::config::{parse_e820, parse_size, DEFAULT_KVM_DEVICE};
-use vmm::inspect::{Command, GuestRam, Inspector};
+use vmm::inspect::{Command, Inspector, RamReader};
 use vmm::{exit_code, procfs, VmConfig};
 
 const EXIT_CODES: &str = "\
@@ -175,30 +175,23 @@ fn print_reports(outcome: &vmm::Outcome) {
     }
     let slabs = outcome.slabs();
     if !slabs.is_empty() {
-        println!("/proc/slabinfo:\n{}", procfs::slabinfo(slabs));
+        println!("/proc/slabinfo:\n{}", procfs::slabinfo(&slabs));
     }
     for report in &outcome.reports {
-        if let vmm::Report::BootTimes { memblock_cycles, memmap_cycles, buddy_cycles, ram_bytes } =
-            report
-        {
-            let total = memblock_cycles + memmap_cycles + buddy_cycles;
-            let per_gib = u128::from(total) * (1 << 30) / u128::from((*ram_bytes).max(1));
+        if let vmm::Report::BootTimes(t) = report {
+            let total = t.memblock_cycles + t.memmap_cycles + t.buddy_cycles;
+            let per_gib = u128::from(total) * (1 << 30) / u128::from(t.ram_bytes.max(1));
             log::debug!(
-                "memory setup: memblock {memblock_cycles}, memmap {memmap_cycles}, buddy {buddy_cycles} TSC cycles ({per_gib} per GiB of RAM)"
+                "memory setup: memblock {}, memmap {}, buddy {} TSC cycles ({per_gib} per GiB of RAM)",
+                t.memblock_cycles,
+                t.memmap_cycles,
+                t.buddy_cycles
             );
         }
-    }
-    for report in &outcome.reports {
-        if let vmm::Report::PageTables { tables, pages } = report {
+        if let vmm::Report::PageTables(t) = report {
+            let ([pml4, pdpt, pd, pt], [small, large, huge]) = (t.tables, t.pages);
             log::debug!(
-                "guest page tables: {} PML4, {} PDPT, {} PD, {} PT; mapped {} × 4 KiB, {} × 2 MiB, {} × 1 GiB",
-                tables[0],
-                tables[1],
-                tables[2],
-                tables[3],
-                pages[0],
-                pages[1],
-                pages[2]
+                "guest page tables: {pml4} PML4, {pdpt} PDPT, {pd} PD, {pt} PT; mapped {small} × 4 KiB, {large} × 2 MiB, {huge} × 1 GiB"
             );
         }
     }
@@ -211,7 +204,7 @@ fn print_reports(outcome: &vmm::Outcome) {
 
 fn inspect(args: InspectArgs) -> ExitCode {
     let result =
-        GuestRam::open_file(&args.file).and_then(|ram| Inspector::new(ram).run(&args.command));
+        RamReader::open_file(&args.file).and_then(|ram| Inspector::new(ram).run(&args.command));
     let output = match result {
         Ok(output) => output,
         Err(err) => {

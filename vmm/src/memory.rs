@@ -10,7 +10,13 @@
 //!
 //! The file is created empty and sized with `ftruncate`, so RAM reads as zero at boot and
 //! the host commits only the pages the guest (or the VMM's own boot writes) touch. Another
-//! process can map the same `--mem-file` to inspect the guest.
+//! process can read the same `--mem-file` to inspect the guest (`vmm inspect` reads it
+//! with `pread`, so a file that shrinks under it gives errors, never SIGBUS).
+//!
+//! A `--mem-file` is locked (`flock(LOCK_EX)`) before it is truncated and for as long as
+//! the guest runs, so a second `vmm run` on the same path is refused instead of shrinking
+//! the file under the first, whose own mapping would then fault. The lock is advisory: it
+//! binds kvm-mm processes, not others.
 
 use shared::boot::{E820Entry, E820_TYPE_RAM, E820_TYPE_RESERVED};
 use shared::layout::{EBDA_START, HIGH_MEMORY, MMIO_GAP_END, MMIO_GAP_START};
@@ -28,6 +34,26 @@ pub enum MemoryError {
     /// memfd_create failed.
     #[error("cannot create the guest RAM memfd: {0}")]
     Memfd(#[source] std::io::Error),
+    /// The memory file is a directory.
+    #[error("--mem-file {} is a directory; give the path of a file to create in it, like {}", path.display(), path.join("guest.ram").display())]
+    MemFileIsDirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Another kvm-mm process holds the memory file.
+    #[error("--mem-file {} is in use by another vmm process (it holds a lock on the file); give another path, or wait for that guest to exit", path.display())]
+    MemFileInUse {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The memory file could not be locked.
+    #[error("cannot lock --mem-file {}: {source}; use a file on a local filesystem", path.display())]
+    LockFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The memory file could not be opened or created.
     #[error("cannot create --mem-file {}: {source}; check the directory exists and is writable", path.display())]
     CreateFile {
@@ -168,24 +194,43 @@ fn memfd(size: u64) -> Result<File, MemoryError> {
     Ok(file)
 }
 
+/// Opens (or creates) the RAM file, locks it against other kvm-mm processes, and only
+/// then truncates it to `size` zero bytes.
 fn open_mem_file(path: &Path, size: u64) -> Result<File, MemoryError> {
+    if path.is_dir() {
+        return Err(MemoryError::MemFileIsDirectory { path: path.to_path_buf() });
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(false)
         .open(path)
         .map_err(|source| MemoryError::CreateFile { path: path.to_path_buf(), source })?;
-    file.set_len(size).map_err(|source| MemoryError::SizeFile {
-        path: path.to_path_buf(),
-        size,
-        source,
+    lock_exclusive(&file).map_err(|source| match source.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => MemoryError::MemFileInUse { path: path.to_path_buf() },
+        _ => MemoryError::LockFile { path: path.to_path_buf(), source },
     })?;
+    let sized = file.set_len(0).and_then(|()| file.set_len(size));
+    sized.map_err(|source| MemoryError::SizeFile { path: path.to_path_buf(), size, source })?;
     let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
     if actual < size {
         return Err(MemoryError::FileTooSmall { path: path.to_path_buf(), actual, size });
     }
     Ok(file)
+}
+
+/// Takes an exclusive advisory lock on `file` without waiting; it lasts as long as the
+/// open file (and its clones, which share it).
+fn lock_exclusive(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor `file` owns; it reads or writes no memory.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -273,5 +318,29 @@ mod tests {
         );
         let err = GuestRam::new(16 * MIB, Some(Path::new("/dev/null"))).err().expect("fails");
         assert!(err.to_string().starts_with("cannot size --mem-file /dev/null"), "{err}");
+        let dir = std::env::temp_dir();
+        let err = GuestRam::new(16 * MIB, Some(&dir)).err().expect("fails");
+        assert!(matches!(err, MemoryError::MemFileIsDirectory { .. }), "{err}");
+        assert!(err.to_string().contains("is a directory; give the path of a file"), "{err}");
+    }
+
+    #[test]
+    fn a_mem_file_in_use_is_neither_truncated_nor_shared() {
+        use vm_memory::Bytes;
+        let path = std::env::temp_dir().join(format!("kvm-mm-lock-{}", std::process::id()));
+        let first = GuestRam::new(16 * MIB, Some(&path)).expect("the first guest's RAM");
+        first.memory.write_obj(0x5a5a_u64, GuestAddress(MIB)).expect("in RAM");
+        let err = GuestRam::new(8 * MIB, Some(&path)).err().expect("refused");
+        assert!(matches!(err, MemoryError::MemFileInUse { .. }), "{err}");
+        assert!(err.to_string().contains("is in use by another vmm process"), "{err}");
+        // The first guest's RAM is intact: same size, same contents.
+        assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(16 * MIB));
+        assert_eq!(first.memory.read_obj::<u64>(GuestAddress(MIB)).ok(), Some(0x5a5a));
+        drop(first);
+        // Once the first guest is gone, the file is free again, and zeroed for the next.
+        let second = GuestRam::new(8 * MIB, Some(&path)).expect("free again");
+        assert_eq!(second.memory.read_obj::<u64>(GuestAddress(MIB)).ok(), Some(0));
+        drop(second);
+        let _ = std::fs::remove_file(&path);
     }
 }

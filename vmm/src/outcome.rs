@@ -2,9 +2,11 @@
 //! and the process exit codes the CLI maps them to.
 
 use crate::devices::UnexpectedAccess;
-use crate::report::{E820Range, Report, SlabInfo, ZoneInfo};
+use crate::report::Report;
+use schemars::JsonSchema;
 use serde::Serialize;
-use shared::hypercall::exception_name;
+use shared::boot::E820Entry;
+use shared::hypercall::{checkpoint, SlabInfoReport, ZoneReport};
 use shared::status::GuestStatus;
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ pub mod exit_code {
 }
 
 /// vCPU registers the VMM saw when the guest stopped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Registers {
     /// Instruction pointer.
     pub rip: u64,
@@ -44,7 +46,7 @@ pub struct Registers {
 }
 
 /// Why the run ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum ExitReason {
     /// The guest wrote `status` to the debug-exit port.
@@ -126,42 +128,119 @@ impl ExitReason {
     }
 }
 
-/// One address translated by the guest's walker and by KVM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// Whose page-table walker a [`TranslationCheck`] holds against KVM's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Walker {
+    /// The guest kernel's own walker, which reported its translations.
+    Guest,
+    /// The host's walker (`shared::walk`), reading guest RAM from outside.
+    Host,
+}
+
+/// One address translated by a walker and by KVM (`KVM_TRANSLATE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct TranslationCheck {
+    /// Whose walker.
+    pub walker: Walker,
     /// The virtual address.
     pub virt: u64,
-    /// The guest's translation (`None`: unmapped).
-    pub guest: Option<u64>,
-    /// KVM's translation (`None`: unmapped, or KVM refused the address).
-    pub kvm: Option<u64>,
-    /// The page size the guest found (0 if unmapped).
-    pub page_size: u64,
-}
-
-impl TranslationCheck {
-    /// Whether the two agree.
-    pub fn agrees(&self) -> bool {
-        self.guest == self.kvm
-    }
-}
-
-/// One address translated by the host's walker (`shared::walk`, reading guest RAM from
-/// outside) and by KVM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct WalkerCheck {
-    /// The virtual address.
-    pub virt: u64,
-    /// The host walker's translation (`None`: unmapped).
-    pub walker: Option<u64>,
+    /// The walker's translation (`None`: unmapped).
+    pub phys: Option<u64>,
     /// KVM's translation (`None`: unmapped, or KVM refused the address).
     pub kvm: Option<u64>,
     /// The page size the walker found (0 if unmapped).
     pub page_size: u64,
 }
 
-/// Everything a run produced.
-#[derive(Clone, Debug, Serialize)]
+impl TranslationCheck {
+    /// Whether the walker and KVM agree.
+    pub fn agrees(&self) -> bool {
+        self.phys == self.kvm
+    }
+}
+
+/// One walker's checks in JSON: how many, and the disagreements in full.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct CheckSummary {
+    /// Addresses checked.
+    pub checked: usize,
+    /// Addresses where the walker and KVM disagree.
+    pub disagreements: Vec<TranslationCheck>,
+}
+
+/// The translation checks in JSON, by walker (the full list is [`Outcome::translation_checks`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct TranslationChecks {
+    /// The guest's walker against KVM.
+    pub guest: CheckSummary,
+    /// The host's walker against KVM.
+    pub host: CheckSummary,
+}
+
+fn summarise<S: serde::Serializer>(checks: &[TranslationCheck], out: S) -> Result<S::Ok, S::Error> {
+    let by = |walker: Walker| {
+        let mine = checks.iter().filter(|c| c.walker == walker);
+        CheckSummary {
+            checked: mine.clone().count(),
+            disagreements: mine.filter(|c| !c.agrees()).copied().collect(),
+        }
+    };
+    TranslationChecks { guest: by(Walker::Guest), host: by(Walker::Host) }.serialize(out)
+}
+
+/// A checkpoint the guest reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Checkpoint {
+    /// The tag (`shared::hypercall::checkpoint`).
+    pub tag: u64,
+    /// Its name.
+    pub name: &'static str,
+}
+
+impl Checkpoint {
+    /// The checkpoint tagged `tag`.
+    pub fn new(tag: u64) -> Self {
+        Self { tag, name: checkpoint::name(tag) }
+    }
+}
+
+/// Console bytes `--json` carries: the end of the console, where a failure is.
+pub const JSON_CONSOLE_LIMIT: usize = 64 << 10;
+
+fn console_tail<S: serde::Serializer>(console: &str, out: S) -> Result<S::Ok, S::Error> {
+    let mut start = console.len().saturating_sub(JSON_CONSOLE_LIMIT);
+    while !console.is_char_boundary(start) {
+        start += 1;
+    }
+    out.serialize_str(&console[start..])
+}
+
+/// What the run loop gathers while the guest runs; [`Outcome::new`] completes it.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    /// Why the run ended.
+    pub exit: ExitReason,
+    /// Decoded reports, in the order the guest sent them.
+    pub reports: Vec<Report>,
+    /// Checkpoints, in order.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Accesses to ports or addresses no device owns, each once.
+    pub unexpected_accesses: Vec<UnexpectedAccess>,
+    /// The walkers checked against `KVM_TRANSLATE`.
+    pub translation_checks: Vec<TranslationCheck>,
+    /// Host inspections (`--inspect`).
+    pub inspections: Vec<crate::inspect::Inspection>,
+    /// The guest console text.
+    pub console: String,
+    /// Whether the console outgrew the capture limit.
+    pub console_truncated: bool,
+}
+
+/// Everything a run produced. In JSON the translation checks are summarised and the
+/// console is its last [`JSON_CONSOLE_LIMIT`] bytes; its schema is
+/// `docs/outcome.schema.json`.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Outcome {
     /// Why the run ended.
     pub exit: ExitReason,
@@ -169,27 +248,31 @@ pub struct Outcome {
     pub exit_code: u8,
     /// Decoded reports, in the order the guest sent them.
     pub reports: Vec<Report>,
-    /// Checkpoint tags, in order.
-    pub checkpoints: Vec<u64>,
+    /// Checkpoints, in order.
+    pub checkpoints: Vec<Checkpoint>,
     /// Accesses to ports or addresses no device owns, each once.
     pub unexpected_accesses: Vec<UnexpectedAccess>,
-    /// The guest's translations checked against `KVM_TRANSLATE`.
+    /// The guest's and the host's walkers checked against `KVM_TRANSLATE` at the guest's
+    /// translation checkpoint.
+    #[serde(serialize_with = "summarise")]
+    #[schemars(with = "TranslationChecks")]
     pub translation_checks: Vec<TranslationCheck>,
-    /// The host walker checked against KVM at the guest's translation checkpoint.
-    pub walker_checks: Vec<WalkerCheck>,
     /// Host inspections (`--inspect`) at checkpoints and at exit.
     pub inspections: Vec<crate::inspect::Inspection>,
     /// The guest console text.
+    #[serde(serialize_with = "console_tail")]
     pub console: String,
-    /// Whether the console outgrew the capture limit.
+    /// Whether the console outgrew the capture limit (or, in JSON, the part shown).
     pub console_truncated: bool,
     /// Bytes of guest RAM the host committed by the end of the run.
     pub ram_resident_bytes: u64,
-    /// Host time from the start of VM creation to the first `KVM_RUN`.
-    #[serde(serialize_with = "seconds")]
+    /// Host seconds from the start of VM creation to the first `KVM_RUN`.
+    #[serde(rename = "setup_seconds", serialize_with = "seconds")]
+    #[schemars(with = "f64")]
     pub setup_time: Duration,
-    /// Host time from the first `KVM_RUN` to the end of the run.
-    #[serde(serialize_with = "seconds")]
+    /// Host seconds from the first `KVM_RUN` to the end of the run.
+    #[serde(rename = "run_seconds", serialize_with = "seconds")]
+    #[schemars(with = "f64")]
     pub run_time: Duration,
 }
 
@@ -198,8 +281,33 @@ fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S
 }
 
 impl Outcome {
+    /// The outcome of a run: what the run loop gathered, and the host's own figures.
+    pub fn new(
+        record: RunRecord,
+        ram_resident_bytes: u64,
+        setup_time: Duration,
+        run_time: Duration,
+    ) -> Self {
+        let console_truncated =
+            record.console_truncated || record.console.len() > JSON_CONSOLE_LIMIT;
+        Self {
+            exit_code: record.exit.exit_code(),
+            exit: record.exit,
+            reports: record.reports,
+            checkpoints: record.checkpoints,
+            unexpected_accesses: record.unexpected_accesses,
+            translation_checks: record.translation_checks,
+            inspections: record.inspections,
+            console: record.console,
+            console_truncated,
+            ram_resident_bytes,
+            setup_time,
+            run_time,
+        }
+    }
+
     /// The e820 map the guest reported, if it did.
-    pub fn e820(&self) -> Option<&[E820Range]> {
+    pub fn e820(&self) -> Option<&[E820Entry]> {
         self.reports.iter().find_map(|report| match report {
             Report::E820 { ranges } => Some(ranges.as_slice()),
             _ => None,
@@ -207,29 +315,29 @@ impl Outcome {
     }
 
     /// Each zone as the guest last reported it (after its workload).
-    pub fn zones(&self) -> Vec<ZoneInfo> {
-        let mut zones: Vec<ZoneInfo> = Vec::new();
+    pub fn zones(&self) -> Vec<ZoneReport> {
+        let mut zones: Vec<ZoneReport> = Vec::new();
         for zone in self.zone_reports() {
             match zones.iter_mut().find(|z| z.zone == zone.zone) {
-                Some(known) => *known = zone.clone(),
-                None => zones.push(zone.clone()),
+                Some(known) => *known = *zone,
+                None => zones.push(*zone),
             }
         }
         zones
     }
 
     /// Each zone as the guest first reported it (right after boot).
-    pub fn boot_zones(&self) -> Vec<ZoneInfo> {
-        let mut zones: Vec<ZoneInfo> = Vec::new();
+    pub fn boot_zones(&self) -> Vec<ZoneReport> {
+        let mut zones: Vec<ZoneReport> = Vec::new();
         for zone in self.zone_reports() {
             if !zones.iter().any(|z| z.zone == zone.zone) {
-                zones.push(zone.clone());
+                zones.push(*zone);
             }
         }
         zones
     }
 
-    fn zone_reports(&self) -> impl Iterator<Item = &ZoneInfo> {
+    fn zone_reports(&self) -> impl Iterator<Item = &ZoneReport> {
         self.reports.iter().filter_map(|report| match report {
             Report::Zone(zone) => Some(zone),
             _ => None,
@@ -237,11 +345,11 @@ impl Outcome {
     }
 
     /// The slab caches as the guest last reported them.
-    pub fn slabs(&self) -> Vec<&SlabInfo> {
+    pub fn slabs(&self) -> Vec<SlabInfoReport> {
         self.reports
             .iter()
             .filter_map(|report| match report {
-                Report::Slab(slab) => Some(slab),
+                Report::Slab(slab) => Some(*slab),
                 _ => None,
             })
             .collect()
@@ -264,38 +372,9 @@ impl Outcome {
     /// failure, when it sent one.
     pub fn summary(&self) -> String {
         let mut line = self.exit.describe();
-        for report in &self.reports {
-            let detail = match report {
-                Report::Panic { message, file, line, column } => {
-                    format!("panic: {message} at {file}:{line}:{column}")
-                }
-                Report::Exception { vector, error_code, rip, cr2, .. } => {
-                    let (mnemonic, name) = exception_name(*vector);
-                    format!("{mnemonic} {name} at RIP {rip:#x}, error code {error_code:#x}, CR2 {cr2:#x}")
-                }
-                Report::CmdlineError { reason, option } => format!("{reason}: '{option}'"),
-                Report::BootError { message } => message.clone(),
-                Report::Oops { cause, address, rip, .. } => {
-                    format!("oops: {cause} at address {address:#x}, RIP {rip:#x}")
-                }
-                Report::Malformed { kind, problem } => {
-                    format!("malformed report of kind {kind}: {problem}")
-                }
-                Report::Test { name, passed: false, detail } => {
-                    format!("check failed: {name}: {detail}")
-                }
-                Report::E820 { .. }
-                | Report::Translations { .. }
-                | Report::PageTables { .. }
-                | Report::Slab(_)
-                | Report::Memblock { .. }
-                | Report::Zone(_)
-                | Report::BootTimes { .. }
-                | Report::Test { .. }
-                | Report::Stress { .. } => continue,
-            };
+        for failure in self.reports.iter().filter_map(Report::failure) {
             line.push_str("; ");
-            line.push_str(&detail);
+            line.push_str(&failure);
         }
         line
     }

@@ -2,15 +2,15 @@
 //! `/proc/zoneinfo` subset (`mm/vmstat.c`) and `/proc/slabinfo` version 2.1
 //! (`mm/slab_common.c`).
 
-use crate::report::{SlabInfo, ZoneInfo};
+use shared::hypercall::{SlabInfoReport, ZoneReport};
 use shared::mm::{PCP_BATCH, PCP_HIGH};
 use std::fmt::Write;
 
 /// `/proc/buddyinfo`: one line per zone, free blocks of each order.
-pub fn buddyinfo(zones: &[ZoneInfo]) -> String {
+pub fn buddyinfo(zones: &[ZoneReport]) -> String {
     let mut out = String::new();
     for zone in zones {
-        let _ = write!(out, "Node 0, zone {:>8} ", zone.zone);
+        let _ = write!(out, "Node 0, zone {:>8} ", zone.zone_name());
         for count in &zone.nr_free {
             let _ = write!(out, "{count:6} ");
         }
@@ -20,10 +20,10 @@ pub fn buddyinfo(zones: &[ZoneInfo]) -> String {
 }
 
 /// The `/proc/zoneinfo` lines for free pages, watermarks, span and start.
-pub fn zoneinfo(zones: &[ZoneInfo]) -> String {
+pub fn zoneinfo(zones: &[ZoneReport]) -> String {
     let mut out = String::new();
     for zone in zones {
-        let _ = writeln!(out, "Node 0, zone {:>8}", zone.zone);
+        let _ = writeln!(out, "Node 0, zone {:>8}", zone.zone_name());
         let _ = writeln!(out, "  pages free     {}", zone.free);
         for (name, value) in [
             ("min", zone.min),
@@ -49,7 +49,7 @@ pub fn zoneinfo(zones: &[ZoneInfo]) -> String {
 
 /// `/proc/slabinfo`, version 2.1: its header and one line per cache (SLUB reports no
 /// tunables, so those columns are zero, as Linux prints them).
-pub fn slabinfo<'a>(caches: impl IntoIterator<Item = &'a SlabInfo>) -> String {
+pub fn slabinfo<'a>(caches: impl IntoIterator<Item = &'a SlabInfoReport>) -> String {
     let mut out = String::from(
         "slabinfo - version: 2.1\n# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n",
     );
@@ -57,7 +57,7 @@ pub fn slabinfo<'a>(caches: impl IntoIterator<Item = &'a SlabInfo>) -> String {
         let _ = writeln!(
             out,
             "{:<17} {:6} {:6} {:6} {:4} {:4} : tunables {:4} {:4} {:4} : slabdata {:6} {:6} {:6}",
-            c.name,
+            c.name(),
             c.active_objs,
             c.num_objs,
             c.objsize,
@@ -78,9 +78,10 @@ pub fn slabinfo<'a>(caches: impl IntoIterator<Item = &'a SlabInfo>) -> String {
 mod tests {
     use super::*;
 
-    fn zone() -> ZoneInfo {
-        ZoneInfo {
-            zone: "DMA32".into(),
+    fn zone() -> ZoneReport {
+        ZoneReport {
+            zone: shared::page::ZoneType::Dma32 as u32,
+            reserved: 0,
             start_pfn: 4096,
             spanned: 61440,
             present: 61440,
@@ -90,23 +91,21 @@ mod tests {
             min: 500,
             low: 625,
             high: 750,
-            nr_free: vec![1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 57],
+            nr_free: [1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 57],
         }
     }
 
     #[test]
     fn slabinfo_has_the_version_2_1_header_and_columns() {
-        let cache = SlabInfo {
-            name: "kmalloc-64".into(),
-            active_objs: 3,
-            num_objs: 64,
-            objsize: 64,
-            objperslab: 64,
-            pagesperslab: 1,
-            active_slabs: 1,
-            num_slabs: 1,
-            waste_per_slab: 0,
+        let raw = shared::mm::SlabCache {
+            object_size: 64,
+            stride: 64,
+            objects: 64,
+            slabs: 1,
+            in_use: 3,
+            ..Default::default()
         };
+        let cache = SlabInfoReport::of(&raw, b"kmalloc-64");
         let text = slabinfo([&cache]);
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("slabinfo - version: 2.1"));

@@ -12,7 +12,7 @@ use crate::boot::{load_kernel, write_boot_structures, BootError};
 use crate::config::{check_cmdline, check_e820, check_mem_size, ConfigError, VmConfig};
 use crate::memory::{default_e820, GuestRam, MemoryError};
 use crate::outcome::{exit_code, Outcome};
-use crate::vcpu;
+use crate::vcpu::{self, CheckpointStop, RunOptions};
 use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::ffi::CString;
@@ -76,9 +76,11 @@ impl Error {
 }
 
 fn kvm_open_message(path: &Path, err: &kvm_ioctls::Error) -> String {
+    let default = path == Path::new(crate::config::DEFAULT_KVM_DEVICE);
     let path = path.display();
     match err.errno() {
-        libc::ENOENT => format!("{path} does not exist: this host offers no KVM (enable virtualisation and load the kvm module)"),
+        libc::ENOENT if default => format!("{path} does not exist: this host offers no KVM (enable virtualisation and load the kvm module)"),
+        libc::ENOENT => format!("{path} does not exist; point --kvm-device at the KVM device (usually /dev/kvm)"),
         libc::EACCES | libc::EPERM => {
             format!("no permission to open {path}: add your user to the group that owns it (usually 'kvm') or run with access to it")
         }
@@ -171,22 +173,23 @@ impl Vm {
     }
 
     /// Runs the guest to its end.
-    pub fn run(mut self) -> Result<Outcome, Error> {
+    pub fn run(self) -> Result<Outcome, Error> {
+        self.run_with(|_| {})
+    }
+
+    /// Runs the guest to its end, calling `observe` at every checkpoint from BOOTED on
+    /// while the guest waits there: to inspect it (its RAM, or its RAM file from another
+    /// reader) at a point where its allocators are consistent.
+    pub fn run_with(
+        mut self,
+        mut observe: impl FnMut(&CheckpointStop<'_>),
+    ) -> Result<Outcome, Error> {
         let setup_time = self.setup_started.elapsed();
         let started = Instant::now();
-        let outcome = vcpu::run(
-            &mut self.vcpu,
-            &self.ram.memory,
-            self.timeout,
-            self.echo_console,
-            &self.inspect,
-        )?;
-        Ok(Outcome {
-            ram_resident_bytes: self.ram.resident_bytes(),
-            setup_time,
-            run_time: started.elapsed(),
-            ..outcome
-        })
+        let options =
+            RunOptions { timeout: self.timeout, echo: self.echo_console, inspect: &self.inspect };
+        let record = vcpu::run(&mut self.vcpu, &self.ram.memory, &options, &mut observe)?;
+        Ok(Outcome::new(record, self.ram.resident_bytes(), setup_time, started.elapsed()))
     }
 }
 
@@ -231,7 +234,16 @@ mod tests {
         let denied = kvm_open_message(path, &kvm_ioctls::Error::new(libc::EACCES));
         assert!(denied.starts_with("no permission to open /dev/kvm: add your user"), "{denied}");
         let missing = kvm_open_message(path, &kvm_ioctls::Error::new(libc::ENOENT));
-        assert!(missing.starts_with("/dev/kvm does not exist"), "{missing}");
+        assert!(
+            missing.starts_with("/dev/kvm does not exist: this host offers no KVM"),
+            "{missing}"
+        );
+        let wrong =
+            kvm_open_message(Path::new("/wrong/path"), &kvm_ioctls::Error::new(libc::ENOENT));
+        assert_eq!(
+            wrong,
+            "/wrong/path does not exist; point --kvm-device at the KVM device (usually /dev/kvm)"
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ fn run_inspect_prints_host_derived_state_at_checkpoints_and_exit() {
     let out = vmm(&["run", "--mem", "64M", "--inspect", "buddyinfo,check"]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("vmm: inspect check at checkpoint 1 (booted):"), "{stdout}");
+    assert!(stdout.contains("vmm: inspect check at checkpoint 2 (booted):"), "{stdout}");
     assert!(stdout.contains("vmm: inspect buddyinfo at exit:"), "{stdout}");
     assert!(stdout.contains("OK: every RAM page has exactly one owner"), "{stdout}");
     assert_refused(&["run", "--inspect", "everything"], 64, "everything");

@@ -31,13 +31,22 @@ impl Memmap for SparseMemmap {
 const NORMAL: u64 = 1 << 20;
 const SECTION_PAGES: usize = 1 << (SECTION_SHIFT - PAGE_SHIFT);
 
-/// DMA [16, 4096), DMA32 [4096, 12288) with [6000, 6100) reserved, Normal [2^20, 2^20 + 4096).
+/// Present memory: DMA [16, 4096), DMA32 [4096, 12288), Normal [2^20, 2^20 + 4096).
+const PRESENT: [(u64, u64); 2] = [(16, 12_288), (NORMAL, NORMAL + 4096)];
+/// Reserved inside it (never handed to the allocator): [6000, 6100), and the Normal
+/// zone's last 100 frames.
+const RESERVED: [(u64, u64); 2] = [(6000, 6100), (NORMAL + 3996, NORMAL + 4096)];
+
+fn reserved(pfn: u64) -> bool {
+    RESERVED.iter().any(|&(start, end)| (start..end).contains(&pfn))
+}
+
 fn allocator() -> Buddy<SparseMemmap> {
     let mut buddy = Buddy::new(SparseMemmap::with_sections(&[0, NORMAL / PAGES_PER_SECTION]));
-    for (start, end) in [(16, 12_288), (NORMAL, NORMAL + 4096)] {
+    for (start, end) in PRESENT {
         buddy.add_present(start, end);
     }
-    for (start, end) in [(16, 6000), (6100, 12_288), (NORMAL, NORMAL + 4096)] {
+    for (start, end) in [(16, 6000), (6100, 12_288), (NORMAL, NORMAL + 3996)] {
         buddy.hand_off(start, end);
     }
     buddy.setup_watermarks();
@@ -257,12 +266,13 @@ proptest! {
             if let Err(err) = buddy.check() {
                 return Err(TestCaseError::fail(format!("{err:?}")));
             }
-            // Live blocks are disjoint and aligned.
+            // Live blocks are disjoint, aligned, and never touch a reserved range.
             let mut pages = BTreeSet::new();
             for &(pfn, order) in &live {
                 prop_assert_eq!(pfn % (1 << order), 0);
                 for page in pfn..pfn + (1 << order) {
                     prop_assert!(pages.insert(page), "page {:#x} in two live blocks", page);
+                    prop_assert!(!reserved(page), "page {:#x} is reserved but was allocated", page);
                 }
             }
             // free + per-CPU + allocated = managed.
@@ -274,7 +284,7 @@ proptest! {
         buddy.drain_pcp();
         prop_assert_eq!(nr_free(&buddy), boot, "everything freed: the boot state again");
         // Every page that does not head a free block is back in the zero state.
-        for pfn in (16..12_288).chain(NORMAL..NORMAL + 4096) {
+        for pfn in PRESENT.iter().flat_map(|&(start, end)| start..end) {
             let page = *buddy.memmap.page(pfn).expect("present");
             if page.flags & PG_BUDDY == 0 {
                 prop_assert_eq!((page.flags, page.order, page.refcount), (0, 0, 0), "pfn {:#x}", pfn);

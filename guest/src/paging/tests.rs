@@ -1,64 +1,16 @@
 use super::*;
 use proptest::prelude::*;
 use shared::addr::{PhysAddr, VirtAddr};
+use shared::pte::{table_index, ADDR_MASK};
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
-/// Page tables in host memory: table `i` is at "physical" `BASE + 4096 × i`.
-#[derive(Default)]
-pub struct Arena {
-    tables: Vec<[u64; 512]>,
-    used: Vec<u64>,
-    free: Vec<usize>,
-    live: usize,
-}
+const WRITABLE: PteFlags = PteFlags::WRITABLE;
+const NO_EXECUTE: PteFlags = PteFlags::NO_EXECUTE;
+const GLOBAL: PteFlags = PteFlags::GLOBAL;
+const NONE: PteFlags = PteFlags::empty();
 
-const BASE: u64 = 0x1000_0000;
-
-impl Arena {
-    fn index(table: u64) -> usize {
-        usize::try_from((table - BASE) / 4096).expect("small arena")
-    }
-}
-
-impl TableMemory for Arena {
-    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
-        &mut self.tables[Self::index(table.as_u64())]
-    }
-}
-
-impl TableAlloc for Arena {
-    fn used(&mut self, table: PhysAddr) -> &mut u64 {
-        &mut self.used[Self::index(table.as_u64())]
-    }
-
-    fn alloc_table(&mut self) -> Option<PhysAddr> {
-        let index = self.free.pop().unwrap_or_else(|| {
-            self.tables.push([0; 512]);
-            self.used.push(0);
-            self.tables.len() - 1
-        });
-        self.tables[index] = [0; 512];
-        self.used[index] = 0;
-        self.live += 1;
-        Some(PhysAddr::new(BASE + 4096 * index as u64))
-    }
-
-    fn free_table(&mut self, table: PhysAddr) {
-        let index = Self::index(table.as_u64());
-        assert!(self.tables[index].iter().all(|&e| e == 0), "freeing a table that is not empty");
-        self.free.push(index);
-        self.live -= 1;
-    }
-}
-
-/// The host inspector's walker reads the same tables as guest-physical memory.
-impl shared::walk::PhysMem for Arena {
-    fn read_u64(&mut self, gpa: u64) -> Option<u64> {
-        let table = self.tables.get(usize::try_from(gpa.checked_sub(BASE)? / 4096).ok()?)?;
-        Some(table[usize::try_from(gpa % 4096 / 8).ok()?])
-    }
-}
+use crate::testing::{Arena, Recorder};
 
 fn mapper() -> Mapper<Arena> {
     Mapper::create(Arena::default()).expect("root table")
@@ -78,7 +30,7 @@ fn map(
     virt: u64,
     phys: u64,
     size: PageSize,
-    flags: u64,
+    flags: PteFlags,
 ) -> Result<Flush, MapError> {
     m.map(Page::new(va(virt), size)?, Frame::new(pa(phys), size)?, flags)
 }
@@ -100,7 +52,7 @@ fn maps_translates_and_unmaps_every_size() {
         map(&mut m, virt, phys, size, WRITABLE | NO_EXECUTE).expect("maps").ignore();
         let t = m.translate(va(virt + size.bytes() - 8)).expect("mapped");
         assert_eq!((t.phys.as_u64(), t.size), (phys + size.bytes() - 8, size));
-        assert_eq!(t.flags & PERMISSION_FLAGS, WRITABLE | NO_EXECUTE);
+        assert_eq!(t.flags & PteFlags::PERMISSIONS, WRITABLE | NO_EXECUTE);
     }
     for (i, size) in SIZES.into_iter().enumerate() {
         let virt = base + (i as u64 + 1) * (1 << 30);
@@ -108,6 +60,7 @@ fn maps_translates_and_unmaps_every_size() {
             unmap(&mut m, virt + size.bytes() / 2).expect("unmaps the whole page");
         assert_eq!((phys, got), (0x4000_0000 * (i as u64 + 1), size));
         assert_eq!(flush, Flush::pages(virt, 1, size));
+        assert!(!flush.is_everything());
         flush.ignore();
         assert_eq!(m.translate(va(virt)), None);
     }
@@ -128,7 +81,7 @@ fn map_range_uses_the_largest_pages_alignment_allows() {
     assert_eq!(size_at(&mut m, 2 << 30), Some(PageSize::Size4K));
     assert_eq!(size_at(&mut m, (2 << 30) + 4096), None);
     let mut capped = mapper();
-    capped.map_range(va(0), pa(0), 4 << 20, 0, PageSize::Size4K).expect("maps").ignore();
+    capped.map_range(va(0), pa(0), 4 << 20, NONE, PageSize::Size4K).expect("maps").ignore();
     assert_eq!(size_at(&mut capped, 2 << 20), Some(PageSize::Size4K));
     m.unmap_range(va(virt), len).expect("unmaps").ignore();
     assert_eq!(m.memory.live, 1);
@@ -139,7 +92,7 @@ fn stats_count_tables_and_pages_of_each_size() {
     let mut m = mapper();
     assert_eq!(m.stats(), TreeStats { tables: [1, 0, 0, 0], pages: [0; 3] });
     // 1 GiB page, then 2 MiB pages to 1 GiB + 4 MiB, then 3 pages of 4 KiB.
-    m.map_range(va(1 << 30), pa(1 << 30), (1 << 30) + (4 << 20) + 3 * 4096, 0, PageSize::Size1G)
+    m.map_range(va(1 << 30), pa(1 << 30), (1 << 30) + (4 << 20) + 3 * 4096, NONE, PageSize::Size1G)
         .expect("maps")
         .ignore();
     assert_eq!(m.stats(), TreeStats { tables: [1, 1, 1, 1], pages: [3, 2, 1] });
@@ -148,24 +101,24 @@ fn stats_count_tables_and_pages_of_each_size() {
 #[test]
 fn conflicts_are_named() {
     let mut m = mapper();
-    map(&mut m, 2 << 20, 0, PageSize::Size2M, 0).expect("maps").ignore();
+    map(&mut m, 2 << 20, 0, PageSize::Size2M, NONE).expect("maps").ignore();
     assert_eq!(
-        map(&mut m, (2 << 20) + 4096, 0, PageSize::Size4K, 0),
+        map(&mut m, (2 << 20) + 4096, 0, PageSize::Size4K, NONE),
         Err(MapError::ParentEntryHugePage { virt: (2 << 20) + 4096 })
     );
     assert_eq!(
-        map(&mut m, 2 << 20, 0, PageSize::Size2M, 0),
+        map(&mut m, 2 << 20, 0, PageSize::Size2M, NONE),
         Err(MapError::AlreadyMapped { virt: 2 << 20 })
     );
     assert_eq!(
-        map(&mut m, 4096 + 1, 0, PageSize::Size4K, 0),
+        map(&mut m, 4096 + 1, 0, PageSize::Size4K, NONE),
         Err(MapError::Misaligned { addr: 4097 })
     );
     // A non-canonical address cannot even be made: the type stops it before the mapper.
     assert_eq!(VirtAddr::try_new(1 << 47), None);
     let (page, frame) =
         (Page::containing(va(0), PageSize::Size2M), Frame::containing(pa(0), PageSize::Size4K));
-    assert_eq!(m.map(page, frame, 0), Err(MapError::SizeMismatch));
+    assert_eq!(m.map(page, frame, NONE), Err(MapError::SizeMismatch));
     assert_eq!(unmap(&mut m, 8 << 20), Err(MapError::NotMapped { virt: 8 << 20 }));
 }
 
@@ -174,18 +127,21 @@ fn protect_splits_only_what_the_range_cuts() {
     let mut m = mapper();
     map(&mut m, 1 << 30, 0, PageSize::Size1G, WRITABLE).expect("maps").ignore();
     let flush = m.protect(va((1 << 30) + (4 << 20) + 4096), 4096, NO_EXECUTE).expect("protects");
-    assert_eq!(flush.pages, u64::MAX, "split pages and the page itself: a full flush");
+    assert!(flush.is_everything(), "split pages and the page itself: a full flush");
     flush.ignore();
     let t = m.translate(va((1 << 30) + (4 << 20) + 4096)).expect("mapped");
     assert_eq!(
-        (t.size, t.flags & PERMISSION_FLAGS, t.phys.as_u64()),
+        (t.size, t.flags & PteFlags::PERMISSIONS, t.phys.as_u64()),
         (PageSize::Size4K, NO_EXECUTE, (4 << 20) + 4096)
     );
     let neighbour = m.translate(va((1 << 30) + (4 << 20))).expect("mapped");
-    assert_eq!((neighbour.size, neighbour.flags & PERMISSION_FLAGS), (PageSize::Size4K, WRITABLE));
+    assert_eq!(
+        (neighbour.size, neighbour.flags & PteFlags::PERMISSIONS),
+        (PageSize::Size4K, WRITABLE)
+    );
     let far = m.translate(va((1 << 30) + (64 << 20))).expect("mapped");
     assert_eq!(
-        (far.size, far.flags & PERMISSION_FLAGS, far.phys.as_u64()),
+        (far.size, far.flags & PteFlags::PERMISSIONS, far.phys.as_u64()),
         (PageSize::Size2M, WRITABLE, 64 << 20)
     );
 }
@@ -199,30 +155,19 @@ fn walk_records_each_level() {
     let walk = shared::walk::walk(&mut m.memory, root, 0x40_0000_0008);
     assert_eq!(walk.len, 4);
     assert_eq!(walk.steps[0].entry_addr, root + 8 * table_index(0x40_0000_0000, 4) as u64);
-    assert_eq!(walk.steps[3].entry & ADDR_MASK, 0x1234_5000);
+    assert_eq!(walk.steps[3].entry.raw() & ADDR_MASK, 0x1234_5000);
     assert_eq!(walk.result.map(|t| t.phys), Ok(0x1234_5008));
     // Another PML4 slot: the walk stops at the first level.
     let miss = shared::walk::walk(&mut m.memory, root, 0x80_0000_0000);
     assert_eq!((miss.len, miss.result), (1, Err(shared::walk::Stop::NotPresent(4))));
 }
 
-struct Recorder(core::cell::RefCell<Vec<Option<u64>>>);
-
-impl Tlb for Recorder {
-    fn flush_page(&self, virt: VirtAddr) {
-        self.0.borrow_mut().push(Some(virt.as_u64()));
-    }
-    fn flush_all(&self) {
-        self.0.borrow_mut().push(None);
-    }
-}
-
 #[test]
 fn flushes_are_per_page_below_the_threshold() {
-    let tlb = Recorder(Default::default());
+    let tlb = Recorder::default();
     Flush::pages(0x1000, 3, PageSize::Size4K).flush(&tlb);
     assert_eq!(*tlb.0.borrow(), [Some(0x1000), Some(0x2000), Some(0x3000)]);
-    let tlb = Recorder(Default::default());
+    let tlb = Recorder::default();
     Flush::pages(0, FLUSH_ALL_THRESHOLD + 1, PageSize::Size4K).flush(&tlb);
     assert_eq!(*tlb.0.borrow(), [None]);
     let joined =
@@ -232,9 +177,9 @@ fn flushes_are_per_page_below_the_threshold() {
 }
 
 /// The model: pages by virtual address: (size, physical, permission flags).
-type Model = BTreeMap<u64, (PageSize, u64, u64)>;
+type Model = BTreeMap<u64, (PageSize, u64, PteFlags)>;
 
-fn model_lookup(model: &Model, virt: u64) -> Option<(u64, PageSize, u64, u64)> {
+fn model_lookup(model: &Model, virt: u64) -> Option<(u64, PageSize, u64, PteFlags)> {
     let (&start, &(size, phys, flags)) = model.range(..=virt).next_back()?;
     (virt < start + size.bytes()).then_some((start, size, phys, flags))
 }
@@ -245,18 +190,18 @@ fn model_overlaps(model: &Model, virt: u64, len: u64) -> bool {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Map { slot: u64, size: usize, phys: u64, flags: u64 },
+    Map { slot: u64, size: usize, phys: u64, flags: PteFlags },
     MapRange { page: u64, pages: u64, max: usize },
     Unmap { pick: usize },
     UnmapRange { pick: usize, count: usize },
-    Protect { pick: usize, offset: u64, pages: u64, flags: u64 },
+    Protect { pick: usize, offset: u64, pages: u64, flags: PteFlags },
 }
 
 const WINDOW: u64 = 16 << 30;
 
 fn op() -> impl Strategy<Value = Op> {
     let flags = prop_oneof![
-        Just(0),
+        Just(NONE),
         Just(WRITABLE),
         Just(WRITABLE | NO_EXECUTE),
         Just(NO_EXECUTE | GLOBAL)
@@ -291,14 +236,19 @@ fn model_range(virt: u64, len: u64, max: PageSize) -> Vec<(u64, PageSize)> {
 /// size and effective write and no-execute permissions, and an enumeration of the whole
 /// space yields exactly the model's pages, in order.
 fn check_host_walker(m: &mut Mapper<Arena>, model: &Model) -> Result<(), TestCaseError> {
-    use shared::walk::{for_each_leaf, translate, Leaf, Visitor, PTE_NX, PTE_WRITABLE};
+    use shared::walk::{for_each_leaf, translate, Leaf, Visitor, ALL_ADDRESSES};
     let root = m.root().as_u64();
     for (&virt, &(size, phys, flags)) in model {
         let t = translate(&mut m.memory, root, virt + size.bytes() - 1)
             .map_err(|stop| TestCaseError::fail(std::format!("{virt:#x}: {stop}")))?;
         prop_assert_eq!((t.phys, t.page_size), (phys + size.bytes() - 1, size.bytes()));
-        prop_assert_eq!(t.flags & PTE_WRITABLE != 0, flags & WRITABLE != 0, "W at {:#x}", virt);
-        prop_assert_eq!(t.flags & PTE_NX != 0, flags & NO_EXECUTE != 0, "NX at {:#x}", virt);
+        prop_assert_eq!(t.flags.contains(WRITABLE), flags.contains(WRITABLE), "W at {:#x}", virt);
+        prop_assert_eq!(
+            t.flags.contains(NO_EXECUTE),
+            flags.contains(NO_EXECUTE),
+            "NX at {:#x}",
+            virt
+        );
     }
     struct Leaves(Vec<(u64, PageSize, u64)>);
     impl Visitor for Leaves {
@@ -310,7 +260,7 @@ fn check_host_walker(m: &mut Mapper<Arena>, model: &Model) -> Result<(), TestCas
     }
     let mut leaves = Leaves(Vec::new());
     let mut budget = 1 << 24;
-    for_each_leaf(&mut m.memory, root, 0, u64::MAX, &mut budget, &mut leaves)
+    for_each_leaf(&mut m.memory, root, ALL_ADDRESSES, &mut budget, &mut leaves)
         .map_err(|e| TestCaseError::fail(std::format!("{e:?}")))?;
     let expected: Vec<(u64, PageSize, u64)> =
         model.iter().map(|(&virt, &(size, phys, _))| (virt, size, phys)).collect();
@@ -332,7 +282,7 @@ fn check(m: &mut Mapper<Arena>, model: &Model) -> Result<(), TestCaseError> {
         for offset in [0, size.bytes() / 2 + 8, size.bytes() - 1] {
             let t = m.translate(va(virt + offset));
             prop_assert_eq!(
-                t.map(|t| (t.phys.as_u64(), t.size, t.flags & PERMISSION_FLAGS)),
+                t.map(|t| (t.phys.as_u64(), t.size, t.flags & PteFlags::PERMISSIONS)),
                 Some((phys + offset, size, flags)),
                 "at {:#x}",
                 virt + offset
@@ -416,7 +366,7 @@ proptest! {
                             }
                             continue;
                         }
-                        model.insert(page, (psize, phys, flags & PERMISSION_FLAGS));
+                        model.insert(page, (psize, phys, flags & PteFlags::PERMISSIONS));
                         at = page + psize.bytes();
                     }
                 }

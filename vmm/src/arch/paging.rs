@@ -9,27 +9,31 @@
 //!
 //! Entry format: Intel SDM vol. 3, 4.5 (4-level paging).
 
+use shared::addr::PhysAddr;
 use shared::layout::{
     BOOT_MAP_SIZE, BOOT_PD, BOOT_PDPT_HIGH, BOOT_PDPT_LOW, BOOT_PML4, KERNEL_VIRT_BASE, PAGE_OFFSET,
 };
-use shared::walk::{index, PTE_HUGE, PTE_PRESENT, PTE_WRITABLE};
+use shared::pte::{table_index, PageSize, PageTableEntry, PteFlags};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
-const PAGE_2M: u64 = 2 << 20;
-
-/// The boot page tables as (guest-physical address, 64-bit entry) writes.
-pub fn boot_page_table_entries() -> Vec<(u64, u64)> {
-    let table = PTE_PRESENT | PTE_WRITABLE;
-    let slot = |base: u64, virt: u64, level: u8| base + 8 * index(virt, level);
+/// The boot page tables as (guest-physical address, entry) writes.
+pub fn boot_page_table_entries() -> Vec<(u64, PageTableEntry)> {
+    let table = |addr: u64| {
+        PageTableEntry::new(PhysAddr::new(addr), PteFlags::PRESENT | PteFlags::WRITABLE)
+    };
+    let slot = |base: u64, virt: u64, level: u8| base + 8 * table_index(virt, level) as u64;
     let mut writes = vec![
-        (slot(BOOT_PML4, 0, 4), BOOT_PDPT_LOW | table),
-        (slot(BOOT_PML4, PAGE_OFFSET, 4), BOOT_PDPT_LOW | table),
-        (slot(BOOT_PML4, KERNEL_VIRT_BASE, 4), BOOT_PDPT_HIGH | table),
-        (slot(BOOT_PDPT_LOW, 0, 3), BOOT_PD | table),
-        (slot(BOOT_PDPT_HIGH, KERNEL_VIRT_BASE, 3), BOOT_PD | table),
+        (slot(BOOT_PML4, 0, 4), table(BOOT_PDPT_LOW)),
+        (slot(BOOT_PML4, PAGE_OFFSET, 4), table(BOOT_PDPT_LOW)),
+        (slot(BOOT_PML4, KERNEL_VIRT_BASE, 4), table(BOOT_PDPT_HIGH)),
+        (slot(BOOT_PDPT_LOW, 0, 3), table(BOOT_PD)),
+        (slot(BOOT_PDPT_HIGH, KERNEL_VIRT_BASE, 3), table(BOOT_PD)),
     ];
-    for index in 0..(BOOT_MAP_SIZE / PAGE_2M) {
-        writes.push((BOOT_PD + 8 * index, (index * PAGE_2M) | table | PTE_HUGE));
+    let huge = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::HUGE;
+    let page = PageSize::Size2M.bytes();
+    for index in 0..(BOOT_MAP_SIZE / page) {
+        let entry = PageTableEntry::new(PhysAddr::new(index * page), huge);
+        writes.push((BOOT_PD + 8 * index, entry));
     }
     writes
 }
@@ -38,7 +42,7 @@ pub fn boot_page_table_entries() -> Vec<(u64, u64)> {
 /// not present).
 pub fn setup_page_tables(mem: &GuestMemoryMmap) -> Result<(), GuestMemoryError> {
     for (addr, entry) in boot_page_table_entries() {
-        mem.write_obj(entry, GuestAddress(addr))?;
+        mem.write_obj(entry.raw(), GuestAddress(addr))?;
     }
     Ok(())
 }
@@ -50,11 +54,11 @@ mod tests {
     use std::collections::HashMap;
 
     /// The written entries as memory; everything else reads as zero (not present).
-    struct Entries(HashMap<u64, u64>);
+    struct Entries(HashMap<u64, PageTableEntry>);
 
     impl PhysMem for Entries {
         fn read_u64(&mut self, gpa: u64) -> Option<u64> {
-            Some(self.0.get(&gpa).copied().unwrap_or(0))
+            Some(self.0.get(&gpa).map_or(0, |e| e.raw()))
         }
     }
 

@@ -1,34 +1,136 @@
 //! `check`: every RAM page accounted for exactly once, every list well formed, every
-//! counter equal to what the lists hold.
+//! counter equal to what the lists hold, and every kernel mapping where it belongs.
 //!
 //! Passes, each marking page frames with one owner:
 //!
 //! ```text
 //! 1 kernel image      [kernel_start, kernel_end) from vmcoreinfo
-//! 2 page tables       every table reachable from cr3; the pages backing the vmemmap
-//! 3 free lists        per zone and order, step-bounded; a block met twice is a cycle
+//! 2 page tables       every table reachable from cr3; the pages backing the vmemmap; every
+//!                     leaf checked against its region (mappings.rs): inside RAM, mapping
+//!                     its own frame where the region is linear, with the rights the region
+//!                     allows, nothing with reserved bits, nothing user-accessible
+//! 3 free lists        per zone and order; a block met twice is a cycle
 //!   per-CPU lists     per zone and order (0-3); a block covers 2^order pages
 //! 4 memmap scan       every struct page of RAM: slabs (their freelists walked, objects
 //!                     counted), other allocated blocks (PG_HEAD), stray PG_BUDDY/PG_PCP;
-//!   partial lists     per cache, step-bounded, a slab met twice is a cycle
+//!   partial lists     per cache; a slab met twice is a cycle
 //! 5 memblock          what is left inside a reserved range
 //! 6 nobody            what is left: a finding
-//! 7 counters          zone free, nr_free and managed; cache objects, slabs, empty slabs
+//! 7 mappings          vmalloc pages are allocated frames; page tables are mapped only
+//!                     through the direct map
+//! 8 counters          zone free, nr_free and managed; cache objects, slabs, empty slabs
 //! ```
 //!
 //! Two owners for one page is a finding, except that an allocated block (PG_HEAD) may be
-//! a page table or a slab: those come from the buddy allocator too.
+//! a page table or a slab: those come from the buddy allocator too. Every step pays the
+//! command's work budget, so no input makes `check` run long.
 
 use super::state::{caches, memblock, raw_zones, Cache};
-use super::{to_usize, InspectError, Pod, View};
+use super::{to_usize, InspectError, View};
+use schemars::JsonSchema;
 use serde::Serialize;
+use shared::layout::KERNEL_VIRT_BASE;
 use shared::mm::PCP_CAPACITY;
 use shared::page::{Page, MAX_ORDER, NO_PFN, PAGE_STRUCT_SIZE, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB};
-use shared::walk::{for_each_leaf, EnumError, Leaf, PhysMem, Visitor};
+use shared::pte::{level_name, PageTableEntry, PteFlags};
+use shared::vmcoreinfo::PAGING_NX;
+use shared::walk::{for_each_leaf, EnumError, Leaf, PhysMem, Visitor, ALL_ADDRESSES};
 use std::fmt::Write;
+use zerocopy::FromBytes;
 
 /// Findings listed; more are only counted.
 pub const MAX_FINDINGS: usize = 100;
+
+/// What kind of problem a finding is: one per corruption `check` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// A page with two owners that exclude each other.
+    DoubleOwner,
+    /// A block that runs past the last page frame.
+    BeyondLastFrame,
+    /// RAM pages that are not free, allocated or reserved.
+    OwnedByNobody,
+    /// A free page inside a memblock reservation.
+    FreeInReservation,
+    /// A free list that loops (or shares blocks with another).
+    FreeListLoop,
+    /// A free block misaligned or outside its zone.
+    FreeListBadBlock,
+    /// A free block whose `struct page` is not `PG_BUDDY` with the list's order.
+    FreeListWrongFlags,
+    /// A broken back link on a free list.
+    FreeListBackLink,
+    /// A free block whose `struct page` cannot be read.
+    FreeListUnreadable,
+    /// `nr_free` or a zone's `free` differs from what its lists hold.
+    FreeCountMismatch,
+    /// A per-CPU list longer than it can be.
+    PcpOverflow,
+    /// A per-CPU block misaligned, outside its zone, or not flagged `PG_PCP`.
+    PcpBadBlock,
+    /// A page flagged `PG_BUDDY` on no free list.
+    StrayBuddyFlag,
+    /// A page flagged `PG_PCP` on no per-CPU list.
+    StrayPcpFlag,
+    /// `struct page`s that cannot be read.
+    MemmapUnreadable,
+    /// An allocated block of an impossible order.
+    BadBlockOrder,
+    /// A zone's `managed` differs from free + per-CPU + allocated.
+    ManagedMismatch,
+    /// A slab of a cache vmcoreinfo does not list.
+    UnknownSlabCache,
+    /// A slab whose order or object count disagrees with its cache.
+    SlabGeometry,
+    /// A slab freelist link that is not an object of the slab.
+    SlabFreelistBadLink,
+    /// A slab freelist that loops.
+    SlabFreelistLoop,
+    /// A slab whose free and used objects do not add up.
+    SlabObjectCount,
+    /// A cache's partial (or quarantine) list that loops.
+    PartialListLoop,
+    /// A slab on a partial (or quarantine) list that is not a slab of the cache off the
+    /// CPU.
+    PartialListBadSlab,
+    /// A broken back link on a partial (or quarantine) list.
+    PartialListBackLink,
+    /// A full slab on a partial list.
+    PartialListFullSlab,
+    /// A cache's count of empty slabs differs from its partial list.
+    EmptySlabCount,
+    /// A cache's object or slab counts differ from its slabs.
+    CacheCounters,
+    /// A page-table entry with reserved bits set: the CPU faults on it.
+    ReservedBits,
+    /// A user-accessible mapping, or any lower-half mapping, in the kernel's own tree.
+    UserMapping,
+    /// A kernel-half mapping outside every kernel region.
+    OutsideKernelRegions,
+    /// A mapping of frames that are not RAM where only RAM may be.
+    OutsideRam,
+    /// A direct-map or kernel-image leaf that maps a frame other than its own.
+    WrongFrame,
+    /// A mapping with rights its region forbids (writable text, executable data, W+X).
+    WrongRights,
+    /// A page table mapped somewhere besides the direct map.
+    TableMappedOutsideDirectMap,
+    /// A vmalloc mapping of a frame that is not an allocated page, or of device memory
+    /// that is cached.
+    VmallocTarget,
+    /// Page tables that read more entries than any sound tree holds.
+    TableEnumeration,
+}
+
+/// One problem `check` found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Finding {
+    /// What kind of problem.
+    pub kind: FindingKind,
+    /// What it is, naming the zone and order, cache and slab, or address and frame.
+    pub text: String,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -61,7 +163,7 @@ fn owner_name(owner: Owner) -> &'static str {
 }
 
 /// Pages of one kind.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Count {
     /// The kind.
     pub owner: &'static str,
@@ -70,7 +172,7 @@ pub struct Count {
 }
 
 /// One slab cache as the check found it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct CacheCount {
     /// The cache.
     pub name: String,
@@ -85,7 +187,7 @@ pub struct CacheCount {
 }
 
 /// The result of `check`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct CheckReport {
     /// RAM pages (memblock `memory`).
     pub ram_pages: u64,
@@ -93,8 +195,8 @@ pub struct CheckReport {
     pub pages: Vec<Count>,
     /// Slab caches.
     pub caches: Vec<CacheCount>,
-    /// What is wrong, worst first found.
-    pub findings: Vec<String>,
+    /// What is wrong, in the order found.
+    pub findings: Vec<Finding>,
     /// Findings beyond [`MAX_FINDINGS`], counted only.
     pub findings_omitted: u64,
 }
@@ -104,36 +206,43 @@ impl CheckReport {
     pub fn ok(&self) -> bool {
         self.findings.is_empty()
     }
+
+    /// Whether a finding of `kind` was made.
+    pub fn found(&self, kind: FindingKind) -> bool {
+        self.findings.iter().any(|f| f.kind == kind)
+    }
 }
 
 struct Marks {
     owner: Vec<Owner>,
-    findings: Vec<String>,
+    findings: Vec<Finding>,
     omitted: u64,
 }
 
 impl Marks {
-    fn finding(&mut self, text: String) {
+    fn finding(&mut self, kind: FindingKind, text: String) {
         if self.findings.len() < MAX_FINDINGS {
-            self.findings.push(text);
+            self.findings.push(Finding { kind, text });
         } else {
             self.omitted += 1;
         }
     }
 
     /// Gives `count` frames from `pfn` to `owner`; false if one already had an owner that
-    /// excludes it (reported).
+    /// excludes it (reported). The caller paid for `count` frames.
     fn mark(&mut self, pfn: u64, count: u64, owner: Owner) -> bool {
         let len = self.owner.len() as u64;
         if pfn >= len || count > len - pfn {
-            self.finding(format!(
-                "pfn {pfn:#x}+{count}: {} beyond the last page frame {:#x}",
-                owner_name(owner),
-                len.saturating_sub(1)
-            ));
+            self.finding(
+                FindingKind::BeyondLastFrame,
+                format!(
+                    "pfn {pfn:#x}+{count}: {} beyond the last page frame {:#x}",
+                    owner_name(owner),
+                    len.saturating_sub(1)
+                ),
+            );
             return false;
         }
-        let mut clean = true;
         for p in pfn..pfn + count {
             let old = self.owner[to_usize(p)];
             match (old, owner) {
@@ -141,33 +250,210 @@ impl Marks {
                 // Page tables and slabs are allocated blocks too; reserved is what is left.
                 (Owner::Table | Owner::Slab, Owner::Allocated) | (_, Owner::Reserved) => {}
                 _ => {
-                    clean = false;
-                    self.finding(format!(
-                        "pfn {p:#x} is both {} and {}",
-                        owner_name(old),
-                        owner_name(owner)
-                    ));
-                    break;
+                    self.finding(
+                        FindingKind::DoubleOwner,
+                        format!("pfn {p:#x} is both {} and {}", owner_name(old), owner_name(owner)),
+                    );
+                    return false;
                 }
             }
         }
-        clean
+        true
+    }
+
+    fn owner_of(&self, pfn: u64) -> Option<Owner> {
+        self.owner.get(to_usize(pfn)).copied()
     }
 }
 
-struct Tables<'m> {
-    marks: &'m mut Marks,
+/// The kernel's address regions, from vmcoreinfo.
+struct Regions {
+    page_offset: u64,
+    direct_end: u64,
+    vmalloc: (u64, u64),
     vmemmap: (u64, u64),
+    image: (u64, u64),
+    /// Kernel text and rodata, physical: `[kernel_start, kernel_data)`.
+    read_only: (u64, u64),
+    /// Kernel rodata, physical: `[kernel_rodata, kernel_data)`.
+    rodata: (u64, u64),
+    nx: bool,
+    ram: Vec<(u64, u64)>,
 }
 
-impl Visitor for Tables<'_> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Region {
+    Lower,
+    DirectMap,
+    Vmalloc,
+    Vmemmap,
+    Image,
+    Other,
+}
+
+impl Regions {
+    fn new(view: &View<'_, '_>) -> Self {
+        let info = view.info;
+        let memmap_bytes = info.max_pfn.saturating_mul(PAGE_STRUCT_SIZE as u64);
+        Self {
+            page_offset: info.page_offset,
+            direct_end: info.vmalloc_start.max(info.page_offset),
+            vmalloc: (info.vmalloc_start, info.vmalloc_end),
+            vmemmap: (
+                info.vmemmap,
+                info.vmemmap.saturating_add(memmap_bytes.next_multiple_of(2 << 20)),
+            ),
+            image: (
+                KERNEL_VIRT_BASE.saturating_add(info.kernel_start),
+                KERNEL_VIRT_BASE.saturating_add(info.kernel_end),
+            ),
+            read_only: (info.kernel_start, info.kernel_data),
+            rodata: (info.kernel_rodata, info.kernel_data),
+            nx: info.paging_flags & PAGING_NX != 0,
+            ram: view.ram.ranges(),
+        }
+    }
+
+    fn of(&self, virt: u64) -> Region {
+        let inside = |(start, end): (u64, u64)| (start..end).contains(&virt);
+        if virt < 1 << 47 {
+            Region::Lower
+        } else if inside(self.image) {
+            Region::Image
+        } else if inside(self.vmemmap) {
+            Region::Vmemmap
+        } else if inside(self.vmalloc) {
+            Region::Vmalloc
+        } else if inside((self.page_offset, self.direct_end)) {
+            Region::DirectMap
+        } else {
+            Region::Other
+        }
+    }
+
+    fn in_ram(&self, phys: u64, size: u64) -> bool {
+        self.ram.iter().any(|&(start, len)| {
+            phys >= start && phys.saturating_sub(start).saturating_add(size) <= len
+        })
+    }
+}
+
+fn overlaps((start, end): (u64, u64), phys: u64, size: u64) -> bool {
+    phys < end && start < phys.saturating_add(size)
+}
+
+/// The enumeration's visitor: marks tables and the vmemmap's backing, checks each leaf
+/// against its region, and keeps what the later passes need.
+struct Mappings<'m> {
+    marks: &'m mut Marks,
+    regions: Regions,
+    /// Leaves outside the direct map: (virt, phys, size).
+    elsewhere: Vec<(u64, u64, u64)>,
+    /// vmalloc leaves of RAM: (virt, phys, size).
+    vmalloc_ram: Vec<(u64, u64, u64)>,
+}
+
+impl Visitor for Mappings<'_> {
     fn table(&mut self, _level: u8, gpa: u64) {
         self.marks.mark(gpa / 4096, 1, Owner::Table);
     }
 
+    fn reserved(&mut self, level: u8, entry_addr: u64, virt: u64, entry: PageTableEntry) {
+        self.marks.finding(
+            FindingKind::ReservedBits,
+            format!(
+                "{} entry at {entry_addr:#x} (for {virt:#x}) = {:#x} sets a reserved bit: the CPU faults there",
+                level_name(level),
+                entry.raw()
+            ),
+        );
+    }
+
     fn leaf(&mut self, leaf: Leaf) -> bool {
-        if (self.vmemmap.0..self.vmemmap.1).contains(&leaf.virt) {
-            self.marks.mark(leaf.phys / 4096, leaf.size / 4096, Owner::Vmemmap);
+        let (virt, phys, size) = (leaf.virt, leaf.phys, leaf.size);
+        let at = format!("{virt:#x} -> {phys:#x} ({} KiB)", size / 1024);
+        let writable = leaf.flags.contains(PteFlags::WRITABLE);
+        let executable = !leaf.flags.contains(PteFlags::NO_EXECUTE);
+        let region = self.regions.of(virt);
+        if leaf.flags.contains(PteFlags::USER) || region == Region::Lower {
+            self.marks.finding(
+                FindingKind::UserMapping,
+                format!("{at}: a user-accessible or lower-half mapping in the kernel's tree"),
+            );
+        }
+        // Only the kernel's text may be executable: `[kernel_start, kernel_rodata)`.
+        let text = region == Region::Image
+            && phys >= self.regions.read_only.0
+            && phys.saturating_add(size) <= self.regions.rodata.0;
+        if self.regions.nx && executable && !text {
+            self.marks.finding(
+                FindingKind::WrongRights,
+                format!("{at}: executable outside the kernel's text"),
+            );
+        }
+        let needs_ram = matches!(region, Region::DirectMap | Region::Vmemmap | Region::Image);
+        if needs_ram && !self.regions.in_ram(phys, size) {
+            self.marks
+                .finding(FindingKind::OutsideRam, format!("{at}: maps frames beyond guest RAM"));
+        }
+        match region {
+            Region::DirectMap => {
+                if phys != virt - self.regions.page_offset {
+                    self.marks.finding(
+                        FindingKind::WrongFrame,
+                        format!(
+                            "{at}: a direct-map leaf must map frame {:#x}",
+                            virt - self.regions.page_offset
+                        ),
+                    );
+                }
+                if writable && overlaps(self.regions.read_only, phys, size) {
+                    self.marks.finding(
+                        FindingKind::WrongRights,
+                        format!("{at}: a writable alias of the kernel's text or rodata"),
+                    );
+                }
+            }
+            Region::Image => {
+                if phys != virt - KERNEL_VIRT_BASE {
+                    self.marks.finding(
+                        FindingKind::WrongFrame,
+                        format!(
+                            "{at}: a kernel-image leaf must map frame {:#x}",
+                            virt - KERNEL_VIRT_BASE
+                        ),
+                    );
+                }
+                if writable && overlaps(self.regions.read_only, phys, size) {
+                    self.marks.finding(
+                        FindingKind::WrongRights,
+                        format!("{at}: the kernel's text or rodata is writable"),
+                    );
+                }
+            }
+            Region::Vmemmap => {
+                if self.regions.in_ram(phys, size) {
+                    self.marks.mark(phys / 4096, size / 4096, Owner::Vmemmap);
+                }
+            }
+            Region::Vmalloc => {
+                if self.regions.in_ram(phys, size) {
+                    self.vmalloc_ram.push((virt, phys, size));
+                } else if !leaf.entry.flags().contains(PteFlags::NO_CACHE) {
+                    self.marks.finding(
+                        FindingKind::VmallocTarget,
+                        format!("{at}: device memory mapped cached"),
+                    );
+                }
+            }
+            Region::Other => self.marks.finding(
+                FindingKind::OutsideKernelRegions,
+                format!("{at}: outside the direct map, vmalloc, vmemmap and kernel image"),
+            ),
+            Region::Lower => {}
+        }
+        if region != Region::DirectMap {
+            self.elsewhere.push((virt, phys, size));
         }
         true
     }
@@ -176,13 +462,14 @@ impl Visitor for Tables<'_> {
 /// Runs every pass over one snapshot.
 pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     let info = view.info;
-    let ram_end: u64 = view.ram.ranges().map(|(start, len)| start + len).max().unwrap_or(0);
+    let ram_end: u64 = view.ram.ranges().iter().map(|(start, len)| start + len).max().unwrap_or(0);
     if info.max_pfn > ram_end / 4096 {
         return Err(InspectError::Corrupt(format!(
             "max_pfn {:#x} lies beyond guest RAM (which ends at {ram_end:#x})",
             info.max_pfn
         )));
     }
+    view.budget.spend(info.max_pfn, || "sizing the page-owner map".into())?;
     let mut marks = Marks {
         owner: vec![Owner::Nobody; to_usize(info.max_pfn)],
         findings: Vec::new(),
@@ -191,16 +478,28 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
 
     // 1: the kernel image.
     let kernel_pages = info.kernel_end.saturating_sub(info.kernel_start).div_ceil(4096);
+    view.budget.spend(kernel_pages, || "marking the kernel image".into())?;
     marks.mark(info.kernel_start / 4096, kernel_pages, Owner::Kernel);
 
-    // 2: page tables and the vmemmap's backing.
-    let vmemmap_end = info.vmemmap.saturating_add(info.max_pfn * PAGE_STRUCT_SIZE as u64);
-    let mut budget = super::pagetable::ENTRY_BUDGET;
-    let mut tables = Tables { marks: &mut marks, vmemmap: (info.vmemmap, vmemmap_end) };
-    if let Err(EnumError::Budget) =
-        for_each_leaf(view.ram, info.cr3, 0, u64::MAX, &mut budget, &mut tables)
-    {
-        marks.finding("the page-table tree reads more entries than a sound tree can hold".into());
+    // 2: page tables, the vmemmap's backing, and every mapping.
+    let mut mappings = Mappings {
+        marks: &mut marks,
+        regions: Regions::new(view),
+        elsewhere: Vec::new(),
+        vmalloc_ram: Vec::new(),
+    };
+    match for_each_leaf(view.ram, info.cr3, ALL_ADDRESSES, view.budget.left_mut(), &mut mappings) {
+        Ok(()) | Err(EnumError::Stopped) => {}
+        Err(EnumError::Budget) => {
+            return Err(view
+                .budget
+                .exhausted("enumerating the page tables (do tables alias each other?)".into()))
+        }
+    }
+    let (elsewhere, vmalloc_ram) = (mappings.elsewhere, mappings.vmalloc_ram);
+    for &(_, _, size) in &elsewhere {
+        view.budget
+            .spend(size / 4096, || "recording the mappings outside the direct map".into())?;
     }
 
     // 3: free lists and per-CPU lists.
@@ -211,39 +510,43 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         let mut free = 0u64;
         for order in 0..=MAX_ORDER {
             let area = zone.free_area[order as usize];
-            let walked = walk_free_list(view, &mut marks, zone, name, order, area.head);
+            let walked = walk_free_list(view, &mut marks, zone, name, order, area.head)?;
             if walked != area.nr_free {
-                marks.finding(format!(
-                    "zone {name} order {order}: nr_free is {} but the list holds {walked} blocks",
-                    area.nr_free
-                ));
+                marks.finding(
+                    FindingKind::FreeCountMismatch,
+                    format!("zone {name} order {order}: nr_free is {} but the list holds {walked} blocks", area.nr_free),
+                );
             }
             free += walked << order;
         }
         if free != zone.free {
-            marks.finding(format!(
-                "zone {name}: free is {} but its lists hold {free} pages",
-                zone.free
-            ));
+            marks.finding(
+                FindingKind::FreeCountMismatch,
+                format!("zone {name}: free is {} but its lists hold {free} pages", zone.free),
+            );
         }
         for (list, order) in zone.pcp.iter().zip(0u32..) {
             if list.count > PCP_CAPACITY as u64 {
-                marks.finding(format!(
-                    "zone {name}: per-CPU list of order {order} holds {} blocks, more than {PCP_CAPACITY}",
-                    list.count
-                ));
+                marks.finding(
+                    FindingKind::PcpOverflow,
+                    format!("zone {name}: per-CPU list of order {order} holds {} blocks, more than {PCP_CAPACITY}", list.count),
+                );
             }
             for &pfn in list.pfns() {
+                view.budget.spend(1 << order, || format!("walking zone {name}'s per-CPU lists"))?;
                 let flagged =
                     view.page(pfn).is_ok_and(|p| p.flags & PG_PCP != 0 && p.order == order);
                 let inside = pfn % (1 << order) == 0
                     && zone.spans(pfn)
                     && zone.spans(pfn.saturating_add((1 << order) - 1));
                 if !inside || !flagged {
-                    marks.finding(format!(
-                        "zone {name}: per-CPU block {pfn:#x} of order {order} is misaligned, \
-                         outside the zone or not flagged PG_PCP with that order"
-                    ));
+                    marks.finding(
+                        FindingKind::PcpBadBlock,
+                        format!(
+                            "zone {name}: per-CPU block {pfn:#x} of order {order} is misaligned, \
+                             outside the zone or not flagged PG_PCP with that order"
+                        ),
+                    );
                 }
                 marks.mark(pfn, 1 << order, Owner::Pcp);
             }
@@ -265,23 +568,33 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         })
         .collect();
     let mut ram_pages = 0u64;
-    for region in &mb.memory {
+    for (index, region) in mb.memory.iter().enumerate() {
         let start = region.base.div_ceil(4096);
         let end = (region.base.saturating_add(region.size) / 4096).min(info.max_pfn);
         ram_pages += end.saturating_sub(start);
+        view.budget.spend(end.saturating_sub(start), || {
+            format!(
+                "scanning the struct pages of memblock memory region {index} ({:#x}+{:#x})",
+                region.base, region.size
+            )
+        })?;
         let mut pfn = start;
         while pfn < end {
-            // One read per 4 KiB of memmap: 64 descriptors.
-            let chunk = (64 - pfn % 64).min(end - pfn);
+            // One read per 2 MiB of memmap: 32 768 descriptors, physically contiguous
+            // wherever the vmemmap is backed by a 2 MiB page.
+            let chunk = (32_768 - pfn % 32_768).min(end - pfn);
             let mut raw = vec![0u8; to_usize(chunk) * PAGE_STRUCT_SIZE];
             if let Err(err) = view.read_virt(view.page_addr(pfn), &mut raw) {
-                marks.finding(format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}"));
+                marks.finding(
+                    FindingKind::MemmapUnreadable,
+                    format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}"),
+                );
                 pfn += chunk;
                 continue;
             }
             for (i, bytes) in raw.chunks_exact(PAGE_STRUCT_SIZE).enumerate() {
                 let p = pfn + i as u64;
-                let page = Page::from_bytes(bytes);
+                let page = Page::read_from_bytes(bytes).unwrap_or_default();
                 scan_page(
                     view,
                     &mut marks,
@@ -291,37 +604,45 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
                     &mut cache_counts,
                     p,
                     &page,
-                );
+                )?;
             }
             pfn += chunk;
         }
     }
     for cache in &caches {
-        walk_partial(view, &mut marks, cache);
+        walk_slab_list(view, &mut marks, cache, SlabList::Partial)?;
+        walk_slab_list(view, &mut marks, cache, SlabList::Quarantined)?;
     }
 
     // 5: memblock reservations; 6: nobody.
-    for r in &mb.reserved {
+    for (index, r) in mb.reserved.iter().enumerate() {
         let start = r.base / 4096;
         let end = r.base.saturating_add(r.size).div_ceil(4096).min(info.max_pfn);
+        view.budget.spend(end.saturating_sub(start), || {
+            format!("marking memblock reserved region {index} ({:#x}+{:#x})", r.base, r.size)
+        })?;
         for pfn in start..end {
             match marks.owner[to_usize(pfn)] {
                 Owner::Nobody => marks.owner[to_usize(pfn)] = Owner::Reserved,
-                Owner::Free | Owner::Pcp => {
-                    marks.finding(format!(
+                Owner::Free | Owner::Pcp => marks.finding(
+                    FindingKind::FreeInReservation,
+                    format!(
                         "pfn {pfn:#x} is free but inside memblock reservation {:#x}+{:#x}",
                         r.base, r.size
-                    ));
-                }
+                    ),
+                ),
                 _ => {}
             }
         }
     }
     let mut counts = vec![0u64; OWNERS.len()];
     let (mut nobody_first, mut nobody) = (None, 0u64);
-    for region in &mb.memory {
+    for (index, region) in mb.memory.iter().enumerate() {
         let start = region.base.div_ceil(4096);
         let end = (region.base.saturating_add(region.size) / 4096).min(info.max_pfn);
+        view.budget.spend(end.saturating_sub(start), || {
+            format!("counting the owners of memblock memory region {index}")
+        })?;
         for pfn in start..end {
             let owner = marks.owner[to_usize(pfn)];
             if owner == Owner::Nobody {
@@ -334,28 +655,58 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         }
     }
     if let Some(first) = nobody_first {
-        marks.finding(format!(
-            "{nobody} RAM pages are owned by nobody (not free, allocated or reserved), the first pfn {first:#x}"
-        ));
+        marks.finding(
+            FindingKind::OwnedByNobody,
+            format!("{nobody} RAM pages are owned by nobody (not free, allocated or reserved), the first pfn {first:#x}"),
+        );
     }
 
-    // 7: counters.
+    // 7: mappings that need the owners.
+    for &(virt, phys, size) in &vmalloc_ram {
+        let bad = (phys / 4096..(phys + size) / 4096)
+            .find(|&pfn| !matches!(marks.owner_of(pfn), Some(Owner::Allocated)));
+        if let Some(pfn) = bad {
+            let owner = marks.owner_of(pfn).map_or("beyond the last frame", owner_name);
+            marks.finding(
+                FindingKind::VmallocTarget,
+                format!("{virt:#x} -> {phys:#x}: a vmalloc page must be an allocated frame, pfn {pfn:#x} is {owner}"),
+            );
+        }
+    }
+    for &(virt, phys, size) in &elsewhere {
+        if let Some(pfn) = (phys / 4096..(phys + size) / 4096)
+            .find(|&pfn| marks.owner_of(pfn) == Some(Owner::Table))
+        {
+            marks.finding(
+                FindingKind::TableMappedOutsideDirectMap,
+                format!("{virt:#x} -> {phys:#x}: maps page table pfn {pfn:#x}, which only the direct map may"),
+            );
+        }
+    }
+
+    // 8: counters.
     for (zone, &(free, pcp, allocated)) in zones.iter().zip(&zone_pages) {
         let name = zone.zone_type().map_or("?", |t| t.name());
         if zone.managed != free + pcp + allocated {
-            marks.finding(format!(
-                "zone {name}: managed is {} but free {free} + per-CPU {pcp} + allocated {allocated} = {}",
-                zone.managed,
-                free + pcp + allocated
-            ));
+            marks.finding(
+                FindingKind::ManagedMismatch,
+                format!(
+                    "zone {name}: managed is {} but free {free} + per-CPU {pcp} + allocated {allocated} = {}",
+                    zone.managed,
+                    free + pcp + allocated
+                ),
+            );
         }
     }
     for (cache, count) in caches.iter().zip(&cache_counts) {
         if cache.raw.in_use != count.objects_in_use || cache.raw.slabs != count.slabs {
-            marks.finding(format!(
-                "cache {}: counts {} objects in {} slabs, its slabs hold {} objects in {} slabs",
-                cache.name, cache.raw.in_use, cache.raw.slabs, count.objects_in_use, count.slabs
-            ));
+            marks.finding(
+                FindingKind::CacheCounters,
+                format!(
+                    "cache {}: counts {} objects in {} slabs, its slabs hold {} objects in {} slabs",
+                    cache.name, cache.raw.in_use, cache.raw.slabs, count.objects_in_use, count.slabs
+                ),
+            );
         }
     }
     Ok(CheckReport {
@@ -379,37 +730,57 @@ fn walk_free_list(
     name: &str,
     order: u32,
     head: u64,
-) -> u64 {
+) -> Result<u64, InspectError> {
     let bound = (zone.spanned() >> order).saturating_add(1);
     let (mut pfn, mut prev, mut count) = (head, NO_PFN, 0u64);
     while pfn != NO_PFN {
+        view.budget
+            .spend(1 << order, || format!("walking zone {name}'s order-{order} free list"))?;
         let at = format!("zone {name} order {order} free list, block {count} (pfn {pfn:#x})");
         if count >= bound {
-            marks.finding(format!("{at}: longer than the zone can hold: a cycle"));
+            marks.finding(
+                FindingKind::FreeListLoop,
+                format!("{at}: longer than the zone can hold: a cycle"),
+            );
             break;
         }
         if pfn % (1 << order) != 0 || !zone.spans(pfn) || !zone.spans(pfn + ((1 << order) - 1)) {
-            marks.finding(format!("{at}: misaligned or outside the zone"));
+            marks.finding(
+                FindingKind::FreeListBadBlock,
+                format!("{at}: misaligned or outside the zone"),
+            );
             break;
         }
         let page = match view.page(pfn) {
             Ok(page) => page,
+            Err(InspectError::Budget { units, what }) => {
+                return Err(InspectError::Budget { units, what })
+            }
             Err(err) => {
-                marks.finding(format!("{at}: {err}"));
+                marks.finding(FindingKind::FreeListUnreadable, format!("{at}: {err}"));
                 break;
             }
         };
         if page.flags & PG_BUDDY == 0 || page.order != order {
-            marks.finding(format!(
-                "{at}: not a free block of this order (flags {:#x}, order {})",
-                page.flags, page.order
-            ));
+            marks.finding(
+                FindingKind::FreeListWrongFlags,
+                format!(
+                    "{at}: not a free block of this order (flags {:#x}, order {})",
+                    page.flags, page.order
+                ),
+            );
         }
         if page.prev != prev {
-            marks.finding(format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev));
+            marks.finding(
+                FindingKind::FreeListBackLink,
+                format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev),
+            );
         }
-        if marks.owner.get(to_usize(pfn)) == Some(&Owner::Free) {
-            marks.finding(format!("{at}: met twice: the list loops or shares blocks"));
+        if marks.owner_of(pfn) == Some(Owner::Free) {
+            marks.finding(
+                FindingKind::FreeListLoop,
+                format!("{at}: met twice: the list loops or shares blocks"),
+            );
             break;
         }
         if !marks.mark(pfn, 1 << order, Owner::Free) {
@@ -418,7 +789,7 @@ fn walk_free_list(
         count += 1;
         (prev, pfn) = (pfn, page.next);
     }
-    count
+    Ok(count)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -431,85 +802,124 @@ fn scan_page(
     counts: &mut [CacheCount],
     pfn: u64,
     page: &Page,
-) {
-    let owner = marks.owner[to_usize(pfn)];
-    if page.flags & PG_BUDDY != 0 && owner != Owner::Free {
-        marks.finding(format!("pfn {pfn:#x} is flagged PG_BUDDY but on no free list"));
+) -> Result<(), InspectError> {
+    let owner = marks.owner_of(pfn);
+    if page.flags & PG_BUDDY != 0 && owner != Some(Owner::Free) {
+        marks.finding(
+            FindingKind::StrayBuddyFlag,
+            format!("pfn {pfn:#x} is flagged PG_BUDDY but on no free list"),
+        );
     }
-    if page.flags & PG_PCP != 0 && owner != Owner::Pcp {
-        marks.finding(format!("pfn {pfn:#x} is flagged PG_PCP but on no per-CPU list"));
+    if page.flags & PG_PCP != 0 && owner != Some(Owner::Pcp) {
+        marks.finding(
+            FindingKind::StrayPcpFlag,
+            format!("pfn {pfn:#x} is flagged PG_PCP but on no per-CPU list"),
+        );
     }
     if page.flags & PG_HEAD == 0 {
-        return;
+        return Ok(());
     }
     if page.order > MAX_ORDER {
-        marks.finding(format!(
-            "pfn {pfn:#x}: allocated block of order {} (at most {MAX_ORDER})",
-            page.order
-        ));
-        return;
+        marks.finding(
+            FindingKind::BadBlockOrder,
+            format!("pfn {pfn:#x}: allocated block of order {} (at most {MAX_ORDER})", page.order),
+        );
+        return Ok(());
     }
     let pages = 1u64 << page.order;
+    view.budget.spend(pages, || format!("marking the allocated block at pfn {pfn:#x}"))?;
     if let Some(z) = zones.iter().position(|z| z.spans(pfn)) {
         zone_pages[z].2 += pages;
     }
     if page.flags & PG_SLAB != 0 {
         match caches.iter().position(|c| c.addr == page.slab_cache) {
-            Some(c) => check_slab(view, marks, &caches[c], &mut counts[c], pfn, page),
-            None => {
-                marks.finding(format!("pfn {pfn:#x}: slab of unknown cache {:#x}", page.slab_cache))
-            }
+            Some(c) => check_slab(view, marks, &caches[c], &mut counts[c], pfn, page)?,
+            None => marks.finding(
+                FindingKind::UnknownSlabCache,
+                format!("pfn {pfn:#x}: slab of unknown cache {:#x}", page.slab_cache),
+            ),
         }
         marks.mark(pfn, pages, Owner::Slab);
     } else {
         marks.mark(pfn, pages, Owner::Allocated);
     }
+    Ok(())
 }
 
-/// Walks a cache's partial list: slabs of this cache with free objects, never the current
-/// one, linked both ways, met once; its empty slabs equal the cache's count of them.
-fn walk_partial(view: &mut View<'_, '_>, marks: &mut Marks, cache: &Cache) {
+/// A cache's lists of slabs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SlabList {
+    /// Slabs with free objects.
+    Partial,
+    /// Slabs a debug check took out of service.
+    Quarantined,
+}
+
+/// Walks one of a cache's lists: slabs of this cache, never the current one, linked both
+/// ways, met once. The partial list holds no full slab, and as many empty ones as the
+/// cache counts.
+fn walk_slab_list(
+    view: &mut View<'_, '_>,
+    marks: &mut Marks,
+    cache: &Cache,
+    list: SlabList,
+) -> Result<(), InspectError> {
     let c = &cache.raw;
-    let (mut slab, mut prev, mut empty) = (c.partial, NO_PFN, 0u64);
+    let (head, name) = match list {
+        SlabList::Partial => (c.partial, "partial list"),
+        SlabList::Quarantined => (c.quarantined, "quarantine list"),
+    };
+    let (mut slab, mut prev, mut empty) = (head, NO_PFN, 0u64);
     let mut seen = std::collections::HashSet::new();
     while slab != NO_PFN {
-        let at = format!("cache {} partial list, slab {} (pfn {slab:#x})", cache.name, seen.len());
+        view.budget.spend(1, || format!("walking cache {}'s {name}", cache.name))?;
+        let at = format!("cache {} {name}, slab {} (pfn {slab:#x})", cache.name, seen.len());
         if !seen.insert(slab) {
-            marks.finding(format!("{at}: met twice: the list loops"));
-            return;
+            marks.finding(FindingKind::PartialListLoop, format!("{at}: met twice: the list loops"));
+            return Ok(());
         }
         let page = match view.page(slab) {
             Ok(page) => page,
+            Err(InspectError::Budget { units, what }) => {
+                return Err(InspectError::Budget { units, what })
+            }
             Err(err) => {
-                marks.finding(format!("{at}: {err}"));
-                return;
+                marks.finding(FindingKind::PartialListBadSlab, format!("{at}: {err}"));
+                return Ok(());
             }
         };
         if page.flags & PG_SLAB == 0 || page.slab_cache != cache.addr || slab == c.cpu_slab {
-            marks.finding(format!(
-                "{at}: not a slab of this cache off the CPU (flags {:#x})",
-                page.flags
-            ));
-            return;
+            marks.finding(
+                FindingKind::PartialListBadSlab,
+                format!("{at}: not a slab of this cache off the CPU (flags {:#x})", page.flags),
+            );
+            return Ok(());
         }
         if page.prev != prev {
-            marks.finding(format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev));
+            marks.finding(
+                FindingKind::PartialListBackLink,
+                format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev),
+            );
         }
-        if page.slab_inuse >= page.slab_objects {
-            marks.finding(format!(
-                "{at}: full ({} of {} objects in use)",
-                page.slab_inuse, page.slab_objects
-            ));
+        if list == SlabList::Partial && page.slab_inuse >= page.slab_objects {
+            marks.finding(
+                FindingKind::PartialListFullSlab,
+                format!("{at}: full ({} of {} objects in use)", page.slab_inuse, page.slab_objects),
+            );
         }
         empty += u64::from(page.slab_inuse == 0);
         (prev, slab) = (slab, page.next);
     }
-    if empty != c.empty {
-        marks.finding(format!(
-            "cache {}: counts {} empty slabs, its partial list holds {empty}",
-            cache.name, c.empty
-        ));
+    if list == SlabList::Partial && empty != c.empty {
+        marks.finding(
+            FindingKind::EmptySlabCount,
+            format!(
+                "cache {}: counts {} empty slabs, its partial list holds {empty}",
+                cache.name, c.empty
+            ),
+        );
     }
+    Ok(())
 }
 
 /// Walks one slab's freelist: every link inside the slab, at an object, met once; free
@@ -521,7 +931,7 @@ fn check_slab(
     count: &mut CacheCount,
     pfn: u64,
     page: &Page,
-) {
+) -> Result<(), InspectError> {
     let c = &cache.raw;
     let current = pfn == c.cpu_slab;
     let (inuse, mut object) =
@@ -530,48 +940,67 @@ fn check_slab(
     count.pages += 1 << page.order.min(MAX_ORDER);
     count.objects_in_use += u64::from(inuse);
     let at = format!("cache {} slab pfn {pfn:#x}", cache.name);
-    if c.order != page.order || u64::from(page.slab_objects) != c.objects || c.stride == 0 {
-        marks.finding(format!(
-            "{at}: order {} and {} objects, the cache says order {} and {} objects",
-            page.order, page.slab_objects, c.order, c.objects
-        ));
-        return;
+    let slab_bytes = 4096u64 << page.order.min(MAX_ORDER);
+    let geometry_ok = c.order == page.order
+        && u64::from(page.slab_objects) == c.objects
+        && c.stride >= 8
+        && c.objects.saturating_mul(c.stride) <= slab_bytes
+        && u64::from(c.free_offset) + 8 <= c.stride;
+    if !geometry_ok {
+        marks.finding(
+            FindingKind::SlabGeometry,
+            format!(
+                "{at}: order {} and {} objects, the cache says order {} and {} objects of {} bytes",
+                page.order, page.slab_objects, c.order, c.objects, c.stride
+            ),
+        );
+        return Ok(());
     }
+    view.budget.spend(c.objects, || format!("walking the freelist of {at}"))?;
     let base = view.info.page_offset.wrapping_add(pfn * 4096);
-    let mut seen = vec![false; c.objects.min(1 << 16) as usize];
+    let mut seen = vec![false; to_usize(c.objects)];
     let mut free = 0u64;
     while object != 0 {
         let offset = object.wrapping_sub(base);
         let index = offset / c.stride;
         if offset % c.stride != 0 || index >= seen.len() as u64 {
-            marks.finding(format!(
-                "{at}: freelist link {object:#x} after {free} free objects is not an object of the slab"
-            ));
-            return;
+            marks.finding(
+                FindingKind::SlabFreelistBadLink,
+                format!("{at}: freelist link {object:#x} after {free} free objects is not an object of the slab"),
+            );
+            return Ok(());
         }
         if std::mem::replace(&mut seen[to_usize(index)], true) {
-            marks.finding(format!(
-                "{at}: freelist loops back to object {index} after {free} free objects"
-            ));
-            return;
+            marks.finding(
+                FindingKind::SlabFreelistLoop,
+                format!("{at}: freelist loops back to object {index} after {free} free objects"),
+            );
+            return Ok(());
         }
         free += 1;
-        let phys = object.wrapping_sub(view.info.page_offset);
-        match view.ram.read_u64(phys) {
+        let link = object.wrapping_sub(view.info.page_offset) + u64::from(c.free_offset);
+        match view.ram.read_u64(link) {
             Some(next) => object = next,
             None => {
-                marks.finding(format!("{at}: free object {object:#x} is not in RAM"));
-                return;
+                marks.finding(
+                    FindingKind::SlabFreelistBadLink,
+                    format!("{at}: free object {object:#x} is not in RAM"),
+                );
+                return Ok(());
             }
         }
     }
     count.objects_free += free;
     if free + u64::from(inuse) != c.objects {
-        marks.finding(format!(
-            "{at}: {free} free objects and {inuse} in use, but the slab has {} objects",
-            c.objects
-        ));
+        marks.finding(
+            FindingKind::SlabObjectCount,
+            format!(
+                "{at}: {free} free objects and {inuse} in use, but the slab has {} objects",
+                c.objects
+            ),
+        );
     }
+    Ok(())
 }
 
 /// The report as text: pages by owner, caches, then the findings or "OK".
@@ -593,12 +1022,12 @@ pub fn check_text(report: &CheckReport) -> String {
         );
     }
     if report.ok() {
-        out.push_str("OK: every RAM page has exactly one owner; free, per-CPU, partial and slab free lists are well formed; zone and cache counters match\n");
+        out.push_str("OK: every RAM page has exactly one owner; free, per-CPU, partial and slab free lists are well formed; zone and cache counters match; every kernel mapping is where it belongs\n");
     } else {
         let _ =
             writeln!(out, "{} problems:", report.findings.len() as u64 + report.findings_omitted);
         for finding in &report.findings {
-            let _ = writeln!(out, "  {finding}");
+            let _ = writeln!(out, "  {}", finding.text);
         }
         if report.findings_omitted > 0 {
             let _ = writeln!(out, "  ... and {} more", report.findings_omitted);

@@ -4,26 +4,30 @@
 //! Life cycle of one command:
 //!
 //! ```text
-//! GuestRam          the VMM's own mapping, or a --mem-file mapped read-only (ram.rs)
+//! RamReader         the VMM's own mapping, or a --mem-file read with pread (ram.rs)
 //!   Inspector       reads vmcoreinfo at its fixed address: magic, version, seq
 //!     snapshot      seq even? run the command on a View; seq unchanged? done,
 //!                   else retry, at most `max_tries` times (a torn read)
 //!       View        kernel virtual → physical through the guest's tables (shared::walk),
-//!                   bounds-checked reads, typed structures (shared::mm, shared::page)
+//!                   bounds-checked reads, typed structures (shared::mm, shared::page),
+//!                   and one work budget for the whole command (budget.rs)
 //!         command   state.rs (e820, memblock, zones, slabs, page), pagetable.rs
 //!                   (pagetable, translate), check.rs (check)
 //! ```
 //!
 //! Guest memory is untrusted: every count is bounded before it sizes a loop or a buffer,
-//! every list walk has a step bound and detects cycles, and garbage yields an
+//! every list walk detects cycles, every unit of work is paid from one budget that grows
+//! with the guest's size (so nested loops cannot multiply), and garbage yields an
 //! [`InspectError`] or a finding, never a panic.
 
+pub mod budget;
 pub mod check;
 pub mod pagetable;
 pub mod ram;
 pub mod state;
 
-pub use ram::GuestRam;
+pub use budget::{budget_for, Budget};
+pub use ram::RamReader;
 
 use shared::page::{Page, PAGE_STRUCT_SIZE};
 use shared::vmcoreinfo::{VmCoreInfo, VMCOREINFO_ADDR, VMCOREINFO_MAGIC, VMCOREINFO_VERSION};
@@ -31,6 +35,7 @@ use shared::walk::{translate, Stop};
 use std::path::PathBuf;
 use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Why an inspection failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +56,11 @@ pub enum InspectError {
         /// Why.
         why: String,
     },
-    /// The RAM file could not be mapped.
-    #[error("cannot map the RAM file {}: {why}", path.display())]
-    Map {
+    /// The RAM file shrank while it was being read.
+    #[error("the RAM file {} shrank while it was being read (another process re-sized it, say a new `vmm run --mem-file` on it); inspect a guest's file while that guest still holds it", path.display())]
+    FileShrank {
         /// The file.
         path: PathBuf,
-        /// Why.
-        why: String,
     },
     /// The guest has not published its descriptor.
     #[error("the guest has not published vmcoreinfo (magic {magic:#x} at guest-physical {VMCOREINFO_ADDR:#x}); it does so when its memory managers are up, before its BOOTED checkpoint")]
@@ -90,6 +93,14 @@ pub enum InspectError {
     /// Guest data contradicts itself beyond what a command can report.
     #[error("guest data is inconsistent: {0}")]
     Corrupt(String),
+    /// The command's work budget ran out.
+    #[error("stopped after {units} units of work, the budget for a guest of this size, while {what}: guest data that makes an inspection this long is corrupt (lists that loop or overlap, counts far beyond RAM)")]
+    Budget {
+        /// The budget.
+        units: u64,
+        /// What the command was doing when it ran out.
+        what: String,
+    },
     /// Every snapshot was torn.
     #[error("no consistent snapshot in {tries} tries: the guest kept changing its allocators (vmcoreinfo's sequence counter was odd or moved); pause the guest, or try again")]
     Torn {
@@ -121,57 +132,12 @@ pub(crate) fn to_usize(value: u64) -> usize {
     value as usize
 }
 
-/// Plain data: `#[repr(C)]` integers and arrays of them.
-///
-/// # Safety
-/// Every bit pattern of `size_of::<Self>()` bytes must be a valid value of the type.
-pub unsafe trait Pod: Sized {
-    /// The all-zero value.
-    fn zeroed() -> Self {
-        // SAFETY: zero bytes are a valid value, as every bit pattern is (trait contract).
-        unsafe { std::mem::zeroed() }
-    }
-
-    /// The value in `bytes`, which must be exactly its size (else the all-zero value).
-    fn from_bytes(bytes: &[u8]) -> Self {
-        let mut value = Self::zeroed();
-        if bytes.len() == size_of::<Self>() {
-            value.as_bytes_mut().copy_from_slice(bytes);
-        }
-        value
-    }
-
-    /// The value's bytes, to fill from guest memory.
-    fn as_bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `self` is valid for `size_of::<Self>()` bytes, and any bytes written
-        // through the slice leave a valid value (trait contract).
-        unsafe {
-            std::slice::from_raw_parts_mut((self as *mut Self).cast::<u8>(), size_of::<Self>())
-        }
-    }
-}
-
-// SAFETY: each is `#[repr(C)]` with only integer fields and arrays of integers.
-unsafe impl Pod for u64 {}
-// SAFETY: as above.
-unsafe impl Pod for VmCoreInfo {}
-// SAFETY: as above.
-unsafe impl Pod for Page {}
-// SAFETY: as above.
-unsafe impl Pod for shared::mm::Zone {}
-// SAFETY: as above.
-unsafe impl Pod for shared::mm::Region {}
-// SAFETY: as above.
-unsafe impl Pod for shared::mm::SlabCache {}
-// SAFETY: as above.
-unsafe impl Pod for shared::hypercall::ZoneReport {}
-
 /// Snapshots taken before giving up on a guest that keeps changing.
 pub const MAX_TRIES: u32 = 100;
 
 /// Reads consistent snapshots of one guest.
 pub struct Inspector<'a> {
-    ram: GuestRam<'a>,
+    ram: RamReader<'a>,
     /// Snapshots tried before [`InspectError::Torn`].
     pub max_tries: u32,
     /// Pause between tries.
@@ -180,19 +146,21 @@ pub struct Inspector<'a> {
 
 impl<'a> Inspector<'a> {
     /// An inspector of `ram`.
-    pub fn new(ram: GuestRam<'a>) -> Self {
+    pub fn new(ram: RamReader<'a>) -> Self {
         Self { ram, max_tries: MAX_TRIES, retry_delay: Duration::from_millis(1) }
     }
 
     /// Runs `command` on a consistent snapshot: the sequence counter even before and
     /// unchanged after. A torn run is retried; its result (even an error caused by the
-    /// guest changing under it) is discarded.
+    /// guest changing under it) is discarded. Each try gets a fresh work budget.
     pub fn snapshot<T>(
         &mut self,
         mut command: impl FnMut(&mut View<'_, 'a>) -> Result<T, InspectError>,
     ) -> Result<T, InspectError> {
         let seq_at = VMCOREINFO_ADDR + std::mem::offset_of!(VmCoreInfo, seq) as u64;
+        let budget = budget_for(self.ram.ram_bytes());
         for _ in 0..self.max_tries {
+            self.ram.begin_snapshot()?;
             let info: VmCoreInfo = self.ram.read_obj(VMCOREINFO_ADDR)?;
             if info.magic != VMCOREINFO_MAGIC {
                 return Err(InspectError::NotPublished { magic: info.magic });
@@ -203,9 +171,11 @@ impl<'a> Inspector<'a> {
             if info.seq % 2 == 0 {
                 // A seqlock reader: the data reads stay between the two counter reads.
                 fence(Ordering::Acquire);
-                let result = command(&mut View { ram: &mut self.ram, info });
+                let mut view = View { ram: &mut self.ram, info, budget: Budget::new(budget) };
+                let result = command(&mut view);
                 fence(Ordering::Acquire);
                 if self.ram.read_obj::<u64>(seq_at)? == info.seq {
+                    self.ram.end_snapshot()?;
                     return result;
                 }
             }
@@ -218,36 +188,58 @@ impl<'a> Inspector<'a> {
 /// One snapshot's view of the guest.
 pub struct View<'r, 'a> {
     /// Guest RAM.
-    pub ram: &'r mut GuestRam<'a>,
+    pub ram: &'r mut RamReader<'a>,
     /// The descriptor at the start of the snapshot.
     pub info: VmCoreInfo,
+    /// What the command may still spend.
+    pub budget: Budget,
 }
 
 impl View<'_, '_> {
     /// The guest-physical address behind kernel virtual address `virt`.
     pub fn phys(&mut self, virt: u64) -> Result<u64, InspectError> {
+        self.budget.spend(1, || format!("translating {virt:#x}"))?;
         translate(self.ram, self.info.cr3, virt)
             .map(|m| m.phys)
             .map_err(|stop| InspectError::Unmapped { virt, stop })
     }
 
-    /// Fills `buf` from kernel virtual address `virt`, page by page.
+    /// Fills `buf` from kernel virtual address `virt`: one translation per page, one read
+    /// per physically contiguous run.
     pub fn read_virt(&mut self, virt: u64, buf: &mut [u8]) -> Result<(), InspectError> {
-        let mut done = 0;
+        self.budget.spend(buf.len() as u64 / 4096, || {
+            format!("reading {} bytes at {virt:#x}", buf.len())
+        })?;
+        let (mut done, mut run) = (0, None::<(usize, u64, usize)>);
         while done < buf.len() {
             let at = virt.wrapping_add(done as u64);
             let chunk = (4096 - (at % 4096) as usize).min(buf.len() - done);
             let phys = self.phys(at)?;
-            self.ram.read(phys, &mut buf[done..done + chunk])?;
+            run = match run {
+                Some((from, start, len)) if start + len as u64 == phys => {
+                    Some((from, start, len + chunk))
+                }
+                Some((from, start, len)) => {
+                    self.ram.read(start, &mut buf[from..from + len])?;
+                    Some((done, phys, chunk))
+                }
+                None => Some((done, phys, chunk)),
+            };
             done += chunk;
+        }
+        if let Some((from, start, len)) = run {
+            self.ram.read(start, &mut buf[from..from + len])?;
         }
         Ok(())
     }
 
     /// The value of type `T` at kernel virtual address `virt`.
-    pub fn read_virt_obj<T: Pod>(&mut self, virt: u64) -> Result<T, InspectError> {
-        let mut value = T::zeroed();
-        self.read_virt(virt, value.as_bytes_mut())?;
+    pub fn read_virt_obj<T: FromBytes + IntoBytes>(
+        &mut self,
+        virt: u64,
+    ) -> Result<T, InspectError> {
+        let mut value = T::new_zeroed();
+        self.read_virt(virt, value.as_mut_bytes())?;
         Ok(value)
     }
 
@@ -284,9 +276,10 @@ pub enum Command {
     /// The guest's page tables: runs of equal permissions (QEMU `info mem`), or every
     /// mapped page with its flags (QEMU `info tlb`).
     Pagetable {
-        /// Only START-END (hex, END exclusive); kept as first and last address.
+        /// Only START-END (hex, END exclusive; canonical addresses, END may be
+        /// 800000000000, the end of the lower half).
         #[arg(long, value_name = "START-END", value_parser = pagetable::parse_range)]
-        range: Option<(u64, u64)>,
+        range: Option<pagetable::Range>,
         /// One line per page, as QEMU's `info tlb`.
         #[arg(long)]
         tlb: bool,
@@ -304,7 +297,7 @@ pub enum Command {
         pfn: u64,
     },
     /// Account for every RAM page and cross-check free lists, per-CPU lists, slab
-    /// freelists and counters.
+    /// freelists, counters and the kernel's mappings.
     Check,
 }
 
@@ -348,20 +341,21 @@ impl Command {
     }
 }
 
-/// What an inspection found.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// What an inspection found. `vmm inspect --json` prints it; its schema is
+/// `docs/inspect.schema.json`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Output {
     /// The e820 map.
-    E820(Vec<crate::report::E820Range>),
+    E820(Vec<shared::boot::E820Entry>),
     /// memblock.
     Memblock(state::Memblock),
-    /// Zones, for buddyinfo and zoneinfo.
-    Buddyinfo(Vec<crate::report::ZoneInfo>),
+    /// Zones, for buddyinfo.
+    Buddyinfo(Vec<shared::hypercall::ZoneReport>),
     /// Zones, for zoneinfo.
-    Zoneinfo(Vec<crate::report::ZoneInfo>),
+    Zoneinfo(Vec<shared::hypercall::ZoneReport>),
     /// Slab caches.
-    Slabinfo(Vec<crate::report::SlabInfo>),
+    Slabinfo(Vec<shared::hypercall::SlabInfoReport>),
     /// A page-table dump.
     Pagetable(pagetable::PageTableDump),
     /// Translations.
@@ -405,8 +399,7 @@ impl Inspector<'_> {
                 Command::Zoneinfo => Output::Zoneinfo(state::zones(view)?),
                 Command::Slabinfo => Output::Slabinfo(state::slabs(view)?),
                 Command::Pagetable { range, tlb } => {
-                    let (first, last) = range.unwrap_or((0, u64::MAX));
-                    Output::Pagetable(pagetable::dump(view, first, last, *tlb))
+                    Output::Pagetable(pagetable::dump(view, range.unwrap_or_default(), *tlb)?)
                 }
                 Command::Translate { addrs } => Output::Translate(
                     addrs.iter().map(|&a| pagetable::translate(view, a)).collect(),
@@ -422,7 +415,7 @@ impl Inspector<'_> {
 /// `error`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inspection {
-    /// When: `checkpoint N` or `exit`.
+    /// When: `checkpoint N (name)`, N counting the run's checkpoints, or `exit`.
     pub at: String,
     /// The command.
     pub command: &'static str,
@@ -441,5 +434,39 @@ impl serde::Serialize for Inspection {
             Err(error) => fields.serialize_field("error", error)?,
         }
         fields.end()
+    }
+}
+
+/// The JSON form of an [`Inspection`], for its schema.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct InspectionJson {
+    /// When: `checkpoint N (name)`, N counting the run's checkpoints, or `exit`.
+    at: String,
+    /// The command.
+    command: String,
+    /// What it found, or why it could not.
+    #[serde(flatten)]
+    result: InspectionResult,
+}
+
+/// An inspection's result.
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum InspectionResult {
+    /// What it found.
+    Output(Output),
+    /// Why it could not.
+    Error(String),
+}
+
+impl schemars::JsonSchema for Inspection {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Inspection".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        InspectionJson::json_schema(generator)
     }
 }

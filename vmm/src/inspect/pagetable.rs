@@ -1,24 +1,39 @@
 //! The guest's page tables from outside: QEMU's `info mem` (runs of equal permissions) and
 //! `info tlb` (every mapped page), and per-level translations.
 //!
-//! Enumeration spends one unit of [`ENTRY_BUDGET`] per entry read and stops output at
-//! [`MAX_LINES`], so tables that alias each other cannot make a dump unbounded.
+//! Enumeration pays one unit of the command's budget per entry read and stops output at
+//! [`MAX_LINES`], so tables that alias each other cannot make a dump unbounded. Entries
+//! with reserved bits map nothing (the CPU faults on them) and are listed as such.
 
-use super::View;
+use super::{InspectError, View};
+use schemars::JsonSchema;
 use serde::Serialize;
-use shared::walk::{
-    for_each_leaf, level_name, walk, EnumError, Leaf, Visitor, PTE_ACCESSED, PTE_ADDR_MASK,
-    PTE_DIRTY, PTE_GLOBAL, PTE_HUGE, PTE_NX, PTE_PCD, PTE_PRESENT, PTE_PWT, PTE_USER, PTE_WRITABLE,
-};
+use shared::addr::VirtAddr;
+use shared::pte::{level_name, PageTableEntry, PteFlags};
+use shared::walk::{for_each_leaf, walk, EnumError, Leaf, Visitor};
 use std::fmt::Write;
 
-/// Entries an enumeration may read: the kernel's tree of a 64 GiB guest is far below it.
-pub const ENTRY_BUDGET: u64 = 1 << 24;
 /// Lines a dump may print.
 pub const MAX_LINES: usize = 1 << 20;
 
+/// A range of canonical virtual addresses, both ends inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// First address.
+    pub first: VirtAddr,
+    /// Last address.
+    pub last: VirtAddr,
+}
+
+impl Default for Range {
+    /// Every canonical address.
+    fn default() -> Self {
+        Self { first: VirtAddr::new(0), last: VirtAddr::new(u64::MAX) }
+    }
+}
+
 /// One run of `info mem`: virtually contiguous pages with equal effective permissions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct MemRun {
     /// First address.
     pub start: u64,
@@ -31,7 +46,7 @@ pub struct MemRun {
 }
 
 /// One line of `info tlb`: a mapped page and its leaf entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct TlbEntry {
     /// Virtual address.
     pub virt: u64,
@@ -43,13 +58,28 @@ pub struct TlbEntry {
     pub entry: u64,
 }
 
+/// An entry that sets a reserved bit: the CPU faults on any address below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ReservedEntry {
+    /// 4 = PML4 … 1 = PT.
+    pub level: u8,
+    /// Guest-physical address of the entry.
+    pub entry_addr: u64,
+    /// First virtual address it covers.
+    pub virt: u64,
+    /// The entry.
+    pub entry: u64,
+}
+
 /// A page-table dump.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct PageTableDump {
     /// `info mem` runs (without `--tlb`).
     pub runs: Vec<MemRun>,
     /// `info tlb` pages (with `--tlb`).
     pub pages: Vec<TlbEntry>,
+    /// Entries with reserved bits, where the CPU would fault.
+    pub reserved: Vec<ReservedEntry>,
     /// Why the dump is incomplete, if it is.
     pub truncated: Option<String>,
 }
@@ -61,18 +91,26 @@ struct Dump {
 }
 
 impl Visitor for Dump {
+    fn reserved(&mut self, level: u8, entry_addr: u64, virt: u64, entry: PageTableEntry) {
+        if self.lines < MAX_LINES {
+            self.out.reserved.push(ReservedEntry { level, entry_addr, virt, entry: entry.raw() });
+            self.lines += 1;
+        }
+    }
+
     fn leaf(&mut self, leaf: Leaf) -> bool {
         if self.tlb {
             self.out.pages.push(TlbEntry {
                 virt: leaf.virt,
                 phys: leaf.phys,
                 size: leaf.size,
-                entry: leaf.entry,
+                entry: leaf.entry.raw(),
             });
             self.lines += 1;
         } else {
             // As QEMU: runs break on user and writable only (NX shows with --tlb).
-            let (user, writable) = (leaf.flags & PTE_USER != 0, leaf.flags & PTE_WRITABLE != 0);
+            let user = leaf.flags.contains(PteFlags::USER);
+            let writable = leaf.flags.contains(PteFlags::WRITABLE);
             let end = leaf.virt.wrapping_add(leaf.size);
             match self.out.runs.last_mut() {
                 Some(run)
@@ -90,23 +128,40 @@ impl Visitor for Dump {
     }
 }
 
-/// The mapped pages of `[start, end]` (inclusive), as runs or as pages.
-pub fn dump(view: &mut View<'_, '_>, start: u64, end: u64, tlb: bool) -> PageTableDump {
-    let empty = PageTableDump { runs: Vec::new(), pages: Vec::new(), truncated: None };
-    let mut dump = Dump { tlb, out: empty, lines: 0 };
-    let mut budget = ENTRY_BUDGET;
+/// The mapped pages of `range`, as runs or as pages. The guest's CR3 must be in RAM.
+pub fn dump(
+    view: &mut View<'_, '_>,
+    range: Range,
+    tlb: bool,
+) -> Result<PageTableDump, InspectError> {
     let cr3 = view.info.cr3;
-    match for_each_leaf(view.ram, cr3, start, end, &mut budget, &mut dump) {
+    let root = cr3 & shared::pte::ADDR_MASK;
+    if view.ram.read_obj::<[u64; 512]>(root).is_err() {
+        return Err(InspectError::Corrupt(format!(
+            "the guest's CR3 {cr3:#x} (in vmcoreinfo) is not in guest RAM: there are no page tables to show"
+        )));
+    }
+    let empty = PageTableDump {
+        runs: Vec::new(),
+        pages: Vec::new(),
+        reserved: Vec::new(),
+        truncated: None,
+    };
+    let mut dump = Dump { tlb, out: empty, lines: 0 };
+    let walked =
+        for_each_leaf(view.ram, cr3, range.first..=range.last, view.budget.left_mut(), &mut dump);
+    match walked {
         Ok(()) => {}
         Err(EnumError::Budget) => {
-            dump.out.truncated =
-                Some(format!("stopped after reading {ENTRY_BUDGET} entries (aliased tables?)"))
+            return Err(view
+                .budget
+                .exhausted("enumerating the page tables (do tables alias each other?)".into()))
         }
         Err(EnumError::Stopped) => {
             dump.out.truncated = Some(format!("stopped after {MAX_LINES} lines"))
         }
     }
-    dump.out
+    Ok(dump.out)
 }
 
 /// `info mem` or `info tlb` text.
@@ -124,7 +179,19 @@ pub fn dump_text(dump: &PageTableDump) -> String {
         );
     }
     for page in &dump.pages {
-        let _ = writeln!(out, "{:016x}: {:016x} {}", page.virt, page.phys, tlb_flags(page.entry));
+        let level = shared::pte::PageSize::from_bytes(page.size).map_or(1, |s| s.level());
+        let flags = tlb_flags(PageTableEntry::from_raw(page.entry), level);
+        let _ = writeln!(out, "{:016x}: {:016x} {flags}", page.virt, page.phys);
+    }
+    for entry in &dump.reserved {
+        let _ = writeln!(
+            out,
+            "{:016x}: {} entry at {:#x} = {:#018x} sets a reserved bit: the CPU faults here",
+            entry.virt,
+            level_name(entry.level),
+            entry.entry_addr,
+            entry.entry
+        );
     }
     if let Some(why) = &dump.truncated {
         let _ = writeln!(out, "(incomplete: {why})");
@@ -132,26 +199,36 @@ pub fn dump_text(dump: &PageTableDump) -> String {
     out
 }
 
-/// QEMU's `info tlb` flag letters: NX, global, PS, dirty, accessed, PCD, PWT, user, writable.
-pub fn tlb_flags(entry: u64) -> String {
+/// QEMU's `info tlb` flag letters for an entry at `level`: NX, global, PS, dirty,
+/// accessed, PCD, PWT, user, writable. Bit 7 is PS only above a page table: in a 4 KiB
+/// entry it is the PAT bit, which QEMU does not print.
+pub fn tlb_flags(entry: PageTableEntry, level: u8) -> String {
+    let flags = entry.flags();
     [
-        (PTE_NX, 'X'),
-        (PTE_GLOBAL, 'G'),
-        (PTE_HUGE, 'P'),
-        (PTE_DIRTY, 'D'),
-        (PTE_ACCESSED, 'A'),
-        (PTE_PCD, 'C'),
-        (PTE_PWT, 'T'),
-        (PTE_USER, 'U'),
-        (PTE_WRITABLE, 'W'),
+        (PteFlags::NO_EXECUTE, 'X'),
+        (PteFlags::GLOBAL, 'G'),
+        (PteFlags::HUGE, 'P'),
+        (PteFlags::DIRTY, 'D'),
+        (PteFlags::ACCESSED, 'A'),
+        (PteFlags::NO_CACHE, 'C'),
+        (PteFlags::WRITE_THROUGH, 'T'),
+        (PteFlags::USER, 'U'),
+        (PteFlags::WRITABLE, 'W'),
     ]
     .into_iter()
-    .map(|(bit, c)| if entry & bit != 0 { c } else { '-' })
+    .map(|(bit, c)| {
+        let shown = flags.contains(bit) && !(bit == PteFlags::HUGE && level == 1);
+        if shown {
+            c
+        } else {
+            '-'
+        }
+    })
     .collect()
 }
 
 /// One entry of a translation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct LevelEntry {
     /// PML4, PDPT, PD or PT.
     pub level: &'static str,
@@ -164,7 +241,7 @@ pub struct LevelEntry {
 }
 
 /// A translation, level by level.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Translation {
     /// The virtual address.
     pub virt: u64,
@@ -187,11 +264,11 @@ pub fn translate(view: &mut View<'_, '_>, virt: u64) -> Translation {
         .map(|s| LevelEntry {
             level: level_name(s.level),
             entry_addr: s.entry_addr,
-            value: s.entry,
+            value: s.entry.raw(),
             flags: format!(
                 "{}{}",
-                if s.entry & PTE_PRESENT != 0 { 'P' } else { '-' },
-                tlb_flags(s.entry)
+                if s.entry.is_present() { 'P' } else { '-' },
+                tlb_flags(s.entry, s.level)
             ),
         })
         .collect();
@@ -220,7 +297,7 @@ pub fn translation_text(t: &Translation) -> String {
             l.entry_addr,
             l.value,
             l.flags,
-            l.value & PTE_ADDR_MASK
+            l.value & shared::pte::ADDR_MASK
         );
     }
     match (t.phys, t.page_size, &t.stop) {
@@ -236,25 +313,41 @@ pub fn translation_text(t: &Translation) -> String {
 }
 
 fn size_name(size: u64) -> &'static str {
-    match size {
-        0x1000 => "4 KiB page",
-        0x20_0000 => "2 MiB page",
+    match shared::pte::PageSize::from_bytes(size) {
+        Some(shared::pte::PageSize::Size4K) => "4 KiB page",
+        Some(shared::pte::PageSize::Size2M) => "2 MiB page",
         _ => "1 GiB page",
     }
 }
 
-/// Parses `A-B` (hex, `0x` optional, B exclusive) into an inclusive range.
-pub fn parse_range(text: &str) -> Result<(u64, u64), String> {
+/// The exclusive end of the lower half.
+const LOWER_HALF_END: u64 = 0x0000_8000_0000_0000;
+
+/// Parses `A-B` (hex, `0x` optional, B exclusive) into a range of canonical addresses.
+/// A must be canonical, and so must B, or it is the end of the lower half; a range may
+/// run from the lower half into the upper one (it skips the hole between them).
+pub fn parse_range(text: &str) -> Result<Range, String> {
     let bad = || {
         "expected START-END in hex, END exclusive, e.g. ffff888000000000-ffff888040000000"
             .to_string()
     };
     let (a, b) = text.split_once('-').ok_or_else(bad)?;
     let (a, b) = (parse_hex(a).ok_or_else(bad)?, parse_hex(b).ok_or_else(bad)?);
-    if b <= a {
-        return Err(bad());
+    let hole = |bound: u64| {
+        format!(
+            "{bound:x} is not a canonical address: x86_64 has none from 800000000000 to ffff7fffffffffff; a range may end the lower half at 800000000000 or start the upper half at ffff800000000000"
+        )
+    };
+    let first = VirtAddr::try_new(a).ok_or_else(|| hole(a))?;
+    if b != LOWER_HALF_END && VirtAddr::try_new(b).is_none() {
+        return Err(hole(b));
     }
-    Ok((a, b - 1))
+    if b <= a {
+        return Err(format!("{text}: END must be above START (END is exclusive)"));
+    }
+    // The last address: one below B, or the lower half's last when B starts the upper half.
+    let last = VirtAddr::try_new(b - 1).unwrap_or(VirtAddr::new(LOWER_HALF_END - 1));
+    Ok(Range { first, last })
 }
 
 /// Parses a hex number, with or without `0x`.
@@ -268,18 +361,35 @@ pub fn parse_hex(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn flags_use_qemu_letters() {
-        assert_eq!(tlb_flags(PTE_PRESENT | PTE_WRITABLE | PTE_ACCESSED | PTE_NX), "X---A---W");
-        assert_eq!(tlb_flags(PTE_GLOBAL | PTE_HUGE | PTE_DIRTY | PTE_USER), "-GPD---U-");
+    fn entry(flags: PteFlags) -> PageTableEntry {
+        PageTableEntry::new(shared::addr::PhysAddr::new(0x1000), flags)
     }
 
     #[test]
-    fn ranges_are_hex_with_an_exclusive_end() {
-        assert_eq!(parse_range("1000-3000").ok(), Some((0x1000, 0x2fff)));
+    fn inspect_tlb_flags_use_qemu_letters() {
+        let rw = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::ACCESSED | PteFlags::NO_EXECUTE;
+        assert_eq!(tlb_flags(entry(rw), 1), "X---A---W");
+        let huge = PteFlags::GLOBAL | PteFlags::HUGE | PteFlags::DIRTY | PteFlags::USER;
+        assert_eq!(tlb_flags(entry(huge), 2), "-GPD---U-");
+    }
+
+    #[test]
+    fn inspect_tlb_flags_show_no_ps_for_the_pat_bit_of_a_4k_entry() {
+        let pat = PteFlags::PRESENT | PteFlags::HUGE | PteFlags::WRITABLE;
+        assert_eq!(tlb_flags(entry(pat), 1), "--------W", "bit 7 of a PTE is PAT");
+        assert_eq!(tlb_flags(entry(pat), 2), "--P-----W", "bit 7 of a PDE is PS");
+    }
+
+    fn range(first: u64, last: u64) -> Option<Range> {
+        Some(Range { first: VirtAddr::new(first), last: VirtAddr::new(last) })
+    }
+
+    #[test]
+    fn inspect_ranges_are_hex_with_an_exclusive_end() {
+        assert_eq!(parse_range("1000-3000").ok(), range(0x1000, 0x2fff));
         assert_eq!(
             parse_range("0xffff888000000000-0xffff888000001000").ok(),
-            Some((0xffff_8880_0000_0000, 0xffff_8880_0000_0fff))
+            range(0xffff_8880_0000_0000, 0xffff_8880_0000_0fff)
         );
         for bad in ["", "1000", "3000-1000", "x-y", "1000-1000"] {
             assert!(parse_range(bad).is_err(), "{bad}");
@@ -287,7 +397,29 @@ mod tests {
     }
 
     #[test]
-    fn info_mem_lines_match_qemu() {
+    fn inspect_ranges_refuse_bounds_in_the_non_canonical_hole() {
+        // Masked to 48 bits, each of these used to land in the other half.
+        for bad in
+            ["0-900000000000", "900000000000-ffff888000002000", "800000000001-ffff800000001000"]
+        {
+            let err = parse_range(bad).expect_err(bad);
+            assert!(err.contains("is not a canonical address"), "{bad}: {err}");
+        }
+        assert_eq!(parse_range("0-800000000000").ok(), range(0, 0x7fff_ffff_ffff));
+        assert_eq!(
+            parse_range("7ffffffff000-ffff800000001000").ok(),
+            range(0x7fff_ffff_f000, 0xffff_8000_0000_0fff),
+            "across the hole"
+        );
+        assert_eq!(
+            parse_range("1000-ffff800000000000").ok(),
+            range(0x1000, 0x7fff_ffff_ffff),
+            "up to the upper half's start: the rest of the lower half"
+        );
+    }
+
+    #[test]
+    fn inspect_info_mem_lines_match_qemu() {
         let dump = PageTableDump {
             runs: vec![MemRun {
                 start: 0xffff_8880_0000_0000,
@@ -301,6 +433,7 @@ mod tests {
                 size: 4096,
                 entry: 0x20_0161,
             }],
+            reserved: Vec::new(),
             truncated: None,
         };
         assert_eq!(

@@ -1,26 +1,31 @@
 //! Guest RAM as the inspector reads it: the running VMM's own mapping, or a RAM file
-//! (`--mem-file`) mapped read-only by another process.
+//! (`--mem-file`) read by another process.
+//!
+//! ```text
+//! RamReader::mapped(&GuestMemoryMmap)   the VMM's mapping of the RAM it owns (and locks)
+//! RamReader::open_file(path)            pread from a file someone else owns, through a
+//!                                       cache of pages, emptied for every snapshot
+//! ```
 //!
 //! Every read is checked against the RAM ranges: an address outside them is an error,
-//! never a fault or a read of host memory. A RAM file is mapped only where the ranges in
-//! its `vmcoreinfo` descriptor say, after checking that the file holds them.
+//! never a fault or a read of host memory. A file is read, never mapped: a file another
+//! process truncates under a mapping raises SIGBUS on the next touch, while a read past
+//! its end just comes back short, which becomes [`InspectError::FileShrank`].
 
-use super::{InspectError, Pod};
+use super::InspectError;
 use shared::vmcoreinfo::{RamRange, VmCoreInfo, MAX_RAM_RANGES, VMCOREINFO_ADDR};
 use shared::walk::PhysMem;
+use std::cell::Cell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{
-    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    GuestRegionMmap,
-};
+use std::path::{Path, PathBuf};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-enum Memory<'a> {
-    Borrowed(&'a GuestMemoryMmap),
-    Owned(GuestMemoryMmap),
-}
+/// Pages the file cache holds: 4 MiB, direct-mapped by page number.
+const CACHE_PAGES: usize = 1024;
+const PAGE: u64 = 4096;
+const PAGE_BYTES: usize = 4096;
 
 /// One RAM range and where the host sees it.
 #[derive(Clone, Copy)]
@@ -30,126 +35,204 @@ struct HostRange {
     host: *const u8,
 }
 
-/// Bounds-checked read access to guest RAM.
-pub struct GuestRam<'a> {
-    memory: Memory<'a>,
-    /// The ranges, sorted, for the fast `u64` path.
-    ranges: Vec<HostRange>,
-    /// Index in `ranges` of the last hit.
-    last: usize,
+/// A page of the file cache: its page number (`u64::MAX`: empty) and bytes.
+struct CachedPage {
+    page: u64,
+    bytes: Box<[u8; PAGE_BYTES]>,
 }
 
-impl<'a> GuestRam<'a> {
-    /// The running VMM's guest memory.
-    pub fn borrowed(memory: &'a GuestMemoryMmap) -> Self {
-        Self::with(Memory::Borrowed(memory))
-    }
+/// A RAM file read with `pread`.
+struct FileRam {
+    path: PathBuf,
+    file: File,
+    /// The ranges, sorted by guest address.
+    ranges: Vec<RamRange>,
+    cache: Vec<CachedPage>,
+    /// Set when a read came back short: the file shrank under us.
+    shrank: Cell<bool>,
+}
 
-    fn with(memory: Memory<'a>) -> Self {
-        let mem = match &memory {
-            Memory::Borrowed(mem) => *mem,
-            Memory::Owned(mem) => mem,
-        };
-        let mut ranges: Vec<HostRange> = mem
+enum Backend<'a> {
+    Mapped { ranges: Vec<HostRange>, last: usize, _memory: &'a GuestMemoryMmap },
+    File(Box<FileRam>),
+}
+
+/// Bounds-checked read access to guest RAM.
+pub struct RamReader<'a> {
+    backend: Backend<'a>,
+}
+
+impl<'a> RamReader<'a> {
+    /// The running VMM's guest memory.
+    pub fn mapped(memory: &'a GuestMemoryMmap) -> Self {
+        let mut ranges: Vec<HostRange> = memory
             .iter()
             .filter_map(|region| {
-                let host = mem.get_host_address(region.start_addr()).ok()?;
+                let host = memory.get_host_address(region.start_addr()).ok()?;
                 Some(HostRange { start: region.start_addr().0, len: region.len(), host })
             })
             .collect();
         ranges.sort_by_key(|r| r.start);
-        Self { memory, ranges, last: 0 }
+        Self { backend: Backend::Mapped { ranges, last: 0, _memory: memory } }
     }
 
-    /// The guest memory behind the RAM file at `path`, mapped read-only where its
-    /// `vmcoreinfo` descriptor places RAM.
-    pub fn open_file(path: &Path) -> Result<GuestRam<'static>, InspectError> {
+    /// The guest memory in the RAM file at `path`, where its `vmcoreinfo` descriptor
+    /// places RAM.
+    pub fn open_file(path: &Path) -> Result<RamReader<'static>, InspectError> {
         let cannot = |source| InspectError::Open { path: path.to_path_buf(), source };
+        let not_ram = |why: String| InspectError::NotRamFile { path: path.to_path_buf(), why };
+        if path.is_dir() {
+            return Err(not_ram(
+                "it is a directory; give the file `vmm run --mem-file` wrote".into(),
+            ));
+        }
         let file = File::open(path).map_err(cannot)?;
         let file_len = file.metadata().map_err(cannot)?.len();
         // Low RAM starts the file, so the descriptor is at its own address there.
-        let mut info = VmCoreInfo::zeroed();
-        file.read_exact_at(info.as_bytes_mut(), VMCOREINFO_ADDR).map_err(|_| {
-            InspectError::NotRamFile {
-                path: path.to_path_buf(),
-                why: format!("it holds {file_len} bytes, too few for guest RAM"),
-            }
-        })?;
-        let ranges = file_ranges(&info, file_len)
-            .map_err(|why| InspectError::NotRamFile { path: path.to_path_buf(), why })?;
-        let mut regions = Vec::new();
-        for range in &ranges {
-            let size = usize::try_from(range.size).map_err(|_| InspectError::NotRamFile {
-                path: path.to_path_buf(),
-                why: "a RAM range is larger than the host's address space".into(),
-            })?;
-            let offset = FileOffset::new(file.try_clone().map_err(cannot)?, range.file_offset);
-            let region = MmapRegionBuilder::new(size)
-                .with_file_offset(offset)
-                .with_mmap_prot(libc::PROT_READ)
-                .with_mmap_flags(libc::MAP_SHARED | libc::MAP_NORESERVE)
-                .build()
-                .map_err(|err| InspectError::Map {
-                    path: path.to_path_buf(),
-                    why: err.to_string(),
-                })?;
-            let region =
-                GuestRegionMmap::new(region, GuestAddress(range.guest_addr)).ok_or_else(|| {
-                    InspectError::Map { path: path.to_path_buf(), why: "bad region".into() }
-                })?;
-            regions.push(region);
-        }
-        let memory = GuestMemoryMmap::from_regions(regions)
-            .map_err(|err| InspectError::Map { path: path.to_path_buf(), why: err.to_string() })?;
-        Ok(GuestRam::with(Memory::Owned(memory)))
+        let mut info = VmCoreInfo::new_zeroed();
+        file.read_exact_at(info.as_mut_bytes(), VMCOREINFO_ADDR)
+            .map_err(|_| not_ram(format!("it holds {file_len} bytes, too few for guest RAM")))?;
+        let ranges = file_ranges(&info, file_len).map_err(not_ram)?;
+        let cache = (0..CACHE_PAGES)
+            .map(|_| CachedPage { page: u64::MAX, bytes: Box::new([0; PAGE_BYTES]) })
+            .collect();
+        let file =
+            FileRam { path: path.to_path_buf(), file, ranges, cache, shrank: Cell::new(false) };
+        Ok(RamReader { backend: Backend::File(Box::new(file)) })
     }
 
-    fn memory(&self) -> &GuestMemoryMmap {
-        match &self.memory {
-            Memory::Borrowed(mem) => mem,
-            Memory::Owned(mem) => mem,
+    /// Forgets what was read: a new snapshot of a running guest must see fresh bytes.
+    pub fn begin_snapshot(&mut self) -> Result<(), InspectError> {
+        if let Backend::File(file) = &mut self.backend {
+            file.check_size()?;
+            file.cache.iter_mut().for_each(|page| page.page = u64::MAX);
+        }
+        Ok(())
+    }
+
+    /// After a command: an error if the RAM file shrank while it was being read.
+    pub fn end_snapshot(&self) -> Result<(), InspectError> {
+        match &self.backend {
+            Backend::File(file) if file.shrank.get() => {
+                Err(InspectError::FileShrank { path: file.path.clone() })
+            }
+            _ => Ok(()),
         }
     }
 
     /// Fills `buf` from guest-physical `gpa`.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), InspectError> {
-        self.memory()
-            .read_slice(buf, GuestAddress(gpa))
-            .map_err(|_| InspectError::OutsideRam { gpa, len: buf.len() as u64 })
+        let len = buf.len() as u64;
+        let outside = || InspectError::OutsideRam { gpa, len };
+        match &self.backend {
+            Backend::Mapped { _memory: memory, .. } => {
+                memory.read_slice(buf, GuestAddress(gpa)).map_err(|_| outside())
+            }
+            Backend::File(file) => {
+                let offset = file.offset(gpa, len).ok_or_else(outside)?;
+                file.pread(buf, offset)
+                    .ok_or_else(|| InspectError::FileShrank { path: file.path.clone() })
+            }
+        }
     }
 
     /// The value of type `T` at guest-physical `gpa`.
-    pub fn read_obj<T: Pod>(&self, gpa: u64) -> Result<T, InspectError> {
-        let mut value = T::zeroed();
-        self.read(gpa, value.as_bytes_mut())?;
+    pub fn read_obj<T: FromBytes + IntoBytes>(&self, gpa: u64) -> Result<T, InspectError> {
+        let mut value = T::new_zeroed();
+        self.read(gpa, value.as_mut_bytes())?;
         Ok(value)
     }
 
     /// The RAM ranges, lowest first: (guest address, length).
-    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.ranges.iter().map(|r| (r.start, r.len))
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        match &self.backend {
+            Backend::Mapped { ranges, .. } => ranges.iter().map(|r| (r.start, r.len)).collect(),
+            Backend::File(file) => file.ranges.iter().map(|r| (r.guest_addr, r.size)).collect(),
+        }
+    }
+
+    /// Bytes of RAM.
+    pub fn ram_bytes(&self) -> u64 {
+        self.ranges().iter().map(|&(_, len)| len).sum()
     }
 }
 
-impl PhysMem for GuestRam<'_> {
+impl FileRam {
+    /// The file offset of `[gpa, gpa + len)`, if it lies in one RAM range.
+    fn offset(&self, gpa: u64, len: u64) -> Option<u64> {
+        let range = self.ranges.iter().find(|r| gpa.wrapping_sub(r.guest_addr) < r.size)?;
+        let inside = gpa - range.guest_addr;
+        (len <= range.size - inside).then(|| range.file_offset + inside)
+    }
+
+    /// Reads `buf` at file `offset`; `None` (and the file marked shrunk) if it is short.
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Option<()> {
+        match self.file.read_exact_at(buf, offset) {
+            Ok(()) => Some(()),
+            Err(_) => {
+                self.shrank.set(true);
+                None
+            }
+        }
+    }
+
+    /// An error if the file no longer holds every RAM range.
+    fn check_size(&self) -> Result<(), InspectError> {
+        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let needed = self.ranges.iter().map(|r| r.file_offset + r.size).max().unwrap_or(0);
+        if len < needed {
+            self.shrank.set(true);
+            return Err(InspectError::FileShrank { path: self.path.clone() });
+        }
+        Ok(())
+    }
+
+    /// The word at `gpa` (8-byte aligned), through the page cache.
+    #[inline]
+    fn word(&mut self, gpa: u64) -> Option<u64> {
+        let page = gpa / PAGE;
+        let slot = (page % CACHE_PAGES as u64) as usize;
+        if self.cache[slot].page != page {
+            let offset = self.offset(page * PAGE, PAGE)?;
+            let entry = &mut self.cache[slot];
+            entry.page = u64::MAX;
+            if self.file.read_exact_at(&mut entry.bytes[..], offset).is_err() {
+                self.shrank.set(true);
+                return None;
+            }
+            entry.page = page;
+        }
+        let at = (gpa % PAGE) as usize;
+        u64::read_from_bytes(&self.cache[slot].bytes[at..at + 8]).ok()
+    }
+}
+
+impl PhysMem for RamReader<'_> {
     #[inline]
     fn read_u64(&mut self, gpa: u64) -> Option<u64> {
-        let mut range = self.ranges.get(self.last).copied()?;
-        if gpa.wrapping_sub(range.start) >= range.len {
-            self.last = self.ranges.iter().position(|r| gpa.wrapping_sub(r.start) < r.len)?;
-            range = self.ranges[self.last];
-        }
-        let offset = gpa - range.start;
-        if offset + 8 > range.len {
-            return None;
-        }
         if gpa % 8 != 0 {
             return self.read_obj(gpa).ok();
         }
-        // SAFETY: `host` maps `len` bytes of guest RAM for as long as `self.memory` lives
-        // (borrowed for 'a, or owned); `offset + 8 <= len` and the address is 8-byte
-        // aligned. The guest may change the word at any time, hence a volatile read.
-        Some(unsafe { range.host.add(super::to_usize(offset)).cast::<u64>().read_volatile() })
+        match &mut self.backend {
+            Backend::Mapped { ranges, last, .. } => {
+                let mut range = ranges.get(*last).copied()?;
+                if gpa.wrapping_sub(range.start) >= range.len {
+                    *last = ranges.iter().position(|r| gpa.wrapping_sub(r.start) < r.len)?;
+                    range = ranges[*last];
+                }
+                let offset = gpa - range.start;
+                if offset + 8 > range.len {
+                    return None;
+                }
+                // SAFETY: `host` maps `len` bytes of guest RAM for as long as the borrowed
+                // memory lives; `offset + 8 <= len` and the address is 8-byte aligned. The
+                // guest may change the word at any time, hence a volatile read.
+                Some(unsafe {
+                    range.host.add(super::to_usize(offset)).cast::<u64>().read_volatile()
+                })
+            }
+            Backend::File(file) => file.word(gpa),
+        }
     }
 }
 
@@ -166,7 +249,7 @@ fn file_ranges(info: &VmCoreInfo, file_len: u64) -> Result<Vec<RamRange>, String
     let mut end = 0u64;
     for r in &ranges {
         let in_file = r.file_offset.checked_add(r.size).is_some_and(|e| e <= file_len);
-        let aligned = (r.guest_addr | r.size | r.file_offset) % 4096 == 0;
+        let aligned = (r.guest_addr | r.size | r.file_offset) % PAGE == 0;
         if r.size == 0 || !aligned || !in_file || r.guest_addr < end {
             return Err(format!(
                 "RAM range {:#x}+{:#x} at file offset {:#x} is empty, misaligned, overlapping or past the file's {file_len} bytes",
@@ -181,6 +264,7 @@ fn file_ranges(info: &VmCoreInfo, file_len: u64) -> Result<Vec<RamRange>, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inspect::to_usize;
 
     fn info(ranges: &[RamRange]) -> VmCoreInfo {
         let nr_ram = u32::try_from(ranges.len()).expect("a few ranges");
@@ -194,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn file_ranges_must_lie_in_the_file_and_not_overlap() {
+    fn inspect_file_ranges_must_lie_in_the_file_and_not_overlap() {
         let good = info(&[range(0, 1 << 20, 0), range(4 << 30, 1 << 20, 1 << 20)]);
         assert_eq!(file_ranges(&good, 2 << 20).map(|r| r.len()), Ok(2));
         assert!(file_ranges(&good, (2 << 20) - 1).is_err(), "past the end of the file");
@@ -207,5 +291,57 @@ mod tests {
         let mut bogus = good;
         bogus.nr_ram = 1000;
         assert!(file_ranges(&bogus, 2 << 20).is_err());
+    }
+
+    /// A RAM file of `pages` pages whose descriptor lists them as one range, with the
+    /// word `index` at byte `8 × index`.
+    fn ram_file(name: &str, pages: u64) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("kvm-mm-ram-{}-{name}", std::process::id()));
+        let mut bytes = vec![0u8; to_usize(pages * PAGE)];
+        for (index, word) in bytes.chunks_exact_mut(8).enumerate() {
+            word.copy_from_slice(&(index as u64).to_le_bytes());
+        }
+        let descriptor = info(&[range(0, pages * PAGE, 0)]);
+        let at = to_usize(VMCOREINFO_ADDR);
+        bytes[at..at + size_of::<VmCoreInfo>()].copy_from_slice(descriptor.as_bytes());
+        std::fs::write(&path, bytes).expect("temporary file");
+        path
+    }
+
+    #[test]
+    fn inspect_reads_a_file_through_its_cache_and_refuses_what_lies_outside() {
+        let path = ram_file("reads", 64);
+        let mut ram = RamReader::open_file(&path).expect("a RAM file");
+        assert_eq!(ram.ranges(), [(0, 64 * PAGE)]);
+        assert_eq!(ram.read_u64(0x10_000), Some(0x10_000 / 8));
+        assert_eq!(ram.read_u64(63 * PAGE + 4088), Some((63 * PAGE + 4088) / 8));
+        assert_eq!(ram.read_u64(64 * PAGE), None, "past the RAM");
+        let mut two = [0u8; 16];
+        ram.read(0x2000, &mut two).expect("in RAM");
+        assert_eq!(u64::read_from_bytes(&two[8..]).ok(), Some(0x2008 / 8));
+        assert!(ram.read(64 * PAGE - 8, &mut two).is_err(), "straddles the end");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn inspect_of_a_file_that_shrinks_under_it_errs_instead_of_faulting() {
+        let path = ram_file("shrinks", 64);
+        let mut ram = RamReader::open_file(&path).expect("a RAM file");
+        ram.begin_snapshot().expect("whole");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(8 * PAGE))
+            .expect("truncated");
+        assert_eq!(ram.read_u64(32 * PAGE), None, "a short read, not SIGBUS");
+        assert!(matches!(ram.end_snapshot(), Err(InspectError::FileShrank { .. })));
+        assert!(matches!(ram.begin_snapshot(), Err(InspectError::FileShrank { .. })));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn inspect_refuses_a_directory_by_name() {
+        let err = RamReader::open_file(&std::env::temp_dir()).err().expect("refused");
+        assert!(err.to_string().contains("it is a directory"), "{err}");
     }
 }

@@ -2,14 +2,15 @@
 //! and single `struct page`s, each read from the guest's own structures and bounded by
 //! limits no well-formed guest reaches.
 
-use super::{to_usize, InspectError, Pod, View};
-use crate::report::{E820Range, Region, SlabInfo, ZoneInfo};
+use super::{to_usize, InspectError, View};
+use schemars::JsonSchema;
 use serde::Serialize;
 use shared::boot::{E820Entry, E820_MAX_ENTRIES};
-use shared::hypercall::ZoneReport;
-use shared::mm::{SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
+use shared::hypercall::{SlabInfoReport, ZoneReport};
+use shared::mm::{Region, SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
 use shared::page::{Page, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE};
 use std::fmt::Write;
+use zerocopy::FromBytes;
 
 /// Largest memblock region count the inspector reads.
 pub const MAX_MEMBLOCK_REGIONS: u64 = 1 << 16;
@@ -18,31 +19,35 @@ pub const MAX_SLAB_CACHES: u64 = 256;
 /// Longest cache name the inspector reads.
 pub const MAX_NAME_LEN: u64 = 64;
 
+/// `count` values of `T` at kernel virtual address `addr`, which the caller bounded.
+fn read_array<T: FromBytes>(
+    view: &mut View<'_, '_>,
+    addr: u64,
+    count: u64,
+) -> Result<Vec<T>, InspectError> {
+    let mut raw = vec![0u8; to_usize(count) * size_of::<T>()];
+    view.read_virt(addr, &mut raw)?;
+    Ok(raw
+        .chunks_exact(size_of::<T>())
+        .filter_map(|chunk| T::read_from_bytes(chunk).ok())
+        .collect())
+}
+
 /// The sanitised e820 map.
-pub fn e820(view: &mut View<'_, '_>) -> Result<Vec<E820Range>, InspectError> {
+pub fn e820(view: &mut View<'_, '_>) -> Result<Vec<E820Entry>, InspectError> {
     let count = view.info.e820_cnt;
     if count > E820_MAX_ENTRIES as u64 {
         return Err(InspectError::Corrupt(format!(
             "{count} e820 entries (at most {E820_MAX_ENTRIES})"
         )));
     }
-    let mut raw = vec![0u8; to_usize(count) * E820Entry::SIZE];
-    view.read_virt(view.info.e820, &mut raw)?;
-    Ok(raw
-        .chunks_exact(E820Entry::SIZE)
-        .map(|chunk| {
-            let mut bytes = [0u8; E820Entry::SIZE];
-            bytes.copy_from_slice(chunk);
-            E820Range::from(E820Entry::from_bytes(&bytes))
-        })
-        .collect())
+    read_array(view, view.info.e820, count)
 }
 
 /// The kernel's e820 boot print.
-pub fn e820_text(map: &[E820Range]) -> String {
+pub fn e820_text(map: &[E820Entry]) -> String {
     let mut out = String::new();
-    for r in map {
-        let entry = E820Entry::new(r.addr, r.size, r.typ);
+    for &entry in map {
         let _ = shared::boot::write_e820_line(&mut out, "BIOS-e820", entry);
         out.push('\n');
     }
@@ -50,7 +55,7 @@ pub fn e820_text(map: &[E820Range]) -> String {
 }
 
 /// memblock's two region sets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Memblock {
     /// Physical memory.
     pub memory: Vec<Region>,
@@ -71,15 +76,7 @@ fn regions(view: &mut View<'_, '_>, addr: u64, count: u64) -> Result<Vec<Region>
     if count > MAX_MEMBLOCK_REGIONS {
         return Err(InspectError::Corrupt(format!("{count} memblock regions")));
     }
-    let mut raw = vec![0u8; to_usize(count) * size_of::<shared::mm::Region>()];
-    view.read_virt(addr, &mut raw)?;
-    Ok(raw
-        .chunks_exact(size_of::<shared::mm::Region>())
-        .map(|chunk| {
-            let r = shared::mm::Region::from_bytes(chunk);
-            Region { base: r.base, size: r.size }
-        })
-        .collect())
+    read_array(view, addr, count)
 }
 
 /// memblock in the format of Linux's `/sys/kernel/debug/memblock/{memory,reserved}`.
@@ -106,12 +103,8 @@ pub fn raw_zones(view: &mut View<'_, '_>) -> Result<Vec<Zone>, InspectError> {
 }
 
 /// Each populated zone's counters, as `/proc/zoneinfo` and `/proc/buddyinfo` show them.
-pub fn zones(view: &mut View<'_, '_>) -> Result<Vec<ZoneInfo>, InspectError> {
-    Ok(raw_zones(view)?.iter().filter(|z| z.present > 0).map(zone_info).collect())
-}
-
-fn zone_info(zone: &Zone) -> ZoneInfo {
-    ZoneInfo::from_report(&ZoneReport::of(zone))
+pub fn zones(view: &mut View<'_, '_>) -> Result<Vec<ZoneReport>, InspectError> {
+    Ok(raw_zones(view)?.iter().filter(|z| z.present > 0).map(ZoneReport::of).collect())
 }
 
 /// A slab cache: where it is, its state and its name.
@@ -147,31 +140,12 @@ pub fn caches(view: &mut View<'_, '_>) -> Result<Vec<Cache>, InspectError> {
 }
 
 /// Each cache's `/proc/slabinfo` line.
-pub fn slabs(view: &mut View<'_, '_>) -> Result<Vec<SlabInfo>, InspectError> {
-    Ok(caches(view)?.iter().map(slab_info).collect())
-}
-
-fn slab_info(cache: &Cache) -> SlabInfo {
-    let c = &cache.raw;
-    let order = c.order.min(63);
-    SlabInfo {
-        name: cache.name.clone(),
-        active_objs: c.in_use,
-        num_objs: c.slabs.saturating_mul(c.objects),
-        objsize: c.object_size,
-        objperslab: c.objects,
-        pagesperslab: 1u64.checked_shl(order).unwrap_or(0),
-        active_slabs: c.slabs.saturating_sub(c.empty),
-        num_slabs: c.slabs,
-        waste_per_slab: 4096u64
-            .checked_shl(order)
-            .unwrap_or(0)
-            .saturating_sub(c.objects.saturating_mul(c.stride)),
-    }
+pub fn slabs(view: &mut View<'_, '_>) -> Result<Vec<SlabInfoReport>, InspectError> {
+    Ok(caches(view)?.iter().map(|c| SlabInfoReport::of(&c.raw, c.name.as_bytes())).collect())
 }
 
 /// A decoded `struct page`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct PageInfo {
     /// The frame.
     pub pfn: u64,

@@ -1,11 +1,12 @@
 //! Reading the zero page the VMM wrote (`shared::boot` has the offsets).
 
-use crate::mm::phys_to_virt;
+use crate::mm::boot_phys_to_virt as phys_to_virt;
 use shared::boot::{
     E820Entry, BOOT_FLAG, BOOT_FLAG_MAGIC, CMDLINE_SIZE, CMD_LINE_PTR, E820_ENTRIES,
     E820_MAX_ENTRIES, E820_TABLE, EXT_CMD_LINE_PTR, ZERO_PAGE_SIZE,
 };
 use shared::layout::CMDLINE_MAX;
+use zerocopy::FromBytes;
 
 /// What the kernel takes from the zero page.
 pub struct BootParams {
@@ -31,6 +32,8 @@ pub enum Error {
     BadBootFlag(u16),
     /// `e820_entries` exceeds the table.
     TooManyE820Entries(u8),
+    /// The e820 table does not decode (its bytes are not whole entries).
+    E820Table,
     /// The command line is not in boot-mapped memory or is too long.
     BadCmdline { addr: u64, size: u32 },
     /// The command line is not UTF-8.
@@ -44,6 +47,7 @@ impl core::fmt::Display for Error {
                 write!(f, "zero page at {addr:#x} is outside the boot mapping")
             }
             Self::BadBootFlag(flag) => write!(f, "boot_flag is {flag:#06x}, not 0xaa55"),
+            Self::E820Table => write!(f, "the e820 table is not whole entries"),
             Self::TooManyE820Entries(n) => {
                 write!(f, "{n} e820 entries, the table holds {E820_MAX_ENTRIES}")
             }
@@ -78,12 +82,9 @@ pub fn read(zero_page: u64) -> Result<BootParams, Error> {
         return Err(Error::TooManyE820Entries(count));
     }
     let mut e820 = [E820Entry::default(); E820_MAX_ENTRIES];
-    for (index, slot) in e820.iter_mut().take(usize::from(count)).enumerate() {
-        let at = E820_TABLE + index * E820Entry::SIZE;
-        let mut raw = [0; E820Entry::SIZE];
-        raw.copy_from_slice(&page[at..at + E820Entry::SIZE]);
-        *slot = E820Entry::from_bytes(&raw);
-    }
+    let table = &page[E820_TABLE..E820_TABLE + E820_MAX_ENTRIES * size_of::<E820Entry>()];
+    let entries = <[E820Entry]>::ref_from_bytes(table).map_err(|_| Error::E820Table)?;
+    e820[..usize::from(count)].copy_from_slice(&entries[..usize::from(count)]);
 
     let addr = u64::from(u32_at(CMD_LINE_PTR)) | (u64::from(u32_at(EXT_CMD_LINE_PTR)) << 32);
     let size = u32_at(CMDLINE_SIZE);

@@ -4,6 +4,7 @@
 //! triple fault. Also turns on the CPU features the page tables use (NX, global pages).
 
 use core::arch::asm;
+use shared::addr::PhysAddr;
 use x86_64::instructions::tables::{lgdt, load_tss};
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
@@ -81,6 +82,32 @@ pub fn has_global_pages() -> bool {
     core::arch::x86_64::__cpuid(1).edx & (1 << 13) != 0
 }
 
+/// Whether the CPU maps 1 GiB pages (CPUID 0x8000_0001 EDX bit 26, `pdpe1gb`).
+pub fn has_gigabyte_pages() -> bool {
+    core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 26) != 0
+}
+
+/// The root of the loaded page-table tree (CR3's address bits).
+pub fn page_table_root() -> PhysAddr {
+    PhysAddr::new(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64())
+}
+
+/// Invalidates every TLB entry, global ones included: toggling CR4.PGE does that, where a
+/// CR3 reload keeps global entries (Intel SDM vol. 3, 4.10.4.1). Without PGE, a CR3
+/// reload is everything.
+pub fn flush_tlb_everything() {
+    let cr4 = Cr4::read();
+    if cr4.contains(Cr4Flags::PAGE_GLOBAL) {
+        // SAFETY: clearing and restoring PGE changes no mapping; it only empties the TLB.
+        unsafe {
+            Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
+            Cr4::write(cr4);
+        }
+    } else {
+        x86_64::instructions::tlb::flush_all();
+    }
+}
+
 /// Turns on CR0.WP (read-only pages bind the kernel too), and EFER.NXE and CR4.PGE where
 /// the CPU has them.
 pub fn enable_paging_features() {
@@ -97,12 +124,14 @@ pub fn enable_paging_features() {
     }
 }
 
-/// Loads `root` into CR3, flushing every non-global translation.
+/// Loads `root` into CR3 and invalidates every translation of the tree it replaces, global
+/// ones included.
 ///
 /// # Safety
 /// `root` must be a PML4 that maps the running code, its stack, and every address the
 /// kernel uses from now on.
-pub unsafe fn switch_page_tables(root: u64) {
+pub unsafe fn switch_page_tables(root: PhysAddr) {
     // SAFETY: the caller's contract.
-    unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };
+    unsafe { asm!("mov cr3, {}", in(reg) root.as_u64(), options(nostack, preserves_flags)) };
+    flush_tlb_everything();
 }

@@ -26,9 +26,11 @@
 extern crate alloc;
 
 mod boot_params;
+mod cell;
 mod console;
 mod cpu;
 mod entry;
+mod extable;
 mod hypercall;
 mod mm;
 mod panic;
@@ -44,6 +46,7 @@ use shared::boot::{write_e820_line, E820_TYPE_RAM};
 use shared::hypercall::{checkpoint, ReportKind};
 use shared::layout::HIGH_MEMORY;
 use shared::status::GuestStatus;
+use zerocopy::{Immutable, IntoBytes};
 
 /// The Rust entry point, called by `_start` with the zero page's physical address.
 extern "C" fn kernel_main(zero_page: u64) -> ! {
@@ -64,7 +67,7 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
     let e820 = E820Map::sanitize(boot.e820())
         .unwrap_or_else(|err| hypercall::boot_failed(format_args!("e820: {err}")));
     print_e820(&e820);
-    hypercall::report(ReportKind::E820, bytes_of_e820(&e820).as_slice());
+    hypercall::report(ReportKind::E820, e820.entries().as_bytes());
     let high_ram = e820
         .entries()
         .iter()
@@ -75,11 +78,11 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
         ));
     }
 
-    let mm = mm::setup::init(&e820, options.slub_debug)
+    let mut mm = mm::setup::init(&e820, options.slub_debug)
         .unwrap_or_else(|err| hypercall::boot_failed(format_args!("{err}")));
     mm::setup::print_memblock(&mm.memblock);
     hypercall::report_memblock(&mm.memblock);
-    hypercall::report(ReportKind::BootTimes, hypercall::Plain::bytes(&mm.times));
+    hypercall::report_value(ReportKind::BootTimes, &mm.times);
     hypercall::report_zones(&mm.buddy);
     info!(
         "Memory: {}K/{}K available",
@@ -87,7 +90,7 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
         mm.memblock.memory.total() / 1024
     );
 
-    mm::translations::report_and_check(&mm);
+    mm::translations::report_and_check(&mut mm);
     // From here on the memory managers live in one fixed place, for `alloc` too.
     mm::global::install(mm);
     mm::global::with(|mm| mm::vmcoreinfo::publish(mm, &e820));
@@ -110,15 +113,6 @@ fn print_e820(map: &E820Map) {
     }
 }
 
-/// The map's entries in their zero-page encoding, for the host.
-fn bytes_of_e820(map: &E820Map) -> ReportBuf {
-    let mut buf = ReportBuf::new();
-    for &entry in map.entries() {
-        buf.extend(&entry.to_bytes());
-    }
-    buf
-}
-
 /// A report payload under construction (room for the largest e820 map).
 pub struct ReportBuf {
     bytes: [u8; ReportBuf::CAPACITY],
@@ -132,6 +126,11 @@ impl ReportBuf {
     /// An empty payload.
     pub const fn new() -> Self {
         Self { bytes: [0; Self::CAPACITY], len: 0 }
+    }
+
+    /// Appends what fits of `value`'s bytes.
+    pub fn push<T: IntoBytes + Immutable>(&mut self, value: &T) {
+        self.extend(value.as_bytes());
     }
 
     /// Appends what fits of `data`.

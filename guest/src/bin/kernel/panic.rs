@@ -26,9 +26,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let message = &message.as_slice()[..message.as_slice().len().min(room)];
     let mut encoded = ReportBuf::new();
     let len = |bytes: &[u8]| u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-    for field in [line, column, len(file), len(message)] {
-        encoded.extend(&field.to_le_bytes());
-    }
+    encoded.push(&PanicHeader { line, column, file_len: len(file), message_len: len(message) });
     encoded.extend(file);
     encoded.extend(message);
     hypercall::report(ReportKind::Panic, encoded.as_slice());

@@ -8,11 +8,12 @@
 //! patterns are written and checked outside: so vmcoreinfo's sequence counter is even
 //! between operations, and a host can inspect the guest while the workload runs.
 
-use crate::hypercall::{self, Plain};
+use crate::hypercall;
 use crate::mm::direct_map;
 use crate::mm::global::with;
 use crate::mm::setup::Mm;
 use guest::buddy::Watermark;
+use guest::cmdline::Options;
 use guest::rng::Rng;
 use log::{error, info};
 use shared::hypercall::{ReportKind, StressReport};
@@ -35,14 +36,16 @@ struct Block {
 }
 
 /// Runs the workload; returns whether every check passed.
-pub fn run(seed: u64, ops: u32) -> bool {
+pub fn run(options: &Options) -> bool {
+    let (seed, ops) = (options.seed, options.ops);
     let boot = with(free_areas);
     let mut rng = Rng::new(seed);
     let mut live = [Block::default(); MAX_LIVE];
     let (mut nlive, mut live_pages) = (0usize, 0u64);
     let mut report = StressReport { seed, ops: u64::from(ops), ..StressReport::default() };
     let mut ok = true;
-    for _ in 0..ops {
+    for op in 0..ops {
+        crate::workload::progress(options, op);
         if nlive < MAX_LIVE && (nlive == 0 || rng.below(100) < 55) {
             let order = if rng.below(100) < 40 {
                 0
@@ -116,7 +119,7 @@ pub fn run(seed: u64, ops: u32) -> bool {
         report.max_live_pages,
         if ok { "ok" } else { "FAILED" }
     );
-    hypercall::report(ReportKind::Stress, report.bytes());
+    hypercall::report_value(ReportKind::Stress, &report);
     hypercall::report_test("stress: patterns intact, no overlaps, boot state restored", ok, "");
     let slab_ok = kmalloc_phase(&mut rng, ops);
     hypercall::report_test(
@@ -201,10 +204,12 @@ fn free_areas(mm: &mut Mm) -> [[u64; NR_ORDERS]; NR_ZONES] {
     mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free))
 }
 
+/// Frees a live allocation of the phase (each is freed once).
 fn kfree(addr: u64) -> Result<(), guest::slab::SlabError> {
     with(|mm| {
         let (kmalloc, mut pages) = mm.slab();
-        kmalloc.kfree(&mut pages, addr)
+        // SAFETY: `addr` is a live kmalloc allocation of this phase, freed once.
+        unsafe { kmalloc.kfree(&mut pages, addr) }
     })
 }
 

@@ -186,6 +186,12 @@ fn oops_cause(vector: u64, error_code: u64, address: u64) -> Option<OopsCause> {
     })
 }
 
+/// General-protection fault: a probe of a non-canonical address takes this one.
+const GENERAL_PROTECTION: u64 = 13;
+/// Where the entry stubs saved rax and rdx in [`TrapFrame::gprs`].
+const RAX: usize = 0;
+const RDX: usize = 3;
+
 extern "C" fn exception_handler(frame: &mut TrapFrame) {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
     // Demand paging: a first touch of the pager's area maps a page; the access is retried.
@@ -194,6 +200,15 @@ extern "C" fn exception_handler(frame: &mut TrapFrame) {
         && crate::mm::pager::handle(cr2)
     {
         return;
+    }
+    // An instruction allowed to fault: resume at its fixup with what happened.
+    if frame.vector == PAGE_FAULT || frame.vector == GENERAL_PROTECTION {
+        if let Some(fixup) = crate::extable::fixup(frame.rip) {
+            frame.gprs[RAX] = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
+            frame.gprs[RDX] = frame.error_code + 1;
+            frame.rip = fixup;
+            return;
+        }
     }
     if let Some(cause) = oops_cause(frame.vector, frame.error_code, cr2) {
         error!("BUG: {}, address: {cr2:#018x}", cause.describe());
@@ -204,7 +219,7 @@ extern "C" fn exception_handler(frame: &mut TrapFrame) {
             rip: frame.rip,
             error_code: frame.error_code,
         };
-        hypercall::report(ReportKind::Oops, hypercall::Plain::bytes(&report));
+        hypercall::report_value(ReportKind::Oops, &report);
     }
     let (mnemonic, name) = exception_name(frame.vector);
     error!(
@@ -233,6 +248,6 @@ extern "C" fn exception_handler(frame: &mut TrapFrame) {
         gprs: frame.gprs,
         reserved: 0,
     };
-    hypercall::report(ReportKind::Exception, hypercall::Plain::bytes(&report));
+    hypercall::report_value(ReportKind::Exception, &report);
     hypercall::exit(GuestStatus::Exception)
 }

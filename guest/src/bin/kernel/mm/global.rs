@@ -1,66 +1,36 @@
 //! The kernel's memory managers in one place every part of the kernel can reach, and the
 //! `#[global_allocator]` on top of kmalloc, so `alloc`'s `Vec`, `Box` and `BTreeMap` work.
 //!
-//! [`install`] moves the [`Mm`] built at boot into a static (where it never moves again, as
-//! the slab caches need); [`with`] lends it out. A second borrow while one is out (say, a
-//! `Vec` growing inside code that already holds the memory managers) is a kernel bug and
-//! panics with a message, instead of aliasing. Every loan bumps the `vmcoreinfo` sequence
-//! counter before and after, which brackets every allocator change for host readers.
+//! [`install`] moves the [`Mm`] built at boot into a [`KernelCell`] (where it never moves
+//! again, as the slab caches need); [`with`] lends it out. Every loan bumps the
+//! `vmcoreinfo` sequence counter before and after, which brackets every allocator change
+//! for host readers.
 
 use super::setup::Mm;
+use crate::cell::KernelCell;
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::UnsafeCell;
-use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU8, Ordering};
 
-/// Not installed, free, lent out.
-const EMPTY: u8 = 0;
-const FREE: u8 = 1;
-const LENT: u8 = 2;
-
-struct Global {
-    state: AtomicU8,
-    mm: UnsafeCell<MaybeUninit<Mm>>,
-}
-
-// SAFETY: access to `mm` is serialised by `state` (one borrow at a time), and the kernel
-// runs on one CPU.
-unsafe impl Sync for Global {}
-
-static GLOBAL: Global =
-    Global { state: AtomicU8::new(EMPTY), mm: UnsafeCell::new(MaybeUninit::uninit()) };
+static MM: KernelCell<Mm> = KernelCell::empty();
 
 /// Moves the memory managers to their final place. Once only.
 pub fn install(mm: Mm) {
-    if GLOBAL.state.compare_exchange(EMPTY, LENT, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        panic!("the memory managers are installed twice");
-    }
-    // SAFETY: the state was EMPTY and is now LENT to us: nothing else touches `mm`.
-    unsafe { (*GLOBAL.mm.get()).write(mm) };
-    GLOBAL.state.store(FREE, Ordering::Release);
+    MM.install(mm);
 }
 
 /// Runs `f` with the memory managers.
 pub fn with<R>(f: impl FnOnce(&mut Mm) -> R) -> R {
-    match GLOBAL.state.compare_exchange(FREE, LENT, Ordering::Acquire, Ordering::Relaxed) {
-        Ok(_) => {}
-        Err(EMPTY) => panic!("memory managers used before they are installed"),
-        Err(_) => {
-            panic!("memory managers borrowed twice (an allocation inside code that holds them)")
-        }
-    }
-    // A host reading the allocators sees an odd sequence count until `f` is done.
-    super::vmcoreinfo::begin_change();
-    // SAFETY: installed (the state was FREE) and now lent to us alone until we store FREE.
-    let result = f(unsafe { (*GLOBAL.mm.get()).assume_init_mut() });
-    super::vmcoreinfo::end_change();
-    GLOBAL.state.store(FREE, Ordering::Release);
-    result
+    MM.with(|mm| {
+        // A host reading the allocators sees an odd sequence count until `f` is done.
+        super::vmcoreinfo::begin_change();
+        let result = f(mm);
+        super::vmcoreinfo::end_change();
+        result
+    })
 }
 
 /// `alloc`'s allocator: kmalloc for alignments up to 8; for larger ones, the power-of-two
 /// size class (or buddy block) holding both size and alignment, whose objects are aligned
-/// to their size (the kmalloc caches run without red zones).
+/// to their size.
 struct KernelAllocator;
 
 fn kmalloc_size(layout: Layout) -> u64 {
@@ -88,7 +58,9 @@ unsafe impl GlobalAlloc for KernelAllocator {
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         with(|mm| {
             let (kmalloc, mut pages) = mm.slab();
-            if let Err(err) = kmalloc.kfree(&mut pages, ptr as u64) {
+            // SAFETY: `GlobalAlloc::dealloc`'s contract: `ptr` came from `alloc` above, and
+            // is freed once.
+            if let Err(err) = unsafe { kmalloc.kfree(&mut pages, ptr as u64) } {
                 log::error!("dealloc: {err}");
             }
         })

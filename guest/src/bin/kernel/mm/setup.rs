@@ -1,22 +1,26 @@
 //! Memory setup, in Linux's order: e820 → memblock (add RAM, reserve what is in use) →
-//! direct map and vmemmap → zones → hand-off of every free range to the buddy allocator →
-//! watermarks. After the hand-off memblock is kept only as a record: it allocates nothing.
+//! the kernel's own page tables with the memory map, loaded → zones → hand-off of every
+//! free range to the buddy allocator → watermarks → kmalloc and vmalloc. After the
+//! hand-off memblock is kept only as a record: it allocates nothing.
 //!
 //! Cost scales with regions and free blocks, not with pages: the memory map is never
 //! cleared (zero is a valid `struct page`), and the hand-off writes one descriptor per
 //! maximal aligned block.
 
-use super::paging::{self, MapError, PageSize, PAGE_1G, PAGE_2M};
-use super::tables;
-use super::vmemmap::Vmemmap;
-use super::{direct_map, virt_to_phys};
+use super::direct_map;
+use super::tables::{self, KernelImage, KernelTables, LocalTlb};
+use super::vmemmap::{Vmemmap, VmemmapLayout};
 use guest::buddy::Buddy;
 use guest::e820::E820Map;
 use guest::memblock::{Memblock, MemblockError, Region};
+use guest::paging::{MapError, Mapper};
+use guest::slab::{BuddyPages, Kmalloc};
+use guest::vmalloc::{Vmalloc, VmallocError};
 use log::info;
+use shared::addr::{PhysAddr, VirtAddr};
 use shared::boot::E820_TYPE_RAM;
 use shared::hypercall::BootTimes;
-use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY, PAGE_SIZE};
+use shared::layout::{HIGH_MEMORY, PAGE_OFFSET, PAGE_SIZE, VMALLOC_END, VMALLOC_START};
 
 /// The kernel's memory managers.
 pub struct Mm {
@@ -27,20 +31,63 @@ pub struct Mm {
     /// Boot-phase costs.
     pub times: BootTimes,
     /// The vmalloc areas.
-    pub vmalloc: super::vmalloc::Vmalloc,
+    pub vmalloc: Vmalloc,
     /// The kmalloc caches. Slabs point back to their cache, so once `kmalloc` has slabs
-    /// the `Mm` must not move (the kernel keeps it in place in `kernel_main`).
-    pub kmalloc: guest::slab::Kmalloc,
+    /// the `Mm` must not move (the kernel keeps it in place in `mm::global`).
+    pub kmalloc: Kmalloc,
+    /// The kernel tree's root (what CR3 holds).
+    root: PhysAddr,
 }
 
 impl Mm {
     /// The slab layer's view of the buddy allocator (pages through the direct map), and
     /// the kmalloc caches, borrowed together.
-    pub fn slab(&mut self) -> (&mut guest::slab::Kmalloc, guest::slab::BuddyPages<'_, Vmemmap>) {
-        let pages =
-            guest::slab::BuddyPages { buddy: &mut self.buddy, base: shared::layout::PAGE_OFFSET };
+    pub fn slab(&mut self) -> (&mut Kmalloc, BuddyPages<'_, Vmemmap>) {
+        // SAFETY: the direct map reaches every frame the buddy allocator hands out, at
+        // PAGE_OFFSET + pfn × 4096, and a block is the slab layer's while it holds it.
+        let pages = unsafe { BuddyPages::new(&mut self.buddy, PAGE_OFFSET) };
         (&mut self.kmalloc, pages)
     }
+
+    /// The kernel's page-table tree, with tables from the buddy allocator.
+    pub fn tree(&mut self) -> Mapper<KernelTables<'_>> {
+        kernel_tree(self.root, &mut self.buddy)
+    }
+
+    /// The kernel tree's root.
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Allocates `size` bytes of vmalloc memory.
+    pub fn vmalloc(&mut self, size: u64) -> Result<VirtAddr, VmallocError> {
+        self.vmalloc.vmalloc(&mut kernel_tree(self.root, &mut self.buddy), &LocalTlb, size)
+    }
+
+    /// Frees the vmalloc area at `addr`.
+    pub fn vfree(&mut self, addr: VirtAddr) -> Result<(), VmallocError> {
+        self.vmalloc.vfree(&mut kernel_tree(self.root, &mut self.buddy), &LocalTlb, addr)
+    }
+
+    /// Maps `size` bytes of device memory at `phys` uncached, executable if asked.
+    pub fn ioremap(
+        &mut self,
+        phys: PhysAddr,
+        size: u64,
+        executable: bool,
+    ) -> Result<VirtAddr, VmallocError> {
+        let tree = &mut kernel_tree(self.root, &mut self.buddy);
+        self.vmalloc.ioremap(tree, phys, size, executable)
+    }
+}
+
+/// The kernel's tree at `root` over `buddy`: the one way to a mapper of it, since both
+/// come only from [`Mm`].
+fn kernel_tree(root: PhysAddr, buddy: &mut Buddy<Vmemmap>) -> Mapper<KernelTables<'_>> {
+    // SAFETY: `root` is the kernel's tree (set once at boot), whose tables are RAM pages
+    // the direct map reaches; the `&mut` borrow of the buddy allocator, which only `Mm`
+    // holds, makes this the only mapper of it.
+    unsafe { Mapper::new(root, KernelTables::new(buddy)) }
 }
 
 /// Why memory setup failed.
@@ -50,10 +97,8 @@ pub enum SetupError {
     KernelNotInRam(Region),
     /// memblock ran out of region slots.
     Memblock(MemblockError),
-    /// A mapping could not be made.
-    Map(MapError),
     /// The kernel's page-table tree could not be built.
-    Tree(guest::paging::MapError),
+    Tree(MapError),
     /// The kmalloc caches could not be set up.
     Slab,
 }
@@ -68,23 +113,10 @@ impl core::fmt::Display for SetupError {
                 kernel.end() - 1
             ),
             Self::Memblock(err) => write!(f, "memblock: {err:?}: more than 128 regions"),
-            Self::Map(err) => write!(f, "early page tables: {err}"),
-            Self::Tree(err) => write!(f, "kernel page tables: {err:?}"),
+            Self::Tree(err) => write!(f, "kernel page tables: {err}"),
             Self::Slab => write!(f, "kmalloc caches could not be set up"),
         }
     }
-}
-
-extern "C" {
-    static __kernel_start: u8;
-    static __kernel_end: u8;
-}
-
-/// The physical range of the kernel image (text to the end of the stack).
-pub fn kernel_region() -> Region {
-    let start = virt_to_phys(&raw const __kernel_start);
-    let end = virt_to_phys(&raw const __kernel_end);
-    Region { base: start, size: end - start }
 }
 
 fn rdtsc() -> u64 {
@@ -96,8 +128,9 @@ fn rdtsc() -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
-/// Builds memblock, the memory map, the buddy allocator and the kmalloc caches (with red
-/// zones and poisoning if `slub_debug`) from the sanitised e820 map.
+/// Builds memblock, the kernel's page tables and memory map, the buddy allocator, the
+/// kmalloc caches (with red zones and poisoning if `slub_debug`) and the vmalloc areas
+/// from the sanitised e820 map, and loads the kernel's tree.
 pub fn init(e820: &E820Map, slub_debug: bool) -> Result<Mm, SetupError> {
     let start = rdtsc();
     let mut memblock = Memblock::new();
@@ -112,26 +145,28 @@ pub fn init(e820: &E820Map, slub_debug: bool) -> Result<Mm, SetupError> {
     // Like Linux, reserve all of the first MiB: the first page, the zero page, the command
     // line, the GDT and the boot page tables, everything the VMM placed, live there.
     memblock.reserve(0, HIGH_MEMORY).map_err(SetupError::Memblock)?;
-    let kernel = kernel_region();
+    let kernel = KernelImage::get().region();
     if !memblock.memory.contains(kernel.base, kernel.size) {
         return Err(SetupError::KernelNotInRam(kernel));
     }
     memblock.reserve(kernel.base, kernel.size).map_err(SetupError::Memblock)?;
     let memblock_ready = rdtsc();
 
-    map_ram_beyond_boot_mapping(&mut memblock).map_err(SetupError::Map)?;
-    // SAFETY: the direct map now covers all of memblock's memory, and memblock's own
-    // allocations are reserved, so nothing else uses them.
-    unsafe { memblock.enable_growth(|phys| direct_map(phys) as *mut u8) };
-    let mut vmemmap = Vmemmap::populate(&mut memblock).map_err(SetupError::Map)?;
     // The kernel's own tree replaces the VMM's boot tables.
     let nx = crate::cpu::has_nx();
     crate::cpu::enable_paging_features();
-    let root = tables::build(&mut memblock, &mut vmemmap, paging::gigabyte_pages(), nx)
+    let layout = VmemmapLayout::new(memblock.memory.regions());
+    let root = tables::build(&mut memblock, &layout, crate::cpu::has_gigabyte_pages(), nx)
         .map_err(SetupError::Tree)?;
     // SAFETY: the tree maps the kernel image, its stacks, the direct map of all RAM (where
     // the kernel keeps every other pointer it uses) and the memory map.
     unsafe { crate::cpu::switch_page_tables(root) };
+    // SAFETY: the tree just loaded backs `layout`, and this is its one memory map.
+    let mut vmemmap = unsafe { layout.activate() };
+    tables::census(root, &mut vmemmap);
+    // SAFETY: the direct map now covers all of memblock's memory, and memblock's own
+    // allocations are reserved, so nothing else uses them.
+    unsafe { memblock.enable_growth(|phys| direct_map(phys) as *mut u8) };
     let memmap_ready = rdtsc();
 
     let mut buddy = Buddy::new(vmemmap);
@@ -151,33 +186,9 @@ pub fn init(e820: &E820Map, slub_debug: bool) -> Result<Mm, SetupError> {
         ram_bytes: memblock.memory.total(),
     };
     // The caches have no slabs yet, so `Mm` can still move to its final place.
-    let kmalloc = guest::slab::Kmalloc::new(slub_debug).ok_or(SetupError::Slab)?;
-    Ok(Mm { memblock, buddy, times, vmalloc: super::vmalloc::Vmalloc::new(nx), kmalloc })
-}
-
-/// Extends the direct map (the boot tables cover the first GiB) to all RAM: 1 GiB pages
-/// where the CPU has them and RAM covers a whole aligned GiB, 2 MiB pages elsewhere.
-fn map_ram_beyond_boot_mapping(memblock: &mut Memblock) -> Result<(), MapError> {
-    let gigabytes = paging::gigabyte_pages();
-    for index in 0..memblock.memory.regions().len() {
-        let region = memblock.memory.regions()[index];
-        let mut phys = region.base.max(BOOT_MAP_SIZE) / PAGE_2M * PAGE_2M;
-        let end = region.end().next_multiple_of(PAGE_2M);
-        while phys < end {
-            if gigabytes && phys % PAGE_1G == 0 && phys + PAGE_1G <= end {
-                if !paging::is_mapped(direct_map(phys)) {
-                    paging::map(direct_map(phys), phys, PageSize::Size1G, memblock)?;
-                }
-                phys += PAGE_1G;
-            } else {
-                let len = (phys / PAGE_1G + 1) * PAGE_1G;
-                let len = len.min(end) - phys;
-                paging::map_2m_range(direct_map(phys), phys, len, memblock)?;
-                phys += len;
-            }
-        }
-    }
-    Ok(())
+    let kmalloc = Kmalloc::new(slub_debug).ok_or(SetupError::Slab)?;
+    let vmalloc = Vmalloc::new(VirtAddr::new(VMALLOC_START), VirtAddr::new(VMALLOC_END), nx);
+    Ok(Mm { memblock, buddy, times, vmalloc, kmalloc, root })
 }
 
 /// Prints memblock in the format of Linux's `/sys/kernel/debug/memblock/{memory,reserved}`.

@@ -1,127 +1,167 @@
-//! The kernel's own page-table tree, and the memory its tables live in.
-//!
-//! A table page is flagged `PG_TABLE` in its `struct page`, whose `private` field counts
-//! the table's used entries (for `guest::paging`'s unmap). Tables come from memblock while
-//! the kernel boots ([`EarlyTables`]) and from the buddy allocator afterwards
-//! ([`RuntimeTables`]); either way they are reached through the direct map.
-//!
-//! The tree ([`build`]):
+//! The kernel's own page-table tree: how it is built at boot, and the memory its tables
+//! live in afterwards.
 //!
 //! ```text
-//! PAGE_OFFSET + RAM        direct map, RW NX global, 1 GiB / 2 MiB pages, 4 KiB at the edges
-//! KERNEL_VIRT_BASE + image text RX, rodata R NX, data and bss RW NX (4 KiB pages)
-//!                          stacks RW NX, each with an unmapped guard page below it
-//! VMEMMAP_BASE             the memory map, the same pages the boot tables mapped
+//! PAGE_OFFSET + RAM        direct map, RW NX global, the largest pages that fit; the
+//!                          kernel image's text and rodata read-only (4 KiB pages)
+//! KERNEL_VIRT_BASE + image text RX, rodata R NX, data and bss RW NX (4 KiB pages, global)
+//!                          stacks RW NX, each above an unmapped guard page
+//! VMEMMAP_BASE             the memory map (vmemmap.rs), backed for present memory only
+//! VMALLOC_START..END       vmalloc areas and the pager, added at run time
 //! (nothing else)           no identity map: a null pointer faults
 //! ```
+//!
+//! Life cycle: [`build`] makes the tree with tables from memblock ([`BootTables`]) below
+//! 1 GiB, where the VMM's boot tables reach them through the direct map, then the kernel
+//! loads it. A table's `struct page` is flagged `PG_TABLE` and its `private` counts the
+//! table's used entries (for the mapper's unmap), but the memory map only exists once the
+//! tree does, so [`census`] writes those counts right after the switch. From then on the
+//! tree is lent out through [`super::setup::Mm::tree`], with tables from the buddy
+//! allocator ([`KernelTables`]).
 
 use super::direct_map;
-use super::vmemmap::{address, Vmemmap};
+use super::vmemmap::{Vmemmap, VmemmapLayout};
 use guest::buddy::{Buddy, Memmap};
-use guest::memblock::Memblock;
+use guest::memblock::{Memblock, Region};
 use guest::paging::{
-    Frame, MapError, Mapper, Page, PageSize, TableAlloc, TableMemory, GLOBAL, NO_EXECUTE, WRITABLE,
+    MapError, Mapper, PageSize, PageTableEntry, PteFlags, TableAlloc, TableMemory, Tlb,
 };
+use guest::vmalloc::VmallocMemory;
 use shared::addr::{PhysAddr, VirtAddr};
-use shared::layout::{KERNEL_VIRT_BASE, PAGE_SIZE};
+use shared::layout::{BOOT_MAP_SIZE, KERNEL_VIRT_BASE, PAGE_SIZE};
 use shared::page::{ZoneType, PG_TABLE};
 
-/// The entries of the page table at physical `table`, through the direct map.
-pub fn entries_at(table: u64) -> &'static mut [u64; 512] {
-    // SAFETY: callers pass a page table of a live tree (the VMM's boot tables, the
-    // kernel's, or one just allocated for it): RAM, which the direct map covers, used by
-    // nothing but the tree and only from this CPU.
-    unsafe { &mut *(direct_map(table) as *mut [u64; 512]) }
+/// The 512 entries of the page table at `table`, through the direct map.
+///
+/// # Safety
+/// `table` is a page table of a live tree, in RAM the direct map reaches (below 1 GiB
+/// while the boot tables are loaded), and no other reference to its entries is live.
+unsafe fn table_entries<'a>(table: PhysAddr) -> &'a mut [PageTableEntry; 512] {
+    // SAFETY: the caller's contract.
+    unsafe { &mut *(direct_map(table.as_u64()) as *mut [PageTableEntry; 512]) }
 }
 
-fn zero(table: u64) {
-    // SAFETY: a page just allocated for a table, reached through the direct map.
-    unsafe { (direct_map(table) as *mut u8).write_bytes(0, 4096) };
+/// Zeroes the frame at `frame`, reached through the direct map.
+///
+/// # Safety
+/// `frame` is a page of RAM the caller owns, which the direct map reaches.
+unsafe fn zero_frame(frame: PhysAddr) {
+    // SAFETY: the caller's contract.
+    unsafe { (direct_map(frame.as_u64()) as *mut u8).write_bytes(0, super::PAGE_BYTES) };
 }
 
-/// Tables from memblock, during boot.
-pub struct EarlyTables<'a> {
-    /// Where tables come from.
+/// Tables from memblock below 1 GiB, while the kernel builds its tree on the VMM's boot
+/// tables. Their used-entry counts are not kept here ([`census`] takes them later), so
+/// the tree built with these tables must not be unmapped from before that.
+pub struct BootTables<'a> {
+    /// Where tables (and the memory map's backing) come from.
     pub memblock: &'a mut Memblock,
-    /// Where their counts live.
-    pub memmap: &'a mut Vmemmap,
+    /// Where the mapper's counts go until the census.
+    scratch: u64,
 }
 
-impl TableMemory for EarlyTables<'_> {
-    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
-        let table = table.as_u64();
-        entries_at(table)
+impl TableMemory for BootTables<'_> {
+    unsafe fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; 512] {
+        // SAFETY: the caller's contract makes `table` a table of the tree being built,
+        // which `alloc_table` took below 1 GiB, where the boot direct map reaches.
+        unsafe { table_entries(table) }
     }
 }
 
-impl TableAlloc for EarlyTables<'_> {
-    fn used(&mut self, table: PhysAddr) -> &mut u64 {
-        let table = table.as_u64();
-        table_count(self.memmap, table)
+impl TableAlloc for BootTables<'_> {
+    fn used(&mut self, _table: PhysAddr) -> &mut u64 {
+        &mut self.scratch
     }
 
     fn alloc_table(&mut self) -> Option<PhysAddr> {
-        let table = self.memblock.alloc(PAGE_SIZE, PAGE_SIZE, u64::MAX)?;
-        zero(table);
-        let page = self.memmap.page(table / PAGE_SIZE)?;
-        page.flags |= PG_TABLE;
-        page.private = 0;
-        Some(PhysAddr::new(table))
+        let table = PhysAddr::new(self.memblock.alloc(PAGE_SIZE, PAGE_SIZE, BOOT_MAP_SIZE)?);
+        // SAFETY: a page memblock just reserved for us, below 1 GiB.
+        unsafe { zero_frame(table) };
+        Some(table)
     }
 
-    fn free_table(&mut self, table: PhysAddr) {
-        let table = table.as_u64();
-        // Boot tables are never freed back to memblock: memblock is a record by then.
-        if let Some(page) = self.memmap.page(table / PAGE_SIZE) {
-            page.flags &= !PG_TABLE;
-        }
+    fn free_table(&mut self, _table: PhysAddr) {
+        // Building only maps: nothing empties.
     }
 }
 
-/// Tables from the buddy allocator, once it runs.
-pub struct RuntimeTables<'a> {
-    /// Where tables come from.
-    pub buddy: &'a mut Buddy<Vmemmap>,
+/// The kernel's tree with tables from the buddy allocator: what [`super::setup::Mm::tree`]
+/// lends out. Also the memory of vmalloc areas.
+pub struct KernelTables<'a> {
+    buddy: &'a mut Buddy<Vmemmap>,
 }
 
-impl TableMemory for RuntimeTables<'_> {
-    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
-        let table = table.as_u64();
-        entries_at(table)
+impl<'a> KernelTables<'a> {
+    /// The kernel tree's memory, over the buddy allocator.
+    ///
+    /// # Safety
+    /// Only for a [`Mapper`] over the kernel's tree (whose tables are RAM pages the direct
+    /// map reaches), with no other mapper of it live.
+    pub unsafe fn new(buddy: &'a mut Buddy<Vmemmap>) -> Self {
+        Self { buddy }
     }
 }
 
-impl TableAlloc for RuntimeTables<'_> {
+impl TableMemory for KernelTables<'_> {
+    unsafe fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; 512] {
+        // SAFETY: the caller's contract makes `table` a table of the kernel's tree, RAM in
+        // the direct map; `new`'s contract makes this the only mapper of it.
+        unsafe { table_entries(table) }
+    }
+}
+
+impl TableAlloc for KernelTables<'_> {
     fn used(&mut self, table: PhysAddr) -> &mut u64 {
-        let table = table.as_u64();
-        table_count(&mut self.buddy.memmap, table)
+        let pfn = table.as_u64() / PAGE_SIZE;
+        // Tables are RAM, which always has a descriptor.
+        &mut self.buddy.memmap.page(pfn).expect("a page table without a struct page").private
     }
 
     fn alloc_table(&mut self) -> Option<PhysAddr> {
-        let table = self.buddy.alloc_page(ZoneType::Normal)? * PAGE_SIZE;
-        zero(table);
-        let page = self.buddy.memmap.page(table / PAGE_SIZE)?;
+        let table = PhysAddr::new(self.buddy.alloc_page(ZoneType::Normal)? * PAGE_SIZE);
+        // SAFETY: a page the buddy allocator just gave us.
+        unsafe { zero_frame(table) };
+        let page = self.buddy.memmap.page(table.pfn())?;
         page.flags |= PG_TABLE;
         page.private = 0;
-        Some(PhysAddr::new(table))
+        Some(table)
     }
 
     fn free_table(&mut self, table: PhysAddr) {
-        let table = table.as_u64();
-        if let Some(page) = self.buddy.memmap.page(table / PAGE_SIZE) {
+        if let Some(page) = self.buddy.memmap.page(table.pfn()) {
             page.flags &= !PG_TABLE;
+            page.private = 0;
         }
-        if let Err(err) = self.buddy.free_page(table / PAGE_SIZE) {
+        if let Err(err) = self.buddy.free_page(table.pfn()) {
             // A table built at boot from memblock: it stays out of the allocator.
             log::debug!("page table at {table:#x} kept: {err}");
         }
     }
 }
 
-/// The used-entry count of a table page, in its `struct page`.
-fn table_count(memmap: &mut Vmemmap, table: u64) -> &mut u64 {
-    // Tables are only ever allocated from RAM, which always has a descriptor.
-    &mut memmap.page(table / PAGE_SIZE).expect("a page table without a struct page").private
+impl VmallocMemory for KernelTables<'_> {
+    fn alloc_frame(&mut self) -> Option<PhysAddr> {
+        Some(PhysAddr::new(self.buddy.alloc_page(ZoneType::Normal)? * PAGE_SIZE))
+    }
+
+    fn free_frame(&mut self, frame: PhysAddr) {
+        if let Err(err) = self.buddy.free_page(frame.pfn()) {
+            log::error!("vfree: {err}");
+        }
+    }
+}
+
+/// TLB invalidation on this CPU.
+pub struct LocalTlb;
+
+impl Tlb for LocalTlb {
+    fn flush_page(&self, virt: VirtAddr) {
+        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(virt.as_u64()));
+    }
+
+    fn flush_all(&self) {
+        crate::cpu::flush_tlb_everything();
+    }
 }
 
 // Symbols from `kernel.ld`.
@@ -129,10 +169,47 @@ extern "C" {
     static __kernel_start: u8;
     static __rodata_start: u8;
     static __data_start: u8;
+    static __kernel_end: u8;
     static __stack_guard: u8;
     static __stack_top: u8;
     static __fault_stack_guard: u8;
     static __fault_stack_top: u8;
+}
+
+/// The kernel image's sections, by virtual address.
+#[derive(Clone, Copy)]
+pub struct KernelImage {
+    /// Start of the text (and of the image).
+    pub text: u64,
+    /// Start of the read-only data.
+    pub rodata: u64,
+    /// Start of the data, bss and stacks.
+    pub data: u64,
+    /// End of the image.
+    pub end: u64,
+}
+
+impl KernelImage {
+    /// The running kernel's sections.
+    pub fn get() -> Self {
+        let at = |symbol: *const u8| symbol as u64;
+        Self {
+            text: at(&raw const __kernel_start),
+            rodata: at(&raw const __rodata_start),
+            data: at(&raw const __data_start),
+            end: at(&raw const __kernel_end),
+        }
+    }
+
+    /// The image's physical range.
+    pub fn region(&self) -> Region {
+        Region { base: self.text - KERNEL_VIRT_BASE, size: self.end - self.text }
+    }
+
+    /// A section start's physical address.
+    pub fn phys(virt: u64) -> u64 {
+        virt - KERNEL_VIRT_BASE
+    }
 }
 
 /// The kernel stack's guard page (virtual).
@@ -145,98 +222,86 @@ pub fn fault_stack_guard() -> u64 {
     &raw const __fault_stack_guard as u64
 }
 
-/// The start and end of the read-only data (virtual).
-pub fn rodata() -> (u64, u64) {
-    (&raw const __rodata_start as u64, &raw const __data_start as u64)
-}
-
-/// Builds the kernel's tree (see the module documentation) and returns its root.
+/// Builds the kernel's tree (see the module documentation) in tables from `memblock`,
+/// including the memory map `vmemmap` lays out; returns the root to load into CR3.
 pub fn build(
     memblock: &mut Memblock,
-    memmap: &mut Vmemmap,
+    vmemmap: &VmemmapLayout,
     gigabyte_pages: bool,
     nx: bool,
-) -> Result<u64, MapError> {
-    let memory = memblock.memory.regions().iter().copied().take(128);
-    let mut regions = [(0u64, 0u64); 128];
-    let mut count = 0;
-    for region in memory {
-        regions[count] = (region.base, region.size);
-        count += 1;
-    }
-    let nx = if nx { NO_EXECUTE } else { 0 };
+) -> Result<PhysAddr, MapError> {
+    let mut regions = [Region::default(); guest::memblock::MAX_REGIONS];
+    let count = memblock.memory.regions().len().min(regions.len());
+    regions[..count].copy_from_slice(&memblock.memory.regions()[..count]);
+    let nx = if nx { PteFlags::NO_EXECUTE } else { PteFlags::empty() };
     let mut tree =
-        Mapper::create(EarlyTables { memblock, memmap }).ok_or(MapError::NoTableMemory)?;
+        Mapper::create(BootTables { memblock, scratch: 0 }).ok_or(MapError::NoTableMemory)?;
 
+    // The direct map. Linux write-protects every alias of the kernel's text and rodata,
+    // so their frames are mapped read-only here too (4 KiB pages around them).
+    let image = KernelImage::get();
+    let read_only = (KernelImage::phys(image.text), KernelImage::phys(image.data));
     let largest = if gigabyte_pages { PageSize::Size1G } else { PageSize::Size2M };
-    for &(base, size) in &regions[..count] {
-        tree.map_range(
-            VirtAddr::new(direct_map(base)),
-            PhysAddr::new(base),
-            size,
-            WRITABLE | nx | GLOBAL,
-            largest,
-        )?
-        .ignore();
-    }
-
-    let image = |symbol: *const u8| symbol as u64;
-    let sections = [
-        // (start, end, flags): the gaps between them are the guard pages.
-        (image(&raw const __kernel_start), image(&raw const __rodata_start), GLOBAL),
-        (image(&raw const __rodata_start), image(&raw const __data_start), GLOBAL | nx),
-        (image(&raw const __data_start), stack_guard(), WRITABLE | GLOBAL | nx),
-        (stack_guard() + PAGE_SIZE, image(&raw const __stack_top), WRITABLE | GLOBAL | nx),
-        (
-            fault_stack_guard() + PAGE_SIZE,
-            image(&raw const __fault_stack_top),
-            WRITABLE | GLOBAL | nx,
-        ),
-    ];
-    for (start, end, flags) in sections {
-        let phys = start - KERNEL_VIRT_BASE;
-        tree.map_range(
-            VirtAddr::new(start),
-            PhysAddr::new(phys),
-            end - start,
-            flags,
-            PageSize::Size4K,
-        )?
-        .ignore();
-    }
-
-    // The memory map: the pages the boot tables map it with, at the same addresses.
-    let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
-    let mut boot = Mapper::new(PhysAddr::new(cr3), LiveTables);
-    for &(base, size) in &regions[..count] {
-        let (mut virt, end) =
-            (address(base / PAGE_SIZE) & !(PAGE_SIZE - 1), address((base + size) / PAGE_SIZE));
-        while virt < end {
-            match boot.translate(VirtAddr::new(virt)) {
-                Some(t) => {
-                    let page = virt & !(t.size.bytes() - 1);
-                    if tree.translate(VirtAddr::new(page)).is_none() {
-                        let (page, frame) = (
-                            Page::new(VirtAddr::new(page), t.size)?,
-                            Frame::containing(t.phys, t.size),
-                        );
-                        tree.map(page, frame, WRITABLE | GLOBAL | nx)?.ignore();
-                    }
-                    virt = page + t.size.bytes();
-                }
-                None => virt += PAGE_SIZE,
+    let rw = PteFlags::WRITABLE | PteFlags::GLOBAL | nx;
+    for region in &regions[..count] {
+        let (start, end) = (region.base, region.end());
+        let cut = |at: u64| at.clamp(start, end);
+        for (from, to, flags) in [
+            (start, cut(read_only.0), rw),
+            (cut(read_only.0), cut(read_only.1), PteFlags::GLOBAL | nx),
+            (cut(read_only.1), end, rw),
+        ] {
+            if from < to {
+                tree.map_range(
+                    VirtAddr::new(direct_map(from)),
+                    PhysAddr::new(from),
+                    to - from,
+                    flags,
+                    largest,
+                )?
+                .ignore();
             }
         }
     }
-    Ok(tree.root().as_u64())
+
+    // The image at its link address; the gaps between the pieces are the guard pages.
+    let sections = [
+        (image.text, image.rodata, PteFlags::GLOBAL),
+        (image.rodata, image.data, PteFlags::GLOBAL | nx),
+        (image.data, stack_guard(), rw),
+        (stack_guard() + PAGE_SIZE, &raw const __stack_top as u64, rw),
+        (fault_stack_guard() + PAGE_SIZE, &raw const __fault_stack_top as u64, rw),
+    ];
+    for (start, end, flags) in sections {
+        let phys = PhysAddr::new(KernelImage::phys(start));
+        tree.map_range(VirtAddr::new(start), phys, end - start, flags, PageSize::Size4K)?.ignore();
+    }
+
+    vmemmap.populate(&mut tree, rw)?;
+    // Not loaded yet: nothing to flush.
+    Ok(tree.root())
 }
 
-/// Whatever tree CR3 (or a walk) leads to, read and written through the direct map: the
-/// VMM's boot tables, the kernel's own.
-pub struct LiveTables;
+/// Writes every table's `struct page` (`PG_TABLE`, used entries in `private`), once the
+/// tree built at boot is loaded and the memory map exists.
+pub fn census(root: PhysAddr, vmemmap: &mut Vmemmap) {
+    // SAFETY: `root` is the loaded kernel tree, whose tables are RAM the direct map now
+    // reaches; nothing else maps it during the census.
+    let mut tree = unsafe { Mapper::new(root, DirectMapTables) };
+    tree.for_each_table(|table, _, used| {
+        if let Some(page) = vmemmap.page(table.pfn()) {
+            page.flags |= PG_TABLE;
+            page.private = used;
+        }
+    });
+}
 
-impl TableMemory for LiveTables {
-    fn entries(&mut self, table: PhysAddr) -> &mut [u64; 512] {
-        entries_at(table.as_u64())
+/// A loaded tree read through the direct map, for the census.
+struct DirectMapTables;
+
+impl TableMemory for DirectMapTables {
+    unsafe fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; 512] {
+        // SAFETY: the caller's contract: a table of the loaded tree, in RAM.
+        unsafe { table_entries(table) }
     }
 }

@@ -3,14 +3,13 @@
 //! tree's statistics.
 
 use super::direct_map;
-use super::setup::{kernel_region, Mm};
-use super::tables::LiveTables;
+use super::setup::Mm;
+use super::tables::{stack_guard, KernelImage};
 use super::vmemmap::address;
 use crate::hypercall;
 use crate::ReportBuf;
-use guest::paging::Mapper;
-use shared::addr::{PhysAddr, VirtAddr};
-use shared::hypercall::{checkpoint, ReportKind, UNMAPPED};
+use shared::addr::VirtAddr;
+use shared::hypercall::{checkpoint, PageTablesReport, ReportKind, Translation, UNMAPPED};
 use shared::layout::{BOOT_MAP_SIZE, PAGE_SIZE, ZERO_PAGE};
 
 /// Addresses worth checking: every kind of mapping the kernel has made, each page size,
@@ -23,10 +22,12 @@ fn addresses(mm: &Mm, out: &mut [u64; 64]) -> usize {
             count += 1;
         }
     };
+    let image = KernelImage::get();
     push(crate::kernel_main as *const () as u64);
-    push(shared::layout::KERNEL_VIRT_BASE + kernel_region().end() - 8);
-    push(super::tables::rodata().0);
-    push(super::tables::stack_guard());
+    push(image.end - 8);
+    push(image.rodata);
+    push(direct_map(KernelImage::phys(image.text)));
+    push(stack_guard());
     push(0);
     push(ZERO_PAGE);
     push(direct_map(ZERO_PAGE));
@@ -46,26 +47,25 @@ fn addresses(mm: &Mm, out: &mut [u64; 64]) -> usize {
     count
 }
 
-/// Reports the guest's translations and asks the VMM to check them.
-pub fn report_and_check(mm: &Mm) {
-    let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
-    let mut walker = Mapper::new(PhysAddr::new(cr3), LiveTables);
+/// Reports the guest's translations and asks the VMM to check them; then reports the
+/// tree's tables and pages.
+pub fn report_and_check(mm: &mut Mm) {
     let mut virts = [0u64; 64];
     let count = addresses(mm, &mut virts);
+    let mut tree = mm.tree();
     let mut payload = ReportBuf::new();
     for &virt in &virts[..count] {
-        let translation = VirtAddr::try_new(virt).and_then(|v| walker.translate(v));
-        payload.extend(&virt.to_le_bytes());
-        payload.extend(&translation.map_or(UNMAPPED, |t| t.phys.as_u64()).to_le_bytes());
-        payload.extend(&translation.map_or(0, |t| t.size.bytes()).to_le_bytes());
+        let translation = VirtAddr::try_new(virt).and_then(|v| tree.translate(v));
+        payload.push(&Translation {
+            virt,
+            phys: translation.map_or(UNMAPPED, |t| t.phys.as_u64()),
+            page_size: translation.map_or(0, |t| t.size.bytes()),
+        });
     }
     hypercall::report(ReportKind::Translations, payload.as_slice());
     hypercall::checkpoint(checkpoint::CHECK_TRANSLATIONS);
 
-    let stats = walker.stats();
-    let mut counts = ReportBuf::new();
-    for count in stats.tables.iter().chain(&stats.pages) {
-        counts.extend(&count.to_le_bytes());
-    }
-    hypercall::report(ReportKind::PageTables, counts.as_slice());
+    let stats = tree.stats();
+    let report = PageTablesReport { tables: stats.tables, pages: stats.pages };
+    hypercall::report_value(ReportKind::PageTables, &report);
 }

@@ -7,12 +7,15 @@
 //! of the memory managers with [`begin_change`] and [`end_change`], so a host reader can
 //! tell a snapshot taken mid-change from a good one.
 
+use super::direct_map;
 use super::setup::Mm;
-use super::{direct_map, virt_to_phys};
+use super::tables::KernelImage;
 use core::sync::atomic::{compiler_fence, Ordering};
 use guest::e820::E820Map;
 use shared::layout::{PAGE_OFFSET, PAGE_SIZE, VMALLOC_END, VMALLOC_START, VMEMMAP_BASE};
-use shared::vmcoreinfo::{VmCoreInfo, VMCOREINFO_ADDR, VMCOREINFO_MAGIC, VMCOREINFO_VERSION};
+use shared::vmcoreinfo::{
+    VmCoreInfo, PAGING_NX, VMCOREINFO_ADDR, VMCOREINFO_MAGIC, VMCOREINFO_VERSION,
+};
 
 fn descriptor() -> *mut VmCoreInfo {
     direct_map(VMCOREINFO_ADDR) as *mut VmCoreInfo
@@ -22,8 +25,8 @@ fn descriptor() -> *mut VmCoreInfo {
 /// lives as long as the kernel runs), then sets the magic.
 pub fn publish(mm: &Mm, e820: &E820Map) {
     let info = descriptor();
-    let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
-    let kernel = super::setup::kernel_region();
+    let cr3 = mm.root().as_u64();
+    let image = KernelImage::get();
     let memory = mm.memblock.memory.regions();
     let reserved = mm.memblock.reserved.regions();
     let max_pfn = memory.last().map_or(0, |r| r.end() / PAGE_SIZE);
@@ -37,8 +40,11 @@ pub fn publish(mm: &Mm, e820: &E820Map) {
         set(&raw mut (*info).page_offset, PAGE_OFFSET);
         set(&raw mut (*info).vmemmap, VMEMMAP_BASE);
         set(&raw mut (*info).max_pfn, max_pfn);
-        set(&raw mut (*info).kernel_start, kernel.base);
-        set(&raw mut (*info).kernel_end, kernel.end());
+        set(&raw mut (*info).kernel_start, KernelImage::phys(image.text));
+        set(&raw mut (*info).kernel_end, KernelImage::phys(image.end));
+        set(&raw mut (*info).kernel_rodata, KernelImage::phys(image.rodata));
+        set(&raw mut (*info).kernel_data, KernelImage::phys(image.data));
+        set(&raw mut (*info).paging_flags, if crate::cpu::has_nx() { PAGING_NX } else { 0 });
         set(&raw mut (*info).vmalloc_start, VMALLOC_START);
         set(&raw mut (*info).vmalloc_end, VMALLOC_END);
         set(&raw mut (*info).zones, mm.buddy.zones.as_ptr() as u64);
@@ -56,10 +62,7 @@ pub fn publish(mm: &Mm, e820: &E820Map) {
         compiler_fence(Ordering::Release);
         set(&raw mut (*info).magic, VMCOREINFO_MAGIC);
     }
-    log::debug!(
-        "vmcoreinfo at {VMCOREINFO_ADDR:#x} (phys), memory managers at {:#x}",
-        virt_to_phys(mm)
-    );
+    log::debug!("vmcoreinfo at {VMCOREINFO_ADDR:#x} (phys), memory managers at {:p}", mm);
 }
 
 fn bump() {

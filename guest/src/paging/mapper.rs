@@ -1,0 +1,415 @@
+//! The [`Mapper`]: map, unmap, protect and translate on a 4-level tree.
+
+use super::{Flush, Frame, MapError, Page, TableAlloc, TableMemory, Translation, TreeStats};
+use shared::addr::{PhysAddr, VirtAddr};
+use shared::pte::{table_index, PageSize, PageTableEntry, PteFlags, ADDR_MASK, ENTRIES};
+use shared::walk::{self, PhysMem};
+
+/// Intermediate entries grant everything; leaves restrict.
+const TABLE_FLAGS: PteFlags = PteFlags::PRESENT.union(PteFlags::WRITABLE).union(PteFlags::USER);
+
+/// A 4-level page-table tree and the operations on it.
+///
+/// Its invariant: the root, and every address in a present non-leaf entry of the tree,
+/// is a page table in `memory` ([`TableMemory::entries`]' contract). [`Mapper::create`]
+/// establishes it; [`Mapper::new`] takes it from the caller; every change keeps it.
+pub struct Mapper<M> {
+    root: PhysAddr,
+    /// The tables' memory.
+    pub memory: M,
+}
+
+impl<M: TableMemory> Mapper<M> {
+    /// A mapper over the tree whose PML4 is at physical `root`.
+    ///
+    /// # Safety
+    /// `root` must be a page table in `memory`, and so must every address in a present
+    /// non-leaf entry of the tree below it.
+    pub unsafe fn new(root: PhysAddr, memory: M) -> Self {
+        Self { root, memory }
+    }
+
+    /// The entries of `table`, which must be the root or read from a present non-leaf
+    /// entry of the tree: every caller walks down from the root.
+    #[inline]
+    fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; ENTRIES] {
+        // SAFETY: the type's invariant makes every such address a page table in `memory`.
+        unsafe { self.memory.entries(table) }
+    }
+
+    /// Physical address of the PML4 (the CR3 value).
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Translates `virt`.
+    #[inline]
+    pub fn translate(&mut self, virt: VirtAddr) -> Option<Translation> {
+        self.translate_raw(virt.as_u64())
+    }
+
+    #[inline]
+    fn translate_raw(&mut self, virt: u64) -> Option<Translation> {
+        let mapping =
+            walk::translate(&mut Tables(&mut self.memory), self.root.as_u64(), virt).ok()?;
+        Some(Translation {
+            // Below 2^52: the walker masks the entry's address bits.
+            phys: PhysAddr::new_masked(mapping.phys),
+            size: PageSize::from_bytes(mapping.page_size).unwrap_or(PageSize::Size4K),
+            flags: mapping.leaf.flags(),
+        })
+    }
+
+    /// Calls `f` with each 4 KiB page of `[virt, virt + pages × 4 KiB)` and its translation,
+    /// walking from the root once per table instead of once per page: a sequential sweep.
+    pub fn translate_each(
+        &mut self,
+        virt: VirtAddr,
+        pages: u64,
+        mut f: impl FnMut(VirtAddr, Option<Translation>),
+    ) {
+        let virt = virt.as_u64();
+        let end = virt + pages * PageSize::Size4K.bytes();
+        let mut at = virt;
+        while at < end {
+            match self.leaf_of(at) {
+                Some((table, 1)) => {
+                    let first = table_index(at, 1);
+                    let count = run_length(first, (end - at) >> 12);
+                    let entries = &self.entries(table)[first..first + count];
+                    for (i, &entry) in entries.iter().enumerate() {
+                        let page = at + ((i as u64) << 12);
+                        let translation = entry.is_present().then_some(Translation {
+                            phys: entry.addr(),
+                            size: PageSize::Size4K,
+                            flags: entry.flags(),
+                        });
+                        f(VirtAddr::new_truncate(page), translation);
+                    }
+                    at += (count as u64) << 12;
+                }
+                _ => {
+                    f(VirtAddr::new_truncate(at), self.translate_raw(at));
+                    at += PageSize::Size4K.bytes();
+                }
+            }
+        }
+    }
+
+    /// Calls `f` with every table of the tree, its level (4 = the root) and its count of
+    /// present entries: a fixed four levels deep, so bounded work.
+    pub fn for_each_table(&mut self, mut f: impl FnMut(PhysAddr, u8, u64)) {
+        self.visit_tables(self.root, 4, &mut f);
+    }
+
+    fn visit_tables(&mut self, table: PhysAddr, level: u8, f: &mut impl FnMut(PhysAddr, u8, u64)) {
+        let entries = *self.entries(table);
+        f(table, level, entries.iter().filter(|e| e.is_present()).count() as u64);
+        if level == 1 {
+            return;
+        }
+        for entry in entries.iter().filter(|e| e.is_present() && !e.is_leaf(level)) {
+            self.visit_tables(entry.addr(), level - 1, f);
+        }
+    }
+
+    /// Counts the tree's tables (by level) and leaves (by page size).
+    pub fn stats(&mut self) -> TreeStats {
+        let mut stats = TreeStats::default();
+        let root = self.root;
+        self.visit_tables(root, 4, &mut |_, level, _| stats.tables[4 - usize::from(level)] += 1);
+        self.visit_leaves(root, 4, &mut stats.pages);
+        stats
+    }
+
+    fn visit_leaves(&mut self, table: PhysAddr, level: u8, leaves: &mut [u64; 3]) {
+        let entries = *self.entries(table);
+        for entry in entries.iter().filter(|e| e.is_present()) {
+            if entry.is_leaf(level) {
+                leaves[usize::from(level) - 1] += 1;
+            } else {
+                self.visit_leaves(entry.addr(), level - 1, leaves);
+            }
+        }
+    }
+
+    /// The table and level of the leaf entry mapping `virt`.
+    fn leaf_of(&mut self, virt: u64) -> Option<(PhysAddr, u8)> {
+        let walk = walk::walk(&mut Tables(&mut self.memory), self.root.as_u64(), virt);
+        walk.result.ok()?;
+        let leaf = walk.steps[walk.len.checked_sub(1)?];
+        Some((PhysAddr::new_masked(leaf.entry_addr & ADDR_MASK), leaf.level))
+    }
+}
+
+impl<M: TableAlloc> Mapper<M> {
+    /// A mapper over a new, empty tree.
+    pub fn create(mut memory: M) -> Option<Self> {
+        let root = memory.alloc_table()?;
+        Some(Self { root, memory })
+    }
+
+    #[inline]
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        self.memory.used(table)
+    }
+
+    /// Maps `page` to `frame`, which must be of the same size.
+    pub fn map(&mut self, page: Page, frame: Frame, flags: PteFlags) -> Result<Flush, MapError> {
+        if page.size() != frame.size() {
+            return Err(MapError::SizeMismatch);
+        }
+        let (virt, size) = (page.start().as_u64(), page.size());
+        let table = self.table_for(virt, size.level())?;
+        let entry = &mut self.entries(table)[table_index(virt, size.level())];
+        if entry.is_present() {
+            return Err(MapError::AlreadyMapped { virt });
+        }
+        *entry = leaf_entry(frame.start(), size, flags);
+        *self.used(table) += 1;
+        // The entry was not present: no TLB holds it.
+        Ok(Flush::NONE)
+    }
+
+    /// Maps `[virt, virt + len)` to `[phys, phys + len)` with the largest pages, up to
+    /// `max`, that alignment allows. All of the range must be unmapped. Runs of equal
+    /// pages are written one table at a time, with a single walk per table.
+    pub fn map_range(
+        &mut self,
+        virt: VirtAddr,
+        phys: PhysAddr,
+        len: u64,
+        flags: PteFlags,
+        max: PageSize,
+    ) -> Result<Flush, MapError> {
+        let (virt, phys) = (virt.as_u64(), phys.as_u64());
+        check_aligned(virt, phys, PageSize::Size4K.bytes())?;
+        check_aligned(len, 0, PageSize::Size4K.bytes())?;
+        let mut offset = 0;
+        while offset < len {
+            let (v, p, left) = (virt + offset, phys + offset, len - offset);
+            let size = [PageSize::Size1G, PageSize::Size2M, PageSize::Size4K]
+                .into_iter()
+                .find(|s| *s <= max && (v | p) % s.bytes() == 0 && left >= s.bytes())
+                .unwrap_or(PageSize::Size4K);
+            // As many pages of this size as fit in this table and in the range. A table's
+            // end is where the next larger page could start, so the choice is made again there.
+            let level = size.level();
+            let first = table_index(v, level);
+            let count = run_length(first, left / size.bytes());
+            let table = self.table_for(v, level)?;
+            let entries = &mut self.entries(table)[first..first + count];
+            if let Some(taken) = entries.iter().position(|e| e.is_present()) {
+                return Err(MapError::AlreadyMapped { virt: v + taken as u64 * size.bytes() });
+            }
+            let mut frame = leaf_entry(PhysAddr::new_masked(p), size, flags).raw();
+            for entry in entries.iter_mut() {
+                *entry = PageTableEntry::from_raw(frame);
+                frame += size.bytes();
+            }
+            *self.used(table) += count as u64;
+            offset += count as u64 * size.bytes();
+        }
+        // None of the entries was present: no TLB holds them.
+        Ok(Flush::NONE)
+    }
+
+    /// Unmaps the page that maps `virt` (of whatever size), freeing tables that empty.
+    /// Returns the frame it mapped.
+    pub fn unmap(&mut self, virt: VirtAddr) -> Result<(Frame, Flush), MapError> {
+        let virt = virt.as_u64();
+        let (path, level) = self.path_to_leaf(virt).ok_or(MapError::NotMapped { virt })?;
+        let table = path[usize::from(level) - 1];
+        let entry = core::mem::take(&mut self.entries(table)[table_index(virt, level)]);
+        self.release(&path, virt, level, 1);
+        let size = PageSize::at_level(level);
+        let frame = Frame::containing(entry.addr(), size);
+        Ok((frame, Flush::pages(virt & !(size.bytes() - 1), 1, size)))
+    }
+
+    /// Unmaps every page in `[virt, virt + len)`; pages must not straddle the range's ends.
+    /// Runs of pages in one table are cleared in one pass.
+    pub fn unmap_range(&mut self, virt: VirtAddr, len: u64) -> Result<Flush, MapError> {
+        let virt = virt.as_u64();
+        let mut flush = Flush::NONE;
+        let mut at = virt;
+        while at < virt + len {
+            let (path, level) = self.path_to_leaf(at).ok_or(MapError::NotMapped { virt: at })?;
+            let size = PageSize::at_level(level);
+            let first = table_index(at, level);
+            let page = at & !(size.bytes() - 1);
+            // The leaves of this size from here on in this table, inside the range (at
+            // least the one mapping `at`).
+            let most = run_length(first, ((virt + len).saturating_sub(page) / size.bytes()).max(1));
+            let table = path[usize::from(level) - 1];
+            let run = &self.entries(table)[first..first + most];
+            let count = run.iter().take_while(|e| e.is_present() && e.is_leaf(level)).count();
+            let count = count as u64;
+            self.clear_entries(&path, at, level, count);
+            flush = flush.and(Flush::pages(page, count, size));
+            at = page + count * size.bytes();
+        }
+        Ok(flush)
+    }
+
+    /// Changes the permissions of `[virt, virt + len)` (4 KiB aligned) to `flags`, splitting
+    /// huge pages that the range cuts. Every page of the range must be mapped.
+    pub fn protect(
+        &mut self,
+        virt: VirtAddr,
+        len: u64,
+        flags: PteFlags,
+    ) -> Result<Flush, MapError> {
+        let virt = virt.as_u64();
+        check_aligned(virt, 0, PageSize::Size4K.bytes())?;
+        check_aligned(len, 0, PageSize::Size4K.bytes())?;
+        let mut flush = Flush::NONE;
+        let mut at = virt;
+        while at < virt + len {
+            let (table, level) = self.leaf_of(at).ok_or(MapError::NotMapped { virt: at })?;
+            let size = PageSize::at_level(level);
+            let page = at & !(size.bytes() - 1);
+            if page < virt || page + size.bytes() > virt + len {
+                // The range cuts this huge page: split it and look again.
+                self.split(table, at, level)?;
+                flush = flush.and(Flush::pages(page, 1, size));
+                continue;
+            }
+            let entry = &mut self.entries(table)[table_index(at, level)];
+            let kept = entry.flags() - PteFlags::PERMISSIONS;
+            *entry = PageTableEntry::new(entry.addr(), kept | (flags & PteFlags::PERMISSIONS));
+            flush = flush.and(Flush::pages(page, 1, size));
+            at = page + size.bytes();
+        }
+        Ok(flush)
+    }
+
+    /// The table holding `virt`'s entry at `level`, creating the tables above as needed.
+    fn table_for(&mut self, virt: u64, level: u8) -> Result<PhysAddr, MapError> {
+        if !VirtAddr::is_canonical(virt) {
+            return Err(MapError::Misaligned { addr: virt });
+        }
+        let mut table = self.root;
+        for upper in (level + 1..=4).rev() {
+            let index = table_index(virt, upper);
+            let entry = self.entries(table)[index];
+            table = if !entry.is_present() {
+                let new = self.memory.alloc_table().ok_or(MapError::NoTableMemory)?;
+                self.entries(table)[index] = PageTableEntry::new(new, TABLE_FLAGS);
+                *self.used(table) += 1;
+                new
+            } else if entry.is_leaf(upper) {
+                return Err(MapError::ParentEntryHugePage { virt });
+            } else {
+                entry.addr()
+            };
+        }
+        Ok(table)
+    }
+
+    /// Replaces the huge page at `level` covering `virt` by a table of 512 pages of the
+    /// next size down with the same flags. The caller flushes the huge page.
+    fn split(&mut self, table: PhysAddr, virt: u64, level: u8) -> Result<(), MapError> {
+        let index = table_index(virt, level);
+        let entry = self.entries(table)[index];
+        let child = self.memory.alloc_table().ok_or(MapError::NoTableMemory)?;
+        let small = PageSize::at_level(level - 1);
+        let base = entry.addr().align_down(PageSize::at_level(level).bytes());
+        let flags = entry.flags() - PteFlags::HUGE;
+        for (i, slot) in self.entries(child).iter_mut().enumerate() {
+            let frame = PhysAddr::new_masked(base.as_u64() + i as u64 * small.bytes());
+            *slot = leaf_entry(frame, small, flags);
+        }
+        *self.used(child) = ENTRIES as u64;
+        self.entries(table)[index] = PageTableEntry::new(child, TABLE_FLAGS);
+        Ok(())
+    }
+
+    /// The tables from the root down to the leaf mapping `virt` (`path[level - 1]` is the
+    /// table at `level`), and the leaf's level.
+    #[inline]
+    fn path_to_leaf(&mut self, virt: u64) -> Option<([PhysAddr; 4], u8)> {
+        let mut path = [PhysAddr::new(0); 4];
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            path[usize::from(level) - 1] = table;
+            let entry = self.entries(table)[table_index(virt, level)];
+            if !entry.is_present() {
+                return None;
+            }
+            if entry.is_leaf(level) && level <= 3 {
+                return Some((path, level));
+            }
+            table = entry.addr();
+        }
+        None
+    }
+
+    /// Clears `count` entries from `virt`'s at `level` (tables on `path`), then releases
+    /// them.
+    fn clear_entries(&mut self, path: &[PhysAddr; 4], virt: u64, level: u8, count: u64) {
+        let first = table_index(virt, level);
+        let table = path[usize::from(level) - 1];
+        self.entries(table)[first..first + run_length(first, count)].fill(PageTableEntry::UNUSED);
+        self.release(path, virt, level, count);
+    }
+
+    /// Takes `count` cleared entries off the used count of the table at `level` on `path`;
+    /// frees each table that empties and clears its entry in the table above (never the
+    /// root).
+    #[inline]
+    fn release(&mut self, path: &[PhysAddr; 4], virt: u64, level: u8, count: u64) {
+        let mut level = level;
+        let mut count = count;
+        loop {
+            let table = path[usize::from(level) - 1];
+            let used = self.used(table);
+            *used -= count;
+            if *used > 0 || level == 4 {
+                return;
+            }
+            self.memory.free_table(table);
+            level += 1;
+            let parent = path[usize::from(level) - 1];
+            self.entries(parent)[table_index(virt, level)] = PageTableEntry::UNUSED;
+            count = 1;
+        }
+    }
+}
+
+/// A leaf entry of `size` for `frame` with the permission bits of `flags`.
+#[inline]
+fn leaf_entry(frame: PhysAddr, size: PageSize, flags: PteFlags) -> PageTableEntry {
+    let huge = if size == PageSize::Size4K { PteFlags::empty() } else { PteFlags::HUGE };
+    PageTableEntry::new(frame, (flags & PteFlags::PERMISSIONS) | PteFlags::PRESENT | huge)
+}
+
+/// Entries from index `first` to the end of a table, at most `pages`.
+#[inline]
+fn run_length(first: usize, pages: u64) -> usize {
+    (ENTRIES - first).min(usize::try_from(pages).unwrap_or(usize::MAX))
+}
+
+/// A tree's tables as physical memory, for the shared walker (`shared::walk`), which both
+/// the guest and the host inspector use.
+struct Tables<'a, M>(&'a mut M);
+
+impl<M: TableMemory> PhysMem for Tables<'_, M> {
+    #[inline]
+    fn read_u64(&mut self, gpa: u64) -> Option<u64> {
+        let table = PhysAddr::new_masked(gpa & ADDR_MASK);
+        // SAFETY: the walker reads entries of the root and of tables it reached through
+        // present non-leaf entries: tables, by the mapper's invariant.
+        Some(unsafe { self.0.entries(table) }[(gpa % 4096 / 8) as usize].raw())
+    }
+}
+
+fn check_aligned(virt: u64, phys: u64, align: u64) -> Result<(), MapError> {
+    if virt % align != 0 {
+        return Err(MapError::Misaligned { addr: virt });
+    }
+    if phys % align != 0 {
+        return Err(MapError::Misaligned { addr: phys });
+    }
+    Ok(())
+}

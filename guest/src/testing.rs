@@ -1,0 +1,148 @@
+//! Host stand-ins for the kernel's memory, shared by the unit tests of the paging, vmalloc
+//! and demand-paging modules.
+
+use crate::pager::PagerMemory;
+use crate::paging::{PageTableEntry, TableAlloc, TableMemory, Tlb};
+use crate::vmalloc::VmallocMemory;
+use shared::addr::{PhysAddr, VirtAddr};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::vec::Vec;
+
+/// "Physical" address of the arena's first table.
+const BASE: u64 = 0x1000_0000;
+/// "Physical" address of the first data frame the arena hands out (never dereferenced).
+const FRAMES: u64 = 0x8000_0000;
+
+/// Page tables in host memory (table `i` at "physical" `BASE + 4096 × i`), and data frames
+/// that are only numbers, counted while they are out.
+#[derive(Default)]
+pub struct Arena {
+    tables: Vec<[PageTableEntry; 512]>,
+    used: Vec<u64>,
+    free: Vec<usize>,
+    /// Tables allocated now.
+    pub live: usize,
+    /// Data frames handed out and not given back.
+    pub frames_out: BTreeSet<u64>,
+    next_frame: u64,
+    /// Frames handed out before `alloc_frame` fails (`None`: never).
+    pub frame_limit: Option<usize>,
+    /// Frames zeroed by the pager, in order.
+    pub zeroed: Vec<u64>,
+    /// Frames made into page tables by the pager.
+    pub made_tables: Vec<u64>,
+}
+
+impl Arena {
+    fn index(table: u64) -> usize {
+        usize::try_from((table - BASE) / 4096).expect("small arena")
+    }
+
+    /// `count` frames for the pager's pool: arena tables, so that the pager can make any of
+    /// them a table.
+    pub fn pool(&mut self, count: usize) -> Vec<PhysAddr> {
+        (0..count).map(|_| self.alloc_table().expect("arena tables never run out")).collect()
+    }
+
+    /// A data frame, as a vmalloc area would get it.
+    pub fn frame(&mut self) -> PhysAddr {
+        self.next_frame += 1;
+        let frame = FRAMES + 4096 * self.next_frame;
+        self.frames_out.insert(frame);
+        PhysAddr::new(frame)
+    }
+}
+
+impl TableMemory for Arena {
+    unsafe fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; 512] {
+        &mut self.tables[Self::index(table.as_u64())]
+    }
+}
+
+impl TableAlloc for Arena {
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        &mut self.used[Self::index(table.as_u64())]
+    }
+
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.tables.push([PageTableEntry::UNUSED; 512]);
+            self.used.push(0);
+            self.tables.len() - 1
+        });
+        self.tables[index] = [PageTableEntry::UNUSED; 512];
+        self.used[index] = 0;
+        self.live += 1;
+        Some(PhysAddr::new(BASE + 4096 * index as u64))
+    }
+
+    fn free_table(&mut self, table: PhysAddr) {
+        let index = Self::index(table.as_u64());
+        let empty = self.tables[index].iter().all(|&e| e == PageTableEntry::UNUSED);
+        assert!(empty, "freeing a table that is not empty");
+        self.free.push(index);
+        self.live -= 1;
+    }
+}
+
+impl VmallocMemory for Arena {
+    fn alloc_frame(&mut self) -> Option<PhysAddr> {
+        if self.frame_limit.is_some_and(|limit| self.frames_out.len() >= limit) {
+            return None;
+        }
+        Some(self.frame())
+    }
+
+    fn free_frame(&mut self, frame: PhysAddr) {
+        assert!(self.frames_out.remove(&frame.as_u64()), "{frame:#x} was not handed out");
+    }
+}
+
+/// The pager's pool holds arena tables (see [`Arena::pool`]), so any of its frames can
+/// become a table.
+impl PagerMemory for Arena {
+    fn zero(&mut self, frame: PhysAddr) {
+        self.zeroed.push(frame.as_u64());
+    }
+
+    fn make_table(&mut self, frame: PhysAddr) {
+        let index = Self::index(frame.as_u64());
+        self.tables[index] = [PageTableEntry::UNUSED; 512];
+        self.used[index] = 0;
+        self.made_tables.push(frame.as_u64());
+    }
+
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        TableAlloc::used(self, table)
+    }
+}
+
+/// The host inspector's walker reads the same tables as guest-physical memory.
+impl shared::walk::PhysMem for Arena {
+    fn read_u64(&mut self, gpa: u64) -> Option<u64> {
+        let table = self.tables.get(usize::try_from(gpa.checked_sub(BASE)? / 4096).ok()?)?;
+        Some(table[usize::try_from(gpa % 4096 / 8).ok()?].raw())
+    }
+}
+
+/// A TLB that records what it is asked to invalidate: `Some(page)` or `None` for all.
+#[derive(Default)]
+pub struct Recorder(pub RefCell<Vec<Option<u64>>>);
+
+impl Tlb for Recorder {
+    fn flush_page(&self, virt: VirtAddr) {
+        self.0.borrow_mut().push(Some(virt.as_u64()));
+    }
+
+    fn flush_all(&self) {
+        self.0.borrow_mut().push(None);
+    }
+}
+
+impl Recorder {
+    /// Whether the page at `virt` was invalidated, by itself or by a full flush.
+    pub fn flushed(&self, virt: u64) -> bool {
+        self.0.borrow().iter().any(|f| f.is_none_or(|page| page == virt))
+    }
+}

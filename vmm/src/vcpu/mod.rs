@@ -1,0 +1,198 @@
+//! The vCPU run loop: `KVM_RUN`, then handle the exit, until the guest ends.
+//!
+//! ```text
+//! loop  KVM_RUN ─▶ bus.rs          port and MMIO exits: console, debug exit, strays
+//!               ─▶ hypercall.rs    CHECKPOINT or REPORT, read from guest RAM
+//!                    checkpoint ─▶ translation_check.rs   at CHECK_TRANSLATIONS
+//!                               ─▶ the caller's observer and `--inspect`, from BOOTED on
+//!       watchdog.rs                the timeout, which interrupts KVM_RUN
+//! ```
+//!
+//! The loop gathers a [`RunRecord`]; `Vm::run` adds the host's figures to make the
+//! [`crate::Outcome`].
+
+pub mod bus;
+pub mod hypercall;
+pub mod translation_check;
+pub mod watchdog;
+
+use crate::devices::console_text;
+use crate::inspect::{Command, Inspection, Inspector, RamReader};
+use crate::outcome::{Checkpoint, ExitReason, Registers, RunRecord};
+use crate::vm::Error;
+use bus::Devices;
+use hypercall::Hypercall;
+use kvm_ioctls::VcpuFd;
+use shared::hypercall::checkpoint;
+use std::time::Duration;
+use vm_memory::GuestMemoryMmap;
+use watchdog::Watchdog;
+
+/// Reports and checkpoints kept per run; a guest sending more is misbehaving.
+pub const RECORD_LIMIT: usize = 4096;
+
+/// What one exit asks of the loop.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Resume the guest.
+    Continue,
+    /// Handle the hypercall whose request is at this guest-physical address.
+    Hypercall(u64),
+    /// The run is over.
+    Stop(ExitReason),
+    /// The run is over; the reason needs the vCPU's registers.
+    Shutdown,
+    /// The run is over with `KVM_EXIT_INTERNAL_ERROR`; the details are in `kvm_run`.
+    InternalError,
+    /// The run is over with `KVM_EXIT_HLT`.
+    Halted,
+}
+
+/// A checkpoint the guest is stopped at, as an observer sees it.
+pub struct CheckpointStop<'a> {
+    /// Which checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Its place in the run: 1 for the first checkpoint met.
+    pub ordinal: usize,
+    /// Guest RAM, while the vCPU is stopped.
+    pub memory: &'a GuestMemoryMmap,
+}
+
+/// What the loop needs besides the vCPU and guest RAM.
+pub struct RunOptions<'a> {
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+    /// Copy the console to stdout, and print `--inspect` results as they come.
+    pub echo: bool,
+    /// Host inspections at every checkpoint from BOOTED on, and at exit.
+    pub inspect: &'a [Command],
+}
+
+/// Runs `vcpu` until the guest ends or the timeout passes, calling `observe` at every
+/// checkpoint while the vCPU is stopped.
+pub fn run(
+    vcpu: &mut VcpuFd,
+    mem: &GuestMemoryMmap,
+    options: &RunOptions<'_>,
+    observe: &mut dyn FnMut(&CheckpointStop<'_>),
+) -> Result<RunRecord, Error> {
+    let mut devices = Devices::new(options.echo);
+    let mut reports = Vec::new();
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    let mut translation_checks = Vec::new();
+    let mut inspections = Vec::new();
+    let mut booted = false;
+    let watchdog = options.timeout.map(Watchdog::start);
+    let exit = loop {
+        if let Some(watchdog) = &watchdog {
+            if watchdog.expired() {
+                break ExitReason::Timeout { seconds: watchdog.timeout.as_secs_f64() };
+            }
+        }
+        let step = match vcpu.run() {
+            Ok(exit) => devices.handle(exit),
+            Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => Step::Continue,
+            Err(source) => return Err(Error::Kvm { call: "KVM_RUN", source }),
+        };
+        match step {
+            Step::Continue => {}
+            Step::Hypercall(gpa) => match hypercall::dispatch(mem, gpa) {
+                Hypercall::Report(report) => {
+                    if let crate::Report::Malformed { problem, .. } = &report {
+                        log::warn!("guest sent a bad hypercall: {problem}");
+                    }
+                    if reports.len() < RECORD_LIMIT {
+                        reports.push(report);
+                    }
+                }
+                Hypercall::Checkpoint(tag) => {
+                    log::debug!("guest checkpoint {tag} ({})", checkpoint::name(tag));
+                    let stop = Checkpoint::new(tag);
+                    if checkpoints.len() < RECORD_LIMIT {
+                        checkpoints.push(stop);
+                    }
+                    let ordinal = checkpoints.len();
+                    if tag == checkpoint::CHECK_TRANSLATIONS && translation_checks.is_empty() {
+                        translation_checks = translation_check::check(vcpu, mem, &reports);
+                    }
+                    booted |= tag == checkpoint::BOOTED;
+                    if booted {
+                        let at = format!("checkpoint {ordinal} ({})", stop.name);
+                        run_inspections(mem, options, &at, &mut inspections);
+                        observe(&CheckpointStop { checkpoint: stop, ordinal, memory: mem });
+                    }
+                }
+            },
+            Step::Stop(reason) => break reason,
+            Step::Shutdown => break ExitReason::TripleFault { registers: registers(vcpu) },
+            Step::Halted => break ExitReason::Halted { rip: registers(vcpu).rip },
+            Step::InternalError => {
+                // SAFETY: KVM filled the `internal` member of the exit union: the exit
+                // reason was KVM_EXIT_INTERNAL_ERROR.
+                let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                break ExitReason::EmulationFailure { suberror, rip: registers(vcpu).rip };
+            }
+        }
+    };
+    drop(watchdog);
+    let _ = std::io::Write::flush(devices.console.writer_mut());
+    if booted {
+        run_inspections(mem, options, "exit", &mut inspections);
+    } else if !options.inspect.is_empty() {
+        log::warn!("the guest ended before its BOOTED checkpoint: there was nothing to inspect");
+    }
+    let (console, console_truncated) = console_text(&devices.console);
+    Ok(RunRecord {
+        exit,
+        reports,
+        checkpoints,
+        unexpected_accesses: devices.unexpected.list(),
+        translation_checks,
+        inspections,
+        console,
+        console_truncated,
+    })
+}
+
+/// Runs the `--inspect` list on guest memory (the vCPU is stopped), printing each result
+/// when the console is echoed.
+fn run_inspections(
+    mem: &GuestMemoryMmap,
+    options: &RunOptions<'_>,
+    at: &str,
+    out: &mut Vec<Inspection>,
+) {
+    if options.inspect.is_empty() || out.len() >= RECORD_LIMIT {
+        return;
+    }
+    let mut inspector = Inspector::new(RamReader::mapped(mem));
+    // The vCPU is stopped: a torn snapshot will not mend by waiting.
+    inspector.max_tries = 1;
+    for command in options.inspect {
+        let result = inspector.run(command).map_err(|err| err.to_string());
+        if options.echo {
+            match &result {
+                Ok(output) => {
+                    println!("vmm: inspect {} at {at}:\n{}", command.name(), output.text())
+                }
+                Err(err) => log::warn!("inspect {} at {at}: {err}", command.name()),
+            }
+        }
+        out.push(Inspection { at: at.to_string(), command: command.name(), result });
+    }
+}
+
+fn registers(vcpu: &VcpuFd) -> Registers {
+    let regs = vcpu.get_regs().unwrap_or_default();
+    let sregs = vcpu.get_sregs().unwrap_or_default();
+    Registers {
+        rip: regs.rip,
+        rsp: regs.rsp,
+        rflags: regs.rflags,
+        cr0: sregs.cr0,
+        cr2: sregs.cr2,
+        cr3: sregs.cr3,
+        cr4: sregs.cr4,
+        efer: sregs.efer,
+    }
+}
