@@ -1,0 +1,181 @@
+//! Host tests of memblock: region sets, allocation, growth and a page-set model.
+
+use super::*;
+use proptest::prelude::*;
+use std::boxed::Box;
+use std::collections::BTreeSet;
+use std::vec;
+use std::vec::Vec;
+
+fn regions(set: &RegionSet) -> Vec<(u64, u64)> {
+    set.regions().iter().map(|r| (r.base, r.end())).collect()
+}
+
+#[test]
+fn add_merges_overlapping_and_adjacent_regions() {
+    let mut set = RegionSet::new();
+    set.add(0x3000, 0x1000).expect("room");
+    set.add(0x1000, 0x1000).expect("room");
+    assert_eq!(regions(&set), [(0x1000, 0x2000), (0x3000, 0x4000)]);
+    set.add(0x2000, 0x1000).expect("room");
+    assert_eq!(regions(&set), [(0x1000, 0x4000)]);
+    set.add(0x0, 0x8000).expect("room");
+    assert_eq!(regions(&set), [(0, 0x8000)]);
+}
+
+#[test]
+fn remove_splits_and_trims() {
+    let mut set = RegionSet::new();
+    set.add(0, 0x10000).expect("room");
+    set.remove(0x4000, 0x1000).expect("room");
+    assert_eq!(regions(&set), [(0, 0x4000), (0x5000, 0x10000)]);
+    set.remove(0x3000, 0x3000).expect("room");
+    assert_eq!(regions(&set), [(0, 0x3000), (0x6000, 0x10000)]);
+    set.remove(0, u64::MAX).expect("room");
+    assert!(set.regions().is_empty());
+}
+
+#[test]
+fn a_full_set_refuses_new_regions_but_accepts_merges() {
+    let mut set = RegionSet::new();
+    for i in 0..MAX_REGIONS as u64 {
+        set.add(i * 0x2000, 0x1000).expect("room");
+    }
+    assert_eq!(set.add(0x10_0000_0000, 0x1000), Err(MemblockError::Full));
+    assert_eq!(set.remove(0x400, 0x100), Err(MemblockError::Full), "a split needs a slot");
+    set.add(0x1000, 0x1000).expect("merges two regions into one");
+    assert_eq!(set.regions().len(), MAX_REGIONS - 1);
+}
+
+#[test]
+fn allocation_is_top_down_below_the_limit_by_default() {
+    let mut mb = Memblock::new();
+    mb.memory.add(0, 0x10_0000).expect("room");
+    mb.reserved.add(0xf_0000, 0x1_0000).expect("room");
+    assert_eq!(mb.alloc(0x1000, 0x1000, u64::MAX), Some(0xe_f000));
+    assert_eq!(mb.alloc(0x1000, 0x1_0000, 0x8_0000), Some(0x7_0000));
+    mb.direction = Direction::BottomUp;
+    assert_eq!(mb.alloc(0x100, 0x1000, u64::MAX), Some(0));
+    assert_eq!(mb.alloc(0x100, 0x1000, u64::MAX), Some(0x1000));
+    assert_eq!(mb.alloc(0x20_0000, 0x1000, u64::MAX), None);
+    assert_eq!(mb.alloc(0x1000, 3, u64::MAX), None, "alignment must be a power of two");
+}
+
+#[test]
+fn free_ranges_are_memory_minus_reserved() {
+    let mut mb = Memblock::new();
+    mb.memory.add(0, 0x9f000).expect("room");
+    mb.memory.add(0x10_0000, 0x100_0000).expect("room");
+    mb.reserved.add(0, 0x1000).expect("room");
+    mb.reserved.add(0x9e000, 0x70000).expect("room");
+    let free: Vec<_> = mb.free_ranges().map(|r| (r.base, r.end())).collect();
+    assert_eq!(free, [(0x1000, 0x9e000), (0x10e000, 0x110_0000)]);
+}
+
+#[test]
+fn full_sets_double_into_memory_memblock_allocates() {
+    // Host memory stands in for physical memory: its addresses translate to themselves.
+    let arena: &'static mut [u64] = Box::leak(vec![0u64; 64 * 1024].into_boxed_slice());
+    let base = (arena.as_ptr() as u64).next_multiple_of(4096);
+    let mut mb = Memblock::new();
+    mb.add(base, 256 * 1024).expect("room");
+    for i in 0..MAX_REGIONS as u64 {
+        mb.reserve(base + i * 0x200, 0x100).expect("room");
+    }
+    assert_eq!(mb.reserve(base + 0x3_0000, 0x100), Err(MemblockError::Full), "no growth yet");
+    // SAFETY: every address in `memory` lies in `arena`, leaked and used by nothing else.
+    unsafe { mb.enable_growth(|phys| phys as *mut u8) };
+    for i in MAX_REGIONS as u64..300 {
+        mb.reserve(base + i * 0x200, 0x100).expect("grows");
+    }
+    assert!(mb.reserved.capacity() >= 512, "doubled twice: {}", mb.reserved.capacity());
+    // 300 small regions, the current array (reserved), the first array freed again.
+    let arrays: Vec<_> = mb.reserved.regions().iter().filter(|r| r.size >= 256 * 16).collect();
+    assert_eq!(arrays.len(), 1, "{arrays:?}");
+    assert_eq!(arrays[0].size, 512 * 16);
+    assert_eq!(mb.reserved.regions().len(), 301);
+    for i in 0..300 {
+        assert!(mb.reserved.contains(base + i * 0x200, 0x100));
+    }
+}
+
+/// Operations on a universe of 64 pages.
+#[derive(Clone, Debug)]
+enum Op {
+    Add(u64, u64),
+    Remove(u64, u64),
+    Reserve(u64, u64),
+    Free(u64, u64),
+    Alloc { pages: u64, align_pages: u64, limit_page: u64, bottom_up: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let range = (0u64..64, 0u64..12);
+    prop_oneof![
+        range.clone().prop_map(|(p, n)| Op::Add(p, n)),
+        range.clone().prop_map(|(p, n)| Op::Remove(p, n)),
+        range.clone().prop_map(|(p, n)| Op::Reserve(p, n)),
+        range.prop_map(|(p, n)| Op::Free(p, n)),
+        (1u64..6, 0u32..4, 0u64..70, any::<bool>()).prop_map(
+            |(pages, a, limit_page, bottom_up)| Op::Alloc {
+                pages,
+                align_pages: 1 << a,
+                limit_page,
+                bottom_up
+            }
+        ),
+    ]
+}
+
+const PAGE: u64 = 0x1000;
+
+fn pages_of(set: &RegionSet) -> BTreeSet<u64> {
+    set.regions().iter().flat_map(|r| r.base / PAGE..r.end() / PAGE).collect()
+}
+
+fn check_shape(set: &RegionSet) -> Result<(), TestCaseError> {
+    prop_assert!(set.regions().iter().all(|r| r.size > 0));
+    for pair in set.regions().windows(2) {
+        prop_assert!(pair[0].end() < pair[1].base, "sorted, disjoint, non-adjacent: {:?}", pair);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn memblock_matches_a_page_set_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut mb = Memblock::new();
+        let (mut memory, mut reserved) = (BTreeSet::new(), BTreeSet::new());
+        for op in ops {
+            match op {
+                Op::Add(p, n) => { mb.memory.add(p * PAGE, n * PAGE).expect("room"); memory.extend(p..p + n); }
+                Op::Remove(p, n) => { mb.memory.remove(p * PAGE, n * PAGE).expect("room"); (p..p + n).for_each(|q| { memory.remove(&q); }); }
+                Op::Reserve(p, n) => { mb.reserved.add(p * PAGE, n * PAGE).expect("room"); reserved.extend(p..p + n); }
+                Op::Free(p, n) => { mb.reserved.remove(p * PAGE, n * PAGE).expect("room"); (p..p + n).for_each(|q| { reserved.remove(&q); }); }
+                Op::Alloc { pages, align_pages, limit_page, bottom_up } => {
+                    mb.direction = if bottom_up { Direction::BottomUp } else { Direction::TopDown };
+                    let free = |q: &u64| memory.contains(q) && !reserved.contains(q);
+                    // Every aligned base whose pages are all free and end below the limit.
+                    let candidates: Vec<u64> = (0..80u64)
+                        .filter(|b| b % align_pages == 0 && b + pages <= limit_page)
+                        .filter(|b| (*b..b + pages).all(|q| free(&q)))
+                        .collect();
+                    let expected = if bottom_up { candidates.first() } else { candidates.last() };
+                    let got = mb.alloc(pages * PAGE, align_pages * PAGE, limit_page * PAGE);
+                    prop_assert_eq!(got, expected.map(|b| b * PAGE));
+                    if let Some(base) = got {
+                        reserved.extend(base / PAGE..base / PAGE + pages);
+                    }
+                }
+            }
+            check_shape(&mb.memory)?;
+            check_shape(&mb.reserved)?;
+            prop_assert_eq!(pages_of(&mb.memory), memory.clone());
+            prop_assert_eq!(pages_of(&mb.reserved), reserved.clone());
+            let free: BTreeSet<u64> = mb.free_ranges().flat_map(|r| r.base / PAGE..r.end() / PAGE).collect();
+            let model_free: BTreeSet<u64> = memory.difference(&reserved).copied().collect();
+            prop_assert_eq!(free, model_free);
+        }
+    }
+}
