@@ -14,7 +14,11 @@
 //! Each set starts with [`MAX_REGIONS`] static entries. Once the kernel can reach the
 //! memory memblock hands out ([`Memblock::enable_growth`]), a full set moves to an array
 //! twice the size, allocated from memblock itself and reserved (Linux's
-//! `memblock_double_array`); the array it leaves is freed if it was allocated too.
+//! `memblock_double_array`); the array it leaves is freed if it was allocated too. The new
+//! array keeps out of the range being added, removed, reserved or freed when the set was
+//! found full: it is looked for above that range, then below it. Otherwise a reservation
+//! (and so an allocation, which reserves what it found) could be given the array's pages,
+//! and a removal could leave the array outside memory.
 
 /// Regions a set holds (Linux's `INIT_MEMBLOCK_REGIONS`).
 pub const MAX_REGIONS: usize = 128;
@@ -209,22 +213,22 @@ impl Memblock {
 
     /// `memblock_add`: adds physical memory.
     pub fn add(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
-        self.with_room(Set::Memory, |set| set.add(base, size))
+        self.with_room(Set::Memory, (base, size), |set| set.add(base, size))
     }
 
     /// `memblock_remove`: removes physical memory.
     pub fn remove(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
-        self.with_room(Set::Memory, |set| set.remove(base, size))
+        self.with_room(Set::Memory, (base, size), |set| set.remove(base, size))
     }
 
     /// `memblock_reserve`: marks a range in use.
     pub fn reserve(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
-        self.with_room(Set::Reserved, |set| set.add(base, size))
+        self.with_room(Set::Reserved, (base, size), |set| set.add(base, size))
     }
 
     /// `memblock_phys_free`: marks a range free again.
     pub fn free(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
-        self.with_room(Set::Reserved, |set| set.remove(base, size))
+        self.with_room(Set::Reserved, (base, size), |set| set.remove(base, size))
     }
 
     fn set(&mut self, which: Set) -> &mut RegionSet {
@@ -234,34 +238,50 @@ impl Memblock {
         }
     }
 
-    /// Runs `op` on a set, doubling the set once if it is full.
+    /// Runs `op`, which changes `range` of a set, doubling the set once if it is full.
     fn with_room(
         &mut self,
         which: Set,
+        range: (u64, u64),
         op: impl Fn(&mut RegionSet) -> Result<(), MemblockError>,
     ) -> Result<(), MemblockError> {
         match op(self.set(which)) {
             Err(MemblockError::Full) => {
-                self.double(which)?;
+                self.double(which, range)?;
                 op(self.set(which))
             }
             done => done,
         }
     }
 
-    /// `memblock_double_array`: moves a set into an array twice its size.
-    fn double(&mut self, which: Set) -> Result<(), MemblockError> {
+    /// `memblock_double_array`: moves a set into an array twice its size, outside `avoid`
+    /// (`(base, size)`), the range the caller is about to change.
+    ///
+    /// Linux keeps the array out of that range for the reserved set only; we do it for
+    /// `memory` too, where the range may be about to be removed.
+    fn double(&mut self, which: Set, avoid: (u64, u64)) -> Result<(), MemblockError> {
+        const PAGE_SIZE: u64 = 4096;
         let translate = self.translate.ok_or(MemblockError::Full)?;
+        if which == Set::Memory && self.reserved.len + 2 > self.reserved.capacity() {
+            // Reserving the new array and freeing the old one take up to two reserved
+            // slots. Doubling `reserved` now, while it can still avoid `avoid`, spares a
+            // nested doubling that would know only the new array's range.
+            self.double(Set::Reserved, avoid)?;
+        }
         let capacity = self.set(which).capacity() * 2;
         let bytes = (capacity * core::mem::size_of::<Region>()) as u64;
-        let base = self.find(bytes, 4096, u64::MAX).ok_or(MemblockError::Full)?;
+        let (avoid_start, avoid_end) = clipped(avoid.0, avoid.1);
+        let base = self
+            .find_in(bytes, PAGE_SIZE, avoid_end, u64::MAX)
+            .or_else(|| self.find_in(bytes, PAGE_SIZE, 0, avoid_start))
+            .ok_or(MemblockError::Full)?;
         let array = translate(base).cast::<Region>();
         if array.is_null() || !array.is_aligned() {
             return Err(MemblockError::Full);
         }
         // SAFETY: `base..base + bytes` is free memory (found in the free ranges), which
         // `enable_growth`'s contract makes reachable at `array` and ours alone; it is
-        // reserved below before anything else can be allocated.
+        // reserved below, where `reserved` has room, before anything else can be allocated.
         let array = unsafe {
             array.write_bytes(0, capacity);
             core::slice::from_raw_parts_mut(array, capacity)
@@ -297,26 +317,28 @@ impl Memblock {
     /// Allocates and reserves `size` bytes aligned to `align` (a power of two) ending at or
     /// below `limit`; `None` when nothing fits or the reserved set is full.
     pub fn alloc(&mut self, size: u64, align: u64, limit: u64) -> Option<u64> {
-        let base = self.find(size, align, limit)?;
+        let base = self.find_in(size, align, 0, limit)?;
+        // Should the reserved set double, its new array keeps out of `base..base + size`.
         self.reserve(base, size).ok()?;
         Some(base)
     }
 
-    /// The address `alloc` would return, without reserving it.
-    fn find(&self, size: u64, align: u64, limit: u64) -> Option<u64> {
-        if size == 0 || !align.is_power_of_two() {
+    /// Where an allocation of `size` bytes aligned to `align` fits inside `[start, end)`,
+    /// in `direction` (Linux's `memblock_find_in_range_node`), without reserving it.
+    fn find_in(&self, size: u64, align: u64, start: u64, end: u64) -> Option<u64> {
+        if size == 0 || !align.is_power_of_two() || start >= end {
             return None;
         }
         let fits = |free: Region| -> Option<u64> {
-            let end = free.end().min(limit);
+            let (low, high) = (free.base.clamp(start, end), free.end().clamp(start, end));
             match self.direction {
                 Direction::TopDown => {
-                    let base = end.checked_sub(size)? & !(align - 1);
-                    (base >= free.base).then_some(base)
+                    let base = high.checked_sub(size)? & !(align - 1);
+                    (base >= low).then_some(base)
                 }
                 Direction::BottomUp => {
-                    let base = free.base.checked_add(align - 1)? & !(align - 1);
-                    (base.checked_add(size)? <= end).then_some(base)
+                    let base = low.checked_next_multiple_of(align)?;
+                    (base.checked_add(size)? <= high).then_some(base)
                 }
             }
         };

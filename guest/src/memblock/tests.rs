@@ -99,6 +99,158 @@ fn full_sets_double_into_memory_memblock_allocates() {
     }
 }
 
+/// Page-aligned host memory of `bytes`, leaked: its addresses stand in for physical ones.
+fn host_memory(bytes: usize) -> u64 {
+    let words = bytes / 8 + 4096 / 8;
+    let arena: &'static mut [u64] = Box::leak(vec![0u64; words].into_boxed_slice());
+    (arena.as_ptr() as u64).next_multiple_of(4096)
+}
+
+/// Lets `mb` grow into host memory: physical addresses translate to themselves.
+fn grow_in_host_memory(mb: &mut Memblock) {
+    // SAFETY: every test gives `memory` only ranges of `host_memory`, leaked and used by
+    // nothing else.
+    unsafe { mb.enable_growth(|phys| phys as *mut u8) };
+}
+
+/// Fills the reserved set with `MAX_REGIONS` small regions below `limit`, outside memory.
+fn fill_reserved_below(mb: &mut Memblock, limit: u64) {
+    for i in 0..MAX_REGIONS as u64 {
+        mb.reserve(i * 0x200, 0x100).expect("room");
+    }
+    assert!(MAX_REGIONS as u64 * 0x200 <= limit, "the filler stays below memory");
+    assert_eq!(mb.reserved.regions().len(), mb.reserved.capacity(), "full");
+}
+
+/// Where a set's array is (host addresses are physical ones here) and its size in bytes.
+fn array_of(set: &RegionSet) -> (u64, u64) {
+    (set.regions().as_ptr() as u64, (set.capacity() * core::mem::size_of::<Region>()) as u64)
+}
+
+fn overlaps((a, a_size): (u64, u64), (b, b_size): (u64, u64)) -> bool {
+    a < b + b_size && b < a + a_size
+}
+
+#[test]
+fn a_reservation_that_doubles_the_set_does_not_get_the_new_array() {
+    // Memory: a low and a high range; the high one is reserved when the set is full.
+    // Top-down, the highest free page is in the range being reserved: the array must go
+    // below it (Linux: above the range first, then below it).
+    let low = host_memory(0x2_0000);
+    let high = low + 0x1_0000;
+    let mut mb = Memblock::new();
+    mb.add(low, 0x8000).expect("room");
+    mb.add(high, 0x8000).expect("room");
+    fill_reserved_below(&mut mb, low);
+    grow_in_host_memory(&mut mb);
+
+    mb.reserve(high, 0x8000).expect("grows");
+
+    let array = array_of(&mb.reserved);
+    assert_eq!(array.1, 0x1000, "doubled once, to 256 regions");
+    assert!(!overlaps(array, (high, 0x8000)), "array {array:x?} in the reserved range");
+    assert_eq!(array.0, low + 0x7000, "the highest page below the range");
+    assert!(mb.reserved.contains(high, 0x8000) && mb.reserved.contains(array.0, array.1));
+    assert_eq!(mb.reserved.regions().len(), MAX_REGIONS + 2);
+}
+
+#[test]
+fn an_allocation_that_doubles_the_set_is_not_the_new_array() {
+    // The brief's case: the range alloc finds is free until it is reserved, so a doubling
+    // that ignores it hands out the same page twice.
+    let base = host_memory(0x1_0000);
+    let mut mb = Memblock::new();
+    mb.add(base, 0x1_0000).expect("room");
+    fill_reserved_below(&mut mb, base);
+    grow_in_host_memory(&mut mb);
+
+    let got = mb.alloc(0x1000, 0x1000, u64::MAX).expect("memory is free");
+
+    assert_eq!(got, base + 0xf000);
+    let array = array_of(&mb.reserved);
+    assert!(!overlaps(array, (got, 0x1000)), "array {array:x?} is the allocation {got:x}");
+    assert_eq!(array.0, base + 0xe000);
+    // The caller owns the allocation: writing all of it leaves memblock intact.
+    // SAFETY: `got..got + 0x1000` lies in `host_memory`, and memblock reserved it for us.
+    unsafe { (got as *mut u8).write_bytes(0xff, 0x1000) };
+    assert_eq!(mb.reserved.regions().len(), MAX_REGIONS + 1, "array and allocation merge");
+    assert!(mb.reserved.contains(base + 0xe000, 0x2000));
+    for i in 0..MAX_REGIONS as u64 {
+        assert!(mb.reserved.contains(i * 0x200, 0x100));
+    }
+}
+
+/// Memory: `[base, base + 64K)` and 127 small regions above it, all in host memory.
+fn fill_memory(mb: &mut Memblock, base: u64) {
+    mb.add(base, 0x1_0000).expect("room");
+    for i in 1..MAX_REGIONS as u64 {
+        mb.add(base + 0x1_0000 + i * 0x80, 0x40).expect("room");
+    }
+    assert_eq!(mb.memory.regions().len(), mb.memory.capacity(), "full");
+}
+
+#[test]
+fn a_removal_that_doubles_the_memory_set_keeps_the_array_in_memory() {
+    // Removing the middle of the top page splits a region; the array doubled for it must
+    // not sit in the range removed, where `enable_growth` no longer promises it is
+    // reachable. (Linux's memblock_double_array excludes the range only for `reserved`.)
+    let base = host_memory(0x2_0000);
+    let mut mb = Memblock::new();
+    fill_memory(&mut mb, base);
+    grow_in_host_memory(&mut mb);
+
+    mb.remove(base + 0xf000, 0x800).expect("grows");
+
+    let array = array_of(&mb.memory);
+    assert_eq!(array.1, 0x1000, "doubled once, to 256 regions");
+    assert!(mb.memory.contains(array.0, array.1), "array {array:x?} outside memory");
+    assert!(mb.reserved.contains(array.0, array.1));
+    assert!(!mb.memory.intersects(base + 0xf000, 0x800));
+    assert_eq!(mb.memory.regions().len(), MAX_REGIONS + 1);
+}
+
+#[test]
+fn when_both_sets_are_full_their_new_arrays_do_not_overlap() {
+    // Both sets full: doubling `memory` reserves its new array, which needs `reserved` to
+    // double; neither array may land on the other.
+    let base = host_memory(0x2_0000);
+    let mut mb = Memblock::new();
+    fill_memory(&mut mb, base);
+    fill_reserved_below(&mut mb, base);
+    grow_in_host_memory(&mut mb);
+
+    let extra = base + 0x1_0000 + MAX_REGIONS as u64 * 0x80;
+    mb.add(extra, 0x40).expect("grows");
+
+    let (memory_array, reserved_array) = (array_of(&mb.memory), array_of(&mb.reserved));
+    assert!(!overlaps(memory_array, reserved_array), "{memory_array:x?} {reserved_array:x?}");
+    assert_eq!(mb.memory.regions().len(), MAX_REGIONS + 1);
+    assert!(mb.memory.contains(base, 0x1_0000) && mb.memory.contains(extra, 0x40));
+    for i in 1..MAX_REGIONS as u64 {
+        assert!(mb.memory.contains(base + 0x1_0000 + i * 0x80, 0x40));
+    }
+    assert!(mb.reserved.contains(memory_array.0, memory_array.1));
+    assert!(mb.reserved.contains(reserved_array.0, reserved_array.1));
+}
+
+#[test]
+fn when_both_sets_are_full_a_removal_keeps_both_new_arrays_in_memory() {
+    // As above, but the removal that fills `memory` is at the top page: the reserved
+    // array, doubled on the way, must keep out of the removed range too.
+    let base = host_memory(0x2_0000);
+    let mut mb = Memblock::new();
+    fill_memory(&mut mb, base);
+    fill_reserved_below(&mut mb, base);
+    grow_in_host_memory(&mut mb);
+
+    mb.remove(base + 0xf000, 0x800).expect("grows");
+
+    let (memory_array, reserved_array) = (array_of(&mb.memory), array_of(&mb.reserved));
+    assert!(mb.memory.contains(memory_array.0, memory_array.1), "{memory_array:x?}");
+    assert!(mb.memory.contains(reserved_array.0, reserved_array.1), "{reserved_array:x?}");
+    assert!(!overlaps(memory_array, reserved_array));
+}
+
 /// Operations on a universe of 64 pages.
 #[derive(Clone, Debug)]
 enum Op {
