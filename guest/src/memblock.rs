@@ -317,7 +317,23 @@ impl Memblock {
     /// Allocates and reserves `size` bytes aligned to `align` (a power of two) ending at or
     /// below `limit`; `None` when nothing fits or the reserved set is full.
     pub fn alloc(&mut self, size: u64, align: u64, limit: u64) -> Option<u64> {
-        let base = self.find_in(size, align, 0, limit)?;
+        self.alloc_range(size, align, 0, limit)
+    }
+
+    /// `memblock_phys_alloc_range`: allocates and reserves `size` bytes aligned to `align`
+    /// (a power of two) inside `[min_addr, max_addr)`, the highest fitting address when
+    /// top-down, the lowest when bottom-up; `None` when nothing fits there (the bounds are
+    /// not relaxed) or the reserved set is full.
+    ///
+    /// Unlike Linux, address 0 can be returned: `None`, not 0, means failure.
+    pub fn alloc_range(
+        &mut self,
+        size: u64,
+        align: u64,
+        min_addr: u64,
+        max_addr: u64,
+    ) -> Option<u64> {
+        let base = self.find_in(size, align, min_addr, max_addr)?;
         // Should the reserved set double, its new array keeps out of `base..base + size`.
         self.reserve(base, size).ok()?;
         Some(base)

@@ -62,6 +62,28 @@ fn allocation_is_top_down_below_the_limit_by_default() {
 }
 
 #[test]
+fn alloc_range_stays_inside_its_bounds_in_either_direction() {
+    let mut mb = Memblock::new();
+    mb.memory.add(0x1_0000, 0x1_0000).expect("room");
+    // Top-down: the highest aligned fit below max_addr, not below min_addr.
+    assert_eq!(mb.alloc_range(0x1000, 0x1000, 0x1_4000, 0x1_8000), Some(0x1_7000));
+    assert_eq!(mb.alloc_range(0x1000, 0x1000, 0x1_4000, 0x1_7800), Some(0x1_6000));
+    // A range below memory, or one too small once aligned, fails: no fallback.
+    assert_eq!(mb.alloc_range(0x1000, 0x1000, 0, 0x1_0000), None);
+    assert_eq!(mb.alloc_range(0x1000, 0x1000, 0x1_4800, 0x1_5800), None);
+    assert_eq!(mb.alloc_range(0x1000, 0x1000, 0x1_8000, 0x1_4000), None, "min above max");
+    // Bottom-up: the lowest aligned fit at or above min_addr.
+    mb.direction = Direction::BottomUp;
+    assert_eq!(mb.alloc_range(0x1000, 0x1000, 0x1_4001, u64::MAX), Some(0x1_5000));
+    assert_eq!(mb.alloc_range(0x800, 0x800, 0, 0x1_1000), Some(0x1_0000));
+    assert_eq!(mb.alloc_range(0x1000, 0x1000, 0x1_e000, u64::MAX), Some(0x1_e000));
+    assert_eq!(mb.alloc_range(0x1000, 0x1000, 0x1_e000, u64::MAX), Some(0x1_f000));
+    assert_eq!(mb.alloc_range(0x1000, 0x1000, 0x1_e000, u64::MAX), None, "no room above");
+    let reserved: Vec<_> = regions(&mb.reserved);
+    assert_eq!(reserved, [(0x1_0000, 0x1_0800), (0x1_5000, 0x1_8000), (0x1_e000, 0x2_0000)]);
+}
+
+#[test]
 fn free_ranges_are_memory_minus_reserved() {
     let mut mb = Memblock::new();
     mb.memory.add(0, 0x9f000).expect("room");
@@ -258,7 +280,14 @@ enum Op {
     Remove(u64, u64),
     Reserve(u64, u64),
     Free(u64, u64),
-    Alloc { pages: u64, align_pages: u64, limit_page: u64, bottom_up: bool },
+    /// `alloc_range`; `min_page` is 0 half the time, as `alloc`.
+    Alloc {
+        pages: u64,
+        align_pages: u64,
+        min_page: u64,
+        limit_page: u64,
+        bottom_up: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -268,10 +297,11 @@ fn op() -> impl Strategy<Value = Op> {
         range.clone().prop_map(|(p, n)| Op::Remove(p, n)),
         range.clone().prop_map(|(p, n)| Op::Reserve(p, n)),
         range.prop_map(|(p, n)| Op::Free(p, n)),
-        (1u64..6, 0u32..4, 0u64..70, any::<bool>()).prop_map(
-            |(pages, a, limit_page, bottom_up)| Op::Alloc {
+        (1u64..6, 0u32..4, prop_oneof![Just(0u64), 0u64..70], 0u64..70, any::<bool>()).prop_map(
+            |(pages, a, min_page, limit_page, bottom_up)| Op::Alloc {
                 pages,
                 align_pages: 1 << a,
+                min_page,
                 limit_page,
                 bottom_up
             }
@@ -305,16 +335,17 @@ proptest! {
                 Op::Remove(p, n) => { mb.memory.remove(p * PAGE, n * PAGE).expect("room"); (p..p + n).for_each(|q| { memory.remove(&q); }); }
                 Op::Reserve(p, n) => { mb.reserved.add(p * PAGE, n * PAGE).expect("room"); reserved.extend(p..p + n); }
                 Op::Free(p, n) => { mb.reserved.remove(p * PAGE, n * PAGE).expect("room"); (p..p + n).for_each(|q| { reserved.remove(&q); }); }
-                Op::Alloc { pages, align_pages, limit_page, bottom_up } => {
+                Op::Alloc { pages, align_pages, min_page, limit_page, bottom_up } => {
                     mb.direction = if bottom_up { Direction::BottomUp } else { Direction::TopDown };
                     let free = |q: &u64| memory.contains(q) && !reserved.contains(q);
-                    // Every aligned base whose pages are all free and end below the limit.
-                    let candidates: Vec<u64> = (0..80u64)
+                    // Every aligned base at or above min_page whose pages are all free and end
+                    // below the limit.
+                    let candidates: Vec<u64> = (min_page..80u64)
                         .filter(|b| b % align_pages == 0 && b + pages <= limit_page)
                         .filter(|b| (*b..b + pages).all(|q| free(&q)))
                         .collect();
                     let expected = if bottom_up { candidates.first() } else { candidates.last() };
-                    let got = mb.alloc(pages * PAGE, align_pages * PAGE, limit_page * PAGE);
+                    let got = mb.alloc_range(pages * PAGE, align_pages * PAGE, min_page * PAGE, limit_page * PAGE);
                     prop_assert_eq!(got, expected.map(|b| b * PAGE));
                     if let Some(base) = got {
                         reserved.extend(base / PAGE..base / PAGE + pages);
