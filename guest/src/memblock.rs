@@ -262,11 +262,14 @@ impl Memblock {
     fn double(&mut self, which: Set, avoid: (u64, u64)) -> Result<(), MemblockError> {
         const PAGE_SIZE: u64 = 4096;
         let translate = self.translate.ok_or(MemblockError::Full)?;
-        if which == Set::Memory && self.reserved.len + 2 > self.reserved.capacity() {
-            // Reserving the new array and freeing the old one take up to two reserved
-            // slots. Doubling `reserved` now, while it can still avoid `avoid`, spares a
-            // nested doubling that would know only the new array's range.
-            self.double(Set::Reserved, avoid)?;
+        if which == Set::Memory {
+            // Reserving the new array takes up to one reserved slot, freeing an allocated
+            // old one up to one more. Doubling `reserved` now, while it can still avoid
+            // `avoid`, spares a nested doubling that would know only the new array's range.
+            let needed = 1 + usize::from(self.memory.grown.is_some());
+            if self.reserved.len + needed > self.reserved.capacity() {
+                self.double(Set::Reserved, avoid)?;
+            }
         }
         let capacity = self.set(which).capacity() * 2;
         let bytes = (capacity * core::mem::size_of::<Region>()) as u64;
