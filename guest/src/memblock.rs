@@ -14,7 +14,11 @@
 //! Each set starts with [`MAX_REGIONS`] static entries. Once the kernel can reach the
 //! memory memblock hands out ([`Memblock::enable_growth`]), a full set moves to an array
 //! twice the size, allocated from memblock itself and reserved (Linux's
-//! `memblock_double_array`); the array it leaves is freed if it was allocated too.
+//! `memblock_double_array`); the array it leaves is freed if it was allocated too. The new
+//! array keeps out of the range being added, removed, reserved or freed when the set was
+//! found full: it is looked for above that range, then below it. Otherwise a reservation
+//! (and so an allocation, which reserves what it found) could be given the array's pages,
+//! and a removal could leave the array outside memory.
 
 /// Regions a set holds (Linux's `INIT_MEMBLOCK_REGIONS`).
 pub const MAX_REGIONS: usize = 128;
@@ -209,22 +213,22 @@ impl Memblock {
 
     /// `memblock_add`: adds physical memory.
     pub fn add(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
-        self.with_room(Set::Memory, |set| set.add(base, size))
+        self.with_room(Set::Memory, (base, size), |set| set.add(base, size))
     }
 
     /// `memblock_remove`: removes physical memory.
     pub fn remove(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
-        self.with_room(Set::Memory, |set| set.remove(base, size))
+        self.with_room(Set::Memory, (base, size), |set| set.remove(base, size))
     }
 
     /// `memblock_reserve`: marks a range in use.
     pub fn reserve(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
-        self.with_room(Set::Reserved, |set| set.add(base, size))
+        self.with_room(Set::Reserved, (base, size), |set| set.add(base, size))
     }
 
     /// `memblock_phys_free`: marks a range free again.
     pub fn free(&mut self, base: u64, size: u64) -> Result<(), MemblockError> {
-        self.with_room(Set::Reserved, |set| set.remove(base, size))
+        self.with_room(Set::Reserved, (base, size), |set| set.remove(base, size))
     }
 
     fn set(&mut self, which: Set) -> &mut RegionSet {
@@ -234,34 +238,53 @@ impl Memblock {
         }
     }
 
-    /// Runs `op` on a set, doubling the set once if it is full.
+    /// Runs `op`, which changes `range` of a set, doubling the set once if it is full.
     fn with_room(
         &mut self,
         which: Set,
+        range: (u64, u64),
         op: impl Fn(&mut RegionSet) -> Result<(), MemblockError>,
     ) -> Result<(), MemblockError> {
         match op(self.set(which)) {
             Err(MemblockError::Full) => {
-                self.double(which)?;
+                self.double(which, range)?;
                 op(self.set(which))
             }
             done => done,
         }
     }
 
-    /// `memblock_double_array`: moves a set into an array twice its size.
-    fn double(&mut self, which: Set) -> Result<(), MemblockError> {
+    /// `memblock_double_array`: moves a set into an array twice its size, outside `avoid`
+    /// (`(base, size)`), the range the caller is about to change.
+    ///
+    /// Linux keeps the array out of that range for the reserved set only; we do it for
+    /// `memory` too, where the range may be about to be removed.
+    fn double(&mut self, which: Set, avoid: (u64, u64)) -> Result<(), MemblockError> {
+        const PAGE_SIZE: u64 = 4096;
         let translate = self.translate.ok_or(MemblockError::Full)?;
+        if which == Set::Memory {
+            // Reserving the new array takes up to one reserved slot, freeing an allocated
+            // old one up to one more. Doubling `reserved` now, while it can still avoid
+            // `avoid`, spares a nested doubling that would know only the new array's range.
+            let needed = 1 + usize::from(self.memory.grown.is_some());
+            if self.reserved.len + needed > self.reserved.capacity() {
+                self.double(Set::Reserved, avoid)?;
+            }
+        }
         let capacity = self.set(which).capacity() * 2;
         let bytes = (capacity * core::mem::size_of::<Region>()) as u64;
-        let base = self.find(bytes, 4096, u64::MAX).ok_or(MemblockError::Full)?;
+        let (avoid_start, avoid_end) = clipped(avoid.0, avoid.1);
+        let base = self
+            .find_in(bytes, PAGE_SIZE, avoid_end, u64::MAX)
+            .or_else(|| self.find_in(bytes, PAGE_SIZE, 0, avoid_start))
+            .ok_or(MemblockError::Full)?;
         let array = translate(base).cast::<Region>();
         if array.is_null() || !array.is_aligned() {
             return Err(MemblockError::Full);
         }
         // SAFETY: `base..base + bytes` is free memory (found in the free ranges), which
         // `enable_growth`'s contract makes reachable at `array` and ours alone; it is
-        // reserved below before anything else can be allocated.
+        // reserved below, where `reserved` has room, before anything else can be allocated.
         let array = unsafe {
             array.write_bytes(0, capacity);
             core::slice::from_raw_parts_mut(array, capacity)
@@ -297,26 +320,44 @@ impl Memblock {
     /// Allocates and reserves `size` bytes aligned to `align` (a power of two) ending at or
     /// below `limit`; `None` when nothing fits or the reserved set is full.
     pub fn alloc(&mut self, size: u64, align: u64, limit: u64) -> Option<u64> {
-        let base = self.find(size, align, limit)?;
+        self.alloc_range(size, align, 0, limit)
+    }
+
+    /// `memblock_phys_alloc_range`: allocates and reserves `size` bytes aligned to `align`
+    /// (a power of two) inside `[min_addr, max_addr)`, the highest fitting address when
+    /// top-down, the lowest when bottom-up; `None` when nothing fits there (the bounds are
+    /// not relaxed) or the reserved set is full.
+    ///
+    /// Unlike Linux, address 0 can be returned: `None`, not 0, means failure.
+    pub fn alloc_range(
+        &mut self,
+        size: u64,
+        align: u64,
+        min_addr: u64,
+        max_addr: u64,
+    ) -> Option<u64> {
+        let base = self.find_in(size, align, min_addr, max_addr)?;
+        // Should the reserved set double, its new array keeps out of `base..base + size`.
         self.reserve(base, size).ok()?;
         Some(base)
     }
 
-    /// The address `alloc` would return, without reserving it.
-    fn find(&self, size: u64, align: u64, limit: u64) -> Option<u64> {
-        if size == 0 || !align.is_power_of_two() {
+    /// Where an allocation of `size` bytes aligned to `align` fits inside `[start, end)`,
+    /// in `direction` (Linux's `memblock_find_in_range_node`), without reserving it.
+    fn find_in(&self, size: u64, align: u64, start: u64, end: u64) -> Option<u64> {
+        if size == 0 || !align.is_power_of_two() || start >= end {
             return None;
         }
         let fits = |free: Region| -> Option<u64> {
-            let end = free.end().min(limit);
+            let (low, high) = (free.base.clamp(start, end), free.end().clamp(start, end));
             match self.direction {
                 Direction::TopDown => {
-                    let base = end.checked_sub(size)? & !(align - 1);
-                    (base >= free.base).then_some(base)
+                    let base = high.checked_sub(size)? & !(align - 1);
+                    (base >= low).then_some(base)
                 }
                 Direction::BottomUp => {
-                    let base = free.base.checked_add(align - 1)? & !(align - 1);
-                    (base.checked_add(size)? <= end).then_some(base)
+                    let base = low.checked_next_multiple_of(align)?;
+                    (base.checked_add(size)? <= high).then_some(base)
                 }
             }
         };
@@ -328,188 +369,4 @@ impl Memblock {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use std::boxed::Box;
-    use std::collections::BTreeSet;
-    use std::vec;
-    use std::vec::Vec;
-
-    fn regions(set: &RegionSet) -> Vec<(u64, u64)> {
-        set.regions().iter().map(|r| (r.base, r.end())).collect()
-    }
-
-    #[test]
-    fn add_merges_overlapping_and_adjacent_regions() {
-        let mut set = RegionSet::new();
-        set.add(0x3000, 0x1000).expect("room");
-        set.add(0x1000, 0x1000).expect("room");
-        assert_eq!(regions(&set), [(0x1000, 0x2000), (0x3000, 0x4000)]);
-        set.add(0x2000, 0x1000).expect("room");
-        assert_eq!(regions(&set), [(0x1000, 0x4000)]);
-        set.add(0x0, 0x8000).expect("room");
-        assert_eq!(regions(&set), [(0, 0x8000)]);
-    }
-
-    #[test]
-    fn remove_splits_and_trims() {
-        let mut set = RegionSet::new();
-        set.add(0, 0x10000).expect("room");
-        set.remove(0x4000, 0x1000).expect("room");
-        assert_eq!(regions(&set), [(0, 0x4000), (0x5000, 0x10000)]);
-        set.remove(0x3000, 0x3000).expect("room");
-        assert_eq!(regions(&set), [(0, 0x3000), (0x6000, 0x10000)]);
-        set.remove(0, u64::MAX).expect("room");
-        assert!(set.regions().is_empty());
-    }
-
-    #[test]
-    fn a_full_set_refuses_new_regions_but_accepts_merges() {
-        let mut set = RegionSet::new();
-        for i in 0..MAX_REGIONS as u64 {
-            set.add(i * 0x2000, 0x1000).expect("room");
-        }
-        assert_eq!(set.add(0x10_0000_0000, 0x1000), Err(MemblockError::Full));
-        assert_eq!(set.remove(0x400, 0x100), Err(MemblockError::Full), "a split needs a slot");
-        set.add(0x1000, 0x1000).expect("merges two regions into one");
-        assert_eq!(set.regions().len(), MAX_REGIONS - 1);
-    }
-
-    #[test]
-    fn allocation_is_top_down_below_the_limit_by_default() {
-        let mut mb = Memblock::new();
-        mb.memory.add(0, 0x10_0000).expect("room");
-        mb.reserved.add(0xf_0000, 0x1_0000).expect("room");
-        assert_eq!(mb.alloc(0x1000, 0x1000, u64::MAX), Some(0xe_f000));
-        assert_eq!(mb.alloc(0x1000, 0x1_0000, 0x8_0000), Some(0x7_0000));
-        mb.direction = Direction::BottomUp;
-        assert_eq!(mb.alloc(0x100, 0x1000, u64::MAX), Some(0));
-        assert_eq!(mb.alloc(0x100, 0x1000, u64::MAX), Some(0x1000));
-        assert_eq!(mb.alloc(0x20_0000, 0x1000, u64::MAX), None);
-        assert_eq!(mb.alloc(0x1000, 3, u64::MAX), None, "alignment must be a power of two");
-    }
-
-    #[test]
-    fn free_ranges_are_memory_minus_reserved() {
-        let mut mb = Memblock::new();
-        mb.memory.add(0, 0x9f000).expect("room");
-        mb.memory.add(0x10_0000, 0x100_0000).expect("room");
-        mb.reserved.add(0, 0x1000).expect("room");
-        mb.reserved.add(0x9e000, 0x70000).expect("room");
-        let free: Vec<_> = mb.free_ranges().map(|r| (r.base, r.end())).collect();
-        assert_eq!(free, [(0x1000, 0x9e000), (0x10e000, 0x110_0000)]);
-    }
-
-    #[test]
-    fn full_sets_double_into_memory_memblock_allocates() {
-        // Host memory stands in for physical memory: its addresses translate to themselves.
-        let arena: &'static mut [u64] = Box::leak(vec![0u64; 64 * 1024].into_boxed_slice());
-        let base = (arena.as_ptr() as u64).next_multiple_of(4096);
-        let mut mb = Memblock::new();
-        mb.add(base, 256 * 1024).expect("room");
-        for i in 0..MAX_REGIONS as u64 {
-            mb.reserve(base + i * 0x200, 0x100).expect("room");
-        }
-        assert_eq!(mb.reserve(base + 0x3_0000, 0x100), Err(MemblockError::Full), "no growth yet");
-        // SAFETY: every address in `memory` lies in `arena`, leaked and used by nothing else.
-        unsafe { mb.enable_growth(|phys| phys as *mut u8) };
-        for i in MAX_REGIONS as u64..300 {
-            mb.reserve(base + i * 0x200, 0x100).expect("grows");
-        }
-        assert!(mb.reserved.capacity() >= 512, "doubled twice: {}", mb.reserved.capacity());
-        // 300 small regions, the current array (reserved), the first array freed again.
-        let arrays: Vec<_> = mb.reserved.regions().iter().filter(|r| r.size >= 256 * 16).collect();
-        assert_eq!(arrays.len(), 1, "{arrays:?}");
-        assert_eq!(arrays[0].size, 512 * 16);
-        assert_eq!(mb.reserved.regions().len(), 301);
-        for i in 0..300 {
-            assert!(mb.reserved.contains(base + i * 0x200, 0x100));
-        }
-    }
-
-    /// Operations on a universe of 64 pages.
-    #[derive(Clone, Debug)]
-    enum Op {
-        Add(u64, u64),
-        Remove(u64, u64),
-        Reserve(u64, u64),
-        Free(u64, u64),
-        Alloc { pages: u64, align_pages: u64, limit_page: u64, bottom_up: bool },
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        let range = (0u64..64, 0u64..12);
-        prop_oneof![
-            range.clone().prop_map(|(p, n)| Op::Add(p, n)),
-            range.clone().prop_map(|(p, n)| Op::Remove(p, n)),
-            range.clone().prop_map(|(p, n)| Op::Reserve(p, n)),
-            range.prop_map(|(p, n)| Op::Free(p, n)),
-            (1u64..6, 0u32..4, 0u64..70, any::<bool>()).prop_map(
-                |(pages, a, limit_page, bottom_up)| Op::Alloc {
-                    pages,
-                    align_pages: 1 << a,
-                    limit_page,
-                    bottom_up
-                }
-            ),
-        ]
-    }
-
-    const PAGE: u64 = 0x1000;
-
-    fn pages_of(set: &RegionSet) -> BTreeSet<u64> {
-        set.regions().iter().flat_map(|r| r.base / PAGE..r.end() / PAGE).collect()
-    }
-
-    fn check_shape(set: &RegionSet) -> Result<(), TestCaseError> {
-        prop_assert!(set.regions().iter().all(|r| r.size > 0));
-        for pair in set.regions().windows(2) {
-            prop_assert!(
-                pair[0].end() < pair[1].base,
-                "sorted, disjoint, non-adjacent: {:?}",
-                pair
-            );
-        }
-        Ok(())
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
-        #[test]
-        fn memblock_matches_a_page_set_model(ops in proptest::collection::vec(op(), 1..40)) {
-            let mut mb = Memblock::new();
-            let (mut memory, mut reserved) = (BTreeSet::new(), BTreeSet::new());
-            for op in ops {
-                match op {
-                    Op::Add(p, n) => { mb.memory.add(p * PAGE, n * PAGE).expect("room"); memory.extend(p..p + n); }
-                    Op::Remove(p, n) => { mb.memory.remove(p * PAGE, n * PAGE).expect("room"); (p..p + n).for_each(|q| { memory.remove(&q); }); }
-                    Op::Reserve(p, n) => { mb.reserved.add(p * PAGE, n * PAGE).expect("room"); reserved.extend(p..p + n); }
-                    Op::Free(p, n) => { mb.reserved.remove(p * PAGE, n * PAGE).expect("room"); (p..p + n).for_each(|q| { reserved.remove(&q); }); }
-                    Op::Alloc { pages, align_pages, limit_page, bottom_up } => {
-                        mb.direction = if bottom_up { Direction::BottomUp } else { Direction::TopDown };
-                        let free = |q: &u64| memory.contains(q) && !reserved.contains(q);
-                        // Every aligned base whose pages are all free and end below the limit.
-                        let candidates: Vec<u64> = (0..80u64)
-                            .filter(|b| b % align_pages == 0 && b + pages <= limit_page)
-                            .filter(|b| (*b..b + pages).all(|q| free(&q)))
-                            .collect();
-                        let expected = if bottom_up { candidates.first() } else { candidates.last() };
-                        let got = mb.alloc(pages * PAGE, align_pages * PAGE, limit_page * PAGE);
-                        prop_assert_eq!(got, expected.map(|b| b * PAGE));
-                        if let Some(base) = got {
-                            reserved.extend(base / PAGE..base / PAGE + pages);
-                        }
-                    }
-                }
-                check_shape(&mb.memory)?;
-                check_shape(&mb.reserved)?;
-                prop_assert_eq!(pages_of(&mb.memory), memory.clone());
-                prop_assert_eq!(pages_of(&mb.reserved), reserved.clone());
-                let free: BTreeSet<u64> = mb.free_ranges().flat_map(|r| r.base / PAGE..r.end() / PAGE).collect();
-                let model_free: BTreeSet<u64> = memory.difference(&reserved).copied().collect();
-                prop_assert_eq!(free, model_free);
-            }
-        }
-    }
-}
+mod tests;
