@@ -89,7 +89,7 @@ pub enum ReportKind {
     /// Why the boot could not go on (UTF-8).
     BootError = 10,
     /// The guest's own translations, for the VMM to check against KVM's:
-    /// `[`[`Translation`]`]`.
+    /// `[`[`GuestTranslation`]`]`.
     Translations = 11,
     /// A kernel page fault it cannot handle, with its cause: an [`OopsReport`].
     Oops = 12,
@@ -389,7 +389,7 @@ pub struct PageTablesReport {
 
 const _: () = assert!(core::mem::size_of::<PageTablesReport>() == 56);
 
-/// The physical address of an unmapped virtual address in a [`Translation`].
+/// The physical address of an unmapped virtual address in a [`GuestTranslation`].
 pub const UNMAPPED: u64 = u64::MAX;
 
 /// One address of a [`ReportKind::Translations`] payload (24 bytes), as the guest's own
@@ -399,7 +399,7 @@ pub const UNMAPPED: u64 = u64::MAX;
 )]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C)]
-pub struct Translation {
+pub struct GuestTranslation {
     /// The virtual address.
     pub virt: u64,
     /// Its physical address, or [`UNMAPPED`] (null in JSON).
@@ -413,7 +413,7 @@ pub struct Translation {
     pub page_size: u64,
 }
 
-impl Translation {
+impl GuestTranslation {
     /// The physical address, if mapped.
     pub fn phys(&self) -> Option<u64> {
         (self.phys != UNMAPPED).then_some(self.phys)

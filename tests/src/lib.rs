@@ -19,13 +19,45 @@ pub fn config(workload: &str) -> VmConfig {
 
 /// Boots `config` to its end. Fails the test in one sentence when KVM is not usable.
 pub fn boot(config: &VmConfig) -> Outcome {
-    match vmm::run(config) {
+    match new_vm(config).run() {
         Ok(outcome) => outcome,
+        Err(err) => panic!("the guest could not run: {err}"),
+    }
+}
+
+/// A guest ready to run (for [`vmm::Vm::run_with`]). Fails the test in one sentence when
+/// KVM is not usable.
+pub fn new_vm(config: &VmConfig) -> vmm::Vm {
+    match vmm::Vm::new(config) {
+        Ok(vm) => vm,
         Err(err @ (vmm::Error::KvmOpen { .. } | vmm::Error::NotKvm { .. })) => {
             panic!("end-to-end tests need a usable /dev/kvm, and this machine has none: {err}")
         }
         Err(err) => panic!("the guest could not be started: {err}"),
     }
+}
+
+/// The virtual address of `symbol` in the guest kernel the VMM embeds.
+pub fn kernel_symbol(symbol: &str) -> u64 {
+    use object::{Object, ObjectSymbol};
+    // The parser reads the headers in place: give it an 8-byte-aligned copy.
+    let kernel = vmm::vm::GUEST_KERNEL;
+    let mut aligned = vec![0u64; kernel.len().div_ceil(8)];
+    let bytes = &mut zerocopy::IntoBytes::as_mut_bytes(aligned.as_mut_slice())[..kernel.len()];
+    bytes.copy_from_slice(kernel);
+    let elf = object::File::parse(&*bytes).expect("the embedded kernel is an ELF");
+    elf.symbols()
+        .find(|s| s.name() == Ok(symbol))
+        .unwrap_or_else(|| panic!("the kernel has no symbol {symbol}"))
+        .address()
+}
+
+/// The line and column (1-based) of the first occurrence of `needle` in `source`.
+pub fn position_of(source: &str, needle: &str) -> (u32, u32) {
+    let at = source.find(needle).unwrap_or_else(|| panic!("{needle:?} is not in the source"));
+    let line = source[..at].matches('\n').count() + 1;
+    let column = at - source[..at].rfind('\n').map_or(0, |nl| nl + 1) + 1;
+    (u32::try_from(line).expect("a short file"), u32::try_from(column).expect("a short line"))
 }
 
 /// The sanitised form of an e820 map, computed the slow, obvious way: cut the address

@@ -26,10 +26,11 @@ fn missing_or_wrong_kvm_device_is_a_host_error() {
 
 #[test]
 fn memory_sizes_out_of_range_are_usage_errors() {
+    let mem = |text: &str| text.to_string();
     for (size, expected) in [
-        (0, ConfigError::ZeroMemory),
-        (64 * MIB + 512, ConfigError::UnalignedMemory(64 * MIB + 512)),
-        (4 * MIB, ConfigError::TooLittleMemory(4 * MIB)),
+        (0, ConfigError::ZeroMemory { mem: mem("0") }),
+        (64 * MIB + 512, ConfigError::UnalignedMemory { mem: mem("67109376") }),
+        (4 * MIB, ConfigError::TooLittleMemory { mem: mem("4M") }),
     ] {
         let err = refuse(&VmConfig { mem_size: size, ..config("boot") });
         assert_eq!(err.exit_code(), exit_code::USAGE);

@@ -1,6 +1,6 @@
 //! Guests that misbehave, one way each, and how the VMM reports it.
 
-use kvm_mm_tests::{boot, config};
+use kvm_mm_tests::{boot, config, kernel_symbol, position_of};
 use shared::layout::{BOOT_PML4, MIB};
 use shared::status::GuestStatus;
 use shared::workload::{MMIO_WINDOW, STRAY_PORT};
@@ -14,13 +14,18 @@ fn guest_panic_reaches_the_host_with_message_and_location() {
     let outcome = boot(&config("panic"));
     assert_eq!(outcome.exit, ExitReason::GuestExit { status: GuestStatus::Panic as u8 });
     let panic = outcome.reports.iter().find_map(|r| match r {
-        Report::Panic { message, file, line, .. } => Some((message.clone(), file.clone(), *line)),
+        Report::Panic { message, file, line, column } => {
+            Some((message.clone(), file.clone(), *line, *column))
+        }
         _ => None,
     });
-    let (message, file, line) = panic.expect("a panic report");
+    let (message, file, line, column) = panic.expect("a panic report");
     assert_eq!(message, "panic requested by workload=panic");
-    assert!(file.ends_with("workload.rs"), "{file}");
-    assert!(line > 0);
+    assert_eq!(file, "guest/src/bin/kernel/workload.rs");
+    // Where the source says the panic is.
+    let source = include_str!("../../guest/src/bin/kernel/workload.rs");
+    let expected = position_of(source, "panic!(\"panic requested by workload=panic\")");
+    assert_eq!((line, column), expected, "the reported location is the panic's own");
 }
 
 #[test]
@@ -175,13 +180,19 @@ fn null_pointer_dereference_is_an_oops_naming_it() {
     assert_eq!(oops("null-deref"), ("null-pointer".to_string(), 0));
 }
 
+/// The kernel image's range `[start, end)` between two of its linker symbols.
+fn section(start: &str, end: &str) -> std::ops::Range<u64> {
+    kernel_symbol(start)..kernel_symbol(end)
+}
+
 #[test]
 fn stack_overflow_hits_the_guard_page_and_is_reported() {
     let (cause, address) = oops("stack-overflow");
     assert_eq!(cause, "stack-overflow");
+    let guard = kernel_symbol("__stack_guard");
     assert!(
-        address >= shared::layout::KERNEL_VIRT_BASE,
-        "{address:#x} is the kernel stack's guard page"
+        (guard..guard + 4096).contains(&address),
+        "{address:#x} is not in the kernel stack's guard page at {guard:#x}"
     );
 }
 
@@ -189,14 +200,16 @@ fn stack_overflow_hits_the_guard_page_and_is_reported() {
 fn write_to_read_only_data_is_an_oops_naming_it() {
     let (cause, address) = oops("write-rodata");
     assert_eq!(cause, "write-to-read-only");
-    assert!(address >= shared::layout::KERNEL_VIRT_BASE, "{address:#x} is in the kernel image");
+    let rodata = section("__rodata_start", "__data_start");
+    assert!(rodata.contains(&address), "{address:#x} is not in rodata {rodata:x?}");
 }
 
 #[test]
 fn executing_data_is_an_oops_naming_it() {
     let (cause, address) = oops("exec-data");
     assert_eq!(cause, "execute-no-execute");
-    assert!(address >= shared::layout::KERNEL_VIRT_BASE, "{address:#x} is in the kernel image");
+    let data = section("__data_start", "__bss_end");
+    assert!(data.contains(&address), "{address:#x} is not in the data {data:x?}");
 }
 
 #[test]

@@ -63,14 +63,23 @@ pub enum ConfigError {
     #[error("invalid size '{0}': give a number of bytes with an optional K, M, G or T suffix, like 256M")]
     BadSize(String),
     /// Zero RAM.
-    #[error("--mem must be more than 0")]
-    ZeroMemory,
+    #[error("--mem {mem} gives the guest no memory; give a size like 256M (at least 8M)")]
+    ZeroMemory {
+        /// The size as given.
+        mem: String,
+    },
     /// RAM not made of whole pages.
-    #[error("--mem {0:#x} is not a multiple of 4 KiB")]
-    UnalignedMemory(u64),
+    #[error("--mem {mem} is not a multiple of 4 KiB; give a size with a K, M or G suffix, like 256M (at least 8M)")]
+    UnalignedMemory {
+        /// The size as given.
+        mem: String,
+    },
     /// Too little RAM for the kernel.
-    #[error("--mem {} MiB is below the {} MiB the guest needs", .0 / MIB, MIN_MEM_SIZE / MIB)]
-    TooLittleMemory(u64),
+    #[error("--mem {mem} is below the {} MiB the guest needs; give at least 8M", MIN_MEM_SIZE / MIB)]
+    TooLittleMemory {
+        /// The size as given.
+        mem: String,
+    },
     /// More RAM than the guest-physical address space holds.
     #[error("--mem {size:#x} needs guest-physical addresses up to {end:#x}, beyond the {bits}-bit address space KVM offers")]
     BeyondAddressSpace {
@@ -226,15 +235,40 @@ pub fn check_e820(e820: &[E820Entry], ram: &[(u64, u64)]) -> Result<(), ConfigEr
 /// Checks the RAM size on its own (the address-space limit needs KVM and is checked when
 /// the VM is created).
 pub fn check_mem_size(size: u64) -> Result<(), ConfigError> {
+    check_mem_size_given(size, &show_size(size))
+}
+
+/// A size as a user would write it: with the largest binary suffix that divides it.
+fn show_size(size: u64) -> String {
+    let suffix = [(40, "T"), (30, "G"), (20, "M"), (10, "K")]
+        .into_iter()
+        .find(|&(shift, _)| size != 0 && size % (1 << shift) == 0);
+    match suffix {
+        Some((shift, unit)) => format!("{}{unit}", size >> shift),
+        None => format!("{size}"),
+    }
+}
+
+/// [`check_mem_size`], naming the size as the user gave it.
+fn check_mem_size_given(size: u64, given: &str) -> Result<(), ConfigError> {
+    let mem = given.to_string();
     if size == 0 {
-        Err(ConfigError::ZeroMemory)
+        Err(ConfigError::ZeroMemory { mem })
     } else if size % PAGE_SIZE != 0 {
-        Err(ConfigError::UnalignedMemory(size))
+        Err(ConfigError::UnalignedMemory { mem })
     } else if size < MIN_MEM_SIZE {
-        Err(ConfigError::TooLittleMemory(size))
+        Err(ConfigError::TooLittleMemory { mem })
     } else {
         Ok(())
     }
+}
+
+/// Parses and checks `--mem`: a size ([`parse_size`]) the guest can boot with, errors
+/// naming it as typed.
+pub fn parse_mem_size(text: &str) -> Result<u64, ConfigError> {
+    let size = parse_size(text)?;
+    check_mem_size_given(size, text.trim())?;
+    Ok(size)
 }
 
 /// Checks that a command line fits the zero page's protocol.
@@ -268,16 +302,33 @@ mod tests {
 
     #[test]
     fn mem_size_limits() {
-        assert_eq!(check_mem_size(0), Err(ConfigError::ZeroMemory));
+        let mem = |text: &str| text.to_string();
+        assert_eq!(check_mem_size(0), Err(ConfigError::ZeroMemory { mem: mem("0") }));
         assert_eq!(
             check_mem_size(MIN_MEM_SIZE + 1),
-            Err(ConfigError::UnalignedMemory(MIN_MEM_SIZE + 1))
+            Err(ConfigError::UnalignedMemory { mem: mem("8388609") })
         );
         assert_eq!(
             check_mem_size(MIN_MEM_SIZE - PAGE_SIZE),
-            Err(ConfigError::TooLittleMemory(MIN_MEM_SIZE - PAGE_SIZE))
+            Err(ConfigError::TooLittleMemory { mem: mem("8188K") })
         );
         assert_eq!(check_mem_size(MIN_MEM_SIZE), Ok(()));
+    }
+
+    #[test]
+    fn mem_errors_echo_the_size_as_typed_and_say_what_to_give() {
+        let err = parse_mem_size("100").expect_err("not whole pages");
+        assert_eq!(
+            err.to_string(),
+            "--mem 100 is not a multiple of 4 KiB; give a size with a K, M or G suffix, like 256M (at least 8M)"
+        );
+        let err = parse_mem_size("4M").expect_err("too small");
+        assert_eq!(
+            err.to_string(),
+            "--mem 4M is below the 8 MiB the guest needs; give at least 8M"
+        );
+        assert_eq!(parse_mem_size("64M"), Ok(64 << 20));
+        assert!(matches!(parse_mem_size("lots"), Err(ConfigError::BadSize(_))));
     }
 
     #[test]

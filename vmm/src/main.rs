@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use vmm::config::{parse_e820, parse_size, DEFAULT_KVM_DEVICE};
+use vmm::config::{parse_e820, parse_mem_size, DEFAULT_KVM_DEVICE};
 use vmm::inspect::{Command, Inspector, RamReader};
 use vmm::{exit_code, procfs, VmConfig};
 
@@ -78,7 +78,7 @@ struct E820Spec(Vec<E820Entry>);
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Guest RAM: bytes, or with a K, M, G or T suffix (a multiple of 4 KiB, at least 8M).
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem_size)]
     mem: u64,
     /// Replace the default e820 map with comma-separated START-END:TYPE entries (hex
     /// addresses, END exclusive; TYPE ram, reserved, acpi, nvs, unusable or a number);
@@ -152,7 +152,8 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            eprintln!("{}", one_line(&err.render().to_string()));
+            // clap says "error: …"; every error of ours says "vmm: error: …".
+            eprintln!("vmm: {}", one_line(&err.render().to_string()));
             return ExitCode::from(exit_code::USAGE);
         }
     };

@@ -194,12 +194,19 @@ fn memfd(size: u64) -> Result<File, MemoryError> {
     Ok(file)
 }
 
-/// Opens (or creates) the RAM file, locks it against other kvm-mm processes, and only
-/// then truncates it to `size` zero bytes.
-fn open_mem_file(path: &Path, size: u64) -> Result<File, MemoryError> {
+/// Checks what can be checked of a `--mem-file` path before anything is created: that it
+/// is not a directory.
+pub fn check_mem_file(path: &Path) -> Result<(), MemoryError> {
     if path.is_dir() {
         return Err(MemoryError::MemFileIsDirectory { path: path.to_path_buf() });
     }
+    Ok(())
+}
+
+/// Opens (or creates) the RAM file, locks it against other kvm-mm processes, and only
+/// then truncates it to `size` zero bytes.
+fn open_mem_file(path: &Path, size: u64) -> Result<File, MemoryError> {
+    check_mem_file(path)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)

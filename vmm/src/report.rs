@@ -11,8 +11,8 @@ use serde::Serialize;
 use shared::boot::E820Entry;
 use shared::hypercall::{
     exception_name, BootTimes, CmdlineErrorHeader, CmdlineErrorKind, ExceptionReport,
-    MemblockHeader, OopsReport, PageTablesReport, PanicHeader, ReportKind, Request, SlabInfoReport,
-    StressReport, TestHeader, Translation, ZoneReport, REPORT_MAX_LEN,
+    GuestTranslation, MemblockHeader, OopsReport, PageTablesReport, PanicHeader, ReportKind,
+    Request, SlabInfoReport, StressReport, TestHeader, ZoneReport, REPORT_MAX_LEN,
 };
 use shared::mm::Region;
 use shared::page::ZoneType;
@@ -78,7 +78,7 @@ pub enum Report {
     /// The guest's own translations, to be checked against KVM's.
     Translations {
         /// The addresses and their translations.
-        entries: Vec<Translation>,
+        entries: Vec<GuestTranslation>,
     },
     /// A kernel page fault the guest could not handle.
     Oops(OopsReport),
@@ -286,8 +286,8 @@ mod tests {
             OopsReport { cause: OopsCause::NullPointer as u32, address: 8, ..Default::default() };
         let exception = ExceptionReport { vector: 6, rip: 0x42, ..Default::default() };
         let translations = [
-            Translation { virt: 0x1000, phys: 0x2000, page_size: 4096 },
-            Translation { virt: 0, phys: UNMAPPED, page_size: 0 },
+            GuestTranslation { virt: 0x1000, phys: 0x2000, page_size: 4096 },
+            GuestTranslation { virt: 0, phys: UNMAPPED, page_size: 0 },
         ];
         let slab = SlabInfoReport::of(&Default::default(), b"kmalloc-64");
         let stress = StressReport { seed: 7, restored: 1, ..Default::default() };

@@ -113,6 +113,9 @@ impl Vm {
         let e820 = config.e820.clone().unwrap_or_else(|| default_e820(config.mem_size));
         let ram_pairs: Vec<(u64, u64)> = ranges.iter().map(|r| (r.guest_addr, r.size)).collect();
         check_e820(&e820, &ram_pairs)?;
+        if let Some(path) = &config.mem_file {
+            crate::memory::check_mem_file(path)?;
+        }
 
         let kvm = open_kvm(&config.kvm_device)?;
         let cpuid = kvm

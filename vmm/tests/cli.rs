@@ -1,5 +1,8 @@
 //! The `vmm` command as a user meets it: exit codes, one-line errors without backtraces,
 //! `--help`, and `--json` output that parses.
+//!
+//! Tests that boot a guest say so first ([`needs_kvm`]): on a machine without a usable
+//! `/dev/kvm` they fail with one sentence saying that, not with a puzzling exit code.
 
 use std::process::{Command, Output};
 
@@ -11,7 +14,23 @@ fn vmm(args: &[&str]) -> Output {
         .expect("the vmm binary runs")
 }
 
-/// Asserts a failed run: the exit code, and one stderr line containing `needle`.
+/// Fails the test in one sentence unless this machine can run guests.
+fn needs_kvm() {
+    if let Err(err) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        panic!(
+            "this test boots a guest and needs a usable /dev/kvm, which this machine lacks: {err}"
+        );
+    }
+}
+
+/// `vmm args…` for a command that boots a guest.
+fn vmm_booting(args: &[&str]) -> Output {
+    needs_kvm();
+    vmm(args)
+}
+
+/// Asserts a failed run: the exit code, and one stderr line, `vmm: error: …`, containing
+/// `needle`.
 fn assert_refused(args: &[&str], code: i32, needle: &str) {
     let out = vmm(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -20,16 +39,23 @@ fn assert_refused(args: &[&str], code: i32, needle: &str) {
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{args:?}: {stderr}");
     let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{args:?} printed more than one line:\n{stderr}");
+    assert!(lines[0].starts_with("vmm: error: "), "{args:?}: one prefix for every error: {stderr}");
+}
+
+/// [`assert_refused`] for a command that boots a guest before it fails.
+fn assert_refused_booting(args: &[&str], code: i32, needle: &str) {
+    needs_kvm();
+    assert_refused(args, code, needle);
 }
 
 #[test]
 fn bad_memory_sizes_exit_64_with_one_line() {
-    assert_refused(&["run", "--mem", "0"], 64, "--mem must be more than 0");
-    assert_refused(&["run", "--mem", "12345"], 64, "not a multiple of 4 KiB");
-    assert_refused(&["run", "--mem", "4M"], 64, "below the 8 MiB the guest needs");
+    assert_refused(&["run", "--mem", "0"], 64, "--mem 0 gives the guest no memory");
+    assert_refused(&["run", "--mem", "100"], 64, "--mem 100 is not a multiple of 4 KiB; give a size with a K, M or G suffix, like 256M (at least 8M)");
+    assert_refused(&["run", "--mem", "4M"], 64, "--mem 4M is below the 8 MiB the guest needs");
     assert_refused(&["run", "--mem", "1P"], 64, "invalid size '1P'");
-    assert_refused(&["run", "--mem", "1024T"], 64, "address space KVM offers");
-    assert_refused(&["run", "--mem", "10T"], 64, "more than this host's");
+    assert_refused_booting(&["run", "--mem", "1024T"], 64, "address space KVM offers");
+    assert_refused_booting(&["run", "--mem", "10T"], 64, "more than this host's");
 }
 
 #[test]
@@ -45,6 +71,8 @@ fn bad_e820_specs_exit_64_with_one_line() {
         64,
         "not backed by guest memory",
     );
+    // clap's own errors carry the same prefix as ours.
+    assert_refused(&["run", "--frobnicate"], 64, "unexpected argument '--frobnicate'");
 }
 
 #[test]
@@ -52,21 +80,40 @@ fn host_problems_exit_69_with_one_line() {
     assert_refused(
         &["run", "--kvm-device", "/nonexistent/kvm"],
         69,
-        "/nonexistent/kvm does not exist",
+        "/nonexistent/kvm does not exist; point --kvm-device at the KVM device (usually /dev/kvm)",
     );
-    assert_refused(&["run", "--mem-file", "/nonexistent-dir/ram"], 69, "cannot create --mem-file");
-    assert_refused(&["run", "--mem-file", "/dev/null"], 69, "cannot size --mem-file /dev/null");
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().expect("utf-8");
+    assert_refused(
+        &["run", "--mem-file", dir],
+        69,
+        "is a directory; give the path of a file to create in it",
+    );
+    assert_refused_booting(
+        &["run", "--mem-file", "/nonexistent-dir/ram"],
+        69,
+        "cannot create --mem-file",
+    );
+    assert_refused_booting(
+        &["run", "--mem-file", "/dev/null"],
+        69,
+        "cannot size --mem-file /dev/null",
+    );
 }
 
 #[test]
 fn guest_failures_keep_their_codes() {
-    assert_refused(
+    assert_refused_booting(
         &["run", "--mem", "64M", "--cmdline", "frobnicate"],
         2,
         "unknown-option: 'frobnicate'",
     );
-    assert_refused(&["run", "--mem", "64M", "--workload", "triple-fault"], 70, "KVM_EXIT_SHUTDOWN");
-    assert_refused(
+    assert_refused_booting(
+        &["run", "--mem", "64M", "--workload", "triple-fault"],
+        70,
+        "KVM_EXIT_SHUTDOWN",
+    );
+    assert_refused_booting(
         &["run", "--mem", "64M", "--workload", "hang", "--timeout", "0.3"],
         124,
         "timeout",
@@ -76,7 +123,7 @@ fn guest_failures_keep_their_codes() {
 
 #[test]
 fn default_run_prints_the_e820_map_and_exits_zero() {
-    let out = vmm(&["run"]);
+    let out = vmm_booting(&["run"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -87,7 +134,7 @@ fn default_run_prints_the_e820_map_and_exits_zero() {
 
 #[test]
 fn json_output_is_one_object_with_exit_and_reports() {
-    let out = vmm(&["run", "--mem", "64M", "--workload", "panic", "--json"]);
+    let out = vmm_booting(&["run", "--mem", "64M", "--workload", "panic", "--json"]);
     assert_eq!(out.status.code(), Some(3));
     let value: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
@@ -147,7 +194,7 @@ fn inspect_reads_a_guest_after_it_exits_in_text_and_json() {
     std::fs::create_dir_all(&dir).expect("a temp dir");
     let ram = dir.join("ram");
     let ram = ram.to_str().expect("utf-8");
-    let out = vmm(&[
+    let out = vmm_booting(&[
         "run",
         "--mem",
         "64M",
@@ -186,11 +233,50 @@ fn inspect_reads_a_guest_after_it_exits_in_text_and_json() {
 
 #[test]
 fn run_inspect_prints_host_derived_state_at_checkpoints_and_exit() {
-    let out = vmm(&["run", "--mem", "64M", "--inspect", "buddyinfo,check"]);
+    let out = vmm_booting(&["run", "--mem", "64M", "--inspect", "buddyinfo,check"]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("vmm: inspect check at checkpoint 2 (booted):"), "{stdout}");
     assert!(stdout.contains("vmm: inspect buddyinfo at exit:"), "{stdout}");
     assert!(stdout.contains("OK: every RAM page has exactly one owner"), "{stdout}");
     assert_refused(&["run", "--inspect", "everything"], 64, "everything");
+}
+
+/// Two `vmm run --mem-file` on one path: the second is refused, with one line saying
+/// why, instead of truncating the file under the first (whose guest would then fault on
+/// its own RAM); the first's RAM stays whole, and `vmm inspect` reads it meanwhile.
+#[test]
+fn a_second_run_on_a_ram_file_in_use_is_refused_and_the_first_goes_on() {
+    use std::io::{BufRead, BufReader};
+    needs_kvm();
+    let dir = std::env::temp_dir().join(format!("kvm-mm-cli-lock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let ram = dir.join("ram");
+    let ram = ram.to_str().expect("utf-8");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(["run", "--mem", "64M", "--mem-file", ram, "--workload", "hang"])
+        .args(["--timeout", "60", "--inspect", "buddyinfo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the first guest starts");
+    // The inspection at BOOTED: the RAM is locked and vmcoreinfo published.
+    let stdout = first.stdout.take().expect("piped");
+    let booted = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("vmm: inspect buddyinfo at checkpoint"));
+    assert!(booted, "the first guest never reached its BOOTED checkpoint");
+    assert_refused(
+        &["run", "--mem", "32M", "--mem-file", ram],
+        69,
+        "is in use by another vmm process (it holds a lock on the file); give another path, or wait for that guest to exit",
+    );
+    assert_eq!(std::fs::metadata(ram).map(|m| m.len()).ok(), Some(64 << 20), "not truncated");
+    let buddyinfo = vmm(&["inspect", ram, "buddyinfo"]);
+    assert_eq!(buddyinfo.status.code(), Some(0), "{}", String::from_utf8_lossy(&buddyinfo.stderr));
+    assert!(first.try_wait().expect("waitable").is_none(), "the first guest still runs");
+    first.kill().expect("killable");
+    let _ = first.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,7 +9,7 @@ use super::vmemmap::address;
 use crate::hypercall;
 use crate::ReportBuf;
 use shared::addr::VirtAddr;
-use shared::hypercall::{checkpoint, PageTablesReport, ReportKind, Translation, UNMAPPED};
+use shared::hypercall::{checkpoint, GuestTranslation, PageTablesReport, ReportKind, UNMAPPED};
 use shared::layout::{BOOT_MAP_SIZE, PAGE_SIZE, ZERO_PAGE};
 
 /// Addresses worth checking: every kind of mapping the kernel has made, each page size,
@@ -56,7 +56,7 @@ pub fn report_and_check(mm: &mut Mm) {
     let mut payload = ReportBuf::new();
     for &virt in &virts[..count] {
         let translation = VirtAddr::try_new(virt).and_then(|v| tree.translate(v));
-        payload.push(&Translation {
+        payload.push(&GuestTranslation {
             virt,
             phys: translation.map_or(UNMAPPED, |t| t.phys.as_u64()),
             page_size: translation.map_or(0, |t| t.size.bytes()),
