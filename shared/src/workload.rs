@@ -48,11 +48,14 @@ pub enum Workload {
     /// Allocate and keep pages, per-CPU blocks, slab objects and vmalloc areas (`seed=`,
     /// `ops=`), then exit: a populated state for host inspection.
     Populate,
+    /// Misuse kmalloc in each way `slub_debug` detects (implies `slub_debug`), pausing at
+    /// a checkpoint before and after each detection for the host to inspect.
+    SlabMisuse,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 17] = [
+    pub const ALL: [Workload; 18] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -70,6 +73,7 @@ impl Workload {
         Self::UnmappedVmalloc,
         Self::AllocOom,
         Self::Populate,
+        Self::SlabMisuse,
     ];
 
     /// The name used on the command line.
@@ -92,6 +96,7 @@ impl Workload {
             Self::UnmappedVmalloc => "unmapped-vmalloc",
             Self::AllocOom => "alloc-oom",
             Self::Populate => "populate",
+            Self::SlabMisuse => "slab-misuse",
         }
     }
 
@@ -106,9 +111,7 @@ impl Workload {
             Self::StrayPort => "touch an I/O port no device owns, then exit",
             Self::StrayMmio => "touch guest-physical memory that is not RAM, then exit",
             Self::ExecuteMmio => "jump to guest-physical memory that is not RAM",
-            Self::Selftest => {
-                "check memblock, memory map, zones and buddy allocator, report each check"
-            }
+            Self::Selftest => "check every subsystem, e820 to kmalloc, and report each check",
             Self::Stress => {
                 "random page allocations and frees (seed=, ops=), then the boot state again"
             }
@@ -120,6 +123,9 @@ impl Workload {
             Self::AllocOom => "allocate 1 MiB blocks until memory runs out (a reported panic)",
             Self::Populate => {
                 "allocate and keep pages, slab objects and vmalloc areas (seed=, ops=), then exit"
+            }
+            Self::SlabMisuse => {
+                "overflow, write after free, double and bad frees on kmalloc under slub_debug"
             }
         }
     }

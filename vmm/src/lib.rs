@@ -28,3 +28,9 @@ pub use config::VmConfig;
 pub use outcome::{exit_code, ExitReason, Outcome};
 pub use report::Report;
 pub use vm::{run, Error, Vm};
+
+/// The README's Rust example, compiled by `cargo test` (its commands are run by
+/// `tests/readme.rs`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

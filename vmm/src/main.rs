@@ -52,11 +52,11 @@ A guest that is changing its allocators (vmcoreinfo's sequence counter odd or mo
 retried for about 0.1 s; an idle or exited guest reads at once.
 
 Examples:
-  vmm run --mem-file /tmp/ram --workload populate
-  vmm inspect /tmp/ram buddyinfo
-  vmm inspect /tmp/ram pagetable --range ffff888000000000-ffff888040000000
-  vmm inspect /tmp/ram translate ffffffff80200000 ffffc90000000000
-  vmm inspect /tmp/ram check --json";
+  vmm run --mem-file guest.ram --workload populate
+  vmm inspect guest.ram buddyinfo
+  vmm inspect guest.ram pagetable --range ffff888000000000-ffff888040000000
+  vmm inspect guest.ram translate ffffffff80200000 ffffc90000000000
+  vmm inspect guest.ram check --json";
 
 #[derive(Debug, Args)]
 struct InspectArgs {
@@ -85,14 +85,17 @@ struct RunArgs {
     /// unsorted, overlapping and adjacent entries are allowed.
     #[arg(long, value_name = "SPEC", value_parser = |spec: &str| parse_e820(spec).map(E820Spec))]
     e820: Option<E820Spec>,
-    /// Extra options for the guest kernel's command line (loglevel=…).
+    /// Extra options for the guest kernel, space-separated: loglevel=off…trace (or 0–8),
+    /// slub_debug (red zones and poison in kmalloc), seed=N and ops=N (stress, populate),
+    /// progress=N (a checkpoint every N operations, for --inspect).
     #[arg(long, value_name = "TEXT", default_value = "")]
     cmdline: String,
     /// The workload the guest runs after booting.
     #[arg(long, value_name = "NAME", value_parser = PossibleValuesParser::new(Workload::ALL.map(|w| clap::builder::PossibleValue::new(w.name()).help(w.describe()))))]
     workload: Option<String>,
-    /// Back guest RAM with this file (created or truncated) instead of anonymous memory, so
-    /// that other processes can read it.
+    /// Back guest RAM with this file instead of anonymous memory, so that other processes
+    /// can read it (`vmm inspect`). Created or truncated; refused while another `vmm run`
+    /// uses it.
     #[arg(long, value_name = "PATH")]
     mem_file: Option<PathBuf>,
     /// Stop the guest after this many seconds (0: never).

@@ -147,6 +147,8 @@ fn json_output_is_one_object_with_exit_and_reports() {
     assert_eq!(panic["message"], "panic requested by workload=panic");
     assert!(reports.iter().any(|r| r["report"] == "zone" && r["zone"] == "DMA"), "zone reports");
     assert!(value["console"].as_str().is_some_and(|c| c.contains("Kernel panic")));
+    // Summaries, not dumps: a panic run once printed 489 KB.
+    assert!(out.stdout.len() < 16 * 1024, "--json printed {} bytes", out.stdout.len());
 }
 
 #[test]

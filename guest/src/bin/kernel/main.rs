@@ -35,6 +35,7 @@ mod hypercall;
 mod mm;
 mod panic;
 mod selftest;
+mod slab_misuse;
 mod stress;
 mod traps;
 mod workload;
@@ -46,6 +47,7 @@ use shared::boot::{write_e820_line, E820_TYPE_RAM};
 use shared::hypercall::{checkpoint, ReportKind};
 use shared::layout::HIGH_MEMORY;
 use shared::status::GuestStatus;
+use shared::workload::Workload;
 use zerocopy::{Immutable, IntoBytes};
 
 /// The Rust entry point, called by `_start` with the zero page's physical address.
@@ -78,7 +80,9 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
         ));
     }
 
-    let mut mm = mm::setup::init(&e820, options.slub_debug)
+    // The misuse workload needs the debug checks it misuses.
+    let slub_debug = options.slub_debug || options.workload == Workload::SlabMisuse;
+    let mut mm = mm::setup::init(&e820, slub_debug)
         .unwrap_or_else(|err| hypercall::boot_failed(format_args!("{err}")));
     mm::setup::print_memblock(&mm.memblock);
     hypercall::report_memblock(&mm.memblock);

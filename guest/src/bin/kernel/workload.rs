@@ -1,7 +1,7 @@
 //! The workloads (`shared::workload`): what the kernel does once it has booted.
 
 use crate::mm::setup::Mm;
-use crate::{mm, selftest, stress, traps};
+use crate::{mm, selftest, slab_misuse, stress, traps};
 use guest::cmdline::Options;
 use guest::e820::E820Map;
 use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY, VMALLOC_START};
@@ -48,6 +48,7 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         }
         Workload::Stress => return stress::run(options),
         Workload::Populate => populate(options),
+        Workload::SlabMisuse => return slab_misuse::run(),
         Workload::Panic => panic!("panic requested by workload=panic"),
         // SAFETY: `ud2` only raises #UD, which the kernel's handler reports.
         Workload::InvalidOpcode => unsafe { core::arch::asm!("ud2", options(nomem, nostack)) },
