@@ -14,7 +14,8 @@
 //! checks that the pointer is an object of the cache, at a boundary, not already free,
 //! and that both red zones are intact; an allocation checks the free pointer it follows,
 //! the red zone and the poison. What a check finds is a [`SlabError`] named as Linux names
-//! it. A slab found damaged at allocation is taken out of service, as Linux's
+//! it. `krealloc` makes the free's checks before it touches an object, and `ksize` of a
+//! free object is 0. A slab found damaged at allocation is taken out of service, as Linux's
 //! `alloc_debug_processing` does ("Marking all objects used"): its free objects are
 //! written off as in use and the cache allocates from other slabs.
 
@@ -177,6 +178,20 @@ pub(super) fn check_and_poison_freed(
     slab: u64,
     object: u64,
 ) -> Result<(), SlabError> {
+    check_allocated(cache, pages, slab, object)?;
+    poison(cache, pages, object);
+    Ok(())
+}
+
+/// The checks a free makes of `object`, an address in `slab` of `cache`: that it is an
+/// object's start, not already free, and that both its red zones are intact. They change
+/// nothing; `krealloc` runs them too before it touches an object.
+pub(super) fn check_allocated(
+    cache: &KmemCache,
+    pages: &mut impl SlabPages,
+    slab: u64,
+    object: u64,
+) -> Result<(), SlabError> {
     let base = pages.address(slab);
     // A division per free: only in debug mode, as in SLUB.
     if object == 0 || !valid_link(cache, base, object) {
@@ -199,8 +214,14 @@ pub(super) fn check_and_poison_freed(
             }
         }
     }
-    poison(cache, pages, object);
     Ok(())
+}
+
+/// Whether `object`, an address in a slab of `cache`, is a free object: on its slab's
+/// freelist.
+pub(super) fn is_free_object(cache: &KmemCache, pages: &mut impl SlabPages, object: u64) -> bool {
+    let slab = pages.pfn(object) & !((1u64 << cache.raw.order) - 1);
+    is_free(cache, pages, slab, object)
 }
 
 /// Whether `object` is on a freelist of `slab`. Walks the list, each link checked before

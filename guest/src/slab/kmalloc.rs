@@ -149,38 +149,64 @@ impl Kmalloc {
 
     /// Frees a block of pages `kmalloc` returned.
     fn free_large(&mut self, pages: &mut impl SlabPages, addr: u64) -> Result<(), SlabError> {
-        let pfn = pages.pfn(addr);
-        let not_ours = SlabError { cache: LARGE, object: addr, kind: SlabErrorKind::NotAnObject };
-        let order = match pages.page(pfn) {
-            Some(page) if page.flags & (PG_HEAD | PG_SLAB) == PG_HEAD && addr % 4096 == 0 => {
-                page.order
-            }
-            _ => return Err(not_ours),
-        };
-        if pages.free_pages(pfn, order) {
+        let order = Self::large_order(pages, addr)?;
+        if pages.free_pages(pages.pfn(addr), order) {
             Ok(())
         } else {
-            Err(not_ours)
+            Err(SlabError { cache: LARGE, object: addr, kind: SlabErrorKind::NotAnObject })
         }
     }
 
-    /// Bytes usable at `addr` (Linux's `ksize`): the class size, or the block's bytes.
+    /// The order of the block of pages `kmalloc` returned at `addr`; an error if `addr` is
+    /// not the start of such a block.
+    fn large_order(pages: &mut impl SlabPages, addr: u64) -> Result<u32, SlabError> {
+        match pages.page(pages.pfn(addr)) {
+            Some(page) if page.flags & (PG_HEAD | PG_SLAB) == PG_HEAD && addr % 4096 == 0 => {
+                Ok(page.order)
+            }
+            _ => Err(SlabError { cache: LARGE, object: addr, kind: SlabErrorKind::NotAnObject }),
+        }
+    }
+
+    /// Bytes usable at `addr` (Linux's `ksize`): the class size, or the block's bytes. In
+    /// debug mode a free object has none: 0, as Linux's `ksize` answers when KASAN finds
+    /// the object invalid, so that no caller writes into it.
+    ///
+    /// Unlike SLUB's, our `ksize` does not widen a debug object's requested size to its
+    /// class size: the bytes past the requested size stay red zone, as KASAN keeps them
+    /// poisoned. To use a class's whole size, ask for it: `KMALLOC_SIZES[class(n)]` is
+    /// Linux's `kmalloc_size_roundup(n)`.
     pub fn ksize(&self, pages: &mut impl SlabPages, addr: u64) -> u64 {
         if addr == 0 || addr == ZERO_SIZE_PTR {
             return 0;
         }
         let pfn = pages.pfn(addr);
         match self.cache_of(pages, pfn) {
-            Some(class) => self.caches[class].raw.object_size,
+            Some(class) => {
+                let cache = &self.caches[class];
+                if cache.debug() && debug::is_free_object(cache, pages, addr) {
+                    0
+                } else {
+                    cache.raw.object_size
+                }
+            }
             None => pages.page(pfn).map_or(0, |p| 4096 << p.order),
         }
     }
 
-    /// Resizes an allocation, keeping its contents up to the smaller size. A size that
-    /// still fits the object keeps it: in debug mode the requested size moves, the bytes
-    /// past a smaller size become red zone and those up to a larger size are cleared (as
-    /// Linux's `krealloc` with `__GFP_ZERO`). Null or [`ZERO_SIZE_PTR`] allocate; a size
-    /// of zero frees and returns [`ZERO_SIZE_PTR`].
+    /// Resizes an allocation, keeping its contents up to the smaller size, as Linux's
+    /// `krealloc(…, GFP_KERNEL | __GFP_ZERO)`: what a larger size grows into reads as zero,
+    /// whether the allocation stays or moves, and a size that still fits the object keeps
+    /// it. In debug mode the requested size moves: the bytes past a smaller size become red
+    /// zone. Without debug the bytes past the new size up to the class size are cleared
+    /// (nothing records the old size), so that growing again in place reads zeros too.
+    /// Null or [`ZERO_SIZE_PTR`] allocate; a size of zero frees and returns
+    /// [`ZERO_SIZE_PTR`].
+    ///
+    /// Before it touches the old allocation, `krealloc` makes the checks `kfree` would:
+    /// a pointer that is no allocation is refused in either mode, and in debug mode so is
+    /// a freed object (as [`SlabErrorKind::DoubleFree`]: KASAN's `krealloc_uaf`) or one
+    /// whose red zones were overwritten. A refusal changes nothing.
     ///
     /// # Safety
     /// As for [`Kmalloc::kfree`].
@@ -199,29 +225,59 @@ impl Kmalloc {
             return Ok(Some(ZERO_SIZE_PTR));
         }
         let class = self.cache_of(pages, pages.pfn(addr));
-        let old = match class {
-            // SAFETY: the caller's contract: a live allocation of this `Kmalloc`.
-            Some(class) => unsafe { debug::requested_size(&self.caches[class], pages, addr) },
-            None => self.ksize(pages, addr),
-        };
-        if size <= self.ksize(pages, addr) {
-            if let Some(class) = class.filter(|&class| self.caches[class].debug()) {
+        // The bytes the allocation holds (`old`: its requested size in debug mode) and can
+        // hold (`usable`).
+        let (old, usable) = match class {
+            Some(class) => {
                 let cache = &self.caches[class];
-                // SAFETY: the caller's contract; `size` and `old` fit the object.
-                unsafe {
-                    if size > old {
-                        pages.fill(addr + old, size - old, 0);
-                    }
-                    debug::set_requested_size(cache, pages, addr, size);
+                if cache.debug() {
+                    let slab = pages.pfn(addr) & !((1u64 << cache.raw.order) - 1);
+                    debug::check_allocated(cache, pages, slab, addr)?;
+                }
+                // SAFETY: a live object of the class: checked in debug mode, the caller's
+                // contract otherwise.
+                (unsafe { debug::requested_size(cache, pages, addr) }, cache.raw.object_size)
+            }
+            None => {
+                let bytes = 4096u64 << Self::large_order(pages, addr)?;
+                (bytes, bytes)
+            }
+        };
+        if size <= usable {
+            // SAFETY: the caller's contract (checked in debug mode): a live allocation of
+            // `usable` bytes, and `old` and `size` are at most that.
+            unsafe {
+                if old < size {
+                    pages.fill(addr + old, size - old, 0);
+                } else {
+                    pages.fill(addr + size, usable - size, 0);
+                }
+                if let Some(class) = class {
+                    debug::set_requested_size(&self.caches[class], pages, addr, size);
                 }
             }
             return Ok(Some(addr));
         }
         let Some(new) = self.kmalloc(pages, size)? else { return Ok(None) };
-        // SAFETY: both are live allocations of at least `min(old, size)` bytes, distinct.
+        // What the new allocation holds: its requested size in debug mode, all of it
+        // otherwise (the bytes past it are cleared, as in place).
+        let held = match Self::class(size) {
+            Some(class) if self.caches[class].debug() => size,
+            Some(class) => self.caches[class].raw.object_size,
+            None => self.ksize(pages, new),
+        };
+        // SAFETY: both are live allocations, distinct; `old < size <= held` bytes fit the
+        // new one, `old` the old one.
         unsafe {
-            pages.copy(addr, new, old.min(size));
-            self.kfree(pages, addr)?;
+            pages.copy(addr, new, old);
+            pages.fill(new + old, held - old, 0);
+        }
+        // SAFETY: the caller's contract; the checks above passed, so the free does too.
+        if let Err(err) = unsafe { self.kfree(pages, addr) } {
+            // Nothing changes: the new allocation goes back.
+            // SAFETY: `new` is the live allocation just made.
+            let _ = unsafe { self.kfree(pages, new) };
+            return Err(err);
         }
         Ok(Some(new))
     }

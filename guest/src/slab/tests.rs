@@ -293,6 +293,105 @@ fn krealloc_moves_the_red_zone_and_clears_what_it_grows_into() {
     assert_eq!(kind(kfree(&mut k, &mut pages, p)), Some(SlabErrorKind::KmallocRedzone));
 }
 
+/// Linux's `krealloc` with `__GFP_ZERO` (slub_kunit's `test_krealloc_redzone_zeroing`):
+/// what a larger size grows into reads as zero when the allocation moves too, in either
+/// mode; without debug, a shrink in place clears the tail, so growing back reads zeros.
+#[test]
+fn krealloc_clears_what_it_grows_into_when_it_moves() {
+    let mut pages = backend();
+    for debug in [false, true] {
+        let mut k = Box::new(Kmalloc::new(debug).expect("caches"));
+        // A kmalloc-128 object with stale bytes, next in line to be handed out.
+        let stale = k.kmalloc(&mut *pages, 128).expect("ok").expect("memory");
+        // SAFETY: the 128 bytes of a live allocation.
+        unsafe { (stale as *mut u8).write_bytes(0xee, 128) };
+        kfree(&mut k, &mut pages, stale).expect("valid free");
+
+        let p = k.kmalloc(&mut *pages, 48).expect("ok").expect("memory");
+        // What the caller may use: the requested size in debug mode, the class without.
+        let old = if debug { 48 } else { 64 };
+        // SAFETY: `old` bytes of a live allocation.
+        unsafe { (p as *mut u8).write_bytes(0xff, old) };
+        // SAFETY: `p` is live.
+        let q = unsafe { k.krealloc(&mut *pages, p, 112) }.expect("ok").expect("memory");
+        assert_eq!(q, stale, "the stale object was reused");
+        // SAFETY: the 112 bytes asked for.
+        let bytes = unsafe { core::slice::from_raw_parts(q as *const u8, 112) };
+        assert!(bytes[..old].iter().all(|&b| b == 0xff), "debug {debug}: {bytes:x?}");
+        assert!(bytes[old..].iter().all(|&b| b == 0), "debug {debug}: {bytes:x?}");
+        kfree(&mut k, &mut pages, q).expect("valid free");
+
+        let p = k.kmalloc(&mut *pages, 64).expect("ok").expect("memory");
+        // SAFETY: the 64 bytes of a live allocation.
+        unsafe { (p as *mut u8).write_bytes(0xff, 64) };
+        // SAFETY: `p` is live, and stays where it is.
+        unsafe {
+            assert_eq!(k.krealloc(&mut *pages, p, 40), Ok(Some(p)));
+            assert_eq!(k.krealloc(&mut *pages, p, 64), Ok(Some(p)));
+        }
+        // SAFETY: the 64 bytes asked for.
+        let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, 64) };
+        assert!(bytes[..40].iter().all(|&b| b == 0xff), "debug {debug}: {bytes:x?}");
+        assert!(bytes[40..].iter().all(|&b| b == 0), "debug {debug}: {bytes:x?}");
+        kfree(&mut k, &mut pages, p).expect("valid free");
+    }
+}
+
+/// `krealloc` makes `kfree`'s checks before it touches the old allocation: in debug mode
+/// a freed object (KASAN's `krealloc_uaf`), a pointer inside an object or an overwritten
+/// red zone is refused, and in either mode a pointer that is no allocation; nothing
+/// changes, and no new allocation is left behind.
+#[test]
+fn krealloc_refuses_what_kfree_refuses_and_changes_nothing() {
+    let mut pages = backend();
+    let mut k = Box::new(Kmalloc::new(true).expect("caches"));
+    let live = |k: &Kmalloc| -> Vec<u64> { k.caches.iter().map(|c| c.counts().0).collect() };
+    let krealloc = |k: &mut Kmalloc, pages: &mut Backend, addr: u64, size: u64| {
+        // SAFETY: misuse of a debug kmalloc, refused before anything changes.
+        unsafe { k.krealloc(pages, addr, size) }.map_err(|e| e.kind)
+    };
+
+    let freed = k.kmalloc(&mut *pages, 201).expect("ok").expect("memory");
+    kfree(&mut k, &mut pages, freed).expect("valid free");
+    let before = live(&k);
+    for size in [235, 300] {
+        assert_eq!(krealloc(&mut k, &mut pages, freed, size), Err(SlabErrorKind::DoubleFree));
+        assert_eq!(live(&k), before, "{size}: nothing allocated");
+    }
+    // The free object's poison is intact.
+    assert_eq!(k.kmalloc(&mut *pages, 201), Ok(Some(freed)));
+
+    let q = k.kmalloc(&mut *pages, 100).expect("ok").expect("memory");
+    assert_eq!(krealloc(&mut k, &mut pages, q + 8, 50), Err(SlabErrorKind::NotAtBoundary));
+    // SAFETY: byte 100 of a 100-byte allocation in kmalloc-128: an overflow.
+    unsafe { ((q + 100) as *mut u8).write(0) };
+    let before = live(&k);
+    assert_eq!(krealloc(&mut k, &mut pages, q, 300), Err(SlabErrorKind::KmallocRedzone));
+    assert_eq!(live(&k), before, "the new object went back");
+    // SAFETY: mend the byte; the object is still the caller's.
+    unsafe { ((q + 100) as *mut u8).write(RED_ACTIVE) };
+    kfree(&mut k, &mut pages, q).expect("valid free");
+
+    let large = k.kmalloc(&mut *pages, 10_000).expect("ok").expect("memory");
+    assert_eq!(krealloc(&mut k, &mut pages, large + 8, 100), Err(SlabErrorKind::NotAnObject));
+    kfree(&mut k, &mut pages, large).expect("valid free");
+    kfree(&mut k, &mut pages, freed).expect("valid free");
+}
+
+/// In debug mode `ksize` of a free object is 0, as Linux's when KASAN finds the object
+/// invalid (KASAN's `ksize_uaf`); without debug nothing is checked.
+#[test]
+fn ksize_of_a_free_object_is_zero_in_debug_mode() {
+    let mut pages = backend();
+    for debug in [false, true] {
+        let mut k = Box::new(Kmalloc::new(debug).expect("caches"));
+        let p = k.kmalloc(&mut *pages, 120).expect("ok").expect("memory");
+        assert_eq!(k.ksize(&mut *pages, p), 128);
+        kfree(&mut k, &mut pages, p).expect("valid free");
+        assert_eq!(k.ksize(&mut *pages, p), if debug { 0 } else { 128 });
+    }
+}
+
 #[test]
 fn kmalloc_serves_every_class_zero_and_large_sizes() {
     let mut pages = backend();
