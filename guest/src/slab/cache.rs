@@ -32,8 +32,8 @@ pub struct KmemCache {
 
 impl KmemCache {
     /// A cache of `size`-byte objects aligned to `align` (a power of two; at least 8, so
-    /// the free pointer fits), in slabs of the order that wastes least, up to
-    /// [`MAX_SLAB_ORDER`]; `debug` gives it red zones and poison (`slub_debug`). Returns
+    /// the free pointer fits), in slabs of the order Linux's `calculate_order` would pick,
+    /// up to [`MAX_SLAB_ORDER`]; `debug` gives it red zones and poison (`slub_debug`). Returns
     /// `None` for a size of zero or larger than such a slab.
     pub fn new(name: &'static str, size: u64, align: u64, debug: bool) -> Option<Self> {
         let flags = if debug { SLAB_DEBUG } else { 0 };

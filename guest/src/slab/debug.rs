@@ -44,7 +44,7 @@ pub(super) struct Layout {
 
 impl Layout {
     /// The layout of `size`-byte objects aligned to `align` (at least 8) for a cache with
-    /// `SLAB_*` `flags`, in slabs of the order that wastes least, up to [`MAX_SLAB_ORDER`].
+    /// `SLAB_*` `flags`, in slabs of the order [`slab_order`] picks.
     pub fn of(size: u64, align: u64, flags: u32) -> Option<Self> {
         let align = align.max(8);
         if size == 0 || !align.is_power_of_two() {
@@ -61,14 +61,7 @@ impl Layout {
             end += 8;
         }
         let stride = end.checked_next_multiple_of(align)?;
-        // The order that wastes the smallest fraction of its slab (Linux's calculate_order).
-        let order = (0..=MAX_SLAB_ORDER).filter(|order| (4096u64 << order) >= stride).min_by_key(
-            |order| {
-                let bytes = 4096u64 << order;
-                // Waste in 1/1024ths of the slab, then prefer the smaller order.
-                ((bytes % stride) * 1024 / bytes, *order)
-            },
-        )?;
+        let order = slab_order(stride)?;
         let objects = (4096u64 << order) / stride;
         Some(Self {
             red_end,
@@ -78,6 +71,27 @@ impl Layout {
             objects,
         })
     }
+}
+
+/// Objects a slab should hold where they fit: Linux's `4 * (fls(nr_cpu_ids) + 1)` for our
+/// one CPU.
+const MIN_OBJECTS: u64 = 8;
+
+/// The slab order for objects `stride` bytes apart, as Linux's `calculate_order` picks it:
+/// the smallest order from the one that holds [`MIN_OBJECTS`] (or as many as fit in
+/// [`MAX_SLAB_ORDER`]) whose leftover is at most 1/16 of the slab, else 1/8, else 1/4,
+/// else 1/2 (which the largest order always meets); `None` if not even one object fits.
+fn slab_order(stride: u64) -> Option<u32> {
+    let bytes = |order: u32| 4096u64 << order;
+    if stride > bytes(MAX_SLAB_ORDER) {
+        return None;
+    }
+    let min_objects = MIN_OBJECTS.min(bytes(MAX_SLAB_ORDER) / stride);
+    // get_order(min_objects × stride).
+    let min_order = (0..=MAX_SLAB_ORDER).find(|&order| bytes(order) >= min_objects * stride)?;
+    [16, 8, 4, 2].into_iter().find_map(|fraction| {
+        (min_order..=MAX_SLAB_ORDER).find(|&order| bytes(order) % stride <= bytes(order) / fraction)
+    })
 }
 
 /// Whether freed objects are poisoned: in debug mode, for caches without a constructor.

@@ -55,6 +55,31 @@ fn kind(result: Result<(), SlabError>) -> Option<SlabErrorKind> {
     result.err().map(|e| e.kind)
 }
 
+/// What `/proc/slabinfo` shows for the kmalloc classes on a one-CPU Linux (objperslab,
+/// pagesperslab): `calculate_order` with 8 objects at least, and at most 1/16 wasted.
+#[test]
+fn kmalloc_slab_orders_are_linuxs() {
+    let expected: [(u64, u64, u32); 13] = [
+        (8, 512, 0),
+        (16, 256, 0),
+        (32, 128, 0),
+        (64, 64, 0),
+        (96, 42, 0),
+        (128, 32, 0),
+        (192, 21, 0),
+        (256, 16, 0),
+        (512, 8, 0),
+        (1024, 8, 1),
+        (2048, 8, 2),
+        (4096, 8, 3),
+        (8192, 4, 3),
+    ];
+    for (size, objects, order) in expected {
+        let cache = KmemCache::new("k", size, 1 << size.trailing_zeros(), false).expect("valid");
+        assert_eq!(cache.geometry(), (order, objects), "kmalloc-{size}");
+    }
+}
+
 #[test]
 fn geometry_bounds_the_waste() {
     for size in KMALLOC_SIZES {
