@@ -81,6 +81,21 @@ impl Image {
             .expect("a long enough free list")
     }
 
+    /// The lowest order whose free list in zone `zone` holds at least `count` blocks.
+    pub fn free_order(&self, zone: usize, count: usize) -> u32 {
+        (0..=shared::page::MAX_ORDER)
+            .find(|&order| self.free_list(zone, order).len() >= count)
+            .expect("a long enough free list")
+    }
+
+    /// The first per-CPU list (zone, order) with a block, of order `min_order` or above.
+    pub fn pcp_list(&self, min_order: u32) -> (usize, u32) {
+        (0..self.zones.len())
+            .flat_map(|zone| (min_order..shared::mm::PCP_ORDERS).map(move |order| (zone, order)))
+            .find(|&(zone, order)| self.zone(zone).pcp[order as usize].count > 0)
+            .expect("a per-CPU block")
+    }
+
     /// Physical address of cache `cache`'s state.
     pub fn cache_phys(&self, cache: usize) -> u64 {
         self.phys_of(self.info.slab_caches) + cache as u64 * self.info.slab_cache_stride
