@@ -588,25 +588,32 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         let start = region.base.div_ceil(4096);
         let end = (region.base.saturating_add(region.size) / 4096).min(info.max_pfn);
         ram_pages += end.saturating_sub(start);
-        view.budget.spend(end.saturating_sub(start), || {
+        let scanning = || {
             format!(
-                "scanning the struct pages of memblock memory region {index} ({:#x}+{:#x})",
-                region.base, region.size
+                "scanning the struct pages of memblock memory region {index} of {} ({:#x}+{:#x})",
+                mb.memory.len(),
+                region.base,
+                region.size
             )
-        })?;
+        };
+        view.budget.spend(end.saturating_sub(start), scanning)?;
         let mut pfn = start;
         while pfn < end {
             // One read per 2 MiB of memmap: 32 768 descriptors, physically contiguous
             // wherever the vmemmap is backed by a 2 MiB page.
             let chunk = (32_768 - pfn % 32_768).min(end - pfn);
             let mut raw = vec![0u8; to_usize(chunk) * PAGE_STRUCT_SIZE];
-            if let Err(err) = view.read_virt(view.page_addr(pfn), &mut raw) {
-                marks.finding(
-                    FindingKind::MemmapUnreadable,
-                    format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}"),
-                );
-                pfn += chunk;
-                continue;
+            match view.read_virt(view.page_addr(pfn), &mut raw) {
+                Ok(()) => {}
+                Err(err @ InspectError::Budget { .. }) => return Err(within(err, scanning)),
+                Err(err) => {
+                    marks.finding(
+                        FindingKind::MemmapUnreadable,
+                        format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}"),
+                    );
+                    pfn += chunk;
+                    continue;
+                }
             }
             for (i, bytes) in raw.chunks_exact(PAGE_STRUCT_SIZE).enumerate() {
                 let p = pfn + i as u64;
@@ -620,7 +627,8 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
                     &mut cache_counts,
                     p,
                     &page,
-                )?;
+                )
+                .map_err(|err| within(err, scanning))?;
             }
             pfn += chunk;
         }
@@ -736,6 +744,18 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         findings: marks.findings,
         findings_omitted: marks.omitted,
     })
+}
+
+/// A budget error from inside a loop, naming the loop too: the step where the budget runs
+/// out (one slab's freelist) need not be what spent it (thousands of memblock regions,
+/// each scanning every slab again).
+fn within(err: InspectError, outer: impl FnOnce() -> String) -> InspectError {
+    match err {
+        InspectError::Budget { units, what } => {
+            InspectError::Budget { units, what: format!("{what}, {}", outer()) }
+        }
+        other => other,
+    }
 }
 
 /// Walks one free list; returns the blocks it holds (up to where it breaks).
