@@ -227,8 +227,7 @@ mod inspect {
             pub fn free_in_reservation(image: &mut Image) -> Vec<String> {
                 let (zone, order) = image.free_list_with(1);
                 let pfn = image.free_list(zone, order)[0];
-                let count = image.info.memblock_reserved_cnt;
-                let at = image.phys_of(image.info.memblock_reserved) + count * 16;
+                let at = image.region_phys(false, image.info.memblock_reserved_cnt);
                 image.ram.write(at, &Region { base: pfn * PAGE_SIZE, size: PAGE_SIZE });
                 image.update_info(|info| info.memblock_reserved_cnt += 1);
                 vec![format!(
@@ -255,7 +254,7 @@ mod inspect {
                     .find(|&order| !image.free_list(zone, order).is_empty())
                     .expect("a free block above order 0");
                 let bad = image.free_list(zone, order)[0] + 1;
-                image.update_zone(zone, |z| z.free_area[order as usize].head = bad);
+                image.set_word(image.free_area_phys(zone, order), bad);
                 let name = Image::zone_name(zone);
                 vec![format!(
                     "zone {name} order {order} free list, block 0 (pfn {bad:#x}): misaligned or outside the zone"

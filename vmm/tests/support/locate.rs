@@ -4,7 +4,7 @@
 
 use super::image::Image;
 use shared::layout::{PAGE_OFFSET, PAGE_SIZE};
-use shared::mm::{SlabCache, Zone, ZONE_SIZE};
+use shared::mm::{FreeArea, SlabCache, Zone, ZONE_SIZE};
 use shared::page::{Page, ZoneType, NO_PFN, PG_HEAD, PG_SLAB};
 use shared::walk::{walk, PhysMem};
 
@@ -55,6 +55,19 @@ impl Image {
     pub fn update_zone(&mut self, zone: usize, change: impl FnOnce(&mut Zone)) {
         let phys = self.zone_phys(zone);
         change(self.ram.get_mut(phys));
+    }
+
+    /// Physical address of zone `zone`'s free list of `order`: its head, then `nr_free`.
+    pub fn free_area_phys(&self, zone: usize, order: u32) -> u64 {
+        let area = std::mem::offset_of!(Zone, free_area) + order as usize * size_of::<FreeArea>();
+        self.zone_phys(zone) + area as u64
+    }
+
+    /// Physical address of memblock region `index` of `memory` or, if not, `reserved`
+    /// (the arrays have room for `MAX_REGIONS`, past their counts).
+    pub fn region_phys(&self, memory: bool, index: u64) -> u64 {
+        let array = if memory { self.info.memblock_memory } else { self.info.memblock_reserved };
+        self.phys_of(array) + index * size_of::<shared::mm::Region>() as u64
     }
 
     /// Zone `zone`'s name.
