@@ -109,7 +109,7 @@ mod inspect {
     }
 
     #[test]
-    fn inspect_through_mapped_memory_reads_what_a_file_holds() {
+    fn mapped_memory_reads_what_a_file_holds() {
         let image = Image::sound();
         let memory = image.memory();
         let mut mapped = Inspector::new(RamReader::mapped(&memory));

@@ -198,7 +198,9 @@ impl Data {
     }
 }
 
-/// The kmalloc families: the plain one, and one with `slub_debug`.
+/// The kmalloc families: the plain one, and one with `slub_debug`. Boxed: slabs record
+/// their cache's host address (until `finalize` points them at the image's copies), so
+/// the caches must not move.
 struct Families {
     plain: Box<Kmalloc>,
     debug: Box<Kmalloc>,
