@@ -8,7 +8,8 @@
 //! 2 page tables       every table reachable from cr3; the pages backing the vmemmap; every
 //!                     leaf checked against its region (mappings.rs): inside RAM, mapping
 //!                     its own frame where the region is linear, with the rights the region
-//!                     allows, nothing with reserved bits, nothing user-accessible
+//!                     allows, nothing with reserved bits, nothing user-accessible; a
+//!                     quarter of the budget at most (tables that alias read without end)
 //! 3 free lists        per zone and order; a block met twice is a cycle
 //!   per-CPU lists     per zone and order (0-3); a block covers 2^order pages
 //! 4 memmap scan       every struct page of RAM: slabs (their freelists walked, objects
@@ -224,6 +225,16 @@ impl Marks {
         if self.findings.len() < MAX_FINDINGS {
             self.findings.push(Finding { kind, text });
         } else {
+            self.omitted += 1;
+        }
+    }
+
+    /// A finding that explains those made before it: listed first, even past
+    /// [`MAX_FINDINGS`] (the last one listed is then only counted).
+    fn finding_first(&mut self, kind: FindingKind, text: String) {
+        self.findings.insert(0, Finding { kind, text });
+        if self.findings.len() > MAX_FINDINGS {
+            self.findings.pop();
             self.omitted += 1;
         }
     }
@@ -488,15 +499,20 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         elsewhere: Vec::new(),
         vmalloc_ram: Vec::new(),
     };
-    match for_each_leaf(view.ram, info.cr3, ALL_ADDRESSES, view.budget.left_mut(), &mut mappings) {
-        Ok(()) | Err(EnumError::Stopped) => {}
-        Err(EnumError::Budget) => {
-            return Err(view
-                .budget
-                .exhausted("enumerating the page tables (do tables alias each other?)".into()))
-        }
-    }
+    // A sound tree reads each of its tables once, a few entries per page of RAM; tables
+    // that alias each other read without end. A quarter of the budget bounds them and
+    // leaves the later passes theirs, even when every entry read was a leaf to record.
+    let granted = *view.budget.left_mut() / 4;
+    let mut entries = granted;
+    let walked = for_each_leaf(view.ram, info.cr3, ALL_ADDRESSES, &mut entries, &mut mappings);
+    *view.budget.left_mut() -= granted - entries;
     let (elsewhere, vmalloc_ram) = (mappings.elsewhere, mappings.vmalloc_ram);
+    if walked == Err(EnumError::Budget) {
+        marks.finding_first(
+            FindingKind::TableEnumeration,
+            format!("the page tables read more than {granted} entries, more than a sound tree of this guest holds: tables alias each other or loop (mappings past that point are not checked)"),
+        );
+    }
     for &(_, _, size) in &elsewhere {
         view.budget
             .spend(size / 4096, || "recording the mappings outside the direct map".into())?;
@@ -572,25 +588,32 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         let start = region.base.div_ceil(4096);
         let end = (region.base.saturating_add(region.size) / 4096).min(info.max_pfn);
         ram_pages += end.saturating_sub(start);
-        view.budget.spend(end.saturating_sub(start), || {
+        let scanning = || {
             format!(
-                "scanning the struct pages of memblock memory region {index} ({:#x}+{:#x})",
-                region.base, region.size
+                "scanning the struct pages of memblock memory region {index} of {} ({:#x}+{:#x})",
+                mb.memory.len(),
+                region.base,
+                region.size
             )
-        })?;
+        };
+        view.budget.spend(end.saturating_sub(start), scanning)?;
         let mut pfn = start;
         while pfn < end {
             // One read per 2 MiB of memmap: 32 768 descriptors, physically contiguous
             // wherever the vmemmap is backed by a 2 MiB page.
             let chunk = (32_768 - pfn % 32_768).min(end - pfn);
             let mut raw = vec![0u8; to_usize(chunk) * PAGE_STRUCT_SIZE];
-            if let Err(err) = view.read_virt(view.page_addr(pfn), &mut raw) {
-                marks.finding(
-                    FindingKind::MemmapUnreadable,
-                    format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}"),
-                );
-                pfn += chunk;
-                continue;
+            match view.read_virt(view.page_addr(pfn), &mut raw) {
+                Ok(()) => {}
+                Err(err @ InspectError::Budget { .. }) => return Err(within(err, scanning)),
+                Err(err) => {
+                    marks.finding(
+                        FindingKind::MemmapUnreadable,
+                        format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}"),
+                    );
+                    pfn += chunk;
+                    continue;
+                }
             }
             for (i, bytes) in raw.chunks_exact(PAGE_STRUCT_SIZE).enumerate() {
                 let p = pfn + i as u64;
@@ -604,7 +627,8 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
                     &mut cache_counts,
                     p,
                     &page,
-                )?;
+                )
+                .map_err(|err| within(err, scanning))?;
             }
             pfn += chunk;
         }
@@ -720,6 +744,18 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         findings: marks.findings,
         findings_omitted: marks.omitted,
     })
+}
+
+/// A budget error from inside a loop, naming the loop too: the step where the budget runs
+/// out (one slab's freelist) need not be what spent it (thousands of memblock regions,
+/// each scanning every slab again).
+fn within(err: InspectError, outer: impl FnOnce() -> String) -> InspectError {
+    match err {
+        InspectError::Budget { units, what } => {
+            InspectError::Budget { units, what: format!("{what}, {}", outer()) }
+        }
+        other => other,
+    }
 }
 
 /// Walks one free list; returns the blocks it holds (up to where it breaks).
