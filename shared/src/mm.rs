@@ -169,6 +169,15 @@ pub const SLAB_CTOR: u32 = 1 << 1;
 /// its caller asked for, and the bytes between that and the class size are red zone.
 pub const SLAB_KMALLOC: u32 = 1 << 2;
 
+/// Red-zone byte of an allocated debug object (Linux's `SLUB_RED_ACTIVE`).
+pub const RED_ACTIVE: u8 = 0xcc;
+/// Red-zone byte of a free debug object (Linux's `SLUB_RED_INACTIVE`).
+pub const RED_INACTIVE: u8 = 0xbb;
+/// Poison of a free debug object's payload (Linux's `POISON_FREE`).
+pub const POISON_FREE: u8 = 0x6b;
+/// Last byte of a free debug object's poison (Linux's `POISON_END`).
+pub const POISON_END: u8 = 0xa5;
+
 /// The state of a slab cache (Linux's `struct kmem_cache` with its per-CPU slab).
 ///
 /// A slab is 2^`order` pages whose first `struct page` has `PG_SLAB`, `slab_cache` = the
@@ -223,6 +232,28 @@ pub struct SlabCache {
     pub quarantined: u64,
     /// Objects written off with quarantined slabs (counted in `in_use`).
     pub written_off: u64,
+}
+
+impl SlabCache {
+    /// Whether objects have red zones (`slub_debug`): `[object_size, red_end)` is
+    /// [`RED_ACTIVE`] while an object is allocated, [`RED_INACTIVE`] while it is free.
+    pub fn has_red_zones(&self) -> bool {
+        self.flags & SLAB_DEBUG != 0
+    }
+
+    /// Whether free objects are poisoned: [`POISON_FREE`] up to the last payload byte,
+    /// which is [`POISON_END`] (debug caches without a constructor).
+    pub fn poisons(&self) -> bool {
+        self.flags & (SLAB_DEBUG | SLAB_CTOR) == SLAB_DEBUG
+    }
+
+    /// Where an allocated object records the size its caller asked for (debug kmalloc
+    /// classes): the word after the free pointer. The bytes from that size to
+    /// `object_size` are [`RED_ACTIVE`] (Linux's "kmalloc Redzone").
+    pub fn requested_size_offset(&self) -> Option<u64> {
+        let flags = SLAB_DEBUG | SLAB_KMALLOC;
+        (self.flags & flags == flags).then(|| u64::from(self.free_offset) + 8)
+    }
 }
 
 /// Size of a [`SlabCache`].

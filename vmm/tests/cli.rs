@@ -4,6 +4,8 @@
 //! Tests that boot a guest say so first ([`needs_kvm`]): on a machine without a usable
 //! `/dev/kvm` they fail with one sentence saying that, not with a puzzling exit code.
 
+mod support;
+
 use std::process::{Command, Output};
 
 fn vmm(args: &[&str]) -> Output {
@@ -191,23 +193,11 @@ fn inspect_refuses_what_it_cannot_read_with_one_line() {
 }
 
 #[test]
-fn inspect_reads_a_guest_after_it_exits_in_text_and_json() {
-    let dir = std::env::temp_dir().join(format!("kvm-mm-cli-ram-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let ram = dir.join("ram");
-    let ram = ram.to_str().expect("utf-8");
-    let out = vmm_booting(&[
-        "run",
-        "--mem",
-        "64M",
-        "--workload",
-        "populate",
-        "--cmdline",
-        "ops=60",
-        "--mem-file",
-        ram,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+fn inspect_reads_a_ram_file_in_text_and_json() {
+    // A guest's RAM built on the host by the guest's own allocators: no KVM needed.
+    let image = support::image::Image::sound();
+    let file = image.file();
+    let ram = file.path.to_str().expect("utf-8");
     let text = vmm(&["inspect", ram, "buddyinfo"]);
     assert_eq!(text.status.code(), Some(0));
     let text = String::from_utf8_lossy(&text.stdout);
@@ -216,25 +206,21 @@ fn inspect_reads_a_guest_after_it_exits_in_text_and_json() {
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
     let value: serde_json::Value = serde_json::from_slice(&check.stdout).expect("one JSON object");
     assert_eq!(value["check"]["findings"].as_array().map(Vec::len), Some(0));
-    let tlb = vmm(&[
-        "inspect",
-        ram,
-        "pagetable",
-        "--tlb",
-        "--range",
-        "ffffffff80200000-ffffffff80202000",
-    ]);
+    let text_start = shared::layout::KERNEL_VIRT_BASE + image.kernel.start;
+    let range = format!("{text_start:x}-{:x}", text_start + 0x2000);
+    let tlb = vmm(&["inspect", ram, "pagetable", "--tlb", "--range", &range]);
     let tlb = String::from_utf8_lossy(&tlb.stdout);
-    assert!(tlb.starts_with("ffffffff80200000: 0000000000200000 -G"), "{tlb}");
-    let walk = vmm(&["inspect", ram, "translate", "0xffffffff80200000", "0"]);
+    let first = format!("{text_start:016x}: {:016x} -G", image.kernel.start);
+    assert!(tlb.starts_with(&first), "{tlb}");
+    let walk = vmm(&["inspect", ram, "translate", &format!("{text_start:#x}"), "0"]);
     let walk = String::from_utf8_lossy(&walk.stdout);
-    assert!(walk.contains("= guest-physical 0x200000 (4 KiB page)"), "{walk}");
+    let physical = format!("= guest-physical {:#x} (4 KiB page)", image.kernel.start);
+    assert!(walk.contains(&physical), "{walk}");
     assert!(walk.contains("not mapped: PML4 entry not present"), "{walk}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
-fn run_inspect_prints_host_derived_state_at_checkpoints_and_exit() {
+fn run_prints_host_derived_state_at_checkpoints_and_exit() {
     let out = vmm_booting(&["run", "--mem", "64M", "--inspect", "buddyinfo,check"]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);

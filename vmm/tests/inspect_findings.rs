@@ -44,6 +44,9 @@ mod inspect {
                 FindingKind::SlabFreelistBadLink => corrupt::slab_freelist_bad_link,
                 FindingKind::SlabFreelistLoop => corrupt::slab_freelist_loop,
                 FindingKind::SlabObjectCount => corrupt::slab_object_count,
+                FindingKind::SlabRightRedzone => corrupt::slab_right_redzone,
+                FindingKind::SlabKmallocRedzone => corrupt::slab_kmalloc_redzone,
+                FindingKind::SlabPoisonOverwritten => corrupt::slab_poison_overwritten,
                 FindingKind::PartialListLoop => corrupt::partial_list_loop,
                 FindingKind::PartialListBadSlab => corrupt::partial_list_bad_slab,
                 FindingKind::PartialListBackLink => corrupt::partial_list_back_link,
@@ -118,6 +121,9 @@ mod inspect {
             slab_freelist_bad_link: SlabFreelistBadLink,
             slab_freelist_loop: SlabFreelistLoop,
             slab_object_count: SlabObjectCount,
+            slab_right_redzone: SlabRightRedzone,
+            slab_kmalloc_redzone: SlabKmallocRedzone,
+            slab_poison_overwritten: SlabPoisonOverwritten,
             partial_list_loop: PartialListLoop,
             partial_list_bad_slab: PartialListBadSlab,
             partial_list_back_link: PartialListBackLink,
@@ -159,7 +165,7 @@ mod inspect {
             let schema = serde_json::to_value(schemars::schema_for!(FindingKind)).expect("json");
             let mut all = BTreeSet::new();
             schema_names(&schema, &mut all);
-            assert_eq!(all.len(), 37, "the kinds `check` knows: {all:?}");
+            assert_eq!(all.len(), 40, "the kinds `check` knows: {all:?}");
             let tested: BTreeSet<String> = TESTED
                 .iter()
                 .map(|kind| {
@@ -455,6 +461,72 @@ mod inspect {
                 )]
             }
 
+            /// A live object of the `slub_debug` family whose caller asked for less than
+            /// its class size (so it has a kmalloc red zone), not in the quarantined slab:
+            /// (cache, slab, address, requested size).
+            fn debug_object(image: &Image) -> (usize, u64, u64, u64) {
+                image
+                    .objects
+                    .iter()
+                    .filter(|o| image.caches[o.cache].name.starts_with("debug-kmalloc-"))
+                    .find_map(|o| {
+                        let raw = image.cache(o.cache);
+                        let pfn = (o.addr - PAGE_OFFSET) / PAGE_SIZE;
+                        let slab = pfn & !((1u64 << raw.order) - 1);
+                        let offset = raw.requested_size_offset().expect("a debug kmalloc class");
+                        let requested = image.word(o.addr - PAGE_OFFSET + offset);
+                        (slab != image.quarantined.1 && requested < raw.object_size)
+                            .then_some((o.cache, slab, o.addr, requested))
+                    })
+                    .expect("a live debug object with a kmalloc red zone")
+            }
+
+            /// The first byte after a live debug object overwritten.
+            pub fn slab_right_redzone(image: &mut Image) -> Vec<String> {
+                let (cache, slab, object, _) = debug_object(image);
+                let size = image.cache(cache).object_size;
+                let at = object - PAGE_OFFSET + size;
+                image.set_word(at, image.word(at) & !0xff);
+                vec![format!(
+                    "cache {} slab pfn {slab:#x}: object {object:#x} (in use): Right Redzone overwritten at byte {size} (0x00, expected 0xcc)",
+                    image.caches[cache].name
+                )]
+            }
+
+            /// The first byte past what a live debug object's caller asked for
+            /// overwritten: off by one inside the size class.
+            pub fn slab_kmalloc_redzone(image: &mut Image) -> Vec<String> {
+                let (cache, slab, object, requested) = debug_object(image);
+                let at = object - PAGE_OFFSET + requested;
+                // The word holding that byte, rewritten with the byte cleared.
+                let word = at & !7;
+                let shift = (at - word) * 8;
+                image.set_word(word, image.word(word) & !(0xff << shift));
+                vec![format!(
+                    "cache {} slab pfn {slab:#x}: object {object:#x} (in use): kmalloc Redzone overwritten at byte {requested} (0x00) of {requested} requested",
+                    image.caches[cache].name
+                )]
+            }
+
+            /// The first byte of a free debug object's payload written: a write after
+            /// free.
+            pub fn slab_poison_overwritten(image: &mut Image) -> Vec<String> {
+                let (cache, slab, object) = (0..image.caches.len())
+                    .filter(|&c| image.caches[c].name.starts_with("debug-kmalloc-"))
+                    .flat_map(|c| image.slabs(c).into_iter().map(move |slab| (c, slab)))
+                    .filter(|&(_, slab)| slab != image.quarantined.1)
+                    .find_map(|(c, slab)| {
+                        image.free_objects(c, slab).first().map(|&o| (c, slab, o))
+                    })
+                    .expect("a free debug object");
+                let at = object - PAGE_OFFSET;
+                image.set_word(at, (image.word(at) & !0xff) | 1);
+                vec![format!(
+                    "cache {} slab pfn {slab:#x}: object {object:#x} (free): Poison overwritten at byte 0 (0x01): a write after free",
+                    image.caches[cache].name
+                )]
+            }
+
             /// A partial list's last slab links back to its first.
             pub fn partial_list_loop(image: &mut Image) -> Vec<String> {
                 let cache = image.cache_with_partial(2);
@@ -494,12 +566,14 @@ mod inspect {
             /// A full slab pushed onto its cache's partial list.
             pub fn partial_list_full_slab(image: &mut Image) -> Vec<String> {
                 let cache = (0..image.caches.len())
-                    .find(|&c| !image.partial(c).is_empty() && image.full_slab(c).is_some())
-                    .expect("a cache with a full slab and a partial list");
-                let (full, head) =
-                    (image.full_slab(cache).expect("a full slab"), image.partial(cache)[0]);
+                    .find(|&c| image.full_slab(c).is_some())
+                    .expect("a cache with a full slab");
+                let full = image.full_slab(cache).expect("a full slab");
+                let head = image.cache(cache).partial;
                 image.update_page(full, |page| (page.next, page.prev) = (head, NO_PFN));
-                image.update_page(head, |page| page.prev = full);
+                if head != NO_PFN {
+                    image.update_page(head, |page| page.prev = full);
+                }
                 image.update_cache(cache, |raw| raw.partial = full);
                 let objects = image.page(full).slab_objects;
                 vec![format!(

@@ -24,14 +24,7 @@ use super::{SlabError, SlabErrorKind, SlabPages};
 use shared::mm::{SLAB_CTOR, SLAB_DEBUG, SLAB_KMALLOC};
 use shared::page::NO_PFN;
 
-/// Red-zone byte of an allocated object (Linux's `SLUB_RED_ACTIVE`).
-pub const RED_ACTIVE: u8 = 0xcc;
-/// Red-zone byte of a free object (Linux's `SLUB_RED_INACTIVE`).
-pub const RED_INACTIVE: u8 = 0xbb;
-/// Poison of a free object's payload (Linux's `POISON_FREE`).
-pub const POISON_FREE: u8 = 0x6b;
-/// Last byte of a free object's poison (Linux's `POISON_END`).
-pub const POISON_END: u8 = 0xa5;
+pub use shared::mm::{POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
 
 /// Where an object's parts lie, and how many objects a slab holds.
 pub(super) struct Layout {
@@ -96,17 +89,17 @@ fn slab_order(stride: u64) -> Option<u32> {
 
 /// Whether freed objects are poisoned: in debug mode, for caches without a constructor.
 fn poisons(cache: &KmemCache) -> bool {
-    cache.raw.flags & (SLAB_DEBUG | SLAB_CTOR) == SLAB_DEBUG
+    cache.raw.poisons()
 }
 
 /// Whether objects record their requested size: debug kmalloc classes.
 fn records_size(cache: &KmemCache) -> bool {
-    cache.raw.flags & (SLAB_DEBUG | SLAB_KMALLOC) == SLAB_DEBUG | SLAB_KMALLOC
+    cache.raw.requested_size_offset().is_some()
 }
 
 /// Address of the requested-size word of `object` (debug kmalloc classes).
 fn requested_size_at(cache: &KmemCache, object: u64) -> u64 {
-    cache.free_pointer(object) + 8
+    object + cache.raw.requested_size_offset().unwrap_or(0)
 }
 
 /// Whether `link` is 0 or an object of the slab at `base`.

@@ -6,14 +6,17 @@
 //! ```text
 //! 1 kernel image      [kernel_start, kernel_end) from vmcoreinfo
 //! 2 page tables       every table reachable from cr3; the pages backing the vmemmap; every
-//!                     leaf checked against its region (mappings.rs): inside RAM, mapping
+//!                     leaf checked against its region: inside RAM, mapping
 //!                     its own frame where the region is linear, with the rights the region
 //!                     allows, nothing with reserved bits, nothing user-accessible; a
 //!                     quarter of the budget at most (tables that alias read without end)
 //! 3 free lists        per zone and order; a block met twice is a cycle
 //!   per-CPU lists     per zone and order (0-3); a block covers 2^order pages
+//!   quarantine lists  per cache, before the scan: those slabs' objects are not checked
 //! 4 memmap scan       every struct page of RAM: slabs (their freelists walked, objects
-//!                     counted), other allocated blocks (PG_HEAD), stray PG_BUDDY/PG_PCP;
+//!                     counted; in debug caches every object's red zones and poison, as
+//!                     SLUB's validate_slab), other allocated blocks (PG_HEAD), stray
+//!                     PG_BUDDY/PG_PCP
 //!   partial lists     per cache; a slab met twice is a cycle
 //! 5 memblock          what is left inside a reserved range
 //! 6 nobody            what is left: a finding
@@ -31,7 +34,7 @@ use super::{to_usize, InspectError, View};
 use schemars::JsonSchema;
 use serde::Serialize;
 use shared::layout::KERNEL_VIRT_BASE;
-use shared::mm::PCP_CAPACITY;
+use shared::mm::{PCP_CAPACITY, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
 use shared::page::{Page, MAX_ORDER, NO_PFN, PAGE_STRUCT_SIZE, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB};
 use shared::pte::{level_name, PageTableEntry, PteFlags};
 use shared::vmcoreinfo::PAGING_NX;
@@ -90,6 +93,14 @@ pub enum FindingKind {
     SlabFreelistLoop,
     /// A slab whose free and used objects do not add up.
     SlabObjectCount,
+    /// A debug object's red zone after its payload overwritten (Linux's "Right Redzone
+    /// overwritten"): a write past the object.
+    SlabRightRedzone,
+    /// A debug kmalloc object's bytes between the size its caller asked for and its class
+    /// size overwritten, or its recorded size impossible (Linux's "kmalloc Redzone").
+    SlabKmallocRedzone,
+    /// A free debug object's poison overwritten: a write after free.
+    SlabPoisonOverwritten,
     /// A cache's partial (or quarantine) list that loops.
     PartialListLoop,
     /// A slab on a partial (or quarantine) list that is not a slab of the cache off the
@@ -185,6 +196,9 @@ pub struct CacheCount {
     pub objects_in_use: u64,
     /// Free objects on their freelists.
     pub objects_free: u64,
+    /// Slabs on its quarantine list (taken out of service by a debug check; their objects
+    /// are not checked again).
+    pub quarantined: u64,
 }
 
 /// The result of `check`.
@@ -581,8 +595,18 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
             pages: 0,
             objects_in_use: 0,
             objects_free: 0,
+            quarantined: 0,
         })
         .collect();
+    // Quarantined slabs hold damage a debug check already reported: their objects are not
+    // checked again.
+    let mut quarantined = Vec::with_capacity(caches.len());
+    for (cache, count) in caches.iter().zip(&mut cache_counts) {
+        let slabs = walk_slab_list(view, &mut marks, cache, SlabList::Quarantined)?;
+        count.quarantined = slabs.len() as u64;
+        quarantined.push(slabs);
+    }
+    let slabs = Slabs { caches: &caches, quarantined: &quarantined };
     let mut ram_pages = 0u64;
     for (index, region) in mb.memory.iter().enumerate() {
         let start = region.base.div_ceil(4096);
@@ -607,7 +631,8 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
                 Ok(()) => {}
                 Err(err @ InspectError::Budget { .. }) => return Err(within(err, scanning)),
                 Err(err) => {
-                    marks.finding(
+                    // It explains the free and per-CPU lists found unreadable before it.
+                    marks.finding_first(
                         FindingKind::MemmapUnreadable,
                         format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}"),
                     );
@@ -623,7 +648,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
                     &mut marks,
                     &zones,
                     &mut zone_pages,
-                    &caches,
+                    &slabs,
                     &mut cache_counts,
                     p,
                     &page,
@@ -635,7 +660,6 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     }
     for cache in &caches {
         walk_slab_list(view, &mut marks, cache, SlabList::Partial)?;
-        walk_slab_list(view, &mut marks, cache, SlabList::Quarantined)?;
     }
 
     // 5: memblock reservations; 6: nobody.
@@ -828,13 +852,19 @@ fn walk_free_list(
     Ok(count)
 }
 
+/// The slab caches, and the slabs on each one's quarantine list.
+struct Slabs<'a> {
+    caches: &'a [Cache],
+    quarantined: &'a [std::collections::HashSet<u64>],
+}
+
 #[allow(clippy::too_many_arguments)]
 fn scan_page(
     view: &mut View<'_, '_>,
     marks: &mut Marks,
     zones: &[shared::mm::Zone],
     zone_pages: &mut [(u64, u64, u64)],
-    caches: &[Cache],
+    slabs: &Slabs<'_>,
     counts: &mut [CacheCount],
     pfn: u64,
     page: &Page,
@@ -868,8 +898,12 @@ fn scan_page(
         zone_pages[z].2 += pages;
     }
     if page.flags & PG_SLAB != 0 {
-        match caches.iter().position(|c| c.addr == page.slab_cache) {
-            Some(c) => check_slab(view, marks, &caches[c], &mut counts[c], pfn, page)?,
+        match slabs.caches.iter().position(|c| c.addr == page.slab_cache) {
+            Some(c) => {
+                let quarantined = slabs.quarantined[c].contains(&pfn);
+                let cache = &slabs.caches[c];
+                check_slab(view, marks, cache, &mut counts[c], pfn, page, quarantined)?
+            }
             None => marks.finding(
                 FindingKind::UnknownSlabCache,
                 format!("pfn {pfn:#x}: slab of unknown cache {:#x}", page.slab_cache),
@@ -893,13 +927,13 @@ enum SlabList {
 
 /// Walks one of a cache's lists: slabs of this cache, never the current one, linked both
 /// ways, met once. The partial list holds no full slab, and as many empty ones as the
-/// cache counts.
+/// cache counts. Returns the slabs met.
 fn walk_slab_list(
     view: &mut View<'_, '_>,
     marks: &mut Marks,
     cache: &Cache,
     list: SlabList,
-) -> Result<(), InspectError> {
+) -> Result<std::collections::HashSet<u64>, InspectError> {
     let c = &cache.raw;
     let (head, name) = match list {
         SlabList::Partial => (c.partial, "partial list"),
@@ -912,7 +946,7 @@ fn walk_slab_list(
         let at = format!("cache {} {name}, slab {} (pfn {slab:#x})", cache.name, seen.len());
         if !seen.insert(slab) {
             marks.finding(FindingKind::PartialListLoop, format!("{at}: met twice: the list loops"));
-            return Ok(());
+            return Ok(seen);
         }
         let page = match view.page(slab) {
             Ok(page) => page,
@@ -921,7 +955,7 @@ fn walk_slab_list(
             }
             Err(err) => {
                 marks.finding(FindingKind::PartialListBadSlab, format!("{at}: {err}"));
-                return Ok(());
+                return Ok(seen);
             }
         };
         if page.flags & PG_SLAB == 0 || page.slab_cache != cache.addr || slab == c.cpu_slab {
@@ -929,7 +963,7 @@ fn walk_slab_list(
                 FindingKind::PartialListBadSlab,
                 format!("{at}: not a slab of this cache off the CPU (flags {:#x})", page.flags),
             );
-            return Ok(());
+            return Ok(seen);
         }
         if page.prev != prev {
             marks.finding(
@@ -955,11 +989,12 @@ fn walk_slab_list(
             ),
         );
     }
-    Ok(())
+    Ok(seen)
 }
 
 /// Walks one slab's freelist: every link inside the slab, at an object, met once; free
-/// objects and objects in use adding up to the slab's objects.
+/// objects and objects in use adding up to the slab's objects. In a debug cache, unless
+/// the slab is `quarantined`, every object's red zone and poison too.
 fn check_slab(
     view: &mut View<'_, '_>,
     marks: &mut Marks,
@@ -967,6 +1002,7 @@ fn check_slab(
     count: &mut CacheCount,
     pfn: u64,
     page: &Page,
+    quarantined: bool,
 ) -> Result<(), InspectError> {
     let c = &cache.raw;
     let current = pfn == c.cpu_slab;
@@ -1035,6 +1071,109 @@ fn check_slab(
                 c.objects
             ),
         );
+    }
+    if c.has_red_zones() && !quarantined {
+        check_debug_objects(view, marks, cache, &at, base, &seen)?;
+    }
+    Ok(())
+}
+
+/// Checks every object of a debug slab as SLUB's `validate_slab` does: a free object
+/// (`free[i]`) has its inactive red zone and, if the cache poisons, its poison; an
+/// allocated one its active red zone and, in a kmalloc class, red zone from the size its
+/// caller asked for to the class size.
+fn check_debug_objects(
+    view: &mut View<'_, '_>,
+    marks: &mut Marks,
+    cache: &Cache,
+    at: &str,
+    base: u64,
+    free: &[bool],
+) -> Result<(), InspectError> {
+    let c = &cache.raw;
+    // The layout must fit the stride (the geometry check bounded the stride by the slab).
+    let size = c.object_size;
+    let requested_at = c.requested_size_offset();
+    let fits = size >= 1
+        && size <= c.red_end
+        && c.red_end <= c.stride
+        && requested_at.is_none_or(|offset| offset + 8 <= c.stride);
+    if !fits {
+        marks.finding(
+            FindingKind::SlabGeometry,
+            format!(
+                "{at}: object size {size} and red zone end {} do not fit its {}-byte stride",
+                c.red_end, c.stride
+            ),
+        );
+        return Ok(());
+    }
+    let len = c.objects * c.stride;
+    view.budget
+        .spend(c.objects + len / 4096, || format!("checking the red zones and poison of {at}"))?;
+    let mut bytes = vec![0u8; to_usize(len)];
+    // By frame, as the freelist walk reads: the slab is its frames, whatever maps them.
+    if let Err(err) = view.ram.read(base.wrapping_sub(view.info.page_offset), &mut bytes) {
+        marks
+            .finding(FindingKind::SlabGeometry, format!("{at}: its objects are not in RAM: {err}"));
+        return Ok(());
+    }
+    let differs = |object: &[u8], from: u64, to: u64, byte: u8| {
+        object[to_usize(from)..to_usize(to)]
+            .iter()
+            .position(|&b| b != byte)
+            .map(|i| from + i as u64)
+    };
+    for (index, &is_free) in free.iter().enumerate() {
+        let offset = index as u64 * c.stride;
+        let object = &bytes[to_usize(offset)..to_usize(offset + c.stride)];
+        let address = base.wrapping_add(offset);
+        let state = if is_free { "free" } else { "in use" };
+        let mut report = |kind: FindingKind, what: String| {
+            marks.finding(kind, format!("{at}: object {address:#x} ({state}): {what}"));
+        };
+        let red = if is_free { RED_INACTIVE } else { RED_ACTIVE };
+        if let Some(byte) = differs(object, size, c.red_end, red) {
+            report(
+                FindingKind::SlabRightRedzone,
+                format!(
+                    "Right Redzone overwritten at byte {byte} ({:#04x}, expected {red:#04x})",
+                    object[to_usize(byte)]
+                ),
+            );
+        }
+        if is_free && c.poisons() {
+            let damaged = differs(object, 0, size - 1, POISON_FREE)
+                .or_else(|| differs(object, size - 1, size, POISON_END));
+            if let Some(byte) = damaged {
+                report(
+                    FindingKind::SlabPoisonOverwritten,
+                    format!(
+                        "Poison overwritten at byte {byte} ({:#04x}): a write after free",
+                        object[to_usize(byte)]
+                    ),
+                );
+            }
+        }
+        if let (false, Some(word)) = (is_free, requested_at) {
+            let word = to_usize(word);
+            let requested =
+                u64::from_le_bytes(object[word..word + 8].try_into().unwrap_or([0xff; 8]));
+            if requested > size {
+                report(
+                    FindingKind::SlabKmallocRedzone,
+                    format!("kmalloc Redzone: requested size {requested} is more than the object's {size}"),
+                );
+            } else if let Some(byte) = differs(object, requested, size, RED_ACTIVE) {
+                report(
+                    FindingKind::SlabKmallocRedzone,
+                    format!(
+                        "kmalloc Redzone overwritten at byte {byte} ({:#04x}) of {requested} requested",
+                        object[to_usize(byte)]
+                    ),
+                );
+            }
+        }
     }
     Ok(())
 }

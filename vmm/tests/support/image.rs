@@ -388,7 +388,7 @@ struct Slabs {
 }
 
 /// Objects of both kmalloc families, every third (plain) or fourth (debug) freed so
-/// that partial lists exist, a whole slab emptied, large kmalloc blocks, and a
+/// that partial lists exist, a whole slab emptied, a full slab, large kmalloc blocks, and a
 /// use-after-free that takes a debug slab out of service.
 fn populate_slabs(buddy: &mut Buddy<Ram>, families: &mut Families) -> Slabs {
     let mut pages = ImagePages(buddy);
@@ -435,6 +435,14 @@ fn populate_slabs(buddy: &mut Buddy<Ram>, families: &mut Families) -> Slabs {
         unsafe { families.plain.kfree(&mut pages, addr) }.expect("a live object");
     }
     objects.retain(|o| !emptied.contains(&o.addr));
+
+    // A full slab, on no list: kmalloc-256 filled, and one object more in a new slab.
+    let class = Kmalloc::class(256).expect("a size class");
+    let (_, per_slab) = families.plain.caches[class].geometry();
+    for _ in 0..=per_slab {
+        let addr = families.plain.kmalloc(&mut pages, 256).expect("sound").expect("memory");
+        objects.push(Object { cache: Families::index(false, class), addr });
+    }
 
     // Large allocations: whole page blocks.
     let mut large = Vec::new();
