@@ -249,9 +249,10 @@ fn a_second_run_on_a_ram_file_in_use_is_refused_and_the_first_goes_on() {
         .spawn()
         .expect("the first guest starts");
     // The inspection at BOOTED: the RAM is locked and vmcoreinfo published.
-    let stdout = first.stdout.take().expect("piped");
-    let booted = BufReader::new(stdout)
-        .lines()
+    // Kept open to the end: a closed pipe would end the first guest with SIGPIPE.
+    let mut stdout = BufReader::new(first.stdout.take().expect("piped")).lines();
+    let booted = stdout
+        .by_ref()
         .map_while(Result::ok)
         .any(|line| line.starts_with("vmm: inspect buddyinfo at checkpoint"));
     assert!(booted, "the first guest never reached its BOOTED checkpoint");
@@ -266,5 +267,6 @@ fn a_second_run_on_a_ram_file_in_use_is_refused_and_the_first_goes_on() {
     assert!(first.try_wait().expect("waitable").is_none(), "the first guest still runs");
     first.kill().expect("killable");
     let _ = first.wait();
+    drop(stdout);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,9 +25,13 @@ use shared::hypercall::checkpoint;
 /// Allocations after the write after free, enough to fill several fresh slabs.
 const AFTER_DAMAGE: usize = 200;
 
+/// A step: the misuse and its clean-up; returns what the allocator reported, or why the
+/// step could not be carried out.
+type Step = fn() -> Result<SlabError, &'static str>;
+
 /// Runs every step; returns whether each detection was the expected one.
 pub fn run() -> bool {
-    let steps: [(&str, SlabErrorKind, fn() -> Result<SlabError, &'static str>); 5] = [
+    let steps: [(&str, SlabErrorKind, Step); 5] = [
         (
             "slab misuse: a write past the requested size",
             SlabErrorKind::KmallocRedzone,
