@@ -9,7 +9,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use guest::paging::{
-    Frame, Mapper, Page as MapperPage, PageSize, PageTableEntry, PteFlags, TableAlloc, TableMemory,
+    Frame, Mapper, PageSize, PageTableEntry, PteFlags, TableAlloc, TableMemory, VirtPage,
 };
 
 const WRITABLE: PteFlags = PteFlags::WRITABLE;
@@ -84,8 +84,8 @@ impl TableAlloc for Arena {
     }
 }
 
-fn page(virt: u64, size: PageSize) -> MapperPage {
-    MapperPage::new(Virt::new(virt), size).expect("aligned")
+fn page(virt: u64, size: PageSize) -> VirtPage {
+    VirtPage::new(Virt::new(virt), size).expect("aligned")
 }
 
 fn frame(phys: u64, size: PageSize) -> Frame {

@@ -10,7 +10,7 @@
 //! only adds mappings to entries that were not present, which no TLB holds; tables and
 //! frames go back through whoever unmaps the area.
 
-use crate::paging::{Frame, Mapper, Page, PageSize, PteFlags, TableAlloc, TableMemory};
+use crate::paging::{Frame, Mapper, PageSize, PteFlags, TableAlloc, TableMemory, VirtPage};
 use core::ops::Range;
 use shared::addr::{PhysAddr, VirtAddr};
 
@@ -153,8 +153,10 @@ impl Pager {
         }
         let Some(frame) = self.pool.take() else { return false };
         memory.zero(frame);
-        let (page, frame_4k) =
-            (Page::containing(addr, PageSize::Size4K), Frame::containing(frame, PageSize::Size4K));
+        let (page, frame_4k) = (
+            VirtPage::containing(addr, PageSize::Size4K),
+            Frame::containing(frame, PageSize::Size4K),
+        );
         let flags = PteFlags::WRITABLE | PteFlags::GLOBAL | self.flags;
         // SAFETY: the caller's contract; the pool's tables are made tables before use.
         let mut tree = unsafe { Mapper::new(root, PoolTables { pool: &mut self.pool, memory }) };

@@ -13,7 +13,7 @@
 //! The mappings are global, so that invalidation must reach global entries:
 //! [`Tlb::flush_all`]'s contract.
 
-use crate::paging::{Frame, MapError, Mapper, Page, PageSize, PteFlags, TableAlloc, Tlb};
+use crate::paging::{Frame, MapError, Mapper, PageSize, PteFlags, TableAlloc, Tlb, VirtPage};
 use shared::addr::{PhysAddr, VirtAddr};
 
 /// Areas that can exist at once.
@@ -136,7 +136,7 @@ impl Vmalloc {
                 None => Err(VmallocError::NoMemory),
                 Some(frame) => {
                     let (page, frame) = (
-                        Page::containing(virt, PageSize::Size4K),
+                        VirtPage::containing(virt, PageSize::Size4K),
                         Frame::containing(frame, PageSize::Size4K),
                     );
                     // The address was unmapped: no TLB holds it.

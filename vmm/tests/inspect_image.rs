@@ -10,7 +10,7 @@ mod inspect {
     use shared::layout::{KERNEL_VIRT_BASE, MIB, PAGE_OFFSET, PAGE_SIZE, VMEMMAP_BASE};
     use shared::page::{PAGE_STRUCT_SIZE, PG_BUDDY};
     use shared::pte::{table_index, PageSize, PteFlags, ADDR_MASK};
-    use vmm::inspect::pagetable::{parse_range, MemRun, PageTableDump, Translation};
+    use vmm::inspect::pagetable::{parse_range, AddressWalk, MemRun, PageTableDump};
     use vmm::inspect::{state, Command, InspectError, Inspector, Output, RamReader};
 
     fn pages(bytes: u64) -> u64 {
@@ -87,8 +87,10 @@ mod inspect {
             image.zones.iter().filter(|z| z.present > 0).map(ZoneReport::of).collect();
         let slabs: Vec<SlabInfoReport> =
             image.caches.iter().map(|c| SlabInfoReport::of(&c.raw, c.name.as_bytes())).collect();
-        let memblock =
-            state::Memblock { memory: image.memory.clone(), reserved: image.reserved.clone() };
+        let memblock = state::MemblockRegions {
+            memory: image.memory.clone(),
+            reserved: image.reserved.clone(),
+        };
         vec![
             (Command::E820, Output::E820(image.e820.clone())),
             (Command::Memblock, Output::Memblock(memblock)),
@@ -123,7 +125,7 @@ mod inspect {
         assert_eq!(mapped.run(&dump).expect("pagetable"), image.run(&dump).expect("pagetable"));
     }
 
-    fn translate(image: &Image, virt: u64) -> Translation {
+    fn translate(image: &Image, virt: u64) -> AddressWalk {
         match image.run(&Command::Translate { addrs: vec![virt] }) {
             Ok(Output::Translate(mut list)) if list.len() == 1 => list.remove(0),
             other => panic!("{other:?}"),
@@ -144,7 +146,7 @@ mod inspect {
             table = entry.value & ADDR_MASK;
         }
         assert_eq!(table, phys & !(size.bytes() - 1), "the leaf's frame");
-        let text = vmm::inspect::pagetable::translation_text(&t);
+        let text = vmm::inspect::pagetable::address_walk_text(&t);
         assert!(text.contains(&format!("= guest-physical {phys:#x} (")), "{text}");
     }
 
@@ -184,7 +186,7 @@ mod inspect {
         ] {
             let t = translate(&image, virt);
             assert_eq!((t.phys, t.stop.as_deref(), t.levels.len()), (None, Some(stop), levels));
-            let text = vmm::inspect::pagetable::translation_text(&t);
+            let text = vmm::inspect::pagetable::address_walk_text(&t);
             assert!(text.ends_with(&format!("  not mapped: {stop}\n")), "{text}");
         }
     }

@@ -7,12 +7,12 @@ use shared::pte::PageSize;
 
 /// A virtual page: an aligned start and a size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Page {
+pub struct VirtPage {
     start: VirtAddr,
     size: PageSize,
 }
 
-impl Page {
+impl VirtPage {
     /// The page starting at `start`, which must be aligned to `size`.
     pub fn new(start: VirtAddr, size: PageSize) -> Result<Self, MapError> {
         if start.is_aligned(size.bytes()) {

@@ -1,6 +1,6 @@
 //! The [`Mapper`]: map, unmap, protect and translate on a 4-level tree.
 
-use super::{Flush, Frame, MapError, Page, TableAlloc, TableMemory, Translation, TreeStats};
+use super::{Flush, Frame, MapError, TableAlloc, TableMemory, Translation, TreeStats, VirtPage};
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::pte::{table_index, PageSize, PageTableEntry, PteFlags, ADDR_MASK, ENTRIES};
 use shared::walk::{self, PhysMem};
@@ -155,7 +155,12 @@ impl<M: TableAlloc> Mapper<M> {
     }
 
     /// Maps `page` to `frame`, which must be of the same size.
-    pub fn map(&mut self, page: Page, frame: Frame, flags: PteFlags) -> Result<Flush, MapError> {
+    pub fn map(
+        &mut self,
+        page: VirtPage,
+        frame: Frame,
+        flags: PteFlags,
+    ) -> Result<Flush, MapError> {
         if page.size() != frame.size() {
             return Err(MapError::SizeMismatch);
         }

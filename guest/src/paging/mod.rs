@@ -5,7 +5,7 @@
 //! leaf              PDPT entry with PS: 1 GiB   PD entry with PS: 2 MiB   PT entry: 4 KiB
 //! ```
 //!
-//! - [`addr`]: [`Page`] and [`Frame`], an aligned start and a size;
+//! - [`addr`]: [`VirtPage`] and [`Frame`], an aligned start and a size;
 //! - [`mapper`]: the [`Mapper`], which works on tables reached through a [`TableMemory`],
 //!   so the same code runs on the kernel's live tables (through the direct map) and on a
 //!   host arena in tests and benchmarks;
@@ -20,7 +20,7 @@ pub mod addr;
 pub mod flush;
 pub mod mapper;
 
-pub use addr::{Frame, Page};
+pub use addr::{Frame, VirtPage};
 pub use flush::{Flush, Tlb, FLUSH_ALL_THRESHOLD};
 pub use mapper::Mapper;
 pub use shared::pte::{PageSize, PageTableEntry, PteFlags};

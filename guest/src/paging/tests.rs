@@ -32,7 +32,7 @@ fn map(
     size: PageSize,
     flags: PteFlags,
 ) -> Result<Flush, MapError> {
-    m.map(Page::new(va(virt), size)?, Frame::new(pa(phys), size)?, flags)
+    m.map(VirtPage::new(va(virt), size)?, Frame::new(pa(phys), size)?, flags)
 }
 
 /// Unmaps a raw address: (physical, size, flush).
@@ -117,7 +117,7 @@ fn conflicts_are_named() {
     // A non-canonical address cannot even be made: the type stops it before the mapper.
     assert_eq!(VirtAddr::try_new(1 << 47), None);
     let (page, frame) =
-        (Page::containing(va(0), PageSize::Size2M), Frame::containing(pa(0), PageSize::Size4K));
+        (VirtPage::containing(va(0), PageSize::Size2M), Frame::containing(pa(0), PageSize::Size4K));
     assert_eq!(m.map(page, frame, NONE), Err(MapError::SizeMismatch));
     assert_eq!(unmap(&mut m, 8 << 20), Err(MapError::NotMapped { virt: 8 << 20 }));
 }

@@ -349,7 +349,7 @@ pub enum Output {
     /// The e820 map.
     E820(Vec<shared::boot::E820Entry>),
     /// memblock.
-    Memblock(state::Memblock),
+    Memblock(state::MemblockRegions),
     /// Zones, for buddyinfo.
     Buddyinfo(Vec<shared::hypercall::ZoneReport>),
     /// Zones, for zoneinfo.
@@ -359,7 +359,7 @@ pub enum Output {
     /// A page-table dump.
     Pagetable(pagetable::PageTableDump),
     /// Translations.
-    Translate(Vec<pagetable::Translation>),
+    Translate(Vec<pagetable::AddressWalk>),
     /// A `struct page`.
     Page(state::PageInfo),
     /// The check's report.
@@ -376,7 +376,7 @@ impl Output {
             Self::Zoneinfo(zones) => crate::procfs::zoneinfo(zones),
             Self::Slabinfo(slabs) => crate::procfs::slabinfo(slabs),
             Self::Pagetable(dump) => pagetable::dump_text(dump),
-            Self::Translate(list) => list.iter().map(pagetable::translation_text).collect(),
+            Self::Translate(list) => list.iter().map(pagetable::address_walk_text).collect(),
             Self::Page(page) => state::page_text(page),
             Self::Check(report) => check::check_text(report),
         }

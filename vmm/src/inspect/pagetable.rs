@@ -240,9 +240,9 @@ pub struct LevelEntry {
     pub flags: String,
 }
 
-/// A translation, level by level.
+/// One address walked through the tables, level by level (`translate`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct Translation {
+pub struct AddressWalk {
     /// The virtual address.
     pub virt: u64,
     /// Entries read, PML4 first.
@@ -256,7 +256,7 @@ pub struct Translation {
 }
 
 /// Translates `virt` through the guest's tables.
-pub fn translate(view: &mut View<'_, '_>, virt: u64) -> Translation {
+pub fn translate(view: &mut View<'_, '_>, virt: u64) -> AddressWalk {
     let cr3 = view.info.cr3;
     let w = walk(view.ram, cr3, virt);
     let levels = w.steps[..w.len]
@@ -273,7 +273,7 @@ pub fn translate(view: &mut View<'_, '_>, virt: u64) -> Translation {
         })
         .collect();
     match w.result {
-        Ok(m) => Translation {
+        Ok(m) => AddressWalk {
             virt,
             levels,
             phys: Some(m.phys),
@@ -281,13 +281,13 @@ pub fn translate(view: &mut View<'_, '_>, virt: u64) -> Translation {
             stop: None,
         },
         Err(stop) => {
-            Translation { virt, levels, phys: None, page_size: None, stop: Some(stop.to_string()) }
+            AddressWalk { virt, levels, phys: None, page_size: None, stop: Some(stop.to_string()) }
         }
     }
 }
 
 /// A translation as text: one line per level, then the result.
-pub fn translation_text(t: &Translation) -> String {
+pub fn address_walk_text(t: &AddressWalk) -> String {
     let mut out = format!("{:#018x}:\n", t.virt);
     for l in &t.levels {
         let _ = writeln!(

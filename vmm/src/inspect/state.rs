@@ -56,7 +56,7 @@ pub fn e820_text(map: &[E820Entry]) -> String {
 
 /// memblock's two region sets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct Memblock {
+pub struct MemblockRegions {
     /// Physical memory.
     pub memory: Vec<Region>,
     /// Ranges in use.
@@ -64,9 +64,9 @@ pub struct Memblock {
 }
 
 /// memblock as the guest left it at the hand-off.
-pub fn memblock(view: &mut View<'_, '_>) -> Result<Memblock, InspectError> {
+pub fn memblock(view: &mut View<'_, '_>) -> Result<MemblockRegions, InspectError> {
     let info = view.info;
-    Ok(Memblock {
+    Ok(MemblockRegions {
         memory: regions(view, info.memblock_memory, info.memblock_memory_cnt)?,
         reserved: regions(view, info.memblock_reserved, info.memblock_reserved_cnt)?,
     })
@@ -80,7 +80,7 @@ fn regions(view: &mut View<'_, '_>, addr: u64, count: u64) -> Result<Vec<Region>
 }
 
 /// memblock in the format of Linux's `/sys/kernel/debug/memblock/{memory,reserved}`.
-pub fn memblock_text(memblock: &Memblock) -> String {
+pub fn memblock_text(memblock: &MemblockRegions) -> String {
     let mut out = String::new();
     for (name, set) in [("memory", &memblock.memory), ("reserved", &memblock.reserved)] {
         let _ = writeln!(out, "{name}:");

@@ -2,7 +2,7 @@
 //! debug-exit port or the hypercall port; everything else is an unexpected access, named
 //! once and answered with all ones.
 
-use super::Step;
+use super::ExitAction;
 use crate::devices::{console, AccessKind, Console, Unexpected};
 use crate::outcome::ExitReason;
 use kvm_ioctls::VcpuExit;
@@ -21,7 +21,7 @@ impl Devices {
     }
 
     /// Decides what an exit means.
-    pub fn handle(&mut self, exit: VcpuExit<'_>) -> Step {
+    pub fn handle(&mut self, exit: VcpuExit<'_>) -> ExitAction {
         match exit {
             VcpuExit::IoOut(port, data) => self.port_out(port, data),
             VcpuExit::IoIn(port, data) => {
@@ -31,35 +31,35 @@ impl Devices {
                     self.unexpected.record(AccessKind::PortRead, u64::from(port), data.len());
                     data.fill(0xff);
                 }
-                Step::Continue
+                ExitAction::Continue
             }
             VcpuExit::MmioRead(addr, data) => {
                 self.unexpected.record(AccessKind::MmioRead, addr, data.len());
                 data.fill(0xff);
-                Step::Continue
+                ExitAction::Continue
             }
             VcpuExit::MmioWrite(addr, data) => {
                 self.unexpected.record(AccessKind::MmioWrite, addr, data.len());
-                Step::Continue
+                ExitAction::Continue
             }
-            VcpuExit::Shutdown => Step::Shutdown,
-            VcpuExit::InternalError => Step::InternalError,
-            VcpuExit::Hlt => Step::Halted,
+            VcpuExit::Shutdown => ExitAction::Shutdown,
+            VcpuExit::InternalError => ExitAction::InternalError,
+            VcpuExit::Hlt => ExitAction::Halted,
             VcpuExit::FailEntry(hardware_reason, cpu) => {
-                Step::Stop(ExitReason::EntryFailure { hardware_reason, cpu })
+                ExitAction::Stop(ExitReason::EntryFailure { hardware_reason, cpu })
             }
-            other => Step::Stop(ExitReason::UnhandledExit { exit: format!("{other:?}") }),
+            other => ExitAction::Stop(ExitReason::UnhandledExit { exit: format!("{other:?}") }),
         }
     }
 
-    fn port_out(&mut self, port: u16, data: &[u8]) -> Step {
+    fn port_out(&mut self, port: u16, data: &[u8]) -> ExitAction {
         match port {
-            DEBUG_EXIT => {
-                Step::Stop(ExitReason::GuestExit { status: data.first().copied().unwrap_or(0) })
-            }
-            HYPERCALL if data.len() == 4 => {
-                Step::Hypercall(u64::from(u32::from_le_bytes([data[0], data[1], data[2], data[3]])))
-            }
+            DEBUG_EXIT => ExitAction::Stop(ExitReason::GuestExit {
+                status: data.first().copied().unwrap_or(0),
+            }),
+            HYPERCALL if data.len() == 4 => ExitAction::Hypercall(u64::from(u32::from_le_bytes([
+                data[0], data[1], data[2], data[3],
+            ]))),
             _ => {
                 if let Some(offset) = com1_offset(port) {
                     // A string `out` (`rep outsb`) arrives as one exit with every byte.
@@ -70,7 +70,7 @@ impl Devices {
                 } else {
                     self.unexpected.record(AccessKind::PortWrite, u64::from(port), data.len());
                 }
-                Step::Continue
+                ExitAction::Continue
             }
         }
     }
@@ -92,14 +92,14 @@ mod tests {
         let mut devices = Devices::new(false);
         assert_eq!(
             devices.handle(VcpuExit::FailEntry(0x8000_0021, 3)),
-            Step::Stop(ExitReason::EntryFailure { hardware_reason: 0x8000_0021, cpu: 3 })
+            ExitAction::Stop(ExitReason::EntryFailure { hardware_reason: 0x8000_0021, cpu: 3 })
         );
-        assert_eq!(devices.handle(VcpuExit::InternalError), Step::InternalError);
-        assert_eq!(devices.handle(VcpuExit::Shutdown), Step::Shutdown);
-        assert_eq!(devices.handle(VcpuExit::Hlt), Step::Halted);
+        assert_eq!(devices.handle(VcpuExit::InternalError), ExitAction::InternalError);
+        assert_eq!(devices.handle(VcpuExit::Shutdown), ExitAction::Shutdown);
+        assert_eq!(devices.handle(VcpuExit::Hlt), ExitAction::Halted);
         assert!(matches!(
             devices.handle(VcpuExit::Watchdog),
-            Step::Stop(ExitReason::UnhandledExit { .. })
+            ExitAction::Stop(ExitReason::UnhandledExit { .. })
         ));
     }
 
@@ -108,20 +108,20 @@ mod tests {
         let mut devices = Devices::new(false);
         assert_eq!(
             devices.handle(VcpuExit::IoOut(DEBUG_EXIT, &[3])),
-            Step::Stop(ExitReason::GuestExit { status: 3 })
+            ExitAction::Stop(ExitReason::GuestExit { status: 3 })
         );
         assert_eq!(
             devices.handle(VcpuExit::IoOut(HYPERCALL, &[0x00, 0x10, 0, 0])),
-            Step::Hypercall(0x1000)
+            ExitAction::Hypercall(0x1000)
         );
-        assert_eq!(devices.handle(VcpuExit::IoOut(COM1_BASE, b"ok\n")), Step::Continue);
+        assert_eq!(devices.handle(VcpuExit::IoOut(COM1_BASE, b"ok\n")), ExitAction::Continue);
         assert_eq!(console_text(&devices.console).0, "ok\n");
         let mut data = [0u8; 2];
-        assert_eq!(devices.handle(VcpuExit::IoIn(0x1234, &mut data)), Step::Continue);
+        assert_eq!(devices.handle(VcpuExit::IoIn(0x1234, &mut data)), ExitAction::Continue);
         assert_eq!(data, [0xff, 0xff]);
         assert_eq!(
             devices.handle(VcpuExit::IoOut(HYPERCALL, &[1])),
-            Step::Continue,
+            ExitAction::Continue,
             "short hypercall write"
         );
         let list = devices.unexpected.list();

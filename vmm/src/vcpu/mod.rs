@@ -33,7 +33,7 @@ pub const RECORD_LIMIT: usize = 4096;
 
 /// What one exit asks of the loop.
 #[derive(Debug, PartialEq)]
-pub enum Step {
+pub enum ExitAction {
     /// Resume the guest.
     Continue,
     /// Handle the hypercall whose request is at this guest-physical address.
@@ -91,12 +91,14 @@ pub fn run(
         }
         let step = match vcpu.run() {
             Ok(exit) => devices.handle(exit),
-            Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => Step::Continue,
+            Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => {
+                ExitAction::Continue
+            }
             Err(source) => return Err(Error::Kvm { call: "KVM_RUN", source }),
         };
         match step {
-            Step::Continue => {}
-            Step::Hypercall(gpa) => match hypercall::dispatch(mem, gpa) {
+            ExitAction::Continue => {}
+            ExitAction::Hypercall(gpa) => match hypercall::dispatch(mem, gpa) {
                 Hypercall::Report(report) => {
                     if let crate::Report::Malformed { problem, .. } = &report {
                         log::warn!("guest sent a bad hypercall: {problem}");
@@ -123,10 +125,10 @@ pub fn run(
                     }
                 }
             },
-            Step::Stop(reason) => break reason,
-            Step::Shutdown => break ExitReason::TripleFault { registers: registers(vcpu) },
-            Step::Halted => break ExitReason::Halted { rip: registers(vcpu).rip },
-            Step::InternalError => {
+            ExitAction::Stop(reason) => break reason,
+            ExitAction::Shutdown => break ExitReason::TripleFault { registers: registers(vcpu) },
+            ExitAction::Halted => break ExitReason::Halted { rip: registers(vcpu).rip },
+            ExitAction::InternalError => {
                 // SAFETY: KVM filled the `internal` member of the exit union: the exit
                 // reason was KVM_EXIT_INTERNAL_ERROR.
                 let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };

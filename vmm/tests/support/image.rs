@@ -25,7 +25,7 @@ use super::ram::{index, BootTables, ImagePages, KernelTables, NoTlb, Ram, RamTab
 use guest::buddy::{Buddy, Memmap};
 use guest::e820::E820Map;
 use guest::memblock::{Memblock, MAX_REGIONS};
-use guest::paging::{Frame, Mapper, Page as VirtPage, PageSize, PteFlags};
+use guest::paging::{Frame, Mapper, PageSize, PteFlags, VirtPage};
 use guest::slab::{Kmalloc, KmemCache, SlabPages};
 use guest::vmalloc::Vmalloc;
 use shared::addr::{PhysAddr, VirtAddr};

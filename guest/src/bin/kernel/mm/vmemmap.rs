@@ -12,7 +12,7 @@
 use super::tables::BootTables;
 use guest::buddy::Memmap;
 use guest::memblock::{Region, MAX_REGIONS};
-use guest::paging::{Frame, MapError, Mapper, Page as VirtPage, PageSize, PteFlags};
+use guest::paging::{Frame, MapError, Mapper, PageSize, PteFlags, VirtPage};
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::layout::{PAGE_SIZE, VMEMMAP_BASE};
 use shared::page::{Page, PAGE_STRUCT_SIZE};

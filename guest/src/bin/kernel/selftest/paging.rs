@@ -8,7 +8,7 @@ use crate::mm::setup::Mm;
 use crate::mm::tables::{stack_guard, KernelImage, LocalTlb};
 use guest::buddy::Watermark;
 use guest::e820::E820Map;
-use guest::paging::{Frame, Page, PageSize, PteFlags};
+use guest::paging::{Frame, PageSize, PteFlags, VirtPage};
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::layout::{PAGE_SIZE, VMALLOC_END, ZERO_PAGE};
 use shared::page::ZoneType;
@@ -79,7 +79,7 @@ pub fn runtime_mapper(mm: &mut Mm, _: &E820Map) -> CheckResult {
     let phys = block * PAGE_SIZE;
     let mut tree = mm.tree();
     let (page, frame) = (
-        Page::containing(va(virt), PageSize::Size2M),
+        VirtPage::containing(va(virt), PageSize::Size2M),
         Frame::containing(PhysAddr::new(phys), PageSize::Size2M),
     );
     tree.map(page, frame, PteFlags::WRITABLE)
