@@ -27,7 +27,9 @@
 pub use shared::mm::{
     FreeArea, Pcp, Watermarks, Zone, NR_PCP_LISTS, PCP_BATCH, PCP_CAPACITY, PCP_HIGH, PCP_ORDERS,
 };
-use shared::page::{Page, ZoneType, MAX_ORDER, NO_PFN, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP};
+use shared::page::{
+    Page, ZoneType, MAX_ORDER, NO_PFN, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE,
+};
 
 /// Access to the memory map (`struct page` array).
 pub trait Memmap {
@@ -80,6 +82,14 @@ pub enum FreeError {
         /// Its flags.
         flags: u64,
     },
+    /// The block is a slab's or a page table's (`PG_SLAB`, `PG_TABLE`): only its owner
+    /// frees it, after clearing the flag (Linux's "Bad page state" at free).
+    InUse {
+        /// The frame.
+        pfn: u64,
+        /// Its flags.
+        flags: u64,
+    },
     /// The block was allocated with another order.
     WrongOrder {
         /// The frame.
@@ -106,6 +116,9 @@ impl core::fmt::Display for FreeError {
                     f,
                     "pfn {pfn:#x}: freeing a page that was never allocated (flags {flags:#x})"
                 )
+            }
+            Self::InUse { pfn, flags } => {
+                write!(f, "pfn {pfn:#x}: in use as a slab or page table (flags {flags:#x})")
             }
             Self::WrongOrder { pfn, allocated, given } => {
                 write!(
@@ -464,6 +477,9 @@ impl<M: Memmap> Buddy<M> {
         }
         if flags & PG_HEAD == 0 {
             return Err(FreeError::NotAllocated { pfn, flags });
+        }
+        if flags & (PG_SLAB | PG_TABLE) != 0 {
+            return Err(FreeError::InUse { pfn, flags });
         }
         if page.order != order {
             return Err(FreeError::WrongOrder { pfn, allocated: page.order, given: order });

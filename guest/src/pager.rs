@@ -19,14 +19,28 @@ pub const POOL_CAPACITY: usize = 64;
 
 /// What the pager needs of the kernel besides its pool: the tables it maps into, and the
 /// bookkeeping of frames it turns into pages and tables.
-pub trait PagerMemory: TableMemory {
-    /// Fills the pool frame `frame` with zeros.
-    fn zero(&mut self, frame: PhysAddr);
-    /// Makes the pool frame `frame` an empty page table of the tree (zeroed, flagged a
-    /// table, with no used entries).
-    fn make_table(&mut self, frame: PhysAddr);
+///
+/// # Safety
+/// An implementor writes where it is told: each method's contract says what the address
+/// must be, and the pager keeps it (the pool's frames, handed over by the unsafe
+/// [`Pager::arm`]; the tables of the tree [`Pager::handle_fault`] was given).
+pub unsafe trait PagerMemory: TableMemory {
+    /// Fills `frame` with zeros.
+    ///
+    /// # Safety
+    /// `frame` is a 4 KiB-aligned frame of the pager's pool: RAM the pager owns.
+    unsafe fn zero(&mut self, frame: PhysAddr);
+    /// Makes `frame` an empty page table of the tree (zeroed, flagged a table, with no
+    /// used entries).
+    ///
+    /// # Safety
+    /// As for [`zero`](Self::zero).
+    unsafe fn make_table(&mut self, frame: PhysAddr);
     /// The used-entry count of the table at `table`.
-    fn used(&mut self, table: PhysAddr) -> &mut u64;
+    ///
+    /// # Safety
+    /// `table` is a page table of the tree the pager is mapping into.
+    unsafe fn used(&mut self, table: PhysAddr) -> &mut u64;
 }
 
 /// Why the pager cannot be armed.
@@ -38,6 +52,8 @@ pub enum PagerError {
     TooManyFrames(usize),
     /// The area is empty or not page aligned.
     BadArea,
+    /// A frame is not 4 KiB aligned.
+    BadFrame(PhysAddr),
 }
 
 /// Frames taken in advance.
@@ -103,7 +119,12 @@ impl Pager {
 
     /// Arms the pager for `area` (page aligned) with `frames`, which it owns until
     /// [`disarm`](Self::disarm). Mappings are read-write and global, plus `flags`.
-    pub fn arm(
+    ///
+    /// # Safety
+    /// `frames` are 4 KiB RAM frames the caller owns and hands over until `disarm`: nothing
+    /// else uses them meanwhile, for the pager zeroes them and makes them pages and page
+    /// tables of the tree it is given at each fault.
+    pub unsafe fn arm(
         &mut self,
         area: Range<VirtAddr>,
         frames: &[PhysAddr],
@@ -118,6 +139,9 @@ impl Pager {
         let (start, end) = (area.start.as_u64(), area.end.as_u64());
         if start >= end || start % 4096 != 0 || end % 4096 != 0 {
             return Err(PagerError::BadArea);
+        }
+        if let Some(&frame) = frames.iter().find(|frame| frame.as_u64() % 4096 != 0) {
+            return Err(PagerError::BadFrame(frame));
         }
         self.pool.frames[..frames.len()].copy_from_slice(frames);
         self.pool.count = frames.len();
@@ -152,7 +176,8 @@ impl Pager {
             return false;
         }
         let Some(frame) = self.pool.take() else { return false };
-        memory.zero(frame);
+        // SAFETY: a pool frame: aligned (checked by `arm`) and the pager's (its contract).
+        unsafe { memory.zero(frame) };
         let (page, frame_4k) = (
             VirtPage::containing(addr, PageSize::Size4K),
             Frame::containing(frame, PageSize::Size4K),
@@ -191,12 +216,15 @@ impl<M: PagerMemory> TableMemory for PoolTables<'_, M> {
 
 impl<M: PagerMemory> TableAlloc for PoolTables<'_, M> {
     fn used(&mut self, table: PhysAddr) -> &mut u64 {
-        self.memory.used(table)
+        // SAFETY: the mapper asks only for tables of the tree it walks, which is the tree
+        // `handle_fault` was given (its contract) plus tables made from the pool.
+        unsafe { self.memory.used(table) }
     }
 
     fn alloc_table(&mut self) -> Option<PhysAddr> {
         let frame = self.pool.take()?;
-        self.memory.make_table(frame);
+        // SAFETY: a pool frame, as in `handle_fault`.
+        unsafe { self.memory.make_table(frame) };
         Some(frame)
     }
 
@@ -228,6 +256,18 @@ mod tests {
         unsafe { pager.handle_fault(root, memory, addr) }
     }
 
+    /// Arms `pager` with arena frames (from [`Arena::pool`], or made up: the arena only
+    /// records what the pager does with them).
+    fn arm(
+        pager: &mut Pager,
+        area: Range<VirtAddr>,
+        frames: &[PhysAddr],
+        flags: PteFlags,
+    ) -> Result<(), PagerError> {
+        // SAFETY: the arena's `PagerMemory` writes only into its own vectors.
+        unsafe { pager.arm(area, frames, flags) }
+    }
+
     fn area(pages: u64) -> Range<VirtAddr> {
         VirtAddr::new(AREA)..VirtAddr::new(AREA + pages * 4096)
     }
@@ -235,7 +275,7 @@ mod tests {
     #[test]
     fn first_touches_map_zeroed_frames_one_fault_per_page() {
         let (mut pager, mut tree, frames) = setup(11);
-        pager.arm(area(8), &frames, PteFlags::NO_EXECUTE).expect("arms");
+        arm(&mut pager, area(8), &frames, PteFlags::NO_EXECUTE).expect("arms");
         let root = tree.root();
         for page in 0..8 {
             let addr = VirtAddr::new(AREA + page * 4096 + 8 * page);
@@ -257,8 +297,8 @@ mod tests {
         let (mut pager, mut tree, frames) = setup(5);
         let root = tree.root();
         assert!(!fault(&mut pager, root, &mut tree.memory, VirtAddr::new(AREA)), "not armed");
-        pager.arm(area(4), &frames, PteFlags::empty()).expect("arms");
-        assert_eq!(pager.arm(area(4), &frames, PteFlags::empty()), Err(PagerError::Armed));
+        arm(&mut pager, area(4), &frames, PteFlags::empty()).expect("arms");
+        assert_eq!(arm(&mut pager, area(4), &frames, PteFlags::empty()), Err(PagerError::Armed));
         let outside = VirtAddr::new(AREA + 4 * 4096);
         assert!(!fault(&mut pager, root, &mut tree.memory, outside));
         // Three tables and two pages use up the pool: the third page finds nothing.
@@ -269,8 +309,16 @@ mod tests {
         assert_eq!(pager.disarm().faults, 2);
         let mut big = Pager::new();
         let many = [PhysAddr::new(0); POOL_CAPACITY + 1];
-        assert_eq!(big.arm(area(1), &many, PteFlags::empty()), Err(PagerError::TooManyFrames(65)));
-        assert_eq!(big.arm(area(0), &[], PteFlags::empty()), Err(PagerError::BadArea));
+        assert_eq!(
+            arm(&mut big, area(1), &many, PteFlags::empty()),
+            Err(PagerError::TooManyFrames(65))
+        );
+        assert_eq!(arm(&mut big, area(0), &[], PteFlags::empty()), Err(PagerError::BadArea));
+        let crooked = PhysAddr::new(0x8000_0010);
+        assert_eq!(
+            arm(&mut big, area(1), &[crooked], PteFlags::empty()),
+            Err(PagerError::BadFrame(crooked))
+        );
     }
 
     proptest! {
@@ -281,7 +329,7 @@ mod tests {
             pool in 0usize..=POOL_CAPACITY,
         ) {
             let (mut pager, mut tree, frames) = setup(pool);
-            pager.arm(area(1024), &frames, PteFlags::empty()).expect("arms");
+            arm(&mut pager, area(1024), &frames, PteFlags::empty()).expect("arms");
             let root = tree.root();
             let mut pages = BTreeSet::new();
             for page in touches {

@@ -101,19 +101,21 @@ impl VmallocMemory for Arena {
 
 /// The pager's pool holds arena tables (see [`Arena::pool`]), so any of its frames can
 /// become a table.
-impl PagerMemory for Arena {
-    fn zero(&mut self, frame: PhysAddr) {
+// SAFETY: every write is into the arena's own vectors, indexed (and so bounds-checked) by
+// the address.
+unsafe impl PagerMemory for Arena {
+    unsafe fn zero(&mut self, frame: PhysAddr) {
         self.zeroed.push(frame.as_u64());
     }
 
-    fn make_table(&mut self, frame: PhysAddr) {
+    unsafe fn make_table(&mut self, frame: PhysAddr) {
         let index = Self::index(frame.as_u64());
         self.tables[index] = [PageTableEntry::UNUSED; 512];
         self.used[index] = 0;
         self.made_tables.push(frame.as_u64());
     }
 
-    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+    unsafe fn used(&mut self, table: PhysAddr) -> &mut u64 {
         TableAlloc::used(self, table)
     }
 }

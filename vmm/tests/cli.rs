@@ -241,16 +241,25 @@ fn a_second_run_on_a_ram_file_in_use_is_refused_and_the_first_goes_on() {
     std::fs::create_dir_all(&dir).expect("a temp dir");
     let ram = dir.join("ram");
     let ram = ram.to_str().expect("utf-8");
+    /// The first guest, stopped however the test ends.
+    struct Guest(std::process::Child);
+    impl Drop for Guest {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut first = Command::new(env!("CARGO_BIN_EXE_vmm"))
         .args(["run", "--mem", "64M", "--mem-file", ram, "--workload", "hang"])
         .args(["--timeout", "60", "--inspect", "buddyinfo"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Guest)
         .expect("the first guest starts");
     // The inspection at BOOTED: the RAM is locked and vmcoreinfo published.
     // Kept open to the end: a closed pipe would end the first guest with SIGPIPE.
-    let mut stdout = BufReader::new(first.stdout.take().expect("piped")).lines();
+    let mut stdout = BufReader::new(first.0.stdout.take().expect("piped")).lines();
     let booted = stdout
         .by_ref()
         .map_while(Result::ok)
@@ -264,9 +273,8 @@ fn a_second_run_on_a_ram_file_in_use_is_refused_and_the_first_goes_on() {
     assert_eq!(std::fs::metadata(ram).map(|m| m.len()).ok(), Some(64 << 20), "not truncated");
     let buddyinfo = vmm(&["inspect", ram, "buddyinfo"]);
     assert_eq!(buddyinfo.status.code(), Some(0), "{}", String::from_utf8_lossy(&buddyinfo.stderr));
-    assert!(first.try_wait().expect("waitable").is_none(), "the first guest still runs");
-    first.kill().expect("killable");
-    let _ = first.wait();
+    assert!(first.0.try_wait().expect("waitable").is_none(), "the first guest still runs");
+    drop(first);
     drop(stdout);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -136,6 +136,17 @@ fn bad_frees_are_named_and_change_nothing() {
     );
     buddy.free_pages(block, 3).expect("valid free");
     assert!(matches!(buddy.free(block, 3), Err(FreeError::DoubleFree { .. })), "on a list");
+    // A slab's or a page table's block is its owner's to free.
+    for flag in [shared::page::PG_SLAB, shared::page::PG_TABLE] {
+        let block = buddy.alloc_pages(1, ZoneType::Dma32).expect("block");
+        buddy.memmap.page(block).expect("a descriptor").flags |= flag;
+        let before = nr_free(&buddy);
+        assert!(matches!(buddy.free_pages(block, 1), Err(FreeError::InUse { .. })), "{flag:#x}");
+        assert!(matches!(buddy.free(block, 1), Err(FreeError::InUse { .. })), "{flag:#x}");
+        assert_eq!(nr_free(&buddy), before);
+        buddy.memmap.page(block).expect("a descriptor").flags &= !flag;
+        buddy.free_pages(block, 1).expect("the owner's free");
+    }
     buddy.check().expect("invariants");
 }
 

@@ -232,10 +232,21 @@ impl<M: TableAlloc> Mapper<M> {
         Ok((frame, Flush::pages(virt & !(size.bytes() - 1), 1, size)))
     }
 
-    /// Unmaps every page in `[virt, virt + len)`; pages must not straddle the range's ends.
-    /// Runs of pages in one table are cleared in one pass.
+    /// Unmaps every page in `[virt, virt + len)`. A page that straddles either end of the
+    /// range is refused (`Misaligned` at that end) before anything changes: `protect`
+    /// splits huge pages, unmap does not. Runs of pages in one table are cleared in one
+    /// pass.
     pub fn unmap_range(&mut self, virt: VirtAddr, len: u64) -> Result<Flush, MapError> {
         let virt = virt.as_u64();
+        for (at, edge) in [(virt, virt), (virt + len.max(1) - 1, virt + len)] {
+            if let Some((_, level)) = self.leaf_of(at) {
+                let size = PageSize::at_level(level).bytes();
+                let page = at & !(size - 1);
+                if (edge == virt && page < virt) || (edge != virt && page + size > edge) {
+                    return Err(MapError::Misaligned { addr: edge });
+                }
+            }
+        }
         let mut flush = Flush::NONE;
         let mut at = virt;
         while at < virt + len {

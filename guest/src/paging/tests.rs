@@ -381,3 +381,17 @@ proptest! {
         prop_assert_eq!(m.memory.live, 1, "page tables left allocated");
     }
 }
+
+#[test]
+fn unmap_range_refuses_a_huge_page_that_straddles_its_ends_and_changes_nothing() {
+    let mut m = mapper();
+    let base = 0xffff_c900_0000_0000u64;
+    map(&mut m, base, 0x20_0000, PageSize::Size2M, WRITABLE).expect("maps").ignore();
+    let cuts = [(base, 4096, base + 4096), (base + 4096, 4096, base + 4096)];
+    for (start, len, edge) in cuts {
+        assert_eq!(m.unmap_range(va(start), len), Err(MapError::Misaligned { addr: edge }));
+        assert_eq!(m.translate(va(base)).map(|t| t.size), Some(PageSize::Size2M), "still mapped");
+    }
+    m.unmap_range(va(base), PageSize::Size2M.bytes()).expect("the whole page").ignore();
+    assert!(m.translate(va(base)).is_none());
+}

@@ -195,7 +195,9 @@ impl KmemCache {
         };
         let was_full = page.slab_inuse == page.slab_objects && !quarantined;
         page.slab_inuse -= 1;
-        let now_empty = page.slab_inuse == 0;
+        // Written-off objects keep a quarantined slab from emptying; were it to, it stays
+        // off the partial list all the same.
+        let now_empty = page.slab_inuse == 0 && !quarantined;
         let freelist = page.slab_freelist;
         page.slab_freelist = object;
         // SAFETY: `object` is a now-free object of `slab` (the caller's contract): its free

@@ -95,9 +95,12 @@ impl<'a, M: Memmap> BuddyPages<'a, M> {
     /// The buddy allocator's pages, at `base + pfn × 4096` (wrapping arithmetic).
     ///
     /// # Safety
-    /// For as long as the value lives, every block the buddy allocator hands out must be
-    /// memory mapped readable and writable at `base + pfn × 4096`, which nothing else
-    /// uses while the slab allocator holds the block.
+    /// Every block the buddy allocator hands out is memory mapped readable and writable
+    /// at `base + pfn × 4096`, which nothing else uses while the slab allocator holds the
+    /// block, for as long as any cache used with this backend holds slabs: caches keep
+    /// addresses into their slabs between calls, so every backend a cache is used with
+    /// must be this buddy allocator at this `base`. (The buddy allocator itself refuses to
+    /// free a block flagged `PG_SLAB`, so only the slab layer gives slabs back.)
     pub unsafe fn new(buddy: &'a mut Buddy<M>, base: u64) -> Self {
         Self { buddy, base }
     }

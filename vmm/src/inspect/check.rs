@@ -42,6 +42,22 @@ use shared::walk::{for_each_leaf, EnumError, Leaf, PhysMem, Visitor, ALL_ADDRESS
 use std::fmt::Write;
 use zerocopy::FromBytes;
 
+/// Text formatted only when a finding uses it: a hostile image can make millions of
+/// findings, of which [`MAX_FINDINGS`] are listed.
+#[derive(Clone, Copy)]
+struct Lazy<F>(F);
+
+/// Text written by `write` when it is displayed.
+fn lazy<F: Fn(&mut std::fmt::Formatter<'_>) -> std::fmt::Result>(write: F) -> Lazy<F> {
+    Lazy(write)
+}
+
+impl<F: Fn(&mut std::fmt::Formatter<'_>) -> std::fmt::Result> std::fmt::Display for Lazy<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (self.0)(f)
+    }
+}
+
 /// Findings listed; more are only counted.
 pub const MAX_FINDINGS: usize = 100;
 
@@ -235,9 +251,9 @@ struct Marks {
 }
 
 impl Marks {
-    fn finding(&mut self, kind: FindingKind, text: String) {
+    fn finding(&mut self, kind: FindingKind, text: impl FnOnce() -> String) {
         if self.findings.len() < MAX_FINDINGS {
-            self.findings.push(Finding { kind, text });
+            self.findings.push(Finding { kind, text: text() });
         } else {
             self.omitted += 1;
         }
@@ -245,8 +261,8 @@ impl Marks {
 
     /// A finding that explains those made before it: listed first, even past
     /// [`MAX_FINDINGS`] (the last one listed is then only counted).
-    fn finding_first(&mut self, kind: FindingKind, text: String) {
-        self.findings.insert(0, Finding { kind, text });
+    fn finding_first(&mut self, kind: FindingKind, text: impl FnOnce() -> String) {
+        self.findings.insert(0, Finding { kind, text: text() });
         if self.findings.len() > MAX_FINDINGS {
             self.findings.pop();
             self.omitted += 1;
@@ -258,14 +274,13 @@ impl Marks {
     fn mark(&mut self, pfn: u64, count: u64, owner: Owner) -> bool {
         let len = self.owner.len() as u64;
         if pfn >= len || count > len - pfn {
-            self.finding(
-                FindingKind::BeyondLastFrame,
+            self.finding(FindingKind::BeyondLastFrame, || {
                 format!(
                     "pfn {pfn:#x}+{count}: {} beyond the last page frame {:#x}",
                     owner_name(owner),
                     len.saturating_sub(1)
-                ),
-            );
+                )
+            });
             return false;
         }
         for p in pfn..pfn + count {
@@ -275,10 +290,9 @@ impl Marks {
                 // Page tables and slabs are allocated blocks too; reserved is what is left.
                 (Owner::Table | Owner::Slab, Owner::Allocated) | (_, Owner::Reserved) => {}
                 _ => {
-                    self.finding(
-                        FindingKind::DoubleOwner,
-                        format!("pfn {p:#x} is both {} and {}", owner_name(old), owner_name(owner)),
-                    );
+                    self.finding(FindingKind::DoubleOwner, || {
+                        format!("pfn {p:#x} is both {} and {}", owner_name(old), owner_name(owner))
+                    });
                     return false;
                 }
             }
@@ -292,7 +306,7 @@ impl Marks {
 }
 
 /// The kernel's address regions, from vmcoreinfo.
-struct Regions {
+struct KernelRegions {
     page_offset: u64,
     direct_end: u64,
     vmalloc: (u64, u64),
@@ -307,7 +321,7 @@ struct Regions {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Region {
+enum KernelRegion {
     Lower,
     DirectMap,
     Vmalloc,
@@ -316,7 +330,7 @@ enum Region {
     Other,
 }
 
-impl Regions {
+impl KernelRegions {
     fn new(view: &View<'_, '_>) -> Self {
         let info = view.info;
         let memmap_bytes = info.max_pfn.saturating_mul(PAGE_STRUCT_SIZE as u64);
@@ -339,20 +353,20 @@ impl Regions {
         }
     }
 
-    fn of(&self, virt: u64) -> Region {
+    fn of(&self, virt: u64) -> KernelRegion {
         let inside = |(start, end): (u64, u64)| (start..end).contains(&virt);
         if virt < 1 << 47 {
-            Region::Lower
+            KernelRegion::Lower
         } else if inside(self.image) {
-            Region::Image
+            KernelRegion::Image
         } else if inside(self.vmemmap) {
-            Region::Vmemmap
+            KernelRegion::Vmemmap
         } else if inside(self.vmalloc) {
-            Region::Vmalloc
+            KernelRegion::Vmalloc
         } else if inside((self.page_offset, self.direct_end)) {
-            Region::DirectMap
+            KernelRegion::DirectMap
         } else {
-            Region::Other
+            KernelRegion::Other
         }
     }
 
@@ -371,7 +385,7 @@ fn overlaps((start, end): (u64, u64), phys: u64, size: u64) -> bool {
 /// against its region, and keeps what the later passes need.
 struct Mappings<'m> {
     marks: &'m mut Marks,
-    regions: Regions,
+    regions: KernelRegions,
     /// Leaves outside the direct map: (virt, phys, size).
     elsewhere: Vec<(u64, u64, u64)>,
     /// vmalloc leaves of RAM: (virt, phys, size).
@@ -386,7 +400,7 @@ impl Visitor for Mappings<'_> {
     fn reserved(&mut self, level: u8, entry_addr: u64, virt: u64, entry: PageTableEntry) {
         self.marks.finding(
             FindingKind::ReservedBits,
-            format!(
+            || format!(
                 "{} entry at {entry_addr:#x} (for {virt:#x}) = {:#x} sets a reserved bit: the CPU faults there",
                 level_name(level),
                 entry.raw()
@@ -396,88 +410,81 @@ impl Visitor for Mappings<'_> {
 
     fn leaf(&mut self, leaf: Leaf) -> bool {
         let (virt, phys, size) = (leaf.virt, leaf.phys, leaf.size);
-        let at = format!("{virt:#x} -> {phys:#x} ({} KiB)", size / 1024);
+        let at = lazy(move |f| write!(f, "{virt:#x} -> {phys:#x} ({} KiB)", size / 1024));
         let writable = leaf.flags.contains(PteFlags::WRITABLE);
         let executable = !leaf.flags.contains(PteFlags::NO_EXECUTE);
         let region = self.regions.of(virt);
-        if leaf.flags.contains(PteFlags::USER) || region == Region::Lower {
-            self.marks.finding(
-                FindingKind::UserMapping,
-                format!("{at}: a user-accessible or lower-half mapping in the kernel's tree"),
-            );
+        if leaf.flags.contains(PteFlags::USER) || region == KernelRegion::Lower {
+            self.marks.finding(FindingKind::UserMapping, || {
+                format!("{at}: a user-accessible or lower-half mapping in the kernel's tree")
+            });
         }
         // Only the kernel's text may be executable: `[kernel_start, kernel_rodata)`.
-        let text = region == Region::Image
+        let text = region == KernelRegion::Image
             && phys >= self.regions.read_only.0
             && phys.saturating_add(size) <= self.regions.rodata.0;
         if self.regions.nx && executable && !text {
-            self.marks.finding(
-                FindingKind::WrongRights,
-                format!("{at}: executable outside the kernel's text"),
-            );
+            self.marks.finding(FindingKind::WrongRights, || {
+                format!("{at}: executable outside the kernel's text")
+            });
         }
-        let needs_ram = matches!(region, Region::DirectMap | Region::Vmemmap | Region::Image);
+        let needs_ram =
+            matches!(region, KernelRegion::DirectMap | KernelRegion::Vmemmap | KernelRegion::Image);
         if needs_ram && !self.regions.in_ram(phys, size) {
             self.marks
-                .finding(FindingKind::OutsideRam, format!("{at}: maps frames beyond guest RAM"));
+                .finding(FindingKind::OutsideRam, || format!("{at}: maps frames beyond guest RAM"));
         }
         match region {
-            Region::DirectMap => {
+            KernelRegion::DirectMap => {
                 if phys != virt - self.regions.page_offset {
-                    self.marks.finding(
-                        FindingKind::WrongFrame,
+                    self.marks.finding(FindingKind::WrongFrame, || {
                         format!(
                             "{at}: a direct-map leaf must map frame {:#x}",
                             virt - self.regions.page_offset
-                        ),
-                    );
+                        )
+                    });
                 }
                 if writable && overlaps(self.regions.read_only, phys, size) {
-                    self.marks.finding(
-                        FindingKind::WrongRights,
-                        format!("{at}: a writable alias of the kernel's text or rodata"),
-                    );
+                    self.marks.finding(FindingKind::WrongRights, || {
+                        format!("{at}: a writable alias of the kernel's text or rodata")
+                    });
                 }
             }
-            Region::Image => {
+            KernelRegion::Image => {
                 if phys != virt - KERNEL_VIRT_BASE {
-                    self.marks.finding(
-                        FindingKind::WrongFrame,
+                    self.marks.finding(FindingKind::WrongFrame, || {
                         format!(
                             "{at}: a kernel-image leaf must map frame {:#x}",
                             virt - KERNEL_VIRT_BASE
-                        ),
-                    );
+                        )
+                    });
                 }
                 if writable && overlaps(self.regions.read_only, phys, size) {
-                    self.marks.finding(
-                        FindingKind::WrongRights,
-                        format!("{at}: the kernel's text or rodata is writable"),
-                    );
+                    self.marks.finding(FindingKind::WrongRights, || {
+                        format!("{at}: the kernel's text or rodata is writable")
+                    });
                 }
             }
-            Region::Vmemmap => {
+            KernelRegion::Vmemmap => {
                 if self.regions.in_ram(phys, size) {
                     self.marks.mark(phys / 4096, size / 4096, Owner::Vmemmap);
                 }
             }
-            Region::Vmalloc => {
+            KernelRegion::Vmalloc => {
                 if self.regions.in_ram(phys, size) {
                     self.vmalloc_ram.push((virt, phys, size));
                 } else if !leaf.entry.flags().contains(PteFlags::NO_CACHE) {
-                    self.marks.finding(
-                        FindingKind::VmallocTarget,
-                        format!("{at}: device memory mapped cached"),
-                    );
+                    self.marks.finding(FindingKind::VmallocTarget, || {
+                        format!("{at}: device memory mapped cached")
+                    });
                 }
             }
-            Region::Other => self.marks.finding(
-                FindingKind::OutsideKernelRegions,
-                format!("{at}: outside the direct map, vmalloc, vmemmap and kernel image"),
-            ),
-            Region::Lower => {}
+            KernelRegion::Other => self.marks.finding(FindingKind::OutsideKernelRegions, || {
+                format!("{at}: outside the direct map, vmalloc, vmemmap and kernel image")
+            }),
+            KernelRegion::Lower => {}
         }
-        if region != Region::DirectMap {
+        if region != KernelRegion::DirectMap {
             self.elsewhere.push((virt, phys, size));
         }
         true
@@ -509,7 +516,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     // 2: page tables, the vmemmap's backing, and every mapping.
     let mut mappings = Mappings {
         marks: &mut marks,
-        regions: Regions::new(view),
+        regions: KernelRegions::new(view),
         elsewhere: Vec::new(),
         vmalloc_ram: Vec::new(),
     };
@@ -524,7 +531,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     if walked == Err(EnumError::Budget) {
         marks.finding_first(
             FindingKind::TableEnumeration,
-            format!("the page tables read more than {granted} entries, more than a sound tree of this guest holds: tables alias each other or loop (mappings past that point are not checked)"),
+            || format!("the page tables read more than {granted} entries, more than a sound tree of this guest holds: tables alias each other or loop (mappings past that point are not checked)"),
         );
     }
     for &(_, _, size) in &elsewhere {
@@ -544,22 +551,21 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
             if walked != area.nr_free {
                 marks.finding(
                     FindingKind::FreeCountMismatch,
-                    format!("zone {name} order {order}: nr_free is {} but the list holds {walked} blocks", area.nr_free),
+                    || format!("zone {name} order {order}: nr_free is {} but the list holds {walked} blocks", area.nr_free),
                 );
             }
             free += walked << order;
         }
         if free != zone.free {
-            marks.finding(
-                FindingKind::FreeCountMismatch,
-                format!("zone {name}: free is {} but its lists hold {free} pages", zone.free),
-            );
+            marks.finding(FindingKind::FreeCountMismatch, || {
+                format!("zone {name}: free is {} but its lists hold {free} pages", zone.free)
+            });
         }
         for (list, order) in zone.pcp.iter().zip(0u32..) {
             if list.count > PCP_CAPACITY as u64 {
                 marks.finding(
                     FindingKind::PcpOverflow,
-                    format!("zone {name}: per-CPU list of order {order} holds {} blocks, more than {PCP_CAPACITY}", list.count),
+                    || format!("zone {name}: per-CPU list of order {order} holds {} blocks, more than {PCP_CAPACITY}", list.count),
                 );
             }
             for &pfn in list.pfns() {
@@ -570,13 +576,12 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
                     && zone.spans(pfn)
                     && zone.spans(pfn.saturating_add((1 << order) - 1));
                 if !inside || !flagged {
-                    marks.finding(
-                        FindingKind::PcpBadBlock,
+                    marks.finding(FindingKind::PcpBadBlock, || {
                         format!(
                             "zone {name}: per-CPU block {pfn:#x} of order {order} is misaligned, \
                              outside the zone or not flagged PG_PCP with that order"
-                        ),
-                    );
+                        )
+                    });
                 }
                 marks.mark(pfn, 1 << order, Owner::Pcp);
             }
@@ -601,8 +606,9 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     // Quarantined slabs hold damage a debug check already reported: their objects are not
     // checked again.
     let mut quarantined = Vec::with_capacity(caches.len());
+    let none = std::collections::HashSet::new();
     for (cache, count) in caches.iter().zip(&mut cache_counts) {
-        let slabs = walk_slab_list(view, &mut marks, cache, SlabList::Quarantined)?;
+        let slabs = walk_slab_list(view, &mut marks, cache, SlabList::Quarantined, &none)?;
         count.quarantined = slabs.len() as u64;
         quarantined.push(slabs);
     }
@@ -632,10 +638,9 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
                 Err(err @ InspectError::Budget { .. }) => return Err(within(err, scanning)),
                 Err(err) => {
                     // It explains the free and per-CPU lists found unreadable before it.
-                    marks.finding_first(
-                        FindingKind::MemmapUnreadable,
-                        format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}"),
-                    );
+                    marks.finding_first(FindingKind::MemmapUnreadable, || {
+                        format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}")
+                    });
                     pfn += chunk;
                     continue;
                 }
@@ -658,8 +663,8 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
             pfn += chunk;
         }
     }
-    for cache in &caches {
-        walk_slab_list(view, &mut marks, cache, SlabList::Partial)?;
+    for (cache, quarantined) in caches.iter().zip(&quarantined) {
+        walk_slab_list(view, &mut marks, cache, SlabList::Partial, quarantined)?;
     }
 
     // 5: memblock reservations; 6: nobody.
@@ -672,13 +677,12 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         for pfn in start..end {
             match marks.owner[to_usize(pfn)] {
                 Owner::Nobody => marks.owner[to_usize(pfn)] = Owner::Reserved,
-                Owner::Free | Owner::Pcp => marks.finding(
-                    FindingKind::FreeInReservation,
+                Owner::Free | Owner::Pcp => marks.finding(FindingKind::FreeInReservation, || {
                     format!(
                         "pfn {pfn:#x} is free but inside memblock reservation {:#x}+{:#x}",
                         r.base, r.size
-                    ),
-                ),
+                    )
+                }),
                 _ => {}
             }
         }
@@ -705,7 +709,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     if let Some(first) = nobody_first {
         marks.finding(
             FindingKind::OwnedByNobody,
-            format!("{nobody} RAM pages are owned by nobody (not free, allocated or reserved), the first pfn {first:#x}"),
+            || format!("{nobody} RAM pages are owned by nobody (not free, allocated or reserved), the first pfn {first:#x}"),
         );
     }
 
@@ -717,7 +721,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
             let owner = marks.owner_of(pfn).map_or("beyond the last frame", owner_name);
             marks.finding(
                 FindingKind::VmallocTarget,
-                format!("{virt:#x} -> {phys:#x}: a vmalloc page must be an allocated frame, pfn {pfn:#x} is {owner}"),
+                || format!("{virt:#x} -> {phys:#x}: a vmalloc page must be an allocated frame, pfn {pfn:#x} is {owner}"),
             );
         }
     }
@@ -727,7 +731,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         {
             marks.finding(
                 FindingKind::TableMappedOutsideDirectMap,
-                format!("{virt:#x} -> {phys:#x}: maps page table pfn {pfn:#x}, which only the direct map may"),
+                || format!("{virt:#x} -> {phys:#x}: maps page table pfn {pfn:#x}, which only the direct map may"),
             );
         }
     }
@@ -738,7 +742,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         if zone.managed != free + pcp + allocated {
             marks.finding(
                 FindingKind::ManagedMismatch,
-                format!(
+                || format!(
                     "zone {name}: managed is {} but free {free} + per-CPU {pcp} + allocated {allocated} = {}",
                     zone.managed,
                     free + pcp + allocated
@@ -750,7 +754,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
         if cache.raw.in_use != count.objects_in_use || cache.raw.slabs != count.slabs {
             marks.finding(
                 FindingKind::CacheCounters,
-                format!(
+                || format!(
                     "cache {}: counts {} objects in {} slabs, its slabs hold {} objects in {} slabs",
                     cache.name, cache.raw.in_use, cache.raw.slabs, count.objects_in_use, count.slabs
                 ),
@@ -796,19 +800,19 @@ fn walk_free_list(
     while pfn != NO_PFN {
         view.budget
             .spend(1 << order, || format!("walking zone {name}'s order-{order} free list"))?;
-        let at = format!("zone {name} order {order} free list, block {count} (pfn {pfn:#x})");
+        let at = lazy(move |f| {
+            write!(f, "zone {name} order {order} free list, block {count} (pfn {pfn:#x})")
+        });
         if count >= bound {
-            marks.finding(
-                FindingKind::FreeListLoop,
-                format!("{at}: longer than the zone can hold: a cycle"),
-            );
+            marks.finding(FindingKind::FreeListLoop, || {
+                format!("{at}: longer than the zone can hold: a cycle")
+            });
             break;
         }
         if pfn % (1 << order) != 0 || !zone.spans(pfn) || !zone.spans(pfn + ((1 << order) - 1)) {
-            marks.finding(
-                FindingKind::FreeListBadBlock,
-                format!("{at}: misaligned or outside the zone"),
-            );
+            marks.finding(FindingKind::FreeListBadBlock, || {
+                format!("{at}: misaligned or outside the zone")
+            });
             break;
         }
         let page = match view.page(pfn) {
@@ -817,30 +821,27 @@ fn walk_free_list(
                 return Err(InspectError::Budget { units, what })
             }
             Err(err) => {
-                marks.finding(FindingKind::FreeListUnreadable, format!("{at}: {err}"));
+                marks.finding(FindingKind::FreeListUnreadable, || format!("{at}: {err}"));
                 break;
             }
         };
         if page.flags & PG_BUDDY == 0 || page.order != order {
-            marks.finding(
-                FindingKind::FreeListWrongFlags,
+            marks.finding(FindingKind::FreeListWrongFlags, || {
                 format!(
                     "{at}: not a free block of this order (flags {:#x}, order {})",
                     page.flags, page.order
-                ),
-            );
+                )
+            });
         }
         if page.prev != prev {
-            marks.finding(
-                FindingKind::FreeListBackLink,
-                format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev),
-            );
+            marks.finding(FindingKind::FreeListBackLink, || {
+                format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev)
+            });
         }
         if marks.owner_of(pfn) == Some(Owner::Free) {
-            marks.finding(
-                FindingKind::FreeListLoop,
-                format!("{at}: met twice: the list loops or shares blocks"),
-            );
+            marks.finding(FindingKind::FreeListLoop, || {
+                format!("{at}: met twice: the list loops or shares blocks")
+            });
             break;
         }
         if !marks.mark(pfn, 1 << order, Owner::Free) {
@@ -871,25 +872,22 @@ fn scan_page(
 ) -> Result<(), InspectError> {
     let owner = marks.owner_of(pfn);
     if page.flags & PG_BUDDY != 0 && owner != Some(Owner::Free) {
-        marks.finding(
-            FindingKind::StrayBuddyFlag,
-            format!("pfn {pfn:#x} is flagged PG_BUDDY but on no free list"),
-        );
+        marks.finding(FindingKind::StrayBuddyFlag, || {
+            format!("pfn {pfn:#x} is flagged PG_BUDDY but on no free list")
+        });
     }
     if page.flags & PG_PCP != 0 && owner != Some(Owner::Pcp) {
-        marks.finding(
-            FindingKind::StrayPcpFlag,
-            format!("pfn {pfn:#x} is flagged PG_PCP but on no per-CPU list"),
-        );
+        marks.finding(FindingKind::StrayPcpFlag, || {
+            format!("pfn {pfn:#x} is flagged PG_PCP but on no per-CPU list")
+        });
     }
     if page.flags & PG_HEAD == 0 {
         return Ok(());
     }
     if page.order > MAX_ORDER {
-        marks.finding(
-            FindingKind::BadBlockOrder,
-            format!("pfn {pfn:#x}: allocated block of order {} (at most {MAX_ORDER})", page.order),
-        );
+        marks.finding(FindingKind::BadBlockOrder, || {
+            format!("pfn {pfn:#x}: allocated block of order {} (at most {MAX_ORDER})", page.order)
+        });
         return Ok(());
     }
     let pages = 1u64 << page.order;
@@ -898,18 +896,20 @@ fn scan_page(
         zone_pages[z].2 += pages;
     }
     if page.flags & PG_SLAB != 0 {
+        // A slab whose frames already have an owner (reported by `mark`) is not checked:
+        // slabs claimed on overlapping frames would each be read in full.
+        let owned = marks.mark(pfn, pages, Owner::Slab);
         match slabs.caches.iter().position(|c| c.addr == page.slab_cache) {
-            Some(c) => {
+            Some(c) if owned => {
                 let quarantined = slabs.quarantined[c].contains(&pfn);
                 let cache = &slabs.caches[c];
                 check_slab(view, marks, cache, &mut counts[c], pfn, page, quarantined)?
             }
-            None => marks.finding(
-                FindingKind::UnknownSlabCache,
-                format!("pfn {pfn:#x}: slab of unknown cache {:#x}", page.slab_cache),
-            ),
+            Some(_) => {}
+            None => marks.finding(FindingKind::UnknownSlabCache, || {
+                format!("pfn {pfn:#x}: slab of unknown cache {:#x}", page.slab_cache)
+            }),
         }
-        marks.mark(pfn, pages, Owner::Slab);
     } else {
         marks.mark(pfn, pages, Owner::Allocated);
     }
@@ -927,12 +927,14 @@ enum SlabList {
 
 /// Walks one of a cache's lists: slabs of this cache, never the current one, linked both
 /// ways, met once. The partial list holds no full slab, and as many empty ones as the
-/// cache counts. Returns the slabs met.
+/// cache counts, and no slab of `elsewhere` (the quarantine list, for the partial list).
+/// Returns the sound slabs met.
 fn walk_slab_list(
     view: &mut View<'_, '_>,
     marks: &mut Marks,
     cache: &Cache,
     list: SlabList,
+    elsewhere: &std::collections::HashSet<u64>,
 ) -> Result<std::collections::HashSet<u64>, InspectError> {
     let c = &cache.raw;
     let (head, name) = match list {
@@ -940,13 +942,18 @@ fn walk_slab_list(
         SlabList::Quarantined => (c.quarantined, "quarantine list"),
     };
     let (mut slab, mut prev, mut empty) = (head, NO_PFN, 0u64);
-    let mut seen = std::collections::HashSet::new();
+    let (mut seen, mut sound) =
+        (std::collections::HashSet::new(), std::collections::HashSet::new());
     while slab != NO_PFN {
         view.budget.spend(1, || format!("walking cache {}'s {name}", cache.name))?;
-        let at = format!("cache {} {name}, slab {} (pfn {slab:#x})", cache.name, seen.len());
+        let (cache_name, index) = (&cache.name, seen.len());
+        let at =
+            lazy(move |f| write!(f, "cache {cache_name} {name}, slab {index} (pfn {slab:#x})"));
         if !seen.insert(slab) {
-            marks.finding(FindingKind::PartialListLoop, format!("{at}: met twice: the list loops"));
-            return Ok(seen);
+            marks.finding(FindingKind::PartialListLoop, || {
+                format!("{at}: met twice: the list loops")
+            });
+            return Ok(sound);
         }
         let page = match view.page(slab) {
             Ok(page) => page,
@@ -954,42 +961,45 @@ fn walk_slab_list(
                 return Err(InspectError::Budget { units, what })
             }
             Err(err) => {
-                marks.finding(FindingKind::PartialListBadSlab, format!("{at}: {err}"));
-                return Ok(seen);
+                marks.finding(FindingKind::PartialListBadSlab, || format!("{at}: {err}"));
+                return Ok(sound);
             }
         };
         if page.flags & PG_SLAB == 0 || page.slab_cache != cache.addr || slab == c.cpu_slab {
-            marks.finding(
-                FindingKind::PartialListBadSlab,
-                format!("{at}: not a slab of this cache off the CPU (flags {:#x})", page.flags),
-            );
-            return Ok(seen);
+            marks.finding(FindingKind::PartialListBadSlab, || {
+                format!("{at}: not a slab of this cache off the CPU (flags {:#x})", page.flags)
+            });
+            return Ok(sound);
         }
+        if elsewhere.contains(&slab) {
+            marks.finding(FindingKind::PartialListBadSlab, || {
+                format!("{at}: also on the quarantine list")
+            });
+            return Ok(sound);
+        }
+        sound.insert(slab);
         if page.prev != prev {
-            marks.finding(
-                FindingKind::PartialListBackLink,
-                format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev),
-            );
+            marks.finding(FindingKind::PartialListBackLink, || {
+                format!("{at}: back link is {:#x}, expected {prev:#x}", page.prev)
+            });
         }
         if list == SlabList::Partial && page.slab_inuse >= page.slab_objects {
-            marks.finding(
-                FindingKind::PartialListFullSlab,
-                format!("{at}: full ({} of {} objects in use)", page.slab_inuse, page.slab_objects),
-            );
+            marks.finding(FindingKind::PartialListFullSlab, || {
+                format!("{at}: full ({} of {} objects in use)", page.slab_inuse, page.slab_objects)
+            });
         }
         empty += u64::from(page.slab_inuse == 0);
         (prev, slab) = (slab, page.next);
     }
     if list == SlabList::Partial && empty != c.empty {
-        marks.finding(
-            FindingKind::EmptySlabCount,
+        marks.finding(FindingKind::EmptySlabCount, || {
             format!(
                 "cache {}: counts {} empty slabs, its partial list holds {empty}",
                 cache.name, c.empty
-            ),
-        );
+            )
+        });
     }
-    Ok(seen)
+    Ok(sound)
 }
 
 /// Walks one slab's freelist: every link inside the slab, at an object, met once; free
@@ -1011,7 +1021,8 @@ fn check_slab(
     count.slabs += 1;
     count.pages += 1 << page.order.min(MAX_ORDER);
     count.objects_in_use += u64::from(inuse);
-    let at = format!("cache {} slab pfn {pfn:#x}", cache.name);
+    let cache_name = &cache.name;
+    let at = lazy(move |f| write!(f, "cache {cache_name} slab pfn {pfn:#x}"));
     let slab_bytes = 4096u64 << page.order.min(MAX_ORDER);
     let geometry_ok = c.order == page.order
         && u64::from(page.slab_objects) == c.objects
@@ -1019,13 +1030,12 @@ fn check_slab(
         && c.objects.saturating_mul(c.stride) <= slab_bytes
         && u64::from(c.free_offset) + 8 <= c.stride;
     if !geometry_ok {
-        marks.finding(
-            FindingKind::SlabGeometry,
+        marks.finding(FindingKind::SlabGeometry, || {
             format!(
                 "{at}: order {} and {} objects, the cache says order {} and {} objects of {} bytes",
                 page.order, page.slab_objects, c.order, c.objects, c.stride
-            ),
-        );
+            )
+        });
         return Ok(());
     }
     view.budget.spend(c.objects, || format!("walking the freelist of {at}"))?;
@@ -1038,15 +1048,14 @@ fn check_slab(
         if offset % c.stride != 0 || index >= seen.len() as u64 {
             marks.finding(
                 FindingKind::SlabFreelistBadLink,
-                format!("{at}: freelist link {object:#x} after {free} free objects is not an object of the slab"),
+                || format!("{at}: freelist link {object:#x} after {free} free objects is not an object of the slab"),
             );
             return Ok(());
         }
         if std::mem::replace(&mut seen[to_usize(index)], true) {
-            marks.finding(
-                FindingKind::SlabFreelistLoop,
-                format!("{at}: freelist loops back to object {index} after {free} free objects"),
-            );
+            marks.finding(FindingKind::SlabFreelistLoop, || {
+                format!("{at}: freelist loops back to object {index} after {free} free objects")
+            });
             return Ok(());
         }
         free += 1;
@@ -1054,23 +1063,21 @@ fn check_slab(
         match view.ram.read_u64(link) {
             Some(next) => object = next,
             None => {
-                marks.finding(
-                    FindingKind::SlabFreelistBadLink,
-                    format!("{at}: free object {object:#x} is not in RAM"),
-                );
+                marks.finding(FindingKind::SlabFreelistBadLink, || {
+                    format!("{at}: free object {object:#x} is not in RAM")
+                });
                 return Ok(());
             }
         }
     }
     count.objects_free += free;
     if free + u64::from(inuse) != c.objects {
-        marks.finding(
-            FindingKind::SlabObjectCount,
+        marks.finding(FindingKind::SlabObjectCount, || {
             format!(
                 "{at}: {free} free objects and {inuse} in use, but the slab has {} objects",
                 c.objects
-            ),
-        );
+            )
+        });
     }
     if c.has_red_zones() && !quarantined {
         check_debug_objects(view, marks, cache, &at, base, &seen)?;
@@ -1086,7 +1093,7 @@ fn check_debug_objects(
     view: &mut View<'_, '_>,
     marks: &mut Marks,
     cache: &Cache,
-    at: &str,
+    at: &dyn std::fmt::Display,
     base: u64,
     free: &[bool],
 ) -> Result<(), InspectError> {
@@ -1099,60 +1106,62 @@ fn check_debug_objects(
         && c.red_end <= c.stride
         && requested_at.is_none_or(|offset| offset + 8 <= c.stride);
     if !fits {
-        marks.finding(
-            FindingKind::SlabGeometry,
+        marks.finding(FindingKind::SlabGeometry, || {
             format!(
                 "{at}: object size {size} and red zone end {} do not fit its {}-byte stride",
                 c.red_end, c.stride
-            ),
-        );
+            )
+        });
         return Ok(());
     }
     let len = c.objects * c.stride;
+    // A unit per object and per 256 bytes compared: a page of objects costs what 16
+    // struct pages do.
     view.budget
-        .spend(c.objects + len / 4096, || format!("checking the red zones and poison of {at}"))?;
+        .spend(c.objects + len / 256, || format!("checking the red zones and poison of {at}"))?;
     let mut bytes = vec![0u8; to_usize(len)];
     // By frame, as the freelist walk reads: the slab is its frames, whatever maps them.
     if let Err(err) = view.ram.read(base.wrapping_sub(view.info.page_offset), &mut bytes) {
-        marks
-            .finding(FindingKind::SlabGeometry, format!("{at}: its objects are not in RAM: {err}"));
+        marks.finding(FindingKind::SlabGeometry, || {
+            format!("{at}: its objects are not in RAM: {err}")
+        });
         return Ok(());
     }
     let differs = |object: &[u8], from: u64, to: u64, byte: u8| {
-        object[to_usize(from)..to_usize(to)]
-            .iter()
-            .position(|&b| b != byte)
-            .map(|i| from + i as u64)
+        let bytes = &object[to_usize(from)..to_usize(to)];
+        // Compared a chunk at a time (memcmp); searched byte by byte only where one differs.
+        let pattern = [byte; 256];
+        let bad = bytes.chunks(pattern.len()).position(|chunk| chunk != &pattern[..chunk.len()])?;
+        let rest = &bytes[bad * pattern.len()..];
+        rest.iter().position(|&b| b != byte).map(|i| from + (bad * pattern.len() + i) as u64)
     };
     for (index, &is_free) in free.iter().enumerate() {
         let offset = index as u64 * c.stride;
         let object = &bytes[to_usize(offset)..to_usize(offset + c.stride)];
         let address = base.wrapping_add(offset);
         let state = if is_free { "free" } else { "in use" };
-        let mut report = |kind: FindingKind, what: String| {
-            marks.finding(kind, format!("{at}: object {address:#x} ({state}): {what}"));
+        let mut report = |kind: FindingKind, what: &dyn Fn() -> String| {
+            marks.finding(kind, || format!("{at}: object {address:#x} ({state}): {}", what()));
         };
         let red = if is_free { RED_INACTIVE } else { RED_ACTIVE };
         if let Some(byte) = differs(object, size, c.red_end, red) {
-            report(
-                FindingKind::SlabRightRedzone,
+            report(FindingKind::SlabRightRedzone, &|| {
                 format!(
                     "Right Redzone overwritten at byte {byte} ({:#04x}, expected {red:#04x})",
                     object[to_usize(byte)]
-                ),
-            );
+                )
+            });
         }
         if is_free && c.poisons() {
             let damaged = differs(object, 0, size - 1, POISON_FREE)
                 .or_else(|| differs(object, size - 1, size, POISON_END));
             if let Some(byte) = damaged {
-                report(
-                    FindingKind::SlabPoisonOverwritten,
+                report(FindingKind::SlabPoisonOverwritten, &|| {
                     format!(
                         "Poison overwritten at byte {byte} ({:#04x}): a write after free",
                         object[to_usize(byte)]
-                    ),
-                );
+                    )
+                });
             }
         }
         if let (false, Some(word)) = (is_free, requested_at) {
@@ -1160,18 +1169,16 @@ fn check_debug_objects(
             let requested =
                 u64::from_le_bytes(object[word..word + 8].try_into().unwrap_or([0xff; 8]));
             if requested > size {
-                report(
-                    FindingKind::SlabKmallocRedzone,
-                    format!("kmalloc Redzone: requested size {requested} is more than the object's {size}"),
-                );
+                report(FindingKind::SlabKmallocRedzone, &|| {
+                    format!("kmalloc Redzone: requested size {requested} is more than the object's {size}")
+                });
             } else if let Some(byte) = differs(object, requested, size, RED_ACTIVE) {
-                report(
-                    FindingKind::SlabKmallocRedzone,
+                report(FindingKind::SlabKmallocRedzone, &|| {
                     format!(
                         "kmalloc Redzone overwritten at byte {byte} ({:#04x}) of {requested} requested",
                         object[to_usize(byte)]
-                    ),
-                );
+                    )
+                });
             }
         }
     }

@@ -152,13 +152,14 @@ impl<'a> Inspector<'a> {
 
     /// Runs `command` on a consistent snapshot: the sequence counter even before and
     /// unchanged after. A torn run is retried; its result (even an error caused by the
-    /// guest changing under it) is discarded. Each try gets a fresh work budget.
+    /// guest changing under it) is discarded. The tries share one work budget, so a guest
+    /// that keeps changing cannot multiply it.
     pub fn snapshot<T>(
         &mut self,
         mut command: impl FnMut(&mut View<'_, 'a>) -> Result<T, InspectError>,
     ) -> Result<T, InspectError> {
         let seq_at = VMCOREINFO_ADDR + std::mem::offset_of!(VmCoreInfo, seq) as u64;
-        let budget = budget_for(self.ram.ram_bytes());
+        let mut budget = Budget::new(budget_for(self.ram.ram_bytes()));
         for _ in 0..self.max_tries {
             self.ram.begin_snapshot()?;
             let info: VmCoreInfo = self.ram.read_obj(VMCOREINFO_ADDR)?;
@@ -171,8 +172,9 @@ impl<'a> Inspector<'a> {
             if info.seq % 2 == 0 {
                 // A seqlock reader: the data reads stay between the two counter reads.
                 fence(Ordering::Acquire);
-                let mut view = View { ram: &mut self.ram, info, budget: Budget::new(budget) };
+                let mut view = View { ram: &mut self.ram, info, budget };
                 let result = command(&mut view);
+                budget = view.budget;
                 fence(Ordering::Acquire);
                 if self.ram.read_obj::<u64>(seq_at)? == info.seq {
                     self.ram.end_snapshot()?;

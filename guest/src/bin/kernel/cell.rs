@@ -4,8 +4,10 @@
 //! growing inside code that already holds the memory managers, or a page fault taken
 //! while its handler's state is in use. A second borrow is refused (a panic from
 //! [`KernelCell::with`], `None` from [`KernelCell::try_with`]) instead of aliasing a
-//! `&mut`. Every kernel-global value goes through one of these; nothing else turns a
-//! static into a `&'static mut`.
+//! `&mut`. Every kernel-global value the kernel lends out after boot (the memory managers,
+//! the pager) goes through one of these. The CPU's own tables (IDT, TSS) are `static mut`
+//! written only during boot, before interrupts can read them, and the `#[global_allocator]`
+//! borrows the memory managers like any other caller.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;

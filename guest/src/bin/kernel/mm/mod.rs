@@ -41,11 +41,12 @@ pub fn direct_map(phys: u64) -> u64 {
     PAGE_OFFSET + phys
 }
 
-/// The physical address behind `virt` where it is linear: the kernel image and the direct
-/// map. Anything else (vmalloc, the vmemmap, unmapped or user addresses) is refused, as
+/// The physical address behind `virt` where it is linear: the kernel image (up to its end)
+/// and the direct map. Anything else (vmalloc, the vmemmap, unmapped or user addresses) is refused, as
 /// its pages need not be physically contiguous: translate those through the page tables.
 pub fn virt_to_phys(virt: u64) -> Option<PhysAddr> {
-    let phys = if virt >= KERNEL_VIRT_BASE {
+    let image = tables::KernelImage::get();
+    let phys = if (image.text..image.end).contains(&virt) {
         virt - KERNEL_VIRT_BASE
     } else if (PAGE_OFFSET..VMALLOC_START).contains(&virt) {
         virt - PAGE_OFFSET

@@ -16,14 +16,18 @@ use shared::page::PG_TABLE;
 
 static PAGER: KernelCell<Pager> = KernelCell::new(Pager::new());
 
-/// Arms the pager for `area` with `frames` (order-0 blocks the caller took from the buddy
-/// allocator and hands over until [`disarm`]).
-pub fn arm(
+/// Arms the pager for `area` with `frames`.
+///
+/// # Safety
+/// As for [`Pager::arm`]: `frames` are order-0 blocks the caller took from the buddy
+/// allocator and hands over until [`disarm`].
+pub unsafe fn arm(
     area: core::ops::Range<VirtAddr>,
     frames: &[PhysAddr],
     flags: PteFlags,
 ) -> Result<(), PagerError> {
-    PAGER.with(|pager| pager.arm(area, frames, flags))
+    // SAFETY: the caller's contract, passed on.
+    PAGER.with(|pager| unsafe { pager.arm(area, frames, flags) })
 }
 
 /// Disarms the pager: the faults it handled and the frames it did not use.
@@ -56,23 +60,30 @@ impl TableMemory for KernelPagerMemory {
     }
 }
 
-impl PagerMemory for KernelPagerMemory {
-    fn zero(&mut self, frame: PhysAddr) {
-        // SAFETY: a frame of the pager's pool: RAM the pager owns, in the direct map.
+// SAFETY: each method writes only where its contract points: a pool frame (RAM in the
+// direct map, with a descriptor) or a table of the loaded tree.
+unsafe impl PagerMemory for KernelPagerMemory {
+    unsafe fn zero(&mut self, frame: PhysAddr) {
+        // SAFETY: the caller's contract: an aligned pool frame, RAM the pager owns, in the
+        // direct map.
         unsafe { (direct_map(frame.as_u64()) as *mut u8).write_bytes(0, super::PAGE_BYTES) };
     }
 
-    fn make_table(&mut self, frame: PhysAddr) {
-        self.zero(frame);
-        // SAFETY: a frame of the pager's pool, which it owns with its descriptor.
-        let page = unsafe { vmemmap::owned_page(frame.pfn()) };
+    unsafe fn make_table(&mut self, frame: PhysAddr) {
+        // SAFETY: the caller's contract, as for `zero`; the frame's descriptor is the
+        // pager's with it.
+        let page = unsafe {
+            self.zero(frame);
+            vmemmap::owned_page(frame.pfn())
+        };
         page.flags |= PG_TABLE;
         page.private = 0;
     }
 
-    fn used(&mut self, table: PhysAddr) -> &mut u64 {
-        // SAFETY: a table of the kernel tree, which the pager is changing (module
-        // documentation): its descriptor is the tree's, and no one else's meanwhile.
+    unsafe fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        // SAFETY: the caller's contract: a table of the kernel tree, which the pager is
+        // changing (module documentation): its descriptor is the tree's, and no one
+        // else's meanwhile.
         &mut unsafe { vmemmap::owned_page(table.pfn()) }.private
     }
 }

@@ -44,7 +44,9 @@ impl Mm {
     /// the kmalloc caches, borrowed together.
     pub fn slab(&mut self) -> (&mut Kmalloc, BuddyPages<'_, Vmemmap>) {
         // SAFETY: the direct map reaches every frame the buddy allocator hands out, at
-        // PAGE_OFFSET + pfn × 4096, and a block is the slab layer's while it holds it.
+        // PAGE_OFFSET + pfn × 4096, and a block is the slab layer's while it holds it: the
+        // buddy allocator refuses to free a PG_SLAB block. The kmalloc caches only ever
+        // meet this backend (the only buddy allocator, at PAGE_OFFSET).
         let pages = unsafe { BuddyPages::new(&mut self.buddy, PAGE_OFFSET) };
         (&mut self.kmalloc, pages)
     }

@@ -28,7 +28,9 @@ pub fn demand_paging(mm: &mut Mm, _: &E820Map) -> CheckResult {
     }
     let nx = if crate::cpu::has_nx() { PteFlags::NO_EXECUTE } else { PteFlags::empty() };
     let area = VirtAddr::new(start)..VirtAddr::new(start + PAGES * PAGE_SIZE);
-    pager::arm(area, &frames, nx).map_err(|e| detail(format_args!("arming: {e:?}")))?;
+    // SAFETY: order-0 frames just taken from the buddy allocator, handed over until
+    // `disarm` below.
+    unsafe { pager::arm(area, &frames, nx) }.map_err(|e| detail(format_args!("arming: {e:?}")))?;
     let mut first_reads = 0u64;
     for page in 0..PAGES {
         let word = (start + page * PAGE_SIZE + 8 * page) as *mut u64;
