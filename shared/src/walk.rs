@@ -123,30 +123,40 @@ fn walk_inner(
     }
     let mut table = cr3 & ADDR_MASK;
     let mut flags = PteFlags::WRITABLE | PteFlags::USER;
-    for level in (1..=4u8).rev() {
-        let entry_addr = table + 8 * table_index(virt, level) as u64;
-        let entry =
-            PageTableEntry::from_raw(mem.read_u64(entry_addr).ok_or(Stop::TableOutsideRam(level))?);
-        record(Step { level, entry_addr, entry });
-        if !entry.is_present() {
-            return Err(Stop::NotPresent(level));
-        }
-        if entry.has_reserved_bits(level) {
-            return Err(Stop::Reserved(level));
-        }
-        flags = inherit(flags, entry);
-        if entry.is_leaf(level) {
-            let page_size = entry_span(level);
-            let base = entry.addr().as_u64() & !(page_size - 1);
-            return Ok(Mapping {
-                phys: base | (virt & (page_size - 1)),
-                page_size,
-                leaf: entry,
-                flags,
-            });
-        }
-        table = entry.addr().as_u64();
+    // One step per level, written out so that each level's index shift, reserved bits and
+    // leaf test are constants: the walk is the inspector's and the mapper's hot path.
+    macro_rules! step {
+        ($level:literal) => {
+            let level: u8 = $level;
+            let entry_addr = table + 8 * table_index(virt, level) as u64;
+            let raw = mem.read_u64(entry_addr).ok_or(Stop::TableOutsideRam(level))?;
+            let entry = PageTableEntry::from_raw(raw);
+            record(Step { level, entry_addr, entry });
+            if !entry.is_present() {
+                return Err(Stop::NotPresent(level));
+            }
+            if entry.has_reserved_bits(level) {
+                return Err(Stop::Reserved(level));
+            }
+            flags = inherit(flags, entry);
+            if entry.is_leaf(level) {
+                let page_size = entry_span(level);
+                let base = entry.addr().as_u64() & !(page_size - 1);
+                return Ok(Mapping {
+                    phys: base | (virt & (page_size - 1)),
+                    page_size,
+                    leaf: entry,
+                    flags,
+                });
+            }
+            table = entry.addr().as_u64();
+        };
     }
+    step!(4);
+    step!(3);
+    step!(2);
+    step!(1);
+    let _ = table;
     unreachable!("level 1 always ends the walk")
 }
 

@@ -173,6 +173,7 @@ impl KmemCache {
     /// In debug mode, a pointer that is not such an object, a double free and an
     /// overwritten red zone are found and reported, and change nothing; without debug they
     /// corrupt the cache.
+    #[inline]
     pub unsafe fn free(
         &mut self,
         pages: &mut impl SlabPages,
@@ -189,7 +190,8 @@ impl KmemCache {
             return Ok(());
         }
         // A slab out of service only takes the object back: it never rejoins the lists.
-        let quarantined = debug::is_quarantined(self, pages, slab);
+        // Only debug checks take slabs out of service.
+        let quarantined = self.debug() && debug::is_quarantined(self, pages, slab);
         let Some(page) = pages.page(slab) else {
             return Err(self.error(object, SlabErrorKind::NotAnObject));
         };

@@ -4,7 +4,7 @@
 //! ```text
 //! RamReader::mapped(&GuestMemoryMmap)   the VMM's mapping of the RAM it owns (and locks)
 //! RamReader::open_file(path)            pread from a file someone else owns, through a
-//!                                       cache of pages, emptied for every snapshot
+//!                                       cache of 64 KiB blocks, emptied for every snapshot
 //! ```
 //!
 //! Every read is checked against the RAM ranges: an address outside them is an error,
@@ -22,10 +22,14 @@ use std::path::{Path, PathBuf};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-/// Pages the file cache holds: 4 MiB, direct-mapped by page number.
-const CACHE_PAGES: usize = 1024;
+/// Bytes one `pread` of the file cache fills: a system call costs microseconds on a
+/// nested host, so a miss brings in the neighbours too (tables, struct pages and slab
+/// objects cluster).
+const BLOCK: u64 = 64 << 10;
+const BLOCK_BYTES: usize = 64 << 10;
+/// Blocks the file cache holds: 4 MiB, direct-mapped by block number.
+const CACHE_BLOCKS: usize = 64;
 const PAGE: u64 = 4096;
-const PAGE_BYTES: usize = 4096;
 
 /// One RAM range and where the host sees it.
 #[derive(Clone, Copy)]
@@ -35,10 +39,16 @@ struct HostRange {
     host: *const u8,
 }
 
-/// A page of the file cache: its page number (`u64::MAX`: empty) and bytes.
-struct CachedPage {
-    page: u64,
-    bytes: Box<[u8; PAGE_BYTES]>,
+/// What a block of the file cache holds: guest-physical `[start, end)`, inside one RAM
+/// range (empty: nothing).
+#[derive(Clone, Copy)]
+struct CachedBlock {
+    start: u64,
+    end: u64,
+}
+
+impl CachedBlock {
+    const EMPTY: Self = Self { start: 0, end: 0 };
 }
 
 /// A RAM file read with `pread`.
@@ -47,7 +57,10 @@ struct FileRam {
     file: File,
     /// The ranges, sorted by guest address.
     ranges: Vec<RamRange>,
-    cache: Vec<CachedPage>,
+    /// Which bytes each block of `bytes` holds.
+    cache: [CachedBlock; CACHE_BLOCKS],
+    /// The cached bytes: block `i` at `i × BLOCK`.
+    bytes: Vec<u8>,
     /// Set when a read came back short: the file shrank under us.
     shrank: Cell<bool>,
 }
@@ -93,11 +106,14 @@ impl<'a> RamReader<'a> {
         file.read_exact_at(info.as_mut_bytes(), VMCOREINFO_ADDR)
             .map_err(|_| not_ram(format!("it holds {file_len} bytes, too few for guest RAM")))?;
         let ranges = file_ranges(&info, file_len).map_err(not_ram)?;
-        let cache = (0..CACHE_PAGES)
-            .map(|_| CachedPage { page: u64::MAX, bytes: Box::new([0; PAGE_BYTES]) })
-            .collect();
-        let file =
-            FileRam { path: path.to_path_buf(), file, ranges, cache, shrank: Cell::new(false) };
+        let file = FileRam {
+            path: path.to_path_buf(),
+            file,
+            ranges,
+            cache: [CachedBlock::EMPTY; CACHE_BLOCKS],
+            bytes: vec![0; CACHE_BLOCKS * BLOCK_BYTES],
+            shrank: Cell::new(false),
+        };
         Ok(RamReader { backend: Backend::File(Box::new(file)) })
     }
 
@@ -105,7 +121,7 @@ impl<'a> RamReader<'a> {
     pub fn begin_snapshot(&mut self) -> Result<(), InspectError> {
         if let Backend::File(file) = &mut self.backend {
             file.check_size()?;
-            file.cache.iter_mut().for_each(|page| page.page = u64::MAX);
+            file.cache = [CachedBlock::EMPTY; CACHE_BLOCKS];
         }
         Ok(())
     }
@@ -187,28 +203,41 @@ impl FileRam {
         Ok(())
     }
 
-    /// The word at `gpa` (8-byte aligned), through the page cache.
-    #[inline]
+    /// The word at `gpa` (8-byte aligned), through the block cache.
+    #[inline(always)]
     fn word(&mut self, gpa: u64) -> Option<u64> {
-        let page = gpa / PAGE;
-        let slot = (page % CACHE_PAGES as u64) as usize;
-        if self.cache[slot].page != page {
-            let offset = self.offset(page * PAGE, PAGE)?;
-            let entry = &mut self.cache[slot];
-            entry.page = u64::MAX;
-            if self.file.read_exact_at(&mut entry.bytes[..], offset).is_err() {
-                self.shrank.set(true);
-                return None;
-            }
-            entry.page = page;
+        let slot = ((gpa / BLOCK) % CACHE_BLOCKS as u64) as usize;
+        let cached = self.cache[slot];
+        if gpa < cached.start || gpa + 8 > cached.end {
+            self.fill(slot, gpa)?;
         }
-        let at = (gpa % PAGE) as usize;
-        u64::read_from_bytes(&self.cache[slot].bytes[at..at + 8]).ok()
+        // A block's bytes sit at their offset in the block.
+        let at = slot * BLOCK_BYTES + super::to_usize(gpa % BLOCK);
+        u64::read_from_bytes(&self.bytes[at..at + 8]).ok()
+    }
+
+    /// Fills block `slot` with the part of `gpa`'s block that lies in `gpa`'s RAM range.
+    #[cold]
+    fn fill(&mut self, slot: usize, gpa: u64) -> Option<()> {
+        let range = self.ranges.iter().find(|r| gpa.wrapping_sub(r.guest_addr) < r.size)?;
+        let block = gpa & !(BLOCK - 1);
+        let start = block.max(range.guest_addr);
+        let end = (block + BLOCK).min(range.guest_addr + range.size);
+        let offset = range.file_offset + (start - range.guest_addr);
+        let at = slot * BLOCK_BYTES + super::to_usize(start - block);
+        self.cache[slot] = CachedBlock::EMPTY;
+        let buf = &mut self.bytes[at..at + super::to_usize(end - start)];
+        if self.file.read_exact_at(buf, offset).is_err() {
+            self.shrank.set(true);
+            return None;
+        }
+        self.cache[slot] = CachedBlock { start, end };
+        Some(())
     }
 }
 
 impl PhysMem for RamReader<'_> {
-    #[inline]
+    #[inline(always)]
     fn read_u64(&mut self, gpa: u64) -> Option<u64> {
         if gpa % 8 != 0 {
             return self.read_obj(gpa).ok();
@@ -320,6 +349,25 @@ mod tests {
         ram.read(0x2000, &mut two).expect("in RAM");
         assert_eq!(u64::read_from_bytes(&two[8..]).ok(), Some(0x2008 / 8));
         assert!(ram.read(64 * PAGE - 8, &mut two).is_err(), "straddles the end");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn inspect_file_cache_blocks_hold_only_ram() {
+        // RAM at [0, 64K) and at [68K, 128K), the second range at file offset 64K: the
+        // cache block [64K, 128K) holds a hole at its start.
+        let path = ram_file("hole", 32);
+        let mut descriptor =
+            info(&[range(0, 16 * PAGE, 0), range(17 * PAGE, 15 * PAGE, 16 * PAGE)]);
+        descriptor.nr_ram = 2;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).expect("the file");
+        file.write_all_at(descriptor.as_bytes(), VMCOREINFO_ADDR).expect("written");
+        let mut ram = RamReader::open_file(&path).expect("a RAM file");
+        assert_eq!(ram.read_u64(17 * PAGE), Some(16 * PAGE / 8), "file offset 64K");
+        assert_eq!(ram.read_u64(17 * PAGE - 8), None, "the hole, in a cached block");
+        assert_eq!(ram.read_u64(16 * PAGE), None, "the hole's first word");
+        assert_eq!(ram.read_u64(32 * PAGE - 8), Some((31 * PAGE - 8) / 8), "the last word");
+        assert_eq!(ram.read_u64(15 * PAGE), Some(15 * PAGE / 8), "the first range");
         let _ = std::fs::remove_file(&path);
     }
 
