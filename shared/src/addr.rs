@@ -101,8 +101,8 @@ impl VirtAddr {
     /// Whether `addr` is canonical: bits 63..47 all equal.
     #[inline]
     pub const fn is_canonical(addr: u64) -> bool {
-        let top = addr >> 47;
-        top == 0 || top == 0x1_ffff
+        // Bits 63..47 all equal: the sign extension of bit 47 changes nothing.
+        (((addr << 16) as i64) >> 16) as u64 == addr
     }
 
     /// The address with bits 63..48 replaced by copies of bit 47.

@@ -13,13 +13,28 @@
 //! aliased or self-referencing tables cost bounded time.
 
 use crate::addr::VirtAddr;
-use crate::pte::{entry_span, level_name, table_index, PageTableEntry, PteFlags, ADDR_MASK};
+use crate::pte::{
+    entry_span, level_name, table_index, PageTableEntry, PteFlags, ADDR_MASK, ENTRIES,
+};
 use core::ops::RangeInclusive;
 
 /// Guest-physical memory a walker may read. Reads outside RAM return `None`.
 pub trait PhysMem {
     /// The little-endian `u64` at `gpa`.
     fn read_u64(&mut self, gpa: u64) -> Option<u64>;
+
+    /// Fills `words` from `gpa` on (8-byte aligned, within one page: a run of a table's
+    /// entries); false if they are not in RAM. One word at a time unless the memory
+    /// knows better.
+    fn read_words(&mut self, gpa: u64, words: &mut [u64]) -> bool {
+        for (at, word) in (gpa..).step_by(8).zip(words.iter_mut()) {
+            match self.read_u64(at) {
+                Some(value) => *word = value,
+                None => return false,
+            }
+        }
+        true
+    }
 }
 
 /// One entry read on the way down.
@@ -234,16 +249,20 @@ fn visit(
     let span = entry_span(level);
     let first = if start > base { (start - base) / span } else { 0 };
     let last = ((end - base) / span).min(511);
-    for slot in first..=last {
-        if *budget == 0 {
-            return Err(EnumError::Budget);
-        }
-        *budget -= 1;
+    if first > last {
+        return Ok(());
+    }
+    let count = last + 1 - first;
+    *budget = budget.checked_sub(count).ok_or(EnumError::Budget)?;
+    // The entries in range, read in one go: a table is a page, in RAM or not as a whole.
+    let mut entries = [0u64; ENTRIES];
+    let entries = &mut entries[..usize::try_from(count).unwrap_or(ENTRIES)];
+    if !mem.read_words(table + 8 * first, entries) {
+        // The table itself is outside RAM: nothing below it can be mapped.
+        return Ok(());
+    }
+    for (slot, &raw) in (first..).zip(entries.iter()) {
         let entry_addr = table + 8 * slot;
-        let Some(raw) = mem.read_u64(entry_addr) else {
-            // The table itself is outside RAM: nothing below it can be mapped.
-            return Ok(());
-        };
         let entry = PageTableEntry::from_raw(raw);
         if !entry.is_present() {
             continue;

@@ -40,7 +40,6 @@ use shared::pte::{level_name, PageTableEntry, PteFlags};
 use shared::vmcoreinfo::PAGING_NX;
 use shared::walk::{for_each_leaf, EnumError, Leaf, PhysMem, Visitor, ALL_ADDRESSES};
 use std::fmt::Write;
-use zerocopy::FromBytes;
 
 /// Text formatted only when a finding uses it: a hostile image can make millions of
 /// findings, of which [`MAX_FINDINGS`] are listed.
@@ -539,6 +538,14 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
             .spend(size / 4096, || "recording the mappings outside the direct map".into())?;
     }
 
+    // The memory map, read once: the lists below and the scan read it through the copy.
+    let mb = memblock(view)?;
+    let present = |r: &shared::mm::Region| {
+        (r.base.div_ceil(4096), (r.base.saturating_add(r.size) / 4096).min(info.max_pfn))
+    };
+    let ranges: Vec<(u64, u64)> = mb.memory.iter().map(present).collect();
+    view.copy_memmap(&ranges)?;
+
     // 3: free lists and per-CPU lists.
     let zones = raw_zones(view)?;
     let mut zone_pages = vec![(0u64, 0u64, 0u64); zones.len()]; // free, pcp, allocated
@@ -590,7 +597,6 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     }
 
     // 4: the memory map.
-    let mb = memblock(view)?;
     let caches = caches(view)?;
     let mut cache_counts: Vec<CacheCount> = caches
         .iter()
@@ -615,8 +621,7 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     let slabs = Slabs { caches: &caches, quarantined: &quarantined };
     let mut ram_pages = 0u64;
     for (index, region) in mb.memory.iter().enumerate() {
-        let start = region.base.div_ceil(4096);
-        let end = (region.base.saturating_add(region.size) / 4096).min(info.max_pfn);
+        let (start, end) = present(region);
         ram_pages += end.saturating_sub(start);
         let scanning = || {
             format!(
@@ -627,40 +632,26 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
             )
         };
         view.budget.spend(end.saturating_sub(start), scanning)?;
-        let mut pfn = start;
-        while pfn < end {
-            // One read per 2 MiB of memmap: 32 768 descriptors, physically contiguous
-            // wherever the vmemmap is backed by a 2 MiB page.
-            let chunk = (32_768 - pfn % 32_768).min(end - pfn);
-            let mut raw = vec![0u8; to_usize(chunk) * PAGE_STRUCT_SIZE];
-            match view.read_virt(view.page_addr(pfn), &mut raw) {
-                Ok(()) => {}
-                Err(err @ InspectError::Budget { .. }) => return Err(within(err, scanning)),
-                Err(err) => {
-                    // It explains the free and per-CPU lists found unreadable before it.
-                    marks.finding_first(FindingKind::MemmapUnreadable, || {
-                        format!("struct pages of pfn {pfn:#x}+{chunk} unreadable: {err}")
-                    });
-                    pfn += chunk;
-                    continue;
-                }
-            }
-            for (i, bytes) in raw.chunks_exact(PAGE_STRUCT_SIZE).enumerate() {
-                let p = pfn + i as u64;
-                let page = Page::read_from_bytes(bytes).unwrap_or_default();
-                scan_page(
+        // An all-zero descriptor is owned by nobody and flags nothing: only the others
+        // need a look, and the copy holds just those.
+        for (pfn, page) in view.described_pages(start, end).map_err(|err| within(err, scanning))? {
+            match page {
+                Ok(page) => scan_page(
                     view,
                     &mut marks,
                     &zones,
                     &mut zone_pages,
                     &slabs,
                     &mut cache_counts,
-                    p,
+                    pfn,
                     &page,
                 )
-                .map_err(|err| within(err, scanning))?;
+                .map_err(|err| within(err, scanning))?,
+                // It explains the free and per-CPU lists found unreadable before it.
+                Err((count, why)) => marks.finding_first(FindingKind::MemmapUnreadable, || {
+                    format!("struct pages of pfn {pfn:#x}+{count} unreadable: {why}")
+                }),
             }
-            pfn += chunk;
         }
     }
     for (cache, quarantined) in caches.iter().zip(&quarantined) {

@@ -21,6 +21,7 @@
 //! [`InspectError`] or a finding, never a panic.
 
 pub mod budget;
+mod buffer;
 pub mod check;
 pub mod pagetable;
 pub mod ram;
@@ -172,11 +173,12 @@ impl<'a> Inspector<'a> {
             if info.seq % 2 == 0 {
                 // A seqlock reader: the data reads stay between the two counter reads.
                 fence(Ordering::Acquire);
-                let mut view = View { ram: &mut self.ram, info, budget };
+                let mut view =
+                    View { ram: &mut self.ram, info, budget, memmap: MemmapCopy::default() };
                 let result = command(&mut view);
                 budget = view.budget;
                 fence(Ordering::Acquire);
-                if self.ram.read_obj::<u64>(seq_at)? == info.seq {
+                if self.ram.read_fresh::<u64>(seq_at)? == info.seq {
                     self.ram.end_snapshot()?;
                     return result;
                 }
@@ -195,6 +197,36 @@ pub struct View<'r, 'a> {
     pub info: VmCoreInfo,
     /// What the command may still spend.
     pub budget: Budget,
+    /// `struct page`s already read by this command ([`View::copy_memmap`]).
+    memmap: MemmapCopy,
+}
+
+/// `struct page`s read once for a whole command: `check` reads the memory map whole,
+/// then walks its lists through the copy instead of reading the same descriptors again.
+/// Most descriptors are all zero (tail pages, pages nobody has used), so only the others
+/// are kept.
+#[derive(Default)]
+struct MemmapCopy {
+    /// Runs of frames whose descriptors were read: (first pfn, pfns), sorted, disjoint.
+    runs: Vec<(u64, u64)>,
+    /// The descriptors of those frames that are not all zero, by pfn.
+    pages: Vec<(u64, Page)>,
+    /// Descriptors that could not be read: (first pfn, pfns, why).
+    unreadable: Vec<(u64, u64, String)>,
+}
+
+impl MemmapCopy {
+    fn get(&self, pfn: u64) -> Option<Page> {
+        let run = self.runs.partition_point(|&(first, _)| first <= pfn).checked_sub(1)?;
+        let (first, count) = self.runs[run];
+        if pfn - first >= count {
+            return None;
+        }
+        Some(match self.pages.binary_search_by_key(&pfn, |&(p, _)| p) {
+            Ok(at) => self.pages[at].1,
+            Err(_) => Page::default(),
+        })
+    }
 }
 
 impl View<'_, '_> {
@@ -253,12 +285,102 @@ impl View<'_, '_> {
                 self.info.max_pfn.saturating_sub(1)
             )));
         }
+        if let Some(page) = self.memmap.get(pfn) {
+            return Ok(page);
+        }
         self.read_virt_obj(self.page_addr(pfn))
+    }
+
+    /// Reads the `struct page`s of the frames `[start, end)` of each of `ranges` once,
+    /// 2 MiB of descriptors a read, so that [`page`](Self::page) and
+    /// [`copied_page`](Self::copied_page) answer from the copy. Overlapping ranges are
+    /// read once; descriptors that cannot be read are noted with the reason. Without host
+    /// memory for the copy, nothing is copied and descriptors are read one by one.
+    pub fn copy_memmap(&mut self, ranges: &[(u64, u64)]) -> Result<(), InspectError> {
+        let mut union: Vec<(u64, u64)> =
+            ranges.iter().copied().filter(|&(start, end)| start < end).collect();
+        union.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (start, end) in union {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        // 32 768 descriptors a read: physically contiguous wherever the vmemmap is backed
+        // by a 2 MiB page.
+        const CHUNK: u64 = 32_768;
+        let Some(mut scratch) = buffer::HugeBuffer::zeroed(to_usize(CHUNK) * PAGE_STRUCT_SIZE)
+        else {
+            return Ok(());
+        };
+        let mut copy = MemmapCopy::default();
+        for (start, end) in merged {
+            let mut pfn = start;
+            while pfn < end {
+                let chunk = (CHUNK - pfn % CHUNK).min(end - pfn);
+                let bytes = &mut scratch[..to_usize(chunk) * PAGE_STRUCT_SIZE];
+                match self.read_virt(self.page_addr(pfn), bytes) {
+                    Ok(()) => {
+                        match copy.runs.last_mut() {
+                            Some((first, count)) if *first + *count == pfn => *count += chunk,
+                            _ => copy.runs.push((pfn, chunk)),
+                        }
+                        let described = bytes.chunks_exact(PAGE_STRUCT_SIZE).zip(pfn..);
+                        copy.pages.extend(described.filter_map(|(raw, pfn)| {
+                            let page = Page::read_from_bytes(raw).unwrap_or_default();
+                            (page != Page::default()).then_some((pfn, page))
+                        }));
+                    }
+                    Err(err @ InspectError::Budget { .. }) => return Err(err),
+                    Err(err) => copy.unreadable.push((pfn, chunk, err.to_string())),
+                }
+                pfn += chunk;
+            }
+        }
+        self.memmap = copy;
+        Ok(())
     }
 
     /// Kernel virtual address of frame `pfn`'s `struct page`.
     pub fn page_addr(&self, pfn: u64) -> u64 {
         self.info.vmemmap.wrapping_add(pfn.wrapping_mul(PAGE_STRUCT_SIZE as u64))
+    }
+
+    /// The frames of `[start, end)` whose descriptors are not all zero, in order, each
+    /// with its `struct page`, or, for a run that could not be read, its length and why
+    /// (at the run's first frame). From [`copy_memmap`](Self::copy_memmap)'s copy, or,
+    /// without one, read now; an error only when the budget runs out.
+    #[allow(clippy::type_complexity)]
+    pub fn described_pages(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, Result<Page, (u64, String)>)>, InspectError> {
+        let copy = &self.memmap;
+        let mut found = Vec::new();
+        if copy.runs.is_empty() && copy.unreadable.is_empty() {
+            for pfn in start..end {
+                match self.page(pfn) {
+                    Ok(page) if page == Page::default() => {}
+                    Ok(page) => found.push((pfn, Ok(page))),
+                    Err(err @ InspectError::Budget { .. }) => return Err(err),
+                    Err(err) => found.push((pfn, Err((1, err.to_string())))),
+                }
+            }
+            return Ok(found);
+        }
+        for (first, count, why) in &copy.unreadable {
+            let (from, to) = ((*first).max(start), (first + count).min(end));
+            if from < to {
+                found.push((from, Err((to - from, why.clone()))));
+            }
+        }
+        let at = copy.pages.partition_point(|&(pfn, _)| pfn < start);
+        let described = copy.pages[at..].iter().take_while(|&&(pfn, _)| pfn < end);
+        found.extend(described.map(|&(pfn, page)| (pfn, Ok(page))));
+        found.sort_by_key(|&(pfn, _)| pfn);
+        Ok(found)
     }
 }
 

@@ -27,8 +27,13 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 /// objects cluster).
 const BLOCK: u64 = 64 << 10;
 const BLOCK_BYTES: usize = 64 << 10;
-/// Blocks the file cache holds: 4 MiB, direct-mapped by block number.
-const CACHE_BLOCKS: usize = 64;
+/// Blocks the file cache holds at least (4 MiB) and at most (256 MiB); in between, twice
+/// the guest's memory map, which `check` reads whole. Direct-mapped by block number, and
+/// only the blocks read take host memory.
+const MIN_CACHE_BLOCKS: usize = 64;
+/// Blocks a miss reads, aligned (256 KiB): page tables and slabs cluster.
+const READAHEAD: u64 = 4;
+const MAX_CACHE_BLOCKS: usize = 4096;
 const PAGE: u64 = 4096;
 
 /// One RAM range and where the host sees it.
@@ -36,20 +41,21 @@ const PAGE: u64 = 4096;
 struct HostRange {
     start: u64,
     len: u64,
+    /// Offsets an 8-byte read may start at: `[0, words)` (`len - 7`, or 0).
+    words: u64,
     host: *const u8,
 }
 
-/// What a block of the file cache holds: guest-physical `[start, end)`, inside one RAM
-/// range (empty: nothing).
-#[derive(Clone, Copy)]
-struct CachedBlock {
-    start: u64,
-    end: u64,
+impl HostRange {
+    /// No range: every read misses it.
+    const NONE: Self = Self { start: 0, len: 0, words: 0, host: core::ptr::null() };
 }
 
-impl CachedBlock {
-    const EMPTY: Self = Self { start: 0, end: 0 };
-}
+/// A cache slot that holds no block.
+const NO_BLOCK: u64 = u64::MAX;
+/// Marks the tag of a block cached only in part (at the edge of a RAM range): the fast
+/// path never matches it.
+const PART: u64 = 1 << 63;
 
 /// A RAM file read with `pread`.
 struct FileRam {
@@ -57,16 +63,27 @@ struct FileRam {
     file: File,
     /// The ranges, sorted by guest address.
     ranges: Vec<RamRange>,
-    /// Which bytes each block of `bytes` holds.
-    cache: [CachedBlock; CACHE_BLOCKS],
-    /// The cached bytes: block `i` at `i × BLOCK`.
+    /// The block number (guest-physical address / [`BLOCK`]) each slot holds, or
+    /// [`NO_BLOCK`]; with [`PART`] set, only `parts[slot]` of it (a block that a RAM
+    /// range starts or ends inside). Block `b` goes to slot `b % slots`, a power of two,
+    /// so consecutive blocks sit side by side and fill with one `pread`.
+    tags: Vec<u64>,
+    /// The guest-physical bytes `[start, end)` a [`PART`] block holds.
+    parts: Vec<(u64, u64)>,
+    /// The cached bytes: slot `i` at `i × BLOCK` (zeroed lazily by the host: only the
+    /// blocks read take memory).
     bytes: Vec<u8>,
     /// Set when a read came back short: the file shrank under us.
     shrank: Cell<bool>,
 }
 
 enum Backend<'a> {
-    Mapped { ranges: Vec<HostRange>, last: usize, _memory: &'a GuestMemoryMmap },
+    /// `current` is the range the last word came from, tried first.
+    Mapped {
+        ranges: Vec<HostRange>,
+        current: HostRange,
+        _memory: &'a GuestMemoryMmap,
+    },
     File(Box<FileRam>),
 }
 
@@ -82,11 +99,13 @@ impl<'a> RamReader<'a> {
             .iter()
             .filter_map(|region| {
                 let host = memory.get_host_address(region.start_addr()).ok()?;
-                Some(HostRange { start: region.start_addr().0, len: region.len(), host })
+                let (start, len) = (region.start_addr().0, region.len());
+                Some(HostRange { start, len, words: len.saturating_sub(7), host })
             })
             .collect();
         ranges.sort_by_key(|r| r.start);
-        Self { backend: Backend::Mapped { ranges, last: 0, _memory: memory } }
+        let current = HostRange::NONE;
+        Self { backend: Backend::Mapped { ranges, current, _memory: memory } }
     }
 
     /// The guest memory in the RAM file at `path`, where its `vmcoreinfo` descriptor
@@ -106,12 +125,19 @@ impl<'a> RamReader<'a> {
         file.read_exact_at(info.as_mut_bytes(), VMCOREINFO_ADDR)
             .map_err(|_| not_ram(format!("it holds {file_len} bytes, too few for guest RAM")))?;
         let ranges = file_ranges(&info, file_len).map_err(not_ram)?;
+        let ram: u64 = ranges.iter().map(|r| r.size).sum();
+        let memmap_blocks = ram / PAGE * shared::page::PAGE_STRUCT_SIZE as u64 / BLOCK;
+        let slots = super::to_usize(2 * memmap_blocks)
+            .next_power_of_two()
+            .clamp(MIN_CACHE_BLOCKS, MAX_CACHE_BLOCKS);
+        let bytes = vec![0; slots * BLOCK_BYTES];
         let file = FileRam {
             path: path.to_path_buf(),
             file,
             ranges,
-            cache: [CachedBlock::EMPTY; CACHE_BLOCKS],
-            bytes: vec![0; CACHE_BLOCKS * BLOCK_BYTES],
+            tags: vec![NO_BLOCK; slots],
+            parts: vec![(0, 0); slots],
+            bytes,
             shrank: Cell::new(false),
         };
         Ok(RamReader { backend: Backend::File(Box::new(file)) })
@@ -121,7 +147,7 @@ impl<'a> RamReader<'a> {
     pub fn begin_snapshot(&mut self) -> Result<(), InspectError> {
         if let Backend::File(file) = &mut self.backend {
             file.check_size()?;
-            file.cache = [CachedBlock::EMPTY; CACHE_BLOCKS];
+            file.tags.fill(NO_BLOCK);
         }
         Ok(())
     }
@@ -136,24 +162,56 @@ impl<'a> RamReader<'a> {
         }
     }
 
-    /// Fills `buf` from guest-physical `gpa`.
-    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), InspectError> {
+    /// Fills `buf` from guest-physical `gpa`. From a file, a read inside one cache block
+    /// goes through the cache; a larger one is one `pread`.
+    pub fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), InspectError> {
         let len = buf.len() as u64;
         let outside = || InspectError::OutsideRam { gpa, len };
-        match &self.backend {
+        match &mut self.backend {
             Backend::Mapped { _memory: memory, .. } => {
                 memory.read_slice(buf, GuestAddress(gpa)).map_err(|_| outside())
             }
             Backend::File(file) => {
                 let offset = file.offset(gpa, len).ok_or_else(outside)?;
-                file.pread(buf, offset)
-                    .ok_or_else(|| InspectError::FileShrank { path: file.path.clone() })
+                // Within a block: through the cache. Larger: straight into `buf`, one
+                // copy (the memory map `check` reads whole, 2 MiB a read).
+                let done = if len > 0 && gpa / BLOCK == (gpa + len - 1) / BLOCK {
+                    file.cached(gpa, len).map(|bytes| buf.copy_from_slice(bytes))
+                } else {
+                    file.pread(buf, offset)
+                };
+                match done {
+                    Some(()) => Ok(()),
+                    None if file.shrank.get() => {
+                        Err(InspectError::FileShrank { path: file.path.clone() })
+                    }
+                    None => Err(outside()),
+                }
             }
         }
     }
 
+    /// The value of type `T` at guest-physical `gpa` as it is now, past the file cache:
+    /// for the sequence counter that ends a snapshot.
+    pub fn read_fresh<T: FromBytes + IntoBytes>(&self, gpa: u64) -> Result<T, InspectError> {
+        let mut value = T::new_zeroed();
+        let buf = value.as_mut_bytes();
+        let len = buf.len() as u64;
+        match &self.backend {
+            Backend::Mapped { _memory: memory, .. } => memory
+                .read_slice(buf, GuestAddress(gpa))
+                .map_err(|_| InspectError::OutsideRam { gpa, len })?,
+            Backend::File(file) => {
+                let offset = file.offset(gpa, len).ok_or(InspectError::OutsideRam { gpa, len })?;
+                file.pread(buf, offset)
+                    .ok_or_else(|| InspectError::FileShrank { path: file.path.clone() })?;
+            }
+        }
+        Ok(value)
+    }
+
     /// The value of type `T` at guest-physical `gpa`.
-    pub fn read_obj<T: FromBytes + IntoBytes>(&self, gpa: u64) -> Result<T, InspectError> {
+    pub fn read_obj<T: FromBytes + IntoBytes>(&mut self, gpa: u64) -> Result<T, InspectError> {
         let mut value = T::new_zeroed();
         self.read(gpa, value.as_mut_bytes())?;
         Ok(value)
@@ -206,33 +264,107 @@ impl FileRam {
     /// The word at `gpa` (8-byte aligned), through the block cache.
     #[inline(always)]
     fn word(&mut self, gpa: u64) -> Option<u64> {
-        let slot = ((gpa / BLOCK) % CACHE_BLOCKS as u64) as usize;
-        let cached = self.cache[slot];
-        if gpa < cached.start || gpa + 8 > cached.end {
-            self.fill(slot, gpa)?;
-        }
-        // A block's bytes sit at their offset in the block.
-        let at = slot * BLOCK_BYTES + super::to_usize(gpa % BLOCK);
-        u64::read_from_bytes(&self.bytes[at..at + 8]).ok()
+        let mut word = [0u64];
+        self.words(gpa, &mut word).then_some(word[0])
     }
 
-    /// Fills block `slot` with the part of `gpa`'s block that lies in `gpa`'s RAM range.
+    /// `words` from `gpa` on, inside one page (8-byte aligned), through the block cache.
+    #[inline(always)]
+    fn words(&mut self, gpa: u64, words: &mut [u64]) -> bool {
+        let Some(bytes) = self.cached(gpa, 8 * words.len() as u64) else { return false };
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            *word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        }
+        true
+    }
+
+    /// The cached bytes `[gpa, gpa + len)`, inside one block; `None` if they are not RAM
+    /// or the file shrank.
+    #[inline(always)]
+    fn cached(&mut self, gpa: u64, len: u64) -> Option<&[u8]> {
+        let block = gpa / BLOCK;
+        let slot = super::to_usize(block) & (self.tags.len() - 1);
+        if self.tags[slot] != block && !self.miss(slot, gpa, len) {
+            return None;
+        }
+        let at = slot * BLOCK_BYTES + super::to_usize(gpa % BLOCK);
+        self.bytes.get(at..at + super::to_usize(len))
+    }
+
+    /// Reads the blocks from `first` on, up to `last` (exclusive), that are missing,
+    /// whole and side by side in the cache, with one `pread`. Whatever it does not read
+    /// (a partial block, a shrunken file) is left to [`fill`](Self::fill).
     #[cold]
-    fn fill(&mut self, slot: usize, gpa: u64) -> Option<()> {
-        let range = self.ranges.iter().find(|r| gpa.wrapping_sub(r.guest_addr) < r.size)?;
-        let block = gpa & !(BLOCK - 1);
-        let start = block.max(range.guest_addr);
-        let end = (block + BLOCK).min(range.guest_addr + range.size);
+    fn fill_run(&mut self, first: u64, last: u64) {
+        let slots = self.tags.len();
+        let slot = super::to_usize(first) & (slots - 1);
+        let Some(range) =
+            self.ranges.iter().find(|r| (first * BLOCK).wrapping_sub(r.guest_addr) < r.size)
+        else {
+            return;
+        };
+        let range_end = (range.guest_addr + range.size) / BLOCK;
+        let room = (slots - slot) as u64;
+        let count = (first..last.min(range_end).min(first + room))
+            .take_while(|&b| self.tags[super::to_usize(b) & (slots - 1)] != b)
+            .count();
+        if count == 0 || first * BLOCK < range.guest_addr {
+            return;
+        }
+        let offset = range.file_offset + (first * BLOCK - range.guest_addr);
+        let bytes = &mut self.bytes[slot * BLOCK_BYTES..(slot + count) * BLOCK_BYTES];
+        self.tags[slot..slot + count].fill(NO_BLOCK);
+        if self.file.read_exact_at(bytes, offset).is_err() {
+            self.shrank.set(true);
+            return;
+        }
+        for (tag, block) in self.tags[slot..slot + count].iter_mut().zip(first..) {
+            *tag = block;
+        }
+    }
+
+    /// A miss: reads the aligned group of [`READAHEAD`] blocks around `gpa`'s (lists and
+    /// tables are walked in both directions), then makes sure of `gpa`'s own block.
+    #[cold]
+    fn miss(&mut self, slot: usize, gpa: u64, len: u64) -> bool {
+        let group = gpa / BLOCK / READAHEAD * READAHEAD;
+        self.fill_run(group, group + READAHEAD);
+        self.tags[slot] == gpa / BLOCK || self.fill(slot, gpa, len)
+    }
+
+    /// Makes slot `slot` hold `[gpa, gpa + len)` (inside one block): the block, or the
+    /// part of it in `gpa`'s RAM range. False if those bytes are not RAM, or not in the
+    /// file any more.
+    #[cold]
+    fn fill(&mut self, slot: usize, gpa: u64, len: u64) -> bool {
+        let block = gpa / BLOCK;
+        let (part_start, part_end) = self.parts[slot];
+        if self.tags[slot] == block | PART {
+            return part_start <= gpa && gpa + len <= part_end;
+        }
+        let Some(range) = self.ranges.iter().find(|r| gpa.wrapping_sub(r.guest_addr) < r.size)
+        else {
+            return false;
+        };
+        let start = (block * BLOCK).max(range.guest_addr);
+        let end = (block * BLOCK + BLOCK).min(range.guest_addr + range.size);
+        if gpa + len > end {
+            return false;
+        }
         let offset = range.file_offset + (start - range.guest_addr);
-        let at = slot * BLOCK_BYTES + super::to_usize(start - block);
-        self.cache[slot] = CachedBlock::EMPTY;
+        let at = slot * BLOCK_BYTES + super::to_usize(start % BLOCK);
+        self.tags[slot] = NO_BLOCK;
         let buf = &mut self.bytes[at..at + super::to_usize(end - start)];
         if self.file.read_exact_at(buf, offset).is_err() {
             self.shrank.set(true);
-            return None;
+            return false;
         }
-        self.cache[slot] = CachedBlock { start, end };
-        Some(())
+        if end - start == BLOCK {
+            self.tags[slot] = block;
+        } else {
+            (self.tags[slot], self.parts[slot]) = (block | PART, (start, end));
+        }
+        true
     }
 }
 
@@ -243,24 +375,54 @@ impl PhysMem for RamReader<'_> {
             return self.read_obj(gpa).ok();
         }
         match &mut self.backend {
-            Backend::Mapped { ranges, last, .. } => {
-                let mut range = ranges.get(*last).copied()?;
-                if gpa.wrapping_sub(range.start) >= range.len {
-                    *last = ranges.iter().position(|r| gpa.wrapping_sub(r.start) < r.len)?;
-                    range = ranges[*last];
-                }
-                let offset = gpa - range.start;
-                if offset + 8 > range.len {
-                    return None;
+            Backend::Mapped { ranges, current, .. } => {
+                let mut offset = gpa.wrapping_sub(current.start);
+                if offset >= current.words {
+                    *current = *ranges.iter().find(|r| gpa.wrapping_sub(r.start) < r.words)?;
+                    offset = gpa - current.start;
                 }
                 // SAFETY: `host` maps `len` bytes of guest RAM for as long as the borrowed
-                // memory lives; `offset + 8 <= len` and the address is 8-byte aligned. The
+                // memory lives; `offset < len - 7` and the address is 8-byte aligned. The
                 // guest may change the word at any time, hence a volatile read.
                 Some(unsafe {
-                    range.host.add(super::to_usize(offset)).cast::<u64>().read_volatile()
+                    current.host.add(super::to_usize(offset)).cast::<u64>().read_volatile()
                 })
             }
             Backend::File(file) => file.word(gpa),
+        }
+    }
+
+    #[inline]
+    fn read_words(&mut self, gpa: u64, words: &mut [u64]) -> bool {
+        let bytes = 8 * words.len() as u64;
+        if bytes == 0 {
+            return true;
+        }
+        if gpa % 8 != 0 || gpa % PAGE + bytes > PAGE {
+            return words
+                .iter_mut()
+                .zip((gpa..).step_by(8))
+                .all(|(word, at)| self.read_u64(at).map(|value| *word = value).is_some());
+        }
+        match &mut self.backend {
+            Backend::Mapped { ranges, current, .. } => {
+                let inside =
+                    |r: &HostRange| gpa.wrapping_sub(r.start) < r.len.saturating_sub(bytes - 1);
+                if !inside(current) {
+                    let Some(range) = ranges.iter().find(|r| inside(r)) else { return false };
+                    *current = *range;
+                }
+                let base = gpa - current.start;
+                for (word, offset) in words.iter_mut().zip((base..).step_by(8)) {
+                    // SAFETY: as in `read_u64`: `[base, base + bytes)` lies inside the
+                    // range's `len` mapped bytes, and every word is 8-byte aligned.
+                    *word = unsafe {
+                        current.host.add(super::to_usize(offset)).cast::<u64>().read_volatile()
+                    };
+                }
+                true
+            }
+            Backend::File(file) => file.words(gpa, words),
         }
     }
 }
@@ -349,6 +511,28 @@ mod tests {
         ram.read(0x2000, &mut two).expect("in RAM");
         assert_eq!(u64::read_from_bytes(&two[8..]).ok(), Some(0x2008 / 8));
         assert!(ram.read(64 * PAGE - 8, &mut two).is_err(), "straddles the end");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn inspect_reads_runs_of_words_as_it_reads_each() {
+        let path = ram_file("words", 32);
+        let mut file = RamReader::open_file(&path).expect("a RAM file");
+        let bytes = std::fs::read(&path).expect("the file");
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), bytes.len())]).expect("host");
+        memory.write_slice(&bytes, GuestAddress(0)).expect("copied");
+        let mut mapped = RamReader::mapped(&memory);
+        for ram in [&mut file, &mut mapped] {
+            for (gpa, len) in [(0x8000, 512), (0x9ff8, 1), (0x3000 + 8, 100), (0x5004, 3)] {
+                let mut words = vec![0u64; len];
+                assert!(ram.read_words(gpa, &mut words), "{gpa:#x}+{len}");
+                let one_by_one: Vec<u64> =
+                    (0..len as u64).map(|i| ram.read_u64(gpa + 8 * i).expect("in RAM")).collect();
+                assert_eq!(words, one_by_one, "{gpa:#x}+{len}");
+            }
+            let mut past = [0u64; 2];
+            assert!(!ram.read_words(32 * PAGE - 8, &mut past), "runs past the RAM");
+        }
         let _ = std::fs::remove_file(&path);
     }
 

@@ -341,8 +341,8 @@ fn build_tree(
     (tree.root().as_u64(), memmap)
 }
 
-/// As the kernel's `tables::census`: every table's `struct page` gets `PG_TABLE` and its
-/// used entries in `private`.
+/// As the kernel's `BootTree::census` does when it reads the tables: every table's
+/// `struct page` gets `PG_TABLE` and its used entries in `private`.
 fn census(root: u64, ram: &mut Ram) {
     let mut counts = Vec::new();
     // SAFETY: `root` is the tree `build_tree` made in this RAM: it and every table a

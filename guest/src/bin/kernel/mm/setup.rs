@@ -158,14 +158,15 @@ pub fn init(e820: &E820Map, slub_debug: bool) -> Result<Mm, SetupError> {
     let nx = crate::cpu::has_nx();
     crate::cpu::enable_paging_features();
     let layout = VmemmapLayout::new(memblock.memory.regions());
-    let root = tables::build(&mut memblock, &layout, crate::cpu::has_gigabyte_pages(), nx)
+    let tree = tables::build(&mut memblock, &layout, crate::cpu::has_gigabyte_pages(), nx)
         .map_err(SetupError::Tree)?;
+    let root = tree.root;
     // SAFETY: the tree maps the kernel image, its stacks, the direct map of all RAM (where
     // the kernel keeps every other pointer it uses) and the memory map.
     unsafe { crate::cpu::switch_page_tables(root) };
     // SAFETY: the tree just loaded backs `layout`, and this is its one memory map.
     let mut vmemmap = unsafe { layout.activate() };
-    tables::census(root, &mut vmemmap);
+    tree.census(&mut vmemmap);
     // SAFETY: the direct map now covers all of memblock's memory, and memblock's own
     // allocations are reserved, so nothing else uses them.
     unsafe { memblock.enable_growth(|phys| direct_map(phys) as *mut u8) };

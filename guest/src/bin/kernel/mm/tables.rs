@@ -15,7 +15,8 @@
 //! 1 GiB, where the VMM's boot tables reach them through the direct map, then the kernel
 //! loads it. A table's `struct page` is flagged `PG_TABLE` and its `private` counts the
 //! table's used entries (for the mapper's unmap), but the memory map only exists once the
-//! tree does, so [`census`] writes those counts right after the switch. From then on the
+//! tree does, so the build keeps the counts and [`BootTree::census`] writes them right
+//! after the switch. From then on the
 //! tree is lent out through [`super::setup::Mm::tree`], with tables from the buddy
 //! allocator ([`KernelTables`]).
 
@@ -50,14 +51,22 @@ unsafe fn zero_frame(frame: PhysAddr) {
     unsafe { (direct_map(frame.as_u64()) as *mut u8).write_bytes(0, super::PAGE_BYTES) };
 }
 
+/// Tables whose used-entry counts the build keeps for the census; a tree with more
+/// (a guest with very many RAM ranges) is counted by reading every table instead.
+const COUNTED_TABLES: usize = 256;
+
 /// Tables from memblock below 1 GiB, while the kernel builds its tree on the VMM's boot
-/// tables. Their used-entry counts are not kept here ([`census`] takes them later), so
-/// the tree built with these tables must not be unmapped from before that.
+/// tables. The memory map that will hold their used-entry counts does not exist yet, so
+/// the counts are kept here until [`BootTree::census`] writes them.
 pub struct BootTables<'a> {
     /// Where tables (and the memory map's backing) come from.
     pub memblock: &'a mut Memblock,
-    /// Where the mapper's counts go until the census.
-    scratch: u64,
+    /// Each table allocated, with its used-entry count.
+    counts: [(PhysAddr, u64); COUNTED_TABLES],
+    /// Tables in `counts`.
+    tables: usize,
+    /// Where counts go past [`COUNTED_TABLES`]; then the census reads every table.
+    overflow: Option<u64>,
 }
 
 impl TableMemory for BootTables<'_> {
@@ -69,14 +78,23 @@ impl TableMemory for BootTables<'_> {
 }
 
 impl TableAlloc for BootTables<'_> {
-    fn used(&mut self, _table: PhysAddr) -> &mut u64 {
-        &mut self.scratch
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        match self.counts[..self.tables].iter().position(|&(t, _)| t == table) {
+            Some(at) => &mut self.counts[at].1,
+            None => self.overflow.insert(0),
+        }
     }
 
     fn alloc_table(&mut self) -> Option<PhysAddr> {
         let table = PhysAddr::new(self.memblock.alloc(PAGE_SIZE, PAGE_SIZE, BOOT_MAP_SIZE)?);
         // SAFETY: a page memblock just reserved for us, below 1 GiB.
         unsafe { zero_frame(table) };
+        if let Some(slot) = self.counts.get_mut(self.tables) {
+            *slot = (table, 0);
+            self.tables += 1;
+        } else {
+            self.overflow = Some(0);
+        }
         Some(table)
     }
 
@@ -222,20 +240,35 @@ pub fn fault_stack_guard() -> u64 {
     &raw const __fault_stack_guard as u64
 }
 
+/// The tree [`build`] made: its root, and its tables' used-entry counts until the memory
+/// map can hold them.
+pub struct BootTree {
+    /// What to load into CR3.
+    pub root: PhysAddr,
+    counts: [(PhysAddr, u64); COUNTED_TABLES],
+    tables: usize,
+    complete: bool,
+}
+
 /// Builds the kernel's tree (see the module documentation) in tables from `memblock`,
-/// including the memory map `vmemmap` lays out; returns the root to load into CR3.
+/// including the memory map `vmemmap` lays out.
 pub fn build(
     memblock: &mut Memblock,
     vmemmap: &VmemmapLayout,
     gigabyte_pages: bool,
     nx: bool,
-) -> Result<PhysAddr, MapError> {
+) -> Result<BootTree, MapError> {
     let mut regions = [Region::default(); guest::memblock::MAX_REGIONS];
     let count = memblock.memory.regions().len().min(regions.len());
     regions[..count].copy_from_slice(&memblock.memory.regions()[..count]);
     let nx = if nx { PteFlags::NO_EXECUTE } else { PteFlags::empty() };
-    let mut tree =
-        Mapper::create(BootTables { memblock, scratch: 0 }).ok_or(MapError::NoTableMemory)?;
+    let tables = BootTables {
+        memblock,
+        counts: [(PhysAddr::new(0), 0); COUNTED_TABLES],
+        tables: 0,
+        overflow: None,
+    };
+    let mut tree = Mapper::create(tables).ok_or(MapError::NoTableMemory)?;
 
     // The direct map. Linux write-protects every alias of the kernel's text and rodata,
     // so their frames are mapped read-only here too (4 KiB pages around them).
@@ -279,21 +312,32 @@ pub fn build(
 
     vmemmap.populate(&mut tree, rw)?;
     // Not loaded yet: nothing to flush.
-    Ok(tree.root())
+    let root = tree.root();
+    let BootTables { counts, tables, overflow, .. } = tree.memory;
+    Ok(BootTree { root, counts, tables, complete: overflow.is_none() })
 }
 
-/// Writes every table's `struct page` (`PG_TABLE`, used entries in `private`), once the
-/// tree built at boot is loaded and the memory map exists.
-pub fn census(root: PhysAddr, vmemmap: &mut Vmemmap) {
-    // SAFETY: `root` is the loaded kernel tree, whose tables are RAM the direct map now
-    // reaches; nothing else maps it during the census.
-    let mut tree = unsafe { Mapper::new(root, DirectMapTables) };
-    tree.for_each_table(|table, _, used| {
-        if let Some(page) = vmemmap.page(table.pfn()) {
-            page.flags |= PG_TABLE;
-            page.private = used;
+impl BootTree {
+    /// Writes every table's `struct page` (`PG_TABLE`, used entries in `private`), once
+    /// the tree is loaded and the memory map exists: from the counts the build kept, or,
+    /// past [`COUNTED_TABLES`] tables, by reading every table (slow under emulation: 512
+    /// entries each).
+    pub fn census(&self, vmemmap: &mut Vmemmap) {
+        let mut write = |table: PhysAddr, used: u64| {
+            if let Some(page) = vmemmap.page(table.pfn()) {
+                page.flags |= PG_TABLE;
+                page.private = used;
+            }
+        };
+        if self.complete {
+            self.counts[..self.tables].iter().for_each(|&(table, used)| write(table, used));
+            return;
         }
-    });
+        // SAFETY: `root` is the loaded kernel tree, whose tables are RAM the direct map now
+        // reaches; nothing else maps it during the census.
+        let mut tree = unsafe { Mapper::new(self.root, DirectMapTables) };
+        tree.for_each_table(|table, _, used| write(table, used));
+    }
 }
 
 /// A loaded tree read through the direct map, for the census.
