@@ -1,10 +1,9 @@
 //! Large scratch buffers for copies of guest memory, backed by transparent huge pages.
 //!
-//! The inspector copies megabytes of a RAM file (its block cache, the memory map `check`
-//! reads whole). On a nested host every first touch of a 4 KiB page is a costly fault, and
-//! a fresh 16 MiB buffer takes 4 096 of them: more than the reads themselves. An
-//! anonymous mapping advised `MADV_HUGEPAGE` is zero-filled 2 MiB at a time instead, and
-//! only where it is touched.
+//! `check` copies the memory map of a RAM file 2 MiB at a time. On a nested host every
+//! first touch of a 4 KiB page is a costly fault, and a fresh 2 MiB buffer takes 512 of
+//! them. An anonymous mapping advised `MADV_HUGEPAGE` is zero-filled 2 MiB at a time
+//! instead, and only where it is touched.
 
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -19,6 +18,17 @@ impl HugeBuffer {
     /// `len` zero bytes (at least one page is mapped); `None` if the host has no memory
     /// for the mapping.
     pub fn zeroed(len: usize) -> Option<Self> {
+        let buffer = Self::lazily_zeroed(len)?;
+        // SAFETY: advice on the mapping just made; a refusal (no THP) changes nothing.
+        unsafe { libc::madvise(buffer.ptr.as_ptr().cast(), len.max(1), libc::MADV_HUGEPAGE) };
+        Some(buffer)
+    }
+
+    /// `len` zero bytes in 4 KiB pages the host zeroes as they are first touched: only
+    /// those take memory, and unmapping costs only those (the RAM file's cache). The
+    /// allocator's own large blocks are not always fresh: reused, they are cleared and
+    /// returned whole.
+    pub fn lazily_zeroed(len: usize) -> Option<Self> {
         let map_len = len.max(1);
         // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
         let ptr = unsafe {
@@ -34,8 +44,6 @@ impl HugeBuffer {
         if ptr == libc::MAP_FAILED {
             return None;
         }
-        // SAFETY: advice on the mapping just made; a refusal (no THP) changes nothing.
-        unsafe { libc::madvise(ptr, map_len, libc::MADV_HUGEPAGE) };
         Some(Self { ptr: NonNull::new(ptr.cast())?, len })
     }
 }

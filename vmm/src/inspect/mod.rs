@@ -33,6 +33,7 @@ pub use ram::RamReader;
 use shared::page::{Page, PAGE_STRUCT_SIZE};
 use shared::vmcoreinfo::{VmCoreInfo, VMCOREINFO_ADDR, VMCOREINFO_MAGIC, VMCOREINFO_VERSION};
 use shared::walk::{translate, Stop};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
@@ -241,28 +242,38 @@ impl View<'_, '_> {
     /// Fills `buf` from kernel virtual address `virt`: one translation per page, one read
     /// per physically contiguous run.
     pub fn read_virt(&mut self, virt: u64, buf: &mut [u8]) -> Result<(), InspectError> {
-        self.budget.spend(buf.len() as u64 / 4096, || {
-            format!("reading {} bytes at {virt:#x}", buf.len())
-        })?;
+        self.for_each_run(virt, buf.len(), |ram, phys, part| ram.read(phys, &mut buf[part]))
+    }
+
+    /// Calls `read` with each physically contiguous run of the `len` bytes at kernel
+    /// virtual address `virt`: its guest-physical address and its place in the bytes.
+    /// One translation per page.
+    fn for_each_run(
+        &mut self,
+        virt: u64,
+        len: usize,
+        mut read: impl FnMut(&mut RamReader, u64, Range<usize>) -> Result<(), InspectError>,
+    ) -> Result<(), InspectError> {
+        self.budget.spend(len as u64 / 4096, || format!("reading {len} bytes at {virt:#x}"))?;
         let (mut done, mut run) = (0, None::<(usize, u64, usize)>);
-        while done < buf.len() {
+        while done < len {
             let at = virt.wrapping_add(done as u64);
-            let chunk = (4096 - (at % 4096) as usize).min(buf.len() - done);
+            let chunk = (4096 - (at % 4096) as usize).min(len - done);
             let phys = self.phys(at)?;
             run = match run {
-                Some((from, start, len)) if start + len as u64 == phys => {
-                    Some((from, start, len + chunk))
+                Some((from, start, run_len)) if start + run_len as u64 == phys => {
+                    Some((from, start, run_len + chunk))
                 }
-                Some((from, start, len)) => {
-                    self.ram.read(start, &mut buf[from..from + len])?;
+                Some((from, start, run_len)) => {
+                    read(self.ram, start, from..from + run_len)?;
                     Some((done, phys, chunk))
                 }
                 None => Some((done, phys, chunk)),
             };
             done += chunk;
         }
-        if let Some((from, start, len)) = run {
-            self.ram.read(start, &mut buf[from..from + len])?;
+        if let Some((from, start, run_len)) = run {
+            read(self.ram, start, from..from + run_len)?;
         }
         Ok(())
     }
@@ -320,20 +331,40 @@ impl View<'_, '_> {
             while pfn < end {
                 let chunk = (CHUNK - pfn % CHUNK).min(end - pfn);
                 let bytes = &mut scratch[..to_usize(chunk) * PAGE_STRUCT_SIZE];
-                match self.read_virt(self.page_addr(pfn), bytes) {
+                // Only what RAM holds data for is read; the rest of the scratch stays
+                // zero (all-zero descriptors are not kept), and is zeroed again after.
+                let mut data: Vec<Range<usize>> = Vec::new();
+                let read =
+                    self.for_each_run(self.page_addr(pfn), bytes.len(), |ram, phys, part| {
+                        let at = part.start;
+                        let parts = ram.read_data(phys, &mut bytes[part])?;
+                        data.extend(parts.into_iter().map(|p| at + p.start..at + p.end));
+                        Ok(())
+                    });
+                match read {
                     Ok(()) => {
                         match copy.runs.last_mut() {
                             Some((first, count)) if *first + *count == pfn => *count += chunk,
                             _ => copy.runs.push((pfn, chunk)),
                         }
-                        let described = bytes.chunks_exact(PAGE_STRUCT_SIZE).zip(pfn..);
-                        copy.pages.extend(described.filter_map(|(raw, pfn)| {
-                            let page = Page::read_from_bytes(raw).unwrap_or_default();
-                            (page != Page::default()).then_some((pfn, page))
-                        }));
+                        for part in &data {
+                            // Whole descriptors around the part (the rest reads zero).
+                            let first = part.start / PAGE_STRUCT_SIZE;
+                            let last = part.end.div_ceil(PAGE_STRUCT_SIZE);
+                            let raw = &bytes[first * PAGE_STRUCT_SIZE..last * PAGE_STRUCT_SIZE];
+                            let described =
+                                raw.chunks_exact(PAGE_STRUCT_SIZE).zip(pfn + first as u64..);
+                            copy.pages.extend(described.filter_map(|(raw, pfn)| {
+                                let page = Page::read_from_bytes(raw).unwrap_or_default();
+                                (page != Page::default()).then_some((pfn, page))
+                            }));
+                        }
                     }
                     Err(err @ InspectError::Budget { .. }) => return Err(err),
                     Err(err) => copy.unreadable.push((pfn, chunk, err.to_string())),
+                }
+                for part in data {
+                    bytes[part].fill(0);
                 }
                 pfn += chunk;
             }

@@ -4,7 +4,7 @@
 //! ```text
 //! RamReader::mapped(&GuestMemoryMmap)   the VMM's mapping of the RAM it owns (and locks)
 //! RamReader::open_file(path)            pread from a file someone else owns, through a
-//!                                       cache of 64 KiB blocks, emptied for every snapshot
+//!                                       cache of pages, emptied for every snapshot
 //! ```
 //!
 //! Every read is checked against the RAM ranges: an address outside them is an error,
@@ -17,23 +17,27 @@ use shared::vmcoreinfo::{RamRange, VmCoreInfo, MAX_RAM_RANGES, VMCOREINFO_ADDR};
 use shared::walk::PhysMem;
 use std::cell::Cell;
 use std::fs::File;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-/// Bytes one `pread` of the file cache fills: a system call costs microseconds on a
-/// nested host, so a miss brings in the neighbours too (tables, struct pages and slab
-/// objects cluster).
-const BLOCK: u64 = 64 << 10;
-const BLOCK_BYTES: usize = 64 << 10;
+/// The file cache's unit: a page.
+const BLOCK: u64 = 4096;
+const BLOCK_BYTES: usize = 4096;
 /// Blocks the file cache holds at least (4 MiB) and at most (256 MiB); in between, twice
-/// the guest's memory map, which `check` reads whole. Direct-mapped by block number, and
-/// only the blocks read take host memory.
-const MIN_CACHE_BLOCKS: usize = 64;
-/// Blocks a miss reads, aligned (256 KiB): page tables and slabs cluster.
-const READAHEAD: u64 = 4;
-const MAX_CACHE_BLOCKS: usize = 4096;
+/// the guest's memory map. Direct-mapped by block number, and only the blocks read take
+/// host memory.
+const MIN_CACHE_BLOCKS: usize = 1024;
+const MAX_CACHE_BLOCKS: usize = 65_536;
+/// Blocks a miss reads at most (256 KiB). A miss reads one block, or twice as many as the
+/// last miss if it comes right after what that one read, as Linux's readahead grows: a
+/// scan pays few system calls, and a scattered read (a table, a descriptor) fills no more
+/// than it needs. On a nested host every fresh page of host memory the cache fills costs
+/// a fault of about 2 µs, more than the read itself.
+const MAX_READAHEAD: u64 = 64;
 const PAGE: u64 = 4096;
 
 /// One RAM range and where the host sees it.
@@ -53,9 +57,6 @@ impl HostRange {
 
 /// A cache slot that holds no block.
 const NO_BLOCK: u64 = u64::MAX;
-/// Marks the tag of a block cached only in part (at the edge of a RAM range): the fast
-/// path never matches it.
-const PART: u64 = 1 << 63;
 
 /// A RAM file read with `pread`.
 struct FileRam {
@@ -64,17 +65,18 @@ struct FileRam {
     /// The ranges, sorted by guest address.
     ranges: Vec<RamRange>,
     /// The block number (guest-physical address / [`BLOCK`]) each slot holds, or
-    /// [`NO_BLOCK`]; with [`PART`] set, only `parts[slot]` of it (a block that a RAM
-    /// range starts or ends inside). Block `b` goes to slot `b % slots`, a power of two,
-    /// so consecutive blocks sit side by side and fill with one `pread`.
+    /// [`NO_BLOCK`]. RAM ranges are page-aligned, so a block is RAM as a whole or not at
+    /// all. Block `b` goes to slot `b % slots`, a power of two, so consecutive blocks sit
+    /// side by side and fill with one `pread`.
     tags: Vec<u64>,
-    /// The guest-physical bytes `[start, end)` a [`PART`] block holds.
-    parts: Vec<(u64, u64)>,
-    /// The cached bytes: slot `i` at `i × BLOCK` (zeroed lazily by the host: only the
-    /// blocks read take memory).
-    bytes: Vec<u8>,
+    /// The cached pages, slot by slot, as little-endian words (zeroed lazily by the
+    /// host: only the slots filled take memory).
+    pages: super::buffer::HugeBuffer,
     /// Set when a read came back short: the file shrank under us.
     shrank: Cell<bool>,
+    /// The block after what the last miss read, and how many blocks it read.
+    next: u64,
+    window: u64,
 }
 
 enum Backend<'a> {
@@ -130,15 +132,21 @@ impl<'a> RamReader<'a> {
         let slots = super::to_usize(2 * memmap_blocks)
             .next_power_of_two()
             .clamp(MIN_CACHE_BLOCKS, MAX_CACHE_BLOCKS);
-        let bytes = vec![0; slots * BLOCK_BYTES];
+        // Zeroed by the host as pages are first touched: only the pages filled take memory,
+        // and dropping the cache after a command costs only those.
+        let pages =
+            super::buffer::HugeBuffer::lazily_zeroed(slots * BLOCK_BYTES).ok_or_else(|| {
+                not_ram(format!("there is no host memory for its {} MiB read cache", slots / 256))
+            })?;
         let file = FileRam {
             path: path.to_path_buf(),
             file,
             ranges,
             tags: vec![NO_BLOCK; slots],
-            parts: vec![(0, 0); slots],
-            bytes,
+            pages,
             shrank: Cell::new(false),
+            next: NO_BLOCK,
+            window: 1,
         };
         Ok(RamReader { backend: Backend::File(Box::new(file)) })
     }
@@ -189,6 +197,36 @@ impl<'a> RamReader<'a> {
                 }
             }
         }
+    }
+
+    /// Fills the parts of `buf` that RAM holds data for, from guest-physical `gpa`, and
+    /// returns them as ranges of `buf`, in order. The rest of `buf` is left as it was: it
+    /// reads as zero in RAM (holes in a sparse RAM file, where the guest never wrote). A
+    /// 1 GiB guest's file holds a few MiB of data, so `check` reads its memory map in a
+    /// fraction of the time and host memory. From a mapping: all of `buf`.
+    pub fn read_data(
+        &mut self,
+        gpa: u64,
+        buf: &mut [u8],
+    ) -> Result<Vec<Range<usize>>, InspectError> {
+        let Backend::File(file) = &self.backend else {
+            self.read(gpa, buf)?;
+            return Ok(std::iter::once(0..buf.len()).collect());
+        };
+        let len = buf.len() as u64;
+        let offset = file.offset(gpa, len).ok_or(InspectError::OutsideRam { gpa, len })?;
+        let mut data = Vec::new();
+        let mut at = 0;
+        while at < len {
+            let Some((start, end)) = file.data_extent(offset + at, offset + len) else { break };
+            let (start, end) = (start - offset, end - offset);
+            let part = super::to_usize(start)..super::to_usize(end);
+            file.pread(&mut buf[part.clone()], offset + start)
+                .ok_or_else(|| InspectError::FileShrank { path: file.path.clone() })?;
+            data.push(part);
+            at = end;
+        }
+        Ok(data)
     }
 
     /// The value of type `T` at guest-physical `gpa` as it is now, past the file cache:
@@ -250,6 +288,30 @@ impl FileRam {
         }
     }
 
+    /// The first run of data in the file at or after `from`, clipped to `end`: `lseek`'s
+    /// `SEEK_DATA` and `SEEK_HOLE`. Where the file system cannot tell, everything is data.
+    fn data_extent(&self, from: u64, end: u64) -> Option<(u64, u64)> {
+        let seek = |offset: u64, whence| {
+            let offset = libc::off_t::try_from(offset).ok()?;
+            // SAFETY: `lseek` on a descriptor this struct owns; it moves the file
+            // position, which nothing here uses (every read is a `pread`).
+            let found = unsafe { libc::lseek(self.file.as_raw_fd(), offset, whence) };
+            u64::try_from(found).ok()
+        };
+        let start = match seek(from, libc::SEEK_DATA) {
+            Some(start) => start.max(from),
+            None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => {
+                return None
+            }
+            None => from,
+        };
+        if start >= end {
+            return None;
+        }
+        let stop = seek(start, libc::SEEK_HOLE).unwrap_or(end).clamp(start + 1, end);
+        Some((start, stop))
+    }
+
     /// An error if the file no longer holds every RAM range.
     fn check_size(&self) -> Result<(), InspectError> {
         let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -264,36 +326,69 @@ impl FileRam {
     /// The word at `gpa` (8-byte aligned), through the block cache.
     #[inline(always)]
     fn word(&mut self, gpa: u64) -> Option<u64> {
-        let mut word = [0u64];
-        self.words(gpa, &mut word).then_some(word[0])
+        let block = gpa / BLOCK;
+        let slot = super::to_usize(block) & (self.tags.len() - 1);
+        if self.tags.get(slot) != Some(&block) && !self.miss(slot, gpa) {
+            return None;
+        }
+        let at = slot * BLOCK_BYTES + super::to_usize(gpa % BLOCK);
+        Some(u64::from_le_bytes(*self.pages.get(at..)?.first_chunk::<8>()?))
     }
 
-    /// `words` from `gpa` on, inside one page (8-byte aligned), through the block cache.
+    /// `words` from `gpa` on, inside one page (8-byte aligned): from the block cache if
+    /// their block is there, else one `pread` straight into `words`. A tree walk reads
+    /// each table once, and a fresh cache page costs a host fault besides the read.
     #[inline(always)]
     fn words(&mut self, gpa: u64, words: &mut [u64]) -> bool {
-        let Some(bytes) = self.cached(gpa, 8 * words.len() as u64) else { return false };
-        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-            *word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let block = gpa / BLOCK;
+        let slot = super::to_usize(block) & (self.tags.len() - 1);
+        if self.tags[slot] != block {
+            return self.words_direct(gpa, words);
+        }
+        let at = slot * BLOCK_BYTES + super::to_usize(gpa % BLOCK);
+        let Some(cached) = self.pages.get(at..at + 8 * words.len()) else { return false };
+        for (word, bytes) in words.iter_mut().zip(cached.chunks_exact(8)) {
+            *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
         }
         true
+    }
+
+    /// `words` from `gpa` on, read past the cache.
+    #[inline(never)]
+    fn words_direct(&mut self, gpa: u64, words: &mut [u64]) -> bool {
+        let Some(offset) = self.offset(gpa, 8 * words.len() as u64) else { return false };
+        if self.pread(words.as_mut_bytes(), offset).is_none() {
+            return false;
+        }
+        words.iter_mut().for_each(|word| *word = u64::from_le(*word));
+        true
+    }
+
+    /// The slot that holds `gpa`'s block, read in if it is not there; `None` if it is not
+    /// RAM or the file shrank.
+    #[inline(always)]
+    fn slot(&mut self, gpa: u64) -> Option<usize> {
+        let block = gpa / BLOCK;
+        let slot = super::to_usize(block) & (self.tags.len() - 1);
+        if self.tags.get(slot) != Some(&block) && !self.miss(slot, gpa) {
+            return None;
+        }
+        Some(slot)
     }
 
     /// The cached bytes `[gpa, gpa + len)`, inside one block; `None` if they are not RAM
     /// or the file shrank.
     #[inline(always)]
     fn cached(&mut self, gpa: u64, len: u64) -> Option<&[u8]> {
-        let block = gpa / BLOCK;
-        let slot = super::to_usize(block) & (self.tags.len() - 1);
-        if self.tags[slot] != block && !self.miss(slot, gpa, len) {
-            return None;
-        }
-        let at = slot * BLOCK_BYTES + super::to_usize(gpa % BLOCK);
-        self.bytes.get(at..at + super::to_usize(len))
+        let slot = self.slot(gpa)?;
+        let at = super::to_usize(gpa % BLOCK);
+        let at = slot * BLOCK_BYTES + at;
+        self.pages.get(at..at + super::to_usize(len))
     }
 
-    /// Reads the blocks from `first` on, up to `last` (exclusive), that are missing,
-    /// whole and side by side in the cache, with one `pread`. Whatever it does not read
-    /// (a partial block, a shrunken file) is left to [`fill`](Self::fill).
+    /// Reads the blocks from `first` on, up to `last` (exclusive) and the end of `first`'s
+    /// RAM range, that are missing, side by side in the cache, with one `pread`. Nothing
+    /// if `first` is not RAM; a short read marks the file shrunk.
     #[cold]
     fn fill_run(&mut self, first: u64, last: u64) {
         let slots = self.tags.len();
@@ -308,11 +403,11 @@ impl FileRam {
         let count = (first..last.min(range_end).min(first + room))
             .take_while(|&b| self.tags[super::to_usize(b) & (slots - 1)] != b)
             .count();
-        if count == 0 || first * BLOCK < range.guest_addr {
+        if count == 0 {
             return;
         }
         let offset = range.file_offset + (first * BLOCK - range.guest_addr);
-        let bytes = &mut self.bytes[slot * BLOCK_BYTES..(slot + count) * BLOCK_BYTES];
+        let bytes = &mut self.pages[slot * BLOCK_BYTES..(slot + count) * BLOCK_BYTES];
         self.tags[slot..slot + count].fill(NO_BLOCK);
         if self.file.read_exact_at(bytes, offset).is_err() {
             self.shrank.set(true);
@@ -323,48 +418,15 @@ impl FileRam {
         }
     }
 
-    /// A miss: reads the aligned group of [`READAHEAD`] blocks around `gpa`'s (lists and
-    /// tables are walked in both directions), then makes sure of `gpa`'s own block.
+    /// A miss: reads `gpa`'s block and the readahead window after it (see
+    /// [`MAX_READAHEAD`]), then makes sure of `gpa`'s own block.
     #[cold]
-    fn miss(&mut self, slot: usize, gpa: u64, len: u64) -> bool {
-        let group = gpa / BLOCK / READAHEAD * READAHEAD;
-        self.fill_run(group, group + READAHEAD);
-        self.tags[slot] == gpa / BLOCK || self.fill(slot, gpa, len)
-    }
-
-    /// Makes slot `slot` hold `[gpa, gpa + len)` (inside one block): the block, or the
-    /// part of it in `gpa`'s RAM range. False if those bytes are not RAM, or not in the
-    /// file any more.
-    #[cold]
-    fn fill(&mut self, slot: usize, gpa: u64, len: u64) -> bool {
+    fn miss(&mut self, slot: usize, gpa: u64) -> bool {
         let block = gpa / BLOCK;
-        let (part_start, part_end) = self.parts[slot];
-        if self.tags[slot] == block | PART {
-            return part_start <= gpa && gpa + len <= part_end;
-        }
-        let Some(range) = self.ranges.iter().find(|r| gpa.wrapping_sub(r.guest_addr) < r.size)
-        else {
-            return false;
-        };
-        let start = (block * BLOCK).max(range.guest_addr);
-        let end = (block * BLOCK + BLOCK).min(range.guest_addr + range.size);
-        if gpa + len > end {
-            return false;
-        }
-        let offset = range.file_offset + (start - range.guest_addr);
-        let at = slot * BLOCK_BYTES + super::to_usize(start % BLOCK);
-        self.tags[slot] = NO_BLOCK;
-        let buf = &mut self.bytes[at..at + super::to_usize(end - start)];
-        if self.file.read_exact_at(buf, offset).is_err() {
-            self.shrank.set(true);
-            return false;
-        }
-        if end - start == BLOCK {
-            self.tags[slot] = block;
-        } else {
-            (self.tags[slot], self.parts[slot]) = (block | PART, (start, end));
-        }
-        true
+        self.window = if block == self.next { (2 * self.window).min(MAX_READAHEAD) } else { 1 };
+        self.next = block + self.window;
+        self.fill_run(block, self.next);
+        self.tags[slot] == block
     }
 }
 
@@ -538,8 +600,7 @@ mod tests {
 
     #[test]
     fn inspect_file_cache_blocks_hold_only_ram() {
-        // RAM at [0, 64K) and at [68K, 128K), the second range at file offset 64K: the
-        // cache block [64K, 128K) holds a hole at its start.
+        // RAM at [0, 64K) and at [68K, 128K), the second range at file offset 64K.
         let path = ram_file("hole", 32);
         let mut descriptor =
             info(&[range(0, 16 * PAGE, 0), range(17 * PAGE, 15 * PAGE, 16 * PAGE)]);
@@ -548,10 +609,45 @@ mod tests {
         file.write_all_at(descriptor.as_bytes(), VMCOREINFO_ADDR).expect("written");
         let mut ram = RamReader::open_file(&path).expect("a RAM file");
         assert_eq!(ram.read_u64(17 * PAGE), Some(16 * PAGE / 8), "file offset 64K");
-        assert_eq!(ram.read_u64(17 * PAGE - 8), None, "the hole, in a cached block");
+        for _ in 0..2 {
+            assert_eq!(ram.read_u64(16 * PAGE - 8), Some((16 * PAGE - 8) / 8), "read ahead");
+        }
+        assert_eq!(ram.read_u64(17 * PAGE - 8), None, "the hole's last word");
         assert_eq!(ram.read_u64(16 * PAGE), None, "the hole's first word");
         assert_eq!(ram.read_u64(32 * PAGE - 8), Some((31 * PAGE - 8) / 8), "the last word");
         assert_eq!(ram.read_u64(15 * PAGE), Some(15 * PAGE / 8), "the first range");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn inspect_reads_only_the_data_of_a_sparse_file() {
+        // 64 pages, all holes but the descriptor's page and pages 40, 41 and 63.
+        let path = std::env::temp_dir().join(format!("kvm-mm-ram-{}-sparse", std::process::id()));
+        let file = File::create(&path).expect("temporary file");
+        file.set_len(64 * PAGE).expect("sized");
+        file.write_all_at(info(&[range(0, 64 * PAGE, 0)]).as_bytes(), VMCOREINFO_ADDR)
+            .expect("written");
+        for page in [40u8, 41, 63] {
+            file.write_all_at(&[page; 4096], u64::from(page) * PAGE).expect("written");
+        }
+        let mut ram = RamReader::open_file(&path).expect("a RAM file");
+        let contents = std::fs::read(&path).expect("the file");
+        for (first, pages) in [(32, 32), (0, 8), (40, 1), (8, 8)] {
+            let mut buf = vec![0xeeu8; to_usize(pages * PAGE)];
+            let data = ram.read_data(first * PAGE, &mut buf).expect("in RAM");
+            let file = &contents[to_usize(first * PAGE)..to_usize((first + pages) * PAGE)];
+            // Every byte is read from the file or left alone where the file reads zero;
+            // where the file system knows holes (ext4, tmpfs) the holes are left alone.
+            let mut read = vec![false; buf.len()];
+            data.iter().for_each(|part| read[part.clone()].fill(true));
+            for (at, (&byte, &was_read)) in buf.iter().zip(&read).enumerate() {
+                let expected = if was_read { file[at] } else { 0xee };
+                assert_eq!(byte, expected, "byte {at:#x} of pages {first}+{pages}");
+                assert!(was_read || file[at] == 0, "data at {at:#x} of pages {first}+{pages}");
+            }
+            assert!(data.windows(2).all(|w| w[0].end <= w[1].start), "in order: {data:?}");
+        }
+        assert!(ram.read_data(60 * PAGE, &mut [0; 5 * 4096]).is_err(), "past the RAM");
         let _ = std::fs::remove_file(&path);
     }
 

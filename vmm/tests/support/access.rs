@@ -2,6 +2,7 @@
 //! as a running VMM does (host memory mapped as guest memory).
 
 use super::image::Image;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -33,13 +34,20 @@ impl Drop for RamFile {
 }
 
 impl Image {
-    /// The image as a RAM file.
+    /// The image as a RAM file, sparse as `vmm run --mem-file` leaves one: pages that
+    /// hold only zeros are holes.
     pub fn file(&self) -> RamFile {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let name =
             format!("kvm-mm-image-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, self.ram.bytes()).expect("a temporary RAM file");
+        let file = std::fs::File::create(&path).expect("a temporary RAM file");
+        file.set_len(self.ram.size()).expect("sized");
+        for (page, bytes) in (0u64..).zip(self.ram.bytes().chunks(4096)) {
+            if bytes.iter().any(|&b| b != 0) {
+                file.write_all_at(bytes, page * 4096).expect("written");
+            }
+        }
         RamFile { path }
     }
 
