@@ -1,40 +1,39 @@
-//! Large scratch buffers for copies of guest memory, backed by transparent huge pages.
+//! Large zeroed buffers in their own anonymous mappings, for copies of guest memory.
 //!
-//! `check` copies the memory map of a RAM file 2 MiB at a time. On a nested host every
-//! first touch of a 4 KiB page is a costly fault, and a fresh 2 MiB buffer takes 512 of
-//! them. An anonymous mapping advised `MADV_HUGEPAGE` is zero-filled 2 MiB at a time
-//! instead, and only where it is touched.
+//! On a nested host every first touch of a fresh 4 KiB page is a costly fault (about
+//! 2 µs). A mapping of its own is zeroed by the host only where it is touched, and
+//! unmapping it frees only those pages; the allocator's large blocks are not always
+//! fresh, and a reused one comes back cleared whole. Two kinds:
+//!
+//! ```text
+//! ZeroedBuffer::lazy(len)    4 KiB pages as touched: the RAM file's page cache, of which
+//!                            a command fills a few pages or a few thousand
+//! ZeroedBuffer::huge(len)    advised MADV_HUGEPAGE, zero-filled 2 MiB at a time: the
+//!                            memory-map copy `check` fills whole, 2 MiB a read
+//! ```
 
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use zerocopy::FromZeros;
 
-/// A zeroed byte buffer in its own anonymous mapping.
-pub struct HugeBuffer {
-    ptr: NonNull<u8>,
+/// `len` zeroed `T`s in their own anonymous mapping.
+pub struct ZeroedBuffer<T: FromZeros> {
+    ptr: NonNull<T>,
     len: usize,
+    _owns: PhantomData<T>,
 }
 
-impl HugeBuffer {
-    /// `len` zero bytes (at least one page is mapped); `None` if the host has no memory
-    /// for the mapping.
-    pub fn zeroed(len: usize) -> Option<Self> {
-        let buffer = Self::lazily_zeroed(len)?;
-        // SAFETY: advice on the mapping just made; a refusal (no THP) changes nothing.
-        unsafe { libc::madvise(buffer.ptr.as_ptr().cast(), len.max(1), libc::MADV_HUGEPAGE) };
-        Some(buffer)
-    }
-
-    /// `len` zero bytes in 4 KiB pages the host zeroes as they are first touched: only
-    /// those take memory, and unmapping costs only those (the RAM file's cache). The
-    /// allocator's own large blocks are not always fresh: reused, they are cleared and
-    /// returned whole.
-    pub fn lazily_zeroed(len: usize) -> Option<Self> {
-        let map_len = len.max(1);
+impl<T: FromZeros> ZeroedBuffer<T> {
+    /// `len` zeroed `T`s, zeroed by the host page by page as they are touched; `None` if
+    /// the host has no memory for the mapping.
+    pub fn lazy(len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(size_of::<T>())?.max(1);
         // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                map_len,
+                bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
@@ -44,31 +43,46 @@ impl HugeBuffer {
         if ptr == libc::MAP_FAILED {
             return None;
         }
-        Some(Self { ptr: NonNull::new(ptr.cast())?, len })
+        // A mapping is page-aligned, more than any `T` here needs.
+        debug_assert!(ptr.cast::<T>().is_aligned());
+        Some(Self { ptr: NonNull::new(ptr.cast())?, len, _owns: PhantomData })
+    }
+
+    /// `len` zeroed `T`s backed by transparent huge pages where the host has them.
+    pub fn huge(len: usize) -> Option<Self> {
+        let buffer = Self::lazy(len)?;
+        // SAFETY: advice on the mapping just made; a refusal (no THP) changes nothing.
+        unsafe { libc::madvise(buffer.ptr.as_ptr().cast(), buffer.bytes(), libc::MADV_HUGEPAGE) };
+        Some(buffer)
+    }
+
+    /// The mapping's length in bytes (at least one, as mapped).
+    fn bytes(&self) -> usize {
+        (self.len * size_of::<T>()).max(1)
     }
 }
 
-impl Deref for HugeBuffer {
-    type Target = [u8];
+impl<T: FromZeros> Deref for ZeroedBuffer<T> {
+    type Target = [T];
 
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr` maps at least `len` readable bytes, owned by `self`.
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` maps `len` aligned `T`s owned by `self`, each valid: the mapping
+        // started zeroed, zero bytes are a `T` (`FromZeros`), and only `T`s are written.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
-impl DerefMut for HugeBuffer {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` maps at least `len` writable bytes, owned by `self` and borrowed
-        // mutably here only.
+impl<T: FromZeros> DerefMut for ZeroedBuffer<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and borrowed mutably here only.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
-impl Drop for HugeBuffer {
+impl<T: FromZeros> Drop for ZeroedBuffer<T> {
     fn drop(&mut self) {
-        // SAFETY: the mapping `zeroed` made, unmapped once; no slice of it outlives `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len.max(1)) };
+        // SAFETY: the mapping `lazy` made, unmapped once; no slice of it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes()) };
     }
 }
 
@@ -78,11 +92,16 @@ mod tests {
 
     #[test]
     fn inspect_buffers_start_zeroed_and_hold_what_is_written() {
-        let mut buffer = HugeBuffer::zeroed(3 << 20).expect("host memory");
+        let mut buffer = ZeroedBuffer::<u8>::huge(3 << 20).expect("host memory");
         assert_eq!(buffer.len(), 3 << 20);
         assert!(buffer.iter().step_by(4096).all(|&b| b == 0));
         buffer[(3 << 20) - 1] = 7;
         assert_eq!(buffer[(3 << 20) - 1], 7);
-        assert_eq!(HugeBuffer::zeroed(0).map(|b| b.len()), Some(0));
+        assert_eq!(ZeroedBuffer::<u8>::huge(0).map(|b| b.len()), Some(0));
+        let mut pages = ZeroedBuffer::<[u64; 512]>::lazy(3).expect("host memory");
+        assert!(pages.iter().all(|page| page.iter().all(|&w| w == 0)));
+        pages[2][511] = u64::MAX;
+        assert_eq!(pages[2][511], u64::MAX);
+        assert!(ZeroedBuffer::<[u64; 512]>::lazy(usize::MAX).is_none(), "overflows");
     }
 }

@@ -321,7 +321,8 @@ impl View<'_, '_> {
         // 32 768 descriptors a read: physically contiguous wherever the vmemmap is backed
         // by a 2 MiB page.
         const CHUNK: u64 = 32_768;
-        let Some(mut scratch) = buffer::HugeBuffer::zeroed(to_usize(CHUNK) * PAGE_STRUCT_SIZE)
+        let Some(mut scratch) =
+            buffer::ZeroedBuffer::<u8>::huge(to_usize(CHUNK) * PAGE_STRUCT_SIZE)
         else {
             return Ok(());
         };
