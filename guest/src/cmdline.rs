@@ -96,6 +96,8 @@ impl Options {
                 _ => return Err(CmdlineError { kind: CmdlineErrorKind::UnknownOption, option }),
             }
         }
+        // The misuse workload needs the debug checks it misuses.
+        options.slub_debug |= options.workload == Workload::SlabMisuse;
         Ok(options)
     }
 }
@@ -135,6 +137,7 @@ mod tests {
             }
         );
         assert!(Options::parse("slub_debug").is_ok_and(|o| o.slub_debug));
+        assert!(Options::parse("workload=slab-misuse").is_ok_and(|o| o.slub_debug));
         let stress =
             Options::parse("workload=stress seed=42 ops=500 progress=100").expect("parses");
         assert_eq!(

@@ -61,6 +61,15 @@ pub enum VmallocError {
     Tree(MapError),
 }
 
+impl From<MapError> for VmallocError {
+    fn from(err: MapError) -> Self {
+        match err {
+            MapError::NoTableMemory => Self::NoMemory,
+            other => Self::Tree(other),
+        }
+    }
+}
+
 impl core::fmt::Display for VmallocError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -142,10 +151,7 @@ impl Vmalloc {
                     // The address was unmapped: no TLB holds it.
                     tree.map(page, frame, flags).map(|flush| flush.ignore()).map_err(|err| {
                         tree.memory.free_frame(frame.start());
-                        match err {
-                            MapError::NoTableMemory => VmallocError::NoMemory,
-                            other => VmallocError::Tree(other),
-                        }
+                        VmallocError::from(err)
                     })
                 }
             };
@@ -175,10 +181,7 @@ impl Vmalloc {
         let mapping =
             tree.map_range(VirtAddr::new(start), phys, pages * PAGE, flags, PageSize::Size4K);
         // The range was unmapped: no TLB holds it.
-        mapping.map(|flush| flush.ignore()).map_err(|err| match err {
-            MapError::NoTableMemory => VmallocError::NoMemory,
-            other => VmallocError::Tree(other),
-        })?;
+        mapping.map(|flush| flush.ignore())?;
         self.insert(index, Area { start, pages, io: true });
         Ok(VirtAddr::new(start))
     }

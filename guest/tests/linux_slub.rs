@@ -413,7 +413,7 @@ fn kmalloc_large_invalid_free() {
     // Refused: the allocation is intact and frees whole.
     assert_eq!(k.ksize(&mut *pages, ptr), 4 * PAGE_SIZE);
     kfree(&mut k, &mut pages, ptr).expect("valid free");
-    pages.buddy().drain_pcp();
+    pages.drain_pcp();
     assert_eq!(pages.buddy().nr_free_pages(), free_pages);
 }
 

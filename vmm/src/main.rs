@@ -183,8 +183,9 @@ fn print_reports(outcome: &vmm::Outcome) {
     }
     for report in &outcome.reports {
         if let vmm::Report::BootTimes(t) = report {
-            let total = t.memblock_cycles + t.memmap_cycles + t.buddy_cycles;
-            let per_gib = u128::from(total) * (1 << 30) / u128::from(t.ram_bytes.max(1));
+            // Guest figures: summed wide, so no report can overflow them.
+            let total = [t.memblock_cycles, t.memmap_cycles, t.buddy_cycles].map(u128::from);
+            let per_gib = total.iter().sum::<u128>() * (1 << 30) / u128::from(t.ram_bytes.max(1));
             log::debug!(
                 "memory setup: memblock {}, memmap {}, buddy {} TSC cycles ({per_gib} per GiB of RAM)",
                 t.memblock_cycles,

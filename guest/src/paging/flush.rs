@@ -54,7 +54,8 @@ impl Flush {
         let contiguous = self.page_bytes == other.page_bytes
             && self.start.wrapping_add(self.pages.wrapping_mul(self.page_bytes)) == other.start;
         if contiguous {
-            Flush { pages: self.pages + other.pages, ..self }
+            // Saturating: two flushes of everything make everything.
+            Flush { pages: self.pages.saturating_add(other.pages), ..self }
         } else {
             Self::ALL
         }

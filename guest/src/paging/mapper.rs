@@ -99,36 +99,40 @@ impl<M: TableMemory> Mapper<M> {
     /// Calls `f` with every table of the tree, its level (4 = the root) and its count of
     /// present entries: a fixed four levels deep, so bounded work.
     pub fn for_each_table(&mut self, mut f: impl FnMut(PhysAddr, u8, u64)) {
-        self.visit_tables(self.root, 4, &mut f);
+        self.visit_tables(self.root, 4, &mut |table, level, entries| {
+            f(table, level, entries.iter().filter(|e| e.is_present()).count() as u64)
+        });
     }
 
-    fn visit_tables(&mut self, table: PhysAddr, level: u8, f: &mut impl FnMut(PhysAddr, u8, u64)) {
-        let entries = *self.entries(table);
-        f(table, level, entries.iter().filter(|e| e.is_present()).count() as u64);
-        if level == 1 {
-            return;
-        }
-        for entry in entries.iter().filter(|e| e.is_present() && !e.is_leaf(level)) {
-            self.visit_tables(entry.addr(), level - 1, f);
-        }
-    }
-
-    /// Counts the tree's tables (by level) and leaves (by page size).
+    /// Counts the tree's tables (by level) and leaves (by page size), in one walk.
     pub fn stats(&mut self) -> TreeStats {
         let mut stats = TreeStats::default();
-        let root = self.root;
-        self.visit_tables(root, 4, &mut |_, level, _| stats.tables[4 - usize::from(level)] += 1);
-        self.visit_leaves(root, 4, &mut stats.pages);
+        self.visit_tables(self.root, 4, &mut |_, level, entries| {
+            stats.tables[4 - usize::from(level)] += 1;
+            if let Some(pages) = stats.pages.get_mut(usize::from(level) - 1) {
+                *pages +=
+                    entries.iter().filter(|e| e.is_present() && e.is_leaf(level)).count() as u64;
+            }
+        });
         stats
     }
 
-    fn visit_leaves(&mut self, table: PhysAddr, level: u8, leaves: &mut [u64; 3]) {
-        let entries = *self.entries(table);
-        for entry in entries.iter().filter(|e| e.is_present()) {
-            if entry.is_leaf(level) {
-                leaves[usize::from(level) - 1] += 1;
-            } else {
-                self.visit_leaves(entry.addr(), level - 1, leaves);
+    /// Calls `f` with each table from `table` down, its level and its entries, each table
+    /// read in place once by `f` and once more for its children above level 1.
+    fn visit_tables(
+        &mut self,
+        table: PhysAddr,
+        level: u8,
+        f: &mut impl FnMut(PhysAddr, u8, &[PageTableEntry; ENTRIES]),
+    ) {
+        f(table, level, self.entries(table));
+        if level == 1 {
+            return;
+        }
+        for index in 0..ENTRIES {
+            let entry = self.entries(table)[index];
+            if entry.is_present() && !entry.is_leaf(level) {
+                self.visit_tables(entry.addr(), level - 1, f);
             }
         }
     }
@@ -239,10 +243,9 @@ impl<M: TableAlloc> Mapper<M> {
     pub fn unmap_range(&mut self, virt: VirtAddr, len: u64) -> Result<Flush, MapError> {
         let virt = virt.as_u64();
         for (at, edge) in [(virt, virt), (virt + len.max(1) - 1, virt + len)] {
+            // The page mapping `at` straddles `edge` unless the edge is aligned to its size.
             if let Some((_, level)) = self.leaf_of(at) {
-                let size = PageSize::at_level(level).bytes();
-                let page = at & !(size - 1);
-                if (edge == virt && page < virt) || (edge != virt && page + size > edge) {
+                if edge % PageSize::at_level(level).bytes() != 0 {
                     return Err(MapError::Misaligned { addr: edge });
                 }
             }
@@ -353,7 +356,7 @@ impl<M: TableAlloc> Mapper<M> {
             if !entry.is_present() {
                 return None;
             }
-            if entry.is_leaf(level) && level <= 3 {
+            if entry.is_leaf(level) {
                 return Some((path, level));
             }
             table = entry.addr();

@@ -260,12 +260,17 @@ impl KmemCache {
         Ok(())
     }
 
+    /// The first frame of the slab `pfn` would be in: slabs start at a frame aligned to
+    /// their order (the backend is a buddy allocator).
+    #[inline]
+    pub(super) fn slab_start(&self, pfn: u64) -> u64 {
+        pfn & !((1u64 << self.raw.order) - 1)
+    }
+
     /// The slab holding `object`, if it is one of this cache's.
     #[inline]
     pub(super) fn slab_of(&self, pages: &mut impl SlabPages, object: u64) -> Option<u64> {
-        let pfn = pages.pfn(object);
-        // The slab starts at a frame aligned to its order (the backend is a buddy allocator).
-        let slab = pfn & !((1u64 << self.raw.order) - 1);
+        let slab = self.slab_start(pages.pfn(object));
         let page = pages.page(slab)?;
         (page.flags & PG_SLAB != 0 && page.slab_cache == self as *const Self as u64).then_some(slab)
     }

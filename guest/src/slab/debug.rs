@@ -227,7 +227,7 @@ pub(super) fn check_allocated(
 /// Whether `object`, an address in a slab of `cache`, is a free object: on its slab's
 /// freelist.
 pub(super) fn is_free_object(cache: &KmemCache, pages: &mut impl SlabPages, object: u64) -> bool {
-    let slab = pages.pfn(object) & !((1u64 << cache.raw.order) - 1);
+    let slab = cache.slab_start(pages.pfn(object));
     is_free(cache, pages, slab, object)
 }
 

@@ -134,7 +134,7 @@ impl Kmalloc {
             Some(class) => {
                 let cache = &mut self.caches[class];
                 // The fast path: an object of the current slab, no checks to run.
-                let slab = pfn & !((1u64 << cache.raw.order) - 1);
+                let slab = cache.slab_start(pfn);
                 if !cache.debug() && slab == cache.raw.cpu_slab {
                     // SAFETY: the caller's contract: a live object, here of the current slab.
                     unsafe { cache.push_current(pages, addr) };
@@ -190,7 +190,7 @@ impl Kmalloc {
                     cache.raw.object_size
                 }
             }
-            None => pages.page(pfn).map_or(0, |p| 4096 << p.order),
+            None => Self::large_order(pages, addr).map_or(0, |order| 4096 << order),
         }
     }
 
@@ -231,7 +231,7 @@ impl Kmalloc {
             Some(class) => {
                 let cache = &self.caches[class];
                 if cache.debug() {
-                    let slab = pages.pfn(addr) & !((1u64 << cache.raw.order) - 1);
+                    let slab = cache.slab_start(pages.pfn(addr));
                     debug::check_allocated(cache, pages, slab, addr)?;
                 }
                 // SAFETY: a live object of the class: checked in debug mode, the caller's

@@ -105,9 +105,15 @@ impl<'a, M: Memmap> BuddyPages<'a, M> {
         Self { buddy, base }
     }
 
-    /// The page allocator.
-    pub fn buddy(&mut self) -> &mut Buddy<M> {
+    /// The page allocator, to read. Not to change: its memory map is public, and clearing
+    /// `PG_SLAB` through it would let a live slab be freed under a cache.
+    pub fn buddy(&self) -> &Buddy<M> {
         self.buddy
+    }
+
+    /// Gives the per-CPU lists' pages back to the buddy lists.
+    pub fn drain_pcp(&mut self) {
+        self.buddy.drain_pcp();
     }
 
     #[inline]

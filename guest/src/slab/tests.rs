@@ -21,7 +21,7 @@ fn backend() -> Box<Backend> {
     // aligned to its size in frames is aligned to its size in addresses too.
     let memory: &'static mut [u8] =
         Box::leak(vec![0u8; (PAGES as usize + 512) * 4096].into_boxed_slice());
-    let arena = (memory.as_ptr() as u64).next_multiple_of(2 << 20);
+    let arena = (memory.as_mut_ptr() as u64).next_multiple_of(2 << 20);
     let pages: &'static mut [Page] =
         Box::leak(vec![Page::default(); PAGES as usize].into_boxed_slice());
     let mut buddy = Buddy::new(SliceMemmap { base_pfn: BASE_PFN, pages });
@@ -449,7 +449,7 @@ fn kmalloc_serves_every_class_zero_and_large_sizes() {
     for cache in &mut k.caches {
         cache.shrink(&mut *pages);
     }
-    pages.buddy().drain_pcp();
+    pages.drain_pcp();
     assert_eq!(pages.buddy().nr_free_pages(), free_pages, "every page is back");
 }
 
@@ -505,7 +505,7 @@ proptest! {
         for cache in &mut k.caches {
             cache.shrink(&mut *pages);
         }
-        pages.buddy().drain_pcp();
+        pages.drain_pcp();
         prop_assert_eq!(pages.buddy().nr_free_pages(), free_pages, "the buddy allocator is back to its state before");
     }
 }

@@ -79,6 +79,8 @@ pub fn run(
     let mut devices = Devices::new(options.echo);
     let mut reports = Vec::new();
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    // Checkpoints met, counted past the record's limit.
+    let mut met = 0;
     let mut translation_checks = Vec::new();
     let mut inspections = Vec::new();
     let mut booted = false;
@@ -113,7 +115,8 @@ pub fn run(
                     if checkpoints.len() < RECORD_LIMIT {
                         checkpoints.push(stop);
                     }
-                    let ordinal = checkpoints.len();
+                    met += 1;
+                    let ordinal = met;
                     if tag == checkpoint::CHECK_TRANSLATIONS && translation_checks.is_empty() {
                         translation_checks = translation_check::check(vcpu, mem, &reports);
                     }

@@ -53,22 +53,27 @@ impl<T> KernelCell<T> {
 
     /// Runs `f` with the value; `None` if it is lent out already or not installed.
     pub fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        self.state.compare_exchange(FREE, LENT, Ordering::Acquire, Ordering::Relaxed).ok()?;
-        // SAFETY: installed (the state was FREE) and now lent to us alone until we store
-        // FREE again.
-        let result = f(unsafe { (*self.value.get()).assume_init_mut() });
-        self.state.store(FREE, Ordering::Release);
-        Some(result)
+        self.lend(f).ok()
     }
 
     /// Runs `f` with the value. A second borrow while one is out is a kernel bug, and
     /// panics with a message instead of aliasing.
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        match self.state.load(Ordering::Relaxed) {
-            EMPTY => panic!("a kernel-global value is used before it is installed"),
-            LENT => panic!("a kernel-global value is borrowed twice (say, an allocation inside code that holds the memory managers)"),
-            _ => {}
+        match self.lend(f) {
+            Ok(result) => result,
+            Err(EMPTY) => panic!("a kernel-global value is used before it is installed"),
+            Err(_) => panic!("a kernel-global value is borrowed twice (say, an allocation inside code that holds the memory managers)"),
         }
-        self.try_with(f).unwrap_or_else(|| panic!("a kernel-global value is borrowed twice"))
+    }
+
+    /// Runs `f` with the value if it is installed and not lent out; else the state it is
+    /// in. One compare-exchange: every allocation comes through here.
+    fn lend<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, u8> {
+        self.state.compare_exchange(FREE, LENT, Ordering::Acquire, Ordering::Relaxed)?;
+        // SAFETY: installed (the state was FREE) and now lent to us alone until we store
+        // FREE again.
+        let result = f(unsafe { (*self.value.get()).assume_init_mut() });
+        self.state.store(FREE, Ordering::Release);
+        Ok(result)
     }
 }

@@ -124,14 +124,13 @@ pub fn enable_paging_features() {
     }
 }
 
-/// Loads `root` into CR3 and invalidates every translation of the tree it replaces, global
-/// ones included.
+/// Loads `root` into CR3, which invalidates every translation of the tree it replaces.
 ///
 /// # Safety
 /// `root` must be a PML4 that maps the running code, its stack, and every address the
-/// kernel uses from now on.
+/// kernel uses from now on; the tree it replaces must have no global entries (the VMM's
+/// boot tables have none), which a CR3 load would keep.
 pub unsafe fn switch_page_tables(root: PhysAddr) {
     // SAFETY: the caller's contract.
     unsafe { asm!("mov cr3, {}", in(reg) root.as_u64(), options(nostack, preserves_flags)) };
-    flush_tlb_everything();
 }

@@ -47,7 +47,6 @@ use shared::boot::{write_e820_line, E820_TYPE_RAM};
 use shared::hypercall::{checkpoint, ReportKind};
 use shared::layout::HIGH_MEMORY;
 use shared::status::GuestStatus;
-use shared::workload::Workload;
 use zerocopy::{Immutable, IntoBytes};
 
 /// The Rust entry point, called by `_start` with the zero page's physical address.
@@ -80,9 +79,7 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
         ));
     }
 
-    // The misuse workload needs the debug checks it misuses.
-    let slub_debug = options.slub_debug || options.workload == Workload::SlabMisuse;
-    let mut mm = mm::setup::init(&e820, slub_debug)
+    let mut mm = mm::setup::init(&e820, options.slub_debug)
         .unwrap_or_else(|err| hypercall::boot_failed(format_args!("{err}")));
     mm::setup::print_memblock(&mm.memblock);
     hypercall::report_memblock(&mm.memblock);

@@ -11,14 +11,14 @@
 use crate::hypercall;
 use crate::mm::direct_map;
 use crate::mm::global::with;
-use crate::mm::setup::Mm;
+use crate::selftest::snapshot;
 use guest::buddy::Watermark;
 use guest::cmdline::Options;
 use guest::rng::Rng;
 use log::{error, info};
 use shared::hypercall::{ReportKind, StressReport};
 use shared::layout::PAGE_SIZE;
-use shared::page::{ZoneType, NR_ORDERS, NR_ZONES};
+use shared::page::{ZoneType, NR_ZONES};
 
 /// Blocks live at once.
 const MAX_LIVE: usize = 128;
@@ -38,7 +38,7 @@ struct Block {
 /// Runs the workload; returns whether every check passed.
 pub fn run(options: &Options) -> bool {
     let (seed, ops) = (options.seed, options.ops);
-    let boot = with(free_areas);
+    let boot = with(|mm| snapshot(mm));
     let mut rng = Rng::new(seed);
     let mut live = [Block::default(); MAX_LIVE];
     let (mut nlive, mut live_pages) = (0usize, 0u64);
@@ -99,7 +99,7 @@ pub fn run(options: &Options) -> bool {
     }
     let (end, checked) = with(|mm| {
         mm.buddy.drain_pcp();
-        (free_areas(mm), mm.buddy.check())
+        (snapshot(mm), mm.buddy.check())
     });
     let restored = end == boot;
     if !restored {
@@ -135,7 +135,7 @@ pub fn run(options: &Options) -> bool {
 /// overlapping another live one; then everything freed and the caches shrunk, and the
 /// free lists must be what they were before the phase.
 fn kmalloc_phase(rng: &mut Rng, ops: u32) -> bool {
-    let before = with(free_areas);
+    let before = with(|mm| snapshot(mm));
     // Live allocations: (address, size, pattern).
     let mut live = [(0u64, 0u64, 0u64); MAX_LIVE];
     let mut nlive = 0;
@@ -189,7 +189,7 @@ fn kmalloc_phase(rng: &mut Rng, ops: u32) -> bool {
             cache.shrink(&mut pages);
         }
         mm.buddy.drain_pcp();
-        free_areas(mm)
+        snapshot(mm)
     });
     if after != before {
         error!("stress: the free lists differ after freeing every kmalloc allocation");
@@ -197,11 +197,6 @@ fn kmalloc_phase(rng: &mut Rng, ops: u32) -> bool {
     }
     info!("stress: {allocations} kmallocs, {}", if ok { "ok" } else { "FAILED" });
     ok
-}
-
-/// Each zone's `nr_free` by order.
-fn free_areas(mm: &mut Mm) -> [[u64; NR_ORDERS]; NR_ZONES] {
-    mm.buddy.zones.each_ref().map(|zone| zone.free_area.map(|area| area.nr_free))
 }
 
 /// Frees a live allocation of the phase (each is freed once).

@@ -24,10 +24,10 @@ pub mod vmcoreinfo;
 pub mod vmemmap;
 
 use shared::addr::PhysAddr;
+use shared::layout::{BOOT_MAP_SIZE, KERNEL_VIRT_BASE, PAGE_OFFSET, VMALLOC_START};
 
 /// Bytes of a base page, as a length.
 pub const PAGE_BYTES: usize = 4096;
-use shared::layout::{BOOT_MAP_SIZE, KERNEL_VIRT_BASE, PAGE_OFFSET, VMALLOC_START};
 
 /// The direct-map address of physical address `phys` while only the boot mapping exists
 /// (below [`BOOT_MAP_SIZE`]).

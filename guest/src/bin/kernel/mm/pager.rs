@@ -7,7 +7,7 @@
 //! the owner is stopped at an access to the pager's area, never inside a tree operation
 //! (those touch only the direct map), so no reference into the tree is live meanwhile.
 
-use super::{direct_map, vmemmap};
+use super::{tables, vmemmap};
 use crate::cell::KernelCell;
 use guest::pager::{Disarmed, Pager, PagerError, PagerMemory};
 use guest::paging::{PageTableEntry, PteFlags, TableMemory};
@@ -56,7 +56,7 @@ impl TableMemory for KernelPagerMemory {
     unsafe fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; 512] {
         // SAFETY: the caller's contract: a table of the loaded kernel tree, RAM in the
         // direct map, which the pager alone is changing (module documentation).
-        unsafe { &mut *(direct_map(table.as_u64()) as *mut [PageTableEntry; 512]) }
+        unsafe { tables::table_entries(table) }
     }
 }
 
@@ -66,7 +66,7 @@ unsafe impl PagerMemory for KernelPagerMemory {
     unsafe fn zero(&mut self, frame: PhysAddr) {
         // SAFETY: the caller's contract: an aligned pool frame, RAM the pager owns, in the
         // direct map.
-        unsafe { (direct_map(frame.as_u64()) as *mut u8).write_bytes(0, super::PAGE_BYTES) };
+        unsafe { tables::zero_frame(frame) };
     }
 
     unsafe fn make_table(&mut self, frame: PhysAddr) {

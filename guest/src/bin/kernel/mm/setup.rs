@@ -162,7 +162,8 @@ pub fn init(e820: &E820Map, slub_debug: bool) -> Result<Mm, SetupError> {
         .map_err(SetupError::Tree)?;
     let root = tree.root;
     // SAFETY: the tree maps the kernel image, its stacks, the direct map of all RAM (where
-    // the kernel keeps every other pointer it uses) and the memory map.
+    // the kernel keeps every other pointer it uses) and the memory map; it replaces the
+    // VMM's boot tables, which map nothing global.
     unsafe { crate::cpu::switch_page_tables(root) };
     // SAFETY: the tree just loaded backs `layout`, and this is its one memory map.
     let mut vmemmap = unsafe { layout.activate() };

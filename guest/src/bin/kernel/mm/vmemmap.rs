@@ -96,10 +96,9 @@ impl VmemmapLayout {
             }
         }
         for (from, to) in self.needed_in(chunk) {
+            // The ranges are whole, disjoint pages of the array, and each chunk is backed
+            // once: no page here is mapped yet.
             for virt in (from..to).step_by(super::PAGE_BYTES) {
-                if tree.translate(VirtAddr::new(virt)).is_some() {
-                    continue;
-                }
                 let phys = tree
                     .memory
                     .memblock

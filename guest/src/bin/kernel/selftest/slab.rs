@@ -7,7 +7,6 @@ use crate::mm::setup::Mm;
 use crate::mm::vmemmap::Vmemmap;
 use guest::e820::E820Map;
 use guest::slab::{BuddyPages, Kmalloc, KmemCache, SlabError, SlabErrorKind, ZERO_SIZE_PTR};
-use shared::layout::PAGE_OFFSET;
 
 pub fn kmalloc_classes(mm: &mut Mm, _: &E820Map) -> CheckResult {
     const SIZES: [u64; 15] =
@@ -60,8 +59,8 @@ fn with_debug_cache(
     misuse: impl FnOnce(&mut KmemCache, &mut BuddyPages<'_, Vmemmap>, u64, u64) -> Option<SlabError>,
 ) -> CheckResult {
     let free = mm.buddy.nr_free_pages();
-    // SAFETY: the direct map reaches every frame the buddy allocator hands out.
-    let mut pages = unsafe { BuddyPages::new(&mut mm.buddy, PAGE_OFFSET) };
+    // The kernel's one slab backend; the caches here meet no other.
+    let (_, mut pages) = mm.slab();
     // The cache stays in this frame while it has slabs: they point back to it.
     let mut cache = KmemCache::new("selftest-debug", 64, 8, true)
         .ok_or_else(|| detail(format_args!("no cache")))?;
@@ -120,8 +119,8 @@ pub fn red_zone(mm: &mut Mm, _: &E820Map) -> CheckResult {
 
 pub fn kmalloc_red_zone(mm: &mut Mm, _: &E820Map) -> CheckResult {
     let free = mm.buddy.nr_free_pages();
-    // SAFETY: as in `with_debug_cache`.
-    let mut pages = unsafe { BuddyPages::new(&mut mm.buddy, PAGE_OFFSET) };
+    // The kernel's one slab backend; the caches here meet no other.
+    let (_, mut pages) = mm.slab();
     // Debug classes of their own, in this frame while they have slabs.
     let mut kmalloc = Kmalloc::new(true).ok_or_else(|| detail(format_args!("no caches")))?;
     let p = kmalloc
