@@ -227,7 +227,7 @@ impl ZoneReport {
 
     /// The zone's name (`DMA`, `DMA32`, `Normal`), or `?` for a number that names none.
     pub fn zone_name(&self) -> &'static str {
-        ZoneType::from_u32(self.zone).map_or("?", ZoneType::name)
+        zone_name(self.zone)
     }
 }
 
@@ -450,7 +450,7 @@ const _: () = assert!(core::mem::size_of::<OopsReport>() == 32);
 impl OopsReport {
     /// The cause's name, or `unknown` for a number that names none.
     pub fn cause_name(&self) -> &'static str {
-        OopsCause::from_u32(self.cause).map_or("unknown", OopsCause::name)
+        oops_cause_name(self.cause)
     }
 }
 
@@ -614,18 +614,28 @@ pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
     }
 }
 
+/// The name of zone number `zone` as the guest reports it, `?` if there is none.
+fn zone_name(zone: u32) -> &'static str {
+    ZoneType::from_u32(zone).map_or("?", ZoneType::name)
+}
+
+/// The name of oops cause `cause` as the guest reports it.
+fn oops_cause_name(cause: u32) -> &'static str {
+    OopsCause::from_u32(cause).map_or("unknown", OopsCause::name)
+}
+
 /// Serialisers for the JSON forms of the payloads (host only).
 #[cfg(feature = "serde")]
 mod json {
-    use super::{nul_padded_str, OopsCause, ZoneType, GPR_NAMES, SLAB_NAME_LEN, UNMAPPED};
+    use super::{nul_padded_str, GPR_NAMES, SLAB_NAME_LEN, UNMAPPED};
     use serde::ser::{SerializeMap, Serializer};
 
     pub fn zone_name<S: Serializer>(zone: &u32, out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(ZoneType::from_u32(*zone).map_or("?", ZoneType::name))
+        out.serialize_str(super::zone_name(*zone))
     }
 
     pub fn oops_cause<S: Serializer>(cause: &u32, out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(OopsCause::from_u32(*cause).map_or("unknown", OopsCause::name))
+        out.serialize_str(super::oops_cause_name(*cause))
     }
 
     pub fn boolean<S: Serializer>(value: &u64, out: S) -> Result<S::Ok, S::Error> {

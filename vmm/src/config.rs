@@ -63,19 +63,19 @@ pub enum ConfigError {
     #[error("invalid size '{0}': give a number of bytes with an optional K, M, G or T suffix, like 256M")]
     BadSize(String),
     /// Zero RAM.
-    #[error("--mem {mem} gives the guest no memory; give a size like 256M (at least 8M)")]
+    #[error("--mem {mem} gives the guest no memory; give a size like 256M (at least {}M)", MIN_MEM_SIZE / MIB)]
     ZeroMemory {
         /// The size as given.
         mem: String,
     },
     /// RAM not made of whole pages.
-    #[error("--mem {mem} is not a multiple of 4 KiB; give a size with a K, M or G suffix, like 256M (at least 8M)")]
+    #[error("--mem {mem} is not a multiple of 4 KiB; give a size with a K, M or G suffix, like 256M (at least {}M)", MIN_MEM_SIZE / MIB)]
     UnalignedMemory {
         /// The size as given.
         mem: String,
     },
     /// Too little RAM for the kernel.
-    #[error("--mem {mem} is below the {} MiB the guest needs; give at least 8M", MIN_MEM_SIZE / MIB)]
+    #[error("--mem {mem} is below the {} MiB the guest needs; give at least {}M", MIN_MEM_SIZE / MIB, MIN_MEM_SIZE / MIB)]
     TooLittleMemory {
         /// The size as given.
         mem: String,

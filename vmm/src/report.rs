@@ -187,10 +187,10 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
         }
         ReportKind::Memblock => {
             let (h, rest): (MemblockHeader, _) = header("memblock", payload)?;
+            // `size_of` as a `u32`, checked at compile time.
             const REGION: u32 = 16;
             const _: () = assert!(size_of::<Region>() == REGION as usize);
-            let region = REGION;
-            let sizes = [h.memory.saturating_mul(region), h.reserved.saturating_mul(region)];
+            let sizes = [h.memory.saturating_mul(REGION), h.reserved.saturating_mul(REGION)];
             let [memory, reserved] = split_exactly("memblock", rest, sizes)?;
             Report::Memblock {
                 memory: sequence("memblock", memory)?,

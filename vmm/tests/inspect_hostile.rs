@@ -129,18 +129,10 @@ mod inspect {
         }
 
         /// Points every PML4 entry back at the PML4.
-        fn alias_every_pml4_entry(image: &mut Image) {
-            let root = image.info.cr3;
-            let table = (PteFlags::PRESENT | PteFlags::WRITABLE).bits();
-            for slot in 0..512 {
-                image.set_word(root + 8 * slot, root | table);
-            }
-        }
-
         #[test]
         fn tables_that_alias_stop_pagetable_and_are_named_by_check() {
             let mut image = Image::sound();
-            alias_every_pml4_entry(&mut image);
+            image.alias_every_pml4_entry();
             let what = "enumerating the page tables (do tables alias each other?)";
             assert_budget(&image, &Command::Pagetable { range: None, tlb: false }, &[what]);
             // One line per page: the dump's line limit ends it first, and says so.

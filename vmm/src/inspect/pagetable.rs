@@ -302,7 +302,9 @@ pub fn address_walk_text(t: &AddressWalk) -> String {
     }
     match (t.phys, t.page_size, &t.stop) {
         (Some(phys), Some(size), _) => {
-            let _ = writeln!(out, "  = guest-physical {phys:#x} ({})", size_name(size));
+            // A walk ends at a leaf of one of the three sizes.
+            let size = shared::pte::PageSize::from_bytes(size).map_or("1 GiB", |s| s.name());
+            let _ = writeln!(out, "  = guest-physical {phys:#x} ({size} page)");
         }
         (_, _, Some(stop)) => {
             let _ = writeln!(out, "  not mapped: {stop}");
@@ -310,14 +312,6 @@ pub fn address_walk_text(t: &AddressWalk) -> String {
         _ => {}
     }
     out
-}
-
-fn size_name(size: u64) -> &'static str {
-    match shared::pte::PageSize::from_bytes(size) {
-        Some(shared::pte::PageSize::Size4K) => "4 KiB page",
-        Some(shared::pte::PageSize::Size2M) => "2 MiB page",
-        _ => "1 GiB page",
-    }
 }
 
 /// The exclusive end of the lower half.

@@ -6,6 +6,7 @@ use super::image::Image;
 use shared::layout::{PAGE_OFFSET, PAGE_SIZE};
 use shared::mm::{FreeArea, SlabCache, Zone, ZONE_SIZE};
 use shared::page::{Page, ZoneType, NO_PFN, PG_HEAD, PG_SLAB};
+use shared::pte::PteFlags;
 use shared::walk::{walk, PhysMem};
 
 impl PhysMem for super::ram::Ram {
@@ -77,13 +78,19 @@ impl Image {
 
     /// The blocks on zone `zone`'s free list of `order`, head first.
     pub fn free_list(&self, zone: usize, order: u32) -> Vec<u64> {
-        let mut blocks = Vec::new();
-        let mut pfn = self.zone(zone).free_area[order as usize].head;
-        while pfn != NO_PFN {
-            blocks.push(pfn);
+        self.chain(self.zone(zone).free_area[order as usize].head)
+    }
+
+    /// The pages linked by `next` from `head`, bounded by the page frames (so a list
+    /// already corrupted into a loop ends).
+    fn chain(&self, head: u64) -> Vec<u64> {
+        let mut pages = Vec::new();
+        let mut pfn = head;
+        while pfn != NO_PFN && (pages.len() as u64) < self.info.max_pfn {
+            pages.push(pfn);
             pfn = self.page(pfn).next;
         }
-        blocks
+        pages
     }
 
     /// The first (zone, order) whose free list holds at least `count` blocks.
@@ -143,13 +150,7 @@ impl Image {
 
     /// Cache `cache`'s partial list, head first.
     pub fn partial(&self, cache: usize) -> Vec<u64> {
-        let mut slabs = Vec::new();
-        let mut pfn = self.cache(cache).partial;
-        while pfn != NO_PFN {
-            slabs.push(pfn);
-            pfn = self.page(pfn).next;
-        }
-        slabs
+        self.chain(self.cache(cache).partial)
     }
 
     /// The free objects of slab `slab` of cache `cache`, in freelist order.
@@ -234,6 +235,15 @@ impl Image {
         assert!(w.result.is_ok(), "{virt:#x} is mapped: {:?}", w.result);
         let step = w.steps[w.len - 1];
         (step.entry_addr, step.level)
+    }
+
+    /// Points every PML4 entry back at the PML4: tables that alias each other.
+    pub fn alias_every_pml4_entry(&mut self) {
+        let root = self.info.cr3;
+        let table = PteFlags::PRESENT | PteFlags::WRITABLE;
+        for slot in 0..512 {
+            self.set_word(root + 8 * slot, root | table.bits());
+        }
     }
 
     /// The pfn of the page table at `level` on the walk of `virt`.
