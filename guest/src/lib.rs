@@ -10,8 +10,10 @@
 //! - [`rng`]: the pseudo-random generator of the stress workload and the benchmarks.
 //! - [`slab`]: SLUB-style caches and kmalloc over a page backend.
 //! - [`vmalloc`]: virtually contiguous areas with guard pages.
+//! - [`vma`]: a process's virtual memory areas, in a B+tree: map, unmap, protect, merge.
 #![no_std]
 
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
@@ -25,4 +27,5 @@ pub mod rng;
 pub mod slab;
 #[cfg(test)]
 mod testing;
+pub mod vma;
 pub mod vmalloc;

@@ -16,6 +16,7 @@
 //!  ◀─ debug-exit status ─────────────── status::    what the guest's exit values mean
 //!  ◀─ read by the host ──────────────── page::      `struct page`, zone geometry
 //!  ◀─ read by the host ──────────────── mm::        zones, free lists, memblock, slab caches
+//!  ◀─ read by the host ──────────────── process::   VMAs and the tree that orders them
 //!  ◀─ read by the host ──────────────── vmcoreinfo:: where all of the above is
 //!                                       addr::      physical and (canonical) virtual addresses
 //!                                       pte::       page-table entries, flags, page sizes
@@ -31,6 +32,7 @@ pub mod layout;
 pub mod mm;
 pub mod page;
 pub mod ports;
+pub mod process;
 pub mod pte;
 pub mod status;
 pub mod vmcoreinfo;

@@ -1,0 +1,171 @@
+//! What the host reads of a process's address space: VMAs and the B+tree that orders them,
+//! with Linux's `vm_flags` and x86_64 user layout.
+//!
+//! ```text
+//! VmaTree (guest::vma)               arenas in kernel memory
+//!   root, height ─────────────────▶ VmaNode (200 bytes), FANOUT entries:
+//!                                     branch: ends[i] = greatest end below child slots[i]
+//!                                     leaf:   ends[i] = end of the VMA at vmas[slots[i]]
+//!                                   Vma (32 bytes): [start, end), vm_flags, kind
+//! ```
+//!
+//! Ranges are half-open, `[start, end)`, page aligned. Every field is an integer, so any
+//! bit pattern is a value: the host validates indices against the arenas' lengths and
+//! bounds its walk by the tree's height, never trusting either.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// End (exclusive) of user addresses: Linux x86_64's `TASK_SIZE_MAX`, the canonical
+/// lower half minus its last page.
+pub const TASK_SIZE: u64 = 0x0000_7fff_ffff_f000;
+/// Where a program image's lowest segment may start (Linux's `mmap_min_addr` is 64 KiB;
+/// static x86_64 executables link at 4 MiB).
+pub const USER_IMAGE_BASE: u64 = 0x40_0000;
+/// Pages kept free below a stack for it to grow into (Linux's `stack_guard_gap`).
+pub const STACK_GUARD_GAP_PAGES: u64 = 256;
+/// VMAs a process may have (Linux's `sysctl_max_map_count` default).
+pub const MAX_MAP_COUNT: u32 = 65_530;
+
+/// Mapping may be read (`VM_READ`).
+pub const VM_READ: u64 = 0x1;
+/// Mapping may be written (`VM_WRITE`).
+pub const VM_WRITE: u64 = 0x2;
+/// Mapping may be executed (`VM_EXEC`).
+pub const VM_EXEC: u64 = 0x4;
+/// Mapping is shared between processes (`VM_SHARED`).
+pub const VM_SHARED: u64 = 0x8;
+/// `mprotect` may add read (`VM_MAYREAD`).
+pub const VM_MAYREAD: u64 = 0x10;
+/// `mprotect` may add write (`VM_MAYWRITE`).
+pub const VM_MAYWRITE: u64 = 0x20;
+/// `mprotect` may add execute (`VM_MAYEXEC`).
+pub const VM_MAYEXEC: u64 = 0x40;
+/// The stack: grows down into the gap below it (`VM_GROWSDOWN`).
+pub const VM_GROWSDOWN: u64 = 0x100;
+/// Never merged with neighbours or made huge (Linux uses `VM_NOHUGEPAGE` for the latter).
+pub const VM_NOHUGEPAGE: u64 = 0x4000_0000;
+/// The access bits a fault checks.
+pub const VM_ACCESS: u64 = VM_READ | VM_WRITE | VM_EXEC;
+
+/// What a VMA maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum VmaKind {
+    /// Anonymous memory: `mmap(MAP_ANONYMOUS)` and the heap.
+    Anonymous = 0,
+    /// A segment of the program image.
+    Image = 1,
+    /// The main stack.
+    Stack = 2,
+    /// The heap (`brk`).
+    Heap = 3,
+}
+
+impl VmaKind {
+    /// The kind a [`Vma::kind`] value names, if any.
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        [Self::Anonymous, Self::Image, Self::Stack, Self::Heap]
+            .into_iter()
+            .find(|k| *k as u32 == raw)
+    }
+
+    /// The path column of `/proc/PID/maps` for this kind.
+    pub fn maps_name(self) -> &'static str {
+        match self {
+            Self::Anonymous => "",
+            Self::Image => "[image]",
+            Self::Stack => "[stack]",
+            Self::Heap => "[heap]",
+        }
+    }
+}
+
+/// A virtual memory area (Linux's `vm_area_struct`, the part that describes the range).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct Vma {
+    /// First address (page aligned).
+    pub start: u64,
+    /// End, exclusive (page aligned, above `start`).
+    pub end: u64,
+    /// `VM_*` flags.
+    pub flags: u64,
+    /// A [`VmaKind`] value.
+    pub kind: u32,
+    /// Padding.
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Vma>() == 32);
+
+impl Vma {
+    /// An area of `kind` over `[start, end)`.
+    pub const fn new(start: u64, end: u64, flags: u64, kind: VmaKind) -> Self {
+        Self { start, end, flags, kind: kind as u32, reserved: 0 }
+    }
+
+    /// Bytes the area spans.
+    pub const fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the area spans nothing (never true of a mapped VMA).
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Whether `addr` lies inside.
+    pub const fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+
+    /// The permission columns of `/proc/PID/maps`: `rwxp` or `rwxs`.
+    pub fn perms(&self) -> [u8; 4] {
+        let bit = |flag, c| if self.flags & flag != 0 { c } else { b'-' };
+        [
+            bit(VM_READ, b'r'),
+            bit(VM_WRITE, b'w'),
+            bit(VM_EXEC, b'x'),
+            if self.flags & VM_SHARED != 0 { b's' } else { b'p' },
+        ]
+    }
+}
+
+/// Entries per [`VmaNode`] (Linux's maple tree has 16 slots in a range node).
+pub const VMA_FANOUT: usize = 16;
+/// No node or VMA: an empty tree's root.
+pub const NO_INDEX: u32 = u32::MAX;
+/// A tree is never taller than this: with every node but the root at least half full,
+/// 8 levels hold 2 × 8^7 = 4 194 304 VMAs, far above [`MAX_MAP_COUNT`].
+pub const VMA_TREE_MAX_HEIGHT: u32 = 8;
+
+/// A node of the VMA tree: a B+tree keyed by each VMA's end, so that `find_vma(addr)`
+/// ("the first VMA with end > addr") is a descent that counts keys ≤ addr per level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmaNode {
+    /// Entries in use (1 to [`VMA_FANOUT`]; the root of an empty tree has 0).
+    pub count: u32,
+    /// 1 for a leaf (slots are VMA indices), 0 for a branch (slots are node indices).
+    pub leaf: u32,
+    /// Sorted keys; entries past `count` hold `u64::MAX`.
+    pub ends: [u64; VMA_FANOUT],
+    /// Children or VMAs; entries past `count` hold [`NO_INDEX`].
+    pub slots: [u32; VMA_FANOUT],
+}
+
+const _: () = assert!(core::mem::size_of::<VmaNode>() == 200);
+
+impl VmaNode {
+    /// An empty node.
+    pub const fn empty(leaf: bool) -> Self {
+        Self {
+            count: 0,
+            leaf: leaf as u32,
+            ends: [u64::MAX; VMA_FANOUT],
+            slots: [NO_INDEX; VMA_FANOUT],
+        }
+    }
+}
