@@ -1,13 +1,34 @@
-//! Links the kernel binary at its higher-half address when building for the bare-metal
-//! target; host builds of the lib need nothing.
+//! Links the kernel at its higher-half address and the user programs at 4 MiB when building
+//! for the bare-metal target, and tells the kernel where the user programs' ELFs are; host
+//! builds of the lib need nothing.
+//!
+//! `vmm/build.rs` builds the user programs first, then the kernel, with
+//! `KVM_MM_USER_DIR` naming the directory of the user programs' ELFs.
 
 fn main() {
     println!("cargo:rerun-if-changed=kernel.ld");
-    if std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-none") {
-        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
-        println!("cargo:rustc-link-arg-bins=-T{dir}/kernel.ld");
-        // The target defaults to a static PIE; a kernel loaded at its link address wants a
-        // plain executable without dynamic relocations.
-        println!("cargo:rustc-link-arg-bins=--no-pie");
+    println!("cargo:rerun-if-changed=user.ld");
+    println!("cargo:rerun-if-env-changed=KVM_MM_USER_DIR");
+    if std::env::var("TARGET").as_deref() != Ok("x86_64-unknown-none") {
+        return;
+    }
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    println!("cargo:rustc-link-arg-bin=kernel=-T{dir}/kernel.ld");
+    println!("cargo:rustc-link-arg-bin=user-hello=-T{dir}/user.ld");
+    // The kernel embeds user programs whole: without symbols and debug info they are a few
+    // pages instead of hundreds of KiB of the kernel image.
+    println!("cargo:rustc-link-arg-bin=user-hello=--strip-all");
+    // The target defaults to a static PIE; programs loaded at their link address want plain
+    // executables without dynamic relocations.
+    println!("cargo:rustc-link-arg-bins=--no-pie");
+    match std::env::var("KVM_MM_USER_DIR") {
+        Ok(user_dir) => println!("cargo:rustc-env=KVM_MM_USER_DIR={user_dir}"),
+        Err(_) => {
+            eprintln!(
+                "error: KVM_MM_USER_DIR is not set: build the guest through the vmm crate \
+                 (`cargo build` at the root), which builds the user programs the kernel embeds"
+            );
+            std::process::exit(1);
+        }
     }
 }

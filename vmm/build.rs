@@ -23,12 +23,47 @@ fn main() {
     ensure_target_installed(Path::new(&rustc));
 
     let target_dir = guest_target_dir(&out_dir);
-    let mut build = Command::new(&cargo);
+    let release_dir = target_dir.join(TARGET).join("release");
+    // The user programs first: the kernel embeds their ELFs.
+    cargo_build(&cargo, &root, &target_dir, &release_dir, USER_PROGRAMS, "the user programs");
+    cargo_build(&cargo, &root, &target_dir, &release_dir, &["kernel"], "the guest kernel");
+
+    let elf = release_dir.join("kernel");
+    let embedded = out_dir.join("guest-kernel.elf");
+    if let Err(err) = std::fs::copy(&elf, &embedded) {
+        fail(&format!("cannot copy the guest kernel {}: {err}", elf.display()));
+    }
+    println!("cargo:rustc-env=KVM_MM_GUEST_KERNEL={}", embedded.display());
+    let user = release_dir.join("user-hello");
+    let embedded = out_dir.join("user-hello.elf");
+    if let Err(err) = std::fs::copy(&user, &embedded) {
+        fail(&format!("cannot copy the user program {}: {err}", user.display()));
+    }
+    println!("cargo:rustc-env=KVM_MM_USER_HELLO={}", embedded.display());
+}
+
+/// The user programs (bins of the guest crate) the kernel embeds.
+const USER_PROGRAMS: &[&str] = &["user-hello"];
+
+/// `cargo build --release` of `bins` of the guest crate for the bare-metal target.
+fn cargo_build(
+    cargo: &std::ffi::OsStr,
+    root: &Path,
+    target_dir: &Path,
+    release_dir: &Path,
+    bins: &[&str],
+    what: &str,
+) {
+    let mut build = Command::new(cargo);
     build
-        .current_dir(&root)
-        .args(["build", "--release", "--locked", "-p", "guest", "--bin", "kernel"])
+        .current_dir(root)
+        .args(["build", "--release", "--locked", "-p", "guest"])
         .args(["--features", "kernel", "--target", TARGET, "--target-dir"])
-        .arg(&target_dir);
+        .arg(target_dir)
+        .env("KVM_MM_USER_DIR", release_dir);
+    for bin in bins {
+        build.args(["--bin", bin]);
+    }
     // The outer build's flags and wrappers are for the host, not for the guest.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
@@ -42,18 +77,9 @@ fn main() {
     }
     match build.status() {
         Ok(status) if status.success() => {}
-        Ok(status) => {
-            fail(&format!("building the guest kernel failed ({status}); the errors are above"))
-        }
-        Err(err) => fail(&format!("cannot run {}: {err}", Path::new(&cargo).display())),
+        Ok(status) => fail(&format!("building {what} failed ({status}); the errors are above")),
+        Err(err) => fail(&format!("cannot run {}: {err}", Path::new(cargo).display())),
     }
-
-    let elf = target_dir.join(TARGET).join("release").join("kernel");
-    let embedded = out_dir.join("guest-kernel.elf");
-    if let Err(err) = std::fs::copy(&elf, &embedded) {
-        fail(&format!("cannot copy the guest kernel {}: {err}", elf.display()));
-    }
-    println!("cargo:rustc-env=KVM_MM_GUEST_KERNEL={}", embedded.display());
 }
 
 /// Installs the bare-metal target with rustup when the toolchain lacks it.

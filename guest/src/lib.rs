@@ -1,6 +1,7 @@
 //! The kvm-mm guest kernel's algorithms, free of hardware access so that the same code runs
 //! in the kernel (`src/bin/kernel`) and in host unit tests, property tests and benchmarks.
 //!
+//! - [`elf`]: the ELF loader's validation of user programs.
 //! - [`e820`]: sanitising the firmware memory map, as Linux's `e820__update_table`.
 //! - [`cmdline`]: the kernel command line.
 //! - [`buddy`]: the buddy page allocator with per-CPU order-0 caches.
@@ -20,6 +21,7 @@ extern crate std;
 pub mod buddy;
 pub mod cmdline;
 pub mod e820;
+pub mod elf;
 pub mod memblock;
 pub mod pager;
 pub mod paging;

@@ -97,11 +97,15 @@ pub enum ReportKind {
     PageTables = 13,
     /// One slab cache's `/proc/slabinfo` line and its waste: a [`SlabInfoReport`].
     SlabInfo = 14,
+    /// A user process ended: a [`ProcessReport`].
+    Process = 15,
+    /// What a user program reported through `SYS_KVM_MM_REPORT` (UTF-8).
+    User = 16,
 }
 
 impl ReportKind {
     /// Every kind, in number order.
-    pub const ALL: [ReportKind; 14] = [
+    pub const ALL: [ReportKind; 16] = [
         Self::E820,
         Self::Panic,
         Self::Exception,
@@ -116,6 +120,8 @@ impl ReportKind {
         Self::Oops,
         Self::PageTables,
         Self::SlabInfo,
+        Self::Process,
+        Self::User,
     ];
 
     /// The kind with this number, if it is one.
@@ -298,6 +304,40 @@ pub struct StressReport {
 }
 
 const _: () = assert!(core::mem::size_of::<StressReport>() == 56);
+
+/// Payload of [`ReportKind::Process`] (72 bytes): how a user process ended and what its
+/// address space cost.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
+#[repr(C)]
+pub struct ProcessReport {
+    /// Process ID.
+    pub pid: u32,
+    /// The exit code it passed to `exit`/`exit_group` (0 when killed).
+    pub exit_code: i32,
+    /// The signal that killed it (11 SIGSEGV, 4 SIGILL, …), or 0.
+    pub signal: u32,
+    /// How system calls entered the kernel: a [`crate::syscall::SyscallEntry`] value.
+    pub syscall_entry: u32,
+    /// System calls made.
+    pub syscalls: u64,
+    /// Page faults served.
+    pub page_faults: u64,
+    /// Pages the kernel zeroed for it.
+    pub pages_zeroed: u64,
+    /// The most pages it had mapped at once (`hiwater_rss`).
+    pub hiwater_rss_pages: u64,
+    /// VMAs at exit.
+    pub map_count: u64,
+    /// For a kill: the faulting address (CR2 for a page fault), else 0.
+    pub fault_address: u64,
+    /// For a kill: the instruction pointer.
+    pub fault_ip: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ProcessReport>() == 72);
 
 /// Bytes of a cache name in a [`SlabInfoReport`].
 pub const SLAB_NAME_LEN: usize = 24;
@@ -701,7 +741,7 @@ mod tests {
             assert_eq!(ReportKind::from_u32(number), Some(kind));
         }
         assert_eq!(ReportKind::from_u32(0), None);
-        assert_eq!(ReportKind::from_u32(ReportKind::SlabInfo as u32 + 1), None);
+        assert_eq!(ReportKind::from_u32(ReportKind::User as u32 + 1), None);
     }
 
     #[test]

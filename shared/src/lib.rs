@@ -13,6 +13,7 @@
 //!  ── enters long mode via ───────────▶ layout::    fixed guest-physical addresses
 //!  ◀─ port I/O ──────────────────────── ports::     serial, debug exit, hypercall
 //!  ◀─ hypercall requests ────────────── hypercall:: CHECKPOINT, REPORT and report payloads
+//!  ◀─ user programs' system calls ───── syscall::   numbers, errors, the trampoline page
 //!  ◀─ debug-exit status ─────────────── status::    what the guest's exit values mean
 //!  ◀─ read by the host ──────────────── page::      `struct page`, zone geometry
 //!  ◀─ read by the host ──────────────── mm::        zones, free lists, memblock, slab caches
@@ -35,6 +36,7 @@ pub mod ports;
 pub mod process;
 pub mod pte;
 pub mod status;
+pub mod syscall;
 pub mod vmcoreinfo;
 pub mod walk;
 pub mod workload;

@@ -51,11 +51,13 @@ pub enum Workload {
     /// Misuse kmalloc in each way `slub_debug` detects (implies `slub_debug`), pausing at
     /// a checkpoint before and after each detection for the host to inspect.
     SlabMisuse,
+    /// Run the `user-hello` program at CPL3: system calls, heap, mmap, demand paging.
+    UserHello,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 18] = [
+    pub const ALL: [Workload; 19] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -74,6 +76,7 @@ impl Workload {
         Self::AllocOom,
         Self::Populate,
         Self::SlabMisuse,
+        Self::UserHello,
     ];
 
     /// The name used on the command line.
@@ -97,6 +100,7 @@ impl Workload {
             Self::AllocOom => "alloc-oom",
             Self::Populate => "populate",
             Self::SlabMisuse => "slab-misuse",
+            Self::UserHello => "user-hello",
         }
     }
 
@@ -126,6 +130,9 @@ impl Workload {
             }
             Self::SlabMisuse => {
                 "overflow, write after free, double and bad frees on kmalloc under slub_debug"
+            }
+            Self::UserHello => {
+                "run a user program: write, getpid, brk, mmap, munmap, demand-zero faults"
             }
         }
     }

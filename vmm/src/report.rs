@@ -11,8 +11,8 @@ use serde::Serialize;
 use shared::boot::E820Entry;
 use shared::hypercall::{
     exception_name, BootTimes, CmdlineErrorHeader, CmdlineErrorKind, ExceptionReport,
-    GuestTranslation, MemblockHeader, OopsReport, PageTablesReport, PanicHeader, ReportKind,
-    Request, SlabInfoReport, StressReport, TestHeader, ZoneReport, REPORT_MAX_LEN,
+    GuestTranslation, MemblockHeader, OopsReport, PageTablesReport, PanicHeader, ProcessReport,
+    ReportKind, Request, SlabInfoReport, StressReport, TestHeader, ZoneReport, REPORT_MAX_LEN,
 };
 use shared::mm::Region;
 use shared::page::ZoneType;
@@ -70,6 +70,13 @@ pub enum Report {
     },
     /// The stress workload's counters.
     Stress(StressReport),
+    /// A user process ended.
+    Process(ProcessReport),
+    /// What a user program reported.
+    User {
+        /// Its text.
+        text: String,
+    },
     /// Why the guest could not finish booting.
     BootError {
         /// The guest's message.
@@ -216,6 +223,8 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
         ReportKind::Oops => Report::Oops(value("oops", payload)?),
         ReportKind::PageTables => Report::PageTables(value("page-tables", payload)?),
         ReportKind::SlabInfo => Report::Slab(value("slabinfo", payload)?),
+        ReportKind::Process => Report::Process(value("process", payload)?),
+        ReportKind::User => Report::User { text: text(payload) },
     })
 }
 
@@ -254,7 +263,9 @@ impl Report {
             | Self::Zone(_)
             | Self::BootTimes(_)
             | Self::Test { .. }
-            | Self::Stress(_) => return None,
+            | Self::Stress(_)
+            | Self::Process(_)
+            | Self::User { .. } => return None,
         })
     }
 }
@@ -291,6 +302,7 @@ mod tests {
         ];
         let slab = SlabInfoReport::of(&Default::default(), b"kmalloc-64");
         let stress = StressReport { seed: 7, restored: 1, ..Default::default() };
+        let process = ProcessReport { pid: 1, signal: 11, fault_address: 8, ..Default::default() };
         let times =
             BootTimes { memblock_cycles: 1, memmap_cycles: 2, buddy_cycles: 3, ram_bytes: 4 };
         let tables = PageTablesReport { tables: [1, 2, 3, 4], pages: [5, 6, 7] };
@@ -338,6 +350,8 @@ mod tests {
             (ReportKind::Oops, oops.as_bytes().to_vec(), Report::Oops(oops)),
             (ReportKind::PageTables, tables.as_bytes().to_vec(), Report::PageTables(tables)),
             (ReportKind::SlabInfo, slab.as_bytes().to_vec(), Report::Slab(slab)),
+            (ReportKind::Process, process.as_bytes().to_vec(), Report::Process(process)),
+            (ReportKind::User, b"ok=1".to_vec(), Report::User { text: "ok=1".into() }),
         ]
     }
 
@@ -348,8 +362,9 @@ mod tests {
         assert_eq!(kinds, ReportKind::ALL, "one case per kind, in order");
         for (kind, bytes, expected) in cases {
             assert_eq!(decode(kind as u32, &bytes), Ok(expected), "{kind:?}");
-            // Free text ends these two payloads: any length is whole.
-            if ![ReportKind::BootError, ReportKind::CmdlineError].contains(&kind) {
+            // Free text ends these payloads: any length is whole.
+            if ![ReportKind::BootError, ReportKind::CmdlineError, ReportKind::User].contains(&kind)
+            {
                 assert!(decode(kind as u32, &bytes[..bytes.len() - 1]).is_err(), "{kind:?} short");
                 let mut long = bytes.clone();
                 long.push(0);

@@ -23,6 +23,8 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// The guest kernel, built by `build.rs`.
 pub static GUEST_KERNEL: &[u8] = include_bytes!(env!("KVM_MM_GUEST_KERNEL"));
+/// The `user-hello` program's ELF image, as the kernel embeds it (tests read its segments).
+pub static USER_HELLO: &[u8] = include_bytes!(env!("KVM_MM_USER_HELLO"));
 
 /// Where KVM's real-mode TSS goes (three pages in the MMIO gap, as Firecracker does).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;

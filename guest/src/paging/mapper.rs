@@ -6,6 +6,8 @@ use shared::pte::{table_index, PageSize, PageTableEntry, PteFlags, ADDR_MASK, EN
 use shared::walk::{self, PhysMem};
 
 /// Intermediate entries grant everything; leaves restrict.
+/// End of the lower (user) half of the address space.
+const LOWER_HALF_END: u64 = 1 << 47;
 const TABLE_FLAGS: PteFlags = PteFlags::PRESENT.union(PteFlags::WRITABLE).union(PteFlags::USER);
 
 /// A 4-level page-table tree and the operations on it.
@@ -269,6 +271,64 @@ impl<M: TableAlloc> Mapper<M> {
             at = page + count * size.bytes();
         }
         Ok(flush)
+    }
+
+    /// Unmaps whatever is mapped in `[virt, virt + len)` of the lower (user) half, skipping
+    /// holes a table at a time, handing each leaf's frame to `freed` (with the tables'
+    /// memory, which may free it) and freeing the tables that empty (never the root). The range is page aligned; a leaf is taken whole. This
+    /// is how a process's pages go at `munmap` and exit: demand paging leaves holes.
+    pub fn unmap_present(
+        &mut self,
+        virt: VirtAddr,
+        len: u64,
+        freed: &mut impl FnMut(&mut M, Frame),
+    ) -> Result<Flush, MapError> {
+        let (start, end) = (virt.as_u64(), virt.as_u64().saturating_add(len));
+        if end > LOWER_HALF_END || start % PageSize::Size4K.bytes() != 0 {
+            return Err(MapError::Misaligned { addr: start });
+        }
+        let mut flush = Flush::NONE;
+        let root = self.root;
+        self.clear_present(root, 4, 0, (start, end), freed, &mut flush);
+        Ok(flush)
+    }
+
+    fn clear_present(
+        &mut self,
+        table: PhysAddr,
+        level: u8,
+        base: u64,
+        (start, end): (u64, u64),
+        freed: &mut impl FnMut(&mut M, Frame),
+        flush: &mut Flush,
+    ) {
+        let span = shared::pte::entry_span(level);
+        // Both bounds lie in [0, 512]: the range is clipped to this table's span.
+        let first = usize::try_from((start.max(base) - base) / span).unwrap_or(ENTRIES);
+        let last = (end.min(base + span * ENTRIES as u64) - base).div_ceil(span);
+        let last = usize::try_from(last).unwrap_or(ENTRIES);
+        for index in first..last {
+            let i = index as u64;
+            let entry = self.entries(table)[index];
+            if !entry.is_present() {
+                continue;
+            }
+            let at = base + i * span;
+            if entry.is_leaf(level) {
+                let size = PageSize::at_level(level);
+                freed(&mut self.memory, Frame::containing(entry.addr(), size));
+                *flush = core::mem::replace(flush, Flush::NONE).and(Flush::pages(at, 1, size));
+            } else {
+                let child = entry.addr();
+                self.clear_present(child, level - 1, at, (start, end), freed, flush);
+                if *self.used(child) != 0 {
+                    continue;
+                }
+                self.memory.free_table(child);
+            }
+            self.entries(table)[index] = PageTableEntry::UNUSED;
+            *self.used(table) -= 1;
+        }
     }
 
     /// Changes the permissions of `[virt, virt + len)` (4 KiB aligned) to `flags`, splitting

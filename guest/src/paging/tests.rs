@@ -394,3 +394,42 @@ fn unmap_range_refuses_a_huge_page_that_straddles_its_ends_and_changes_nothing()
     m.unmap_range(va(base), PageSize::Size2M.bytes()).expect("the whole page").ignore();
     assert!(m.translate(va(base)).is_none());
 }
+
+#[test]
+fn unmap_present_skips_holes_frees_emptied_tables_and_keeps_the_rest() {
+    let mut m = mapper();
+    let user = PteFlags::USER | WRITABLE;
+    // Scattered pages in three PD ranges, one 2 MiB page, and one page outside the range.
+    let pages = [0x40_0000u64, 0x40_3000, 0x7f_ffe0_0000, 0x7fff_ffff_d000];
+    for (i, &virt) in pages.iter().enumerate() {
+        map(&mut m, virt, 0x100_0000 + i as u64 * 4096, PageSize::Size4K, user)
+            .expect("maps")
+            .ignore();
+    }
+    map(&mut m, 0x20_0000_0000, 0x4000_0000, PageSize::Size2M, user).expect("maps").ignore();
+    let tables_before = m.memory.live;
+    let mut freed = Vec::new();
+    let flush = m
+        .unmap_present(va(0x40_0000), 0x7fff_ffff_c000 - 0x40_0000, &mut |_, f| {
+            freed.push((f.start().as_u64(), f.size()))
+        })
+        .expect("a user range");
+    freed.sort();
+    assert_eq!(
+        freed,
+        [
+            (0x100_0000, PageSize::Size4K),
+            (0x100_1000, PageSize::Size4K),
+            (0x100_2000, PageSize::Size4K),
+            (0x4000_0000, PageSize::Size2M)
+        ]
+    );
+    assert!(flush.is_everything(), "scattered pages: one flush of everything");
+    assert!(m.translate(va(0x7fff_ffff_d000)).is_some(), "the page past the range stays");
+    // Left: root, and the PDPT, PD and PT of the remaining page.
+    assert_eq!(m.memory.live, 4, "tables before: {tables_before}");
+    assert!(matches!(
+        m.unmap_present(va(0xffff_8880_0000_0000), 4096, &mut |_, _| {}),
+        Err(MapError::Misaligned { .. })
+    ));
+}

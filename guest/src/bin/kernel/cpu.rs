@@ -39,12 +39,30 @@ static mut TSS: Tss = Tss {
     iomap_base: 104,
 };
 
-/// Null, code64 (0x08), data (0x10), TSS (0x18, two slots).
-static mut GDT: [u64; 5] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff, 0, 0];
+/// Null, kernel code64 (0x08), kernel data (0x10), TSS (0x18, two slots), user data
+/// (0x28), user code64 (0x30). The user pair sits where `sysret` expects it: SS at
+/// STAR[63:48] + 8 and CS at + 16 (Intel SDM vol. 2, SYSRET), as in Linux's GDT.
+static mut GDT: [u64; 7] = [
+    0,
+    0x00af_9b00_0000_ffff,
+    0x00cf_9300_0000_ffff,
+    0,
+    0,
+    0x00cf_f300_0000_ffff,
+    0x00af_fb00_0000_ffff,
+];
 
 const TSS_SELECTOR: u16 = 0x18;
 /// The GDT's size minus one.
-const GDT_LIMIT: u16 = 5 * 8 - 1;
+const GDT_LIMIT: u16 = 7 * 8 - 1;
+/// User data selector, RPL 3.
+pub const USER_DS: u64 = 0x28 | 3;
+/// User code selector, RPL 3.
+pub const USER_CS: u64 = 0x30 | 3;
+/// STAR[63:48]: `sysret` loads SS from this + 8 and CS from this + 16.
+const SYSRET_BASE: u64 = 0x20;
+/// STAR[47:32]: `syscall` loads CS from this and SS from this + 8.
+const SYSCALL_BASE: u64 = 0x08;
 
 extern "C" {
     static __fault_stack_top: u8;
@@ -69,6 +87,30 @@ pub fn init() {
         (*gdt)[4] = base >> 32;
         lgdt(&DescriptorTablePointer { limit: GDT_LIMIT, base: VirtAddr::from_ptr(gdt) });
         load_tss(SegmentSelector::new(TSS_SELECTOR >> 3, PrivilegeLevel::Ring0));
+    }
+}
+
+/// Where the stack the CPU switches to on a trap from user mode is kept (TSS.RSP0), for
+/// the user-mode entry to fill in.
+pub fn kernel_stack_slot() -> *mut u64 {
+    // SAFETY: only an address is formed; the TSS is a static that lives forever.
+    unsafe { (&raw mut TSS).cast::<u8>().add(4).cast::<u64>() }
+}
+
+/// Arms `syscall`: EFER.SCE, the selectors in STAR, `entry` in LSTAR, and RFLAGS.IF, TF,
+/// DF and AC cleared on entry (FMASK), as Linux's `syscall_init`.
+pub fn enable_syscall(entry: u64) {
+    use x86_64::registers::model_specific::Msr;
+    const STAR: u32 = 0xc000_0081;
+    const LSTAR: u32 = 0xc000_0082;
+    const FMASK: u32 = 0xc000_0084;
+    // SAFETY: these MSRs only define where `syscall` goes; no user code runs yet, and
+    // `entry` is the kernel's syscall entry stub.
+    unsafe {
+        Efer::update(|flags| *flags |= EferFlags::SYSTEM_CALL_EXTENSIONS);
+        Msr::new(STAR).write(SYSRET_BASE << 48 | SYSCALL_BASE << 32);
+        Msr::new(LSTAR).write(entry);
+        Msr::new(FMASK).write(0x4_0700);
     }
 }
 

@@ -34,6 +34,7 @@ mod extable;
 mod hypercall;
 mod mm;
 mod panic;
+mod process;
 mod selftest;
 mod slab_misuse;
 mod stress;

@@ -24,14 +24,22 @@ use x86_64::VirtAddr;
 /// Registers at the exception, as the entry stubs leave them on the stack.
 #[repr(C)]
 pub struct TrapFrame {
-    gprs: [u64; 15],
-    vector: u64,
-    error_code: u64,
-    rip: u64,
-    cs: u64,
-    rflags: u64,
-    rsp: u64,
-    ss: u64,
+    /// rax, rbx, rcx, rdx, rsi, rdi, rbp, r8 … r15.
+    pub gprs: [u64; 15],
+    /// The vector (or `process::entry::SYSCALL_VECTOR`).
+    pub vector: u64,
+    /// The CPU's error code, or 0.
+    pub error_code: u64,
+    /// Where execution resumes.
+    pub rip: u64,
+    /// Code segment of the interrupted code (RPL 3: user mode).
+    pub cs: u64,
+    /// Flags of the interrupted code.
+    pub rflags: u64,
+    /// Stack of the interrupted code.
+    pub rsp: u64,
+    /// Stack segment of the interrupted code.
+    pub ss: u64,
 }
 
 // Vectors 8, 10–14, 17, 21, 29 and 30 push an error code; the others get a zero.
@@ -56,6 +64,7 @@ core::arch::global_asm!(
     "isr_noerr 20", "isr_err 21", "isr_noerr 22", "isr_noerr 23",
     "isr_noerr 24", "isr_noerr 25", "isr_noerr 26", "isr_noerr 27",
     "isr_noerr 28", "isr_err 29", "isr_err 30", "isr_noerr 31",
+    ".global exception_common",
     "exception_common:",
     "    push r15", "push r14", "push r13", "push r12", "push r11", "push r10", "push r9", "push r8",
     "    push rbp", "push rdi", "push rsi", "push rdx", "push rcx", "push rbx", "push rax",
@@ -194,6 +203,14 @@ const RDX: usize = 3;
 
 extern "C" fn exception_handler(frame: &mut TrapFrame) {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
+    // User mode's traps (system calls, faults, kills), and the system-call probe's.
+    if crate::process::trap(frame, cr2) {
+        return;
+    }
+    // The kernel touching user memory (a copy from or to a process): demand paging.
+    if frame.vector == PAGE_FAULT && crate::process::kernel_fault(cr2, frame.error_code) {
+        return;
+    }
     // Demand paging: a first touch of the pager's area maps a page; the access is retried.
     if frame.vector == PAGE_FAULT
         && frame.error_code & PF_PRESENT == 0

@@ -1,12 +1,58 @@
 //! The workloads (`shared::workload`): what the kernel does once it has booted.
 
 use crate::mm::setup::Mm;
-use crate::{mm, selftest, slab_misuse, stress, traps};
+use crate::{mm, process, selftest, slab_misuse, stress, traps};
 use guest::cmdline::Options;
 use guest::e820::E820Map;
 use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY, VMALLOC_START};
 use shared::workload::{Workload, MMIO_WINDOW, STRAY_PORT};
 use x86_64::instructions::port::Port;
+
+/// The `user-hello` program's ELF image, built by the build before the kernel.
+static USER_HELLO: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-hello"));
+
+/// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
+/// all freed, for reuse), and kmalloc objects in use.
+fn allocator_state() -> (u64, u64) {
+    mm::global::with(|mm| {
+        let caches = &mm.kmalloc.caches;
+        let empty: u64 = caches.iter().map(|c| c.counts().2 << c.geometry().0).sum();
+        let objects = caches.iter().map(|c| c.counts().0).sum();
+        (mm.buddy.nr_free_pages() + empty, objects)
+    })
+}
+
+/// Runs user program `name` from `image`; whether it exited with status 0.
+fn run_program(name: &'static str, image: &[u8]) -> bool {
+    if process::syscall_entry() == shared::syscall::SyscallEntry::Unprobed {
+        if let Err(err) = process::init() {
+            log::error!("user mode: {err:?}");
+            return false;
+        }
+    }
+    let before = allocator_state();
+    match process::run(name, image) {
+        Ok(report) => {
+            // Exit gave back every page and table: the allocators are where they were.
+            let after = allocator_state();
+            let mut detail = crate::console::Line::new();
+            let _ = core::fmt::Write::write_fmt(
+                &mut detail,
+                format_args!("(free pages, kmalloc objects) {before:?} before, {after:?} after"),
+            );
+            crate::hypercall::report_test(
+                "process memory given back",
+                before == after,
+                detail.as_str(),
+            );
+            before == after && report.exit_code == 0 && report.signal == 0
+        }
+        Err(err) => {
+            log::error!("{name}: {err}");
+            false
+        }
+    }
+}
 
 /// Runs the workload `options` name; returns whether its checks passed (fault injections
 /// that return have nothing to check).
@@ -49,6 +95,7 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::Stress => return stress::run(options),
         Workload::Populate => populate(options),
         Workload::SlabMisuse => return slab_misuse::run(),
+        Workload::UserHello => return run_program("user-hello", USER_HELLO),
         Workload::Panic => panic!("panic requested by workload=panic"),
         // SAFETY: `ud2` only raises #UD, which the kernel's handler reports.
         Workload::InvalidOpcode => unsafe { core::arch::asm!("ud2", options(nomem, nostack)) },

@@ -13,7 +13,7 @@ use super::vmemmap::{Vmemmap, VmemmapLayout};
 use guest::buddy::Buddy;
 use guest::e820::E820Map;
 use guest::memblock::{Memblock, MemblockError, Region};
-use guest::paging::{MapError, Mapper};
+use guest::paging::{MapError, Mapper, PageTableEntry, TableAlloc};
 use guest::slab::{BuddyPages, Kmalloc};
 use guest::vmalloc::{Vmalloc, VmallocError};
 use log::info;
@@ -59,6 +59,49 @@ impl Mm {
     /// The kernel tree's root.
     pub fn root(&self) -> PhysAddr {
         self.root
+    }
+
+    /// A new process tree: a zeroed PML4 whose upper half (the kernel's) is the kernel
+    /// tree's. Returns its root, or `None` without memory.
+    pub fn new_user_tree(&mut self) -> Option<PhysAddr> {
+        let kernel = self.root;
+        let mut tree = self.tree();
+        let root = tree.memory.alloc_table()?;
+        // SAFETY: both are page tables in RAM the direct map reaches; `root` was allocated
+        // just now, so nothing else refers to it, and the kernel tree's root is only read.
+        unsafe {
+            let mut upper = [PageTableEntry::UNUSED; 256];
+            upper.copy_from_slice(&super::tables::table_entries(kernel)[256..]);
+            let entries = super::tables::table_entries(root);
+            entries[256..].copy_from_slice(&upper);
+            *tree.memory.used(root) = upper.iter().filter(|e| e.is_present()).count() as u64;
+        }
+        Some(root)
+    }
+
+    /// The process tree at `root`, with tables from the buddy allocator.
+    ///
+    /// # Safety
+    /// `root` is a tree [`Mm::new_user_tree`] made and not yet freed; no other mapper of it
+    /// is live.
+    pub unsafe fn user_tree(&mut self, root: PhysAddr) -> Mapper<KernelTables<'_>> {
+        // SAFETY: the caller's contract: a tree of RAM page tables the direct map reaches.
+        unsafe { Mapper::new(root, KernelTables::new(&mut self.buddy)) }
+    }
+
+    /// Frees the process tree at `root`, whose lower half must be empty by now
+    /// ([`Mapper::unmap_present`] of all of it).
+    ///
+    /// # Safety
+    /// `root` is a tree [`Mm::new_user_tree`] made, not loaded in CR3, and never used again.
+    pub unsafe fn free_user_tree(&mut self, root: PhysAddr) {
+        // SAFETY: the caller's contract: a PML4 in RAM that nothing uses any more.
+        let entries = unsafe { super::tables::table_entries(root) };
+        debug_assert!(entries[..256].iter().all(|e| !e.is_present()));
+        entries[256..].fill(PageTableEntry::UNUSED);
+        let mut tree = self.tree();
+        *tree.memory.used(root) = 0;
+        tree.memory.free_table(root);
     }
 
     /// Allocates `size` bytes of vmalloc memory.

@@ -37,7 +37,7 @@ use shared::page::{ZoneType, PG_TABLE};
 /// # Safety
 /// `table` is a page table of a live tree, in RAM the direct map reaches (below 1 GiB
 /// while the boot tables are loaded), and no other reference to its entries is live.
-pub(super) unsafe fn table_entries<'a>(table: PhysAddr) -> &'a mut [PageTableEntry; 512] {
+pub(crate) unsafe fn table_entries<'a>(table: PhysAddr) -> &'a mut [PageTableEntry; 512] {
     // SAFETY: the caller's contract.
     unsafe { &mut *(direct_map(table.as_u64()) as *mut [PageTableEntry; 512]) }
 }
@@ -46,7 +46,7 @@ pub(super) unsafe fn table_entries<'a>(table: PhysAddr) -> &'a mut [PageTableEnt
 ///
 /// # Safety
 /// `frame` is a page of RAM the caller owns, which the direct map reaches.
-pub(super) unsafe fn zero_frame(frame: PhysAddr) {
+pub(crate) unsafe fn zero_frame(frame: PhysAddr) {
     // SAFETY: the caller's contract.
     unsafe { (direct_map(frame.as_u64()) as *mut u8).write_bytes(0, super::PAGE_BYTES) };
 }
