@@ -110,11 +110,6 @@ impl Vmas {
         self.tree.iter().map(|(_, vma)| vma)
     }
 
-    /// Bytes mapped (Linux's `total_vm`, in bytes).
-    pub fn total_bytes(&self) -> u64 {
-        self.iter().map(Vma::len).sum()
-    }
-
     /// Adds `vma`, whose range must be free ([`VmaError::Exists`] otherwise), and merges
     /// it with its neighbours.
     pub fn map(&mut self, vma: Vma) -> Result<(), VmaError> {

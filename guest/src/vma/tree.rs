@@ -115,11 +115,6 @@ impl VmaTree {
         &self.vmas[idx(index)]
     }
 
-    /// Changes the flags of the VMA at `index` (its range stays, so the tree does too).
-    pub fn set_flags(&mut self, index: u32, flags: u64) {
-        self.vmas[idx(index)].flags = flags;
-    }
-
     /// Linux's `find_vma`: the first VMA that ends above `addr` (it may start above too).
     #[inline]
     pub fn find(&self, addr: u64) -> Option<u32> {

@@ -42,6 +42,17 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
+/// Where the entry stubs saved each register in [`TrapFrame::gprs`].
+impl TrapFrame {
+    pub const RAX: usize = 0;
+    pub const RDX: usize = 3;
+    pub const RSI: usize = 4;
+    pub const RDI: usize = 5;
+    pub const R8: usize = 7;
+    pub const R9: usize = 8;
+    pub const R10: usize = 9;
+}
+
 // Vectors 8, 10–14, 17, 21, 29 and 30 push an error code; the others get a zero.
 core::arch::global_asm!(
     ".macro isr_noerr vec",
@@ -197,9 +208,6 @@ fn oops_cause(vector: u64, error_code: u64, address: u64) -> Option<OopsCause> {
 
 /// General-protection fault: a probe of a non-canonical address takes this one.
 const GENERAL_PROTECTION: u64 = 13;
-/// Where the entry stubs saved rax and rdx in [`TrapFrame::gprs`].
-const RAX: usize = 0;
-const RDX: usize = 3;
 
 extern "C" fn exception_handler(frame: &mut TrapFrame) {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
@@ -221,8 +229,8 @@ extern "C" fn exception_handler(frame: &mut TrapFrame) {
     // An instruction allowed to fault: resume at its fixup with what happened.
     if frame.vector == PAGE_FAULT || frame.vector == GENERAL_PROTECTION {
         if let Some(fixup) = crate::extable::fixup(frame.rip) {
-            frame.gprs[RAX] = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
-            frame.gprs[RDX] = frame.error_code + 1;
+            frame.gprs[TrapFrame::RAX] = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
+            frame.gprs[TrapFrame::RDX] = frame.error_code + 1;
             frame.rip = fixup;
             return;
         }

@@ -15,20 +15,22 @@ use crate::{console, hypercall};
 use shared::hypercall::ReportKind;
 use shared::syscall::*;
 
-/// Where the trap entry saved each argument register in [`TrapFrame::gprs`].
-const RAX: usize = 0;
-const RDX: usize = 3;
-const RSI: usize = 4;
-const RDI: usize = 5;
-const R8: usize = 7;
-const R9: usize = 8;
-const R10: usize = 9;
 const PAGE: u64 = 4096;
 
 /// Runs the system call `frame` holds and puts its result in `rax`.
 pub fn dispatch(frame: &mut TrapFrame) {
     let g = &frame.gprs;
-    let (nr, args) = (g[RAX], [g[RDI], g[RSI], g[RDX], g[R10], g[R8], g[R9]]);
+    let (nr, args) = (
+        g[TrapFrame::RAX],
+        [
+            g[TrapFrame::RDI],
+            g[TrapFrame::RSI],
+            g[TrapFrame::RDX],
+            g[TrapFrame::R10],
+            g[TrapFrame::R8],
+            g[TrapFrame::R9],
+        ],
+    );
     CURRENT.with(|current| {
         if let Some(process) = current.as_mut() {
             process.syscalls += 1;
@@ -45,7 +47,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_KVM_MM_REPORT => report(args[0], args[1]),
         _ => -ENOSYS,
     };
-    frame.gprs[RAX] = result as u64;
+    frame.gprs[TrapFrame::RAX] = result as u64;
 }
 
 fn with_process(f: impl FnOnce(&mut super::Process) -> i64) -> i64 {
@@ -102,10 +104,9 @@ fn mmap(addr: u64, len: u64, prot: u64, flags: u64, _fd: u64) -> i64 {
     let known =
         MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_POPULATE | MAP_FIXED_NOREPLACE;
     let sharing = flags & (MAP_SHARED | MAP_PRIVATE);
-    if len == 0 || prot & !7 != 0 || flags & !known != 0 || sharing == MAP_SHARED | MAP_PRIVATE {
-        return -EINVAL;
-    }
-    if sharing == 0 {
+    // Exactly one of MAP_SHARED and MAP_PRIVATE.
+    let one_sharing = sharing == MAP_SHARED || sharing == MAP_PRIVATE;
+    if len == 0 || prot & !7 != 0 || flags & !known != 0 || !one_sharing {
         return -EINVAL;
     }
     if flags & MAP_ANONYMOUS == 0 {
