@@ -6,6 +6,10 @@
 //! `KVM_MM_USER_DIR` naming the directory of the user programs' ELFs. Without it (the
 //! kernel built on its own, as the lint step does) the kernel embeds empty images.
 
+/// The user programs (bins of this crate) the kernel embeds; `vmm/build.rs` builds the
+/// same list.
+const USER_PROGRAMS: [&str; 3] = ["user-hello", "fork-cow", "user-hostile"];
+
 fn main() {
     println!("cargo:rerun-if-changed=kernel.ld");
     println!("cargo:rerun-if-changed=user.ld");
@@ -15,10 +19,12 @@ fn main() {
     }
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
     println!("cargo:rustc-link-arg-bin=kernel=-T{dir}/kernel.ld");
-    println!("cargo:rustc-link-arg-bin=user-hello=-T{dir}/user.ld");
-    // The kernel embeds user programs whole: without symbols and debug info they are a few
-    // pages instead of hundreds of KiB of the kernel image.
-    println!("cargo:rustc-link-arg-bin=user-hello=--strip-all");
+    for program in USER_PROGRAMS {
+        println!("cargo:rustc-link-arg-bin={program}=-T{dir}/user.ld");
+        // The kernel embeds user programs whole: without symbols and debug info they are a
+        // few pages instead of hundreds of KiB of the kernel image.
+        println!("cargo:rustc-link-arg-bin={program}=--strip-all");
+    }
     // The target defaults to a static PIE; programs loaded at their link address want plain
     // executables without dynamic relocations.
     println!("cargo:rustc-link-arg-bins=--no-pie");
@@ -28,7 +34,9 @@ fn main() {
             // Building the kernel on its own (`cargo clippy` of the guest, say): it embeds
             // empty images, which it refuses to run ("bad ELF image: truncated").
             let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into());
-            let _ = std::fs::write(format!("{out_dir}/user-hello"), []);
+            for program in USER_PROGRAMS {
+                let _ = std::fs::write(format!("{out_dir}/{program}"), []);
+            }
             println!(
                 "cargo:warning=KVM_MM_USER_DIR is not set: this kernel embeds no user programs; \
                  build through the vmm crate (`cargo build` at the root) for a complete guest"

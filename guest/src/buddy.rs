@@ -388,6 +388,11 @@ impl<M: Memmap> Buddy<M> {
         }
     }
 
+    /// Pages the allocator manages, free or not (Linux's `totalram_pages`).
+    pub fn managed_pages(&self) -> u64 {
+        self.zones.iter().map(|z| z.managed).sum()
+    }
+
     /// Free pages, per-CPU lists included (Linux's `nr_free_pages` plus the lists).
     pub fn nr_free_pages(&self) -> u64 {
         self.zones.iter().map(|z| z.free + z.pcp_pages()).sum()

@@ -1,6 +1,7 @@
 //! The kvm-mm guest kernel's algorithms, free of hardware access so that the same code runs
 //! in the kernel (`src/bin/kernel`) and in host unit tests, property tests and benchmarks.
 //!
+//! - [`anon`]: anonymous user pages: demand-zero, fork sharing, copy-on-write.
 //! - [`elf`]: the ELF loader's validation of user programs.
 //! - [`e820`]: sanitising the firmware memory map, as Linux's `e820__update_table`.
 //! - [`cmdline`]: the kernel command line.
@@ -18,6 +19,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod anon;
 pub mod buddy;
 pub mod cmdline;
 pub mod e820;

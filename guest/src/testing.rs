@@ -28,6 +28,8 @@ pub struct Arena {
     next_frame: u64,
     /// Frames handed out before `alloc_frame` fails (`None`: never).
     pub frame_limit: Option<usize>,
+    /// Live tables at which `alloc_table` fails (`None`: never).
+    pub table_limit: Option<usize>,
     /// Frames zeroed by the pager, in order.
     pub zeroed: Vec<u64>,
     /// Frames made into page tables by the pager.
@@ -66,6 +68,9 @@ impl TableAlloc for Arena {
     }
 
     fn alloc_table(&mut self) -> Option<PhysAddr> {
+        if self.table_limit.is_some_and(|limit| self.live >= limit) {
+            return None;
+        }
         let index = self.free.pop().unwrap_or_else(|| {
             self.tables.push([PageTableEntry::UNUSED; 512]);
             self.used.push(0);

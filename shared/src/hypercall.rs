@@ -315,18 +315,26 @@ const _: () = assert!(core::mem::size_of::<StressReport>() == 56);
 pub struct ProcessReport {
     /// Process ID.
     pub pid: u32,
+    /// Its parent's, or 0.
+    pub ppid: u32,
     /// The exit code it passed to `exit`/`exit_group` (0 when killed).
     pub exit_code: i32,
     /// The signal that killed it (11 SIGSEGV, 4 SIGILL, …), or 0.
     pub signal: u32,
     /// How system calls entered the kernel: a [`crate::syscall::SyscallEntry`] value.
     pub syscall_entry: u32,
+    /// Always 0.
+    pub reserved: u32,
     /// System calls made.
     pub syscalls: u64,
     /// Page faults served.
     pub page_faults: u64,
     /// Pages the kernel zeroed for it.
     pub pages_zeroed: u64,
+    /// Write faults on a shared page that copied it (copy-on-write).
+    pub cow_copies: u64,
+    /// Write faults on a page it was the last sharer of, which it kept.
+    pub cow_reused: u64,
     /// The most pages it had mapped at once (`hiwater_rss`).
     pub hiwater_rss_pages: u64,
     /// VMAs at exit.
@@ -337,7 +345,7 @@ pub struct ProcessReport {
     pub fault_ip: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ProcessReport>() == 72);
+const _: () = assert!(core::mem::size_of::<ProcessReport>() == 96);
 
 /// Bytes of a cache name in a [`SlabInfoReport`].
 pub const SLAB_NAME_LEN: usize = 24;

@@ -29,10 +29,13 @@ pub struct Page {
     pub slab_cache: u64,
     /// Slab: first free object.
     pub slab_freelist: u64,
-    /// Slab: objects in use.
-    pub slab_inuse: u32,
+    /// Slab: objects in use (at most 4096: an order-3 slab of 8-byte objects).
+    pub slab_inuse: u16,
     /// Slab: objects in the slab.
-    pub slab_objects: u32,
+    pub slab_objects: u16,
+    /// User page (`PG_ANON`): the page-table entries that map it, across every process
+    /// (Linux's `_mapcount` + 1). Each mapping also holds one `refcount`.
+    pub mapcount: u32,
     /// Owner-specific data.
     pub private: u64,
 }
@@ -52,6 +55,9 @@ pub const PG_HEAD: u64 = 1 << 2;
 pub const PG_SLAB: u64 = 1 << 3;
 /// A page table of the kernel's tree; `private` counts its used entries.
 pub const PG_TABLE: u64 = 1 << 4;
+/// An anonymous page of user processes (Linux's `PageAnon`); `mapcount` counts its
+/// mappings.
+pub const PG_ANON: u64 = 1 << 5;
 
 /// End of a free list.
 pub const NO_PFN: u64 = u64::MAX;

@@ -21,10 +21,18 @@ pub const SYS_MUNMAP: u64 = 11;
 pub const SYS_BRK: u64 = 12;
 /// `sched_yield()`.
 pub const SYS_SCHED_YIELD: u64 = 24;
+/// `madvise(addr, len, advice)`.
+pub const SYS_MADVISE: u64 = 28;
 /// `getpid()`.
 pub const SYS_GETPID: u64 = 39;
+/// `fork()`.
+pub const SYS_FORK: u64 = 57;
 /// `exit(code)`.
 pub const SYS_EXIT: u64 = 60;
+/// `wait4(pid, wstatus, options, rusage)`.
+pub const SYS_WAIT4: u64 = 61;
+/// `getppid()`.
+pub const SYS_GETPPID: u64 = 110;
 /// `exit_group(code)`.
 pub const SYS_EXIT_GROUP: u64 = 231;
 /// Ours: `report(buf, len)` sends `len` bytes (at most [`REPORT_MAX`]) to the host as the
@@ -37,6 +45,10 @@ pub const REPORT_MAX: u64 = 1024;
 pub const EPERM: i64 = 1;
 /// `EBADF`.
 pub const EBADF: i64 = 9;
+/// `ECHILD`.
+pub const ECHILD: i64 = 10;
+/// `EAGAIN`.
+pub const EAGAIN: i64 = 11;
 /// `ENOMEM`.
 pub const ENOMEM: i64 = 12;
 /// `EACCES`.
@@ -68,6 +80,15 @@ pub const MAP_ANONYMOUS: u64 = 0x20;
 pub const MAP_POPULATE: u64 = 0x8000;
 /// `MAP_FIXED_NOREPLACE`.
 pub const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+/// `MADV_NORMAL`, `MADV_RANDOM`, `MADV_SEQUENTIAL`, `MADV_WILLNEED`: hints, taken and
+/// ignored.
+pub const MADV_HINTS: [u64; 4] = [0, 1, 2, 3];
+/// `MADV_DONTNEED`: drop the range's pages; private anonymous memory reads as zero after.
+pub const MADV_DONTNEED: u64 = 4;
+/// `wait4`'s `WNOHANG`.
+pub const WNOHANG: u64 = 1;
+/// Bytes of `struct rusage`, which `wait4` zeroes when asked for it.
+pub const RUSAGE_SIZE: u64 = 144;
 
 /// Where the kernel maps the trampoline page (read and execute for user mode), just below
 /// the top of user space as Linux places its vDSO near the stack.

@@ -53,11 +53,15 @@ pub enum Workload {
     SlabMisuse,
     /// Run the `user-hello` program at CPL3: system calls, heap, mmap, demand paging.
     UserHello,
+    /// Fork children that write a shared area: copy-on-write, `wait4`, exit statuses.
+    ForkCow,
+    /// Bad accesses in children the kernel must kill, and bad system-call arguments.
+    UserHostile,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 19] = [
+    pub const ALL: [Workload; 21] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -77,6 +81,8 @@ impl Workload {
         Self::Populate,
         Self::SlabMisuse,
         Self::UserHello,
+        Self::ForkCow,
+        Self::UserHostile,
     ];
 
     /// The name used on the command line.
@@ -101,6 +107,8 @@ impl Workload {
             Self::Populate => "populate",
             Self::SlabMisuse => "slab-misuse",
             Self::UserHello => "user-hello",
+            Self::ForkCow => "fork-cow",
+            Self::UserHostile => "user-hostile",
         }
     }
 
@@ -133,6 +141,10 @@ impl Workload {
             }
             Self::UserHello => {
                 "run a user program: write, getpid, brk, mmap, munmap, demand-zero faults"
+            }
+            Self::ForkCow => "fork children that write a shared area: copy-on-write and wait4",
+            Self::UserHostile => {
+                "user programs that fault, jump into the kernel or pass bad pointers: killed"
             }
         }
     }

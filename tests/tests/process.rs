@@ -1,11 +1,48 @@
 //! User processes end to end: a program loaded from its ELF image runs at CPL3, makes
-//! system calls through the trampoline, takes demand-zero faults, and gives every page back
-//! when it exits.
+//! system calls through the trampoline, takes demand-zero faults, forks children that
+//! share its pages copy-on-write, reaps them with `wait4`, survives children the kernel
+//! kills for bad accesses, and gives every page back when the last process exits.
 
 use kvm_mm_tests::{boot, config};
 use shared::hypercall::ProcessReport;
 use shared::syscall::SyscallEntry;
-use vmm::{ExitReason, Report};
+use vmm::{ExitReason, Outcome, Report};
+
+/// The texts the programs reported through our system call, in order.
+fn user_reports(outcome: &Outcome) -> Vec<&str> {
+    outcome
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::User { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The kernel's reports of the processes that ended, in the order they ended.
+fn process_reports(outcome: &Outcome) -> Vec<ProcessReport> {
+    outcome
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Process(p) => Some(*p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The guest's own checks, by name.
+fn checks(outcome: &Outcome) -> Vec<(&str, bool)> {
+    outcome
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Test { name, passed, .. } => Some((name.as_str(), *passed)),
+            _ => None,
+        })
+        .collect()
+}
 
 #[test]
 fn user_hello_runs_its_system_calls_and_gives_its_memory_back() {
@@ -14,26 +51,13 @@ fn user_hello_runs_its_system_calls_and_gives_its_memory_back() {
     assert!(outcome.console.contains("hello from user space: pid 1\n"), "{}", outcome.console);
 
     // What the program saw, checked in user mode and reported through our system call.
-    let user: Vec<&str> = outcome
-        .reports
-        .iter()
-        .filter_map(|r| match r {
-            Report::User { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect();
+    let user = user_reports(&outcome);
     assert_eq!(user, ["pid=1 heap=1 mmap=1 munmap=0 ebadf=-9 enosys=-38"]);
 
-    let process: Vec<ProcessReport> = outcome
-        .reports
-        .iter()
-        .filter_map(|r| match r {
-            Report::Process(p) => Some(*p),
-            _ => None,
-        })
-        .collect();
+    let process = process_reports(&outcome);
     let [p] = process.as_slice() else { panic!("one process report: {process:?}") };
-    assert_eq!((p.pid, p.exit_code, p.signal), (1, 0, 0));
+    assert_eq!((p.pid, p.ppid, p.exit_code, p.signal), (1, 0, 0, 0));
+    assert_eq!((p.cow_copies, p.cow_reused), (0, 0), "no fork, no copy-on-write");
     // getpid, brk ×2, mmap, munmap, write ×4 (two lines, a bad fd), ENOSYS, report,
     // exit_group: the program's calls, counted by the kernel.
     assert_eq!(p.syscalls, 11);
@@ -51,15 +75,121 @@ fn user_hello_runs_its_system_calls_and_gives_its_memory_back() {
     assert!(outcome.console.contains(&format!("syscall entry: {} (probed)", entry.name())));
 
     // Exit gave back every page and table (the kernel's own check, reported as a test).
-    let checks: Vec<(&str, bool)> = outcome
-        .reports
-        .iter()
-        .filter_map(|r| match r {
-            Report::Test { name, passed, .. } => Some((name.as_str(), *passed)),
-            _ => None,
+    assert_eq!(checks(&outcome), [("process memory given back", true)]);
+}
+
+/// Pages of `fork-cow`'s area, children it forks to write it, and pages each writes.
+const AREA_PAGES: u64 = 64;
+const WRITERS: u64 = 4;
+const PER_WRITER: u64 = AREA_PAGES / WRITERS;
+
+#[test]
+fn fork_cow_copies_exactly_the_pages_written_after_each_fork() {
+    let outcome = boot(&config("fork-cow"));
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    // Checked in user mode: each child saw the parent's pattern and kept its writes to
+    // itself, the parent's pages came through intact, and wait4 gave exit statuses.
+    assert_eq!(
+        user_reports(&outcome),
+        ["children_ok=4/4 parent_intact=1 rewritten=1 status=0x700 echild=-10"]
+    );
+    let reports = process_reports(&outcome);
+    // The writers, the child that exits with 7, then the parent: each reaped in turn.
+    let pids: Vec<(u32, u32, i32)> = reports.iter().map(|p| (p.pid, p.ppid, p.exit_code)).collect();
+    assert_eq!(pids, [(2, 1, 0), (3, 1, 0), (4, 1, 0), (5, 1, 0), (6, 1, 7), (1, 0, 0)]);
+    let (writers, rest) = reports.split_at(WRITERS as usize);
+    let (last_child, parent) = (&rest[0], &rest[1]);
+    // Every process uses one stack page, shared again at each fork. The parent writes it
+    // first (returning from fork), so the parent copies it and the child, its last sharer
+    // by then, keeps it.
+    let forks = WRITERS + 1;
+    for child in writers {
+        // Its slice of the area, which the parent (asleep in wait4) still maps: one copy
+        // per page written. Nothing new was zeroed.
+        assert_eq!((child.cow_copies, child.cow_reused), (PER_WRITER, 1), "{child:?}");
+        assert_eq!(child.page_faults, PER_WRITER + 1, "{child:?}");
+        assert_eq!(child.pages_zeroed, 0, "{child:?}");
+    }
+    assert_eq!((last_child.cow_copies, last_child.cow_reused), (0, 1));
+    // The parent: the stack page once per fork; then, every child gone, it rewrites the
+    // whole area and keeps each page, copying none.
+    assert_eq!((parent.cow_copies, parent.cow_reused), (forks, AREA_PAGES));
+    let copies: u64 = reports.iter().map(|p| p.cow_copies).sum();
+    assert_eq!(copies, WRITERS * PER_WRITER + forks, "copies = pages written while shared");
+    // When every process has exited, the allocators are back where they were.
+    assert_eq!(checks(&outcome), [("process memory given back", true)]);
+}
+
+#[test]
+fn user_hostile_children_are_killed_with_the_right_signal_and_bad_calls_fail() {
+    let outcome = boot(&config("user-hostile"));
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    let user = user_reports(&outcome);
+    let [report] = user.as_slice() else { panic!("one user report: {user:?}") };
+    let results: Vec<(&str, i64)> = report
+        .split_whitespace()
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').expect("name=value");
+            (name, value.parse().expect("a number"))
         })
         .collect();
-    assert_eq!(checks, [("process memory given back", true)]);
+    let (segv, ill, fpe) = (11, 4, 8);
+    let (efault, einval, enomem, echild) = (-14, -22, -12, -10);
+    assert_eq!(
+        results,
+        [
+            // Bad accesses, each in a child: the signal wait4 reported.
+            ("null-read", segv),
+            ("kernel-write", segv),
+            ("kernel-jump", segv),
+            ("stack-exec", segv),
+            ("text-write", segv),
+            ("stack-guard", segv),
+            ("privileged", segv),
+            ("ud2", ill),
+            ("divide-by-zero", fpe),
+            // Bad system-call arguments: Linux's errors.
+            ("wait4-kernel-status", efault),
+            ("write-kernel-buf", efault),
+            ("write-unmapped-buf", efault),
+            ("mmap-no-sharing", einval),
+            ("mmap-zero-len", einval),
+            ("mmap-fixed-kernel", enomem),
+            ("mmap-huge", enomem),
+            ("munmap-misaligned", einval),
+            ("mprotect-unmapped", enomem),
+            ("mprotect-kernel", enomem),
+            ("madvise-bad-advice", einval),
+            ("wait4-no-child", echild),
+            ("report-kernel-buf", efault),
+        ]
+    );
+    // The kernel's side: a report per killed child with the signal and, for page faults,
+    // the address; and Linux's line on the console.
+    let killed: Vec<(u32, u64)> = process_reports(&outcome)
+        .iter()
+        .filter(|p| p.signal != 0)
+        .map(|p| (p.signal, p.fault_address))
+        .collect();
+    let (page_offset, kernel_text) =
+        (shared::layout::PAGE_OFFSET, shared::layout::KERNEL_VIRT_BASE);
+    assert_eq!(killed.len(), 9, "{killed:?}");
+    assert_eq!(&killed[..3], [(11, 0), (11, page_offset), (11, kernel_text)]);
+    assert_eq!(&killed[6..], [(11, 0), (4, 0), (8, 0)]);
+    for line in [
+        "user-hostile[2]: segfault at 0x0 ip",
+        "error 4 (no VMA) in [image]",
+        &format!("user-hostile[3]: segfault at {page_offset:#x}"),
+        &format!("user-hostile[4]: segfault at {kernel_text:#x} ip {kernel_text:#018x}"),
+        "(access denied by the VMA) in [stack]",
+        "traps: user-hostile[8] general protection fault ip:",
+        "traps: user-hostile[9] trap invalid opcode ip:",
+        "traps: user-hostile[10] trap divide error ip:",
+        "user-hostile done: the kernel survived",
+    ] {
+        assert!(outcome.console.contains(line), "{line:?} in:\n{}", outcome.console);
+    }
+    assert_eq!(checks(&outcome), [("process memory given back", true)]);
 }
 
 /// Pages of the `user-hello` image's segments, from its ELF file.

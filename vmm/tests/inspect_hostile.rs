@@ -74,16 +74,16 @@ mod inspect {
         }
 
         /// The third case (112 s before the work budget): every page of a long
-        /// free run heads a slab of 65 536 objects, linked page to page. A slab whose
-        /// frames already have an owner is named and not walked, so the run costs one
-        /// finding per page, and no slab is walked twice.
+        /// free run heads a slab of 65 535 objects (the most a slab page can claim), linked
+        /// page to page. A slab whose frames already have an owner is named and not walked,
+        /// so the run costs one finding per page, and no slab is walked twice.
         #[test]
-        fn a_free_run_of_slab_heads_of_65536_objects_each_is_named_not_walked() {
+        fn a_free_run_of_slab_heads_of_65535_objects_each_is_named_not_walked() {
             let mut image = Image::sound();
             let sound = image.check();
-            // kmalloc-8's slabs claim 65 536 objects of 8 bytes in 2^7 pages.
+            // kmalloc-8's slabs claim 65 535 objects of 8 bytes in 2^7 pages.
             let cache = image.cache_named("kmalloc-8");
-            let (order, objects, stride) = (7, 1u32 << 16, 8);
+            let (order, objects, stride) = (7, u16::MAX, 8);
             image.update_cache(cache, |raw: &mut SlabCache| {
                 (raw.order, raw.objects, raw.stride, raw.free_offset) =
                     (order, objects.into(), stride, 0)

@@ -283,10 +283,7 @@ impl<M: TableAlloc> Mapper<M> {
         len: u64,
         freed: &mut impl FnMut(&mut M, Frame),
     ) -> Result<Flush, MapError> {
-        let (start, end) = (virt.as_u64(), virt.as_u64().saturating_add(len));
-        if end > LOWER_HALF_END || start % PageSize::Size4K.bytes() != 0 {
-            return Err(MapError::Misaligned { addr: start });
-        }
+        let (start, end) = user_range(virt, len)?;
         let mut flush = Flush::NONE;
         let root = self.root;
         self.clear_present(root, 4, 0, (start, end), freed, &mut flush);
@@ -303,11 +300,7 @@ impl<M: TableAlloc> Mapper<M> {
         flush: &mut Flush,
     ) {
         let span = shared::pte::entry_span(level);
-        // Both bounds lie in [0, 512]: the range is clipped to this table's span.
-        let first = usize::try_from((start.max(base) - base) / span).unwrap_or(ENTRIES);
-        let last = (end.min(base + span * ENTRIES as u64) - base).div_ceil(span);
-        let last = usize::try_from(last).unwrap_or(ENTRIES);
-        for index in first..last {
+        for index in entry_indices(base, span, (start, end)) {
             let i = index as u64;
             let entry = self.entries(table)[index];
             if !entry.is_present() {
@@ -329,6 +322,181 @@ impl<M: TableAlloc> Mapper<M> {
             self.entries(table)[index] = PageTableEntry::UNUSED;
             *self.used(table) -= 1;
         }
+    }
+
+    /// Copies the leaves present in `[virt, virt + len)` of the lower half into the tree
+    /// whose root is `child` (a root in this memory, say from `alloc_table`; its tables
+    /// are made as needed), as `fork` copies a VMA. With `write_protect` both copies lose
+    /// `WRITABLE` (copy-on-write). `share` sees each leaf's frame once, to take the child's
+    /// reference. Returns the flush the source tree needs.
+    ///
+    /// On [`MapError::NoTableMemory`] the child holds the leaves copied so far, each
+    /// shared, so tearing it down as usual undoes the copy.
+    pub fn copy_present(
+        &mut self,
+        child: PhysAddr,
+        virt: VirtAddr,
+        len: u64,
+        write_protect: bool,
+        share: &mut impl FnMut(&mut M, Frame),
+    ) -> Result<Flush, MapError> {
+        let range = user_range(virt, len)?;
+        let mut flush = Flush::NONE;
+        let root = self.root;
+        self.copy_level((root, child), 4, 0, range, write_protect, share, &mut flush)?;
+        Ok(flush)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one recursion step of `copy_present`")]
+    fn copy_level(
+        &mut self,
+        (src, dst): (PhysAddr, PhysAddr),
+        level: u8,
+        base: u64,
+        range: (u64, u64),
+        write_protect: bool,
+        share: &mut impl FnMut(&mut M, Frame),
+        flush: &mut Flush,
+    ) -> Result<(), MapError> {
+        let span = shared::pte::entry_span(level);
+        let mut copied = 0;
+        let mut result = Ok(());
+        for index in entry_indices(base, span, range) {
+            let entry = self.entries(src)[index];
+            if !entry.is_present() {
+                continue;
+            }
+            let at = base + index as u64 * span;
+            let target = self.entries(dst)[index];
+            if entry.is_leaf(level) {
+                if at < range.0 || at + span > range.1 {
+                    result = Err(MapError::ParentEntryHugePage { virt: at });
+                    break;
+                }
+                if target.is_present() {
+                    result = Err(MapError::AlreadyMapped { virt: at });
+                    break;
+                }
+                let mut leaf = entry;
+                if write_protect && entry.flags().contains(PteFlags::WRITABLE) {
+                    leaf = PageTableEntry::new(entry.addr(), entry.flags() - PteFlags::WRITABLE);
+                    self.entries(src)[index] = leaf;
+                    let size = PageSize::at_level(level);
+                    *flush = core::mem::replace(flush, Flush::NONE).and(Flush::pages(at, 1, size));
+                }
+                share(&mut self.memory, Frame::containing(leaf.addr(), PageSize::at_level(level)));
+                self.entries(dst)[index] = leaf;
+                copied += 1;
+                continue;
+            }
+            let table = if !target.is_present() {
+                let Some(new) = self.memory.alloc_table() else {
+                    result = Err(MapError::NoTableMemory);
+                    break;
+                };
+                self.entries(dst)[index] = PageTableEntry::new(new, TABLE_FLAGS);
+                copied += 1;
+                new
+            } else if target.is_leaf(level) {
+                result = Err(MapError::ParentEntryHugePage { virt: at });
+                break;
+            } else {
+                target.addr()
+            };
+            result = self.copy_level(
+                (entry.addr(), table),
+                level - 1,
+                at,
+                range,
+                write_protect,
+                share,
+                flush,
+            );
+            if result.is_err() {
+                break;
+            }
+        }
+        *self.used(dst) += copied;
+        result
+    }
+
+    /// Rewrites each leaf present in `[virt, virt + len)` of the lower half with what
+    /// `update` makes of it (given the tables' memory, the leaf's address and size and the
+    /// entry), splitting huge pages that the range cuts; holes are skipped. `update` must
+    /// keep the entry present and its frame. Returns the flush for the entries changed.
+    pub fn update_present(
+        &mut self,
+        virt: VirtAddr,
+        len: u64,
+        update: &mut impl FnMut(&mut M, u64, PageSize, PageTableEntry) -> PageTableEntry,
+    ) -> Result<Flush, MapError> {
+        let range = user_range(virt, len)?;
+        let mut flush = Flush::NONE;
+        let root = self.root;
+        self.update_level(root, 4, 0, range, update, &mut flush)?;
+        Ok(flush)
+    }
+
+    fn update_level(
+        &mut self,
+        table: PhysAddr,
+        level: u8,
+        base: u64,
+        range: (u64, u64),
+        update: &mut impl FnMut(&mut M, u64, PageSize, PageTableEntry) -> PageTableEntry,
+        flush: &mut Flush,
+    ) -> Result<(), MapError> {
+        let span = shared::pte::entry_span(level);
+        for index in entry_indices(base, span, range) {
+            let mut entry = self.entries(table)[index];
+            if !entry.is_present() {
+                continue;
+            }
+            let at = base + index as u64 * span;
+            if entry.is_leaf(level) && level > 1 && (at < range.0 || at + span > range.1) {
+                // The range cuts this huge page: split it and go into the new table.
+                self.split(table, at, level)?;
+                *flush = core::mem::replace(flush, Flush::NONE).and(Flush::pages(
+                    at,
+                    1,
+                    PageSize::at_level(level),
+                ));
+                entry = self.entries(table)[index];
+            }
+            if entry.is_leaf(level) {
+                let size = PageSize::at_level(level);
+                let new = update(&mut self.memory, at, size, entry);
+                if new != entry {
+                    self.entries(table)[index] = new;
+                    *flush = core::mem::replace(flush, Flush::NONE).and(Flush::pages(at, 1, size));
+                }
+            } else {
+                self.update_level(entry.addr(), level - 1, at, range, update, flush)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Points the leaf mapping `page` at `frame` with `flags` instead (copy-on-write breaks
+    /// a shared page this way); returns the frame it mapped before.
+    pub fn replace(
+        &mut self,
+        page: VirtPage,
+        frame: Frame,
+        flags: PteFlags,
+    ) -> Result<(Frame, Flush), MapError> {
+        if page.size() != frame.size() {
+            return Err(MapError::SizeMismatch);
+        }
+        let virt = page.start().as_u64();
+        let (path, level) = self.path_to_leaf(virt).ok_or(MapError::NotMapped { virt })?;
+        if PageSize::at_level(level) != page.size() {
+            return Err(MapError::SizeMismatch);
+        }
+        let entry = &mut self.entries(path[usize::from(level) - 1])[table_index(virt, level)];
+        let old = Frame::containing(entry.addr(), page.size());
+        *entry = leaf_entry(frame.start(), page.size(), flags);
+        Ok((old, Flush::pages(virt, 1, page.size())))
     }
 
     /// Changes the permissions of `[virt, virt + len)` (4 KiB aligned) to `flags`, splitting
@@ -461,6 +629,25 @@ impl<M: TableAlloc> Mapper<M> {
 fn leaf_entry(frame: PhysAddr, size: PageSize, flags: PteFlags) -> PageTableEntry {
     let huge = if size == PageSize::Size4K { PteFlags::empty() } else { PteFlags::HUGE };
     PageTableEntry::new(frame, (flags & PteFlags::PERMISSIONS) | PteFlags::PRESENT | huge)
+}
+
+/// `[virt, virt + len)` as bounds, if it lies in the lower half and starts on a page.
+fn user_range(virt: VirtAddr, len: u64) -> Result<(u64, u64), MapError> {
+    let (start, end) = (virt.as_u64(), virt.as_u64().saturating_add(len));
+    if end > LOWER_HALF_END || start % PageSize::Size4K.bytes() != 0 {
+        return Err(MapError::Misaligned { addr: start });
+    }
+    Ok((start, end))
+}
+
+/// The indices of a table at `base` whose entries (each `span` bytes) meet `[start, end)`,
+/// which meets the table's span.
+#[inline]
+fn entry_indices(base: u64, span: u64, (start, end): (u64, u64)) -> core::ops::Range<usize> {
+    // Both bounds lie in [0, 512]: the range is clipped to this table's span.
+    let first = usize::try_from((start.max(base) - base) / span).unwrap_or(ENTRIES);
+    let last = (end.min(base + span * ENTRIES as u64).max(base) - base).div_ceil(span);
+    first..usize::try_from(last).unwrap_or(ENTRIES).max(first)
 }
 
 /// Entries from index `first` to the end of a table, at most `pages`.

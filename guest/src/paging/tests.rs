@@ -433,3 +433,146 @@ fn unmap_present_skips_holes_frees_emptied_tables_and_keeps_the_rest() {
         Err(MapError::Misaligned { .. })
     ));
 }
+
+#[test]
+fn copy_present_shares_every_leaf_and_write_protects_both_trees() {
+    let mut m = mapper();
+    let user = PteFlags::USER | WRITABLE;
+    let pages = [(0x40_0000u64, user), (0x40_1000, PteFlags::USER), (0x7fff_ffff_d000, user)];
+    for (i, &(virt, flags)) in pages.iter().enumerate() {
+        map(&mut m, virt, 0x100_0000 + i as u64 * 4096, PageSize::Size4K, flags)
+            .expect("maps")
+            .ignore();
+    }
+    map(&mut m, 0x20_0000_0000, 0x4000_0000, PageSize::Size2M, user).expect("maps").ignore();
+    let child = m.memory.alloc_table().expect("a root");
+    let mut shared = Vec::new();
+    let flush = m
+        .copy_present(child, va(0), 1 << 47, true, &mut |_, frame| {
+            shared.push((frame.start().as_u64(), frame.size()))
+        })
+        .expect("copies");
+    shared.sort();
+    assert_eq!(shared.len(), 4, "{shared:?}");
+    assert_eq!(shared[3], (0x4000_0000, PageSize::Size2M));
+    assert_ne!(flush, Flush::NONE, "writable leaves were protected");
+    // SAFETY: `child` is a root in the same arena, filled by `copy_present`.
+    let mut copy = unsafe { Mapper::new(child, core::mem::take(&mut m.memory)) };
+    for virt in [0x40_0000, 0x40_1000, 0x7fff_ffff_d000, 0x20_0010_0000] {
+        let theirs = copy.translate(va(virt)).expect("copied");
+        assert!(!theirs.flags.contains(WRITABLE), "{virt:#x} read-only in the child");
+        assert!(theirs.flags.contains(PteFlags::USER));
+        m.memory = core::mem::take(&mut copy.memory);
+        let ours = m.translate(va(virt)).expect("kept");
+        assert_eq!((ours.phys, ours.size, ours.flags), (theirs.phys, theirs.size, theirs.flags));
+        copy.memory = core::mem::take(&mut m.memory);
+    }
+    // The child's used counts are right: unmapping all of it frees every table but its root.
+    let mut freed = 0;
+    copy.unmap_present(va(0), 1 << 47, &mut |_, _| freed += 1).expect("unmaps").ignore();
+    assert_eq!(freed, 4);
+    assert_eq!(copy.stats().tables, [1, 0, 0, 0]);
+}
+
+#[test]
+fn copy_present_without_write_protect_keeps_rights_and_copies_only_the_range() {
+    let mut m = mapper();
+    let user = PteFlags::USER | WRITABLE;
+    for virt in [0x40_0000u64, 0x40_1000, 0x40_2000] {
+        map(&mut m, virt, virt, PageSize::Size4K, user).expect("maps").ignore();
+    }
+    let child = m.memory.alloc_table().expect("a root");
+    let mut count = 0;
+    let flush = m.copy_present(child, va(0x40_1000), 0x1000, false, &mut |_, _| count += 1);
+    assert_eq!(flush.expect("copies"), Flush::NONE);
+    assert_eq!(count, 1);
+    // SAFETY: as above.
+    let mut copy = unsafe { Mapper::new(child, core::mem::take(&mut m.memory)) };
+    assert!(copy.translate(va(0x40_0000)).is_none());
+    assert!(copy.translate(va(0x40_1000)).expect("copied").flags.contains(WRITABLE));
+    assert!(copy.translate(va(0x40_2000)).is_none());
+    // A second copy into the same tree finds the leaf taken.
+    m.memory = core::mem::take(&mut copy.memory);
+    assert_eq!(
+        m.copy_present(child, va(0x40_1000), 0x1000, false, &mut |_, _| {}),
+        Err(MapError::AlreadyMapped { virt: 0x40_1000 })
+    );
+    // A huge page the range cuts is refused.
+    map(&mut m, 0x60_0000, 0x60_0000, PageSize::Size2M, user).expect("maps").ignore();
+    assert_eq!(
+        m.copy_present(child, va(0x60_1000), 0x1000, false, &mut |_, _| {}),
+        Err(MapError::ParentEntryHugePage { virt: 0x60_0000 })
+    );
+}
+
+#[test]
+fn copy_present_out_of_table_memory_leaves_a_child_that_tears_down() {
+    let mut m = mapper();
+    let user = PteFlags::USER | WRITABLE;
+    // Two pages a PML4 slot apart: the second needs three new child tables.
+    for virt in [0x40_0000u64, 0x80_0000_0000] {
+        map(&mut m, virt, 0x100_0000, PageSize::Size4K, user).expect("maps").ignore();
+    }
+    let child = m.memory.alloc_table().expect("a root");
+    m.memory.table_limit = Some(m.memory.live + 3);
+    let mut shared = 0;
+    let result = m.copy_present(child, va(0), 1 << 47, true, &mut |_, _| shared += 1);
+    assert_eq!(result, Err(MapError::NoTableMemory));
+    assert_eq!(shared, 1, "the first page was copied and shared");
+    m.memory.table_limit = None;
+    // SAFETY: as above.
+    let mut copy = unsafe { Mapper::new(child, core::mem::take(&mut m.memory)) };
+    let mut freed = 0;
+    copy.unmap_present(va(0), 1 << 47, &mut |_, _| freed += 1).expect("unmaps").ignore();
+    assert_eq!((freed, copy.stats().tables), (1, [1, 0, 0, 0]));
+}
+
+#[test]
+fn update_present_skips_holes_and_splits_what_the_range_cuts() {
+    let mut m = mapper();
+    let user = PteFlags::USER | WRITABLE;
+    map(&mut m, 0x40_0000, 0x40_0000, PageSize::Size4K, user).expect("maps").ignore();
+    map(&mut m, 0x40_2000, 0x40_2000, PageSize::Size4K, user).expect("maps").ignore();
+    map(&mut m, 0x60_0000, 0x60_0000, PageSize::Size2M, user).expect("maps").ignore();
+    let mut seen = Vec::new();
+    let flush = m
+        .update_present(va(0x40_0000), 0x20_1000, &mut |_, at, size, entry| {
+            seen.push((at, size));
+            PageTableEntry::new(entry.addr(), entry.flags() - WRITABLE)
+        })
+        .expect("updates");
+    assert_eq!(
+        seen,
+        [
+            (0x40_0000, PageSize::Size4K),
+            (0x40_2000, PageSize::Size4K),
+            (0x60_0000, PageSize::Size4K)
+        ]
+    );
+    assert_ne!(flush, Flush::NONE);
+    assert!(!m.translate(va(0x60_0000)).expect("mapped").flags.contains(WRITABLE));
+    let rest = m.translate(va(0x60_1000)).expect("the split keeps the rest");
+    assert_eq!((rest.size, rest.phys), (PageSize::Size4K, pa(0x60_1000)));
+    assert!(rest.flags.contains(WRITABLE));
+    // An unchanged entry needs no flush.
+    let flush = m.update_present(va(0x40_0000), 0x1000, &mut |_, _, _, e| e).expect("updates");
+    assert_eq!(flush, Flush::NONE);
+}
+
+#[test]
+fn replace_swaps_the_frame_of_a_mapped_page() {
+    let mut m = mapper();
+    map(&mut m, 0x40_0000, 0x10_0000, PageSize::Size4K, PteFlags::USER).expect("maps").ignore();
+    let page = VirtPage::new(va(0x40_0000), PageSize::Size4K).expect("aligned");
+    let frame = Frame::new(pa(0x20_0000), PageSize::Size4K).expect("aligned");
+    let (old, flush) = m.replace(page, frame, PteFlags::USER | WRITABLE).expect("replaces");
+    assert_eq!(old.start(), pa(0x10_0000));
+    assert_eq!(flush, Flush::pages(0x40_0000, 1, PageSize::Size4K));
+    let now = m.translate(va(0x40_0000)).expect("mapped");
+    assert_eq!((now.phys, now.flags.contains(WRITABLE)), (pa(0x20_0000), true));
+    let unmapped = VirtPage::new(va(0x50_0000), PageSize::Size4K).expect("aligned");
+    assert_eq!(
+        m.replace(unmapped, frame, PteFlags::USER),
+        Err(MapError::NotMapped { virt: 0x50_0000 })
+    );
+}

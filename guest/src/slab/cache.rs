@@ -301,7 +301,7 @@ impl KmemCache {
         };
         let Some(page) = pages.page(slab) else { return false };
         self.raw.cpu_freelist = core::mem::take(&mut page.slab_freelist);
-        self.raw.cpu_inuse = page.slab_inuse;
+        self.raw.cpu_inuse = u32::from(page.slab_inuse);
         self.raw.cpu_slab = slab;
         self.raw.cpu_freelist != 0
     }
@@ -316,7 +316,8 @@ impl KmemCache {
         let inuse = core::mem::take(&mut self.raw.cpu_inuse);
         let Some(page) = pages.page(slab) else { return };
         page.slab_freelist = freelist;
-        page.slab_inuse = inuse;
+        // At most the slab's objects, which fit 16 bits.
+        page.slab_inuse = u16::try_from(inuse).unwrap_or(u16::MAX);
         let (inuse, objects) = (page.slab_inuse, page.slab_objects);
         if inuse < objects {
             self.list_add(pages, slab);
@@ -354,7 +355,7 @@ impl KmemCache {
         let page = pages.page(slab)?;
         page.slab_freelist = freelist;
         page.slab_inuse = 0;
-        page.slab_objects = u32::try_from(self.raw.objects).unwrap_or(u32::MAX);
+        page.slab_objects = u16::try_from(self.raw.objects).unwrap_or(u16::MAX);
         self.raw.slabs += 1;
         Some(slab)
     }

@@ -262,8 +262,8 @@ fn is_free(cache: &KmemCache, pages: &mut impl SlabPages, slab: u64, object: u64
 pub(super) fn quarantine(cache: &mut KmemCache, pages: &mut impl SlabPages, slab: u64) {
     let current = slab == cache.raw.cpu_slab;
     let Some(page) = pages.page(slab) else { return };
-    let inuse = if current { cache.raw.cpu_inuse } else { page.slab_inuse };
-    let written_off = u64::from(page.slab_objects.saturating_sub(inuse));
+    let inuse = if current { cache.raw.cpu_inuse } else { u32::from(page.slab_inuse) };
+    let written_off = u64::from(u32::from(page.slab_objects).saturating_sub(inuse));
     page.slab_inuse = page.slab_objects;
     page.slab_freelist = 0;
     if current {

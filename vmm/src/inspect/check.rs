@@ -1007,8 +1007,11 @@ fn check_slab(
 ) -> Result<(), InspectError> {
     let c = &cache.raw;
     let current = pfn == c.cpu_slab;
-    let (inuse, mut object) =
-        if current { (c.cpu_inuse, c.cpu_freelist) } else { (page.slab_inuse, page.slab_freelist) };
+    let (inuse, mut object) = if current {
+        (c.cpu_inuse, c.cpu_freelist)
+    } else {
+        (u32::from(page.slab_inuse), page.slab_freelist)
+    };
     count.slabs += 1;
     count.pages += 1 << page.order.min(MAX_ORDER);
     count.objects_in_use += u64::from(inuse);

@@ -8,7 +8,7 @@ use serde::Serialize;
 use shared::boot::{E820Entry, E820_MAX_ENTRIES};
 use shared::hypercall::{SlabInfoReport, ZoneReport};
 use shared::mm::{Region, SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
-use shared::page::{Page, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE};
+use shared::page::{Page, NR_ZONES, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE};
 use std::fmt::Write;
 use zerocopy::FromBytes;
 
@@ -172,9 +172,11 @@ pub struct PageInfo {
     /// Slab: first free object.
     pub slab_freelist: u64,
     /// Slab: objects in use.
-    pub slab_inuse: u32,
+    pub slab_inuse: u16,
     /// Slab: objects.
-    pub slab_objects: u32,
+    pub slab_objects: u16,
+    /// User page: the page-table entries that map it.
+    pub mapcount: u32,
     /// Owner-specific data.
     pub private: u64,
 }
@@ -187,6 +189,7 @@ pub fn flag_names(flags: u64) -> Vec<&'static str> {
         (PG_HEAD, "head"),
         (PG_SLAB, "slab"),
         (PG_TABLE, "table"),
+        (PG_ANON, "anon"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)
@@ -222,6 +225,7 @@ pub fn page(view: &mut View<'_, '_>, pfn: u64) -> Result<PageInfo, InspectError>
         slab_freelist: page.slab_freelist,
         slab_inuse: page.slab_inuse,
         slab_objects: page.slab_objects,
+        mapcount: page.mapcount,
         private: page.private,
     })
 }
@@ -238,6 +242,9 @@ pub fn page_text(p: &PageInfo) -> String {
         p.refcount,
         p.order
     );
+    if p.flags & PG_ANON != 0 {
+        let _ = write!(out, " mapcount:{}", p.mapcount);
+    }
     if p.flags & PG_BUDDY != 0 {
         let link =
             |pfn: u64| if pfn == u64::MAX { "none".to_string() } else { format!("{pfn:#x}") };

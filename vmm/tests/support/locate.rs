@@ -173,7 +173,7 @@ impl Image {
 
     /// A slab of cache `cache` that is neither current nor quarantined, with at least
     /// `free` free objects and `used` objects in use.
-    pub fn slab_with(&self, cache: usize, free: usize, used: u32) -> u64 {
+    pub fn slab_with(&self, cache: usize, free: usize, used: u16) -> u64 {
         let raw = self.cache(cache);
         self.slabs(cache)
             .into_iter()

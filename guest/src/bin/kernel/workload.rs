@@ -8,8 +8,10 @@ use shared::layout::{BOOT_MAP_SIZE, HIGH_MEMORY, VMALLOC_START};
 use shared::workload::{Workload, MMIO_WINDOW, STRAY_PORT};
 use x86_64::instructions::port::Port;
 
-/// The `user-hello` program's ELF image, built by the build before the kernel.
+/// The user programs' ELF images, built by the build before the kernel.
 static USER_HELLO: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-hello"));
+static FORK_COW: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/fork-cow"));
+static USER_HOSTILE: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-hostile"));
 
 /// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
 /// all freed, for reuse), and kmalloc objects in use.
@@ -96,6 +98,8 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::Populate => populate(options),
         Workload::SlabMisuse => return slab_misuse::run(),
         Workload::UserHello => return run_program("user-hello", USER_HELLO),
+        Workload::ForkCow => return run_program("fork-cow", FORK_COW),
+        Workload::UserHostile => return run_program("user-hostile", USER_HOSTILE),
         Workload::Panic => panic!("panic requested by workload=panic"),
         // SAFETY: `ud2` only raises #UD, which the kernel's handler reports.
         Workload::InvalidOpcode => unsafe { core::arch::asm!("ud2", options(nomem, nostack)) },

@@ -4,8 +4,10 @@
 //! Life cycle: the kernel starts `_start` at CPL3 with `rsp` at the top of the main stack;
 //! `_start` calls the program's `main`, and passes what it returns to `exit_group`.
 
+#![allow(dead_code, reason = "each program uses the part of the runtime it needs")]
+
 use core::fmt::Write;
-use shared::syscall::{SYS_EXIT_GROUP, SYS_KVM_MM_REPORT, SYS_WRITE, VDSO_BASE};
+use shared::syscall::*;
 
 core::arch::global_asm!(
     ".section .text.entry, \"ax\"",
@@ -52,22 +54,51 @@ pub fn report(bytes: &[u8]) -> i64 {
     syscall(SYS_KVM_MM_REPORT, [bytes.as_ptr() as u64, bytes.len() as u64, 0, 0, 0, 0])
 }
 
+/// `fork()`: the child's PID in the parent, 0 in the child, or `-errno`.
+pub fn fork() -> i64 {
+    syscall(SYS_FORK, [0; 6])
+}
+
+/// `wait4(pid, &status, 0, NULL)`: the PID reaped and its status, or `-errno`.
+pub fn wait(pid: i64) -> (i64, u32) {
+    let mut status = 0u32;
+    let reaped = syscall(SYS_WAIT4, [pid as u64, &raw mut status as u64, 0, 0, 0, 0]);
+    (reaped, status)
+}
+
+/// `mmap` of `pages` anonymous pages with `prot` and `flags` (`MAP_ANONYMOUS` added) at a
+/// place the kernel picks; the address, or `-errno`.
+pub fn mmap(pages: u64, prot: u64, flags: u64) -> i64 {
+    syscall(SYS_MMAP, [0, pages * 4096, prot, flags | MAP_ANONYMOUS, u64::MAX, 0])
+}
+
+/// `pages` pages of memory at `addr` as 64-bit words.
+///
+/// # Safety
+/// The pages are mapped for this process (readable; writable if written through it), and
+/// no other reference to them is live.
+pub unsafe fn words<'a>(addr: u64, pages: u64) -> &'a mut [u64] {
+    // SAFETY: the caller's contract.
+    unsafe { core::slice::from_raw_parts_mut(addr as *mut u64, (pages * 512) as usize) }
+}
+
 /// Ends the process.
 pub fn exit(code: i32) -> ! {
     syscall(SYS_EXIT_GROUP, [code as u64, 0, 0, 0, 0, 0]);
     unreachable!("exit_group returned")
 }
 
-/// A line for the console, formatted on the stack.
+/// A line for the console or a report, formatted on the stack (at most a report's
+/// [`REPORT_MAX`] bytes; the rest is cut).
 pub struct Line {
-    buf: [u8; 256],
+    buf: [u8; REPORT_MAX as usize],
     len: usize,
 }
 
 impl Line {
     /// An empty line.
     pub const fn new() -> Self {
-        Self { buf: [0; 256], len: 0 }
+        Self { buf: [0; REPORT_MAX as usize], len: 0 }
     }
 
     /// The text so far.

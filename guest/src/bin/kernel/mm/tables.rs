@@ -22,6 +22,7 @@
 
 use super::direct_map;
 use super::vmemmap::{Vmemmap, VmemmapLayout};
+use guest::anon::AnonMemory;
 use guest::buddy::{Buddy, Memmap};
 use guest::memblock::{Memblock, Region};
 use guest::paging::{
@@ -30,7 +31,7 @@ use guest::paging::{
 use guest::vmalloc::VmallocMemory;
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::layout::{BOOT_MAP_SIZE, KERNEL_VIRT_BASE, PAGE_SIZE};
-use shared::page::{ZoneType, PG_TABLE};
+use shared::page::{Page, ZoneType, PG_TABLE};
 
 /// The 512 entries of the page table at `table`, through the direct map.
 ///
@@ -165,6 +166,28 @@ impl VmallocMemory for KernelTables<'_> {
     fn free_frame(&mut self, frame: PhysAddr) {
         if let Err(err) = self.buddy.free_page(frame.pfn()) {
             log::error!("vfree: {err}");
+        }
+    }
+}
+
+/// User pages come from the buddy allocator, described by the vmemmap, reached through the
+/// direct map.
+impl AnonMemory for KernelTables<'_> {
+    fn page(&mut self, frame: PhysAddr) -> Option<&mut Page> {
+        self.buddy.memmap.page(frame.pfn())
+    }
+
+    fn zero_frame(&mut self, frame: PhysAddr) {
+        // SAFETY: a frame of a user page, just allocated: RAM in the direct map, ours.
+        unsafe { zero_frame(frame) };
+    }
+
+    fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr) {
+        let (src, dst) = (direct_map(from.as_u64()), direct_map(to.as_u64()));
+        // SAFETY: two distinct RAM pages in the direct map: a mapped user page and one just
+        // allocated for its copy.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src as *const u64, dst as *mut u64, 512);
         }
     }
 }

@@ -1,21 +1,32 @@
 //! User processes: programs loaded from ELF images into their own address spaces and run
-//! at CPL3, with Linux's system calls and page-fault handling.
+//! at CPL3, with Linux's system calls and page-fault handling, `fork`, `wait4` and a
+//! round-robin scheduler.
 //!
 //! Life cycle:
 //!
 //! ```text
 //! init (boot)      trampoline page; probe whether `syscall` reaches CPL0 on this host
 //!                  (SYSCALL if so, `ud2` traps if not); the trampoline gets that entry
-//! run(name, elf)   parse and check the ELF (guest::elf), new AddressSpace, load it,
-//!                  CR3 = its tree, enter CPL3 at the entry point
-//!   traps          system calls (syscall.rs), page faults (demand-zero, stack growth),
-//!                  anything else kills it with Linux's segfault line
-//!   exit / kill    back on the kernel stack: CR3 = the kernel's, free every page and
-//!                  table, report a ProcessReport to the host
+//! run(name, elf)   parse and check the ELF (guest::elf), new AddressSpace, load it, make
+//!                  it PID 1, CR3 = its tree, enter CPL3 at the entry point
+//!   traps          system calls (syscall.rs), page faults (demand-zero, stack growth,
+//!                  copy-on-write); anything else kills the process with Linux's segfault line
+//!   fork           a child with a copy-on-write copy of the address space, runnable
+//!   schedule       after each trap: round robin to the next runnable process when this
+//!                  one blocks (wait4), yields or exits, or has had its slice of traps
+//!   exit / kill    the address space is freed at once and a ProcessReport goes to the
+//!                  host; the process stays a zombie until its parent's wait4 reaps it
+//!   all exited     back on the kernel stack that `run` left: CR3 = the kernel's
 //! ```
 //!
-//! One process runs at a time, to its end; the kernel half of every process tree is the
-//! kernel tree's, copied when the tree is made.
+//! There is one kernel stack. A trap from user mode saves the process's registers in a
+//! [`TrapFrame`] on it; switching process means saving that frame into the process and
+//! loading another's before the `iretq`. A process blocked in `wait4` is resumed at its
+//! trampoline with its registers as they were, so the system call runs again (Linux's
+//! restart), now finding the zombie it waited for.
+//!
+//! No timer interrupt is set up, so a process that makes no system call and takes no fault
+//! keeps the CPU (see docs/ARCHITECTURE.md).
 
 pub mod entry;
 pub mod space;
@@ -24,6 +35,7 @@ mod syscall;
 use crate::cell::KernelCell;
 use crate::traps::TrapFrame;
 use crate::{cpu, hypercall, mm};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use guest::elf::{ElfError, Program};
 use log::{error, info};
@@ -34,18 +46,35 @@ use shared::process::TASK_SIZE;
 use shared::syscall::{SyscallEntry, STACK_TOP, VDSO_BASE};
 use space::{AddressSpace, FaultError, SpaceError};
 
-/// A running process.
+/// A process.
 pub struct Process {
     /// Process ID.
     pub pid: u32,
+    /// Its parent's, or 0 for none (its end is reaped by nobody: it goes at once).
+    pub ppid: u32,
     /// Its program's name.
     pub name: &'static str,
-    /// Its memory.
-    pub space: AddressSpace,
+    /// Its memory, until it exits.
+    pub space: Option<AddressSpace>,
+    /// Where it stands.
+    pub state: State,
+    /// Its user registers while another process runs.
+    context: Context,
     /// System calls made.
     pub syscalls: u64,
     /// How it ended, once it has.
     pub ended: Option<Ending>,
+}
+
+/// Where a process stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Running or ready to.
+    Runnable,
+    /// In `wait4`, for a child to end.
+    Waiting,
+    /// Ended; waiting for its parent to reap it.
+    Zombie,
 }
 
 /// How a process ended.
@@ -64,7 +93,71 @@ pub enum Ending {
     },
 }
 
-static CURRENT: KernelCell<Option<Process>> = KernelCell::new(None);
+impl Ending {
+    /// The status `wait4` reports: the exit code in bits 8–15, or the signal in bits 0–6.
+    pub fn wait_status(self) -> u32 {
+        match self {
+            // The low 8 bits of the code, as Linux keeps them.
+            #[expect(clippy::cast_sign_loss, reason = "only the low 8 bits are kept")]
+            Self::Exit(code) => (code as u32 & 0xff) << 8,
+            Self::Killed { signal, .. } => signal & 0x7f,
+        }
+    }
+}
+
+/// A process's user registers, saved while it does not run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Context {
+    gprs: [u64; 15],
+    rip: u64,
+    rflags: u64,
+    rsp: u64,
+}
+
+impl Context {
+    fn save(frame: &TrapFrame) -> Self {
+        Self { gprs: frame.gprs, rip: frame.rip, rflags: frame.rflags, rsp: frame.rsp }
+    }
+
+    fn load(&self, frame: &mut TrapFrame) {
+        frame.gprs = self.gprs;
+        (frame.rip, frame.rflags, frame.rsp) = (self.rip, self.rflags, self.rsp);
+        (frame.cs, frame.ss) = (cpu::USER_CS, cpu::USER_DS);
+    }
+}
+
+/// Every process, and which one runs.
+struct Table {
+    processes: Vec<Process>,
+    current: usize,
+    /// Traps taken since the current process was scheduled in.
+    slice_used: u32,
+    /// The process `run` started (PID 1 of the first run), which inherits orphans.
+    init: u32,
+    /// Its report, once it has ended.
+    init_report: Option<ProcessReport>,
+}
+
+impl Table {
+    fn current(&mut self) -> Option<&mut Process> {
+        self.processes.get_mut(self.current)
+    }
+}
+
+/// Traps a process takes (system calls and faults) before another runnable one gets the
+/// CPU.
+const SLICE: u32 = 16;
+/// Processes that may exist at once, zombies included; `fork` fails with `EAGAIN` beyond
+/// (Linux's `RLIMIT_NPROC`).
+pub const MAX_PROCESSES: usize = 64;
+
+static TABLE: KernelCell<Table> = KernelCell::new(Table {
+    processes: Vec::new(),
+    current: 0,
+    slice_used: 0,
+    init: 0,
+    init_report: None,
+});
 static ENTRY: AtomicU32 = AtomicU32::new(SyscallEntry::Unprobed as u32);
 static VDSO: AtomicU64 = AtomicU64::new(0);
 static PROBING: AtomicBool = AtomicBool::new(false);
@@ -93,6 +186,11 @@ impl core::fmt::Display for RunError {
             Self::Space(err) => write!(f, "cannot build its address space: {err:?}"),
         }
     }
+}
+
+/// Runs `f` on the running process; `None` if there is none (or the table is in use).
+pub fn with_current<R>(f: impl FnOnce(&mut Process) -> R) -> Option<R> {
+    TABLE.try_with(|table| table.current().map(f)).flatten()
 }
 
 /// The trampoline page's frame.
@@ -156,8 +254,8 @@ fn write_trampoline(code: &[u8]) {
     unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
 }
 
-/// Loads `image` as process `name`, runs it to its end and reports how it ended. Returns
-/// whether it exited with status 0.
+/// Loads `image` as process `name` and runs it, and every process it forks, to their
+/// ends. Returns its report.
 pub fn run(name: &'static str, image: &[u8]) -> Result<ProcessReport, RunError> {
     let program = Program::parse(image).map_err(RunError::Elf)?;
     let mut space = AddressSpace::new().map_err(RunError::Space)?;
@@ -167,8 +265,21 @@ pub fn run(name: &'static str, image: &[u8]) -> Result<ProcessReport, RunError> 
     }
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let root = space.root;
-    CURRENT.with(|current| {
-        *current = Some(Process { pid, name, space, syscalls: 0, ended: None });
+    let process = Process {
+        pid,
+        ppid: 0,
+        name,
+        space: Some(space),
+        state: State::Runnable,
+        context: Context::default(),
+        syscalls: 0,
+        ended: None,
+    };
+    TABLE.with(|table| {
+        table.processes.push(process);
+        table.current = table.processes.len() - 1;
+        table.slice_used = 0;
+        (table.init, table.init_report) = (pid, None);
     });
     info!("{name}[{pid}]: started at {:#x}", program.entry);
     // SAFETY: the process tree maps the program and the trampoline for user mode and the
@@ -178,33 +289,16 @@ pub fn run(name: &'static str, image: &[u8]) -> Result<ProcessReport, RunError> 
         entry::run(program.entry, STACK_TOP);
         cpu::switch_page_tables(mm::global::with(|mm| mm.root()));
     }
-    let process = CURRENT.with(Option::take).ok_or(RunError::Space(SpaceError::NoMemory))?;
-    let (exit_code, signal, fault_address, fault_ip) = match process.ended {
-        Some(Ending::Exit(code)) => (code, 0, 0, 0),
-        Some(Ending::Killed { signal, address, ip }) => (0, signal, address, ip),
-        None => (0, SIGSEGV, 0, 0),
-    };
-    let report = ProcessReport {
-        pid,
-        exit_code,
-        signal,
-        syscall_entry: syscall_entry() as u32,
-        syscalls: process.syscalls,
-        page_faults: process.space.faults,
-        pages_zeroed: process.space.zeroed,
-        hiwater_rss_pages: process.space.hiwater_rss,
-        map_count: process.space.vmas.count() as u64,
-        fault_address,
-        fault_ip,
-    };
-    process.space.destroy();
-    info!("{name}[{pid}]: exit code {exit_code}, signal {signal}");
-    hypercall::report_value(ReportKind::Process, &report);
-    Ok(report)
+    // Every process has ended: the zombies nobody reaped go now, with the table's memory.
+    let (processes, report) =
+        TABLE.with(|table| (core::mem::take(&mut table.processes), table.init_report.take()));
+    drop(processes);
+    report.ok_or(RunError::Space(SpaceError::NoMemory))
 }
 
 /// Handles a trap; returns `false` for one that is the kernel's own (from CPL0, not
-/// during the probe), which the caller handles.
+/// during the probe), which the caller handles. A trap from user mode may end with
+/// another process's registers in `frame`.
 pub fn trap(frame: &mut TrapFrame, cr2: u64) -> bool {
     if PROBING.load(Ordering::Relaxed) {
         probe_trap(frame);
@@ -215,32 +309,76 @@ pub fn trap(frame: &mut TrapFrame, cr2: u64) -> bool {
     let trampoline = frame.vector == INVALID_OPCODE
         && frame.rip == VDSO_BASE
         && syscall_entry() == SyscallEntry::Trap;
+    let mut yielded = false;
     if frame.vector == entry::SYSCALL_VECTOR || trampoline {
         if trampoline {
             // Resume at the trampoline's `ret`.
             frame.rip += 2;
         }
-        syscall::dispatch(frame);
-        return true;
-    }
-    if frame.vector == PAGE_FAULT {
+        yielded = syscall::dispatch(frame);
+    } else if frame.vector == PAGE_FAULT {
         let code = frame.error_code;
-        let served = CURRENT.with(|current| {
-            let process = current.as_mut().ok_or(FaultError::NotMapped)?;
-            process.space.fault(cr2, code & 2 != 0, code & 16 != 0, code & 1 != 0)
-        });
-        match served {
-            Ok(()) => return true,
-            Err(err) => kill(frame, SIGSEGV, cr2, Some(err)),
+        let served = with_current(|process| match process.space.as_mut() {
+            Some(space) => space.fault(cr2, code & 2 != 0, code & 16 != 0, code & 1 != 0),
+            None => Err(FaultError::NotMapped),
+        })
+        .unwrap_or(Err(FaultError::NotMapped));
+        if let Err(err) = served {
+            kill(frame, SIGSEGV, cr2, Some(err));
         }
+    } else {
+        let signal = match frame.vector {
+            0 => SIGFPE,
+            3 => SIGTRAP,
+            INVALID_OPCODE => SIGILL,
+            _ => SIGSEGV,
+        };
+        kill(frame, signal, 0, None);
     }
-    let signal = match frame.vector {
-        0 => SIGFPE,
-        3 => SIGTRAP,
-        INVALID_OPCODE => SIGILL,
-        _ => SIGSEGV,
-    };
-    kill(frame, signal, 0, None)
+    schedule(frame, yielded);
+    true
+}
+
+/// Picks the process to return to: the current one while it is runnable and has slice
+/// left (and did not yield), else the next runnable one after it, round robin. Loads its
+/// registers into `frame` and its tree into CR3. With no process left runnable, the run
+/// is over: back to [`run`].
+fn schedule(frame: &mut TrapFrame, yielded: bool) {
+    let next = TABLE.with(|table| {
+        table.slice_used += 1;
+        let current = table.current;
+        let runnable = table.current().is_some_and(|p| p.state == State::Runnable);
+        if runnable && !yielded && table.slice_used < SLICE {
+            return Ok(None);
+        }
+        let count = table.processes.len();
+        let next = (1..=count)
+            .map(|step| (current + step) % count)
+            .find(|&i| table.processes[i].state == State::Runnable)
+            .ok_or(())?;
+        table.slice_used = 0;
+        if next == current {
+            return Ok(None);
+        }
+        if let Some(process) = table.current() {
+            process.context = Context::save(frame);
+        }
+        table.current = next;
+        let process = &table.processes[next];
+        process.context.load(frame);
+        // Orphans that have ended are reaped by nobody: they go now.
+        let pid = process.pid;
+        table.processes.retain(|p| p.state != State::Zombie || p.ppid != 0);
+        table.current = table.processes.iter().position(|p| p.pid == pid).unwrap_or(0);
+        Ok(table.processes[table.current].space.as_ref().map(|s| s.root))
+    });
+    match next {
+        Ok(None) => {}
+        // SAFETY: the tree of the process whose registers `frame` now holds.
+        Ok(Some(root)) => unsafe { cpu::switch_page_tables(root) },
+        // SAFETY: a trap taken while `run` is active; no borrow is live here.
+        Err(()) => unsafe { entry::leave(0) },
+    }
 }
 
 /// A page fault the kernel took at a user address (in a copy to or from user memory):
@@ -249,14 +387,14 @@ pub fn kernel_fault(address: u64, error_code: u64) -> bool {
     if address >= TASK_SIZE {
         return false;
     }
-    CURRENT
-        .try_with(|current| {
-            current.as_mut().is_some_and(|process| {
-                let write = error_code & 2 != 0;
-                process.space.fault(address, write, false, error_code & 1 != 0).is_ok()
-            })
-        })
-        .unwrap_or(false)
+    let write = error_code & 2 != 0;
+    with_current(|process| {
+        process
+            .space
+            .as_mut()
+            .is_some_and(|space| space.fault(address, write, false, error_code & 1 != 0).is_ok())
+    })
+    .unwrap_or(false)
 }
 
 /// The probe's one trap: a `syscall` that reached CPL0 (SYSCALL works; go back for the
@@ -276,47 +414,173 @@ fn probe_trap(frame: &mut TrapFrame) {
     unsafe { entry::leave(0) }
 }
 
-/// Ends the process: `exit(code)`.
-pub fn exit(code: i32) -> ! {
-    CURRENT.with(|current| {
-        if let Some(process) = current.as_mut() {
-            process.ended = Some(Ending::Exit(code));
-        }
+/// `fork`: a child whose registers are `frame`'s but for `rax` = 0, and whose address
+/// space is a copy-on-write copy of the current one. Returns its PID or `-errno`.
+fn fork(frame: &TrapFrame) -> i64 {
+    use shared::syscall::{EAGAIN, ENOMEM};
+    let full = TABLE.with(|table| table.processes.len() >= MAX_PROCESSES);
+    if full {
+        return -EAGAIN;
+    }
+    let copy = with_current(|parent| {
+        let space = parent.space.as_mut().ok_or(SpaceError::NoMemory)?.fork(vdso_frame())?;
+        Ok::<_, SpaceError>((parent.pid, parent.name, space))
     });
-    // SAFETY: called from a system call, a trap taken while `run` is active; the borrow
-    // above has ended.
-    unsafe { entry::leave(0) }
+    let Some(Ok((ppid, name, space))) = copy else { return -ENOMEM };
+    let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+    let mut context = Context::save(frame);
+    context.gprs[TrapFrame::RAX] = 0;
+    let child = Process {
+        pid,
+        ppid,
+        name,
+        space: Some(space),
+        state: State::Runnable,
+        context,
+        syscalls: 0,
+        ended: None,
+    };
+    TABLE.with(|table| table.processes.push(child));
+    i64::from(pid)
 }
 
-/// Kills the process with `signal`, printing Linux's line for a segfault.
-fn kill(frame: &TrapFrame, signal: u32, address: u64, cause: Option<FaultError>) -> ! {
-    CURRENT.with(|current| {
-        let Some(process) = current.as_mut() else { return };
-        let vma = process.space.vmas.lookup(frame.rip).copied();
-        let cause = match cause {
-            Some(FaultError::NotMapped) => "no VMA",
-            Some(FaultError::Access) => "access denied by the VMA",
-            Some(FaultError::NoMemory) => "out of memory",
-            None => "exception",
-        };
-        error!(
-            "{}[{}]: {} at {address:#x} ip {:#018x} sp {:#018x} error {:x} ({cause}) in {}",
-            process.name,
-            process.pid,
-            if signal == SIGSEGV { "segfault" } else { "trap" },
-            frame.rip,
-            frame.rsp,
-            frame.error_code,
-            vma.map_or("no VMA", |v| shared::process::VmaKind::from_raw(v.kind).map_or("?", |k| {
-                if k.maps_name().is_empty() {
-                    "[anon]"
-                } else {
-                    k.maps_name()
+/// What `wait4` found.
+enum Wait {
+    /// A child ended: its PID and status.
+    Reaped(u32, u32),
+    /// Children live, none has ended, and the caller will not wait.
+    NoneYet,
+    /// Children live and none has ended: the caller sleeps until one does.
+    Block,
+    /// No child matches.
+    NoChild,
+}
+
+/// `wait4`'s search among the current process's children (`pid` one of them, or any for
+/// -1 and the process-group forms): reaps the first that ended.
+fn reap(pid: i32, nohang: bool) -> Wait {
+    TABLE.with(|table| {
+        let Some(me) = table.current().map(|p| p.pid) else { return Wait::NoChild };
+        let matches =
+            |p: &Process| p.ppid == me && (pid <= 0 || i64::from(p.pid) == i64::from(pid));
+        if !table.processes.iter().any(matches) {
+            return Wait::NoChild;
+        }
+        let zombie = table.processes.iter().position(|p| matches(p) && p.state == State::Zombie);
+        match zombie {
+            Some(index) => {
+                let child = table.processes.remove(index);
+                if index < table.current {
+                    table.current -= 1;
                 }
-            })),
-        );
-        process.ended = Some(Ending::Killed { signal, address, ip: frame.rip });
+                let status = child.ended.map_or(0, Ending::wait_status);
+                Wait::Reaped(child.pid, status)
+            }
+            None if nohang => Wait::NoneYet,
+            None => {
+                if let Some(process) = table.current() {
+                    process.state = State::Waiting;
+                }
+                Wait::Block
+            }
+        }
+    })
+}
+
+/// Ends the current process: frees its memory at once, reports it, hands its children to
+/// PID 1 (or to nobody when that is the one ending, or gone), and wakes its parent if it
+/// waits. The scheduler then switches away.
+fn exit_current(ending: Ending) {
+    let ended = TABLE.with(|table| {
+        let process = table.processes.get_mut(table.current)?;
+        process.state = State::Zombie;
+        process.ended = Some(ending);
+        let (pid, ppid, name, syscalls) =
+            (process.pid, process.ppid, process.name, process.syscalls);
+        let space = process.space.take();
+        let init = table.init;
+        let init_lives = table.processes.iter().any(|p| p.pid == init && p.state != State::Zombie);
+        let heir = if init_lives && init != pid { init } else { 0 };
+        for child in table.processes.iter_mut().filter(|p| p.ppid == pid) {
+            child.ppid = heir;
+        }
+        if let Some(parent) =
+            table.processes.iter_mut().find(|p| p.pid == ppid && p.state == State::Waiting)
+        {
+            parent.state = State::Runnable;
+        }
+        Some((pid, ppid, name, syscalls, space))
     });
-    // SAFETY: a trap taken while `run` is active; the borrow above has ended.
-    unsafe { entry::leave(0) }
+    let Some((pid, ppid, name, syscalls, space)) = ended else { return };
+    // SAFETY: the kernel's tree maps the kernel as every process tree does; the one being
+    // freed must not stay in CR3.
+    unsafe { cpu::switch_page_tables(mm::global::with(|mm| mm.root())) };
+    let (exit_code, signal, fault_address, fault_ip) = match ending {
+        Ending::Exit(code) => (code, 0, 0, 0),
+        Ending::Killed { signal, address, ip } => (0, signal, address, ip),
+    };
+    let mut report = ProcessReport {
+        pid,
+        ppid,
+        exit_code,
+        signal,
+        syscall_entry: syscall_entry() as u32,
+        syscalls,
+        fault_address,
+        fault_ip,
+        ..ProcessReport::default()
+    };
+    if let Some(space) = space {
+        report.page_faults = space.faults;
+        report.pages_zeroed = space.zeroed;
+        report.cow_copies = space.cow_copies;
+        report.cow_reused = space.cow_reused;
+        report.hiwater_rss_pages = space.hiwater_rss;
+        report.map_count = space.vmas.count() as u64;
+        space.destroy();
+    }
+    info!("{name}[{pid}]: exit code {exit_code}, signal {signal}");
+    hypercall::report_value(ReportKind::Process, &report);
+    TABLE.with(|table| {
+        if pid == table.init {
+            table.init_report = Some(report);
+        }
+    });
+}
+
+/// Kills the current process with `signal`, printing Linux's line: `segfault at …` for a
+/// page fault (with why it was refused), `traps: … <exception> ip:… sp:… error:…` for any
+/// other exception (arch/x86's `show_signal`).
+fn kill(frame: &TrapFrame, signal: u32, address: u64, cause: Option<FaultError>) {
+    with_current(|process| {
+        let vma = process.space.as_ref().and_then(|s| s.vmas.lookup(frame.rip).copied());
+        let kind = vma.and_then(|v| shared::process::VmaKind::from_raw(v.kind));
+        let place = kind.map_or("no VMA", |k| match k.maps_name() {
+            "" => "[anon]",
+            name => name,
+        });
+        let (name, pid) = (process.name, process.pid);
+        let (ip, sp, error) = (frame.rip, frame.rsp, frame.error_code);
+        match cause {
+            Some(cause) => {
+                let cause = match cause {
+                    FaultError::NotMapped => "no VMA",
+                    FaultError::Access => "access denied by the VMA",
+                    FaultError::NoMemory => "out of memory",
+                };
+                error!(
+                    "{name}[{pid}]: segfault at {address:#x} ip {ip:#018x} sp {sp:#018x} \
+                     error {error:x} ({cause}) in {place}"
+                );
+            }
+            None => {
+                let what = shared::hypercall::exception_name(frame.vector).1;
+                let trap = if frame.vector == 13 { "" } else { "trap " };
+                error!(
+                    "traps: {name}[{pid}] {trap}{what} ip:{ip:x} sp:{sp:x} error:{error:x} in {place}"
+                );
+            }
+        }
+    });
+    exit_current(Ending::Killed { signal, address, ip: frame.rip });
 }

@@ -11,20 +11,25 @@
 //! ```
 //!
 //! Life cycle: [`AddressSpace::new`] copies the kernel half into a fresh PML4; `load` maps
-//! the image and the stack; faults map pages on first touch; `destroy` frees every page and
-//! table. Pages are anonymous and private; each one mapped counts in `rss`.
+//! the image and the stack; faults map pages on first touch; `fork` copies the VMAs and the
+//! tables, sharing every page read-only (copy-on-write, `guest::anon`); `destroy` drops
+//! every mapping and frees the tables. Each mapping of a page counts in `rss`; a page goes
+//! back to the buddy allocator with its last mapping.
+//!
+//! Shared anonymous memory (`MAP_SHARED`) has no backing object to fault pages in from, so
+//! its pages are made at `mmap` time and shared writable by `fork`.
 #![expect(clippy::cast_possible_truncation, reason = "the kernel is x86_64: usize is 64 bits")]
 
 use crate::mm::global::with;
 use crate::mm::setup::Mm;
+use guest::anon::{self, AnonError, AnonMemory, WriteFault};
 use guest::elf::{Program, PF_W, PF_X};
-use guest::paging::{Frame, MapError, PageSize, PteFlags, VirtPage};
-use guest::vma::{access_allowed, anon_flags, VmaError, Vmas, VM_MAY_ALL};
-use guest::vmalloc::VmallocMemory;
+use guest::paging::{Frame, MapError, PageSize, PageTableEntry, PteFlags, VirtPage};
+use guest::vma::{access_allowed, anon_flags, prot_to_vm, VmaError, Vmas, VM_MAY_ALL};
 use shared::addr::{PhysAddr, VirtAddr};
-use shared::page::ZoneType;
+use shared::page::PG_ANON;
 use shared::process::{Vma, VmaKind, STACK_GUARD_GAP_PAGES, VM_EXEC, VM_GROWSDOWN, VM_READ};
-use shared::process::{USER_IMAGE_BASE, VM_WRITE};
+use shared::process::{USER_IMAGE_BASE, VM_SHARED, VM_WRITE};
 use shared::syscall::{STACK_TOP, VDSO_BASE};
 
 const PAGE: u64 = 4096;
@@ -61,6 +66,15 @@ impl From<MapError> for SpaceError {
     }
 }
 
+impl From<AnonError> for SpaceError {
+    fn from(err: AnonError) -> Self {
+        match err {
+            AnonError::NoMemory => Self::NoMemory,
+            AnonError::Map(err) => Self::Map(err),
+        }
+    }
+}
+
 /// Why a user page fault could not be served: Linux's `si_code` for SIGSEGV.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultError {
@@ -73,6 +87,7 @@ pub enum FaultError {
 }
 
 /// A process's address space.
+#[derive(Debug)]
 pub struct AddressSpace {
     /// The PML4 (CR3 while the process runs).
     pub root: PhysAddr,
@@ -90,9 +105,14 @@ pub struct AddressSpace {
     pub zeroed: u64,
     /// Page faults served.
     pub faults: u64,
+    /// Write faults that copied a shared page.
+    pub cow_copies: u64,
+    /// Write faults that kept a page whose other sharers had gone.
+    pub cow_reused: u64,
 }
 
-/// Page-table flags for a VMA's pages.
+/// Page-table flags for a VMA's pages (a private page shared since a fork is mapped
+/// without `WRITABLE` whatever these say).
 fn pte_flags(vm_flags: u64) -> PteFlags {
     let mut flags = PteFlags::USER;
     if vm_flags & VM_WRITE != 0 {
@@ -117,6 +137,8 @@ impl AddressSpace {
             hiwater_rss: 0,
             zeroed: 0,
             faults: 0,
+            cow_copies: 0,
+            cow_reused: 0,
         })
     }
 
@@ -173,24 +195,9 @@ impl AddressSpace {
         let page = VirtPage::new(VirtAddr::new(virt), PageSize::Size4K)?;
         let root = self.root;
         let frame = with(|mm| {
-            let pfn = mm.buddy.alloc_page(ZoneType::Normal).ok_or(SpaceError::NoMemory)?;
-            let frame = PhysAddr::new(pfn * PAGE);
-            // SAFETY: a page the buddy allocator just handed out, in the direct map.
-            unsafe { crate::mm::tables::zero_frame(frame) };
             // SAFETY: `root` is this address space's own tree.
-            let mapped = unsafe { mm.user_tree(root) }.map(
-                page,
-                Frame::new(frame, PageSize::Size4K)?,
-                pte_flags(vm_flags),
-            );
-            match mapped {
-                Ok(flush) => flush.ignore(),
-                Err(err) => {
-                    let _ = mm.buddy.free_page(pfn);
-                    return Err(SpaceError::from(err));
-                }
-            }
-            Ok(frame)
+            let mut tree = unsafe { mm.user_tree(root) };
+            anon::map_new(&mut tree, page, pte_flags(vm_flags))
         })?;
         self.zeroed += 1;
         self.rss += 1;
@@ -199,8 +206,9 @@ impl AddressSpace {
     }
 
     /// Serves a fault at `addr` (Linux's `handle_mm_fault` for anonymous memory): finds
-    /// the VMA, growing the stack into its gap if needed, checks the access and maps a
-    /// zeroed page. A fault on a present page is a protection fault: refused.
+    /// the VMA, growing the stack into its gap if needed, and checks the access. A missing
+    /// page is mapped zeroed; a write to a present read-only page of a writable private
+    /// VMA breaks copy-on-write. Any other fault on a present page is refused.
     pub fn fault(
         &mut self,
         addr: u64,
@@ -212,15 +220,39 @@ impl AddressSpace {
             Some(vma) => *vma,
             None => self.grow_stack(addr)?,
         };
-        if present || !access_allowed(vma.flags, write, exec) {
+        if !access_allowed(vma.flags, write, exec) {
             return Err(FaultError::Access);
         }
+        let virt = addr & !(PAGE - 1);
+        let served = if !present {
+            self.new_page(virt, vma.flags).map(|_| ())
+        } else if write && vma.flags & VM_SHARED == 0 {
+            self.break_cow(virt, vma.flags)
+        } else {
+            return Err(FaultError::Access);
+        };
         self.faults += 1;
-        self.new_page(addr & !(PAGE - 1), vma.flags).map(|_| ()).map_err(|err| match err {
+        served.map_err(|err| match err {
             SpaceError::NoMemory => FaultError::NoMemory,
-            // The VMA said unmapped and the tables said mapped: refuse, never corrupt.
+            // The VMA and the tables disagree: refuse, never corrupt.
             _ => FaultError::Access,
         })
+    }
+
+    /// A write to the shared page at `virt`: copied, or kept by its last sharer.
+    fn break_cow(&mut self, virt: u64, vm_flags: u64) -> Result<(), SpaceError> {
+        let page = VirtPage::new(VirtAddr::new(virt), PageSize::Size4K)?;
+        let root = self.root;
+        let (how, flush) = with(|mm| {
+            // SAFETY: `root` is this address space's own tree.
+            anon::write_fault(&mut unsafe { mm.user_tree(root) }, page, pte_flags(vm_flags))
+        })?;
+        flush.flush(&crate::mm::tables::LocalTlb);
+        match how {
+            WriteFault::Copied => self.cow_copies += 1,
+            WriteFault::Reused => self.cow_reused += 1,
+        }
+        Ok(())
     }
 
     /// Extends the stack VMA above `addr` down to it, as Linux's `expand_stack`: within the
@@ -265,14 +297,21 @@ impl AddressSpace {
 
     /// `mmap` of anonymous memory: `[addr, addr + len)` if `fixed` (replacing what is
     /// there unless `noreplace`), else the highest free gap below the stack's reach.
+    /// Shared memory gets its pages now (see the module's docs).
     pub fn mmap(
         &mut self,
         addr: u64,
         len: u64,
         prot: u64,
-        fixed: bool,
-        noreplace: bool,
+        (fixed, noreplace, shared): (bool, bool, bool),
     ) -> Result<u64, SpaceError> {
+        let flags = anon_flags(prot) | if shared { VM_SHARED } else { 0 };
+        // Linux's heuristic overcommit (`__vm_enough_memory`): writable or shared memory
+        // larger than all of RAM is refused outright; less is promised and faulted in.
+        let accountable = flags & (VM_WRITE | VM_SHARED) != 0;
+        if accountable && len / PAGE > with(|mm| mm.buddy.managed_pages()) {
+            return Err(SpaceError::NoMemory);
+        }
         let start = if fixed {
             if !noreplace {
                 self.unmap(addr, addr + len)?;
@@ -284,8 +323,108 @@ impl AddressSpace {
                 .unmapped_area_topdown(len, MMAP_MIN, STACK_TOP - STACK_LIMIT, guard)
                 .ok_or(SpaceError::Vma(VmaError::NoMemory))?
         };
-        self.vmas.map(Vma::new(start, start + len, anon_flags(prot), VmaKind::Anonymous))?;
+        self.vmas.map(Vma::new(start, start + len, flags, VmaKind::Anonymous))?;
+        if shared {
+            for page in (start..start + len).step_by(PAGE as usize) {
+                if let Err(err) = self.new_page(page, flags) {
+                    let _ = self.unmap(start, start + len);
+                    return Err(err);
+                }
+            }
+        }
         Ok(start)
+    }
+
+    /// `mprotect`: the VMAs' rights first (all or nothing), then their pages'. A private
+    /// page becomes writable only where this process is its one mapping; elsewhere the
+    /// first write copies it.
+    pub fn protect(&mut self, start: u64, end: u64, prot: u64) -> Result<(), SpaceError> {
+        self.vmas.protect(start, end, prot_to_vm(prot))?;
+        let root = self.root;
+        let mut at = start;
+        while let Some(vma) = self.vmas.find(at).copied().filter(|v| v.start < end) {
+            let (lo, hi) = (vma.start.max(start), vma.end.min(end));
+            let flags = pte_flags(vma.flags);
+            let shared = vma.flags & VM_SHARED != 0;
+            let flush = with(|mm| {
+                // SAFETY: `root` is this address space's own tree.
+                let mut tree = unsafe { mm.user_tree(root) };
+                tree.update_present(VirtAddr::new(lo), hi - lo, &mut |memory, _, _, entry| {
+                    let mut flags = flags;
+                    if !shared && !exclusive(memory, entry) {
+                        flags -= PteFlags::WRITABLE;
+                    }
+                    let kept = entry.flags() - PteFlags::PERMISSIONS;
+                    PageTableEntry::new(entry.addr(), kept | (flags & PteFlags::PERMISSIONS))
+                })
+            })?;
+            flush.flush(&crate::mm::tables::LocalTlb);
+            at = vma.end;
+        }
+        Ok(())
+    }
+
+    /// `madvise(MADV_DONTNEED)`: drops the pages of `[start, end)`, keeping the VMAs, so
+    /// private memory reads as zero again. Shared pages stay: a process that drops one on
+    /// Linux faults the same page back in. `Err(NotMapped)` if part of the range has no
+    /// VMA (after dropping the rest, as Linux does).
+    pub fn dontneed(&mut self, start: u64, end: u64) -> Result<(), SpaceError> {
+        let mut at = start;
+        let mut covered = true;
+        while at < end {
+            let Some(vma) = self.vmas.find(at).copied() else {
+                covered = false;
+                break;
+            };
+            covered &= vma.start <= at;
+            let (lo, hi) = (vma.start.max(at), vma.end.min(end));
+            if lo < hi && vma.flags & VM_SHARED == 0 {
+                self.free_range(lo, hi)?;
+            }
+            at = vma.end;
+        }
+        if covered {
+            Ok(())
+        } else {
+            Err(SpaceError::Vma(VmaError::NotMapped))
+        }
+    }
+
+    /// `fork`'s copy: the same VMAs, break and counters, and a tree whose every page is
+    /// shared with this one. Private writable pages become read-only in both.
+    pub fn fork(&mut self, vdso: PhysAddr) -> Result<AddressSpace, SpaceError> {
+        let mut child = AddressSpace::new()?;
+        child.vmas = self.vmas.clone();
+        (child.start_brk, child.brk) = (self.start_brk, self.brk);
+        let (parent, root) = (self.root, child.root);
+        let mut flush = guest::paging::Flush::NONE;
+        let mut copied = Ok(());
+        for vma in self.vmas.iter() {
+            let cow = vma.flags & (VM_WRITE | VM_SHARED) == VM_WRITE;
+            let len = vma.end - vma.start;
+            let done = with(|mm| {
+                // SAFETY: `parent` is this address space's own tree; `root` is the child's,
+                // in the same memory.
+                let mut tree = unsafe { mm.user_tree(parent) };
+                tree.copy_present(root, VirtAddr::new(vma.start), len, cow, &mut anon::share)
+            });
+            match done {
+                Ok(more) => flush = flush.and(more),
+                Err(err) => {
+                    copied = Err(SpaceError::from(err));
+                    break;
+                }
+            }
+        }
+        flush.flush(&crate::mm::tables::LocalTlb);
+        // The child's rss: every page it now maps (counted as fork took them).
+        child.rss = self.rss;
+        child.hiwater_rss = child.rss;
+        if let Err(err) = copied.and_then(|()| child.map_vdso(vdso)) {
+            child.destroy();
+            return Err(err);
+        }
+        Ok(child)
     }
 
     /// Removes `[start, end)` from the VMAs and frees its pages and emptied tables.
@@ -294,28 +433,30 @@ impl AddressSpace {
         self.free_range(start, end)
     }
 
-    /// Frees the pages mapped in `[start, end)` (the trampoline's excepted: it is shared)
-    /// and the tables that empty.
+    /// Drops the mappings in `[start, end)` (the trampoline's excepted: it is the
+    /// kernel's), freeing each page whose last mapping this was, and the tables that
+    /// empty.
     fn free_range(&mut self, start: u64, end: u64) -> Result<(), SpaceError> {
         let root = self.root;
         let vdso = super::vdso_frame();
-        let mut freed = 0;
+        let mut dropped = 0;
         let flush = with(|mm| {
             // SAFETY: `root` is this address space's own tree.
             let mut tree = unsafe { mm.user_tree(root) };
             tree.unmap_present(VirtAddr::new(start), end - start, &mut |memory, frame| {
                 if frame.start() != vdso {
-                    memory.free_frame(frame.start());
-                    freed += 1;
+                    anon::release(memory, frame);
+                    dropped += 1;
                 }
             })
         })?;
         flush.flush(&crate::mm::tables::LocalTlb);
-        self.rss -= freed;
+        self.rss -= dropped;
         Ok(())
     }
 
-    /// Frees every page and table. The caller has loaded another tree into CR3.
+    /// Drops every mapping and frees the tables. The caller has loaded another tree into
+    /// CR3.
     pub fn destroy(mut self) {
         if let Err(err) = self.free_range(0, 1 << 47) {
             log::error!("exit: freeing the address space: {err:?}");
@@ -324,4 +465,9 @@ impl AddressSpace {
         // SAFETY: the lower half is empty now and CR3 holds another tree.
         with(|mm| unsafe { mm.free_user_tree(root) });
     }
+}
+
+/// Whether the page `entry` maps is this mapping's alone (a private page no fork shares).
+fn exclusive(memory: &mut impl AnonMemory, entry: PageTableEntry) -> bool {
+    memory.page(entry.addr()).is_some_and(|p| p.flags & PG_ANON != 0 && p.mapcount == 1)
 }

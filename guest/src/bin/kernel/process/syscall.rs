@@ -9,7 +9,7 @@
     reason = "the kernel is x86_64: usize is 64 bits; an exit code is the low 32 bits of its register, as on Linux"
 )]
 
-use super::{exit, CURRENT};
+use super::{exit_current, reap, with_current, Ending, Process, Wait};
 use crate::traps::TrapFrame;
 use crate::{console, hypercall};
 use shared::hypercall::ReportKind;
@@ -17,8 +17,9 @@ use shared::syscall::*;
 
 const PAGE: u64 = 4096;
 
-/// Runs the system call `frame` holds and puts its result in `rax`.
-pub fn dispatch(frame: &mut TrapFrame) {
+/// Runs the system call `frame` holds and puts its result in `rax`. Returns whether the
+/// caller gives up the CPU (`sched_yield`, or `wait4` going to sleep).
+pub fn dispatch(frame: &mut TrapFrame) -> bool {
     let g = &frame.gprs;
     let (nr, args) = (
         g[TrapFrame::RAX],
@@ -31,27 +32,46 @@ pub fn dispatch(frame: &mut TrapFrame) {
             g[TrapFrame::R9],
         ],
     );
-    CURRENT.with(|current| {
-        if let Some(process) = current.as_mut() {
-            process.syscalls += 1;
-        }
-    });
+    with_current(|process| process.syscalls += 1);
     let result = match nr {
         SYS_WRITE => write(args[0], args[1], args[2]),
         SYS_GETPID => with_process(|p| i64::from(p.pid)),
-        SYS_BRK => with_process(|p| p.space.set_brk(args[0]) as i64),
+        SYS_GETPPID => with_process(|p| i64::from(p.ppid)),
+        SYS_BRK => with_space(|s| s.set_brk(args[0]) as i64),
         SYS_MMAP => mmap(args[0], args[1], args[2], args[3], args[4]),
         SYS_MUNMAP => munmap(args[0], args[1]),
-        SYS_SCHED_YIELD => 0,
-        SYS_EXIT | SYS_EXIT_GROUP => exit(args[0] as i32),
+        SYS_MPROTECT => mprotect(args[0], args[1], args[2]),
+        SYS_MADVISE => madvise(args[0], args[1], args[2]),
+        SYS_FORK => super::fork(frame),
+        SYS_WAIT4 => match wait4(args[0] as i32, args[1], args[2], args[3]) {
+            Some(result) => result,
+            None => {
+                // Asleep: when woken it resumes at the trampoline and calls again.
+                frame.rip = VDSO_BASE;
+                return true;
+            }
+        },
+        SYS_SCHED_YIELD => {
+            frame.gprs[TrapFrame::RAX] = 0;
+            return true;
+        }
+        SYS_EXIT | SYS_EXIT_GROUP => {
+            exit_current(Ending::Exit(args[0] as i32));
+            return false;
+        }
         SYS_KVM_MM_REPORT => report(args[0], args[1]),
         _ => -ENOSYS,
     };
     frame.gprs[TrapFrame::RAX] = result as u64;
+    false
 }
 
-fn with_process(f: impl FnOnce(&mut super::Process) -> i64) -> i64 {
-    CURRENT.with(|current| current.as_mut().map_or(-ENOSYS, f))
+fn with_process(f: impl FnOnce(&mut Process) -> i64) -> i64 {
+    with_current(f).unwrap_or(-ENOSYS)
+}
+
+fn with_space(f: impl FnOnce(&mut super::space::AddressSpace) -> i64) -> i64 {
+    with_current(|p| p.space.as_mut().map_or(-ENOSYS, f)).unwrap_or(-ENOSYS)
 }
 
 /// Whether `[addr, addr + len)` lies in user space.
@@ -115,29 +135,31 @@ fn mmap(addr: u64, len: u64, prot: u64, flags: u64, _fd: u64) -> i64 {
     }
     let Some(len) = len.checked_next_multiple_of(PAGE) else { return -ENOMEM };
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
-    if fixed && (addr % PAGE != 0 || !user_range(addr, len)) {
+    if fixed && addr % PAGE != 0 {
         return -EINVAL;
     }
+    if fixed && !user_range(addr, len) {
+        // Linux's get_unmapped_area: a fixed range beyond user space.
+        return -ENOMEM;
+    }
     let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
-    let mapped = CURRENT.with(|current| {
-        let process = current.as_mut().ok_or(-ENOSYS)?;
-        process.space.mmap(addr, len, prot, fixed, noreplace).map_err(errno)
-    });
-    let start = match mapped {
-        Ok(start) => start,
-        Err(err) => return err,
+    let shared = sharing == MAP_SHARED;
+    let start = match with_space(|s| {
+        s.mmap(addr, len, prot, (fixed, noreplace, shared)).map_or_else(errno, |a| a as i64)
+    }) {
+        start if start < 0 => return start,
+        start => start as u64,
     };
-    if flags & MAP_POPULATE != 0 {
+    if flags & MAP_POPULATE != 0 && !shared {
         // Fault every page in now; a failure leaves the rest to demand paging, as Linux.
-        CURRENT.with(|current| {
-            if let Some(process) = current.as_mut() {
-                for page in (start..start + len).step_by(PAGE as usize) {
-                    let write = prot & PROT_WRITE != 0;
-                    if process.space.fault(page, write, false, false).is_err() {
-                        break;
-                    }
+        with_space(|space| {
+            for page in (start..start + len).step_by(PAGE as usize) {
+                let write = prot & PROT_WRITE != 0;
+                if space.fault(page, write, false, false).is_err() {
+                    break;
                 }
             }
+            0
         });
     }
     start as i64
@@ -152,7 +174,75 @@ fn munmap(addr: u64, len: u64) -> i64 {
     if !user_range(addr, len) {
         return -EINVAL;
     }
-    with_process(|p| p.space.unmap(addr, addr + len).map_or_else(errno, |()| 0))
+    with_space(|s| s.unmap(addr, addr + len).map_or_else(errno, |()| 0))
+}
+
+/// A page-aligned `[addr, addr + len)` in user space, `len` rounded up to pages: `None`
+/// is `-EINVAL` (misaligned, or wrapping), `Some(None)` `-ENOMEM` (beyond user space, so
+/// not mapped), as Linux's mprotect and madvise tell the two apart.
+fn user_pages(addr: u64, len: u64) -> Option<Option<(u64, u64)>> {
+    let len = len.checked_next_multiple_of(PAGE)?;
+    let end = addr.checked_add(len)?;
+    if addr % PAGE != 0 {
+        return None;
+    }
+    Some((end <= VDSO_BASE).then_some((addr, end)))
+}
+
+/// `mprotect(addr, len, prot)`.
+fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
+    if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC) != 0 {
+        return -EINVAL;
+    }
+    match user_pages(addr, len) {
+        None => -EINVAL,
+        Some(None) => -ENOMEM,
+        Some(Some((start, end))) if start == end => 0,
+        Some(Some((start, end))) => {
+            with_space(|s| s.protect(start, end, prot).map_or_else(errno, |()| 0))
+        }
+    }
+}
+
+/// `madvise(addr, len, advice)`: `MADV_DONTNEED` drops pages; the plain hints are taken.
+fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
+    if advice != MADV_DONTNEED && !MADV_HINTS.contains(&advice) {
+        return -EINVAL;
+    }
+    match user_pages(addr, len) {
+        None => -EINVAL,
+        Some(None) => -ENOMEM,
+        Some(Some((start, end))) if start == end || advice != MADV_DONTNEED => 0,
+        Some(Some((start, end))) => {
+            with_space(|s| s.dontneed(start, end).map_or_else(errno, |()| 0))
+        }
+    }
+}
+
+/// `wait4(pid, wstatus, options, rusage)`: `None` when the caller goes to sleep.
+fn wait4(pid: i32, wstatus: u64, options: u64, rusage: u64) -> Option<i64> {
+    if options & !WNOHANG != 0 {
+        return Some(-EINVAL);
+    }
+    let (child, status) = match reap(pid, options & WNOHANG != 0) {
+        Wait::Reaped(child, status) => (child, status),
+        Wait::NoneYet => return Some(0),
+        Wait::Block => return None,
+        Wait::NoChild => return Some(-ECHILD),
+    };
+    let bytes = status.to_le_bytes();
+    let zeros = [0u8; RUSAGE_SIZE as usize];
+    let copied =
+        (wstatus == 0 || put_user(wstatus, &bytes)) && (rusage == 0 || put_user(rusage, &zeros));
+    Some(if copied { i64::from(child) } else { -EFAULT })
+}
+
+/// Copies `bytes` to user memory at `addr`; whether all of it went.
+fn put_user(addr: u64, bytes: &[u8]) -> bool {
+    let len = bytes.len() as u64;
+    // SAFETY: the user range is checked below VDSO_BASE; `bytes` is ours to read.
+    user_range(addr, len)
+        && unsafe { super::entry::copy(addr as *mut u8, bytes.as_ptr(), bytes.len()) }
 }
 
 fn errno(err: super::space::SpaceError) -> i64 {

@@ -1,0 +1,283 @@
+//! Copy-on-write against a model: random first touches, writes, forks, unmaps and exits
+//! across processes. After every step each page's mapcount and refcount equal the
+//! entries that map it, no frame leaks, every process reads what it wrote, and a write
+//! copies exactly when its page is shared.
+
+use super::*;
+use crate::paging::{PageTableEntry, TableAlloc, TableMemory};
+use crate::testing::Arena;
+use proptest::prelude::*;
+use shared::addr::VirtAddr;
+use std::collections::BTreeMap;
+use std::vec;
+use std::vec::Vec;
+
+/// Page tables and frames from an [`Arena`], with descriptors and one word of content per
+/// frame.
+#[derive(Default)]
+struct Memory {
+    arena: Arena,
+    pages: BTreeMap<u64, Page>,
+    content: BTreeMap<u64, u64>,
+}
+
+impl TableMemory for Memory {
+    unsafe fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; 512] {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.arena.entries(table) }
+    }
+}
+
+impl TableAlloc for Memory {
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        self.arena.used(table)
+    }
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        self.arena.alloc_table()
+    }
+    fn free_table(&mut self, table: PhysAddr) {
+        self.arena.free_table(table);
+    }
+}
+
+impl VmallocMemory for Memory {
+    fn alloc_frame(&mut self) -> Option<PhysAddr> {
+        self.arena.alloc_frame()
+    }
+    fn free_frame(&mut self, frame: PhysAddr) {
+        self.content.remove(&frame.as_u64());
+        self.arena.free_frame(frame);
+    }
+}
+
+impl AnonMemory for Memory {
+    fn page(&mut self, frame: PhysAddr) -> Option<&mut Page> {
+        Some(self.pages.entry(frame.as_u64()).or_default())
+    }
+    fn zero_frame(&mut self, frame: PhysAddr) {
+        self.content.insert(frame.as_u64(), 0);
+    }
+    fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr) {
+        let word = self.content[&from.as_u64()];
+        self.content.insert(to.as_u64(), word);
+    }
+}
+
+const BASE: u64 = 0x40_0000;
+const PAGES: u64 = 6;
+const RW: PteFlags = PteFlags::USER.union(PteFlags::WRITABLE);
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write { process: usize, page: u64, value: u64 },
+    Fork { process: usize },
+    Unmap { process: usize, page: u64 },
+    Exit { process: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let process = 0..4usize;
+    prop_oneof![
+        4 => (process.clone(), 0..PAGES, any::<u64>())
+            .prop_map(|(process, page, value)| Op::Write { process, page, value }),
+        1 => process.clone().prop_map(|process| Op::Fork { process }),
+        1 => (process.clone(), 0..PAGES).prop_map(|(process, page)| Op::Unmap { process, page }),
+        1 => process.prop_map(|process| Op::Exit { process }),
+    ]
+}
+
+/// A model process: for each page it maps, the page's identity (shared by the processes
+/// that share the frame) and the value it reads.
+type Model = BTreeMap<u64, (u64, u64)>;
+
+/// Runs `f` on the tree at `root`, with the memory lent to a mapper for the call.
+fn with_tree<R>(
+    memory: &mut Memory,
+    root: PhysAddr,
+    f: impl FnOnce(&mut Mapper<Memory>) -> R,
+) -> R {
+    // SAFETY: `root` is a root this memory's arena allocated, and the tree below it was
+    // only ever changed through mappers over this memory.
+    let mut tree = unsafe { Mapper::new(root, core::mem::take(memory)) };
+    let result = f(&mut tree);
+    *memory = tree.memory;
+    result
+}
+
+fn page_of(page: u64) -> VirtPage {
+    VirtPage::new(VirtAddr::new(BASE + page * 4096), PageSize::Size4K).expect("aligned")
+}
+
+/// Checks every descriptor against the entries that map its frame, the content each
+/// process reads against its model, and that no frame leaks.
+fn check(
+    memory: &mut Memory,
+    processes: &[Option<(PhysAddr, Model)>],
+) -> Result<(), TestCaseError> {
+    let mut mappings: BTreeMap<u64, u32> = BTreeMap::new();
+    for (root, model) in processes.iter().flatten() {
+        for page in 0..PAGES {
+            let mapped = with_tree(memory, *root, |t| t.translate(page_of(page).start()));
+            prop_assert_eq!(mapped.is_some(), model.contains_key(&page));
+            if let (Some(mapped), Some(&(_, value))) = (mapped, model.get(&page)) {
+                *mappings.entry(mapped.phys.as_u64()).or_default() += 1;
+                prop_assert_eq!(memory.content[&mapped.phys.as_u64()], value);
+            }
+        }
+    }
+    for (&frame, page) in &memory.pages {
+        let expected = mappings.get(&frame).copied().unwrap_or(0);
+        if page.flags & PG_ANON != 0 {
+            prop_assert_eq!((page.mapcount, page.refcount), (expected, expected), "{:#x}", frame);
+        } else {
+            prop_assert_eq!(expected, 0, "{:#x} is mapped but not anonymous", frame);
+        }
+    }
+    let out: Vec<u64> = memory.arena.frames_out.iter().copied().collect();
+    let mapped: Vec<u64> = mappings.keys().copied().collect();
+    prop_assert_eq!(out, mapped, "frames out = frames mapped");
+    Ok(())
+}
+
+fn exit(memory: &mut Memory, root: PhysAddr) {
+    with_tree(memory, root, |t| {
+        t.unmap_present(VirtAddr::new(0), 1 << 47, &mut |m, frame| {
+            release(m, frame);
+        })
+    })
+    .expect("a user range")
+    .ignore();
+    memory.free_table(root);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn copy_on_write_counts_agree_with_the_model(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut memory = Memory::default();
+        let first = memory.alloc_table().expect("a root");
+        let mut processes: Vec<Option<(PhysAddr, Model)>> = vec![Some((first, Model::new()))];
+        let mut next_identity = 0;
+        let (mut copies, mut expected_copies) = (0, 0);
+        for op in ops {
+            match op {
+                Op::Write { process, page, value } => {
+                    let Some(Some((root, model))) = processes.get(process) else { continue };
+                    let root = *root;
+                    let mapping = model.get(&page).copied();
+                    let shared = mapping.is_some_and(|(identity, _)| {
+                        processes.iter().flatten().filter(|(_, m)| {
+                            m.get(&page).is_some_and(|&(i, _)| i == identity)
+                        }).count() > 1
+                    });
+                    let done = with_tree(&mut memory, root, |t| {
+                        let virt = page_of(page);
+                        match t.translate(virt.start()) {
+                            None => map_new(t, virt, RW).map(|frame| (frame, None)),
+                            Some(m) if m.flags.contains(PteFlags::WRITABLE) => Ok((m.phys, None)),
+                            Some(_) => write_fault(t, virt, RW).map(|(how, flush)| {
+                                flush.ignore();
+                                let frame = t.translate(virt.start()).expect("mapped").phys;
+                                (frame, Some(how))
+                            }),
+                        }
+                    });
+                    let (frame, how) = done.expect("memory never runs out here");
+                    memory.content.insert(frame.as_u64(), value);
+                    copies += u32::from(how == Some(WriteFault::Copied));
+                    expected_copies += u32::from(shared);
+                    let identity = if shared || mapping.is_none() {
+                        next_identity += 1;
+                        next_identity
+                    } else {
+                        mapping.map_or(0, |(identity, _)| identity)
+                    };
+                    if let Some(Some((_, model))) = processes.get_mut(process) {
+                        model.insert(page, (identity, value));
+                    }
+                }
+                Op::Fork { process } => {
+                    let Some(Some((root, model))) = processes.get(process) else { continue };
+                    let (root, model) = (*root, model.clone());
+                    let child = memory.alloc_table().expect("a root");
+                    with_tree(&mut memory, root, |t| {
+                        t.copy_present(child, VirtAddr::new(0), 1 << 47, true, &mut |m, f| share(m, f))
+                    })
+                    .expect("copies")
+                    .ignore();
+                    match processes.iter().position(Option::is_none) {
+                        Some(free) => processes[free] = Some((child, model)),
+                        None => processes.push(Some((child, model))),
+                    }
+                }
+                Op::Unmap { process, page } => {
+                    let Some(Some((root, model))) = processes.get_mut(process) else { continue };
+                    let root = *root;
+                    model.remove(&page);
+                    with_tree(&mut memory, root, |t| {
+                        t.unmap_present(page_of(page).start(), 4096, &mut |m, frame| {
+                            release(m, frame);
+                        })
+                    })
+                    .expect("a user range")
+                    .ignore();
+                }
+                Op::Exit { process } => {
+                    let Some(slot) = processes.get_mut(process) else { continue };
+                    let Some((root, _)) = slot.take() else { continue };
+                    exit(&mut memory, root);
+                }
+            }
+            check(&mut memory, &processes)?;
+            prop_assert_eq!(copies, expected_copies, "a write copies exactly when shared");
+        }
+        for (root, _) in processes.into_iter().flatten() {
+            exit(&mut memory, root);
+        }
+        prop_assert!(memory.arena.frames_out.is_empty(), "every page freed");
+        prop_assert_eq!(memory.arena.live, 0, "every table freed");
+    }
+}
+
+#[test]
+fn a_shared_page_is_copied_once_and_its_last_sharer_reuses_it() {
+    let mut memory = Memory::default();
+    let parent = memory.alloc_table().expect("a root");
+    let virt = page_of(0);
+    let frame = with_tree(&mut memory, parent, |t| map_new(t, virt, RW)).expect("maps");
+    memory.content.insert(frame.as_u64(), 7);
+    let child = memory.alloc_table().expect("a root");
+    with_tree(&mut memory, parent, |t| {
+        t.copy_present(child, VirtAddr::new(0), 1 << 47, true, &mut |m, f| share(m, f))
+    })
+    .expect("copies")
+    .ignore();
+    assert_eq!(memory.pages[&frame.as_u64()].mapcount, 2);
+    let (how, _) = with_tree(&mut memory, child, |t| write_fault(t, virt, RW)).expect("served");
+    assert_eq!(how, WriteFault::Copied);
+    let copy = with_tree(&mut memory, child, |t| t.translate(virt.start())).expect("mapped");
+    assert_ne!(copy.phys, frame);
+    assert_eq!(memory.content[&copy.phys.as_u64()], 7, "the copy holds the old content");
+    assert_eq!(memory.pages[&frame.as_u64()].mapcount, 1);
+    let (how, _) = with_tree(&mut memory, parent, |t| write_fault(t, virt, RW)).expect("served");
+    assert_eq!(how, WriteFault::Reused);
+    let kept = with_tree(&mut memory, parent, |t| t.translate(virt.start())).expect("mapped");
+    assert_eq!((kept.phys, kept.flags.contains(PteFlags::WRITABLE)), (frame, true));
+}
+
+#[test]
+fn a_page_that_is_not_anonymous_is_never_made_writable_or_freed() {
+    let mut memory = Memory::default();
+    let root = memory.alloc_table().expect("a root");
+    let trampoline = memory.alloc_frame().expect("a frame");
+    let virt = page_of(1);
+    with_tree(&mut memory, root, |t| {
+        t.map(virt, Frame::new(trampoline, PageSize::Size4K).expect("aligned"), PteFlags::USER)
+    })
+    .expect("maps")
+    .ignore();
+    let refused = with_tree(&mut memory, root, |t| write_fault(t, virt, RW));
+    assert!(matches!(refused, Err(AnonError::Map(MapError::NotMapped { .. }))));
+    assert!(!release(&mut memory, Frame::containing(trampoline, PageSize::Size4K)));
+    assert!(memory.arena.frames_out.contains(&trampoline.as_u64()), "still the kernel's");
+}
