@@ -8,7 +8,7 @@
 
 /// The user programs (bins of this crate) the kernel embeds; `vmm/build.rs` builds the
 /// same list.
-const USER_PROGRAMS: [&str; 3] = ["user-hello", "fork-cow", "user-hostile"];
+const USER_PROGRAMS: [&str; 4] = ["user-hello", "fork-cow", "user-hostile", "mmap-stress"];
 
 fn main() {
     println!("cargo:rerun-if-changed=kernel.ld");

@@ -62,6 +62,8 @@ pub const EINVAL: i64 = 22;
 /// `ENOSYS`.
 pub const ENOSYS: i64 = 38;
 
+/// `PROT_NONE`.
+pub const PROT_NONE: u64 = 0;
 /// `PROT_READ`.
 pub const PROT_READ: u64 = 1;
 /// `PROT_WRITE`.

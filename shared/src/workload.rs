@@ -57,11 +57,14 @@ pub enum Workload {
     ForkCow,
     /// Bad accesses in children the kernel must kill, and bad system-call arguments.
     UserHostile,
+    /// Random mmap, munmap, mprotect, madvise and touches (`seed=`, `ops=`) checked against
+    /// a model in user space.
+    MmapStress,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 21] = [
+    pub const ALL: [Workload; 22] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -83,6 +86,7 @@ impl Workload {
         Self::UserHello,
         Self::ForkCow,
         Self::UserHostile,
+        Self::MmapStress,
     ];
 
     /// The name used on the command line.
@@ -109,6 +113,7 @@ impl Workload {
             Self::UserHello => "user-hello",
             Self::ForkCow => "fork-cow",
             Self::UserHostile => "user-hostile",
+            Self::MmapStress => "mmap-stress",
         }
     }
 
@@ -145,6 +150,9 @@ impl Workload {
             Self::ForkCow => "fork children that write a shared area: copy-on-write and wait4",
             Self::UserHostile => {
                 "user programs that fault, jump into the kernel or pass bad pointers: killed"
+            }
+            Self::MmapStress => {
+                "random mmap/munmap/mprotect/madvise and touches (seed=, ops=), checked at CPL3"
             }
         }
     }

@@ -12,6 +12,7 @@ use x86_64::instructions::port::Port;
 static USER_HELLO: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-hello"));
 static FORK_COW: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/fork-cow"));
 static USER_HOSTILE: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-hostile"));
+static MMAP_STRESS: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/mmap-stress"));
 
 /// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
 /// all freed, for reuse), and kmalloc objects in use.
@@ -24,8 +25,9 @@ fn allocator_state() -> (u64, u64) {
     })
 }
 
-/// Runs user program `name` from `image`; whether it exited with status 0.
-fn run_program(name: &'static str, image: &[u8]) -> bool {
+/// Runs user program `name` from `image` with `args` after its name (at most three);
+/// whether it exited with status 0.
+fn run_program(name: &'static str, image: &[u8], args: &[&str]) -> bool {
     if process::syscall_entry() == shared::syscall::SyscallEntry::Unprobed {
         if let Err(err) = process::init() {
             log::error!("user mode: {err:?}");
@@ -33,7 +35,10 @@ fn run_program(name: &'static str, image: &[u8]) -> bool {
         }
     }
     let before = allocator_state();
-    match process::run(name, image) {
+    let mut argv = [name; 4];
+    let count = 1 + args.len().min(argv.len() - 1);
+    argv[1..count].copy_from_slice(&args[..count - 1]);
+    match process::run(name, image, &argv[..count]) {
         Ok(report) => {
             // Exit gave back every page and table: the allocators are where they were.
             let after = allocator_state();
@@ -97,9 +102,16 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::Stress => return stress::run(options),
         Workload::Populate => populate(options),
         Workload::SlabMisuse => return slab_misuse::run(),
-        Workload::UserHello => return run_program("user-hello", USER_HELLO),
-        Workload::ForkCow => return run_program("fork-cow", FORK_COW),
-        Workload::UserHostile => return run_program("user-hostile", USER_HOSTILE),
+        Workload::UserHello => return run_program("user-hello", USER_HELLO, &[]),
+        Workload::ForkCow => return run_program("fork-cow", FORK_COW, &[]),
+        Workload::UserHostile => return run_program("user-hostile", USER_HOSTILE, &[]),
+        Workload::MmapStress => {
+            let mut seed = crate::console::Line::new();
+            let mut ops = crate::console::Line::new();
+            let _ = core::fmt::Write::write_fmt(&mut seed, format_args!("seed={}", options.seed));
+            let _ = core::fmt::Write::write_fmt(&mut ops, format_args!("ops={}", options.ops));
+            return run_program("mmap-stress", MMAP_STRESS, &[seed.as_str(), ops.as_str()]);
+        }
         Workload::Panic => panic!("panic requested by workload=panic"),
         // SAFETY: `ud2` only raises #UD, which the kernel's handler reports.
         Workload::InvalidOpcode => unsafe { core::arch::asm!("ud2", options(nomem, nostack)) },

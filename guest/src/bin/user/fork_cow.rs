@@ -10,6 +10,7 @@
 //! test holds them to these numbers.
 #![no_std]
 #![no_main]
+#![expect(clippy::cast_possible_truncation, reason = "user programs are x86_64: usize is 64 bits")]
 
 #[macro_use]
 mod rt;

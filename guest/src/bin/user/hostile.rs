@@ -21,12 +21,13 @@ const SIGFPE: u32 = 8;
 const SIGSEGV: u32 = 11;
 
 /// The bad accesses: a name, what the child does, and the signal that must end it.
-const CASES: [(&str, fn(), u32); 9] = [
+const CASES: [(&str, fn(), u32); 10] = [
     ("null-read", null_read, SIGSEGV),
     ("kernel-write", kernel_write, SIGSEGV),
     ("kernel-jump", kernel_jump, SIGSEGV),
     ("stack-exec", stack_exec, SIGSEGV),
     ("text-write", text_write, SIGSEGV),
+    ("prot-none-read", prot_none_read, SIGSEGV),
     ("stack-guard", stack_guard, SIGSEGV),
     ("privileged", privileged, SIGSEGV),
     ("ud2", undefined, SIGILL),
@@ -45,7 +46,7 @@ fn kernel_write() {
 
 fn kernel_jump() {
     // SAFETY: deliberately not: kernel text is not user-executable.
-    let entry: extern "C" fn() = unsafe { core::mem::transmute(KERNEL_VIRT_BASE as usize) };
+    let entry: extern "C" fn() = unsafe { core::mem::transmute(KERNEL_VIRT_BASE as *const ()) };
     entry();
 }
 
@@ -61,6 +62,20 @@ fn stack_exec() {
 fn text_write() {
     // SAFETY: deliberately not: the program's code is read-only.
     unsafe { core::ptr::write_volatile(text_write as *const () as *mut u8, 0xcc) };
+}
+
+/// A page written, then made `PROT_NONE`: still mapped, but no access may reach it.
+fn prot_none_page() -> u64 {
+    let page = rt::mmap(1, PROT_READ | PROT_WRITE, MAP_PRIVATE) as u64;
+    // SAFETY: the page was just mapped read-write.
+    unsafe { core::ptr::write_volatile(page as *mut u64, 42) };
+    syscall(SYS_MPROTECT, [page, 4096, PROT_NONE, 0, 0, 0]);
+    page
+}
+
+fn prot_none_read() {
+    // SAFETY: deliberately not: the page is PROT_NONE.
+    unsafe { core::ptr::read_volatile(prot_none_page() as *const u64) };
 }
 
 fn stack_guard() {
@@ -92,11 +107,13 @@ fn divide_by_zero() {
 }
 
 /// The bad system calls, each with the error it must give.
-fn bad_calls() -> [(&'static str, i64, i64); 12] {
+fn bad_calls() -> [(&'static str, i64, i64); 13] {
     let rw = PROT_READ | PROT_WRITE;
     let anon = MAP_PRIVATE | MAP_ANONYMOUS;
     let kernel = PAGE_OFFSET;
+    let none = prot_none_page();
     [
+        ("write-prot-none-buf", syscall(SYS_WRITE, [1, none, 8, 0, 0, 0]), -EFAULT),
         ("write-kernel-buf", syscall(SYS_WRITE, [1, kernel, 16, 0, 0, 0]), -EFAULT),
         ("write-unmapped-buf", syscall(SYS_WRITE, [1, 0x1000, 16, 0, 0, 0]), -EFAULT),
         ("mmap-no-sharing", syscall(SYS_MMAP, [0, 4096, rw, MAP_ANONYMOUS, 0, 0]), -EINVAL),
@@ -136,14 +153,23 @@ fn main() -> i32 {
         ok &= got == signal;
         let _ = write!(line, "{name}={got} ");
     }
-    // A child left waiting for its parent to read a bad status pointer: EFAULT, but reaped.
-    let pid = rt::fork();
-    if pid == 0 {
-        rt::exit(0);
+    // Children reaped through status pointers the parent may not write: EFAULT, and the
+    // child is reaped all the same.
+    let read_only = rt::mmap(1, PROT_READ, MAP_PRIVATE) as u64;
+    for (name, status) in
+        [("wait4-kernel-status", PAGE_OFFSET), ("wait4-read-only-status", read_only)]
+    {
+        let pid = rt::fork();
+        if pid == 0 {
+            rt::exit(0);
+        }
+        let got = syscall(SYS_WAIT4, [pid as u64, status, 0, 0, 0, 0]);
+        ok &= got == -EFAULT;
+        let _ = write!(line, "{name}={got} ");
     }
-    let bad_status = syscall(SYS_WAIT4, [pid as u64, PAGE_OFFSET, 0, 0, 0, 0]);
-    ok &= bad_status == -EFAULT;
-    let _ = write!(line, "wait4-kernel-status={bad_status} ");
+    let no_child = syscall(SYS_WAIT4, [u64::MAX, 0, 0, 0, 0, 0]);
+    ok &= no_child == -ECHILD;
+    let _ = write!(line, "reaped-all={no_child} ");
     for (name, got, expected) in bad_calls() {
         ok &= got == expected;
         let _ = write!(line, "{name}={got} ");

@@ -1,10 +1,13 @@
 //! The user programs' runtime: the entry point, system calls through the kernel's
 //! trampoline, console output and the panic handler.
 //!
-//! Life cycle: the kernel starts `_start` at CPL3 with `rsp` at the top of the main stack;
-//! `_start` calls the program's `main`, and passes what it returns to `exit_group`.
+//! Life cycle: the kernel starts `_start` at CPL3 with `rsp` on Linux's initial stack
+//! (`argc`, the `argv` pointers, a null, `envp`, the auxiliary vector); `_start` keeps
+//! the arguments for [`arg`], calls the program's `main`, and passes what it returns to
+//! `exit_group`.
 
 #![allow(dead_code, reason = "each program uses the part of the runtime it needs")]
+#![expect(clippy::cast_possible_truncation, reason = "user programs are x86_64: usize is 64 bits")]
 
 use core::fmt::Write;
 use shared::syscall::*;
@@ -13,17 +16,53 @@ core::arch::global_asm!(
     ".section .text.entry, \"ax\"",
     ".global _start",
     "_start:",
+    "    mov rdi, rsp",
     "    and rsp, -16",
-    "    call {main}",
+    "    call {start}",
     "    mov edi, eax",
     "    mov eax, {exit_group}",
     "    mov rcx, {vdso}",
     "    call rcx",
     "    ud2",
-    main = sym crate::main,
+    start = sym start,
     exit_group = const SYS_EXIT_GROUP,
     vdso = const VDSO_BASE,
 );
+
+/// `argc` and `argv` as the kernel left them.
+static mut ARGS: (usize, *const *const u8) = (0, core::ptr::null());
+
+/// Keeps the arguments, then runs the program.
+extern "C" fn start(stack: *const usize) -> i32 {
+    // SAFETY: the kernel's initial stack: `argc`, then `argc` pointers to strings. This
+    // runs once, before anything reads `ARGS`.
+    unsafe { ARGS = (*stack, stack.add(1).cast()) };
+    crate::main()
+}
+
+/// Argument `index` (0 is the program's name), without its terminating zero.
+pub fn arg(index: usize) -> Option<&'static [u8]> {
+    // SAFETY: written once by `start` before `main`.
+    let (argc, argv) = unsafe { ARGS };
+    if index >= argc {
+        return None;
+    }
+    // SAFETY: the kernel's argv: `argc` pointers to zero-terminated strings in the stack's
+    // top page, which stays mapped.
+    unsafe {
+        let text = *argv.add(index);
+        let len = (0..).take_while(|&i| *text.add(i) != 0).count();
+        Some(core::slice::from_raw_parts(text, len))
+    }
+}
+
+/// The number in argument `name=N`, if there is one.
+pub fn arg_value(name: &str) -> Option<u64> {
+    (1..).map_while(arg).find_map(|arg| {
+        let value = arg.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        core::str::from_utf8(value).ok()?.parse().ok()
+    })
+}
 
 /// A system call with up to six arguments; returns `rax` (a result, or `-errno`).
 #[inline(always)]

@@ -43,7 +43,7 @@ use shared::addr::PhysAddr;
 use shared::hypercall::{ProcessReport, ReportKind};
 use shared::page::ZoneType;
 use shared::process::TASK_SIZE;
-use shared::syscall::{SyscallEntry, STACK_TOP, VDSO_BASE};
+use shared::syscall::{SyscallEntry, VDSO_BASE};
 use space::{AddressSpace, FaultError, SpaceError};
 
 /// A process.
@@ -254,15 +254,18 @@ fn write_trampoline(code: &[u8]) {
     unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
 }
 
-/// Loads `image` as process `name` and runs it, and every process it forks, to their
-/// ends. Returns its report.
-pub fn run(name: &'static str, image: &[u8]) -> Result<ProcessReport, RunError> {
+/// Loads `image` as process `name` with arguments `args` (`argv[0]` first) and runs it,
+/// and every process it forks, to their ends. Returns its report.
+pub fn run(name: &'static str, image: &[u8], args: &[&str]) -> Result<ProcessReport, RunError> {
     let program = Program::parse(image).map_err(RunError::Elf)?;
     let mut space = AddressSpace::new().map_err(RunError::Space)?;
-    if let Err(err) = space.load(&program, vdso_frame()) {
-        space.destroy();
-        return Err(RunError::Space(err));
-    }
+    let rsp = match space.load(&program, args, vdso_frame()) {
+        Ok(rsp) => rsp,
+        Err(err) => {
+            space.destroy();
+            return Err(RunError::Space(err));
+        }
+    };
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let root = space.root;
     let process = Process {
@@ -286,7 +289,7 @@ pub fn run(name: &'static str, image: &[u8]) -> Result<ProcessReport, RunError> 
     // kernel half as the kernel's; no borrow is live across the excursion.
     unsafe {
         cpu::switch_page_tables(root);
-        entry::run(program.entry, STACK_TOP);
+        entry::run(program.entry, rsp);
         cpu::switch_page_tables(mm::global::with(|mm| mm.root()));
     }
     // Every process has ended: the zombies nobody reaped go now, with the table's memory.

@@ -29,7 +29,7 @@ use guest::vma::{access_allowed, anon_flags, prot_to_vm, VmaError, Vmas, VM_MAY_
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::page::PG_ANON;
 use shared::process::{Vma, VmaKind, STACK_GUARD_GAP_PAGES, VM_EXEC, VM_GROWSDOWN, VM_READ};
-use shared::process::{USER_IMAGE_BASE, VM_SHARED, VM_WRITE};
+use shared::process::{USER_IMAGE_BASE, VM_ACCESS, VM_SHARED, VM_WRITE};
 use shared::syscall::{STACK_TOP, VDSO_BASE};
 
 const PAGE: u64 = 4096;
@@ -37,6 +37,8 @@ const PAGE: u64 = 4096;
 /// `RLIMIT_STACK` is 8 MiB).
 const STACK_INITIAL: u64 = 32 * PAGE;
 const STACK_LIMIT: u64 = 8 << 20;
+/// Arguments a program can be started with (all on the stack's top page).
+const MAX_ARGS: usize = 64;
 /// Lowest address `mmap` picks without `MAP_FIXED`.
 const MMAP_MIN: u64 = 0x1000_0000;
 
@@ -113,8 +115,12 @@ pub struct AddressSpace {
 
 /// Page-table flags for a VMA's pages (a private page shared since a fork is mapped
 /// without `WRITABLE` whatever these say).
+///
+/// A `PROT_NONE` page stays present but loses `USER`, so that every user access faults
+/// and is refused, while the page and its mapping live on (Linux marks such entries
+/// `_PAGE_PROTNONE` instead). The kernel checks the VMA before it copies from or to one.
 fn pte_flags(vm_flags: u64) -> PteFlags {
-    let mut flags = PteFlags::USER;
+    let mut flags = if vm_flags & VM_ACCESS == 0 { PteFlags::empty() } else { PteFlags::USER };
     if vm_flags & VM_WRITE != 0 {
         flags |= PteFlags::WRITABLE;
     }
@@ -143,8 +149,14 @@ impl AddressSpace {
     }
 
     /// Maps `program`'s segments (pages filled now, from the image), the heap's start, the
-    /// stack VMA and the trampoline page `vdso`.
-    pub fn load(&mut self, program: &Program<'_>, vdso: PhysAddr) -> Result<(), SpaceError> {
+    /// stack VMA with `args` on it as Linux's initial stack, and the trampoline page `vdso`.
+    /// Returns the initial stack pointer.
+    pub fn load(
+        &mut self,
+        program: &Program<'_>,
+        args: &[&str],
+        vdso: PhysAddr,
+    ) -> Result<u64, SpaceError> {
         for segment in program.segments() {
             let (start, end) = segment.pages();
             let mut flags = VM_READ | VM_MAY_ALL;
@@ -177,7 +189,48 @@ impl AddressSpace {
         self.brk = self.start_brk;
         let stack = VM_READ | VM_WRITE | VM_MAY_ALL | VM_GROWSDOWN;
         self.vmas.map(Vma::new(STACK_TOP - STACK_INITIAL, STACK_TOP, stack, VmaKind::Stack))?;
-        self.map_vdso(vdso)
+        let rsp = self.push_args(args, stack)?;
+        self.map_vdso(vdso)?;
+        Ok(rsp)
+    }
+
+    /// Lays out the stack's top page as Linux's `create_elf_tables` does, for a program
+    /// without environment or auxiliary vector: the strings at the top, then, from the
+    /// returned 16-byte aligned stack pointer up, `argc`, the `argv` pointers, a null,
+    /// an empty `envp` and an `AT_NULL` auxiliary entry.
+    fn push_args(&mut self, args: &[&str], stack_flags: u64) -> Result<u64, SpaceError> {
+        let page = STACK_TOP - PAGE;
+        let strings: usize = args.iter().map(|a| a.len() + 1).sum();
+        let words = 1 + args.len() + 1 + 1 + 2;
+        if args.len() > MAX_ARGS || strings + 8 * words + 16 > PAGE as usize {
+            return Err(SpaceError::Vma(VmaError::Invalid));
+        }
+        let frame = self.new_page(page, stack_flags)?;
+        let base = crate::mm::direct_map(frame.as_u64()) as *mut u8;
+        let mut text = STACK_TOP;
+        let mut pointers = [0u64; MAX_ARGS];
+        for (i, arg) in args.iter().enumerate() {
+            text -= arg.len() as u64 + 1;
+            pointers[i] = text;
+            let at = (text - page) as usize;
+            // SAFETY: `frame` is the stack page just allocated; the check above keeps every
+            // string inside it.
+            unsafe {
+                core::ptr::copy_nonoverlapping(arg.as_ptr(), base.add(at), arg.len());
+                *base.add(at + arg.len()) = 0;
+            }
+        }
+        let rsp = (text - 8 * words as u64) & !15;
+        let mut vector = [0u64; MAX_ARGS + 5];
+        vector[0] = args.len() as u64;
+        vector[1..=args.len()].copy_from_slice(&pointers[..args.len()]);
+        // After argv's null come envp's null and AT_NULL (0, 0): all zero already.
+        let at = (rsp - page) as usize;
+        // SAFETY: as above: `words` words from `rsp` lie below the strings, in the page.
+        unsafe {
+            core::ptr::copy_nonoverlapping(vector.as_ptr(), base.add(at).cast::<u64>(), words);
+        }
+        Ok(rsp)
     }
 
     /// Maps the trampoline page `vdso` at [`VDSO_BASE`]: user, read and execute.
@@ -253,6 +306,20 @@ impl AddressSpace {
             WriteFault::Reused => self.cow_reused += 1,
         }
         Ok(())
+    }
+
+    /// Whether a VMA in `[addr, addr + len)` forbids an access of this kind (read, or
+    /// `write`). Parts no VMA covers are left to the fault handler (the stack may grow).
+    pub fn forbids(&self, addr: u64, len: u64, write: bool) -> bool {
+        let end = addr.saturating_add(len);
+        let mut at = addr;
+        while let Some(vma) = self.vmas.find(at).filter(|v| v.start < end) {
+            if !access_allowed(vma.flags, write, false) {
+                return true;
+            }
+            at = vma.end;
+        }
+        false
     }
 
     /// Extends the stack VMA above `addr` down to it, as Linux's `expand_stack`: within the

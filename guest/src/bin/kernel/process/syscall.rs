@@ -84,7 +84,7 @@ fn write(fd: u64, buf: u64, count: u64) -> i64 {
     if fd != 1 && fd != 2 {
         return -EBADF;
     }
-    if !user_range(buf, count) {
+    if !user_range(buf, count) || forbidden(buf, count, false) {
         return -EFAULT;
     }
     let mut chunk = [0u8; 256];
@@ -106,7 +106,7 @@ fn report(buf: u64, len: u64) -> i64 {
     if len > REPORT_MAX {
         return -EINVAL;
     }
-    if !user_range(buf, len) {
+    if !user_range(buf, len) || forbidden(buf, len, false) {
         return -EFAULT;
     }
     let mut bytes = [0u8; REPORT_MAX as usize];
@@ -242,7 +242,15 @@ fn put_user(addr: u64, bytes: &[u8]) -> bool {
     let len = bytes.len() as u64;
     // SAFETY: the user range is checked below VDSO_BASE; `bytes` is ours to read.
     user_range(addr, len)
+        && !forbidden(addr, len, true)
         && unsafe { super::entry::copy(addr as *mut u8, bytes.as_ptr(), bytes.len()) }
+}
+
+/// Whether the current process's VMAs forbid the kernel's access to `[addr, addr + len)`
+/// on its behalf: the kernel's own accesses are not stopped by a user page's rights (no
+/// SMAP here; `PROT_NONE` pages are kernel-readable), so it checks them first.
+fn forbidden(addr: u64, len: u64, write: bool) -> bool {
+    with_current(|p| p.space.as_ref().is_none_or(|s| s.forbids(addr, len, write))).unwrap_or(true)
 }
 
 fn errno(err: super::space::SpaceError) -> i64 {
