@@ -1,6 +1,7 @@
 //! Our page-table mapper against the `x86_64` crate's `OffsetPageTable`, host-native, on
 //! tables in a host arena: map, translate and unmap 1 GiB in 4 KiB pages, and 1 GiB in
-//! 2 MiB pages. Figures are per page (criterion's throughput in elements).
+//! 2 MiB pages; and fork's copy of 1 GiB of user mappings (`copy_present`, ours alone: the
+//! crate has none). Figures are per page (criterion's throughput in elements).
 //!
 //! `cargo bench -p guest --bench paging`; figures and method in docs/PERFORMANCE.md.
 // `criterion_group!` defines an undocumented public function; the casts are of small
@@ -326,5 +327,45 @@ fn map_unmap_2m(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, map_4k, translate_4k, unmap_4k, map_unmap_2m);
+/// Where fork's benchmark maps its gigabyte: user space.
+const USER_VIRT: u64 = 0x7f00_0000_0000;
+
+/// A tree with 1 GiB of user memory mapped writable in pages of `size`.
+fn user_mapped(size: PageSize) -> Mapper<Arena> {
+    let mut mapper = ours();
+    let flags = WRITABLE | PteFlags::USER;
+    mapper.map_range(Virt::new(USER_VIRT), Phys::new(PHYS), GIB, flags, size).expect("maps").ignore();
+    mapper
+}
+
+/// fork's page-table work for 1 GiB: copy every entry into a new tree, write-protect both,
+/// and take a reference per page (here an increment in a host array, as the kernel bumps
+/// `struct page`'s mapcount and refcount).
+fn fork_1g(c: &mut Criterion) {
+    for (size, pages, name) in
+        [(PageSize::Size4K, PAGES_4K, "4 KiB"), (PageSize::Size2M, PAGES_2M, "2 MiB")]
+    {
+        let mut group = c.benchmark_group(format!("fork: copy 1 GiB mapped in {name} pages"));
+        group.throughput(Throughput::Elements(pages)).sample_size(10);
+        group.bench_function("ours, copy_present with write-protect", |b| {
+            b.iter_batched(
+                || (user_mapped(size), vec![0u32; pages as usize]),
+                |(mut m, mut refs)| {
+                    let child = m.memory.alloc_table().expect("a root");
+                    let shift = if size == PageSize::Size4K { 12 } else { 21 };
+                    m.copy_present(child, Virt::new(USER_VIRT), GIB, true, &mut |_, frame| {
+                        refs[((frame.start().as_u64() - PHYS) >> shift) as usize] += 1;
+                    })
+                    .expect("copies")
+                    .ignore();
+                    (m, refs)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, map_4k, translate_4k, unmap_4k, map_unmap_2m, fork_1g);
 criterion_main!(benches);

@@ -86,8 +86,8 @@ struct RunArgs {
     #[arg(long, value_name = "SPEC", value_parser = |spec: &str| parse_e820(spec).map(E820Spec))]
     e820: Option<E820Spec>,
     /// Extra options for the guest kernel, space-separated: loglevel=off…trace (or 0–8),
-    /// slub_debug (red zones and poison in kmalloc), seed=N and ops=N (stress, populate),
-    /// progress=N (a checkpoint every N operations, for --inspect).
+    /// slub_debug (red zones and poison in kmalloc), seed=N and ops=N (stress, populate,
+    /// mmap-stress), progress=N (a checkpoint every N operations, for --inspect).
     #[arg(long, value_name = "TEXT", default_value = "")]
     cmdline: String,
     /// The workload the guest runs after booting.
