@@ -60,11 +60,13 @@ pub enum Workload {
     /// Random mmap, munmap, mprotect, madvise and touches (`seed=`, `ops=`) checked against
     /// a model in user space.
     MmapStress,
+    /// Time system calls, demand-zero and copy-on-write faults from user mode (`rdtsc`).
+    UserCost,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 22] = [
+    pub const ALL: [Workload; 23] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -87,6 +89,7 @@ impl Workload {
         Self::ForkCow,
         Self::UserHostile,
         Self::MmapStress,
+        Self::UserCost,
     ];
 
     /// The name used on the command line.
@@ -114,6 +117,7 @@ impl Workload {
             Self::ForkCow => "fork-cow",
             Self::UserHostile => "user-hostile",
             Self::MmapStress => "mmap-stress",
+            Self::UserCost => "user-cost",
         }
     }
 
@@ -154,6 +158,7 @@ impl Workload {
             Self::MmapStress => {
                 "random mmap/munmap/mprotect/madvise and touches (seed=, ops=), checked at CPL3"
             }
+            Self::UserCost => "time system calls and page faults from user mode (TSC cycles)",
         }
     }
 

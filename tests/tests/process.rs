@@ -237,3 +237,26 @@ fn mmap_stress_matches_its_model_over_ten_thousand_operations() {
     assert_eq!((parent[0].exit_code, parent[0].signal), (0, 0));
     assert_eq!(checks(&outcome), [("process memory given back", true)]);
 }
+
+#[test]
+fn user_cost_times_each_kind_of_round_trip_from_user_mode() {
+    let outcome = boot(&config("user-cost"));
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    let user = user_reports(&outcome);
+    let [report] = user.as_slice() else { panic!("one user report: {user:?}") };
+    let cycles: Vec<(&str, u64)> = report
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name, value.parse().expect("a number")))
+        .collect();
+    let names: Vec<&str> = cycles.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["rounds", "getpid", "demand-zero", "cow", "empty"], "{report}");
+    // Not a timing check: a round trip through the kernel takes longer than no round trip.
+    let empty = cycles[4].1;
+    assert!(cycles[1..4].iter().all(|&(_, c)| c > empty), "{report}");
+    // The child's timed writes were copies: the parent still mapped every page.
+    let processes = process_reports(&outcome);
+    let child = processes.iter().find(|p| p.pid == 2).expect("the child's report");
+    assert!(child.cow_copies >= 256, "{child:?}");
+    assert_eq!(checks(&outcome), [("process memory given back", true)]);
+}

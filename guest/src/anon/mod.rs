@@ -16,7 +16,7 @@
 //! and nothing else (no page cache, no swap cache) holds any yet. Pages without `PG_ANON`
 //! (the system-call trampoline, mapped into every process) are neither counted nor freed.
 
-use crate::paging::{Flush, Frame, MapError, Mapper, PageSize, PteFlags, VirtPage};
+use crate::paging::{Flush, Frame, MapError, Mapper, PageSize, PageTableEntry, PteFlags, VirtPage};
 use crate::vmalloc::VmallocMemory;
 use shared::addr::PhysAddr;
 use shared::page::{Page, PG_ANON};
@@ -107,32 +107,41 @@ pub fn release<M: AnonMemory>(memory: &mut M, frame: Frame) -> bool {
 
 /// Serves a write to the present, read-only anonymous page at `page` of a writable private
 /// mapping: the last sharer reuses it, any other gets a copy. `flags` are the writable
-/// entry's.
+/// entry's. One walk of the tables does it.
 pub fn write_fault<M: AnonMemory>(
     tree: &mut Mapper<M>,
     page: VirtPage,
     flags: PteFlags,
 ) -> Result<(WriteFault, Flush), AnonError> {
     let virt = page.start();
-    let mapped = tree.translate(virt).ok_or(MapError::NotMapped { virt: virt.as_u64() })?;
-    if mapped.size != PageSize::Size4K {
-        return Err(AnonError::Map(MapError::SizeMismatch));
-    }
-    let old = mapped.phys;
-    let mapcount = tree.memory.page(old).filter(|p| p.flags & PG_ANON != 0).map(|p| p.mapcount);
-    match mapcount {
-        Some(1) => Ok((WriteFault::Reused, tree.protect(virt, PageSize::Size4K.bytes(), flags)?)),
-        Some(_) => {
-            let new = tree.memory.alloc_frame().ok_or(AnonError::NoMemory)?;
-            tree.memory.copy_frame(old, new);
-            mark_new(&mut tree.memory, new);
-            let (old, flush) = tree.replace(page, Frame::new(new, PageSize::Size4K)?, flags)?;
-            release(&mut tree.memory, old);
-            Ok((WriteFault::Copied, flush))
-        }
-        // Not an anonymous page: nothing here may make it writable.
-        None => Err(AnonError::Map(MapError::NotMapped { virt: virt.as_u64() })),
-    }
+    let not_mapped = AnonError::Map(MapError::NotMapped { virt: virt.as_u64() });
+    let (done, flush) = tree
+        .update_leaf(virt, |memory, entry, size| {
+            if size != PageSize::Size4K {
+                return Err(AnonError::Map(MapError::SizeMismatch));
+            }
+            let old = entry.addr();
+            let mapcount = memory.page(old).filter(|p| p.flags & PG_ANON != 0).map(|p| p.mapcount);
+            let present = flags | PteFlags::PRESENT;
+            match mapcount {
+                Some(1) => {
+                    *entry = PageTableEntry::new(old, present);
+                    Ok(WriteFault::Reused)
+                }
+                Some(_) => {
+                    let new = memory.alloc_frame().ok_or(AnonError::NoMemory)?;
+                    memory.copy_frame(old, new);
+                    mark_new(memory, new);
+                    *entry = PageTableEntry::new(new, present);
+                    release(memory, Frame::containing(old, PageSize::Size4K));
+                    Ok(WriteFault::Copied)
+                }
+                // Not an anonymous page: nothing here may make it writable.
+                None => Err(not_mapped),
+            }
+        })
+        .ok_or(not_mapped)?;
+    Ok((done?, flush))
 }
 
 fn mark_new<M: AnonMemory>(memory: &mut M, frame: PhysAddr) {

@@ -358,6 +358,9 @@ impl<M: TableAlloc> Mapper<M> {
         share: &mut impl FnMut(&mut M, Frame),
         flush: &mut Flush,
     ) -> Result<(), MapError> {
+        if level == 1 {
+            return self.copy_leaves((src, dst), base, range, write_protect, share, flush);
+        }
         let span = shared::pte::entry_span(level);
         let mut copied = 0;
         let mut result = Ok(());
@@ -420,6 +423,60 @@ impl<M: TableAlloc> Mapper<M> {
         result
     }
 
+    /// `copy_level` for a page table, whose entries are all leaves: the loop works on
+    /// copies of both tables, written back once each, so that it reads and writes no table
+    /// memory per entry (fork copies 262 144 entries per GiB).
+    fn copy_leaves(
+        &mut self,
+        (src, dst): (PhysAddr, PhysAddr),
+        base: u64,
+        range: (u64, u64),
+        write_protect: bool,
+        share: &mut impl FnMut(&mut M, Frame),
+        flush: &mut Flush,
+    ) -> Result<(), MapError> {
+        let mut from = *self.entries(src);
+        // A table without used entries (fork's new tables) need not be read.
+        let fresh = *self.used(dst) == 0;
+        let mut to = if fresh { [PageTableEntry::UNUSED; ENTRIES] } else { *self.entries(dst) };
+        let clear = if write_protect { !PteFlags::WRITABLE.bits() } else { u64::MAX };
+        let indices = entry_indices(base, PageSize::Size4K.bytes(), range);
+        let mut protected = false;
+        let mut copied = 0;
+        let mut result = Ok(());
+        for index in indices.clone() {
+            let entry = from[index];
+            if !entry.is_present() {
+                continue;
+            }
+            if !fresh && to[index].is_present() {
+                result = Err(MapError::AlreadyMapped { virt: base + index as u64 * 4096 });
+                break;
+            }
+            let leaf = PageTableEntry::from_raw(entry.raw() & clear);
+            protected |= leaf != entry;
+            from[index] = leaf;
+            to[index] = leaf;
+            share(&mut self.memory, Frame::containing(leaf.addr(), PageSize::Size4K));
+            copied += 1;
+        }
+        if protected {
+            *self.entries(src) = from;
+            // The table's part of the range (pages that were not writable are flushed for
+            // nothing, which is harmless).
+            let start = base + indices.start as u64 * 4096;
+            let run = indices.len() as u64;
+            *flush = core::mem::replace(flush, Flush::NONE).and(Flush::pages(
+                start,
+                run,
+                PageSize::Size4K,
+            ));
+        }
+        *self.entries(dst) = to;
+        *self.used(dst) += copied;
+        result
+    }
+
     /// Rewrites each leaf present in `[virt, virt + len)` of the lower half with what
     /// `update` makes of it (given the tables' memory, the leaf's address and size and the
     /// entry), splitting huge pages that the range cuts; holes are skipped. `update` must
@@ -477,26 +534,29 @@ impl<M: TableAlloc> Mapper<M> {
         Ok(())
     }
 
-    /// Points the leaf mapping `page` at `frame` with `flags` instead (copy-on-write breaks
-    /// a shared page this way); returns the frame it mapped before.
-    pub fn replace(
+    /// Runs `update` on the leaf entry that maps `virt` (given the tables' memory, a copy
+    /// of the entry to change, and the page size), in one walk, and stores the entry back.
+    /// Returns what `update` returned and the flush the change needs; `None` if nothing
+    /// maps `virt`. `update` must leave the entry present (copy-on-write changes a page's
+    /// rights or frame this way).
+    pub fn update_leaf<R>(
         &mut self,
-        page: VirtPage,
-        frame: Frame,
-        flags: PteFlags,
-    ) -> Result<(Frame, Flush), MapError> {
-        if page.size() != frame.size() {
-            return Err(MapError::SizeMismatch);
+        virt: VirtAddr,
+        update: impl FnOnce(&mut M, &mut PageTableEntry, PageSize) -> R,
+    ) -> Option<(R, Flush)> {
+        let virt = virt.as_u64();
+        let (path, level) = self.path_to_leaf(virt)?;
+        let (table, index) = (path[usize::from(level) - 1], table_index(virt, level));
+        let size = PageSize::at_level(level);
+        let old = self.entries(table)[index];
+        let mut entry = old;
+        let result = update(&mut self.memory, &mut entry, size);
+        if entry == old {
+            return Some((result, Flush::NONE));
         }
-        let virt = page.start().as_u64();
-        let (path, level) = self.path_to_leaf(virt).ok_or(MapError::NotMapped { virt })?;
-        if PageSize::at_level(level) != page.size() {
-            return Err(MapError::SizeMismatch);
-        }
-        let entry = &mut self.entries(path[usize::from(level) - 1])[table_index(virt, level)];
-        let old = Frame::containing(entry.addr(), page.size());
-        *entry = leaf_entry(frame.start(), page.size(), flags);
-        Ok((old, Flush::pages(virt, 1, page.size())))
+        self.entries(table)[index] = entry;
+        let page = virt & !(size.bytes() - 1);
+        Some((result, Flush::pages(page, 1, size)))
     }
 
     /// Changes the permissions of `[virt, virt + len)` (4 KiB aligned) to `flags`, splitting

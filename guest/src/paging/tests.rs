@@ -560,19 +560,20 @@ fn update_present_skips_holes_and_splits_what_the_range_cuts() {
 }
 
 #[test]
-fn replace_swaps_the_frame_of_a_mapped_page() {
+fn update_leaf_changes_one_entry_in_place_and_flushes_only_a_change() {
     let mut m = mapper();
     map(&mut m, 0x40_0000, 0x10_0000, PageSize::Size4K, PteFlags::USER).expect("maps").ignore();
-    let page = VirtPage::new(va(0x40_0000), PageSize::Size4K).expect("aligned");
-    let frame = Frame::new(pa(0x20_0000), PageSize::Size4K).expect("aligned");
-    let (old, flush) = m.replace(page, frame, PteFlags::USER | WRITABLE).expect("replaces");
-    assert_eq!(old.start(), pa(0x10_0000));
+    let (size, flush) = m
+        .update_leaf(va(0x40_1234 - 0x1000), |_, entry, size| {
+            *entry = PageTableEntry::new(pa(0x20_0000), entry.flags() | WRITABLE);
+            size
+        })
+        .expect("mapped");
+    assert_eq!(size, PageSize::Size4K);
     assert_eq!(flush, Flush::pages(0x40_0000, 1, PageSize::Size4K));
     let now = m.translate(va(0x40_0000)).expect("mapped");
     assert_eq!((now.phys, now.flags.contains(WRITABLE)), (pa(0x20_0000), true));
-    let unmapped = VirtPage::new(va(0x50_0000), PageSize::Size4K).expect("aligned");
-    assert_eq!(
-        m.replace(unmapped, frame, PteFlags::USER),
-        Err(MapError::NotMapped { virt: 0x50_0000 })
-    );
+    let (_, unchanged) = m.update_leaf(va(0x40_0000), |_, _, _| ()).expect("mapped");
+    assert_eq!(unchanged, Flush::NONE);
+    assert!(m.update_leaf(va(0x50_0000), |_, _, _| ()).is_none());
 }

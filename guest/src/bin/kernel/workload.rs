@@ -13,6 +13,7 @@ static USER_HELLO: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/use
 static FORK_COW: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/fork-cow"));
 static USER_HOSTILE: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-hostile"));
 static MMAP_STRESS: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/mmap-stress"));
+static USER_COST: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-cost"));
 
 /// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
 /// all freed, for reuse), and kmalloc objects in use.
@@ -105,6 +106,7 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::UserHello => return run_program("user-hello", USER_HELLO, &[]),
         Workload::ForkCow => return run_program("fork-cow", FORK_COW, &[]),
         Workload::UserHostile => return run_program("user-hostile", USER_HOSTILE, &[]),
+        Workload::UserCost => return run_program("user-cost", USER_COST, &[]),
         Workload::MmapStress => {
             let mut seed = crate::console::Line::new();
             let mut ops = crate::console::Line::new();
