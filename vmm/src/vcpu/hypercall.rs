@@ -1,9 +1,11 @@
 //! Hypercall dispatch: the request the guest names is read from guest RAM (untrusted, so
-//! bounds-checked) and becomes a checkpoint or a decoded report.
+//! bounds-checked) and becomes a checkpoint, a decoded report, or page work done for the
+//! guest (zeroing or copying pages it names, each checked to be whole pages of RAM).
 
 use crate::report::{read_report, Report};
-use shared::hypercall::{Request, CHECKPOINT, REPORT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use shared::hypercall::{Request, CHECKPOINT, COPY_PAGE, PAGE_WORK_DONE, REPORT};
+use shared::hypercall::{ZERO_PAGES, ZERO_PAGES_MAX};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromZeros, IntoBytes};
 
 /// What a hypercall asked for.
@@ -14,7 +16,12 @@ pub enum Hypercall {
     /// The guest sent a report (or something that did not decode, as
     /// [`Report::Malformed`]).
     Report(Report),
+    /// Pages were zeroed or copied for the guest.
+    PageWork,
 }
+
+/// A page of zeros to write from.
+const ZEROS: [u8; 4096] = [0; 4096];
 
 /// Reads and decodes the hypercall whose request is at guest-physical `gpa`.
 pub fn dispatch(mem: &GuestMemoryMmap, gpa: u64) -> Hypercall {
@@ -28,11 +35,55 @@ pub fn dispatch(mem: &GuestMemoryMmap, gpa: u64) -> Hypercall {
     match request.nr {
         CHECKPOINT => Hypercall::Checkpoint(request.arg),
         REPORT => Hypercall::Report(read_report(mem, &request)),
+        ZERO_PAGES | COPY_PAGE => match page_work(mem, &request) {
+            // Tell the guest it is done (it zeroes or copies itself if it does not see it).
+            Ok(()) => match mem.write_obj(PAGE_WORK_DONE, GuestAddress(gpa + 4)) {
+                Ok(()) => Hypercall::PageWork,
+                Err(err) => Hypercall::Report(Report::Malformed {
+                    kind: request.kind,
+                    problem: format!("page-work hypercall at {gpa:#x}: no answer: {err}"),
+                }),
+            },
+            Err(problem) => Hypercall::Report(Report::Malformed { kind: request.kind, problem }),
+        },
         nr => Hypercall::Report(Report::Malformed {
             kind: request.kind,
             problem: format!("unknown hypercall {nr}"),
         }),
     }
+}
+
+/// Zeroes or copies the pages `request` names, after checking that each is a whole,
+/// page-aligned page of RAM (a guest's mistake is refused with the reason, never a host
+/// fault).
+fn page_work(mem: &GuestMemoryMmap, request: &Request) -> Result<(), String> {
+    let page = |gpa: u64| {
+        if gpa % 4096 != 0 {
+            return Err(format!("page-work hypercall: {gpa:#x} is not page aligned"));
+        }
+        mem.get_slice(GuestAddress(gpa), 4096)
+            .map_err(|err| format!("page-work hypercall: page {gpa:#x} is not RAM: {err}"))
+    };
+    if request.nr == COPY_PAGE {
+        let (from, to) = (page(request.arg)?, page(request.len)?);
+        if request.arg == request.len {
+            return Err(format!("page-work hypercall: copy of {:#x} onto itself", request.arg));
+        }
+        let mut bytes = [0u8; 4096];
+        from.copy_to(&mut bytes[..]);
+        to.copy_from(&bytes[..]);
+        return Ok(());
+    }
+    if request.len == 0 || request.len > ZERO_PAGES_MAX {
+        return Err(format!(
+            "page-work hypercall: {} pages to zero (1 to {ZERO_PAGES_MAX})",
+            request.len
+        ));
+    }
+    for index in 0..request.len {
+        page(request.arg.saturating_add(index * 4096))?.copy_from(&ZEROS[..]);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -60,5 +111,43 @@ mod tests {
         write(0x300, Request { nr: 77, kind: 0, arg: 0, len: 0 });
         assert!(matches!(dispatch(&mem, 0x300), Hypercall::Report(Report::Malformed { .. })));
         assert!(matches!(dispatch(&mem, 0xfff0), Hypercall::Report(Report::Malformed { .. })));
+    }
+
+    #[test]
+    fn page_work_zeroes_and_copies_whole_pages_of_ram_and_refuses_the_rest() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
+        let request = |nr, arg, len| {
+            mem.write_slice(Request { nr, kind: 0, arg, len }.as_bytes(), GuestAddress(0x100))
+                .expect("in RAM");
+            dispatch(&mem, 0x100)
+        };
+        mem.write_slice(&[0xaa; 0x3000], GuestAddress(0x2000)).expect("in RAM");
+        assert_eq!(request(COPY_PAGE, 0x2000, 0x8000), Hypercall::PageWork);
+        let mut answered = Request::new_zeroed();
+        mem.read_slice(answered.as_mut_bytes(), GuestAddress(0x100)).expect("in RAM");
+        assert_eq!(answered.kind, PAGE_WORK_DONE, "the guest learns the work is done");
+        let mut copied = [0u8; 4096];
+        mem.read_slice(&mut copied, GuestAddress(0x8000)).expect("in RAM");
+        assert!(copied.iter().all(|&b| b == 0xaa));
+        assert_eq!(request(ZERO_PAGES, 0x2000, 2), Hypercall::PageWork);
+        let mut page = [0u8; 0x3000];
+        mem.read_slice(&mut page, GuestAddress(0x2000)).expect("in RAM");
+        assert!(page[..0x2000].iter().all(|&b| b == 0), "two pages zeroed");
+        assert!(page[0x2000..].iter().all(|&b| b == 0xaa), "the third kept");
+        for (nr, arg, len) in [
+            (ZERO_PAGES, 0x2001, 1),
+            (ZERO_PAGES, 0xf000, 2),
+            (ZERO_PAGES, 0x2000, 0),
+            (ZERO_PAGES, 0x2000, ZERO_PAGES_MAX + 1),
+            (ZERO_PAGES, u64::MAX & !0xfff, 2),
+            (COPY_PAGE, 0x2000, 0x2000),
+            (COPY_PAGE, 0x2000, 0x10000),
+            (COPY_PAGE, 0x2800, 0x3000),
+        ] {
+            assert!(
+                matches!(request(nr, arg, len), Hypercall::Report(Report::Malformed { .. })),
+                "{nr} {arg:#x} {len}"
+            );
+        }
     }
 }

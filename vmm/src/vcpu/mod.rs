@@ -101,6 +101,7 @@ pub fn run(
         match step {
             ExitAction::Continue => {}
             ExitAction::Hypercall(gpa) => match hypercall::dispatch(mem, gpa) {
+                Hypercall::PageWork => {}
                 Hypercall::Report(report) => {
                     if let crate::Report::Malformed { problem, .. } = &report {
                         log::warn!("guest sent a bad hypercall: {problem}");

@@ -11,7 +11,7 @@ use guest::cmdline::CmdlineError;
 use log::error;
 use shared::hypercall::{
     CmdlineErrorHeader, MemblockHeader, ReportKind, Request, SlabInfoReport, TestHeader,
-    ZoneReport, CHECKPOINT, REPORT,
+    ZoneReport, CHECKPOINT, COPY_PAGE, PAGE_WORK_DONE, REPORT, ZERO_PAGES,
 };
 use shared::ports::{DEBUG_EXIT, HYPERCALL};
 use shared::status::GuestStatus;
@@ -61,6 +61,23 @@ pub fn checkpoint(tag: u64) {
     if let Err(err) = call(&Request { nr: CHECKPOINT, kind: 0, arg: tag, len: 0 }) {
         error!("checkpoint {tag} cannot be signalled: {err}");
     }
+}
+
+/// Has the VMM zero `pages` pages (at most a huge page's) of RAM from physical `frame`;
+/// returns whether it did. Where it did not, the caller zeroes them itself.
+pub fn zero_pages(frame: u64, pages: u64) -> bool {
+    page_work(&Request { nr: ZERO_PAGES, kind: 0, arg: frame, len: pages })
+}
+
+/// Has the VMM copy the page of RAM at physical `from` to `to`; returns whether it did.
+pub fn copy_page(from: u64, to: u64) -> bool {
+    page_work(&Request { nr: COPY_PAGE, kind: 0, arg: from, len: to })
+}
+
+fn page_work(request: &Request) -> bool {
+    // SAFETY: `request` is a live value; the VMM may have written its `kind` during the
+    // call, behind the compiler's back, so it is read afresh.
+    call(request).is_ok() && unsafe { core::ptr::read_volatile(&request.kind) } == PAGE_WORK_DONE
 }
 
 /// Hands the VMM a report of `kind`.

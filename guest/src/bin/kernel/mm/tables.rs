@@ -177,12 +177,20 @@ impl AnonMemory for KernelTables<'_> {
         self.buddy.memmap.page(frame.pfn())
     }
 
+    /// The VMM zeroes the page (natively, where the guest's stores may be emulated); the
+    /// kernel does it itself only if the VMM did not.
     fn zero_frame(&mut self, frame: PhysAddr) {
-        // SAFETY: a frame of a user page, just allocated: RAM in the direct map, ours.
-        unsafe { zero_frame(frame) };
+        if !crate::hypercall::zero_pages(frame.as_u64(), 1) {
+            // SAFETY: a frame of a user page, just allocated: RAM in the direct map, ours.
+            unsafe { zero_frame(frame) };
+        }
     }
 
+    /// The VMM copies the page, as it zeroes one.
     fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr) {
+        if crate::hypercall::copy_page(from.as_u64(), to.as_u64()) {
+            return;
+        }
         let (src, dst) = (direct_map(from.as_u64()), direct_map(to.as_u64()));
         // SAFETY: two distinct RAM pages in the direct map: a mapped user page and one just
         // allocated for its copy.
