@@ -67,6 +67,9 @@ pub mod checkpoint {
     /// A workload paused between two steps with its allocators consistent, so that the
     /// host can inspect it.
     pub const PROGRESS: u64 = 3;
+    /// A user program asked for one (`SYS_KVM_MM_CHECKPOINT`): every process is
+    /// published, mid-run, for the host to inspect.
+    pub const USER: u64 = 4;
 
     /// A checkpoint's name.
     pub fn name(tag: u64) -> &'static str {
@@ -74,6 +77,7 @@ pub mod checkpoint {
             CHECK_TRANSLATIONS => "check-translations",
             BOOTED => "booted",
             PROGRESS => "progress",
+            USER => "user",
             _ => "guest-defined",
         }
     }
@@ -117,11 +121,14 @@ pub enum ReportKind {
     Process = 15,
     /// What a user program reported through `SYS_KVM_MM_REPORT` (UTF-8).
     User = 16,
+    /// A process's VMAs, as the kernel holds them, at a user checkpoint: a [`VmasHeader`],
+    /// then its [`crate::process::Vma`]s in address order.
+    Vmas = 17,
 }
 
 impl ReportKind {
     /// Every kind, in number order.
-    pub const ALL: [ReportKind; 16] = [
+    pub const ALL: [ReportKind; 17] = [
         Self::E820,
         Self::Panic,
         Self::Exception,
@@ -138,6 +145,7 @@ impl ReportKind {
         Self::SlabInfo,
         Self::Process,
         Self::User,
+        Self::Vmas,
     ];
 
     /// The kind with this number, if it is one.
@@ -174,6 +182,18 @@ pub struct MemblockHeader {
     pub memory: u32,
     /// Regions of `reserved` that follow them.
     pub reserved: u32,
+}
+
+/// Header of a [`ReportKind::Vmas`] payload (8 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct VmasHeader {
+    /// The process.
+    pub pid: u32,
+    /// VMAs that follow.
+    pub count: u32,
 }
 
 /// Header of a [`ReportKind::CmdlineError`] payload (4 bytes).

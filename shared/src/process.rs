@@ -84,6 +84,7 @@ impl VmaKind {
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[repr(C)]
 pub struct Vma {
     /// First address (page aligned).
@@ -169,3 +170,94 @@ impl VmaNode {
         }
     }
 }
+
+/// Task slots the kernel publishes: as many as processes may exist at once.
+pub const MAX_TASKS: usize = 64;
+/// Bytes of a task's name (Linux's `TASK_COMM_LEN`), zero-padded.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// [`Task::state`]: an unused slot.
+pub const TASK_FREE: u32 = 0;
+/// [`Task::state`]: running or ready to run (crash's `RU`).
+pub const TASK_RUNNING: u32 = 1;
+/// [`Task::state`]: asleep in `wait4` (crash's `IN`, interruptible).
+pub const TASK_INTERRUPTIBLE: u32 = 2;
+/// [`Task::state`]: ended, not yet reaped by its parent (crash's `ZO`).
+pub const TASK_ZOMBIE: u32 = 3;
+
+/// The two letters crash's `ps` shows for a [`Task::state`].
+pub fn task_state_name(state: u32) -> &'static str {
+    match state {
+        TASK_RUNNING => "RU",
+        TASK_INTERRUPTIBLE => "IN",
+        TASK_ZOMBIE => "ZO",
+        TASK_FREE => "--",
+        _ => "??",
+    }
+}
+
+/// A process as the kernel publishes it for the host (the part of Linux's `task_struct`
+/// that `ps` shows, and its `mm_struct`). The kernel keeps [`MAX_TASKS`] of them in one
+/// array that `vmcoreinfo` points to, and rewrites a slot when its process is created,
+/// ends or is reaped, and every process's at each checkpoint a process asks for.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct Task {
+    /// Process ID (0 in a free slot).
+    pub pid: u32,
+    /// Parent's PID, or 0.
+    pub ppid: u32,
+    /// [`TASK_RUNNING`], [`TASK_INTERRUPTIBLE`], [`TASK_ZOMBIE`] or [`TASK_FREE`].
+    pub state: u32,
+    /// For a zombie, the status `wait4` will report.
+    pub exit_status: u32,
+    /// The program's name, zero-padded.
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Its memory (all zero once it has ended).
+    pub mm: MmStruct,
+}
+
+/// A process's address space (Linux's `mm_struct`, the part the host reads). Pointers are
+/// kernel virtual addresses; counts are the kernel's, to be checked against the tables.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
+#[repr(C)]
+pub struct MmStruct {
+    /// Physical address of the PML4 (CR3 while it runs); 0 when it has none.
+    pub pgd: u64,
+    /// The VMA tree's node arena: [`VmaNode`]s.
+    pub vma_nodes: u64,
+    /// Nodes in the arena (in the tree or free).
+    pub nr_vma_nodes: u64,
+    /// The VMA tree's VMA arena: [`Vma`]s, indexed by the leaves' slots.
+    pub vmas: u64,
+    /// VMAs in the arena (in the tree or free).
+    pub nr_vmas: u64,
+    /// The root node's index, or [`NO_INDEX`].
+    pub vma_root: u32,
+    /// Levels of the tree (1: the root is a leaf).
+    pub vma_height: u32,
+    /// VMAs in the tree (`map_count`).
+    pub map_count: u64,
+    /// Pages the VMAs span (`total_vm`).
+    pub total_vm: u64,
+    /// Pages mapped: its anonymous RSS (`MM_ANONPAGES`).
+    pub rss_anon: u64,
+    /// The most pages it had mapped at once (`hiwater_rss`).
+    pub hiwater_rss: u64,
+    /// The most pages its VMAs spanned at once (`hiwater_vm`).
+    pub hiwater_vm: u64,
+    /// Start of the heap.
+    pub start_brk: u64,
+    /// The break.
+    pub brk: u64,
+    /// Top of the main stack.
+    pub start_stack: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<MmStruct>() == 112);
+const _: () = assert!(core::mem::size_of::<Task>() == 144);

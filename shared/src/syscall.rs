@@ -38,6 +38,9 @@ pub const SYS_EXIT_GROUP: u64 = 231;
 /// Ours: `report(buf, len)` sends `len` bytes (at most [`REPORT_MAX`]) to the host as the
 /// process's report. Linux leaves numbers from 512 on unused on x86_64.
 pub const SYS_KVM_MM_REPORT: u64 = 1000;
+/// Ours: `checkpoint()` publishes every process and stops at a checkpoint, where the
+/// host may inspect the guest (`vmm run --inspect`); returns 0.
+pub const SYS_KVM_MM_CHECKPOINT: u64 = 1001;
 /// Largest payload of [`SYS_KVM_MM_REPORT`].
 pub const REPORT_MAX: u64 = 1024;
 

@@ -25,8 +25,8 @@ pub const VMCOREINFO_ADDR: u64 = 0x6000;
 /// `magic` once the guest has published the descriptor: "kvmmcore".
 pub const VMCOREINFO_MAGIC: u64 = u64::from_le_bytes(*b"kvmmcore");
 
-/// The layout version this crate describes (2: the kernel image's section boundaries).
-pub const VMCOREINFO_VERSION: u32 = 2;
+/// The layout version this crate describes (3: the task array).
+pub const VMCOREINFO_VERSION: u32 = 3;
 
 /// [`VmCoreInfo::paging_flags`]: the kernel maps with no-execute (EFER.NXE is on), so
 /// everything but its text must be NX.
@@ -110,10 +110,14 @@ pub struct VmCoreInfo {
     pub slab_cache_stride: u64,
     /// Caches at `slab_caches`.
     pub nr_slab_caches: u64,
+    /// The processes: [`crate::process::Task`]s, free slots included.
+    pub tasks: u64,
+    /// Slots at `tasks`.
+    pub nr_tasks: u64,
 }
 
 /// Size of a [`VmCoreInfo`].
-pub const VMCOREINFO_SIZE: usize = 392;
+pub const VMCOREINFO_SIZE: usize = 408;
 const _: () = assert!(core::mem::size_of::<VmCoreInfo>() == VMCOREINFO_SIZE);
 const _: () = assert!(VMCOREINFO_SIZE as u64 <= crate::layout::PAGE_SIZE);
 // The descriptor's page lies below the zero page, in the first MiB.

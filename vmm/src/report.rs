@@ -12,7 +12,8 @@ use shared::boot::E820Entry;
 use shared::hypercall::{
     exception_name, BootTimes, CmdlineErrorHeader, CmdlineErrorKind, ExceptionReport,
     GuestTranslation, MemblockHeader, OopsReport, PageTablesReport, PanicHeader, ProcessReport,
-    ReportKind, Request, SlabInfoReport, StressReport, TestHeader, ZoneReport, REPORT_MAX_LEN,
+    ReportKind, Request, SlabInfoReport, StressReport, TestHeader, VmasHeader, ZoneReport,
+    REPORT_MAX_LEN,
 };
 use shared::mm::Region;
 use shared::page::ZoneType;
@@ -76,6 +77,13 @@ pub enum Report {
     User {
         /// Its text.
         text: String,
+    },
+    /// A process's VMAs as its kernel holds them, at a user checkpoint.
+    Vmas {
+        /// The process.
+        pid: u32,
+        /// Its VMAs, in address order.
+        vmas: Vec<shared::process::Vma>,
     },
     /// Why the guest could not finish booting.
     BootError {
@@ -225,6 +233,13 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
         ReportKind::SlabInfo => Report::Slab(value("slabinfo", payload)?),
         ReportKind::Process => Report::Process(value("process", payload)?),
         ReportKind::User => Report::User { text: text(payload) },
+        ReportKind::Vmas => {
+            let (h, rest): (VmasHeader, _) = header("vmas", payload)?;
+            const VMA: u32 = 32;
+            const _: () = assert!(size_of::<shared::process::Vma>() == VMA as usize);
+            let [vmas] = split_exactly("vmas", rest, [h.count.saturating_mul(VMA)])?;
+            Report::Vmas { pid: h.pid, vmas: sequence("vmas", vmas)? }
+        }
     })
 }
 
@@ -265,7 +280,8 @@ impl Report {
             | Self::Test { .. }
             | Self::Stress(_)
             | Self::Process(_)
-            | Self::User { .. } => return None,
+            | Self::User { .. }
+            | Self::Vmas { .. } => return None,
         })
     }
 }
@@ -303,6 +319,8 @@ mod tests {
         let slab = SlabInfoReport::of(&Default::default(), b"kmalloc-64");
         let stress = StressReport { seed: 7, restored: 1, ..Default::default() };
         let process = ProcessReport { pid: 1, signal: 11, fault_address: 8, ..Default::default() };
+        let vma =
+            shared::process::Vma::new(0x40_0000, 0x40_1000, 5, shared::process::VmaKind::Image);
         let times =
             BootTimes { memblock_cycles: 1, memmap_cycles: 2, buddy_cycles: 3, ram_bytes: 4 };
         let tables = PageTablesReport { tables: [1, 2, 3, 4], pages: [5, 6, 7] };
@@ -352,6 +370,11 @@ mod tests {
             (ReportKind::SlabInfo, slab.as_bytes().to_vec(), Report::Slab(slab)),
             (ReportKind::Process, process.as_bytes().to_vec(), Report::Process(process)),
             (ReportKind::User, b"ok=1".to_vec(), Report::User { text: "ok=1".into() }),
+            (
+                ReportKind::Vmas,
+                with(VmasHeader { pid: 3, count: 1 }.as_bytes(), &[vma.as_bytes()]),
+                Report::Vmas { pid: 3, vmas: vec![vma] },
+            ),
         ]
     }
 

@@ -1,7 +1,9 @@
 //! Every corruption `check` can name, injected into a fresh sound image (no KVM needed):
 //! one test per [`FindingKind`], each asserting the kind and that the finding names the
 //! right zone and order, cache and slab, frame or address. An exhaustive `match` maps each
-//! kind to its corruption, so a new kind does not compile without one.
+//! kind to its corruption, so a new kind does not compile without one. The image has no
+//! processes: the kinds about a process's memory are injected into the RAM of a real
+//! guest, stopped while its processes live, by `tests/tests/process_inspect.rs`.
 
 mod support;
 
@@ -19,9 +21,22 @@ mod inspect {
         /// fragments one finding of that kind must contain.
         type Corruption = fn(&mut Image) -> Vec<String>;
 
-        /// The corruption for each kind.
-        fn corruption(kind: FindingKind) -> Corruption {
-            match kind {
+        /// The kinds about processes, which `tests/tests/process_inspect.rs` injects (one
+        /// test each) into a real guest's RAM: the image here has none.
+        const PROCESS_KINDS: [FindingKind; 8] = [
+            FindingKind::TaskList,
+            FindingKind::ProcessVmas,
+            FindingKind::RssMismatch,
+            FindingKind::UserPteOutsideVma,
+            FindingKind::UserPteExceedsVma,
+            FindingKind::MapcountMismatch,
+            FindingKind::CowWritable,
+            FindingKind::KernelHalfDiffers,
+        ];
+
+        /// The corruption for each kind (`None`: one of [`PROCESS_KINDS`]).
+        fn corruption(kind: FindingKind) -> Option<Corruption> {
+            Some(match kind {
                 FindingKind::DoubleOwner => corrupt::double_owner,
                 FindingKind::BeyondLastFrame => corrupt::beyond_last_frame,
                 FindingKind::OwnedByNobody => corrupt::owned_by_nobody,
@@ -64,13 +79,22 @@ mod inspect {
                 }
                 FindingKind::VmallocTarget => corrupt::vmalloc_target,
                 FindingKind::TableEnumeration => corrupt::table_enumeration,
-            }
+                FindingKind::TaskList
+                | FindingKind::ProcessVmas
+                | FindingKind::RssMismatch
+                | FindingKind::UserPteOutsideVma
+                | FindingKind::UserPteExceedsVma
+                | FindingKind::MapcountMismatch
+                | FindingKind::CowWritable
+                | FindingKind::KernelHalfDiffers => return None,
+            })
         }
 
         /// Corrupts a fresh image for `kind` and asserts that `check` names it.
         fn assert_finds(kind: FindingKind) {
             let mut image = Image::sound();
-            let expected = corruption(kind)(&mut image);
+            let corrupt = corruption(kind).expect("a kind the image can hold");
+            let expected = corrupt(&mut image);
             let report = image.check();
             let texts: Vec<&str> = report
                 .findings
@@ -165,16 +189,17 @@ mod inspect {
             let schema = serde_json::to_value(schemars::schema_for!(FindingKind)).expect("json");
             let mut all = BTreeSet::new();
             schema_names(&schema, &mut all);
-            assert_eq!(all.len(), 40, "the kinds `check` knows: {all:?}");
+            assert_eq!(all.len(), 48, "the kinds `check` knows: {all:?}");
             let tested: BTreeSet<String> = TESTED
                 .iter()
+                .chain(&PROCESS_KINDS)
                 .map(|kind| {
-                    let _ = corruption(*kind);
+                    assert_eq!(corruption(*kind).is_none(), PROCESS_KINDS.contains(kind));
                     let name = serde_json::to_value(kind).expect("json");
                     name.as_str().expect("a name").to_string()
                 })
                 .collect();
-            assert_eq!(tested.len(), TESTED.len(), "a kind tested twice");
+            assert_eq!(tested.len(), TESTED.len() + PROCESS_KINDS.len(), "a kind tested twice");
             assert_eq!(tested, all, "kinds without a test, or tests of no kind");
         }
 

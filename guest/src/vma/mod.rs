@@ -66,6 +66,8 @@ fn mergeable(a: &Vma, b: &Vma) -> bool {
 pub struct Vmas {
     tree: VmaTree,
     max_count: usize,
+    /// Bytes the VMAs span.
+    total: u64,
 }
 
 impl Default for Vmas {
@@ -82,7 +84,12 @@ impl Vmas {
 
     /// No VMA, at most `max_count` of them.
     pub fn with_max_count(max_count: usize) -> Self {
-        Self { tree: VmaTree::new(), max_count }
+        Self { tree: VmaTree::new(), max_count, total: 0 }
+    }
+
+    /// Pages the VMAs span (Linux's `total_vm`).
+    pub fn total_pages(&self) -> u64 {
+        self.total / 4096
     }
 
     /// The tree (what the host reads).
@@ -121,6 +128,7 @@ impl Vmas {
             return Err(VmaError::NoMemory);
         }
         self.tree.insert(vma);
+        self.total += vma.len();
         self.merge_at(vma.start);
         self.merge_at(vma.end);
         Ok(())
@@ -153,7 +161,9 @@ impl Vmas {
             if vma.end > end {
                 self.tree.insert(Vma { start: end, ..vma });
             }
-            removed(&Vma { start: vma.start.max(start), end: vma.end.min(end), ..vma });
+            let piece = Vma { start: vma.start.max(start), end: vma.end.min(end), ..vma };
+            self.total -= piece.len();
+            removed(&piece);
         }
         Ok(())
     }

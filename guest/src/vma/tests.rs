@@ -257,6 +257,7 @@ proptest! {
             vmas.tree().validate().map_err(TestCaseError::fail)?;
             let actual: Vec<Vma> = vmas.iter().copied().collect();
             prop_assert_eq!(&actual, &runs(&model), "VMAs are the model's minimal runs");
+            prop_assert_eq!(vmas.total_pages(), model.len() as u64, "total_vm");
             for page in (0..150).step_by(7) {
                 let addr = BASE + page * PAGE + 17;
                 let expected = model.get(&page).map(|_| page);

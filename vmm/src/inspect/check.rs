@@ -10,13 +10,18 @@
 //!                     its own frame where the region is linear, with the rights the region
 //!                     allows, nothing with reserved bits, nothing user-accessible; a
 //!                     quarter of the budget at most (tables that alias read without end)
+//!   processes         each task's VMAs (sorted, disjoint, in user space, map_count of
+//!                     them), its kernel half (the kernel's), its user tables and leaves
+//!                     (inside a VMA, no more rights than it, RSS of them); then every
+//!                     user page's mapcount and refcount against the entries mapping it,
+//!                     and copy-on-write pages read-only in every sharer
 //! 3 free lists        per zone and order; a block met twice is a cycle
 //!   per-CPU lists     per zone and order (0-3); a block covers 2^order pages
 //!   quarantine lists  per cache, before the scan: those slabs' objects are not checked
 //! 4 memmap scan       every struct page of RAM: slabs (their freelists walked, objects
 //!                     counted; in debug caches every object's red zones and poison, as
 //!                     SLUB's validate_slab), other allocated blocks (PG_HEAD), stray
-//!                     PG_BUDDY/PG_PCP
+//!                     PG_BUDDY/PG_PCP, PG_ANON pages no process maps
 //!   partial lists     per cache; a slab met twice is a cycle
 //! 5 memblock          what is left inside a reserved range
 //! 6 nobody            what is left: a finding
@@ -26,20 +31,24 @@
 //! ```
 //!
 //! Two owners for one page is a finding, except that an allocated block (PG_HEAD) may be
-//! a page table or a slab: those come from the buddy allocator too. Every step pays the
+//! a page table, a slab or a user page: those come from the buddy allocator too. Every step pays the
 //! command's work budget, so no input makes `check` run long.
 
 use super::state::{caches, memblock, raw_zones, Cache};
-use super::{to_usize, InspectError, View};
+use super::{process, to_usize, InspectError, View};
 use schemars::JsonSchema;
 use serde::Serialize;
 use shared::layout::KERNEL_VIRT_BASE;
 use shared::mm::{PCP_CAPACITY, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
-use shared::page::{Page, MAX_ORDER, NO_PFN, PAGE_STRUCT_SIZE, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB};
+use shared::page::PG_SLAB;
+use shared::page::{Page, MAX_ORDER, NO_PFN, PAGE_STRUCT_SIZE, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP};
+use shared::process::{Vma, TASK_SIZE, VM_ACCESS, VM_EXEC, VM_SHARED, VM_WRITE};
 use shared::pte::{level_name, PageTableEntry, PteFlags};
+use shared::syscall::VDSO_BASE;
 use shared::vmcoreinfo::PAGING_NX;
 use shared::walk::{for_each_leaf, EnumError, Leaf, PhysMem, Visitor, ALL_ADDRESSES};
 use std::fmt::Write;
+use zerocopy::IntoBytes;
 
 /// Text formatted only when a finding uses it: a hostile image can make millions of
 /// findings, of which [`MAX_FINDINGS`] are listed.
@@ -148,6 +157,24 @@ pub enum FindingKind {
     VmallocTarget,
     /// Page tables that read more entries than any sound tree holds.
     TableEnumeration,
+    /// The task array cannot be read.
+    TaskList,
+    /// A process's VMA tree that is not one, or VMAs unsorted, overlapping, misaligned
+    /// or beyond user space, or more or fewer than its `map_count`.
+    ProcessVmas,
+    /// A process's RSS counter differs from the pages its tables map.
+    RssMismatch,
+    /// A user page-table entry outside every VMA of its process.
+    UserPteOutsideVma,
+    /// A user page-table entry with rights its VMA does not grant.
+    UserPteExceedsVma,
+    /// A user page whose mapcount or refcount differs from the entries that map it, or
+    /// a PG_ANON page no process maps.
+    MapcountMismatch,
+    /// A page shared by private mappings (copy-on-write) that one of them may write.
+    CowWritable,
+    /// A process's kernel half (PML4 entries 256–511) that is not the kernel's.
+    KernelHalfDiffers,
 }
 
 /// One problem `check` found.
@@ -170,10 +197,11 @@ enum Owner {
     Pcp,
     Slab,
     Allocated,
+    User,
     Reserved,
 }
 
-const OWNERS: [(Owner, &str); 9] = [
+const OWNERS: [(Owner, &str); 10] = [
     (Owner::Free, "free (buddy)"),
     (Owner::Pcp, "per-CPU lists"),
     (Owner::Slab, "slab"),
@@ -181,6 +209,7 @@ const OWNERS: [(Owner, &str); 9] = [
     (Owner::Vmemmap, "vmemmap"),
     (Owner::Kernel, "kernel image"),
     (Owner::Reserved, "memblock reserved"),
+    (Owner::User, "user pages"),
     (Owner::Allocated, "other allocated"),
     (Owner::Nobody, "owned by nobody"),
 ];
@@ -287,7 +316,8 @@ impl Marks {
             match (old, owner) {
                 (Owner::Nobody, _) => self.owner[to_usize(p)] = owner,
                 // Page tables and slabs are allocated blocks too; reserved is what is left.
-                (Owner::Table | Owner::Slab, Owner::Allocated) | (_, Owner::Reserved) => {}
+                (Owner::Table | Owner::Slab | Owner::User, Owner::Allocated)
+                | (_, Owner::Reserved) => {}
                 _ => {
                     self.finding(FindingKind::DoubleOwner, || {
                         format!("pfn {p:#x} is both {} and {}", owner_name(old), owner_name(owner))
@@ -546,6 +576,9 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     let ranges: Vec<(u64, u64)> = mb.memory.iter().map(present).collect();
     view.copy_memmap(&ranges)?;
 
+    // 2, processes: their tables and pages, after the kernel's and before the memory map.
+    check_processes(view, &mut marks)?;
+
     // 3: free lists and per-CPU lists.
     let zones = raw_zones(view)?;
     let mut zone_pages = vec![(0u64, 0u64, 0u64); zones.len()]; // free, pcp, allocated
@@ -768,6 +801,193 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
 /// A budget error from inside a loop, naming the loop too: the step where the budget runs
 /// out (one slab's freelist) need not be what spent it (thousands of memblock regions,
 /// each scanning every slab again).
+/// How the processes map one user page.
+#[derive(Default)]
+struct UserFrame {
+    /// Entries that map it.
+    maps: u32,
+    /// Of those, writable ones.
+    writable: u32,
+    /// Whether a private VMA maps it (sharing it is then copy-on-write).
+    private: bool,
+}
+
+/// The processes' memory (pass 2's second part): each task's VMAs, kernel half, tables
+/// and leaves, then every user page's counts. Marks user tables and pages.
+fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), InspectError> {
+    let tasks = match process::tasks(view) {
+        Ok(tasks) => tasks,
+        Err(err @ InspectError::Budget { .. }) => return Err(err),
+        Err(err) => {
+            marks.finding(FindingKind::TaskList, || format!("the task array: {err}"));
+            return Ok(());
+        }
+    };
+    let nx = view.info.paging_flags & PAGING_NX != 0;
+    let mut kernel_half = [0u64; 256];
+    view.ram.read(view.info.cr3 + 2048, kernel_half.as_mut_bytes())?;
+    let mut frames: std::collections::BTreeMap<u64, UserFrame> = Default::default();
+    for task in tasks.iter().filter(|t| t.mm.pgd != 0) {
+        let pid = task.pid;
+        let vmas = match process::vmas(view, &task.mm) {
+            Ok(vmas) => vmas,
+            Err(err @ InspectError::Budget { .. }) => return Err(err),
+            Err(err) => {
+                marks.finding(FindingKind::ProcessVmas, || format!("pid {pid}: {err}"));
+                continue;
+            }
+        };
+        check_vmas(marks, pid, &task.mm, &vmas);
+        let mut upper = [0u64; 256];
+        if let Err(err) = view.ram.read(task.mm.pgd.wrapping_add(2048), upper.as_mut_bytes()) {
+            marks.finding(FindingKind::KernelHalfDiffers, || {
+                format!("pid {pid}: its PML4 at {:#x} cannot be read: {err}", task.mm.pgd)
+            });
+            continue;
+        }
+        if let Some(i) = (0..256).find(|&i| upper[i] != kernel_half[i]) {
+            marks.finding(FindingKind::KernelHalfDiffers, || {
+                format!(
+                    "pid {pid}: PML4 entry {} is {:#x}, the kernel's {:#x}",
+                    256 + i,
+                    upper[i],
+                    kernel_half[i]
+                )
+            });
+        }
+        let walked = process::user_leaves(view, task.mm.pgd)?;
+        for &table in &walked.table_frames {
+            marks.mark(table / 4096, 1, Owner::Table);
+        }
+        let mut rss = 0u64;
+        for leaf in &walked.leaves {
+            if leaf.virt == VDSO_BASE {
+                continue; // the kernel's trampoline page, in every process
+            }
+            let at = vmas.partition_point(|v| v.end <= leaf.virt);
+            let Some(vma) = vmas.get(at).filter(|v| v.start <= leaf.virt) else {
+                marks.finding(FindingKind::UserPteOutsideVma, || {
+                    format!(
+                        "pid {pid}: {:#x} maps pfn {:#x} outside every VMA",
+                        leaf.virt,
+                        leaf.phys / 4096
+                    )
+                });
+                continue;
+            };
+            let flags = leaf.entry.flags();
+            let excess = if flags.contains(PteFlags::WRITABLE) && vma.flags & VM_WRITE == 0 {
+                Some("writable")
+            } else if flags.contains(PteFlags::USER) && vma.flags & VM_ACCESS == 0 {
+                Some("user-accessible")
+            } else if nx && !flags.contains(PteFlags::NO_EXECUTE) && vma.flags & VM_EXEC == 0 {
+                Some("executable")
+            } else {
+                None
+            };
+            if let Some(excess) = excess {
+                marks.finding(FindingKind::UserPteExceedsVma, || {
+                    format!(
+                        "pid {pid}: {:#x} is {excess}, its VMA {:#x}-{:#x} is {}",
+                        leaf.virt,
+                        vma.start,
+                        vma.end,
+                        String::from_utf8_lossy(&vma.perms())
+                    )
+                });
+            }
+            let pages = leaf.size / 4096;
+            rss += pages;
+            view.budget.spend(pages, || format!("counting the pages of pid {pid}"))?;
+            for pfn in leaf.phys / 4096..leaf.phys / 4096 + pages {
+                let frame = frames.entry(pfn).or_default();
+                frame.maps += 1;
+                frame.writable += u32::from(flags.contains(PteFlags::WRITABLE));
+                frame.private |= vma.flags & VM_SHARED == 0;
+            }
+        }
+        if rss != task.mm.rss_anon {
+            marks.finding(FindingKind::RssMismatch, || {
+                format!("pid {pid}: RSS counter {} pages, its tables map {rss}", task.mm.rss_anon)
+            });
+        }
+    }
+    for (&pfn, frame) in &frames {
+        if !marks.mark(pfn, 1, Owner::User) {
+            continue;
+        }
+        let page = match view.page(pfn) {
+            Ok(page) => page,
+            Err(err @ InspectError::Budget { .. }) => return Err(err),
+            Err(err) => {
+                marks.finding(FindingKind::MemmapUnreadable, || {
+                    format!("user page pfn {pfn:#x}: {err}")
+                });
+                continue;
+            }
+        };
+        if page.flags & PG_ANON == 0 {
+            marks.finding(FindingKind::MapcountMismatch, || {
+                format!(
+                    "pfn {pfn:#x} is mapped by {} user entries but not flagged PG_ANON",
+                    frame.maps
+                )
+            });
+        } else if page.mapcount != frame.maps || page.refcount != frame.maps {
+            marks.finding(FindingKind::MapcountMismatch, || {
+                format!(
+                    "pfn {pfn:#x}: mapcount {} and refcount {}, but {} user entries map it",
+                    page.mapcount, page.refcount, frame.maps
+                )
+            });
+        }
+        if frame.maps > 1 && frame.private && frame.writable > 0 {
+            marks.finding(FindingKind::CowWritable, || {
+                format!(
+                    "pfn {pfn:#x} is shared copy-on-write by {} entries, {} of them writable",
+                    frame.maps, frame.writable
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A process's VMAs against the rules (sorted, disjoint, page aligned, not empty, below
+/// TASK_SIZE) and its counters.
+fn check_vmas(marks: &mut Marks, pid: u32, mm: &shared::process::MmStruct, vmas: &[Vma]) {
+    let mut prev_end = 0;
+    for v in vmas {
+        let sound = v.start < v.end && (v.start | v.end) % 4096 == 0 && v.end <= TASK_SIZE;
+        if !sound || v.start < prev_end {
+            marks.finding(FindingKind::ProcessVmas, || {
+                format!(
+                    "pid {pid}: VMA {:#x}-{:#x} is {}",
+                    v.start,
+                    v.end,
+                    if sound {
+                        "out of order or overlaps the one before"
+                    } else {
+                        "empty, misaligned or beyond user space"
+                    }
+                )
+            });
+        }
+        prev_end = prev_end.max(v.end);
+    }
+    let total: u64 = vmas.iter().map(|v| v.len() / 4096).sum();
+    if vmas.len() as u64 != mm.map_count || total != mm.total_vm {
+        marks.finding(FindingKind::ProcessVmas, || {
+            format!(
+                "pid {pid}: its tree holds {} VMAs of {total} pages; map_count {}, total_vm {}",
+                vmas.len(),
+                mm.map_count,
+                mm.total_vm
+            )
+        });
+    }
+}
+
 fn within(err: InspectError, outer: impl FnOnce() -> String) -> InspectError {
     match err {
         InspectError::Budget { units, what } => {
@@ -870,6 +1090,14 @@ fn scan_page(
     if page.flags & PG_PCP != 0 && owner != Some(Owner::Pcp) {
         marks.finding(FindingKind::StrayPcpFlag, || {
             format!("pfn {pfn:#x} is flagged PG_PCP but on no per-CPU list")
+        });
+    }
+    if page.flags & PG_ANON != 0 && owner != Some(Owner::User) {
+        marks.finding(FindingKind::MapcountMismatch, || {
+            format!(
+                "pfn {pfn:#x} is flagged PG_ANON (mapcount {}) but no process maps it",
+                page.mapcount
+            )
         });
     }
     if page.flags & PG_HEAD == 0 {
@@ -1198,7 +1426,7 @@ pub fn check_text(report: &CheckReport) -> String {
         );
     }
     if report.ok() {
-        out.push_str("OK: every RAM page has exactly one owner; free, per-CPU, partial and slab free lists are well formed; zone and cache counters match; every kernel mapping is where it belongs\n");
+        out.push_str("OK: every RAM page has exactly one owner; free, per-CPU, partial and slab free lists are well formed; zone and cache counters match; every kernel mapping is where it belongs; every process's pages agree with its VMAs and counters\n");
     } else {
         let _ =
             writeln!(out, "{} problems:", report.findings.len() as u64 + report.findings_omitted);

@@ -24,6 +24,7 @@ pub mod budget;
 mod buffer;
 pub mod check;
 pub mod pagetable;
+pub mod process;
 pub mod ram;
 pub mod state;
 
@@ -453,8 +454,23 @@ pub enum Command {
         pfn: u64,
     },
     /// Account for every RAM page and cross-check free lists, per-CPU lists, slab
-    /// freelists, counters and the kernel's mappings.
+    /// freelists, counters, the kernel's mappings and every process's memory.
     Check,
+    /// The processes, as crash's `ps` lists them (PID, PPID, state, VSZ, RSS, name).
+    Ps,
+    /// A process's memory map, as /proc/PID/maps; without a PID, every process's, each
+    /// headed by its PID.
+    Maps {
+        /// The process (see `ps`).
+        #[arg(value_name = "PID")]
+        pid: Option<u32>,
+    },
+    /// A process's memory lines of /proc/PID/status (VmPeak, VmSize, VmRSS, VmPTE…).
+    Status {
+        /// The process (see `ps`).
+        #[arg(value_name = "PID")]
+        pid: u32,
+    },
 }
 
 /// A hexadecimal number, `0x` optional, as command arguments take them.
@@ -464,8 +480,17 @@ fn parse_hex(text: &str) -> Result<u64, String> {
 
 impl Command {
     /// Inspections `vmm run --inspect` accepts, by name.
-    pub const NAMES: [&'static str; 7] =
-        ["e820", "memblock", "buddyinfo", "zoneinfo", "slabinfo", "pagetable", "check"];
+    pub const NAMES: [&'static str; 9] = [
+        "e820",
+        "memblock",
+        "buddyinfo",
+        "zoneinfo",
+        "slabinfo",
+        "pagetable",
+        "check",
+        "ps",
+        "maps",
+    ];
 
     /// The inspection named `name` (one of [`Command::NAMES`]), with default arguments.
     pub fn named(name: &str) -> Option<Self> {
@@ -477,6 +502,8 @@ impl Command {
             "slabinfo" => Self::Slabinfo,
             "pagetable" => Self::Pagetable { range: None, tlb: false },
             "check" => Self::Check,
+            "ps" => Self::Ps,
+            "maps" => Self::Maps { pid: None },
             _ => return None,
         })
     }
@@ -493,6 +520,9 @@ impl Command {
             Self::Translate { .. } => "translate",
             Self::Page { .. } => "page",
             Self::Check => "check",
+            Self::Ps => "ps",
+            Self::Maps { .. } => "maps",
+            Self::Status { .. } => "status",
         }
     }
 }
@@ -520,6 +550,17 @@ pub enum Output {
     Page(state::PageInfo),
     /// The check's report.
     Check(check::CheckReport),
+    /// The processes, and the RAM pages that scale %MEM.
+    Ps {
+        /// The processes.
+        tasks: Vec<process::TaskInfo>,
+        /// Pages of RAM.
+        ram_pages: u64,
+    },
+    /// Memory maps.
+    Maps(Vec<process::Maps>),
+    /// A process's status.
+    Status(process::Status),
 }
 
 impl Output {
@@ -535,6 +576,9 @@ impl Output {
             Self::Translate(list) => list.iter().map(pagetable::address_walk_text).collect(),
             Self::Page(page) => state::page_text(page),
             Self::Check(report) => check::check_text(report),
+            Self::Ps { tasks, ram_pages } => process::ps_text(tasks, *ram_pages),
+            Self::Maps(maps) => process::maps_text(maps),
+            Self::Status(status) => process::status_text(status),
         }
     }
 
@@ -562,6 +606,12 @@ impl Inspector<'_> {
                 ),
                 Command::Page { pfn } => Output::Page(state::page(view, *pfn)?),
                 Command::Check => Output::Check(check::check(view)?),
+                Command::Ps => Output::Ps {
+                    tasks: process::tasks(view)?,
+                    ram_pages: view.ram.ram_bytes() / 4096,
+                },
+                Command::Maps { pid } => Output::Maps(process::maps(view, *pid)?),
+                Command::Status { pid } => Output::Status(process::status(view, *pid)?),
             })
         })
     }

@@ -139,7 +139,7 @@ mod tests {
             (ZERO_PAGES, 0xf000, 2),
             (ZERO_PAGES, 0x2000, 0),
             (ZERO_PAGES, 0x2000, ZERO_PAGES_MAX + 1),
-            (ZERO_PAGES, u64::MAX & !0xfff, 2),
+            (ZERO_PAGES, !0xfff, 2),
             (COPY_PAGE, 0x2000, 0x2000),
             (COPY_PAGE, 0x2000, 0x10000),
             (COPY_PAGE, 0x2800, 0x3000),

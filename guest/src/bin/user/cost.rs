@@ -5,7 +5,6 @@
 //! cycles of each kind, so that one slow round trip (a host preemption) does not skew it.
 #![no_std]
 #![no_main]
-#![expect(clippy::cast_possible_truncation, reason = "user programs are x86_64: usize is 64 bits")]
 
 #[macro_use]
 mod rt;

@@ -46,11 +46,15 @@ fn holds(area: &[u64], pages: core::ops::Range<u64>, generation: u64) -> bool {
     })
 }
 
-/// Child `index`: sees generation 0, writes generation `index + 1` into its slice.
+/// Child `index`: sees generation 0, writes generation `index + 1` into its slice. The
+/// first child then stops at a checkpoint, where the host may inspect both processes.
 fn child(area: &mut [u64], index: u64) -> i32 {
     let saw_parent = holds(area, 0..PAGES, 0);
     let mine = index * PER_CHILD..(index + 1) * PER_CHILD;
     fill(area, mine.clone(), index + 1);
+    if index == 0 {
+        syscall(SYS_KVM_MM_CHECKPOINT, [0; 6]);
+    }
     let kept_rest = holds(area, 0..mine.start, 0) && holds(area, mine.end..PAGES, 0);
     let ok = saw_parent && holds(area, mine, index + 1) && kept_rest;
     i32::from(!ok)

@@ -58,6 +58,9 @@ pub fn publish(mm: &Mm, e820: &E820Map) {
         set(&raw mut (*info).slab_caches, caches.as_ptr() as u64);
         set(&raw mut (*info).slab_cache_stride, size_of_val(&caches[0]) as u64);
         set(&raw mut (*info).nr_slab_caches, caches.len() as u64);
+        let (tasks, nr_tasks) = crate::process::tasks_address();
+        set(&raw mut (*info).tasks, tasks);
+        set(&raw mut (*info).nr_tasks, nr_tasks);
         (&raw mut (*info).version).write_volatile(VMCOREINFO_VERSION);
         compiler_fence(Ordering::Release);
         set(&raw mut (*info).magic, VMCOREINFO_MAGIC);

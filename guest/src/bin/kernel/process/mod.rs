@@ -42,7 +42,8 @@ use log::{error, info};
 use shared::addr::PhysAddr;
 use shared::hypercall::{ProcessReport, ReportKind};
 use shared::page::ZoneType;
-use shared::process::TASK_SIZE;
+use shared::process::{MmStruct, Task, MAX_TASKS, TASK_COMM_LEN, TASK_SIZE};
+use shared::process::{TASK_FREE, TASK_INTERRUPTIBLE, TASK_RUNNING, TASK_ZOMBIE};
 use shared::syscall::{SyscallEntry, VDSO_BASE};
 use space::{AddressSpace, FaultError, SpaceError};
 
@@ -64,6 +65,26 @@ pub struct Process {
     pub syscalls: u64,
     /// How it ended, once it has.
     pub ended: Option<Ending>,
+    /// Its slot in the published task array.
+    slot: usize,
+}
+
+impl Process {
+    /// What the host reads of it.
+    fn task(&self) -> Task {
+        let mut comm = [0; TASK_COMM_LEN];
+        let name = self.name.as_bytes();
+        let len = name.len().min(TASK_COMM_LEN - 1);
+        comm[..len].copy_from_slice(&name[..len]);
+        let state = match self.state {
+            State::Runnable => TASK_RUNNING,
+            State::Waiting => TASK_INTERRUPTIBLE,
+            State::Zombie => TASK_ZOMBIE,
+        };
+        let exit_status = self.ended.map_or(0, Ending::wait_status);
+        let mm = self.space.as_ref().map_or(EMPTY_TASK.mm, AddressSpace::published);
+        Task { pid: self.pid, ppid: self.ppid, state, exit_status, comm, mm }
+    }
 }
 
 /// Where a process stands.
@@ -136,20 +157,73 @@ struct Table {
     init: u32,
     /// Its report, once it has ended.
     init_report: Option<ProcessReport>,
+    /// What the host reads (`vmcoreinfo.tasks`): one slot per process, by `Process::slot`.
+    tasks: [Task; MAX_TASKS],
 }
 
 impl Table {
     fn current(&mut self) -> Option<&mut Process> {
         self.processes.get_mut(self.current)
     }
+
+    /// A task slot no process holds.
+    fn free_slot(&self) -> Option<usize> {
+        (0..MAX_TASKS).find(|&slot| self.processes.iter().all(|p| p.slot != slot))
+    }
+
+    /// Rewrites every task slot from the processes (free slots zeroed), inside a
+    /// `vmcoreinfo` change bracket so that a host reader can tell a torn read.
+    fn publish(&mut self) {
+        mm::vmcoreinfo::begin_change();
+        let mut tasks = [EMPTY_TASK; MAX_TASKS];
+        for process in &self.processes {
+            if let Some(task) = tasks.get_mut(process.slot) {
+                *task = process.task();
+            }
+        }
+        for (slot, task) in self.tasks.iter_mut().zip(tasks) {
+            // SAFETY: a slot of the published array, written while nothing reads it in
+            // the guest; volatile, so that the host sees every store.
+            unsafe { core::ptr::write_volatile(slot, task) };
+        }
+        mm::vmcoreinfo::end_change();
+    }
+}
+
+/// An unused task slot.
+const EMPTY_TASK: Task = Task {
+    pid: 0,
+    ppid: 0,
+    state: TASK_FREE,
+    exit_status: 0,
+    comm: [0; TASK_COMM_LEN],
+    mm: MmStruct {
+        pgd: 0,
+        vma_nodes: 0,
+        nr_vma_nodes: 0,
+        vmas: 0,
+        nr_vmas: 0,
+        vma_root: 0,
+        vma_height: 0,
+        map_count: 0,
+        total_vm: 0,
+        rss_anon: 0,
+        hiwater_rss: 0,
+        hiwater_vm: 0,
+        start_brk: 0,
+        brk: 0,
+        start_stack: 0,
+    },
+};
+
+/// Where the host finds the task array, and its slots (for `vmcoreinfo`).
+pub fn tasks_address() -> (u64, u64) {
+    TABLE.with(|table| (table.tasks.as_ptr() as u64, MAX_TASKS as u64))
 }
 
 /// Traps a process takes (system calls and faults) before another runnable one gets the
 /// CPU.
 const SLICE: u32 = 16;
-/// Processes that may exist at once, zombies included; `fork` fails with `EAGAIN` beyond
-/// (Linux's `RLIMIT_NPROC`).
-pub const MAX_PROCESSES: usize = 64;
 
 static TABLE: KernelCell<Table> = KernelCell::new(Table {
     processes: Vec::new(),
@@ -157,6 +231,7 @@ static TABLE: KernelCell<Table> = KernelCell::new(Table {
     slice_used: 0,
     init: 0,
     init_report: None,
+    tasks: [EMPTY_TASK; MAX_TASKS],
 });
 static ENTRY: AtomicU32 = AtomicU32::new(SyscallEntry::Unprobed as u32);
 static VDSO: AtomicU64 = AtomicU64::new(0);
@@ -277,12 +352,14 @@ pub fn run(name: &'static str, image: &[u8], args: &[&str]) -> Result<ProcessRep
         context: Context::default(),
         syscalls: 0,
         ended: None,
+        slot: 0,
     };
     TABLE.with(|table| {
         table.processes.push(process);
         table.current = table.processes.len() - 1;
         table.slice_used = 0;
         (table.init, table.init_report) = (pid, None);
+        table.publish();
     });
     info!("{name}[{pid}]: started at {:#x}", program.entry);
     // SAFETY: the process tree maps the program and the trampoline for user mode and the
@@ -293,8 +370,11 @@ pub fn run(name: &'static str, image: &[u8], args: &[&str]) -> Result<ProcessRep
         cpu::switch_page_tables(mm::global::with(|mm| mm.root()));
     }
     // Every process has ended: the zombies nobody reaped go now, with the table's memory.
-    let (processes, report) =
-        TABLE.with(|table| (core::mem::take(&mut table.processes), table.init_report.take()));
+    let (processes, report) = TABLE.with(|table| {
+        let processes = core::mem::take(&mut table.processes);
+        table.publish();
+        (processes, table.init_report.take())
+    });
     drop(processes);
     report.ok_or(RunError::Space(SpaceError::NoMemory))
 }
@@ -421,10 +501,7 @@ fn probe_trap(frame: &mut TrapFrame) {
 /// space is a copy-on-write copy of the current one. Returns its PID or `-errno`.
 fn fork(frame: &TrapFrame) -> i64 {
     use shared::syscall::{EAGAIN, ENOMEM};
-    let full = TABLE.with(|table| table.processes.len() >= MAX_PROCESSES);
-    if full {
-        return -EAGAIN;
-    }
+    let Some(slot) = TABLE.with(|table| table.free_slot()) else { return -EAGAIN };
     let copy = with_current(|parent| {
         let space = parent.space.as_mut().ok_or(SpaceError::NoMemory)?.fork(vdso_frame())?;
         Ok::<_, SpaceError>((parent.pid, parent.name, space))
@@ -442,8 +519,12 @@ fn fork(frame: &TrapFrame) -> i64 {
         context,
         syscalls: 0,
         ended: None,
+        slot,
     };
-    TABLE.with(|table| table.processes.push(child));
+    TABLE.with(|table| {
+        table.processes.push(child);
+        table.publish();
+    });
     i64::from(pid)
 }
 
@@ -477,6 +558,7 @@ fn reap(pid: i32, nohang: bool) -> Wait {
                     table.current -= 1;
                 }
                 let status = child.ended.map_or(0, Ending::wait_status);
+                table.publish();
                 Wait::Reaped(child.pid, status)
             }
             None if nohang => Wait::NoneYet,
@@ -548,6 +630,7 @@ fn exit_current(ending: Ending) {
         if pid == table.init {
             table.init_report = Some(report);
         }
+        table.publish();
     });
 }
 
@@ -586,4 +669,32 @@ fn kill(frame: &TrapFrame, signal: u32, address: u64, cause: Option<FaultError>)
         }
     });
     exit_current(Ending::Killed { signal, address, ip: frame.rip });
+}
+
+/// Our `checkpoint()` system call: publishes every process as it stands, reports each
+/// one's VMAs (what the host's `maps` must show), then stops at a checkpoint for the host.
+pub fn checkpoint() {
+    /// VMAs one report holds (the payload limit is 64 KiB).
+    const MAX_REPORTED: usize = 2000;
+    let mut payload: Vec<u8> = Vec::new();
+    let processes = TABLE.with(|table| {
+        table.publish();
+        table.processes.iter().filter(|p| p.space.is_some()).map(|p| p.pid).collect::<Vec<_>>()
+    });
+    for pid in processes {
+        payload.clear();
+        let vmas = TABLE.with(|table| {
+            let process = table.processes.iter().find(|p| p.pid == pid)?;
+            let vmas: Vec<_> =
+                process.space.as_ref()?.vmas.iter().copied().take(MAX_REPORTED).collect();
+            Some(vmas)
+        });
+        let Some(vmas) = vmas else { continue };
+        let count = u32::try_from(vmas.len()).unwrap_or(u32::MAX);
+        let header = shared::hypercall::VmasHeader { pid, count };
+        payload.extend_from_slice(zerocopy::IntoBytes::as_bytes(&header));
+        payload.extend_from_slice(zerocopy::IntoBytes::as_bytes(vmas.as_slice()));
+        hypercall::report(ReportKind::Vmas, &payload);
+    }
+    hypercall::checkpoint(shared::hypercall::checkpoint::USER);
 }

@@ -111,6 +111,9 @@ pub struct AddressSpace {
     pub cow_copies: u64,
     /// Write faults that kept a page whose other sharers had gone.
     pub cow_reused: u64,
+    /// The most pages its VMAs spanned at once, as of its last fault or system call
+    /// (`hiwater_vm`).
+    pub hiwater_vm: u64,
 }
 
 /// Page-table flags for a VMA's pages (a private page shared since a fork is mapped
@@ -145,6 +148,7 @@ impl AddressSpace {
             faults: 0,
             cow_copies: 0,
             cow_reused: 0,
+            hiwater_vm: 0,
         })
     }
 
@@ -189,6 +193,7 @@ impl AddressSpace {
         self.brk = self.start_brk;
         let stack = VM_READ | VM_WRITE | VM_MAY_ALL | VM_GROWSDOWN;
         self.vmas.map(Vma::new(STACK_TOP - STACK_INITIAL, STACK_TOP, stack, VmaKind::Stack))?;
+        self.note_vm();
         let rsp = self.push_args(args, stack)?;
         self.map_vdso(vdso)?;
         Ok(rsp)
@@ -308,6 +313,34 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Keeps `hiwater_vm` after the VMAs grew.
+    fn note_vm(&mut self) {
+        self.hiwater_vm = self.hiwater_vm.max(self.vmas.total_pages());
+    }
+
+    /// What the host reads of it (`shared::process::MmStruct`).
+    pub fn published(&self) -> shared::process::MmStruct {
+        let tree = self.vmas.tree();
+        let total_vm = self.vmas.total_pages();
+        shared::process::MmStruct {
+            pgd: self.root.as_u64(),
+            vma_nodes: tree.nodes().as_ptr() as u64,
+            nr_vma_nodes: tree.nodes().len() as u64,
+            vmas: tree.vma_arena().as_ptr() as u64,
+            nr_vmas: tree.vma_arena().len() as u64,
+            vma_root: tree.root(),
+            vma_height: tree.height(),
+            map_count: self.vmas.count() as u64,
+            total_vm,
+            rss_anon: self.rss,
+            hiwater_rss: self.hiwater_rss,
+            hiwater_vm: self.hiwater_vm,
+            start_brk: self.start_brk,
+            brk: self.brk,
+            start_stack: STACK_TOP,
+        }
+    }
+
     /// Whether a VMA in `[addr, addr + len)` forbids an access of this kind (read, or
     /// `write`). Parts no VMA covers are left to the fault handler (the stack may grow).
     pub fn forbids(&self, addr: u64, len: u64, write: bool) -> bool {
@@ -337,6 +370,7 @@ impl AddressSpace {
         self.vmas
             .unmap(stack.start, stack.end, |_| {})
             .and_then(|()| self.vmas.map(grown))
+            .inspect(|()| self.note_vm())
             .map_err(|_| FaultError::NoMemory)?;
         Ok(grown)
     }
@@ -350,7 +384,8 @@ impl AddressSpace {
             return self.brk;
         }
         let done = if new_end > old_end {
-            self.vmas.map(Vma::new(old_end, new_end, anon_flags(3), VmaKind::Heap)).is_ok()
+            let heap = Vma::new(old_end, new_end, anon_flags(3), VmaKind::Heap);
+            self.vmas.map(heap).inspect(|()| self.note_vm()).is_ok()
         } else if new_end < old_end {
             self.unmap(new_end, old_end).is_ok()
         } else {
@@ -391,6 +426,7 @@ impl AddressSpace {
                 .ok_or(SpaceError::Vma(VmaError::NoMemory))?
         };
         self.vmas.map(Vma::new(start, start + len, flags, VmaKind::Anonymous))?;
+        self.note_vm();
         if shared {
             for page in (start..start + len).step_by(PAGE as usize) {
                 if let Err(err) = self.new_page(page, flags) {
@@ -487,6 +523,7 @@ impl AddressSpace {
         // The child's rss: every page it now maps (counted as fork took them).
         child.rss = self.rss;
         child.hiwater_rss = child.rss;
+        child.hiwater_vm = child.vmas.total_pages();
         if let Err(err) = copied.and_then(|()| child.map_vdso(vdso)) {
             child.destroy();
             return Err(err);

@@ -60,6 +60,10 @@ pub fn dispatch(frame: &mut TrapFrame) -> bool {
             return false;
         }
         SYS_KVM_MM_REPORT => report(args[0], args[1]),
+        SYS_KVM_MM_CHECKPOINT => {
+            super::checkpoint();
+            0
+        }
         _ => -ENOSYS,
     };
     frame.gprs[TrapFrame::RAX] = result as u64;

@@ -1,0 +1,339 @@
+//! The host's view of processes, read through guest RAM at a checkpoint a user program
+//! asked for (`fork-cow`'s first child, while its parent waits): `ps`, `maps` and `status`
+//! against what the guest reported of itself, `check` clean, and each corruption of a
+//! process's memory injected through the RAM file named by `check`.
+
+use kvm_mm_tests::{config, new_vm, temp_path};
+use shared::hypercall::checkpoint;
+use shared::process::{MmStruct, Task, Vma, VmaNode};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use vmm::inspect::check::{CheckReport, FindingKind};
+use vmm::inspect::process::{self, TaskInfo};
+use vmm::inspect::{Command, InspectError, Inspection, Inspector, Output, RamReader, View};
+use vmm::{ExitReason, Outcome, Report, VmConfig};
+
+/// `fork-cow` with every inspection at each checkpoint, and its RAM as it was at the user
+/// checkpoint: run once for every test here.
+fn run() -> &'static (Outcome, Vec<u8>) {
+    static RUN: OnceLock<(Outcome, Vec<u8>)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let path = temp_path("procs-live");
+        let mut ram = Vec::new();
+        let config = VmConfig {
+            mem_file: Some(path.clone()),
+            inspect: Command::NAMES.iter().filter_map(|name| Command::named(name)).collect(),
+            ..config("fork-cow")
+        };
+        let outcome = new_vm(&config)
+            .run_with(|stop| {
+                if stop.checkpoint.tag == checkpoint::USER {
+                    ram = std::fs::read(&path).expect("the RAM file");
+                }
+            })
+            .expect("the guest runs");
+        assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+        let _ = std::fs::remove_file(&path);
+        (outcome, ram)
+    })
+}
+
+const AT: &str = "checkpoint 3 (user)";
+
+fn at<'a>(outcome: &'a Outcome, command: &str) -> &'a Output {
+    let found =
+        outcome.inspections.iter().find(|i: &&Inspection| i.at == AT && i.command == command);
+    match found.map(|i| &i.result) {
+        Some(Ok(output)) => output,
+        Some(Err(err)) => panic!("{command} at {AT} failed: {err}"),
+        None => panic!("no {command} at {AT}"),
+    }
+}
+
+#[test]
+fn ps_lists_the_waiting_parent_and_the_running_child() {
+    let (outcome, _) = run();
+    let Output::Ps { tasks, .. } = at(outcome, "ps") else { panic!() };
+    let rows: Vec<(u32, u32, &str, &str)> =
+        tasks.iter().map(|t| (t.pid, t.ppid, t.state.as_str(), t.comm.as_str())).collect();
+    assert_eq!(rows, [(1, 0, "IN", "fork-cow"), (2, 1, "RU", "fork-cow")]);
+    for t in tasks {
+        assert_eq!(t.vsz_kib, t.mm.total_vm * 4);
+        assert!(t.rss_kib > 0 && t.rss_kib <= t.vsz_kib, "{t:?}");
+    }
+    let text = at(outcome, "ps").text();
+    assert!(text.starts_with("   PID    PPID  CPU       TASK        ST  %MEM"), "{text}");
+    // No process lives at the end.
+    let exit = outcome.inspections.iter().find(|i| i.at == "exit" && i.command == "ps");
+    let Some(Inspection { result: Ok(Output::Ps { tasks, .. }), .. }) = exit else { panic!() };
+    assert!(tasks.is_empty(), "{tasks:?}");
+}
+
+#[test]
+fn maps_equals_each_processes_own_report_of_its_vmas() {
+    let (outcome, _) = run();
+    let Output::Maps(maps) = at(outcome, "maps") else { panic!() };
+    let reported: Vec<(u32, &Vec<Vma>)> = outcome
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Vmas { pid, vmas } => Some((*pid, vmas)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported.len(), 2, "one report per process");
+    for (pid, vmas) in reported {
+        let host = maps.iter().find(|m| m.pid == pid).expect("the host lists it");
+        let lines: Vec<(u64, u64, String)> = host
+            .lines
+            .iter()
+            .filter(|l| l.name != "[vdso]")
+            .map(|l| (l.start, l.end, l.perms.clone()))
+            .collect();
+        let guest: Vec<(u64, u64, String)> = vmas
+            .iter()
+            .map(|v| (v.start, v.end, String::from_utf8_lossy(&v.perms()).into_owned()))
+            .collect();
+        assert_eq!(lines, guest, "pid {pid}");
+        assert_eq!(host.lines.last().map(|l| l.name.as_str()), Some("[vdso]"));
+    }
+    let text = at(outcome, "maps").text();
+    assert!(text.starts_with("PID 1 (fork-cow):\n00400000-"), "{text}");
+    assert!(text.contains(" 00000000 00:00 0                          [stack]\n"), "{text}");
+}
+
+#[test]
+fn check_is_clean_with_processes_alive_and_counts_their_pages() {
+    let (outcome, _) = run();
+    let Output::Check(report) = at(outcome, "check") else { panic!() };
+    assert!(report.ok(), "{:#?}", report.findings);
+    let user = report.pages.iter().find(|c| c.owner == "user pages").map_or(0, |c| c.pages);
+    // The parent's pages, and the child's copies of the slice it wrote and of its stack.
+    assert!(user > 64, "{report:?}");
+}
+
+fn inspect(path: &Path, command: &Command) -> Result<Output, InspectError> {
+    let ram = RamReader::open_file(path).expect("a RAM file");
+    Inspector::new(ram).run(command)
+}
+
+fn snapshot<T>(path: &Path, read: impl FnMut(&mut View<'_, '_>) -> Result<T, InspectError>) -> T {
+    let ram = RamReader::open_file(path).expect("a RAM file");
+    Inspector::new(ram).snapshot(read).expect("inspects")
+}
+
+#[test]
+fn status_reads_a_process_from_the_ram_file() {
+    let path = &corrupted("status");
+    let Ok(Output::Status(status)) = inspect(path, &Command::Status { pid: 2 }) else { panic!() };
+    let tasks = snapshot(path, process::tasks);
+    let child = tasks.iter().find(|t| t.pid == 2).expect("the child");
+    assert_eq!(
+        (status.name.as_str(), status.state.as_str(), status.ppid),
+        ("fork-cow", "R (running)", 1)
+    );
+    assert_eq!((status.vm_size, status.vm_rss), (child.vsz_kib, child.rss_kib));
+    assert!(status.vm_pte >= 4 * 4, "a PML4, PDPT, PD and PT at least: {status:?}");
+    assert!(status.vm_stk > 0 && status.vm_exe > 0 && status.vm_data > 0, "{status:?}");
+    let text = Output::Status(status).text();
+    assert!(text.contains("VmRSS:\t"), "{text}");
+    // A PID that is not there is an argument error that says where to look.
+    let err = inspect(path, &Command::Status { pid: 99 }).expect_err("no such process");
+    assert!(err.to_string().contains("`vmm inspect FILE ps` lists them"), "{err}");
+    let _ = std::fs::remove_file(path);
+}
+
+/// A RAM file of the checkpoint's RAM, to read or corrupt (the caller removes it).
+fn corrupted(name: &str) -> PathBuf {
+    let (_, ram) = run();
+    let copy = temp_path(name);
+    std::fs::write(&copy, ram).expect("a RAM file");
+    copy
+}
+
+fn poke(path: &Path, gpa: u64, bytes: &[u8]) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).expect("writable RAM file");
+    file.write_all_at(bytes, gpa).expect("written");
+}
+
+fn read(path: &Path, gpa: u64) -> u64 {
+    let file = std::fs::File::open(path).expect("a RAM file");
+    let mut bytes = [0u8; 8];
+    file.read_exact_at(&mut bytes, gpa).expect("read");
+    u64::from_le_bytes(bytes)
+}
+
+fn check(path: &Path) -> CheckReport {
+    match inspect(path, &Command::Check).expect("checks") {
+        Output::Check(report) => report,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The child's task and the guest-physical address of a field of its `MmStruct`.
+fn child_mm_field(path: &Path, offset: usize) -> (TaskInfo, u64) {
+    snapshot(path, |view| {
+        let child = process::tasks(view)?.into_iter().find(|t| t.pid == 2).expect("the child");
+        let at = child.task + (std::mem::offset_of!(Task, mm) + offset) as u64;
+        Ok((child.clone(), view.phys(at)?))
+    })
+}
+
+/// Guest-physical address of the leaf entry mapping `virt` in the tree at `pgd`.
+fn leaf_entry(path: &Path, pgd: u64, virt: u64) -> u64 {
+    snapshot(path, |view| {
+        let mut table = pgd;
+        for level in (1..=4u8).rev() {
+            let at = table + shared::pte::table_index(virt, level) as u64 * 8;
+            if level == 1 {
+                return Ok(at);
+            }
+            table = view.ram.read_obj::<u64>(at)? & shared::pte::ADDR_MASK;
+        }
+        unreachable!()
+    })
+}
+
+/// The area `fork-cow` shares: its anonymous VMA (neither image, heap nor stack).
+fn shared_area(path: &Path) -> Vma {
+    snapshot(path, |view| {
+        let child = process::task(view, 2)?;
+        Ok(process::vmas(view, &child.mm)?.into_iter().find(|v| v.kind == 0).expect("the area"))
+    })
+}
+
+fn assert_names(path: &Path, kind: FindingKind, text: &str) {
+    let report = check(path);
+    let named = report.findings.iter().any(|f| f.kind == kind && f.text.contains(text));
+    assert!(named, "{kind:?} '{text}' in {:#?}", report.findings);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn check_names_an_rss_counter_off_by_one() {
+    let path = corrupted("rss");
+    let (child, at) = child_mm_field(&path, std::mem::offset_of!(MmStruct, rss_anon));
+    poke(&path, at, &(child.mm.rss_anon + 1).to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::RssMismatch,
+        &format!("pid 2: RSS counter {} pages", child.mm.rss_anon + 1),
+    );
+}
+
+#[test]
+fn check_names_a_mapcount_off_by_one() {
+    let path = corrupted("mapcount");
+    let area = shared_area(&path);
+    // A page of the area the child did not write: the parent shares it.
+    let (child, _) = child_mm_field(&path, 0);
+    let entry = read(&path, leaf_entry(&path, child.mm.pgd, area.end - 4096));
+    let pfn = (entry & shared::pte::ADDR_MASK) / 4096;
+    let at = snapshot(&path, |view| {
+        view.phys(view.page_addr(pfn) + std::mem::offset_of!(shared::page::Page, mapcount) as u64)
+    });
+    poke(&path, at, &3u32.to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::MapcountMismatch,
+        &format!("pfn {pfn:#x}: mapcount 3 and refcount 2, but 2 user entries map it"),
+    );
+}
+
+#[test]
+fn check_names_a_shared_page_made_writable() {
+    let path = corrupted("cow");
+    let area = shared_area(&path);
+    let (child, _) = child_mm_field(&path, 0);
+    let at = leaf_entry(&path, child.mm.pgd, area.end - 4096);
+    poke(&path, at, &(read(&path, at) | 2).to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::CowWritable,
+        "shared copy-on-write by 2 entries, 1 of them writable",
+    );
+}
+
+#[test]
+fn check_names_a_user_entry_outside_every_vma() {
+    let path = corrupted("outside");
+    let area = shared_area(&path);
+    let (child, _) = child_mm_field(&path, 0);
+    // The page after the area's last one, in the same page table.
+    let at = leaf_entry(&path, child.mm.pgd, area.end - 4096);
+    let entry = read(&path, at);
+    poke(&path, at + 8, &entry.to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::UserPteOutsideVma,
+        &format!("pid 2: {:#x} maps pfn", area.end),
+    );
+}
+
+#[test]
+fn check_names_a_user_entry_with_more_rights_than_its_vma() {
+    let path = corrupted("exceeds");
+    let (child, _) = child_mm_field(&path, 0);
+    // The first page of the program's code, made writable.
+    let at = leaf_entry(&path, child.mm.pgd, shared::process::USER_IMAGE_BASE);
+    poke(&path, at, &(read(&path, at) | 2).to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::UserPteExceedsVma,
+        "pid 2: 0x400000 is writable, its VMA 0x400000-",
+    );
+}
+
+#[test]
+fn check_names_a_kernel_half_that_is_not_the_kernels() {
+    let path = corrupted("kernel-half");
+    let (child, _) = child_mm_field(&path, 0);
+    // The direct map's slot, cleared in the child's PML4 alone.
+    let slot = shared::pte::table_index(shared::layout::PAGE_OFFSET, 4);
+    poke(&path, child.mm.pgd + 8 * slot as u64, &0u64.to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::KernelHalfDiffers,
+        &format!("pid 2: PML4 entry {slot} is 0x0"),
+    );
+}
+
+#[test]
+fn a_vma_tree_that_loops_is_named_not_followed() {
+    let path = corrupted("vma-loop");
+    let (child, _) = child_mm_field(&path, 0);
+    // Every VMA tree here is one leaf (a handful of VMAs): make the root a branch whose
+    // first child is itself.
+    let root = snapshot(&path, |view| {
+        view.phys(
+            child.mm.vma_nodes
+                + u64::from(child.mm.vma_root) * std::mem::size_of::<VmaNode>() as u64,
+        )
+    });
+    poke(&path, root + std::mem::offset_of!(VmaNode, leaf) as u64, &0u32.to_le_bytes());
+    let slots = root + std::mem::offset_of!(VmaNode, slots) as u64;
+    poke(&path, slots, &child.mm.vma_root.to_le_bytes());
+    let err = snapshot(&path, |view| Ok(process::vmas(view, &child.mm))).expect_err("a loop");
+    assert!(err.to_string().contains("met twice"), "{err}");
+    let Err(err) = inspect(&path, &Command::Maps { pid: Some(2) }) else {
+        panic!("maps of a loop")
+    };
+    assert!(err.to_string().contains("VMA tree"), "{err}");
+    assert_names(
+        &path,
+        FindingKind::ProcessVmas,
+        "pid 2: guest data is inconsistent: VMA tree: node",
+    );
+}
+
+#[test]
+fn a_task_count_out_of_range_is_an_error_not_a_long_read() {
+    let path = corrupted("tasks");
+    let at = shared::vmcoreinfo::VMCOREINFO_ADDR
+        + std::mem::offset_of!(shared::vmcoreinfo::VmCoreInfo, nr_tasks) as u64;
+    poke(&path, at, &u64::MAX.to_le_bytes());
+    let err = inspect(&path, &Command::Ps).expect_err("refused");
+    assert!(err.to_string().contains("task slots"), "{err}");
+    assert_names(&path, FindingKind::TaskList, "the task array");
+}

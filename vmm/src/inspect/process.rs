@@ -1,0 +1,389 @@
+//! Processes, read from the task array `vmcoreinfo` points to: crash's `ps`, and Linux's
+//! `/proc/PID/maps` and `/proc/PID/status`, from guest RAM alone.
+//!
+//! ```text
+//! tasks          vmcoreinfo.tasks: nr_tasks Task slots (at most MAX_TASK_SLOTS read);
+//!                free slots skipped
+//!   vmas         the task's VMA tree: both arenas read whole (their lengths bounded by
+//!                the map-count limit), then walked from the root, depth first; a node met
+//!                twice, an index outside its arena, a count above the fanout or a tree
+//!                deeper than VMA_TREE_MAX_HEIGHT is an error naming it
+//!   user_leaves  the lower half of the task's own tree (shared::walk, one budget)
+//! ```
+//!
+//! Every count and pointer is the guest's, so each is bounded before it sizes a read, and
+//! every step is paid from the command's work budget.
+
+use super::{to_usize, InspectError, View};
+use schemars::JsonSchema;
+use serde::Serialize;
+use shared::addr::VirtAddr;
+use shared::process::{
+    task_state_name, MmStruct, Task, Vma, VmaKind, VmaNode, MAX_MAP_COUNT, NO_INDEX, TASK_COMM_LEN,
+    TASK_FREE, TASK_SIZE, VMA_FANOUT, VMA_TREE_MAX_HEIGHT, VM_EXEC, VM_GROWSDOWN, VM_SHARED,
+    VM_WRITE,
+};
+use shared::syscall::VDSO_BASE;
+use shared::walk::{for_each_leaf, EnumError, Leaf, Visitor};
+use std::fmt::Write;
+
+/// Task slots read at most: a larger count in `vmcoreinfo` is corrupt.
+pub const MAX_TASK_SLOTS: u64 = 4096;
+/// Arena slots read at most: a tree can hold `MAX_MAP_COUNT` VMAs, and its arenas keep
+/// freed slots for reuse, so twice that, and as many nodes.
+const MAX_ARENA: u64 = 2 * MAX_MAP_COUNT as u64;
+
+/// A process, as `ps` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct TaskInfo {
+    /// Kernel virtual address of its task slot (crash's TASK column).
+    pub task: u64,
+    /// Process ID.
+    pub pid: u32,
+    /// Parent's PID (0: none).
+    pub ppid: u32,
+    /// crash's state: RU (running or runnable), IN (asleep in wait4), ZO (zombie).
+    pub state: String,
+    /// For a zombie, the status its parent's `wait4` will get.
+    pub exit_status: u32,
+    /// The program's name.
+    pub comm: String,
+    /// Virtual size, KiB (`total_vm`).
+    pub vsz_kib: u64,
+    /// Resident size, KiB (the kernel's RSS counter).
+    pub rss_kib: u64,
+    /// Its address space as published.
+    pub mm: MmStruct,
+}
+
+/// The processes, in slot order; free slots are skipped.
+pub fn tasks(view: &mut View<'_, '_>) -> Result<Vec<TaskInfo>, InspectError> {
+    let (base, slots) = (view.info.tasks, view.info.nr_tasks);
+    if slots > MAX_TASK_SLOTS {
+        return Err(InspectError::Corrupt(format!(
+            "vmcoreinfo names {slots} task slots (at most {MAX_TASK_SLOTS})"
+        )));
+    }
+    let size = std::mem::size_of::<Task>() as u64;
+    let mut found = Vec::new();
+    for slot in 0..slots {
+        let addr = base.wrapping_add(slot * size);
+        let task: Task = view.read_virt_obj(addr)?;
+        if task.state == TASK_FREE {
+            continue;
+        }
+        let comm_len = task.comm.iter().position(|&b| b == 0).unwrap_or(TASK_COMM_LEN);
+        found.push(TaskInfo {
+            task: addr,
+            pid: task.pid,
+            ppid: task.ppid,
+            state: task_state_name(task.state).to_string(),
+            exit_status: task.exit_status,
+            comm: String::from_utf8_lossy(&task.comm[..comm_len]).into_owned(),
+            vsz_kib: task.mm.total_vm.saturating_mul(4),
+            rss_kib: task.mm.rss_anon.saturating_mul(4),
+            mm: task.mm,
+        });
+    }
+    Ok(found)
+}
+
+/// The live process with `pid`.
+pub fn task(view: &mut View<'_, '_>, pid: u32) -> Result<TaskInfo, InspectError> {
+    tasks(view)?.into_iter().find(|t| t.pid == pid && t.state != "ZO").ok_or_else(|| {
+        InspectError::Argument(format!(
+            "no process with PID {pid} that has memory (`vmm inspect FILE ps` lists them)"
+        ))
+    })
+}
+
+/// The processes as crash's `ps` prints them; `ram_pages` scales %MEM.
+pub fn ps_text(tasks: &[TaskInfo], ram_pages: u64) -> String {
+    let mut out =
+        String::from("   PID    PPID  CPU       TASK        ST  %MEM      VSZ      RSS  COMM\n");
+    for t in tasks {
+        let permille = (t.rss_kib / 4).saturating_mul(1000).checked_div(ram_pages).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{:>6}  {:>6}   0  {:016x}  {}  {:>2}.{}  {:>7}  {:>7}  {}",
+            t.pid,
+            t.ppid,
+            t.task,
+            t.state,
+            permille / 10,
+            permille % 10,
+            t.vsz_kib,
+            t.rss_kib,
+            t.comm
+        );
+    }
+    out
+}
+
+/// The VMAs of `mm`'s tree, in address order. Refuses a tree that is not one: a node met
+/// twice, an index outside its arena, a count above the fanout, or a depth beyond the
+/// limit.
+pub fn vmas(view: &mut View<'_, '_>, mm: &MmStruct) -> Result<Vec<Vma>, InspectError> {
+    if mm.vma_root == NO_INDEX || mm.map_count == 0 && mm.nr_vmas == 0 {
+        return Ok(Vec::new());
+    }
+    let corrupt = |what: String| InspectError::Corrupt(format!("VMA tree: {what}"));
+    if mm.nr_vma_nodes > MAX_ARENA || mm.nr_vmas > MAX_ARENA {
+        return Err(corrupt(format!(
+            "{} nodes and {} VMAs in its arenas (at most {MAX_ARENA} each)",
+            mm.nr_vma_nodes, mm.nr_vmas
+        )));
+    }
+    let nodes: Vec<VmaNode> = read_array(view, mm.vma_nodes, mm.nr_vma_nodes)?;
+    let arena: Vec<Vma> = read_array(view, mm.vmas, mm.nr_vmas)?;
+    let mut seen = vec![false; nodes.len()];
+    let mut out = Vec::new();
+    // (node, depth), children pushed last-first so that they come out in order.
+    let mut stack = vec![(mm.vma_root, 1u32)];
+    while let Some((index, depth)) = stack.pop() {
+        view.budget.spend(1, || "walking a VMA tree".into())?;
+        let node = nodes.get(to_usize(u64::from(index))).ok_or_else(|| {
+            corrupt(format!("node {index} is outside its arena of {}", nodes.len()))
+        })?;
+        if std::mem::replace(&mut seen[to_usize(u64::from(index))], true) {
+            return Err(corrupt(format!("node {index} is met twice (a cycle, or shared)")));
+        }
+        if depth > VMA_TREE_MAX_HEIGHT {
+            return Err(corrupt(format!("deeper than {VMA_TREE_MAX_HEIGHT} levels")));
+        }
+        let count = to_usize(u64::from(node.count));
+        if count > VMA_FANOUT {
+            return Err(corrupt(format!(
+                "node {index} holds {count} entries (at most {VMA_FANOUT})"
+            )));
+        }
+        if node.leaf != 0 {
+            for &slot in &node.slots[..count] {
+                let vma = arena.get(to_usize(u64::from(slot))).ok_or_else(|| {
+                    corrupt(format!("VMA {slot} is outside its arena of {}", arena.len()))
+                })?;
+                out.push(*vma);
+            }
+        } else {
+            stack.extend(node.slots[..count].iter().rev().map(|&child| (child, depth + 1)));
+        }
+    }
+    Ok(out)
+}
+
+/// `count` values of `T` from kernel virtual address `addr`.
+fn read_array<T: zerocopy::FromBytes + zerocopy::IntoBytes + Clone>(
+    view: &mut View<'_, '_>,
+    addr: u64,
+    count: u64,
+) -> Result<Vec<T>, InspectError> {
+    let mut values = vec![T::new_zeroed(); to_usize(count)];
+    view.read_virt(addr, zerocopy::IntoBytes::as_mut_bytes(values.as_mut_slice()))?;
+    Ok(values)
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct MapsLine {
+    /// First address.
+    pub start: u64,
+    /// End, exclusive.
+    pub end: u64,
+    /// `rwxp` / `rwxs`.
+    pub perms: String,
+    /// The path column: the program for its image, `[heap]`, `[stack]`, `[vdso]`, or
+    /// nothing for anonymous memory.
+    pub name: String,
+}
+
+/// A process's `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Maps {
+    /// Process ID.
+    pub pid: u32,
+    /// Its name.
+    pub comm: String,
+    /// Its VMAs, then the trampoline page (`[vdso]`) if its tables map it.
+    pub lines: Vec<MapsLine>,
+}
+
+/// The maps of process `pid`, or of every process that has memory.
+pub fn maps(view: &mut View<'_, '_>, pid: Option<u32>) -> Result<Vec<Maps>, InspectError> {
+    let chosen = match pid {
+        Some(pid) => vec![task(view, pid)?],
+        None => tasks(view)?.into_iter().filter(|t| t.mm.pgd != 0).collect(),
+    };
+    let mut out = Vec::new();
+    for t in chosen {
+        let mut lines: Vec<MapsLine> = vmas(view, &t.mm)?
+            .iter()
+            .map(|v| MapsLine {
+                start: v.start,
+                end: v.end,
+                perms: String::from_utf8_lossy(&v.perms()).into_owned(),
+                name: match VmaKind::from_raw(v.kind) {
+                    Some(VmaKind::Image) => t.comm.clone(),
+                    Some(kind) => kind.maps_name().to_string(),
+                    None => format!("[kind {}]", v.kind),
+                },
+            })
+            .collect();
+        if shared::walk::translate(view.ram, t.mm.pgd, VDSO_BASE).is_ok() {
+            lines.push(MapsLine {
+                start: VDSO_BASE,
+                end: VDSO_BASE + 4096,
+                perms: "r-xp".into(),
+                name: "[vdso]".into(),
+            });
+        }
+        out.push(Maps { pid: t.pid, comm: t.comm, lines });
+    }
+    Ok(out)
+}
+
+/// `/proc/PID/maps` text; several processes are each headed by their PID and name.
+pub fn maps_text(maps: &[Maps]) -> String {
+    let mut out = String::new();
+    for m in maps {
+        if maps.len() > 1 {
+            let _ = writeln!(out, "PID {} ({}):", m.pid, m.comm);
+        }
+        for line in &m.lines {
+            let mut text =
+                format!("{:08x}-{:08x} {} 00000000 00:00 0", line.start, line.end, line.perms);
+            if !line.name.is_empty() {
+                // Linux pads the path column to start at column 74.
+                let _ = write!(
+                    text,
+                    "{:pad$}{}",
+                    "",
+                    line.name,
+                    pad = 73usize.saturating_sub(text.len())
+                );
+            }
+            out.push_str(&text);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The memory lines of `/proc/PID/status`, in KiB.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Status {
+    /// Name.
+    pub name: String,
+    /// State, as `/proc` spells it: `R (running)`, `S (sleeping)`, `Z (zombie)`.
+    pub state: String,
+    /// Pid.
+    pub pid: u32,
+    /// PPid.
+    pub ppid: u32,
+    /// VmPeak: the most the VMAs spanned.
+    pub vm_peak: u64,
+    /// VmSize: what the VMAs span.
+    pub vm_size: u64,
+    /// VmHWM: the most it had resident.
+    pub vm_hwm: u64,
+    /// VmRSS: resident now (the kernel's counter).
+    pub vm_rss: u64,
+    /// RssAnon: resident anonymous memory (all of it, here).
+    pub rss_anon: u64,
+    /// VmData: private writable memory other than the stack.
+    pub vm_data: u64,
+    /// VmStk: the stack.
+    pub vm_stk: u64,
+    /// VmExe: the program's code.
+    pub vm_exe: u64,
+    /// VmPTE: its page tables (the lower half's, from a walk of them).
+    pub vm_pte: u64,
+}
+
+/// `/proc/PID/status` of process `pid` (its memory lines).
+pub fn status(view: &mut View<'_, '_>, pid: u32) -> Result<Status, InspectError> {
+    let t = task(view, pid)?;
+    let vmas = vmas(view, &t.mm)?;
+    let kib = |vmas: &mut dyn Iterator<Item = &Vma>| vmas.map(|v| v.len() / 1024).sum::<u64>();
+    let vm_data = kib(&mut vmas
+        .iter()
+        .filter(|v| v.flags & (VM_WRITE | VM_SHARED | VM_GROWSDOWN) == VM_WRITE));
+    let vm_stk = kib(&mut vmas.iter().filter(|v| v.flags & VM_GROWSDOWN != 0));
+    let vm_exe =
+        kib(&mut vmas.iter().filter(|v| v.flags & VM_EXEC != 0 && v.kind == VmaKind::Image as u32));
+    let tables = user_leaves(view, t.mm.pgd)?.tables;
+    let state = match t.state.as_str() {
+        "RU" => "R (running)",
+        "IN" => "S (sleeping)",
+        _ => "Z (zombie)",
+    };
+    Ok(Status {
+        name: t.comm,
+        state: state.into(),
+        pid: t.pid,
+        ppid: t.ppid,
+        vm_peak: t.mm.hiwater_vm.max(t.mm.total_vm).saturating_mul(4),
+        vm_size: t.vsz_kib,
+        vm_hwm: t.mm.hiwater_rss.max(t.mm.rss_anon).saturating_mul(4),
+        vm_rss: t.rss_kib,
+        rss_anon: t.rss_kib,
+        vm_data,
+        vm_stk,
+        vm_exe,
+        vm_pte: tables.saturating_mul(4),
+    })
+}
+
+/// `/proc/PID/status` text (its memory lines).
+pub fn status_text(s: &Status) -> String {
+    let mut out =
+        format!("Name:\t{}\nState:\t{}\nPid:\t{}\nPPid:\t{}\n", s.name, s.state, s.pid, s.ppid);
+    for (name, kib) in [
+        ("VmPeak", s.vm_peak),
+        ("VmSize", s.vm_size),
+        ("VmHWM", s.vm_hwm),
+        ("VmRSS", s.vm_rss),
+        ("RssAnon", s.rss_anon),
+        ("VmData", s.vm_data),
+        ("VmStk", s.vm_stk),
+        ("VmExe", s.vm_exe),
+        ("VmPTE", s.vm_pte),
+    ] {
+        let _ = writeln!(out, "{name}:\t{kib:>8} kB");
+    }
+    out.push_str("Threads:\t1\n");
+    out
+}
+
+/// The user pages a process's tables map, and its tables.
+pub struct UserLeaves {
+    /// Every mapped page of the lower half, in address order.
+    pub leaves: Vec<Leaf>,
+    /// Page tables of the lower half, the root included.
+    pub tables: u64,
+    /// Their guest-physical addresses.
+    pub table_frames: Vec<u64>,
+}
+
+/// Walks the lower half of the tree at `pgd`, paying the command's budget.
+pub fn user_leaves(view: &mut View<'_, '_>, pgd: u64) -> Result<UserLeaves, InspectError> {
+    struct Collect(UserLeaves);
+    impl Visitor for Collect {
+        fn table(&mut self, _level: u8, gpa: u64) {
+            self.0.tables += 1;
+            self.0.table_frames.push(gpa);
+        }
+        fn leaf(&mut self, leaf: Leaf) -> bool {
+            self.0.leaves.push(leaf);
+            true
+        }
+    }
+    let mut collect =
+        Collect(UserLeaves { leaves: Vec::new(), tables: 0, table_frames: Vec::new() });
+    let lower = VirtAddr::new(0)..=VirtAddr::new(TASK_SIZE - 1);
+    match for_each_leaf(view.ram, pgd, lower, view.budget.left_mut(), &mut collect) {
+        Ok(()) | Err(EnumError::Stopped) => Ok(collect.0),
+        Err(EnumError::Budget) => Err(view.budget.exhausted(format!(
+            "walking the user page tables at {pgd:#x} (do tables alias each other?)"
+        ))),
+    }
+}
