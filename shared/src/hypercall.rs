@@ -785,7 +785,7 @@ mod tests {
             assert_eq!(ReportKind::from_u32(number), Some(kind));
         }
         assert_eq!(ReportKind::from_u32(0), None);
-        assert_eq!(ReportKind::from_u32(ReportKind::User as u32 + 1), None);
+        assert_eq!(ReportKind::from_u32(ReportKind::Vmas as u32 + 1), None);
     }
 
     #[test]

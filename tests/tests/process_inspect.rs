@@ -337,3 +337,48 @@ fn a_task_count_out_of_range_is_an_error_not_a_long_read() {
     assert!(err.to_string().contains("task slots"), "{err}");
     assert_names(&path, FindingKind::TaskList, "the task array");
 }
+
+#[test]
+fn pagetable_and_translate_read_a_process_tables_with_pid() {
+    let path = corrupted("pid-tables");
+    let area = shared_area(&path);
+    let range = vmm::inspect::pagetable::parse_range(&format!("{:x}-{:x}", area.start, area.end))
+        .expect("a range");
+    let dump =
+        |pid| match inspect(&path, &Command::Pagetable { range: Some(range), tlb: true, pid }) {
+            Ok(Output::Pagetable(dump)) => dump,
+            other => panic!("{other:?}"),
+        };
+    // The child maps the whole area; the slice it wrote is its own and writable, the rest
+    // is shared with its parent, read-only.
+    let child = dump(Some(2));
+    assert_eq!(child.pages.len() as u64, (area.end - area.start) / 4096);
+    let writable = child.pages.iter().filter(|p| p.entry & 2 != 0).count();
+    assert_eq!(writable, 16, "{:?}", child.pages);
+    // The kernel's tables map nothing there.
+    assert!(dump(None).pages.is_empty());
+    // The parent and the child map the first page to different frames (the child copied
+    // it), and the last one to the same frame.
+    let phys =
+        |pid, virt| match inspect(&path, &Command::Translate { addrs: vec![virt], pid: Some(pid) })
+        {
+            Ok(Output::Translate(walks)) => walks[0].phys.expect("mapped"),
+            other => panic!("{other:?}"),
+        };
+    assert_ne!(phys(1, area.start), phys(2, area.start));
+    assert_eq!(phys(1, area.end - 4096), phys(2, area.end - 4096));
+    let err = inspect(&path, &Command::Translate { addrs: vec![area.start], pid: Some(99) })
+        .expect_err("no such process");
+    assert!(err.to_string().contains("no process with PID 99"), "{err}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn vma_arenas_out_of_range_are_refused_before_they_are_read() {
+    let path = corrupted("vma-arena");
+    let (_, at) = child_mm_field(&path, std::mem::offset_of!(MmStruct, nr_vmas));
+    poke(&path, at, &u64::MAX.to_le_bytes());
+    let Err(err) = inspect(&path, &Command::Maps { pid: Some(2) }) else { panic!("maps read it") };
+    assert!(err.to_string().contains("VMAs in its arenas (at most"), "{err}");
+    assert_names(&path, FindingKind::ProcessVmas, "pid 2: guest data is inconsistent: VMA tree");
+}

@@ -116,7 +116,12 @@ fn inspect_1g(c: &mut Criterion) {
             |mut inspector| {
                 inspector
                     .snapshot(|view| {
-                        let dump = vmm::inspect::pagetable::dump(view, Default::default(), false)?;
+                        let dump = vmm::inspect::pagetable::dump(
+                            view,
+                            view.info.cr3,
+                            Default::default(),
+                            false,
+                        )?;
                         let check = vmm::inspect::check::check(view)?;
                         assert!(check.ok(), "{:?}", check.findings);
                         Ok(black_box((dump, check)))

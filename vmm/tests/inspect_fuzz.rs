@@ -141,8 +141,8 @@ mod inspect {
             Command::Memblock,
             Command::Zoneinfo,
             Command::Slabinfo,
-            Command::Pagetable { range: None, tlb: false },
-            Command::Pagetable { range: None, tlb: true },
+            Command::Pagetable { range: None, tlb: false, pid: None },
+            Command::Pagetable { range: None, tlb: true, pid: None },
             Command::Translate {
                 addrs: vec![
                     shared::layout::KERNEL_VIRT_BASE + (2 << 20),
@@ -150,9 +150,12 @@ mod inspect {
                     vmalloc,
                     0,
                 ],
+                pid: None,
             },
             Command::Page { pfn: 0x1000 },
             Command::Check,
+            Command::Ps,
+            Command::Maps { pid: None },
         ];
         let mut rng = Rng(seed);
         let (mut crashes, mut slowest, mut errors, mut findings) =

@@ -134,10 +134,14 @@ mod inspect {
             let mut image = Image::sound();
             image.alias_every_pml4_entry();
             let what = "enumerating the page tables (do tables alias each other?)";
-            assert_budget(&image, &Command::Pagetable { range: None, tlb: false }, &[what]);
+            assert_budget(
+                &image,
+                &Command::Pagetable { range: None, tlb: false, pid: None },
+                &[what],
+            );
             // One line per page: the dump's line limit ends it first, and says so.
             let mut inspector = image.file().inspector();
-            let tlb = inspector.run(&Command::Pagetable { range: None, tlb: true });
+            let tlb = inspector.run(&Command::Pagetable { range: None, tlb: true, pid: None });
             let Ok(Output::Pagetable(dump)) = tlb else { panic!("{tlb:?}") };
             let limit = vmm::inspect::pagetable::MAX_LINES;
             let why = format!("stopped after {limit} lines");
@@ -157,12 +161,13 @@ mod inspect {
             let mut image = Image::sound();
             let cr3 = 4 * RAM_BYTES;
             image.update_info(|info| info.cr3 = cr3);
-            let err =
-                image.run(&Command::Pagetable { range: None, tlb: false }).expect_err("no tables");
+            let err = image
+                .run(&Command::Pagetable { range: None, tlb: false, pid: None })
+                .expect_err("no tables");
             assert!(matches!(err, InspectError::Corrupt(_)), "{err:?}");
             assert!(err.to_string().contains(&format!("CR3 {cr3:#x}")), "{err}");
             let Ok(Output::Translate(t)) =
-                image.run(&Command::Translate { addrs: vec![PAGE_OFFSET] })
+                image.run(&Command::Translate { addrs: vec![PAGE_OFFSET], pid: None })
             else {
                 panic!("translate reports")
             };
@@ -178,7 +183,8 @@ mod inspect {
             let entry = image.entry(virt, level);
             image.set_word(entry, value);
             assert_eq!(translate(&mut image.ram, image.info.cr3, virt), Err(Stop::Reserved(level)));
-            let Ok(Output::Translate(t)) = image.run(&Command::Translate { addrs: vec![virt] })
+            let Ok(Output::Translate(t)) =
+                image.run(&Command::Translate { addrs: vec![virt], pid: None })
             else {
                 panic!("translate reports")
             };
@@ -186,7 +192,7 @@ mod inspect {
             let stop = format!("{name} entry sets a reserved bit (the CPU faults on it)");
             assert_eq!(t[0].stop.as_deref(), Some(stop.as_str()));
             let Ok(Output::Pagetable(dump)) =
-                image.run(&Command::Pagetable { range: None, tlb: true })
+                image.run(&Command::Pagetable { range: None, tlb: true, pid: None })
             else {
                 panic!("pagetable dumps")
             };

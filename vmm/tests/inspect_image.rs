@@ -121,12 +121,12 @@ mod inspect {
         }
         let from_file = image.run(&Command::Check).expect("check");
         assert_eq!(mapped.run(&Command::Check).expect("check"), from_file);
-        let dump = Command::Pagetable { range: None, tlb: true };
+        let dump = Command::Pagetable { range: None, tlb: true, pid: None };
         assert_eq!(mapped.run(&dump).expect("pagetable"), image.run(&dump).expect("pagetable"));
     }
 
     fn translate(image: &Image, virt: u64) -> AddressWalk {
-        match image.run(&Command::Translate { addrs: vec![virt] }) {
+        match image.run(&Command::Translate { addrs: vec![virt], pid: None }) {
             Ok(Output::Translate(mut list)) if list.len() == 1 => list.remove(0),
             other => panic!("{other:?}"),
         }
@@ -210,7 +210,7 @@ mod inspect {
 
     fn dump(image: &Image, range: Option<&str>, tlb: bool) -> PageTableDump {
         let range = range.map(|r| parse_range(r).expect("a range"));
-        match image.run(&Command::Pagetable { range, tlb }) {
+        match image.run(&Command::Pagetable { range, tlb, pid: None }) {
             Ok(Output::Pagetable(dump)) => dump,
             other => panic!("{other:?}"),
         }

@@ -440,12 +440,18 @@ pub enum Command {
         /// One line per page, as QEMU's `info tlb`.
         #[arg(long)]
         tlb: bool,
+        /// A process's tables instead of the kernel's (see `ps`).
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
     },
     /// Walk virtual addresses through the guest's tables, level by level.
     Translate {
         /// Virtual addresses (hex).
         #[arg(required = true, value_name = "ADDR", value_parser = parse_hex)]
         addrs: Vec<u64>,
+        /// Through a process's tables instead of the kernel's (see `ps`).
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
     },
     /// Decode the struct page of a page frame.
     Page {
@@ -500,7 +506,7 @@ impl Command {
             "buddyinfo" => Self::Buddyinfo,
             "zoneinfo" => Self::Zoneinfo,
             "slabinfo" => Self::Slabinfo,
-            "pagetable" => Self::Pagetable { range: None, tlb: false },
+            "pagetable" => Self::Pagetable { range: None, tlb: false, pid: None },
             "check" => Self::Check,
             "ps" => Self::Ps,
             "maps" => Self::Maps { pid: None },
@@ -598,12 +604,16 @@ impl Inspector<'_> {
                 Command::Buddyinfo => Output::Buddyinfo(state::zones(view)?),
                 Command::Zoneinfo => Output::Zoneinfo(state::zones(view)?),
                 Command::Slabinfo => Output::Slabinfo(state::slabs(view)?),
-                Command::Pagetable { range, tlb } => {
-                    Output::Pagetable(pagetable::dump(view, range.unwrap_or_default(), *tlb)?)
+                Command::Pagetable { range, tlb, pid } => {
+                    let root = root(view, *pid)?;
+                    Output::Pagetable(pagetable::dump(view, root, range.unwrap_or_default(), *tlb)?)
                 }
-                Command::Translate { addrs } => Output::Translate(
-                    addrs.iter().map(|&a| pagetable::translate(view, a)).collect(),
-                ),
+                Command::Translate { addrs, pid } => {
+                    let root = root(view, *pid)?;
+                    Output::Translate(
+                        addrs.iter().map(|&a| pagetable::translate(view, root, a)).collect(),
+                    )
+                }
                 Command::Page { pfn } => Output::Page(state::page(view, *pfn)?),
                 Command::Check => Output::Check(check::check(view)?),
                 Command::Ps => Output::Ps {
@@ -614,6 +624,14 @@ impl Inspector<'_> {
                 Command::Status { pid } => Output::Status(process::status(view, *pid)?),
             })
         })
+    }
+}
+
+/// The page-table root to read: process `pid`'s, or the kernel's.
+fn root(view: &mut View<'_, '_>, pid: Option<u32>) -> Result<u64, InspectError> {
+    match pid {
+        Some(pid) => Ok(process::task(view, pid)?.mm.pgd),
+        None => Ok(view.info.cr3),
     }
 }
 

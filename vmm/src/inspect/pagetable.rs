@@ -128,17 +128,18 @@ impl Visitor for Dump {
     }
 }
 
-/// The mapped pages of `range`, as runs or as pages. The guest's CR3 must be in RAM.
+/// The mapped pages of `range` in the tree at `cr3` (the kernel's, or a process's), as
+/// runs or as pages. The tree's root must be in RAM.
 pub fn dump(
     view: &mut View<'_, '_>,
+    cr3: u64,
     range: Range,
     tlb: bool,
 ) -> Result<PageTableDump, InspectError> {
-    let cr3 = view.info.cr3;
     let root = cr3 & shared::pte::ADDR_MASK;
     if view.ram.read_obj::<[u64; 512]>(root).is_err() {
         return Err(InspectError::Corrupt(format!(
-            "the guest's CR3 {cr3:#x} (in vmcoreinfo) is not in guest RAM: there are no page tables to show"
+            "the page-table root {cr3:#x} is not in guest RAM: there are no page tables to show"
         )));
     }
     let empty = PageTableDump {
@@ -255,9 +256,8 @@ pub struct AddressWalk {
     pub stop: Option<String>,
 }
 
-/// Translates `virt` through the guest's tables.
-pub fn translate(view: &mut View<'_, '_>, virt: u64) -> AddressWalk {
-    let cr3 = view.info.cr3;
+/// Translates `virt` through the tree at `cr3` (the kernel's, or a process's).
+pub fn translate(view: &mut View<'_, '_>, cr3: u64, virt: u64) -> AddressWalk {
     let w = walk(view.ram, cr3, virt);
     let levels = w.steps[..w.len]
         .iter()
