@@ -62,11 +62,14 @@ pub enum Workload {
     MmapStress,
     /// Time system calls, demand-zero and copy-on-write faults from user mode (`rdtsc`).
     UserCost,
+    /// Random system calls with adversarial arguments (`seed=`, `ops=`); the kernel must
+    /// answer each and survive.
+    SyscallFuzz,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 23] = [
+    pub const ALL: [Workload; 24] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -90,6 +93,7 @@ impl Workload {
         Self::UserHostile,
         Self::MmapStress,
         Self::UserCost,
+        Self::SyscallFuzz,
     ];
 
     /// The name used on the command line.
@@ -118,6 +122,7 @@ impl Workload {
             Self::UserHostile => "user-hostile",
             Self::MmapStress => "mmap-stress",
             Self::UserCost => "user-cost",
+            Self::SyscallFuzz => "syscall-fuzz",
         }
     }
 
@@ -159,6 +164,9 @@ impl Workload {
                 "random mmap/munmap/mprotect/madvise and touches (seed=, ops=), checked at CPL3"
             }
             Self::UserCost => "time system calls and page faults from user mode (TSC cycles)",
+            Self::SyscallFuzz => {
+                "random system calls with adversarial arguments (seed=, ops=): the kernel survives"
+            }
         }
     }
 

@@ -260,3 +260,34 @@ fn user_cost_times_each_kind_of_round_trip_from_user_mode() {
     assert!(child.cow_copies >= 256, "{child:?}");
     assert_eq!(checks(&outcome), [("process memory given back", true)]);
 }
+
+#[test]
+fn syscall_fuzz_gets_linux_errors_and_leaves_a_clean_kernel() {
+    let config = config("syscall-fuzz");
+    let cmdline = format!("{} seed=1 ops=2000", config.cmdline);
+    let inspect = vec![vmm::inspect::Command::Check];
+    let outcome = boot(&vmm::VmConfig { cmdline, inspect, ..config });
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    let user = user_reports(&outcome);
+    let [report] = user.as_slice() else { panic!("one user report: {user:?}") };
+    let counts: Vec<(&str, u64)> = report
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name, value.parse().expect("a number")))
+        .collect();
+    let count = |name: &str| counts.iter().find(|(n, _)| *n == name).map_or(0, |&(_, v)| v);
+    assert!(count("calls") >= 2000, "{report}");
+    // Every failure was one of Linux's errors for the call, and each kind came up.
+    assert_eq!(count("other"), 0, "{report}");
+    for errno in ["EINVAL", "EFAULT", "ENOMEM", "EBADF", "ECHILD", "EEXIST", "ENOSYS"] {
+        assert!(count(errno) > 0, "{errno} in {report}");
+    }
+    assert!(count("ok") > 0, "{report}");
+    // The host's check at exit finds nothing, and the allocators are as they were.
+    let at_exit = outcome.inspections.iter().find(|i| i.at == "exit").expect("inspected at exit");
+    match &at_exit.result {
+        Ok(vmm::inspect::Output::Check(report)) => assert!(report.ok(), "{:#?}", report.findings),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(checks(&outcome), [("process memory given back", true)]);
+}

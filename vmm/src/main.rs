@@ -87,7 +87,8 @@ struct RunArgs {
     e820: Option<E820Spec>,
     /// Extra options for the guest kernel, space-separated: loglevel=off…trace (or 0–8),
     /// slub_debug (red zones and poison in kmalloc), seed=N and ops=N (stress, populate,
-    /// mmap-stress), progress=N (a checkpoint every N operations, for --inspect).
+    /// mmap-stress, syscall-fuzz), progress=N (a checkpoint every N operations, for
+    /// --inspect).
     #[arg(long, value_name = "TEXT", default_value = "")]
     cmdline: String,
     /// The workload the guest runs after booting.

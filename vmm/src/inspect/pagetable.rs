@@ -139,7 +139,7 @@ pub fn dump(
     let root = cr3 & shared::pte::ADDR_MASK;
     if view.ram.read_obj::<[u64; 512]>(root).is_err() {
         return Err(InspectError::Corrupt(format!(
-            "the page-table root {cr3:#x} is not in guest RAM: there are no page tables to show"
+            "the page-table root, CR3 {cr3:#x}, is not in guest RAM: there are no page tables to show"
         )));
     }
     let empty = PageTableDump {

@@ -14,6 +14,7 @@ static FORK_COW: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/fork-
 static USER_HOSTILE: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-hostile"));
 static MMAP_STRESS: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/mmap-stress"));
 static USER_COST: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-cost"));
+static SYSCALL_FUZZ: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/syscall-fuzz"));
 
 /// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
 /// all freed, for reuse), and kmalloc objects in use.
@@ -107,12 +108,16 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::ForkCow => return run_program("fork-cow", FORK_COW, &[]),
         Workload::UserHostile => return run_program("user-hostile", USER_HOSTILE, &[]),
         Workload::UserCost => return run_program("user-cost", USER_COST, &[]),
-        Workload::MmapStress => {
+        Workload::MmapStress | Workload::SyscallFuzz => {
             let mut seed = crate::console::Line::new();
             let mut ops = crate::console::Line::new();
             let _ = core::fmt::Write::write_fmt(&mut seed, format_args!("seed={}", options.seed));
             let _ = core::fmt::Write::write_fmt(&mut ops, format_args!("ops={}", options.ops));
-            return run_program("mmap-stress", MMAP_STRESS, &[seed.as_str(), ops.as_str()]);
+            let args = [seed.as_str(), ops.as_str()];
+            return match options.workload {
+                Workload::MmapStress => run_program("mmap-stress", MMAP_STRESS, &args),
+                _ => run_program("syscall-fuzz", SYSCALL_FUZZ, &args),
+            };
         }
         Workload::Panic => panic!("panic requested by workload=panic"),
         // SAFETY: `ud2` only raises #UD, which the kernel's handler reports.

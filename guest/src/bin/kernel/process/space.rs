@@ -383,6 +383,12 @@ impl AddressSpace {
         if addr < self.start_brk || new_end > STACK_TOP - STACK_LIMIT {
             return self.brk;
         }
+        // Linux's heuristic overcommit, as for mmap: more than all of RAM at once is
+        // refused.
+        let growth = new_end.saturating_sub(old_end) / PAGE;
+        if growth > with(|mm| mm.buddy.managed_pages()) {
+            return self.brk;
+        }
         let done = if new_end > old_end {
             let heap = Vma::new(old_end, new_end, anon_flags(3), VmaKind::Heap);
             self.vmas.map(heap).inspect(|()| self.note_vm()).is_ok()

@@ -105,10 +105,14 @@ fn write(fd: u64, buf: u64, count: u64) -> i64 {
     done as i64
 }
 
-/// Ours: sends up to [`REPORT_MAX`] bytes to the host.
+/// Ours: sends up to [`REPORT_MAX`] bytes to the host (none: no report).
 fn report(buf: u64, len: u64) -> i64 {
     if len > REPORT_MAX {
         return -EINVAL;
+    }
+    if len == 0 {
+        // Nothing to say: no report.
+        return 0;
     }
     if !user_range(buf, len) || forbidden(buf, len, false) {
         return -EFAULT;
