@@ -8,8 +8,15 @@
 
 /// The user programs (bins of this crate) the kernel embeds; `vmm/build.rs` builds the
 /// same list.
-const USER_PROGRAMS: [&str; 6] =
-    ["user-hello", "fork-cow", "user-hostile", "mmap-stress", "user-cost", "syscall-fuzz"];
+const USER_PROGRAMS: [&str; 7] = [
+    "user-hello",
+    "fork-cow",
+    "user-hostile",
+    "mmap-stress",
+    "user-cost",
+    "syscall-fuzz",
+    "many-processes",
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=kernel.ld");

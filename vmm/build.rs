@@ -43,8 +43,15 @@ fn main() {
 }
 
 /// The user programs (bins of the guest crate) the kernel embeds.
-const USER_PROGRAMS: &[&str] =
-    &["user-hello", "fork-cow", "user-hostile", "mmap-stress", "user-cost", "syscall-fuzz"];
+const USER_PROGRAMS: &[&str] = &[
+    "user-hello",
+    "fork-cow",
+    "user-hostile",
+    "mmap-stress",
+    "user-cost",
+    "syscall-fuzz",
+    "many-processes",
+];
 
 /// `cargo build --release` of `bins` of the guest crate for the bare-metal target.
 fn cargo_build(

@@ -172,7 +172,7 @@ impl VmaNode {
 }
 
 /// Task slots the kernel publishes: as many as processes may exist at once.
-pub const MAX_TASKS: usize = 64;
+pub const MAX_TASKS: usize = 128;
 /// Bytes of a task's name (Linux's `TASK_COMM_LEN`), zero-padded.
 pub const TASK_COMM_LEN: usize = 16;
 

@@ -65,11 +65,14 @@ pub enum Workload {
     /// Random system calls with adversarial arguments (`seed=`, `ops=`); the kernel must
     /// answer each and survive.
     SyscallFuzz,
+    /// 100 processes of 100 VMAs each at a checkpoint, for the host's `ps`, `maps` and
+    /// `check` at scale.
+    ManyProcesses,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 24] = [
+    pub const ALL: [Workload; 25] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -94,6 +97,7 @@ impl Workload {
         Self::MmapStress,
         Self::UserCost,
         Self::SyscallFuzz,
+        Self::ManyProcesses,
     ];
 
     /// The name used on the command line.
@@ -123,6 +127,7 @@ impl Workload {
             Self::MmapStress => "mmap-stress",
             Self::UserCost => "user-cost",
             Self::SyscallFuzz => "syscall-fuzz",
+            Self::ManyProcesses => "many-processes",
         }
     }
 
@@ -167,6 +172,7 @@ impl Workload {
             Self::SyscallFuzz => {
                 "random system calls with adversarial arguments (seed=, ops=): the kernel survives"
             }
+            Self::ManyProcesses => "100 processes of 100 VMAs each, stopped at a checkpoint",
         }
     }
 

@@ -382,3 +382,65 @@ fn vma_arenas_out_of_range_are_refused_before_they_are_read() {
     assert!(err.to_string().contains("VMAs in its arenas (at most"), "{err}");
     assert_names(&path, FindingKind::ProcessVmas, "pid 2: guest data is inconsistent: VMA tree");
 }
+
+#[test]
+fn smaps_and_pagemap_tell_the_childs_own_pages_from_the_shared_ones() {
+    let path = corrupted("smaps");
+    let area = shared_area(&path);
+    let Ok(Output::Smaps(entries)) = inspect(&path, &Command::Smaps { pid: 2 }) else { panic!() };
+    let e = entries.iter().find(|e| e.vma.start == area.start).expect("the area");
+    // 64 pages mapped: the 16 the child wrote are its copies, the other 48 it shares
+    // with its parent, so its proportional share is 16 + 48 / 2 pages.
+    assert_eq!((e.size, e.rss, e.anonymous), (256, 256, 256), "{e:?}");
+    assert_eq!(e.private_clean + e.private_dirty, 64, "{e:?}");
+    assert_eq!(e.shared_clean + e.shared_dirty, 192, "{e:?}");
+    assert_eq!(e.pss, 64 + 96, "{e:?}");
+    assert_eq!((e.anon_huge_pages, e.swap), (0, 0));
+    assert_eq!(e.vm_flags, "rd wr mr mw me");
+    let text = Output::Smaps(entries.clone()).text();
+    assert!(text.contains("Pss:                 160 kB\n"), "{text}");
+    let range = vmm::inspect::pagetable::parse_range(&format!("{:x}-{:x}", area.start, area.end))
+        .expect("a range");
+    let Ok(Output::Pagemap(pages)) =
+        inspect(&path, &Command::Pagemap { pid: 2, range: Some(range) })
+    else {
+        panic!()
+    };
+    assert_eq!(pages.len(), 64);
+    assert!(pages.iter().all(|p| p.present && !p.huge && p.pfn.is_some()));
+    let exclusive: Vec<bool> = pages.iter().map(|p| p.exclusive).collect();
+    assert_eq!(exclusive, [vec![true; 16], vec![false; 48]].concat());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn many_processes_are_all_listed_and_checked_at_their_checkpoint() {
+    let config = VmConfig {
+        inspect: vec![Command::Ps, Command::Maps { pid: None }, Command::Check],
+        ..config("many-processes")
+    };
+    let outcome = kvm_mm_tests::boot(&config);
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    let Output::Ps { tasks, .. } = at(&outcome, "ps") else { panic!() };
+    assert_eq!(tasks.len(), 100);
+    assert!(tasks.iter().skip(1).all(|t| t.ppid == 1 && t.mm.map_count == 100), "{tasks:?}");
+    let Output::Maps(maps) = at(&outcome, "maps") else { panic!() };
+    let vmas: usize =
+        maps.iter().map(|m| m.lines.iter().filter(|l| l.name != "[vdso]").count()).sum();
+    assert_eq!(vmas, 10_000);
+    let Output::Check(report) = at(&outcome, "check") else { panic!() };
+    assert!(report.ok(), "{:#?}", report.findings);
+    let user = user_text(&outcome);
+    assert_eq!(user, ["processes=100 areas=95 reaped=99"]);
+}
+
+fn user_text(outcome: &Outcome) -> Vec<&str> {
+    outcome
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::User { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}

@@ -4,7 +4,9 @@
 //!   `KVM_TRANSLATE`, on the same tables (the VMM's boot tables of a fresh VM);
 //! - a sequential sweep: every 4 KiB page of a 1 GiB guest's direct map, through the
 //!   kernel's own tree, read from its RAM file;
-//! - `pagetable` (the full `info mem` dump) and `check` of that populated 1 GiB guest.
+//! - `pagetable` (the full `info mem` dump) and `check` of that populated 1 GiB guest;
+//! - `ps` + `maps` + `check` of a guest stopped with 100 processes of 100 VMAs each
+//!   (`many-processes`), from its RAM file as it was at that checkpoint.
 //!
 //! Needs a usable /dev/kvm. `cargo bench -p vmm --bench inspect`; the method and figures
 //! are in docs/PERFORMANCE.md.
@@ -135,5 +137,61 @@ fn inspect_1g(c: &mut Criterion) {
     let _ = std::fs::remove_file(&path);
 }
 
-criterion_group!(benches, walker_vs_kvm, inspect_1g);
+/// The RAM file of a guest stopped at `many-processes`' checkpoint: 100 processes, 10 000
+/// VMAs.
+fn many_processes() -> std::path::PathBuf {
+    let live = std::env::temp_dir().join(format!("kvm-mm-bench-live-{}", std::process::id()));
+    let path = std::env::temp_dir().join(format!("kvm-mm-bench-procs-{}", std::process::id()));
+    let config = VmConfig {
+        mem_file: Some(live.clone()),
+        cmdline: "workload=many-processes".into(),
+        timeout: Some(Duration::from_secs(300)),
+        ..VmConfig::default()
+    };
+    let vm = match Vm::new(&config) {
+        Ok(vm) => vm,
+        Err(err) => panic!("the benchmark needs a usable /dev/kvm: {err}"),
+    };
+    let outcome = vm
+        .run_with(|stop| {
+            if stop.checkpoint.tag == shared::hypercall::checkpoint::USER {
+                std::fs::copy(&live, &path).expect("a copy of the RAM file");
+            }
+        })
+        .expect("the guest runs");
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    let _ = std::fs::remove_file(&live);
+    path
+}
+
+fn inspect_processes(c: &mut Criterion) {
+    let path = many_processes();
+    let open = || RamReader::open_file(&path).expect("the RAM file");
+    let mut group = c.benchmark_group("100 processes, 10 000 VMAs, from the RAM file");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("ps + maps + check, one snapshot", |b| {
+        b.iter_batched(
+            || Inspector::new(open()),
+            |mut inspector| {
+                inspector
+                    .snapshot(|view| {
+                        let tasks = vmm::inspect::process::tasks(view)?;
+                        assert_eq!(tasks.len(), 100);
+                        let maps = vmm::inspect::process::maps(view, None)?;
+                        let vmas: usize = maps.iter().map(|m| m.lines.len() - 1).sum();
+                        assert_eq!(vmas, 10_000);
+                        let check = vmm::inspect::check::check(view)?;
+                        assert!(check.ok(), "{:?}", check.findings);
+                        Ok(black_box((tasks, maps, check)))
+                    })
+                    .expect("inspects")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+    let _ = std::fs::remove_file(&path);
+}
+
+criterion_group!(benches, walker_vs_kvm, inspect_1g, inspect_processes);
 criterion_main!(benches);

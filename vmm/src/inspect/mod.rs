@@ -477,6 +477,23 @@ pub enum Command {
         #[arg(value_name = "PID")]
         pid: u32,
     },
+    /// A process's /proc/PID/smaps: per VMA, Rss, Pss, shared and private, clean and
+    /// dirty, Anonymous, AnonHugePages, Swap and VmFlags.
+    Smaps {
+        /// The process (see `ps`).
+        #[arg(value_name = "PID")]
+        pid: u32,
+    },
+    /// A process's pages, as /proc/PID/pagemap decodes them: present, PFN, huge and
+    /// exclusively mapped, one line per page of its VMAs.
+    Pagemap {
+        /// The process (see `ps`).
+        #[arg(value_name = "PID")]
+        pid: u32,
+        /// Only START-END (hex, END exclusive).
+        #[arg(long, value_name = "START-END", value_parser = pagetable::parse_range)]
+        range: Option<pagetable::Range>,
+    },
 }
 
 /// A hexadecimal number, `0x` optional, as command arguments take them.
@@ -529,6 +546,8 @@ impl Command {
             Self::Ps => "ps",
             Self::Maps { .. } => "maps",
             Self::Status { .. } => "status",
+            Self::Smaps { .. } => "smaps",
+            Self::Pagemap { .. } => "pagemap",
         }
     }
 }
@@ -567,6 +586,10 @@ pub enum Output {
     Maps(Vec<process::Maps>),
     /// A process's status.
     Status(process::Status),
+    /// A process's smaps.
+    Smaps(Vec<process::SmapsEntry>),
+    /// A process's pages.
+    Pagemap(Vec<process::PagemapEntry>),
 }
 
 impl Output {
@@ -585,6 +608,8 @@ impl Output {
             Self::Ps { tasks, ram_pages } => process::ps_text(tasks, *ram_pages),
             Self::Maps(maps) => process::maps_text(maps),
             Self::Status(status) => process::status_text(status),
+            Self::Smaps(entries) => process::smaps_text(entries),
+            Self::Pagemap(pages) => process::pagemap_text(pages),
         }
     }
 
@@ -622,6 +647,10 @@ impl Inspector<'_> {
                 },
                 Command::Maps { pid } => Output::Maps(process::maps(view, *pid)?),
                 Command::Status { pid } => Output::Status(process::status(view, *pid)?),
+                Command::Smaps { pid } => Output::Smaps(process::smaps(view, *pid)?),
+                Command::Pagemap { pid, range } => {
+                    Output::Pagemap(process::pagemap(view, *pid, *range)?)
+                }
             })
         })
     }

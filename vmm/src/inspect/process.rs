@@ -387,3 +387,219 @@ pub fn user_leaves(view: &mut View<'_, '_>, pgd: u64) -> Result<UserLeaves, Insp
         ))),
     }
 }
+
+/// One VMA of `/proc/PID/smaps`: its maps line and what its pages are, in KiB.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct SmapsEntry {
+    /// The maps line.
+    pub vma: MapsLine,
+    /// Size: what the VMA spans.
+    pub size: u64,
+    /// Rss: what is mapped.
+    pub rss: u64,
+    /// Pss: each page divided among the processes that map it.
+    pub pss: u64,
+    /// Shared_Clean: pages others map too, not written.
+    pub shared_clean: u64,
+    /// Shared_Dirty: pages others map too, written.
+    pub shared_dirty: u64,
+    /// Private_Clean: pages only this process maps, not written.
+    pub private_clean: u64,
+    /// Private_Dirty: pages only this process maps, written.
+    pub private_dirty: u64,
+    /// Referenced: pages with the Accessed bit.
+    pub referenced: u64,
+    /// Anonymous: anonymous pages (all of them, here).
+    pub anonymous: u64,
+    /// AnonHugePages: of those, in huge pages.
+    pub anon_huge_pages: u64,
+    /// Swap: swapped out (none yet: no swap).
+    pub swap: u64,
+    /// VmFlags: Linux's two-letter codes.
+    pub vm_flags: String,
+}
+
+/// Linux's `VmFlags` codes for `flags`.
+fn vm_flag_codes(flags: u64) -> String {
+    use shared::process::{VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_NOHUGEPAGE, VM_READ};
+    [
+        (VM_READ, "rd"),
+        (VM_WRITE, "wr"),
+        (VM_EXEC, "ex"),
+        (VM_SHARED, "sh"),
+        (VM_MAYREAD, "mr"),
+        (VM_MAYWRITE, "mw"),
+        (VM_MAYEXEC, "me"),
+        (VM_GROWSDOWN, "gd"),
+        (VM_NOHUGEPAGE, "nh"),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, code)| *code)
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// `/proc/PID/smaps` of process `pid`.
+pub fn smaps(view: &mut View<'_, '_>, pid: u32) -> Result<Vec<SmapsEntry>, InspectError> {
+    let maps = maps(view, Some(pid))?;
+    let t = task(view, pid)?;
+    let vmas = vmas(view, &t.mm)?;
+    let leaves = user_leaves(view, t.mm.pgd)?.leaves;
+    let mut out = Vec::new();
+    for (vma, line) in vmas.iter().zip(&maps[0].lines) {
+        let mut entry = SmapsEntry {
+            vma: line.clone(),
+            size: vma.len() / 1024,
+            rss: 0,
+            pss: 0,
+            shared_clean: 0,
+            shared_dirty: 0,
+            private_clean: 0,
+            private_dirty: 0,
+            referenced: 0,
+            anonymous: 0,
+            anon_huge_pages: 0,
+            swap: 0,
+            vm_flags: vm_flag_codes(vma.flags),
+        };
+        // Pss in bytes × 4096 first, as Linux keeps it, so that shares add up exactly.
+        let mut pss_scaled = 0u64;
+        let first = leaves.partition_point(|l| l.virt < vma.start);
+        for leaf in leaves[first..].iter().take_while(|l| l.virt < vma.end) {
+            let kib = leaf.size / 1024;
+            let mapcount = u64::from(view.page(leaf.phys / 4096).map_or(1, |p| p.mapcount.max(1)));
+            let flags = leaf.entry.flags();
+            let dirty = flags.contains(shared::pte::PteFlags::DIRTY);
+            entry.rss += kib;
+            pss_scaled += (leaf.size << 12) / mapcount;
+            let slot = match (mapcount > 1, dirty) {
+                (true, false) => &mut entry.shared_clean,
+                (true, true) => &mut entry.shared_dirty,
+                (false, false) => &mut entry.private_clean,
+                (false, true) => &mut entry.private_dirty,
+            };
+            *slot += kib;
+            if flags.contains(shared::pte::PteFlags::ACCESSED) {
+                entry.referenced += kib;
+            }
+            entry.anonymous += kib;
+            if leaf.size > 4096 {
+                entry.anon_huge_pages += kib;
+            }
+        }
+        entry.pss = pss_scaled >> 22;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// `/proc/PID/smaps` text.
+pub fn smaps_text(entries: &[SmapsEntry]) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let maps = Maps { pid: 0, comm: String::new(), lines: vec![e.vma.clone()] };
+        out.push_str(&maps_text(std::slice::from_ref(&maps)));
+        for (name, kib) in [
+            ("Size", e.size),
+            ("KernelPageSize", 4),
+            ("MMUPageSize", 4),
+            ("Rss", e.rss),
+            ("Pss", e.pss),
+            ("Shared_Clean", e.shared_clean),
+            ("Shared_Dirty", e.shared_dirty),
+            ("Private_Clean", e.private_clean),
+            ("Private_Dirty", e.private_dirty),
+            ("Referenced", e.referenced),
+            ("Anonymous", e.anonymous),
+            ("AnonHugePages", e.anon_huge_pages),
+            ("Swap", e.swap),
+        ] {
+            let _ = writeln!(out, "{:<16}{kib:>8} kB", format!("{name}:"));
+        }
+        let _ = writeln!(out, "VmFlags: {}", e.vm_flags);
+    }
+    out
+}
+
+/// One page of `/proc/PID/pagemap`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PagemapEntry {
+    /// Virtual address of the page.
+    pub virt: u64,
+    /// Whether a page is mapped there.
+    pub present: bool,
+    /// Its frame, when present.
+    pub pfn: Option<u64>,
+    /// Whether it is part of a huge page.
+    pub huge: bool,
+    /// Whether this process is its one mapping (Linux's `PM_MMAP_EXCLUSIVE`).
+    pub exclusive: bool,
+}
+
+/// Pages a `pagemap` lists at most.
+pub const PAGEMAP_MAX: u64 = 1 << 20;
+
+/// `/proc/PID/pagemap` of process `pid` for every page of its VMAs in `range` (all of
+/// them by default), at most [`PAGEMAP_MAX`] pages.
+pub fn pagemap(
+    view: &mut View<'_, '_>,
+    pid: u32,
+    range: Option<super::pagetable::Range>,
+) -> Result<Vec<PagemapEntry>, InspectError> {
+    let t = task(view, pid)?;
+    let vmas = vmas(view, &t.mm)?;
+    let leaves = user_leaves(view, t.mm.pgd)?.leaves;
+    let (lo, hi) = range.map_or((0, u64::MAX), |r| (r.first.as_u64(), r.last.as_u64()));
+    let mut out = Vec::new();
+    for vma in &vmas {
+        let (start, end) = (vma.start.max(lo & !0xfff), vma.end.min(hi.saturating_add(1)));
+        let mut virt = start;
+        while virt < end {
+            if out.len() as u64 >= PAGEMAP_MAX {
+                return Err(InspectError::Argument(format!(
+                    "more than {PAGEMAP_MAX} pages: narrow it with --range"
+                )));
+            }
+            view.budget.spend(1, || format!("listing the pages of pid {pid}"))?;
+            let at = leaves.partition_point(|l| l.virt + l.size <= virt);
+            let leaf = leaves.get(at).filter(|l| l.virt <= virt);
+            let entry = match leaf {
+                Some(leaf) => {
+                    let phys = leaf.phys + (virt - leaf.virt);
+                    let mapcount = view.page(leaf.phys / 4096).map_or(0, |p| p.mapcount);
+                    PagemapEntry {
+                        virt,
+                        present: true,
+                        pfn: Some(phys / 4096),
+                        huge: leaf.size > 4096,
+                        exclusive: mapcount == 1,
+                    }
+                }
+                None => {
+                    PagemapEntry { virt, present: false, pfn: None, huge: false, exclusive: false }
+                }
+            };
+            out.push(entry);
+            virt += 4096;
+        }
+    }
+    Ok(out)
+}
+
+/// `pagemap` text: one line per page.
+pub fn pagemap_text(pages: &[PagemapEntry]) -> String {
+    let mut out = String::from("            VIRT  PRESENT         PFN  HUGE  EXCLUSIVE\n");
+    for p in pages {
+        let pfn = p.pfn.map_or_else(|| "-".to_string(), |pfn| format!("{pfn:#x}"));
+        let _ = writeln!(
+            out,
+            "{:016x}  {:>7}  {pfn:>10}  {:>4}  {:>9}",
+            p.virt,
+            u8::from(p.present),
+            u8::from(p.huge),
+            u8::from(p.exclusive)
+        );
+    }
+    out
+}

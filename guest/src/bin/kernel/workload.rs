@@ -15,6 +15,7 @@ static USER_HOSTILE: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/u
 static MMAP_STRESS: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/mmap-stress"));
 static USER_COST: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-cost"));
 static SYSCALL_FUZZ: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/syscall-fuzz"));
+static MANY: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/many-processes"));
 
 /// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
 /// all freed, for reuse), and kmalloc objects in use.
@@ -108,6 +109,7 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::ForkCow => return run_program("fork-cow", FORK_COW, &[]),
         Workload::UserHostile => return run_program("user-hostile", USER_HOSTILE, &[]),
         Workload::UserCost => return run_program("user-cost", USER_COST, &[]),
+        Workload::ManyProcesses => return run_program("many-processes", MANY, &[]),
         Workload::MmapStress | Workload::SyscallFuzz => {
             let mut seed = crate::console::Line::new();
             let mut ops = crate::console::Line::new();

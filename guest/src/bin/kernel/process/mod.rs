@@ -171,22 +171,29 @@ impl Table {
         (0..MAX_TASKS).find(|&slot| self.processes.iter().all(|p| p.slot != slot))
     }
 
-    /// Rewrites every task slot from the processes (free slots zeroed), inside a
-    /// `vmcoreinfo` change bracket so that a host reader can tell a torn read.
+    /// Rewrites the task slot of every process, inside a `vmcoreinfo` change bracket so
+    /// that a host reader can tell a torn read. Slots of processes that are gone are
+    /// cleared where they go ([`Table::clear`]).
     fn publish(&mut self) {
         mm::vmcoreinfo::begin_change();
-        let mut tasks = [EMPTY_TASK; MAX_TASKS];
         for process in &self.processes {
-            if let Some(task) = tasks.get_mut(process.slot) {
-                *task = process.task();
+            if let Some(slot) = self.tasks.get_mut(process.slot) {
+                // SAFETY: a slot of the published array, written while nothing reads it
+                // in the guest; volatile, so that the host sees every store.
+                unsafe { core::ptr::write_volatile(slot, process.task()) };
             }
         }
-        for (slot, task) in self.tasks.iter_mut().zip(tasks) {
-            // SAFETY: a slot of the published array, written while nothing reads it in
-            // the guest; volatile, so that the host sees every store.
-            unsafe { core::ptr::write_volatile(slot, task) };
-        }
         mm::vmcoreinfo::end_change();
+    }
+
+    /// Frees task slot `slot` (its process is gone).
+    fn clear(&mut self, slot: usize) {
+        if let Some(task) = self.tasks.get_mut(slot) {
+            mm::vmcoreinfo::begin_change();
+            // SAFETY: as in `publish`.
+            unsafe { core::ptr::write_volatile(task, EMPTY_TASK) };
+            mm::vmcoreinfo::end_change();
+        }
     }
 }
 
@@ -372,7 +379,9 @@ pub fn run(name: &'static str, image: &[u8], args: &[&str]) -> Result<ProcessRep
     // Every process has ended: the zombies nobody reaped go now, with the table's memory.
     let (processes, report) = TABLE.with(|table| {
         let processes = core::mem::take(&mut table.processes);
-        table.publish();
+        for process in &processes {
+            table.clear(process.slot);
+        }
         (processes, table.init_report.take())
     });
     drop(processes);
@@ -451,7 +460,11 @@ fn schedule(frame: &mut TrapFrame, yielded: bool) {
         process.context.load(frame);
         // Orphans that have ended are reaped by nobody: they go now.
         let pid = process.pid;
-        table.processes.retain(|p| p.state != State::Zombie || p.ppid != 0);
+        let gone = |p: &Process| p.state == State::Zombie && p.ppid == 0;
+        while let Some(index) = table.processes.iter().position(gone) {
+            let orphan = table.processes.remove(index);
+            table.clear(orphan.slot);
+        }
         table.current = table.processes.iter().position(|p| p.pid == pid).unwrap_or(0);
         Ok(table.processes[table.current].space.as_ref().map(|s| s.root))
     });
@@ -558,6 +571,7 @@ fn reap(pid: i32, nohang: bool) -> Wait {
                     table.current -= 1;
                 }
                 let status = child.ended.map_or(0, Ending::wait_status);
+                table.clear(child.slot);
                 table.publish();
                 Wait::Reaped(child.pid, status)
             }
