@@ -8,6 +8,8 @@ use shared::walk::{self, PhysMem};
 /// Intermediate entries grant everything; leaves restrict.
 /// End of the lower (user) half of the address space.
 const LOWER_HALF_END: u64 = 1 << 47;
+/// Start of the upper (kernel) half.
+const UPPER_HALF_START: u64 = 0xffff_8000_0000_0000;
 const TABLE_FLAGS: PteFlags = PteFlags::PRESENT.union(PteFlags::WRITABLE).union(PteFlags::USER);
 
 /// A 4-level page-table tree and the operations on it.
@@ -106,19 +108,6 @@ impl<M: TableMemory> Mapper<M> {
         });
     }
 
-    /// Counts the tree's tables (by level) and leaves (by page size), in one walk.
-    pub fn stats(&mut self) -> TreeStats {
-        let mut stats = TreeStats::default();
-        self.visit_tables(self.root, 4, &mut |_, level, entries| {
-            stats.tables[4 - usize::from(level)] += 1;
-            if let Some(pages) = stats.pages.get_mut(usize::from(level) - 1) {
-                *pages +=
-                    entries.iter().filter(|e| e.is_present() && e.is_leaf(level)).count() as u64;
-            }
-        });
-        stats
-    }
-
     /// Calls `f` with each table from `table` down, its level and its entries, each table
     /// read in place once by `f` and once more for its children above level 1.
     fn visit_tables(
@@ -149,6 +138,34 @@ impl<M: TableMemory> Mapper<M> {
 }
 
 impl<M: TableAlloc> Mapper<M> {
+    /// Counts the tree's tables (by level) and leaves (by page size), in one walk that
+    /// reads no entry of a table whose used count is zero (the kernel half's preallocated
+    /// tables are mostly empty, and an emulated guest pays for every entry read).
+    pub fn stats(&mut self) -> TreeStats {
+        let mut stats = TreeStats::default();
+        let root = self.root;
+        self.count_tables(root, 4, &mut stats);
+        stats
+    }
+
+    fn count_tables(&mut self, table: PhysAddr, level: u8, stats: &mut TreeStats) {
+        stats.tables[4 - usize::from(level)] += 1;
+        if *self.used(table) == 0 {
+            return;
+        }
+        for index in 0..ENTRIES {
+            let entry = self.entries(table)[index];
+            if !entry.is_present() {
+                continue;
+            }
+            if entry.is_leaf(level) {
+                stats.pages[usize::from(level) - 1] += 1;
+            } else {
+                self.count_tables(entry.addr(), level - 1, stats);
+            }
+        }
+    }
+
     /// A mapper over a new, empty tree.
     pub fn create(mut memory: M) -> Option<Self> {
         let root = memory.alloc_table()?;
@@ -558,6 +575,31 @@ impl<M: TableAlloc> Mapper<M> {
         Some((result, Flush::pages(page, 1, size)))
     }
 
+    /// Gives every PML4 entry of `[virt, virt + len)` in the upper (kernel) half a table,
+    /// as Linux's `preallocate_vmalloc_pages` does at boot. With [`release`](Self::release)
+    /// never freeing such a table, those entries never change again, so a process tree,
+    /// which copies the upper half when it is made, sees every later kernel mapping there.
+    /// Returns the tables made.
+    pub fn preallocate_upper(&mut self, virt: VirtAddr, len: u64) -> Result<u64, MapError> {
+        let (start, end) = (virt.as_u64(), virt.as_u64().saturating_add(len));
+        if start < UPPER_HALF_START || len == 0 {
+            return Err(MapError::Misaligned { addr: start });
+        }
+        let root = self.root;
+        let (first, last) = (table_index(start, 4), table_index(end - 1, 4));
+        let mut made = 0;
+        for index in first..=last {
+            if self.entries(root)[index].is_present() {
+                continue;
+            }
+            let table = self.memory.alloc_table().ok_or(MapError::NoTableMemory)?;
+            self.entries(root)[index] = PageTableEntry::new(table, TABLE_FLAGS);
+            *self.used(root) += 1;
+            made += 1;
+        }
+        Ok(made)
+    }
+
     /// Changes the permissions of `[virt, virt + len)` (4 KiB aligned) to `flags`, splitting
     /// huge pages that the range cuts. Every page of the range must be mapped.
     pub fn protect(
@@ -662,7 +704,9 @@ impl<M: TableAlloc> Mapper<M> {
 
     /// Takes `count` cleared entries off the used count of the table at `level` on `path`;
     /// frees each table that empties and clears its entry in the table above (never the
-    /// root).
+    /// root, and never a table a PML4 entry of the upper half points to: those entries
+    /// are shared by every process tree and never change, see
+    /// [`preallocate_upper`](Self::preallocate_upper)).
     #[inline]
     fn release(&mut self, path: &[PhysAddr; 4], virt: u64, level: u8, count: u64) {
         let mut level = level;
@@ -671,7 +715,7 @@ impl<M: TableAlloc> Mapper<M> {
             let table = path[usize::from(level) - 1];
             let used = self.used(table);
             *used -= count;
-            if *used > 0 || level == 4 {
+            if *used > 0 || level == 4 || (level == 3 && virt >= UPPER_HALF_START) {
                 return;
             }
             self.memory.free_table(table);

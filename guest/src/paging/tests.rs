@@ -63,7 +63,8 @@ fn maps_translates_and_unmaps_every_size() {
         flush.ignore();
         assert_eq!(m.translate(va(virt)), None);
     }
-    assert_eq!(m.memory.live, 1, "only the root is left");
+    // The root, and the PDPT under the upper-half PML4 entry, which is never freed.
+    assert_eq!(m.memory.live, 2, "only the root and the kernel half's PDPT are left");
 }
 
 #[test]
@@ -576,4 +577,28 @@ fn update_leaf_changes_one_entry_in_place_and_flushes_only_a_change() {
     let (_, unchanged) = m.update_leaf(va(0x40_0000), |_, _, _| ()).expect("mapped");
     assert_eq!(unchanged, Flush::NONE);
     assert!(m.update_leaf(va(0x50_0000), |_, _, _| ()).is_none());
+}
+
+#[test]
+fn preallocated_upper_entries_never_change_again() {
+    let mut m = mapper();
+    let base = 0xffff_c900_0000_0000u64;
+    // Three PML4 entries' worth (512 GiB each), the first one cut.
+    let made = m.preallocate_upper(va(base + (1 << 30)), 2 << 39).expect("tables");
+    assert_eq!(made, 3);
+    assert_eq!(m.preallocate_upper(va(base), 3 << 39).expect("tables"), 0, "all there");
+    let live = m.memory.live;
+    // A mapping below one of them comes and goes; its PDPT stays, and so does the entry.
+    let pml4 = |m: &mut Mapper<Arena>| {
+        let root = m.root();
+        // SAFETY: the root of this mapper's own tree.
+        let entries = unsafe { m.memory.entries(root) };
+        entries[table_index(base, 4)]
+    };
+    let before = pml4(&mut m);
+    map(&mut m, base, 0x10_0000, PageSize::Size4K, WRITABLE).expect("maps").ignore();
+    unmap(&mut m, base).expect("unmaps").2.ignore();
+    assert_eq!(pml4(&mut m), before);
+    assert_eq!(m.memory.live, live, "the PD and PT went, the PDPT stayed");
+    assert!(m.preallocate_upper(va(0x40_0000), 4096).is_err(), "the lower half is the process's");
 }

@@ -232,6 +232,14 @@ pub fn init(e820: &E820Map, slub_debug: bool) -> Result<Mm, SetupError> {
         buddy_cycles: buddy_ready - memmap_ready,
         ram_bytes: memblock.memory.total(),
     };
+    // Every PML4 entry a later kernel mapping can need (the vmalloc area's; the direct
+    // map, vmemmap and image are complete) gets its table now and keeps it, so the kernel
+    // half every process tree copies never changes (Linux's preallocate_vmalloc_pages).
+    kernel_tree(root, &mut buddy)
+        .preallocate_upper(VirtAddr::new(VMALLOC_START), VMALLOC_END - VMALLOC_START)
+        .map_err(SetupError::Tree)?;
+    // The per-CPU lists they came through start empty, as if nothing had been allocated.
+    buddy.drain_pcp();
     // The caches have no slabs yet, so `Mm` can still move to its final place.
     let kmalloc = Kmalloc::new(slub_debug).ok_or(SetupError::Slab)?;
     let vmalloc = Vmalloc::new(VirtAddr::new(VMALLOC_START), VirtAddr::new(VMALLOC_END), nx);

@@ -104,7 +104,7 @@ pub fn memmap_holes(mm: &mut Mm, _: &E820Map) -> CheckResult {
 /// Every table of the kernel's tree is flagged a table, and counts its used entries: the
 /// census after the switch to the tree built at boot, and every change since.
 pub fn tables_counted(mm: &mut Mm, _: &E820Map) -> CheckResult {
-    let mut tables = [(0u64, 0u64); 64];
+    let mut tables = [(0u64, 0u64); 256];
     let mut count = 0;
     let mut more = 0;
     mm.tree().for_each_table(|table, _, used| {
