@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `workload=` | a [`Workload`] name | `boot` |
 //! | `loglevel=` | `off`, `error`, `warn`, `info`, `debug`, `trace`, or Linux's `0`–`8` | `info` |
-//! | `seed=` | the random seed of `stress`, `populate` and `mmap-stress`, a number | `1` |
+//! | `seed=` | the random seed of `stress`, `populate`, `mmap-stress` and `syscall-fuzz`, a number | `1` |
 //! | `ops=` | their operations, 1 to 1 000 000 | `2000` |
 //! | `progress=` | a progress checkpoint every N operations of stress and populate (0: none) | `0` |
 //! | `slub_debug` | red zones and poisoning in the kmalloc caches | off |

@@ -153,6 +153,10 @@ fn user_hostile_children_are_killed_with_the_right_signal_and_bad_calls_fail() {
             ("wait4-kernel-status", efault),
             ("wait4-read-only-status", efault),
             ("reaped-all", echild),
+            ("madvise-dontneed-text", 0),
+            ("mprotect-wrapping", enomem),
+            ("madvise-hint-unmapped", enomem),
+            ("brk-wrapping", 0),
             ("write-prot-none-buf", efault),
             ("write-kernel-buf", efault),
             ("write-unmapped-buf", efault),
@@ -277,8 +281,8 @@ fn syscall_fuzz_gets_linux_errors_and_leaves_a_clean_kernel() {
         .collect();
     let count = |name: &str| counts.iter().find(|(n, _)| *n == name).map_or(0, |&(_, v)| v);
     assert!(count("calls") >= 2000, "{report}");
-    // Every failure was one of Linux's errors for the call, and each kind came up.
-    assert_eq!(count("other"), 0, "{report}");
+    // Every failure was one of the errors Linux gives that call, and each kind came up.
+    assert_eq!((count("other"), count("unexpected")), (0, 0), "{report}");
     for errno in ["EINVAL", "EFAULT", "ENOMEM", "EBADF", "ECHILD", "EEXIST", "ENOSYS"] {
         assert!(count(errno) > 0, "{errno} in {report}");
     }

@@ -444,3 +444,86 @@ fn user_text(outcome: &Outcome) -> Vec<&str> {
         })
         .collect()
 }
+
+/// Random corruption of what the host reads of processes (the task array, the child's VMA
+/// arenas, its PML4), one byte at a time: every process command and `check` answers with
+/// output or an error, never a panic, and within the command's budget.
+#[test]
+fn process_commands_survive_random_corruption_of_process_memory() {
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    let (_, ram) = run();
+    let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), ram.len())]).expect("memory");
+    memory.write_slice(ram, GuestAddress(0)).expect("written");
+    let targets: Vec<(u64, u64)> = {
+        let mut inspector = Inspector::new(RamReader::mapped(&memory));
+        inspector
+            .snapshot(|view| {
+                let child = process::task(view, 2)?;
+                let tasks = view.phys(view.info.tasks)?;
+                let size = std::mem::size_of::<Task>() as u64;
+                Ok(vec![
+                    (tasks, size * 3),
+                    (view.phys(child.mm.vma_nodes)?, std::mem::size_of::<VmaNode>() as u64),
+                    (view.phys(child.mm.vmas)?, child.mm.nr_vmas * 32),
+                    (child.mm.pgd, 4096),
+                ])
+            })
+            .expect("a sound snapshot")
+    };
+    let commands = [
+        Command::Ps,
+        Command::Maps { pid: None },
+        Command::Status { pid: 2 },
+        Command::Smaps { pid: 2 },
+        Command::Pagemap { pid: 2, range: None },
+        Command::Pagetable { range: None, tlb: false, pid: Some(2) },
+        Command::Check,
+    ];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    };
+    let (mut errors, mut outputs) = (0, 0);
+    for _ in 0..400 {
+        let (base, len) = targets[usize::try_from(next() % targets.len() as u64).expect("small")];
+        let at = GuestAddress(base + next() % len.max(1));
+        let old: u8 = memory.read_obj(at).expect("in RAM");
+        let new = match next() % 3 {
+            0 => 0xff,
+            1 => 0,
+            _ => old ^ (1 << (next() % 8)),
+        };
+        memory.write_obj(new, at).expect("in RAM");
+        for command in &commands {
+            let result = std::panic::catch_unwind(|| {
+                Inspector::new(RamReader::mapped(&memory)).run(command).map(|_| ())
+            });
+            match result {
+                Ok(Ok(())) => outputs += 1,
+                Ok(Err(_)) => errors += 1,
+                Err(_) => panic!("{command:?} panicked with {new:#x} at {:#x}", at.0),
+            }
+        }
+        memory.write_obj(old, at).expect("in RAM");
+    }
+    assert!(outputs > 0 && errors > 0, "{outputs} outputs, {errors} errors");
+}
+
+#[test]
+fn check_names_an_anonymous_page_no_process_maps() {
+    let path = corrupted("anon-nobody");
+    // A page of low memory, reserved and unused, flagged as a user page.
+    let pfn = 0x10;
+    let at = snapshot(&path, |view| {
+        view.phys(view.page_addr(pfn) + std::mem::offset_of!(shared::page::Page, flags) as u64)
+    });
+    poke(&path, at, &shared::page::PG_ANON.to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::MapcountMismatch,
+        &format!("pfn {pfn:#x} is flagged PG_ANON (mapcount 0) but no process maps it"),
+    );
+}

@@ -43,7 +43,7 @@ use shared::mm::{PCP_CAPACITY, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE
 use shared::page::PG_SLAB;
 use shared::page::{Page, MAX_ORDER, NO_PFN, PAGE_STRUCT_SIZE, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP};
 use shared::process::{Vma, TASK_SIZE, VM_ACCESS, VM_EXEC, VM_SHARED, VM_WRITE};
-use shared::pte::{level_name, PageTableEntry, PteFlags};
+use shared::pte::{level_name, PageTableEntry, PteFlags, ADDR_MASK};
 use shared::syscall::VDSO_BASE;
 use shared::vmcoreinfo::PAGING_NX;
 use shared::walk::{for_each_leaf, EnumError, Leaf, PhysMem, Visitor, ALL_ADDRESSES};
@@ -798,9 +798,6 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
     })
 }
 
-/// A budget error from inside a loop, naming the loop too: the step where the budget runs
-/// out (one slab's freelist) need not be what spent it (thousands of memblock regions,
-/// each scanning every slab again).
 /// How the processes map one user page.
 #[derive(Default)]
 struct UserFrame {
@@ -825,8 +822,17 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
     };
     let nx = view.info.paging_flags & PAGING_NX != 0;
     let mut kernel_half = [0u64; 256];
-    view.ram.read(view.info.cr3 + 2048, kernel_half.as_mut_bytes())?;
+    let kernel_pml4 = view.info.cr3 & ADDR_MASK;
+    if let Err(err) = view.ram.read(kernel_pml4 + 2048, kernel_half.as_mut_bytes()) {
+        marks.finding(FindingKind::KernelHalfDiffers, || {
+            format!("the kernel's PML4 at {kernel_pml4:#x} cannot be read: {err}")
+        });
+        return Ok(());
+    }
+    // Frames below max_pfn only (a user entry beyond is a finding, not a key): at most
+    // one entry per RAM page, however the tables alias.
     let mut frames: std::collections::BTreeMap<u64, UserFrame> = Default::default();
+    let max_pfn = view.info.max_pfn;
     for task in tasks.iter().filter(|t| t.mm.pgd != 0) {
         let pid = task.pid;
         let vmas = match process::vmas(view, &task.mm) {
@@ -839,7 +845,8 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
         };
         check_vmas(marks, pid, &task.mm, &vmas);
         let mut upper = [0u64; 256];
-        if let Err(err) = view.ram.read(task.mm.pgd.wrapping_add(2048), upper.as_mut_bytes()) {
+        let pml4 = task.mm.pgd & ADDR_MASK;
+        if let Err(err) = view.ram.read(pml4 + 2048, upper.as_mut_bytes()) {
             marks.finding(FindingKind::KernelHalfDiffers, || {
                 format!("pid {pid}: its PML4 at {:#x} cannot be read: {err}", task.mm.pgd)
             });
@@ -899,10 +906,18 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
             let pages = leaf.size / 4096;
             rss += pages;
             view.budget.spend(pages, || format!("counting the pages of pid {pid}"))?;
-            for pfn in leaf.phys / 4096..leaf.phys / 4096 + pages {
+            let first = leaf.phys / 4096;
+            if first.saturating_add(pages) > max_pfn {
+                marks.finding(FindingKind::OutsideRam, || {
+                    format!("pid {pid}: {:#x} maps pfn {first:#x}, beyond RAM", leaf.virt)
+                });
+                continue;
+            }
+            for pfn in first..first + pages {
                 let frame = frames.entry(pfn).or_default();
-                frame.maps += 1;
-                frame.writable += u32::from(flags.contains(PteFlags::WRITABLE));
+                frame.maps = frame.maps.saturating_add(1);
+                frame.writable =
+                    frame.writable.saturating_add(u32::from(flags.contains(PteFlags::WRITABLE)));
                 frame.private |= vma.flags & VM_SHARED == 0;
             }
         }
@@ -975,7 +990,7 @@ fn check_vmas(marks: &mut Marks, pid: u32, mm: &shared::process::MmStruct, vmas:
         }
         prev_end = prev_end.max(v.end);
     }
-    let total: u64 = vmas.iter().map(|v| v.len() / 4096).sum();
+    let total = vmas.iter().map(|v| v.len() / 4096).fold(0, u64::saturating_add);
     if vmas.len() as u64 != mm.map_count || total != mm.total_vm {
         marks.finding(FindingKind::ProcessVmas, || {
             format!(
@@ -988,6 +1003,9 @@ fn check_vmas(marks: &mut Marks, pid: u32, mm: &shared::process::MmStruct, vmas:
     }
 }
 
+/// A budget error from inside a loop, naming the loop too: the step where the budget runs
+/// out (one slab's freelist) need not be what spent it (thousands of memblock regions,
+/// each scanning every slab again).
 fn within(err: InspectError, outer: impl FnOnce() -> String) -> InspectError {
     match err {
         InspectError::Budget { units, what } => {

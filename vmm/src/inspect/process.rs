@@ -11,8 +11,9 @@
 //!   user_leaves  the lower half of the task's own tree (shared::walk, one budget)
 //! ```
 //!
-//! Every count and pointer is the guest's, so each is bounded before it sizes a read, and
-//! every step is paid from the command's work budget.
+//! Every count and pointer is the guest's, so each is bounded before it sizes a read; every
+//! node, VMA and leaf visited is paid from the command's work budget, and a VMA slot met
+//! twice ends the walk, so overlapping or repeated VMAs cannot multiply the work.
 
 use super::{to_usize, InspectError, View};
 use schemars::JsonSchema;
@@ -137,6 +138,7 @@ pub fn vmas(view: &mut View<'_, '_>, mm: &MmStruct) -> Result<Vec<Vma>, InspectE
     let nodes: Vec<VmaNode> = read_array(view, mm.vma_nodes, mm.nr_vma_nodes)?;
     let arena: Vec<Vma> = read_array(view, mm.vmas, mm.nr_vmas)?;
     let mut seen = vec![false; nodes.len()];
+    let mut vma_seen = vec![false; arena.len()];
     let mut out = Vec::new();
     // (node, depth), children pushed last-first so that they come out in order.
     let mut stack = vec![(mm.vma_root, 1u32)];
@@ -159,9 +161,17 @@ pub fn vmas(view: &mut View<'_, '_>, mm: &MmStruct) -> Result<Vec<Vma>, InspectE
         }
         if node.leaf != 0 {
             for &slot in &node.slots[..count] {
-                let vma = arena.get(to_usize(u64::from(slot))).ok_or_else(|| {
+                let at = to_usize(u64::from(slot));
+                let vma = arena.get(at).ok_or_else(|| {
                     corrupt(format!("VMA {slot} is outside its arena of {}", arena.len()))
                 })?;
+                if std::mem::replace(&mut vma_seen[at], true) {
+                    return Err(corrupt(format!("VMA {slot} is in the tree twice")));
+                }
+                if out.len() >= MAX_MAP_COUNT as usize {
+                    return Err(corrupt(format!("more than {MAX_MAP_COUNT} VMAs")));
+                }
+                view.budget.spend(1, || "listing a process's VMAs".into())?;
                 out.push(*vma);
             }
         } else {
@@ -303,7 +313,9 @@ pub struct Status {
 pub fn status(view: &mut View<'_, '_>, pid: u32) -> Result<Status, InspectError> {
     let t = task(view, pid)?;
     let vmas = vmas(view, &t.mm)?;
-    let kib = |vmas: &mut dyn Iterator<Item = &Vma>| vmas.map(|v| v.len() / 1024).sum::<u64>();
+    let kib = |vmas: &mut dyn Iterator<Item = &Vma>| {
+        vmas.map(|v| v.len() / 1024).fold(0, u64::saturating_add)
+    };
     let vm_data = kib(&mut vmas
         .iter()
         .filter(|v| v.flags & (VM_WRITE | VM_SHARED | VM_GROWSDOWN) == VM_WRITE));
@@ -447,6 +459,7 @@ pub fn smaps(view: &mut View<'_, '_>, pid: u32) -> Result<Vec<SmapsEntry>, Inspe
     let vmas = vmas(view, &t.mm)?;
     let leaves = user_leaves(view, t.mm.pgd)?.leaves;
     let mut out = Vec::new();
+    let pid = t.pid;
     for (vma, line) in vmas.iter().zip(&maps[0].lines) {
         let mut entry = SmapsEntry {
             vma: line.clone(),
@@ -467,8 +480,13 @@ pub fn smaps(view: &mut View<'_, '_>, pid: u32) -> Result<Vec<SmapsEntry>, Inspe
         let mut pss_scaled = 0u64;
         let first = leaves.partition_point(|l| l.virt < vma.start);
         for leaf in leaves[first..].iter().take_while(|l| l.virt < vma.end) {
+            view.budget.spend(1, || format!("measuring the VMAs of pid {pid}"))?;
             let kib = leaf.size / 1024;
-            let mapcount = u64::from(view.page(leaf.phys / 4096).map_or(1, |p| p.mapcount.max(1)));
+            let mapcount = match view.page(leaf.phys / 4096) {
+                Ok(page) => u64::from(page.mapcount.max(1)),
+                Err(err @ InspectError::Budget { .. }) => return Err(err),
+                Err(_) => 1,
+            };
             let flags = leaf.entry.flags();
             let dirty = flags.contains(shared::pte::PteFlags::DIRTY);
             entry.rss += kib;
@@ -553,8 +571,9 @@ pub fn pagemap(
     let (lo, hi) = range.map_or((0, u64::MAX), |r| (r.first.as_u64(), r.last.as_u64()));
     let mut out = Vec::new();
     for vma in &vmas {
-        let (start, end) = (vma.start.max(lo & !0xfff), vma.end.min(hi.saturating_add(1)));
-        let mut virt = start;
+        // User space only: a VMA beyond it (a corrupt one) lists nothing there.
+        let end = vma.end.min(hi.saturating_add(1)).min(TASK_SIZE);
+        let mut virt = vma.start.max(lo & !0xfff);
         while virt < end {
             if out.len() as u64 >= PAGEMAP_MAX {
                 return Err(InspectError::Argument(format!(
@@ -567,7 +586,11 @@ pub fn pagemap(
             let entry = match leaf {
                 Some(leaf) => {
                     let phys = leaf.phys + (virt - leaf.virt);
-                    let mapcount = view.page(leaf.phys / 4096).map_or(0, |p| p.mapcount);
+                    let mapcount = match view.page(leaf.phys / 4096) {
+                        Ok(page) => page.mapcount,
+                        Err(err @ InspectError::Budget { .. }) => return Err(err),
+                        Err(_) => 0,
+                    };
                     PagemapEntry {
                         virt,
                         present: true,
@@ -581,7 +604,7 @@ pub fn pagemap(
                 }
             };
             out.push(entry);
-            virt += 4096;
+            virt += 4096; // below TASK_SIZE: no overflow
         }
     }
     Ok(out)

@@ -40,8 +40,8 @@ impl core::fmt::Display for Unsendable {
     }
 }
 
-fn call(request: &Request) -> Result<(), Unsendable> {
-    let virt = request as *const Request as u64;
+fn call(request: *const Request) -> Result<(), Unsendable> {
+    let virt = request as u64;
     // The protocol passes 32 bits; requests live in the kernel image or on its stack.
     let gpa = virt_to_phys_of(request)
         .and_then(|phys| u32::try_from(phys.as_u64()).ok())
@@ -66,18 +66,25 @@ pub fn checkpoint(tag: u64) {
 /// Has the VMM zero `pages` pages (at most a huge page's) of RAM from physical `frame`;
 /// returns whether it did. Where it did not, the caller zeroes them itself.
 pub fn zero_pages(frame: u64, pages: u64) -> bool {
-    page_work(&Request { nr: ZERO_PAGES, kind: 0, arg: frame, len: pages })
+    page_work(Request { nr: ZERO_PAGES, kind: 0, arg: frame, len: pages })
 }
 
 /// Has the VMM copy the page of RAM at physical `from` to `to`; returns whether it did.
 pub fn copy_page(from: u64, to: u64) -> bool {
-    page_work(&Request { nr: COPY_PAGE, kind: 0, arg: from, len: to })
+    page_work(Request { nr: COPY_PAGE, kind: 0, arg: from, len: to })
 }
 
-fn page_work(request: &Request) -> bool {
-    // SAFETY: `request` is a live value; the VMM may have written its `kind` during the
-    // call, behind the compiler's back, so it is read afresh.
-    call(request).is_ok() && unsafe { core::ptr::read_volatile(&request.kind) } == PAGE_WORK_DONE
+/// Makes a page-work request and reads the VMM's answer, which it writes into the
+/// request's `kind`.
+fn page_work(mut request: Request) -> bool {
+    // The VMM writes the request: it is reached through a raw pointer only, never a
+    // shared reference, and the `out` in `call` may write memory as far as the compiler
+    // knows (no `nomem`).
+    let request = &raw mut request;
+    // SAFETY: `request` points to the local above, live and aligned; the VMM's write (if
+    // any) happened during the call, so a fresh read sees it.
+    call(request).is_ok()
+        && unsafe { core::ptr::read_volatile(&raw const (*request).kind) } == PAGE_WORK_DONE
 }
 
 /// Hands the VMM a report of `kind`.

@@ -107,12 +107,24 @@ fn divide_by_zero() {
 }
 
 /// The bad system calls, each with the error it must give.
-fn bad_calls() -> [(&'static str, i64, i64); 13] {
+fn bad_calls() -> [(&'static str, i64, i64); 17] {
     let rw = PROT_READ | PROT_WRITE;
     let anon = MAP_PRIVATE | MAP_ANONYMOUS;
     let kernel = PAGE_OFFSET;
     let none = prot_none_page();
+    let text = main as *const () as u64 & !0xfff;
+    let brk = syscall(SYS_BRK, [0; 6]);
     [
+        // Dropping the program's own code keeps it: there is no file to fault it back from.
+        ("madvise-dontneed-text", syscall(SYS_MADVISE, [text, 4096, MADV_DONTNEED, 0, 0, 0]), 0),
+        (
+            "mprotect-wrapping",
+            syscall(SYS_MPROTECT, [0x1000_0000, u64::MAX, PROT_READ, 0, 0, 0]),
+            -ENOMEM,
+        ),
+        ("madvise-hint-unmapped", syscall(SYS_MADVISE, [0x1000_0000, 4096, 0, 0, 0, 0]), -ENOMEM),
+        // A break that cannot be is refused with the current one, as Linux does.
+        ("brk-wrapping", syscall(SYS_BRK, [u64::MAX, 0, 0, 0, 0, 0]) - brk, 0),
         ("write-prot-none-buf", syscall(SYS_WRITE, [1, none, 8, 0, 0, 0]), -EFAULT),
         ("write-kernel-buf", syscall(SYS_WRITE, [1, kernel, 16, 0, 0, 0]), -EFAULT),
         ("write-unmapped-buf", syscall(SYS_WRITE, [1, 0x1000, 16, 0, 0, 0]), -EFAULT),

@@ -5,10 +5,13 @@
 //! every call with a result or Linux's error, and survive; the end-to-end test then has
 //! the host's `check` look at what is left. Arguments: `seed=`, `ops=`.
 //!
-//! Calls that change memory only ever aim at a sandbox window or at addresses that are not
-//! the program's, so the fuzzer never pulls its own code or stack from under itself:
-//! `MAP_FIXED` goes to the sandbox alone, and what a placed `mmap` returns is unmapped at
+//! Calls that change memory never reach the program's own image or stack: `MAP_FIXED`
+//! goes to a sandbox window, a range of `munmap`, `mprotect` or `madvise` that would
+//! overlap them is moved to the sandbox, and what a placed `mmap` returns is unmapped at
 //! once. The program never touches memory a call returned, so no fault can kill it.
+//!
+//! Each kind of call has the errors Linux may give it; any other result is counted as
+//! `unexpected`, which the end-to-end test requires to be zero.
 #![no_std]
 #![no_main]
 #![expect(clippy::cast_possible_truncation, reason = "user programs are x86_64: usize is 64 bits")]
@@ -57,6 +60,25 @@ fn address(rng: &mut Rng) -> u64 {
     }
 }
 
+/// The program's own memory: its image (and the heap after it), and its stack with
+/// room to grow.
+const OWN: [(u64, u64); 2] = [
+    (shared::process::USER_IMAGE_BASE, SANDBOX),
+    (STACK_TOP - (8 << 20), shared::process::TASK_SIZE),
+];
+
+/// `(addr, len)` for a call that changes memory: as drawn, or, if the page-rounded range
+/// would overlap the program's own memory, the same length from the sandbox.
+fn away_from_own(addr: u64, len: u64) -> (u64, u64) {
+    let end = len.checked_next_multiple_of(4096).and_then(|l| addr.checked_add(l));
+    let overlaps = OWN.iter().any(|&(lo, hi)| end.is_none_or(|end| addr < hi && lo < end));
+    if overlaps && addr <= VDSO_BASE {
+        (SANDBOX, len.min(SANDBOX_PAGES * 4096))
+    } else {
+        (addr, len)
+    }
+}
+
 /// A length.
 fn length(rng: &mut Rng) -> u64 {
     match rng.below(8) {
@@ -82,10 +104,13 @@ struct Tally {
     ok: u64,
     errors: [(i64, &'static str, u64); 10],
     other: u64,
+    /// Results Linux would not give for that call.
+    unexpected: u64,
 }
 
 impl Tally {
-    fn count(&mut self, result: i64) {
+    /// Counts `result` of a call whose errors may be `allowed`.
+    fn count(&mut self, result: i64, allowed: &[i64]) {
         self.calls += 1;
         if result >= 0 {
             self.ok += 1;
@@ -93,6 +118,10 @@ impl Tally {
             slot.2 += 1;
         } else {
             self.other += 1;
+        }
+        if result < 0 && !allowed.contains(&-result) {
+            self.unexpected += 1;
+            println!("syscall-fuzz: unexpected {result}");
         }
     }
 }
@@ -117,75 +146,87 @@ fn main() -> i32 {
             (ENOSYS, "ENOSYS", 0),
         ],
         other: 0,
+        unexpected: 0,
     };
     let map_bits = MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_FIXED;
     for _ in 0..ops {
-        let result = match rng.below(16) {
+        let mmap_errors = [EINVAL, ENOMEM, EEXIST, EBADF, EPERM, EACCES];
+        let (result, allowed): (i64, &[i64]) = match rng.below(16) {
             0 => {
                 let addr = SANDBOX + rng.below(SANDBOX_PAGES) * 4096;
                 let flags = bits(&mut rng, map_bits | MAP_FIXED_NOREPLACE) | MAP_FIXED;
                 let len = length(&mut rng).min(SANDBOX_PAGES * 4096 - (addr - SANDBOX));
-                syscall(SYS_MMAP, [addr, len, bits(&mut rng, 7), flags, rng.next(), rng.next()])
+                let args = [addr, len, bits(&mut rng, 7), flags, rng.next(), rng.next()];
+                (syscall(SYS_MMAP, args), &mmap_errors)
             }
             1 => {
                 let flags = bits(&mut rng, map_bits) & !(MAP_FIXED | MAP_FIXED_NOREPLACE);
                 let len = length(&mut rng);
-                let got =
-                    syscall(SYS_MMAP, [address(&mut rng), len, bits(&mut rng, 7), flags, 0, 0]);
+                let args = [address(&mut rng), len, bits(&mut rng, 7), flags, 0, 0];
+                let got = syscall(SYS_MMAP, args);
                 if got > 0 {
-                    tally.count(got);
-                    syscall(SYS_MUNMAP, [got as u64, len, 0, 0, 0, 0])
+                    tally.count(got, &[]);
+                    (syscall(SYS_MUNMAP, [got as u64, len, 0, 0, 0, 0]), &[])
                 } else {
-                    got
+                    (got, &mmap_errors)
                 }
             }
-            2 => syscall(SYS_MUNMAP, [address(&mut rng), length(&mut rng), 0, 0, 0, 0]),
-            3 => syscall(
-                SYS_MPROTECT,
-                [address(&mut rng), length(&mut rng), bits(&mut rng, 7), 0, 0, 0],
-            ),
-            4 => syscall(SYS_MADVISE, [address(&mut rng), length(&mut rng), rng.below(8), 0, 0, 0]),
-            5 => syscall(SYS_BRK, [address(&mut rng), 0, 0, 0, 0, 0]),
+            2 => {
+                let (addr, len) = away_from_own(address(&mut rng), length(&mut rng));
+                (syscall(SYS_MUNMAP, [addr, len, 0, 0, 0, 0]), &[EINVAL, ENOMEM])
+            }
+            3 => {
+                let (addr, len) = away_from_own(address(&mut rng), length(&mut rng));
+                let args = [addr, len, bits(&mut rng, 7), 0, 0, 0];
+                (syscall(SYS_MPROTECT, args), &[EINVAL, ENOMEM, EACCES])
+            }
+            4 => {
+                let (addr, len) = away_from_own(address(&mut rng), length(&mut rng));
+                let args = [addr, len, rng.below(8), 0, 0, 0];
+                (syscall(SYS_MADVISE, args), &[EINVAL, ENOMEM])
+            }
+            5 => (syscall(SYS_BRK, [address(&mut rng), 0, 0, 0, 0, 0]), &[]),
             6 => {
                 // Only pointers that fault, or nothing: the console stays readable.
                 let buf =
                     rng.pick(&[0, 1, PAGE_OFFSET, KERNEL_VIRT_BASE, VDSO_BASE + 4096, SANDBOX]);
                 let len = if buf == SANDBOX { 0 } else { length(&mut rng) };
-                syscall(SYS_WRITE, [rng.pick(&[0, 1, 2, 3, u64::MAX]), buf, len, 0, 0, 0])
+                let fd = rng.pick(&[0, 1, 2, 3, u64::MAX]);
+                (syscall(SYS_WRITE, [fd, buf, len, 0, 0, 0]), &[EBADF, EFAULT, EINVAL])
             }
-            7 => syscall(
-                SYS_KVM_MM_REPORT,
-                [rng.pick(&[0, PAGE_OFFSET, u64::MAX]), length(&mut rng), 0, 0, 0, 0],
-            ),
+            7 => {
+                let buf = rng.pick(&[0, PAGE_OFFSET, u64::MAX]);
+                let args = [buf, length(&mut rng), 0, 0, 0, 0];
+                (syscall(SYS_KVM_MM_REPORT, args), &[EFAULT, EINVAL])
+            }
             8 => {
                 let (any_pid, any_place) = (rng.next(), address(&mut rng));
                 let pid = rng.pick(&[u64::MAX, 0, 1, 2, 99, any_pid]);
                 let status = rng.pick(&[0, 1, PAGE_OFFSET, VDSO_BASE, any_place]);
-                syscall(
-                    SYS_WAIT4,
-                    [pid, status, bits(&mut rng, WNOHANG), rng.pick(&[0, 8, PAGE_OFFSET]), 0, 0],
-                )
+                let rusage = rng.pick(&[0, 8, PAGE_OFFSET]);
+                let args = [pid, status, bits(&mut rng, WNOHANG), rusage, 0, 0];
+                (syscall(SYS_WAIT4, args), &[ECHILD, EFAULT, EINVAL])
             }
             9 if rng.below(16) == 0 => {
                 let child = rt::fork();
                 if child == 0 {
                     rt::exit(0);
                 }
-                child
+                (child, &[EAGAIN, ENOMEM])
             }
-            10 => syscall(SYS_SCHED_YIELD, [rng.next(); 6]),
-            11 => syscall(rng.pick(&[SYS_GETPID, SYS_GETPPID]), [rng.next(); 6]),
+            10 => (syscall(SYS_SCHED_YIELD, [rng.next(); 6]), &[]),
+            11 => (syscall(rng.pick(&[SYS_GETPID, SYS_GETPPID]), [rng.next(); 6]), &[]),
             12 => {
                 // Numbers nobody implements: Linux's others, ours beyond, and garbage.
                 let nr = rng.pick(&[SYS_READ, 2, 59, 62, 435, 999, 1002, 1 << 32, u64::MAX]);
-                syscall(nr, [rng.next(); 6])
+                (syscall(nr, [rng.next(); 6]), &[ENOSYS])
             }
-            _ => syscall(
-                SYS_MPROTECT,
-                [SANDBOX + rng.below(SANDBOX_PAGES) * 4096, 4096, rng.below(8), 0, 0, 0],
-            ),
+            _ => {
+                let addr = SANDBOX + rng.below(SANDBOX_PAGES) * 4096;
+                (syscall(SYS_MPROTECT, [addr, 4096, rng.below(8), 0, 0, 0]), &[ENOMEM, EACCES])
+            }
         };
-        tally.count(result);
+        tally.count(result, allowed);
     }
     // Reap the children that are left, and give the sandbox back.
     while syscall(SYS_WAIT4, [u64::MAX, 0, 0, 0, 0, 0]) > 0 {}
@@ -199,8 +240,11 @@ fn main() -> i32 {
     for (_, name, count) in tally.errors {
         let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {name}={count}"));
     }
-    let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" other={}", tally.other));
+    let _ = core::fmt::Write::write_fmt(
+        &mut line,
+        format_args!(" other={} unexpected={}", tally.other, tally.unexpected),
+    );
     rt::report(line.as_bytes());
     println!("syscall-fuzz: {} calls survived", tally.calls);
-    0
+    i32::from(tally.unexpected != 0)
 }

@@ -22,8 +22,8 @@
 //! There is one kernel stack. A trap from user mode saves the process's registers in a
 //! [`TrapFrame`] on it; switching process means saving that frame into the process and
 //! loading another's before the `iretq`. A process blocked in `wait4` is resumed at its
-//! trampoline with its registers as they were, so the system call runs again (Linux's
-//! restart), now finding the zombie it waited for.
+//! system-call instruction with its registers as they were, so the call runs again
+//! (Linux's restart), now finding the zombie it waited for.
 //!
 //! No timer interrupt is set up, so a process that makes no system call and takes no fault
 //! keeps the CPU (see docs/ARCHITECTURE.md).
@@ -600,8 +600,18 @@ fn exit_current(ending: Ending) {
         let init = table.init;
         let init_lives = table.processes.iter().any(|p| p.pid == init && p.state != State::Zombie);
         let heir = if init_lives && init != pid { init } else { 0 };
+        let mut zombie_handed = false;
         for child in table.processes.iter_mut().filter(|p| p.ppid == pid) {
             child.ppid = heir;
+            zombie_handed |= child.state == State::Zombie;
+        }
+        // The heir may be waiting for a child to end: one just became its child.
+        if zombie_handed {
+            if let Some(init) =
+                table.processes.iter_mut().find(|p| p.pid == heir && p.state == State::Waiting)
+            {
+                init.state = State::Runnable;
+            }
         }
         if let Some(parent) =
             table.processes.iter_mut().find(|p| p.pid == ppid && p.state == State::Waiting)

@@ -379,7 +379,7 @@ impl AddressSpace {
     /// shrinks; returns the break (unchanged when refused, as Linux does).
     pub fn set_brk(&mut self, addr: u64) -> u64 {
         let old_end = self.brk.next_multiple_of(PAGE);
-        let new_end = addr.next_multiple_of(PAGE);
+        let Some(new_end) = addr.checked_next_multiple_of(PAGE) else { return self.brk };
         if addr < self.start_brk || new_end > STACK_TOP - STACK_LIMIT {
             return self.brk;
         }
@@ -473,10 +473,24 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Whether VMAs cover all of `[start, end)`.
+    pub fn covered(&self, start: u64, end: u64) -> bool {
+        let mut at = start;
+        while at < end {
+            match self.vmas.find(at) {
+                Some(vma) if vma.start <= at => at = vma.end,
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// `madvise(MADV_DONTNEED)`: drops the pages of `[start, end)`, keeping the VMAs, so
-    /// private memory reads as zero again. Shared pages stay: a process that drops one on
-    /// Linux faults the same page back in. `Err(NotMapped)` if part of the range has no
-    /// VMA (after dropping the rest, as Linux does).
+    /// private anonymous memory reads as zero again. Shared pages and the program image's
+    /// stay: on Linux a process that drops one faults the same page back in (from shared
+    /// memory, or from the file), and here there is nothing to fault them from.
+    /// `Err(NotMapped)` if part of the range has no VMA (after dropping the rest, as Linux
+    /// does).
     pub fn dontneed(&mut self, start: u64, end: u64) -> Result<(), SpaceError> {
         let mut at = start;
         let mut covered = true;
@@ -487,7 +501,8 @@ impl AddressSpace {
             };
             covered &= vma.start <= at;
             let (lo, hi) = (vma.start.max(at), vma.end.min(end));
-            if lo < hi && vma.flags & VM_SHARED == 0 {
+            let refaults = vma.flags & VM_SHARED != 0 || vma.kind == VmaKind::Image as u32;
+            if lo < hi && !refaults {
                 self.free_range(lo, hi)?;
             }
             at = vma.end;

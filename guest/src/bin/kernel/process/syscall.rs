@@ -46,8 +46,9 @@ pub fn dispatch(frame: &mut TrapFrame) -> bool {
         SYS_WAIT4 => match wait4(args[0] as i32, args[1], args[2], args[3]) {
             Some(result) => result,
             None => {
-                // Asleep: when woken it resumes at the trampoline and calls again.
-                frame.rip = VDSO_BASE;
+                // Asleep: when woken it runs its system-call instruction again (`syscall`
+                // and `ud2` are both 2 bytes), as Linux restarts a call.
+                frame.rip -= 2;
                 return true;
             }
         },
@@ -197,15 +198,17 @@ fn user_pages(addr: u64, len: u64) -> Option<Option<(u64, u64)>> {
     Some((end <= VDSO_BASE).then_some((addr, end)))
 }
 
-/// `mprotect(addr, len, prot)`.
+/// `mprotect(addr, len, prot)`, with Linux's order of checks: bad bits or a misaligned
+/// start are `-EINVAL`, no length is 0, a range that wraps or leaves user space `-ENOMEM`.
 fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
-    if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC) != 0 {
+    if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC) != 0 || addr % PAGE != 0 {
         return -EINVAL;
     }
+    if len == 0 {
+        return 0;
+    }
     match user_pages(addr, len) {
-        None => -EINVAL,
-        Some(None) => -ENOMEM,
-        Some(Some((start, end))) if start == end => 0,
+        None | Some(None) => -ENOMEM,
         Some(Some((start, end))) => {
             with_space(|s| s.protect(start, end, prot).map_or_else(errno, |()| 0))
         }
@@ -213,6 +216,7 @@ fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
 }
 
 /// `madvise(addr, len, advice)`: `MADV_DONTNEED` drops pages; the plain hints are taken.
+/// Either way a range with holes is `-ENOMEM`, as on Linux.
 fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     if advice != MADV_DONTNEED && !MADV_HINTS.contains(&advice) {
         return -EINVAL;
@@ -220,7 +224,10 @@ fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     match user_pages(addr, len) {
         None => -EINVAL,
         Some(None) => -ENOMEM,
-        Some(Some((start, end))) if start == end || advice != MADV_DONTNEED => 0,
+        Some(Some((start, end))) if start == end => 0,
+        Some(Some((start, end))) if advice != MADV_DONTNEED => {
+            with_space(|s| if s.covered(start, end) { 0 } else { -ENOMEM })
+        }
         Some(Some((start, end))) => {
             with_space(|s| s.dontneed(start, end).map_or_else(errno, |()| 0))
         }
@@ -229,7 +236,11 @@ fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
 
 /// `wait4(pid, wstatus, options, rusage)`: `None` when the caller goes to sleep.
 fn wait4(pid: i32, wstatus: u64, options: u64, rusage: u64) -> Option<i64> {
-    if options & !WNOHANG != 0 {
+    // WUNTRACED, WCONTINUED, __WNOTHREAD, __WALL and __WCLONE change nothing here: no
+    // process stops, and every process is a single-threaded child of one process group,
+    // so pid 0 and -pgid mean any child, as -1 does.
+    const ACCEPTED: u64 = WNOHANG | 0x2 | 0x8 | 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
+    if options & !ACCEPTED != 0 {
         return Some(-EINVAL);
     }
     let (child, status) = match reap(pid, options & WNOHANG != 0) {
