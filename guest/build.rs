@@ -8,7 +8,7 @@
 
 /// The user programs (bins of this crate) the kernel embeds; `vmm/build.rs` builds the
 /// same list.
-const USER_PROGRAMS: [&str; 7] = [
+const USER_PROGRAMS: [&str; 8] = [
     "user-hello",
     "fork-cow",
     "user-hostile",
@@ -16,6 +16,7 @@ const USER_PROGRAMS: [&str; 7] = [
     "user-cost",
     "syscall-fuzz",
     "many-processes",
+    "thp",
 ];
 
 fn main() {

@@ -51,6 +51,7 @@ const USER_PROGRAMS: &[&str] = &[
     "user-cost",
     "syscall-fuzz",
     "many-processes",
+    "thp",
 ];
 
 /// `cargo build --release` of `bins` of the guest crate for the bare-metal target.

@@ -99,6 +99,15 @@ impl AnonMemory for Host {
         let words = *self.frame(from);
         *self.frame(to) = words;
     }
+    fn alloc_huge(&mut self) -> Option<PhysAddr> {
+        Some(PhysAddr::new(self.buddy.alloc_pages(9, ZoneType::Normal)? << 12))
+    }
+    fn free_huge(&mut self, block: PhysAddr) {
+        let _ = self.buddy.free_pages(block.pfn(), 9);
+    }
+    fn split_huge(&mut self, block: PhysAddr) {
+        let _ = self.buddy.split_block(block.pfn(), 9);
+    }
 }
 
 fn page(i: u64) -> VirtPage {

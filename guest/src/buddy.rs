@@ -388,6 +388,21 @@ impl<M: Memmap> Buddy<M> {
         }
     }
 
+    /// Turns the allocated block of 2^`order` pages at `pfn` into 2^`order` allocated
+    /// single pages, each to be freed on its own (Linux's `split_page`). Refuses what is
+    /// not such a block, as a free would.
+    pub fn split_block(&mut self, pfn: u64, order: u32) -> Result<(), FreeError> {
+        self.check_free(pfn, order)?;
+        for page in pfn..pfn + (1 << order) {
+            if let Some(page) = self.memmap.page(page) {
+                page.flags |= PG_HEAD;
+                page.order = 0;
+                page.refcount = 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Pages the allocator manages, free or not (Linux's `totalram_pages`).
     pub fn managed_pages(&self) -> u64 {
         self.zones.iter().map(|z| z.managed).sum()

@@ -8,7 +8,7 @@
 //! | `workload=` | a [`Workload`] name | `boot` |
 //! | `loglevel=` | `off`, `error`, `warn`, `info`, `debug`, `trace`, or Linux's `0`–`8` | `info` |
 //! | `seed=` | the random seed of `stress`, `populate`, `mmap-stress` and `syscall-fuzz`, a number | `1` |
-//! | `ops=` | their operations, 1 to 1 000 000 | `2000` |
+//! | `ops=` | their operations, 1 to 1 000 000; for `thp`, the MiB it touches | `2000` (`thp`: 64) |
 //! | `progress=` | a progress checkpoint every N operations of stress and populate (0: none) | `0` |
 //! | `slub_debug` | red zones and poisoning in the kmalloc caches | off |
 
@@ -27,6 +27,8 @@ pub struct Options {
     pub seed: u64,
     /// Operations of the stress workload.
     pub ops: u32,
+    /// Whether the command line gave `ops=` (workloads with another default read it).
+    pub ops_given: bool,
     /// A progress checkpoint every this many operations of the stress and populate
     /// workloads, for a host to inspect the guest mid-run; 0 for none.
     pub progress: u32,
@@ -41,6 +43,7 @@ impl Default for Options {
             loglevel: LevelFilter::Info,
             seed: 1,
             ops: 2000,
+            ops_given: false,
             progress: 0,
             slub_debug: false,
         }
@@ -86,6 +89,7 @@ impl Options {
                 ("ops", Some(value)) => {
                     let ops = value.parse().ok().filter(|ops| (1..=1_000_000).contains(ops));
                     options.ops = ops.ok_or(bad_value)?;
+                    options.ops_given = true;
                 }
                 ("progress", Some(value)) => {
                     options.progress = value.parse().map_err(|_| bad_value)?;

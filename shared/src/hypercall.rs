@@ -359,8 +359,8 @@ pub struct ProcessReport {
     pub signal: u32,
     /// How system calls entered the kernel: a [`crate::syscall::SyscallEntry`] value.
     pub syscall_entry: u32,
-    /// Always 0.
-    pub reserved: u32,
+    /// Faults served with a transparent huge page (counted in `page_faults` too).
+    pub thp_faults: u32,
     /// System calls made.
     pub syscalls: u64,
     /// Page faults served.

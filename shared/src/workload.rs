@@ -68,11 +68,13 @@ pub enum Workload {
     /// 100 processes of 100 VMAs each at a checkpoint, for the host's `ps`, `maps` and
     /// `check` at scale.
     ManyProcesses,
+    /// Touch `ops=` MiB of anonymous memory (transparent huge pages), then split two.
+    Thp,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 25] = [
+    pub const ALL: [Workload; 26] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -98,6 +100,7 @@ impl Workload {
         Self::UserCost,
         Self::SyscallFuzz,
         Self::ManyProcesses,
+        Self::Thp,
     ];
 
     /// The name used on the command line.
@@ -128,6 +131,7 @@ impl Workload {
             Self::UserCost => "user-cost",
             Self::SyscallFuzz => "syscall-fuzz",
             Self::ManyProcesses => "many-processes",
+            Self::Thp => "thp",
         }
     }
 
@@ -173,6 +177,7 @@ impl Workload {
                 "random system calls with adversarial arguments (seed=, ops=): the kernel survives"
             }
             Self::ManyProcesses => "100 processes of 100 VMAs each, stopped at a checkpoint",
+            Self::Thp => "touch ops= MiB of anonymous memory in huge pages, then split two",
         }
     }
 

@@ -527,3 +527,60 @@ fn check_names_an_anonymous_page_no_process_maps() {
         &format!("pfn {pfn:#x} is flagged PG_ANON (mapcount 0) but no process maps it"),
     );
 }
+
+#[test]
+fn thp_touches_64_mib_in_32_faults_and_the_host_sees_huge_pages() {
+    let config = VmConfig {
+        mem_size: 256 << 20,
+        cmdline: "workload=thp ops=64".into(),
+        inspect: vec![Command::Check],
+        ..config("thp")
+    };
+    let mut seen = None;
+    let outcome = new_vm(&config)
+        .run_with(|stop| {
+            if stop.checkpoint.tag != checkpoint::USER || seen.is_some() {
+                return;
+            }
+            let mut inspector = Inspector::new(RamReader::mapped(stop.memory));
+            seen = Some(inspector.snapshot(|view| {
+                let smaps = process::smaps(view, 1)?;
+                let pagemap = process::pagemap(view, 1, None)?;
+                Ok((smaps, pagemap))
+            }));
+        })
+        .expect("the guest runs");
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    assert_eq!(user_text(&outcome), ["mib=64 pages=16384 munmap=0 mprotect=0 intact=1"]);
+    let process = outcome
+        .reports
+        .iter()
+        .find_map(|r| match r {
+            Report::Process(p) if p.pid == 1 => Some(*p),
+            _ => None,
+        })
+        .expect("a process report");
+    // One fault per 2 MiB, each a huge page: 32 for 64 MiB (the stack is filled at load);
+    // the others are the copies of the stack page it shared with its child.
+    let touches = process.page_faults - process.cow_copies;
+    assert_eq!((process.thp_faults, touches), (32, 32), "{process:?}");
+    // The child copied the huge page it wrote, whole (and the stack page it shares).
+    let child = outcome.reports.iter().find_map(|r| match r {
+        Report::Process(p) if p.pid == 2 => Some(*p),
+        _ => None,
+    });
+    let child = child.expect("the child's report");
+    assert_eq!((child.cow_copies, child.thp_faults), (1, 0), "{child:?}");
+    let (smaps, pagemap) = seen.expect("stopped at the user checkpoint").expect("inspected");
+    let huge: u64 = smaps.iter().map(|e| e.anon_huge_pages).sum();
+    assert_eq!(huge, 64 << 10, "AnonHugePages in kB");
+    assert_eq!(pagemap.iter().filter(|p| p.huge && p.exclusive).count(), 64 * 256);
+    // The host's check, at both checkpoints (huge pages whole; then split ones, and whole
+    // ones shared with a child) and at exit (everything given back), finds nothing.
+    let checks: Vec<_> = outcome.inspections.iter().filter(|i| i.command == "check").collect();
+    assert_eq!(checks.len(), 4, "booted, two user checkpoints, exit");
+    for inspection in checks {
+        let Ok(Output::Check(report)) = &inspection.result else { panic!("{inspection:?}") };
+        assert!(report.ok(), "{}: {:#?}", inspection.at, report.findings);
+    }
+}

@@ -15,14 +15,28 @@
 //! `refcount` equals `mapcount` while a page is mapped: each mapping holds one reference,
 //! and nothing else (no page cache, no swap cache) holds any yet. Pages without `PG_ANON`
 //! (the system-call trampoline, mapped into every process) are neither counted nor freed.
+//!
+//! Transparent huge pages: a 2 MiB block (an order-9 allocation) mapped by one PMD entry
+//! keeps its counts on its head page while it stays whole. Splitting a mapping of it
+//! (a partial munmap or mprotect, or copy-on-write without a free block) first splits
+//! the block itself into 512 pages (Linux's `split_page`), each with the block's counts,
+//! so from then on every mapping of it, huge or not, counts on every page it covers.
+//!
+//! ```text
+//! huge fault     an order-9 block, zeroed, mapped by a PMD: head counts 1     map_new_huge
+//! fork           head + 1 (whole block) or each page + 1 (split block)        share
+//! write fault    last sharer: writable in place; else a new block, copied     write_fault
+//! split          the PMD becomes a page table; the block, 512 pages           split_leaf
+//! unmap, exit    head − 1, the last frees the block; or page by page          release
+//! ```
 
 use crate::paging::{Flush, Frame, MapError, Mapper, PageSize, PageTableEntry, PteFlags, VirtPage};
 use crate::vmalloc::VmallocMemory;
-use shared::addr::PhysAddr;
+use shared::addr::{PhysAddr, VirtAddr};
 use shared::page::{Page, PG_ANON};
 
-/// The memory anonymous pages come from: page tables, frames, their descriptors, and the
-/// two ways of filling a frame.
+/// The memory anonymous pages come from: page tables, frames and 2 MiB blocks, their
+/// descriptors, and the ways of filling them.
 pub trait AnonMemory: VmallocMemory {
     /// The descriptor of `frame`, if it has one.
     fn page(&mut self, frame: PhysAddr) -> Option<&mut Page>;
@@ -30,6 +44,39 @@ pub trait AnonMemory: VmallocMemory {
     fn zero_frame(&mut self, frame: PhysAddr);
     /// Copies the page at `from` to `to`.
     fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr);
+    /// A 2 MiB block, aligned (an order-9 allocation); `None` when none is free.
+    fn alloc_huge(&mut self) -> Option<PhysAddr>;
+    /// Gives back a block [`alloc_huge`](Self::alloc_huge) returned, whole.
+    fn free_huge(&mut self, block: PhysAddr);
+    /// Makes the block at `block` 512 pages, each freed on its own with
+    /// [`VmallocMemory::free_frame`] (its descriptors' counts are the caller's).
+    fn split_huge(&mut self, block: PhysAddr);
+    /// Fills the block with zeros.
+    fn zero_huge(&mut self, block: PhysAddr) {
+        for page in 0..HUGE_PAGES {
+            self.zero_frame(PhysAddr::new(block.as_u64() + page * 4096));
+        }
+    }
+    /// Copies the block at `from` to `to`.
+    fn copy_huge(&mut self, from: PhysAddr, to: PhysAddr) {
+        for page in 0..HUGE_PAGES {
+            let offset = page * 4096;
+            self.copy_frame(
+                PhysAddr::new(from.as_u64() + offset),
+                PhysAddr::new(to.as_u64() + offset),
+            );
+        }
+    }
+}
+
+/// Pages in a 2 MiB block.
+pub const HUGE_PAGES: u64 = 512;
+/// The order of a 2 MiB block.
+pub const HUGE_ORDER: u32 = 9;
+
+/// Whether `block` heads a whole huge block of anonymous memory (not split yet).
+fn whole_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) -> bool {
+    memory.page(block).is_some_and(|p| p.flags & PG_ANON != 0 && p.order == HUGE_ORDER)
 }
 
 /// Why an anonymous page could not be mapped.
@@ -79,19 +126,35 @@ pub fn map_new<M: AnonMemory>(
     Ok(frame)
 }
 
-/// Takes one more mapping of `frame` (fork's copy of a page-table entry).
+/// Takes one more mapping of `frame` (fork's copy of a page-table entry): on the head of
+/// a whole huge block, or on each page a mapping covers.
 #[inline]
 pub fn share<M: AnonMemory>(memory: &mut M, frame: Frame) {
+    if frame.size() != PageSize::Size4K && !whole_block(memory, frame.start()) {
+        for page in 0..frame.size().bytes() / 4096 {
+            let small = PhysAddr::new(frame.start().as_u64() + page * 4096);
+            share(memory, Frame::containing(small, PageSize::Size4K));
+        }
+        return;
+    }
     if let Some(page) = memory.page(frame.start()).filter(|p| p.flags & PG_ANON != 0) {
         page.mapcount += 1;
         page.refcount += 1;
     }
 }
 
-/// Drops one mapping of `frame`; frees the page when it was the last. Returns whether it
-/// freed it.
+/// Drops one mapping of `frame`; frees the page (or the whole huge block) when it was the
+/// last. Returns whether it freed something.
 #[inline]
 pub fn release<M: AnonMemory>(memory: &mut M, frame: Frame) -> bool {
+    if frame.size() != PageSize::Size4K && !whole_block(memory, frame.start()) {
+        let mut freed = false;
+        for page in 0..frame.size().bytes() / 4096 {
+            let small = PhysAddr::new(frame.start().as_u64() + page * 4096);
+            freed |= release(memory, Frame::containing(small, PageSize::Size4K));
+        }
+        return freed;
+    }
     let Some(page) = memory.page(frame.start()).filter(|p| p.flags & PG_ANON != 0) else {
         return false;
     };
@@ -101,8 +164,70 @@ pub fn release<M: AnonMemory>(memory: &mut M, frame: Frame) -> bool {
         return false;
     }
     page.flags &= !PG_ANON;
-    memory.free_frame(frame.start());
+    if frame.size() == PageSize::Size4K {
+        memory.free_frame(frame.start());
+    } else {
+        memory.free_huge(frame.start());
+    }
     true
+}
+
+/// A zeroed huge block mapped at the 2 MiB page `page` with `flags`; returns its frame.
+/// `Err(NoMemory)` without a free block, and an error when a page table already sits
+/// where the leaf would go: the caller falls back to 4 KiB pages.
+pub fn map_new_huge<M: AnonMemory>(
+    tree: &mut Mapper<M>,
+    page: VirtPage,
+    flags: PteFlags,
+) -> Result<PhysAddr, AnonError> {
+    let block = tree.memory.alloc_huge().ok_or(AnonError::NoMemory)?;
+    let frame = Frame::new(block, PageSize::Size2M)?;
+    match tree.map(page, frame, flags) {
+        // The entry was not present: nothing to flush.
+        Ok(flush) => flush.ignore(),
+        Err(err) => {
+            tree.memory.free_huge(block);
+            return Err(err.into());
+        }
+    }
+    tree.memory.zero_huge(block);
+    mark_new(&mut tree.memory, block);
+    if let Some(head) = tree.memory.page(block) {
+        head.order = HUGE_ORDER;
+    }
+    Ok(block)
+}
+
+/// Splits the huge mapping of `virt`, if a 2 MiB leaf maps it, into a page table of 512
+/// entries, and its block into 512 pages that each take the block's counts. Returns the
+/// flush the split needs (none if nothing huge maps `virt`).
+pub fn split_leaf<M: AnonMemory>(tree: &mut Mapper<M>, virt: VirtAddr) -> Result<Flush, AnonError> {
+    let Some(mapped) = tree.translate(virt) else { return Ok(Flush::NONE) };
+    if mapped.size != PageSize::Size2M {
+        return Ok(Flush::NONE);
+    }
+    let block = PhysAddr::new(mapped.phys.as_u64() & !(PageSize::Size2M.bytes() - 1));
+    let flush = tree.split_huge_leaf(virt)?.unwrap_or(Flush::NONE);
+    split_block(&mut tree.memory, block);
+    Ok(flush)
+}
+
+/// Makes a whole huge block 512 anonymous pages with its counts (nothing for a block
+/// already split).
+fn split_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) {
+    if !whole_block(memory, block) {
+        return;
+    }
+    let Some((mapcount, refcount)) = memory.page(block).map(|p| (p.mapcount, p.refcount)) else {
+        return;
+    };
+    memory.split_huge(block);
+    for page in 0..HUGE_PAGES {
+        if let Some(p) = memory.page(PhysAddr::new(block.as_u64() + page * 4096)) {
+            p.flags |= PG_ANON;
+            (p.mapcount, p.refcount, p.order) = (mapcount, refcount, 0);
+        }
+    }
 }
 
 /// Serves a write to the present, read-only anonymous page at `page` of a writable private
@@ -117,16 +242,30 @@ pub fn write_fault<M: AnonMemory>(
     let not_mapped = AnonError::Map(MapError::NotMapped { virt: virt.as_u64() });
     let (done, flush) = tree
         .update_leaf(virt, |memory, entry, size| {
-            if size != PageSize::Size4K {
+            let huge = size == PageSize::Size2M;
+            if size != PageSize::Size4K && !(huge && whole_block(memory, entry.addr())) {
+                // A split block or a 1 GiB page: the caller splits the mapping first.
                 return Err(AnonError::Map(MapError::SizeMismatch));
             }
             let old = entry.addr();
             let mapcount = memory.page(old).filter(|p| p.flags & PG_ANON != 0).map(|p| p.mapcount);
-            let present = flags | PteFlags::PRESENT;
+            let present =
+                flags | PteFlags::PRESENT | if huge { PteFlags::HUGE } else { PteFlags::empty() };
             match mapcount {
                 Some(1) => {
                     *entry = PageTableEntry::new(old, present);
                     Ok(WriteFault::Reused)
+                }
+                Some(_) if huge => {
+                    let new = memory.alloc_huge().ok_or(AnonError::NoMemory)?;
+                    memory.copy_huge(old, new);
+                    mark_new(memory, new);
+                    if let Some(head) = memory.page(new) {
+                        head.order = HUGE_ORDER;
+                    }
+                    *entry = PageTableEntry::new(new, present);
+                    release(memory, Frame::containing(old, PageSize::Size2M));
+                    Ok(WriteFault::Copied)
                 }
                 Some(_) => {
                     let new = memory.alloc_frame().ok_or(AnonError::NoMemory)?;
@@ -141,7 +280,20 @@ pub fn write_fault<M: AnonMemory>(
             }
         })
         .ok_or(not_mapped)?;
-    Ok((done?, flush))
+    match done {
+        Ok(how) => Ok((how, flush)),
+        // A huge page that cannot be copied whole (no free block, or a split block):
+        // split the mapping and serve the 4 KiB page written.
+        Err(AnonError::NoMemory | AnonError::Map(MapError::SizeMismatch))
+            if tree.translate(virt).is_some_and(|m| m.size == PageSize::Size2M) =>
+        {
+            flush.ignore();
+            let split = split_leaf(tree, virt)?;
+            let (how, flush) = write_fault(tree, page, flags)?;
+            Ok((how, split.and(flush)))
+        }
+        Err(err) => Err(err),
+    }
 }
 
 fn mark_new<M: AnonMemory>(memory: &mut M, frame: PhysAddr) {

@@ -19,7 +19,12 @@ struct Memory {
     arena: Arena,
     pages: BTreeMap<u64, Page>,
     content: BTreeMap<u64, u64>,
+    /// Huge blocks handed out so far (they come from their own region).
+    huge_blocks: u64,
 }
+
+/// Where huge blocks come from: 2 MiB aligned, above the arena's frames.
+const HUGE_BASE: u64 = 0x40_0000_0000;
 
 impl TableMemory for Memory {
     unsafe fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; 512] {
@@ -60,6 +65,26 @@ impl AnonMemory for Memory {
     fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr) {
         let word = self.content[&from.as_u64()];
         self.content.insert(to.as_u64(), word);
+    }
+    fn alloc_huge(&mut self) -> Option<PhysAddr> {
+        let room = |limit: usize| self.arena.frames_out.len() + HUGE_PAGES as usize <= limit;
+        if !self.arena.frame_limit.is_none_or(room) {
+            return None;
+        }
+        let block = HUGE_BASE + self.huge_blocks * (2 << 20);
+        self.huge_blocks += 1;
+        self.arena.frames_out.extend((0..HUGE_PAGES).map(|p| block + p * 4096));
+        Some(PhysAddr::new(block))
+    }
+    fn free_huge(&mut self, block: PhysAddr) {
+        for page in 0..HUGE_PAGES {
+            let frame = block.as_u64() + page * 4096;
+            assert!(self.arena.frames_out.remove(&frame), "{frame:#x} was not handed out");
+            self.content.remove(&frame);
+        }
+    }
+    fn split_huge(&mut self, _block: PhysAddr) {
+        // Its pages are in `frames_out` one by one already.
     }
 }
 
@@ -280,4 +305,73 @@ fn a_page_that_is_not_anonymous_is_never_made_writable_or_freed() {
     assert!(matches!(refused, Err(AnonError::Map(MapError::NotMapped { .. }))));
     assert!(!release(&mut memory, Frame::containing(trampoline, PageSize::Size4K)));
     assert!(memory.arena.frames_out.contains(&trampoline.as_u64()), "still the kernel's");
+}
+
+#[test]
+fn a_huge_page_is_shared_copied_whole_split_and_given_back() {
+    let mut memory = Memory::default();
+    let parent = memory.alloc_table().expect("a root");
+    let huge = VirtPage::new(VirtAddr::new(0x20_0000), PageSize::Size2M).expect("aligned");
+    let block = with_tree(&mut memory, parent, |t| map_new_huge(t, huge, RW)).expect("maps");
+    assert_eq!(memory.pages[&block.as_u64()].order, HUGE_ORDER);
+    memory.content.insert(block.as_u64() + 4096, 5);
+    // fork: one more mapping of the whole block, on its head.
+    let child = memory.alloc_table().expect("a root");
+    with_tree(&mut memory, parent, |t| {
+        t.copy_present(child, VirtAddr::new(0), 1 << 47, true, &mut |m, f| share(m, f))
+    })
+    .expect("copies")
+    .ignore();
+    assert_eq!(memory.pages[&block.as_u64()].mapcount, 2);
+    // The child writes: it gets a whole new block, a copy.
+    let small = VirtPage::new(VirtAddr::new(0x20_1000), PageSize::Size4K).expect("aligned");
+    let (how, _) = with_tree(&mut memory, child, |t| write_fault(t, small, RW)).expect("served");
+    assert_eq!(how, WriteFault::Copied);
+    let copy = with_tree(&mut memory, child, |t| t.translate(small.start())).expect("mapped");
+    assert_eq!(copy.size, PageSize::Size2M);
+    assert_ne!(copy.phys.as_u64() & !0x1f_ffff, block.as_u64());
+    assert_eq!(memory.content[&copy.phys.as_u64()], 5, "copied with the block");
+    assert_eq!(memory.pages[&block.as_u64()].mapcount, 1);
+    // The parent splits its mapping (a partial munmap would): 512 pages, each mapped once.
+    with_tree(&mut memory, parent, |t| split_leaf(t, small.start())).expect("splits").ignore();
+    for page in 0..HUGE_PAGES {
+        let p = memory.pages[&(block.as_u64() + page * 4096)];
+        assert_eq!((p.flags & PG_ANON != 0, p.mapcount, p.order), (true, 1, 0), "page {page}");
+    }
+    let now = with_tree(&mut memory, parent, |t| t.translate(small.start())).expect("mapped");
+    assert_eq!((now.size, now.phys.as_u64()), (PageSize::Size4K, block.as_u64() + 4096));
+    // Everything goes back: the parent's pages one by one, the child's block whole.
+    exit(&mut memory, parent);
+    exit(&mut memory, child);
+    assert!(memory.arena.frames_out.is_empty(), "every page freed");
+    assert_eq!(memory.arena.live, 0, "every table freed");
+}
+
+#[test]
+fn a_huge_page_without_a_free_block_to_copy_to_is_split_and_copied_small() {
+    let mut memory = Memory::default();
+    let parent = memory.alloc_table().expect("a root");
+    let huge = VirtPage::new(VirtAddr::new(0x20_0000), PageSize::Size2M).expect("aligned");
+    let block = with_tree(&mut memory, parent, |t| map_new_huge(t, huge, RW)).expect("maps");
+    let child = memory.alloc_table().expect("a root");
+    with_tree(&mut memory, parent, |t| {
+        t.copy_present(child, VirtAddr::new(0), 1 << 47, true, &mut |m, f| share(m, f))
+    })
+    .expect("copies")
+    .ignore();
+    // No block left: the write splits the child's mapping and copies one page.
+    memory.arena.frame_limit = Some(memory.arena.frames_out.len() + 1);
+    let small = VirtPage::new(VirtAddr::new(0x20_3000), PageSize::Size4K).expect("aligned");
+    let (how, _) = with_tree(&mut memory, child, |t| write_fault(t, small, RW)).expect("served");
+    assert_eq!(how, WriteFault::Copied);
+    let written = with_tree(&mut memory, child, |t| t.translate(small.start())).expect("mapped");
+    assert_eq!(written.size, PageSize::Size4K);
+    assert!(written.flags.contains(PteFlags::WRITABLE));
+    // The block is split now: the page copied is the parent's alone, the others shared.
+    assert_eq!(memory.pages[&(block.as_u64() + 3 * 4096)].mapcount, 1);
+    assert_eq!(memory.pages[&(block.as_u64() + 4 * 4096)].mapcount, 2);
+    memory.arena.frame_limit = None;
+    exit(&mut memory, parent);
+    exit(&mut memory, child);
+    assert!(memory.arena.frames_out.is_empty(), "every page freed");
 }

@@ -575,6 +575,20 @@ impl<M: TableAlloc> Mapper<M> {
         Some((result, Flush::pages(page, 1, size)))
     }
 
+    /// Replaces the 2 MiB leaf that maps `virt` by a page table of 512 entries with its
+    /// rights, mapping the same frames; `None` if a 4 KiB page (or nothing huge) maps it.
+    /// The flush covers the huge page.
+    pub fn split_huge_leaf(&mut self, virt: VirtAddr) -> Result<Option<Flush>, MapError> {
+        let virt = virt.as_u64();
+        let Some((path, level)) = self.path_to_leaf(virt) else { return Ok(None) };
+        if level != 2 {
+            return Ok(None);
+        }
+        self.split(path[1], virt, 2)?;
+        let page = virt & !(PageSize::Size2M.bytes() - 1);
+        Ok(Some(Flush::pages(page, 1, PageSize::Size2M)))
+    }
+
     /// Gives every PML4 entry of `[virt, virt + len)` in the upper (kernel) half a table,
     /// as Linux's `preallocate_vmalloc_pages` does at boot. With [`release`](Self::release)
     /// never freeing such a table, those entries never change again, so a process tree,

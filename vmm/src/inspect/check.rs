@@ -801,6 +801,8 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
 /// How the processes map one user page.
 #[derive(Default)]
 struct UserFrame {
+    /// A tail page of a whole huge block: its head carries the counts.
+    tail: bool,
     /// Entries that map it.
     maps: u32,
     /// Of those, writable ones.
@@ -913,8 +915,16 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
                 });
                 continue;
             }
+            // A whole huge block (an order-9 anonymous head) counts its mappings on its
+            // head; a split one, or a 4 KiB page, on each page.
+            let whole =
+                pages > 1 && view.page(first).is_ok_and(|p| p.flags & PG_ANON != 0 && p.order == 9);
             for pfn in first..first + pages {
                 let frame = frames.entry(pfn).or_default();
+                if whole && pfn != first {
+                    frame.tail = true;
+                    continue;
+                }
                 frame.maps = frame.maps.saturating_add(1);
                 frame.writable =
                     frame.writable.saturating_add(u32::from(flags.contains(PteFlags::WRITABLE)));
@@ -928,7 +938,7 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
         }
     }
     for (&pfn, frame) in &frames {
-        if !marks.mark(pfn, 1, Owner::User) {
+        if !marks.mark(pfn, 1, Owner::User) || frame.tail && frame.maps == 0 {
             continue;
         }
         let page = match view.page(pfn) {

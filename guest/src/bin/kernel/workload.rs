@@ -16,6 +16,7 @@ static MMAP_STRESS: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/mm
 static USER_COST: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user-cost"));
 static SYSCALL_FUZZ: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/syscall-fuzz"));
 static MANY: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/many-processes"));
+static THP: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/thp"));
 
 /// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
 /// all freed, for reuse), and kmalloc objects in use.
@@ -110,7 +111,7 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::UserHostile => return run_program("user-hostile", USER_HOSTILE, &[]),
         Workload::UserCost => return run_program("user-cost", USER_COST, &[]),
         Workload::ManyProcesses => return run_program("many-processes", MANY, &[]),
-        Workload::MmapStress | Workload::SyscallFuzz => {
+        Workload::MmapStress | Workload::SyscallFuzz | Workload::Thp => {
             let mut seed = crate::console::Line::new();
             let mut ops = crate::console::Line::new();
             let _ = core::fmt::Write::write_fmt(&mut seed, format_args!("seed={}", options.seed));
@@ -118,6 +119,10 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
             let args = [seed.as_str(), ops.as_str()];
             return match options.workload {
                 Workload::MmapStress => run_program("mmap-stress", MMAP_STRESS, &args),
+                // Its own default size unless the command line gives one.
+                Workload::Thp => {
+                    run_program("thp", THP, if options.ops_given { &args[1..] } else { &[] })
+                }
                 _ => run_program("syscall-fuzz", SYSCALL_FUZZ, &args),
             };
         }

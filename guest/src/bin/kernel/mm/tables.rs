@@ -188,6 +188,31 @@ impl AnonMemory for KernelTables<'_> {
         unsafe { zero_frame(frame) };
     }
 
+    fn alloc_huge(&mut self) -> Option<PhysAddr> {
+        let pfn = self.buddy.alloc_pages(guest::anon::HUGE_ORDER, ZoneType::Normal)?;
+        Some(PhysAddr::new(pfn * PAGE_SIZE))
+    }
+
+    fn free_huge(&mut self, block: PhysAddr) {
+        if let Err(err) = self.buddy.free_pages(block.pfn(), guest::anon::HUGE_ORDER) {
+            log::error!("freeing a huge page: {err}");
+        }
+    }
+
+    fn split_huge(&mut self, block: PhysAddr) {
+        if let Err(err) = self.buddy.split_block(block.pfn(), guest::anon::HUGE_ORDER) {
+            log::error!("splitting a huge page: {err}");
+        }
+    }
+
+    /// The VMM zeroes all 2 MiB in one call.
+    fn zero_huge(&mut self, block: PhysAddr) {
+        if !crate::hypercall::zero_pages(block.as_u64(), guest::anon::HUGE_PAGES) {
+            // SAFETY: a block just allocated: RAM in the direct map, ours, 2 MiB long.
+            unsafe { (direct_map(block.as_u64()) as *mut u8).write_bytes(0, 2 << 20) };
+        }
+    }
+
     /// The VMM copies the page, as it zeroes one.
     fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr) {
         if crate::hypercall::copy_page(from.as_u64(), to.as_u64()) {

@@ -644,6 +644,7 @@ fn exit_current(ending: Ending) {
         report.pages_zeroed = space.zeroed;
         report.cow_copies = space.cow_copies;
         report.cow_reused = space.cow_reused;
+        report.thp_faults = u32::try_from(space.thp_faults).unwrap_or(u32::MAX);
         report.hiwater_rss_pages = space.hiwater_rss;
         report.map_count = space.vmas.count() as u64;
         space.destroy();

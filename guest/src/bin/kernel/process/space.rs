@@ -29,7 +29,7 @@ use guest::vma::{access_allowed, anon_flags, prot_to_vm, VmaError, Vmas, VM_MAY_
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::page::PG_ANON;
 use shared::process::{Vma, VmaKind, STACK_GUARD_GAP_PAGES, VM_EXEC, VM_GROWSDOWN, VM_READ};
-use shared::process::{USER_IMAGE_BASE, VM_ACCESS, VM_SHARED, VM_WRITE};
+use shared::process::{USER_IMAGE_BASE, VM_ACCESS, VM_NOHUGEPAGE, VM_SHARED, VM_WRITE};
 use shared::syscall::{STACK_TOP, VDSO_BASE};
 
 const PAGE: u64 = 4096;
@@ -111,6 +111,8 @@ pub struct AddressSpace {
     pub cow_copies: u64,
     /// Write faults that kept a page whose other sharers had gone.
     pub cow_reused: u64,
+    /// Faults served with a transparent huge page.
+    pub thp_faults: u64,
     /// The most pages its VMAs spanned at once, as of its last fault or system call
     /// (`hiwater_vm`).
     pub hiwater_vm: u64,
@@ -148,6 +150,7 @@ impl AddressSpace {
             faults: 0,
             cow_copies: 0,
             cow_reused: 0,
+            thp_faults: 0,
             hiwater_vm: 0,
         })
     }
@@ -283,7 +286,11 @@ impl AddressSpace {
         }
         let virt = addr & !(PAGE - 1);
         let served = if !present {
-            self.new_page(virt, vma.flags).map(|_| ())
+            if self.huge_page(addr, &vma) {
+                Ok(())
+            } else {
+                self.new_page(virt, vma.flags).map(|_| ())
+            }
         } else if write && vma.flags & VM_SHARED == 0 {
             self.break_cow(virt, vma.flags)
         } else {
@@ -295,6 +302,58 @@ impl AddressSpace {
             // The VMA and the tables disagree: refuse, never corrupt.
             _ => FaultError::Access,
         })
+    }
+
+    /// Serves a first touch at `addr` with a transparent huge page where one fits: a
+    /// private anonymous VMA (the heap or `mmap`, not the stack) that covers the aligned
+    /// 2 MiB around `addr`, with no page table there yet and a free 2 MiB block. Returns
+    /// whether it did; if not, the caller maps a 4 KiB page.
+    fn huge_page(&mut self, addr: u64, vma: &Vma) -> bool {
+        const HUGE: u64 = 2 << 20;
+        let start = addr & !(HUGE - 1);
+        let kind = VmaKind::from_raw(vma.kind);
+        let eligible = matches!(kind, Some(VmaKind::Anonymous | VmaKind::Heap))
+            && vma.flags & (VM_SHARED | VM_NOHUGEPAGE | VM_GROWSDOWN) == 0
+            && vma.start <= start
+            && start + HUGE <= vma.end;
+        let Ok(page) = VirtPage::new(VirtAddr::new(start), PageSize::Size2M) else { return false };
+        if !eligible {
+            return false;
+        }
+        let root = self.root;
+        let mapped = with(|mm| {
+            // SAFETY: `root` is this address space's own tree.
+            let mut tree = unsafe { mm.user_tree(root) };
+            anon::map_new_huge(&mut tree, page, pte_flags(vma.flags))
+        });
+        if mapped.is_err() {
+            return false;
+        }
+        let pages = anon::HUGE_PAGES;
+        (self.zeroed, self.rss, self.thp_faults) =
+            (self.zeroed + pages, self.rss + pages, self.thp_faults + 1);
+        self.hiwater_rss = self.hiwater_rss.max(self.rss);
+        true
+    }
+
+    /// Splits the huge pages that `[start, end)` cuts at either end, so that the range
+    /// can be changed page by page without touching what lies outside it.
+    fn split_cut(&mut self, start: u64, end: u64) -> Result<(), SpaceError> {
+        const HUGE: u64 = 2 << 20;
+        let root = self.root;
+        for at in [start, end - 1] {
+            let cut = if at == start { start % HUGE != 0 } else { end % HUGE != 0 };
+            if !cut {
+                continue;
+            }
+            let flush = with(|mm| {
+                // SAFETY: `root` is this address space's own tree.
+                let mut tree = unsafe { mm.user_tree(root) };
+                anon::split_leaf(&mut tree, VirtAddr::new(at))
+            })?;
+            flush.flush(&crate::mm::tables::LocalTlb);
+        }
+        Ok(())
     }
 
     /// A write to the shared page at `virt`: copied, or kept by its last sharer.
@@ -449,6 +508,7 @@ impl AddressSpace {
     /// first write copies it.
     pub fn protect(&mut self, start: u64, end: u64, prot: u64) -> Result<(), SpaceError> {
         self.vmas.protect(start, end, prot_to_vm(prot))?;
+        self.split_cut(start, end)?;
         let root = self.root;
         let mut at = start;
         while let Some(vma) = self.vmas.find(at).copied().filter(|v| v.start < end) {
@@ -562,6 +622,7 @@ impl AddressSpace {
     /// kernel's), freeing each page whose last mapping this was, and the tables that
     /// empty.
     fn free_range(&mut self, start: u64, end: u64) -> Result<(), SpaceError> {
+        self.split_cut(start, end)?;
         let root = self.root;
         let vdso = super::vdso_frame();
         let mut dropped = 0;
@@ -571,7 +632,7 @@ impl AddressSpace {
             tree.unmap_present(VirtAddr::new(start), end - start, &mut |memory, frame| {
                 if frame.start() != vdso {
                     anon::release(memory, frame);
-                    dropped += 1;
+                    dropped += frame.size().bytes() / PAGE;
                 }
             })
         })?;
