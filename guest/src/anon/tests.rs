@@ -67,7 +67,7 @@ impl AnonMemory for Memory {
         self.content.insert(to.as_u64(), word);
     }
     fn alloc_huge(&mut self) -> Option<PhysAddr> {
-        let room = |limit: usize| self.arena.frames_out.len() + HUGE_PAGES as usize <= limit;
+        let room = |limit: usize| self.arena.frames_out.len() as u64 + HUGE_PAGES <= limit as u64;
         if !self.arena.frame_limit.is_none_or(room) {
             return None;
         }
