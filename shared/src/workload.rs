@@ -199,3 +199,18 @@ mod tests {
         assert_eq!(Workload::from_name("Boot"), None);
     }
 }
+
+/// The compute loop `user-cost` times at CPL3, and `guest/benches/compute.rs` natively on
+/// the host: `iterations` rounds of xorshift64* over registers only, so that the two
+/// figures compare the CPU, not memory. Returns the state, which callers must use.
+#[inline(never)]
+pub fn compute_loop(iterations: u64, seed: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..iterations {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    }
+    x
+}
