@@ -187,19 +187,6 @@ impl Workload {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for workload in Workload::ALL {
-            assert_eq!(Workload::from_name(workload.name()), Some(workload));
-        }
-        assert_eq!(Workload::from_name("Boot"), None);
-    }
-}
-
 /// The compute loop `user-cost` times at CPL3, and `guest/benches/compute.rs` natively on
 /// the host: `iterations` rounds of xorshift64* over registers only, so that the two
 /// figures compare the CPU, not memory. Returns the state, which callers must use.
@@ -213,4 +200,17 @@ pub fn compute_loop(iterations: u64, seed: u64) -> u64 {
         x = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
     }
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for workload in Workload::ALL {
+            assert_eq!(Workload::from_name(workload.name()), Some(workload));
+        }
+        assert_eq!(Workload::from_name("Boot"), None);
+    }
 }
