@@ -31,7 +31,7 @@ fn allocator_state() -> (u64, u64) {
 
 /// Runs user program `name` from `image` with `args` after its name (at most three);
 /// whether it exited with status 0.
-fn run_program(name: &'static str, image: &[u8], args: &[&str]) -> bool {
+fn run_program(name: &'static str, image: &'static [u8], args: &[&str]) -> bool {
     if process::syscall_entry() == shared::syscall::SyscallEntry::Unprobed {
         if let Err(err) = process::init() {
             log::error!("user mode: {err:?}");

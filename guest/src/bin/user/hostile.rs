@@ -115,7 +115,7 @@ fn bad_calls() -> [(&'static str, i64, i64); 17] {
     let text = main as *const () as u64 & !0xfff;
     let brk = syscall(SYS_BRK, [0; 6]);
     [
-        // Dropping the program's own code keeps it: there is no file to fault it back from.
+        // Dropping the program's own code: it comes back from the image on the next call.
         ("madvise-dontneed-text", syscall(SYS_MADVISE, [text, 4096, MADV_DONTNEED, 0, 0, 0]), 0),
         (
             "mprotect-wrapping",

@@ -338,7 +338,11 @@ fn write_trampoline(code: &[u8]) {
 
 /// Loads `image` as process `name` with arguments `args` (`argv[0]` first) and runs it,
 /// and every process it forks, to their ends. Returns its report.
-pub fn run(name: &'static str, image: &[u8], args: &[&str]) -> Result<ProcessReport, RunError> {
+pub fn run(
+    name: &'static str,
+    image: &'static [u8],
+    args: &[&str],
+) -> Result<ProcessReport, RunError> {
     let program = Program::parse(image).map_err(RunError::Elf)?;
     let mut space = AddressSpace::new().map_err(RunError::Space)?;
     let rsp = match space.load(&program, args, vdso_frame()) {

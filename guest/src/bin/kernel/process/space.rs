@@ -2,7 +2,7 @@
 //! break and the counters Linux keeps.
 //!
 //! ```text
-//! 0x40_0000                 program image: one VMA per PT_LOAD, pages filled at load
+//! 0x40_0000                 program image: one VMA per PT_LOAD, pages filled on first touch
 //! after the image           heap: [start_brk, brk), grown by brk(), demand-zero
 //!         …                 mmap areas, top down below the stack's guard gap
 //! STACK_TOP                 main stack, grows down on faults (VM_GROWSDOWN)
@@ -116,6 +116,8 @@ pub struct AddressSpace {
     /// The most pages its VMAs spanned at once, as of its last fault or system call
     /// (`hiwater_vm`).
     pub hiwater_vm: u64,
+    /// The program, whose image fills its pages on first touch.
+    program: Option<Program<'static>>,
 }
 
 /// Page-table flags for a VMA's pages (a private page shared since a fork is mapped
@@ -152,15 +154,16 @@ impl AddressSpace {
             cow_reused: 0,
             thp_faults: 0,
             hiwater_vm: 0,
+            program: None,
         })
     }
 
-    /// Maps `program`'s segments (pages filled now, from the image), the heap's start, the
-    /// stack VMA with `args` on it as Linux's initial stack, and the trampoline page `vdso`.
-    /// Returns the initial stack pointer.
+    /// Maps `program`'s segments (their pages come from the image on first touch), the
+    /// heap's start, the stack VMA with `args` on it as Linux's initial stack, and the
+    /// trampoline page `vdso`. Returns the initial stack pointer.
     pub fn load(
         &mut self,
-        program: &Program<'_>,
+        program: &Program<'static>,
         args: &[&str],
         vdso: PhysAddr,
     ) -> Result<u64, SpaceError> {
@@ -174,24 +177,9 @@ impl AddressSpace {
                 flags |= VM_EXEC;
             }
             self.vmas.map(Vma::new(start, end, flags, VmaKind::Image))?;
-            let bytes = program.file_bytes(segment);
-            for page in (start..end).step_by(PAGE as usize) {
-                let frame = self.new_page(page, flags)?;
-                // The part of the file that falls in this page.
-                let lo = page.max(segment.vaddr);
-                let hi = (page + PAGE).min(segment.vaddr + segment.filesz);
-                if lo < hi {
-                    let from = usize::try_from(lo - segment.vaddr).unwrap_or(usize::MAX);
-                    let len = usize::try_from(hi - lo).unwrap_or(0);
-                    let src = &bytes[from..from + len];
-                    let dst = crate::mm::direct_map(frame.as_u64() + (lo - page)) as *mut u8;
-                    // SAFETY: `frame` is a page this address space just got; the span lies
-                    // inside it (lo and hi are in [page, page + 4096)).
-                    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, len) };
-                }
-            }
             self.start_brk = self.start_brk.max(end);
         }
+        self.program = Some(program.clone());
         self.start_brk = self.start_brk.max(USER_IMAGE_BASE);
         self.brk = self.start_brk;
         let stack = VM_READ | VM_WRITE | VM_MAY_ALL | VM_GROWSDOWN;
@@ -286,7 +274,9 @@ impl AddressSpace {
         }
         let virt = addr & !(PAGE - 1);
         let served = if !present {
-            if self.huge_page(addr, &vma) {
+            if vma.kind == VmaKind::Image as u32 {
+                self.image_page(virt, vma.flags).map(|_| ())
+            } else if self.huge_page(addr, &vma) {
                 Ok(())
             } else {
                 self.new_page(virt, vma.flags).map(|_| ())
@@ -412,6 +402,30 @@ impl AddressSpace {
             at = vma.end;
         }
         false
+    }
+
+    /// A page of the program image at `page`, filled from the file's bytes of every
+    /// segment that meets it (zero past them), mapped with `vm_flags`' rights.
+    fn image_page(&mut self, page: u64, vm_flags: u64) -> Result<PhysAddr, SpaceError> {
+        let frame = self.new_page(page, vm_flags)?;
+        let Some(program) = self.program.as_ref() else { return Ok(frame) };
+        for segment in program.segments() {
+            // The part of the segment's file bytes that falls in this page.
+            let lo = page.max(segment.vaddr);
+            let hi = (page + PAGE).min(segment.vaddr + segment.filesz);
+            if lo >= hi {
+                continue;
+            }
+            let bytes = program.file_bytes(segment);
+            let from = usize::try_from(lo - segment.vaddr).unwrap_or(usize::MAX);
+            let len = usize::try_from(hi - lo).unwrap_or(0);
+            let Some(src) = bytes.get(from..from.saturating_add(len)) else { continue };
+            let dst = crate::mm::direct_map(frame.as_u64() + (lo - page)) as *mut u8;
+            // SAFETY: `frame` is a page this address space just got; the span lies inside it
+            // (lo and hi are in [page, page + 4096)).
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, len) };
+        }
+        Ok(frame)
     }
 
     /// Extends the stack VMA above `addr` down to it, as Linux's `expand_stack`: within the
@@ -546,9 +560,9 @@ impl AddressSpace {
     }
 
     /// `madvise(MADV_DONTNEED)`: drops the pages of `[start, end)`, keeping the VMAs, so
-    /// private anonymous memory reads as zero again. Shared pages and the program image's
-    /// stay: on Linux a process that drops one faults the same page back in (from shared
-    /// memory, or from the file), and here there is nothing to fault them from.
+    /// private anonymous memory reads as zero again and the program image's comes back
+    /// from the image, as from the file on Linux. Shared pages stay: a process that drops
+    /// one on Linux faults the same page back in.
     /// `Err(NotMapped)` if part of the range has no VMA (after dropping the rest, as Linux
     /// does).
     pub fn dontneed(&mut self, start: u64, end: u64) -> Result<(), SpaceError> {
@@ -561,8 +575,9 @@ impl AddressSpace {
             };
             covered &= vma.start <= at;
             let (lo, hi) = (vma.start.max(at), vma.end.min(end));
-            let refaults = vma.flags & VM_SHARED != 0 || vma.kind == VmaKind::Image as u32;
-            if lo < hi && !refaults {
+            // Shared pages stay: the same page would fault back in. Image pages go, and
+            // come back from the image, as Linux's come back from the file.
+            if lo < hi && vma.flags & VM_SHARED == 0 {
                 self.free_range(lo, hi)?;
             }
             at = vma.end;
@@ -579,6 +594,7 @@ impl AddressSpace {
     pub fn fork(&mut self, vdso: PhysAddr) -> Result<AddressSpace, SpaceError> {
         let mut child = AddressSpace::new()?;
         child.vmas = self.vmas.clone();
+        child.program.clone_from(&self.program);
         (child.start_brk, child.brk) = (self.start_brk, self.brk);
         let (parent, root) = (self.root, child.root);
         let mut flush = guest::paging::Flush::NONE;
