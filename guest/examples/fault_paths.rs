@@ -92,8 +92,9 @@ impl AnonMemory for Host {
     fn page(&mut self, frame: PhysAddr) -> Option<&mut Page> {
         guest::buddy::Memmap::page(&mut self.buddy.memmap, frame.pfn())
     }
-    fn zero_frame(&mut self, frame: PhysAddr) {
+    fn zero_frame(&mut self, frame: PhysAddr) -> bool {
         self.frame(frame).fill(0);
+        true
     }
     fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr) {
         let words = *self.frame(from);

@@ -29,6 +29,7 @@ pub use shared::mm::{
 };
 use shared::page::{
     Page, ZoneType, MAX_ORDER, NO_PFN, NR_ZONES, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE,
+    PG_ZERO,
 };
 
 /// Access to the memory map (`struct page` array).
@@ -218,7 +219,8 @@ impl<M: Memmap> Buddy<M> {
     }
 
     /// Gives free memory `[start_pfn, end_pfn)` to the allocator, in maximal aligned
-    /// blocks. The frames must be present and in the zero state.
+    /// blocks, known to hold zeros (RAM as the VMM hands it over). The frames must be
+    /// present and in the zero state.
     pub fn hand_off(&mut self, start_pfn: u64, end_pfn: u64) {
         let mut pfn = start_pfn;
         while pfn < end_pfn {
@@ -227,6 +229,10 @@ impl<M: Memmap> Buddy<M> {
             let order = align.min(fit);
             if let Some(zone) = self.zone_index(pfn) {
                 self.zones[zone].managed += 1 << order;
+                // RAM the VMM handed over zeroed and nothing wrote since.
+                if let Some(page) = self.memmap.page(pfn) {
+                    page.flags |= PG_ZERO;
+                }
                 self.zone_mem(zone).free_one(pfn, order);
             }
             pfn += 1 << order;
@@ -273,7 +279,8 @@ impl<M: Memmap> Buddy<M> {
     #[inline]
     pub fn free(&mut self, pfn: u64, order: u32) -> Result<(), FreeError> {
         let (zone, page) = self.check_free(pfn, order)?;
-        page.flags &= !PG_HEAD;
+        // It was used: no longer known to be zero.
+        page.flags &= !(PG_HEAD | PG_ZERO);
         page.order = 0;
         page.refcount = 0;
         self.zone_mem(zone).free_one(pfn, order);
@@ -304,7 +311,7 @@ impl<M: Memmap> Buddy<M> {
             return self.free(pfn, order);
         }
         let (zone, page) = self.check_free(pfn, order)?;
-        page.flags = (page.flags & !PG_HEAD) | PG_PCP;
+        page.flags = (page.flags & !(PG_HEAD | PG_ZERO)) | PG_PCP;
         page.refcount = 0;
         let pcp = &mut self.zones[zone].pcp[order as usize];
         let len = pcp_len(pcp);
@@ -386,6 +393,46 @@ impl<M: Memmap> Buddy<M> {
                 self.drain_pcp_batch(zone, order, count);
             }
         }
+    }
+
+    /// Whether the allocated block at `pfn` is known to hold zeros; the mark goes (its
+    /// user is about to write it).
+    pub fn take_zero(&mut self, pfn: u64) -> bool {
+        self.memmap.page(pfn).is_some_and(|page| {
+            let zero = page.flags & (PG_ZERO | PG_HEAD) == PG_ZERO | PG_HEAD;
+            page.flags &= !PG_ZERO;
+            zero
+        })
+    }
+
+    /// Free page reporting (Linux's `page_reporting`): offers each free block of at least
+    /// `min_order` not known to be zero to `discard` (which has the host drop it, so that
+    /// it reads as zero and takes no host memory), and marks the ones it took known zero.
+    /// Returns the pages discarded. Each list walk is bounded by its block count.
+    pub fn report_free(
+        &mut self,
+        min_order: u32,
+        discard: &mut impl FnMut(u64, u32) -> bool,
+    ) -> u64 {
+        let mut pages = 0;
+        for zone in 0..NR_ZONES {
+            for order in min_order..=MAX_ORDER {
+                let area = self.zones[zone].free_area[order as usize];
+                let mut at = area.head;
+                for _ in 0..area.nr_free {
+                    let Some(page) = self.memmap.page(at) else { break };
+                    let (next, zero) = (page.next, page.flags & PG_ZERO != 0);
+                    if !zero && discard(at, order) {
+                        if let Some(page) = self.memmap.page(at) {
+                            page.flags |= PG_ZERO;
+                        }
+                        pages += 1 << order;
+                    }
+                    at = next;
+                }
+            }
+        }
+        pages
     }
 
     /// Turns the allocated block of 2^`order` pages at `pfn` into 2^`order` allocated
@@ -586,15 +633,22 @@ impl<M: Memmap> ZoneMem<'_, M> {
     #[inline(always)]
     fn free_one(&mut self, mut pfn: u64, mut order: u32) {
         self.zone.free += 1 << order;
+        // Known zero only if every block it merges with is too; the mark lives on the
+        // head of the block it ends in.
+        let mut zero = self.memmap.page(pfn).is_some_and(|page| {
+            let zero = page.flags & PG_ZERO != 0;
+            page.flags &= !PG_ZERO;
+            zero
+        });
         while order < MAX_ORDER {
             let Some(buddy) = self.find_buddy(pfn, order) else {
                 break;
             };
-            self.list_del(order, buddy);
+            zero &= self.list_del(order, buddy);
             pfn = pfn.min(buddy);
             order += 1;
         }
-        self.list_add(order, pfn);
+        self.list_add(order, pfn, zero);
     }
 
     /// Takes a block of `order` from the smallest list that has one, splitting it.
@@ -608,31 +662,37 @@ impl<M: Memmap> ZoneMem<'_, M> {
             }
             from += 1;
         };
-        self.list_del(from, pfn);
+        let zero = self.list_del(from, pfn);
         self.zone.free -= 1 << from;
-        self.expand(pfn, from, order);
+        self.expand(pfn, from, order, zero);
+        if zero {
+            if let Some(page) = self.memmap.page(pfn) {
+                page.flags |= PG_ZERO;
+            }
+        }
         Some(pfn)
     }
 
     /// `expand()`: a block of order `high` was taken for an allocation of order `low`; give
     /// back its upper halves, largest first, so the allocation keeps the lowest pages.
     #[inline(always)]
-    fn expand(&mut self, pfn: u64, high: u32, low: u32) {
+    fn expand(&mut self, pfn: u64, high: u32, low: u32, zero: bool) {
         for order in (low..high).rev() {
             self.zone.free += 1 << order;
-            self.list_add(order, pfn + (1 << order));
+            self.list_add(order, pfn + (1 << order), zero);
         }
     }
 
-    /// Puts the free block `pfn` at the head of its list and flags it `PG_BUDDY`.
+    /// Puts the free block `pfn` at the head of its list and flags it `PG_BUDDY`, and
+    /// `PG_ZERO` if it is known to hold zeros.
     #[inline(always)]
-    fn list_add(&mut self, order: u32, pfn: u64) {
+    fn list_add(&mut self, order: u32, pfn: u64, zero: bool) {
         let area = &mut self.zone.free_area[order as usize];
         let head = area.head;
         area.head = pfn;
         area.nr_free += 1;
         if let Some(page) = self.memmap.page(pfn) {
-            page.flags |= PG_BUDDY;
+            page.flags |= PG_BUDDY | if zero { PG_ZERO } else { 0 };
             page.order = order;
             page.next = head;
             page.prev = NO_PFN;
@@ -644,15 +704,17 @@ impl<M: Memmap> ZoneMem<'_, M> {
         }
     }
 
-    /// Takes the free block `pfn` off its list; it is no longer `PG_BUDDY`.
+    /// Takes the free block `pfn` off its list; it is no longer `PG_BUDDY` (nor
+    /// `PG_ZERO`). Returns whether it was known to hold zeros.
     #[inline(always)]
-    fn list_del(&mut self, order: u32, pfn: u64) {
+    fn list_del(&mut self, order: u32, pfn: u64) -> bool {
         let Some(page) = self.memmap.page(pfn) else {
-            return;
+            return false;
         };
         let (next, prev) = (page.next, page.prev);
+        let zero = page.flags & PG_ZERO != 0;
         (page.next, page.prev) = (0, 0);
-        page.flags &= !PG_BUDDY;
+        page.flags &= !(PG_BUDDY | PG_ZERO);
         page.order = 0;
         let area = &mut self.zone.free_area[order as usize];
         area.nr_free -= 1;
@@ -666,6 +728,7 @@ impl<M: Memmap> ZoneMem<'_, M> {
                 next_page.prev = prev;
             }
         }
+        zero
     }
 }
 

@@ -20,7 +20,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 )]
 #[repr(C)]
 pub struct Request {
-    /// [`CHECKPOINT`], [`REPORT`], [`ZERO_PAGES`] or [`COPY_PAGE`].
+    /// [`CHECKPOINT`], [`REPORT`], [`ZERO_PAGES`], [`COPY_PAGE`] or [`DISCARD_PAGES`].
     pub nr: u32,
     /// For `REPORT`, the [`ReportKind`]; for `ZERO_PAGES` and `COPY_PAGE`, zero from the
     /// guest, which the VMM sets to [`PAGE_WORK_DONE`] when it has done the work; zero
@@ -47,6 +47,13 @@ pub const ZERO_PAGES: u32 = 3;
 /// Hypercall number: copy the page of RAM at guest-physical `arg` to the one at `len`
 /// (both page aligned, distinct): copy-on-write's copy, done by the host.
 pub const COPY_PAGE: u32 = 4;
+/// Hypercall number: the guest no longer needs the `len` pages of RAM from guest-physical
+/// `arg` (page aligned; at most a 4 MiB block): the VMM drops them, so that they read as
+/// zero and take no host memory (Linux's free page reporting, as virtio-balloon serves
+/// it). Answered like [`ZERO_PAGES`].
+pub const DISCARD_PAGES: u32 = 5;
+/// The most pages one [`DISCARD_PAGES`] call may name (a buddy block of the top order).
+pub const DISCARD_PAGES_MAX: u64 = 1024;
 /// What the VMM writes into a page-work request's `kind` once the work is done; a guest
 /// that finds it unchanged does the work itself.
 pub const PAGE_WORK_DONE: u32 = 1;
@@ -365,8 +372,10 @@ pub struct ProcessReport {
     pub syscalls: u64,
     /// Page faults served.
     pub page_faults: u64,
-    /// Pages the kernel zeroed for it.
+    /// Pages the kernel had zeroed for it.
     pub pages_zeroed: u64,
+    /// New pages it got that were known to hold zeros (`PG_ZERO`): no zeroing needed.
+    pub pages_known_zero: u64,
     /// Write faults on a shared page that copied it (copy-on-write).
     pub cow_copies: u64,
     /// Write faults on a page it was the last sharer of, which it kept.
@@ -381,7 +390,7 @@ pub struct ProcessReport {
     pub fault_ip: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ProcessReport>() == 96);
+const _: () = assert!(core::mem::size_of::<ProcessReport>() == 104);
 
 /// Bytes of a cache name in a [`SlabInfoReport`].
 pub const SLAB_NAME_LEN: usize = 24;

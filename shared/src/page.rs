@@ -58,6 +58,11 @@ pub const PG_TABLE: u64 = 1 << 4;
 /// An anonymous page of user processes (Linux's `PageAnon`); `mapcount` counts its
 /// mappings.
 pub const PG_ANON: u64 = 1 << 5;
+/// Known to hold zeros (on a block's first page): a free block the VMM discarded, or RAM
+/// never written since boot. The buddy allocator keeps it through splits and merges
+/// (a merge with a block not known zero clears it), and an allocated block keeps it until
+/// its user takes it (`Buddy::take_zero` in the guest) to skip zeroing.
+pub const PG_ZERO: u64 = 1 << 6;
 
 /// End of a free list.
 pub const NO_PFN: u64 = u64::MAX;

@@ -79,6 +79,7 @@ mod inspect {
                 }
                 FindingKind::VmallocTarget => corrupt::vmalloc_target,
                 FindingKind::TableEnumeration => corrupt::table_enumeration,
+                FindingKind::KnownZeroNotZero => corrupt::known_zero_not_zero,
                 FindingKind::TaskList
                 | FindingKind::ProcessVmas
                 | FindingKind::RssMismatch
@@ -163,6 +164,7 @@ mod inspect {
             table_mapped_outside_direct_map: TableMappedOutsideDirectMap,
             vmalloc_target: VmallocTarget,
             table_enumeration: TableEnumeration,
+            known_zero_not_zero: KnownZeroNotZero,
         }
 
         /// Every string a JSON schema allows as a constant or in an `enum`.
@@ -189,7 +191,7 @@ mod inspect {
             let schema = serde_json::to_value(schemars::schema_for!(FindingKind)).expect("json");
             let mut all = BTreeSet::new();
             schema_names(&schema, &mut all);
-            assert_eq!(all.len(), 48, "the kinds `check` knows: {all:?}");
+            assert_eq!(all.len(), 49, "the kinds `check` knows: {all:?}");
             let tested: BTreeSet<String> = TESTED
                 .iter()
                 .chain(&PROCESS_KINDS)
@@ -299,8 +301,10 @@ mod inspect {
                 let wrong = if order < MAX_ORDER { order + 1 } else { order - 1 };
                 image.update_page(head, |page| page.order = wrong);
                 let name = Image::zone_name(zone);
+                let flags = image.page(head).flags;
+                assert_ne!(flags & PG_BUDDY, 0);
                 vec![format!(
-                    "zone {name} order {order} free list, block 0 (pfn {head:#x}): not a free block of this order (flags {PG_BUDDY:#x}, order {wrong})"
+                    "zone {name} order {order} free list, block 0 (pfn {head:#x}): not a free block of this order (flags {flags:#x}, order {wrong})"
                 )]
             }
 
@@ -370,6 +374,18 @@ mod inspect {
                 let pfn = image.block(0);
                 image.update_page(pfn, |page| page.flags |= PG_BUDDY);
                 vec![format!("pfn {pfn:#x} is flagged PG_BUDDY but on no free list")]
+            }
+
+            /// A free block marked known zero whose memory holds a word.
+            pub fn known_zero_not_zero(image: &mut Image) -> Vec<String> {
+                let (pfn, order) = image.largest_free_block();
+                image.update_page(pfn, |page| page.flags |= shared::page::PG_ZERO);
+                let gpa = pfn * PAGE_SIZE + (PAGE_SIZE << order) - 8;
+                image.set_word(gpa, 0x5a);
+                vec![
+                    format!("(pfn {pfn:#x}): marked known zero, holds data at {gpa:#x}"),
+                    format!("order {order}"),
+                ]
             }
 
             /// An allocated page also flagged per-CPU.
@@ -571,8 +587,10 @@ mod inspect {
                 let cache = image.cache_with_partial(1);
                 let block = image.block(0);
                 image.update_cache(cache, |raw| raw.partial = block);
+                let flags = image.page(block).flags;
+                assert_eq!(flags & !shared::page::PG_ZERO, PG_HEAD, "an allocated block");
                 vec![format!(
-                    "cache {} partial list, slab 0 (pfn {block:#x}): not a slab of this cache off the CPU (flags {PG_HEAD:#x})",
+                    "cache {} partial list, slab 0 (pfn {block:#x}): not a slab of this cache off the CPU (flags {flags:#x})",
                     image.caches[cache].name
                 )]
             }

@@ -40,8 +40,9 @@ use shared::page::{Page, PG_ANON};
 pub trait AnonMemory: VmallocMemory {
     /// The descriptor of `frame`, if it has one.
     fn page(&mut self, frame: PhysAddr) -> Option<&mut Page>;
-    /// Fills `frame` with zeros.
-    fn zero_frame(&mut self, frame: PhysAddr);
+    /// Fills the page just allocated at `frame` with zeros; returns whether it had to
+    /// (`false`: it was known to hold zeros already).
+    fn zero_frame(&mut self, frame: PhysAddr) -> bool;
     /// Copies the page at `from` to `to`.
     fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr);
     /// A 2 MiB block, aligned (an order-9 allocation); `None` when none is free.
@@ -51,11 +52,13 @@ pub trait AnonMemory: VmallocMemory {
     /// Makes the block at `block` 512 pages, each freed on its own with
     /// [`VmallocMemory::free_frame`] (its descriptors' counts are the caller's).
     fn split_huge(&mut self, block: PhysAddr);
-    /// Fills the block with zeros.
-    fn zero_huge(&mut self, block: PhysAddr) {
+    /// Fills the block just allocated with zeros; returns whether it had to.
+    fn zero_huge(&mut self, block: PhysAddr) -> bool {
+        let mut wrote = false;
         for page in 0..HUGE_PAGES {
-            self.zero_frame(PhysAddr::new(block.as_u64() + page * 4096));
+            wrote |= self.zero_frame(PhysAddr::new(block.as_u64() + page * 4096));
         }
+        wrote
     }
     /// Copies the block at `from` to `to`.
     fn copy_huge(&mut self, from: PhysAddr, to: PhysAddr) {
@@ -106,14 +109,24 @@ pub enum WriteFault {
     Copied,
 }
 
-/// A zeroed anonymous page mapped at `page` with `flags`; returns its frame.
+/// A page or block just mapped: its frame, and whether it had to be zeroed (or was known
+/// to hold zeros).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewPage {
+    /// Its first frame.
+    pub frame: PhysAddr,
+    /// Whether zeros were written (`false`: it was known zero).
+    pub zeroed: bool,
+}
+
+/// A zeroed anonymous page mapped at `page` with `flags`.
 pub fn map_new<M: AnonMemory>(
     tree: &mut Mapper<M>,
     page: VirtPage,
     flags: PteFlags,
-) -> Result<PhysAddr, AnonError> {
+) -> Result<NewPage, AnonError> {
     let frame = tree.memory.alloc_frame().ok_or(AnonError::NoMemory)?;
-    tree.memory.zero_frame(frame);
+    let zeroed = tree.memory.zero_frame(frame);
     mark_new(&mut tree.memory, frame);
     match tree.map(page, Frame::new(frame, PageSize::Size4K)?, flags) {
         // The entry was not present: nothing to flush.
@@ -123,7 +136,7 @@ pub fn map_new<M: AnonMemory>(
             return Err(err.into());
         }
     }
-    Ok(frame)
+    Ok(NewPage { frame, zeroed })
 }
 
 /// Takes one more mapping of `frame` (fork's copy of a page-table entry): on the head of
@@ -172,14 +185,14 @@ pub fn release<M: AnonMemory>(memory: &mut M, frame: Frame) -> bool {
     true
 }
 
-/// A zeroed huge block mapped at the 2 MiB page `page` with `flags`; returns its frame.
-/// `Err(NoMemory)` without a free block, and an error when a page table already sits
-/// where the leaf would go: the caller falls back to 4 KiB pages.
+/// A zeroed huge block mapped at the 2 MiB page `page` with `flags`. `Err(NoMemory)`
+/// without a free block, and an error when a page table already sits where the leaf
+/// would go: the caller falls back to 4 KiB pages.
 pub fn map_new_huge<M: AnonMemory>(
     tree: &mut Mapper<M>,
     page: VirtPage,
     flags: PteFlags,
-) -> Result<PhysAddr, AnonError> {
+) -> Result<NewPage, AnonError> {
     let block = tree.memory.alloc_huge().ok_or(AnonError::NoMemory)?;
     let frame = Frame::new(block, PageSize::Size2M)?;
     match tree.map(page, frame, flags) {
@@ -190,12 +203,12 @@ pub fn map_new_huge<M: AnonMemory>(
             return Err(err.into());
         }
     }
-    tree.memory.zero_huge(block);
+    let zeroed = tree.memory.zero_huge(block);
     mark_new(&mut tree.memory, block);
     if let Some(head) = tree.memory.page(block) {
         head.order = HUGE_ORDER;
     }
-    Ok(block)
+    Ok(NewPage { frame: block, zeroed })
 }
 
 /// Splits the huge mapping of `virt`, if a 2 MiB leaf maps it, into a page table of 512

@@ -59,8 +59,9 @@ impl AnonMemory for Memory {
     fn page(&mut self, frame: PhysAddr) -> Option<&mut Page> {
         Some(self.pages.entry(frame.as_u64()).or_default())
     }
-    fn zero_frame(&mut self, frame: PhysAddr) {
+    fn zero_frame(&mut self, frame: PhysAddr) -> bool {
         self.content.insert(frame.as_u64(), 0);
+        true
     }
     fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr) {
         let word = self.content[&from.as_u64()];
@@ -198,7 +199,7 @@ proptest! {
                     let done = with_tree(&mut memory, root, |t| {
                         let virt = page_of(page);
                         match t.translate(virt.start()) {
-                            None => map_new(t, virt, RW).map(|frame| (frame, None)),
+                            None => map_new(t, virt, RW).map(|new| (new.frame, None)),
                             Some(m) if m.flags.contains(PteFlags::WRITABLE) => Ok((m.phys, None)),
                             Some(_) => write_fault(t, virt, RW).map(|(how, flush)| {
                                 flush.ignore();
@@ -269,7 +270,7 @@ fn a_shared_page_is_copied_once_and_its_last_sharer_reuses_it() {
     let mut memory = Memory::default();
     let parent = memory.alloc_table().expect("a root");
     let virt = page_of(0);
-    let frame = with_tree(&mut memory, parent, |t| map_new(t, virt, RW)).expect("maps");
+    let frame = with_tree(&mut memory, parent, |t| map_new(t, virt, RW)).expect("maps").frame;
     memory.content.insert(frame.as_u64(), 7);
     let child = memory.alloc_table().expect("a root");
     with_tree(&mut memory, parent, |t| {
@@ -312,7 +313,7 @@ fn a_huge_page_is_shared_copied_whole_split_and_given_back() {
     let mut memory = Memory::default();
     let parent = memory.alloc_table().expect("a root");
     let huge = VirtPage::new(VirtAddr::new(0x20_0000), PageSize::Size2M).expect("aligned");
-    let block = with_tree(&mut memory, parent, |t| map_new_huge(t, huge, RW)).expect("maps");
+    let block = with_tree(&mut memory, parent, |t| map_new_huge(t, huge, RW)).expect("maps").frame;
     assert_eq!(memory.pages[&block.as_u64()].order, HUGE_ORDER);
     memory.content.insert(block.as_u64() + 4096, 5);
     // fork: one more mapping of the whole block, on its head.
@@ -352,7 +353,7 @@ fn a_huge_page_without_a_free_block_to_copy_to_is_split_and_copied_small() {
     let mut memory = Memory::default();
     let parent = memory.alloc_table().expect("a root");
     let huge = VirtPage::new(VirtAddr::new(0x20_0000), PageSize::Size2M).expect("aligned");
-    let block = with_tree(&mut memory, parent, |t| map_new_huge(t, huge, RW)).expect("maps");
+    let block = with_tree(&mut memory, parent, |t| map_new_huge(t, huge, RW)).expect("maps").frame;
     let child = memory.alloc_table().expect("a root");
     with_tree(&mut memory, parent, |t| {
         t.copy_present(child, VirtAddr::new(0), 1 << 47, true, &mut |m, f| share(m, f))

@@ -303,3 +303,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn known_zero_memory_stays_marked_until_used_and_reporting_marks_it_again() {
+    use shared::page::PG_ZERO;
+    let mut buddy = allocator();
+    // Boot memory is known zero: a block from it says so, once.
+    let pfn = buddy.alloc_pages(0, ZoneType::Normal).expect("a page");
+    assert!(buddy.take_zero(pfn));
+    assert!(!buddy.take_zero(pfn), "the mark goes when taken");
+    let block = buddy.alloc_pages(9, ZoneType::Normal).expect("a huge block");
+    assert!(buddy.take_zero(block), "split from a zero block: zero");
+    // Used memory comes back dirty, and taints what it merges with.
+    buddy.free_pages(block, 9).expect("frees");
+    buddy.free_pages(pfn, 0).expect("frees");
+    buddy.drain_pcp();
+    let again = buddy.alloc_pages(9, ZoneType::Normal).expect("a huge block");
+    let zero_again = buddy.take_zero(again);
+    buddy.free_pages(again, 9).expect("frees");
+    assert!(!zero_again || again != block, "the freed block is not zero any more");
+    // Reporting offers the large free blocks that are not known zero, and marks those
+    // the host took.
+    let mut offered = Vec::new();
+    let pages = buddy.report_free(9, &mut |pfn, order| {
+        offered.push((pfn, order));
+        true
+    });
+    assert!(!offered.is_empty());
+    assert_eq!(pages, offered.iter().map(|&(_, order)| 1u64 << order).sum::<u64>());
+    for &(pfn, _) in &offered {
+        assert_ne!(buddy.memmap.page(pfn).expect("present").flags & PG_ZERO, 0);
+    }
+    assert_eq!(buddy.report_free(9, &mut |_, _| true), 0, "nothing left to report");
+    buddy.check().expect("the lists are sound");
+}

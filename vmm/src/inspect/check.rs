@@ -15,7 +15,8 @@
 //!                     (inside a VMA, no more rights than it, RSS of them); then every
 //!                     user page's mapcount and refcount against the entries mapping it,
 //!                     and copy-on-write pages read-only in every sharer
-//! 3 free lists        per zone and order; a block met twice is a cycle
+//! 3 free lists        per zone and order; a block met twice is a cycle; a block marked
+//!                     known zero (PG_ZERO) must read as zero
 //!   per-CPU lists     per zone and order (0-3); a block covers 2^order pages
 //!   quarantine lists  per cache, before the scan: those slabs' objects are not checked
 //! 4 memmap scan       every struct page of RAM: slabs (their freelists walked, objects
@@ -40,8 +41,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use shared::layout::KERNEL_VIRT_BASE;
 use shared::mm::{PCP_CAPACITY, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
-use shared::page::PG_SLAB;
 use shared::page::{Page, MAX_ORDER, NO_PFN, PAGE_STRUCT_SIZE, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP};
+use shared::page::{PG_SLAB, PG_ZERO};
 use shared::process::{Vma, TASK_SIZE, VM_ACCESS, VM_EXEC, VM_SHARED, VM_WRITE};
 use shared::pte::{level_name, PageTableEntry, PteFlags, ADDR_MASK};
 use shared::syscall::VDSO_BASE;
@@ -175,6 +176,8 @@ pub enum FindingKind {
     CowWritable,
     /// A process's kernel half (PML4 entries 256–511) that is not the kernel's.
     KernelHalfDiffers,
+    /// A free block marked known zero (`PG_ZERO`) that holds data.
+    KnownZeroNotZero,
 }
 
 /// One problem `check` found.
@@ -1036,6 +1039,7 @@ fn walk_free_list(
 ) -> Result<u64, InspectError> {
     let bound = (zone.spanned() >> order).saturating_add(1);
     let (mut pfn, mut prev, mut count) = (head, NO_PFN, 0u64);
+    let mut scratch = Vec::new();
     while pfn != NO_PFN {
         view.budget
             .spend(1 << order, || format!("walking zone {name}'s order-{order} free list"))?;
@@ -1086,10 +1090,53 @@ fn walk_free_list(
         if !marks.mark(pfn, 1 << order, Owner::Free) {
             break; // `mark` named the other owner.
         }
+        if page.flags & PG_ZERO != 0 {
+            check_known_zero(view, marks, pfn, order, &mut scratch, &at)?;
+        }
         count += 1;
         (prev, pfn) = (pfn, page.next);
     }
     Ok(count)
+}
+
+/// A free block marked known zero (`PG_ZERO`) must read as zero: the guest serves new
+/// pages from it without zeroing them. Reads only what the RAM file holds data for (a
+/// block the VMM dropped is a hole); the walk already paid a unit per page.
+fn check_known_zero(
+    view: &mut View<'_, '_>,
+    marks: &mut Marks,
+    pfn: u64,
+    order: u32,
+    scratch: &mut Vec<u8>,
+    at: &impl std::fmt::Display,
+) -> Result<(), InspectError> {
+    const CHUNK: u64 = 64 << 10;
+    scratch.resize(to_usize(CHUNK), 0);
+    let (start, len) = (pfn * 4096, 4096u64 << order);
+    let mut offset = 0;
+    while offset < len {
+        let part = CHUNK.min(len - offset);
+        let buf = &mut scratch[..to_usize(part)];
+        let data = match view.ram.read_data(start + offset, buf) {
+            Ok(data) => data,
+            Err(err) => {
+                marks.finding(FindingKind::KnownZeroNotZero, || {
+                    format!("{at}: marked known zero, cannot be read: {err}")
+                });
+                return Ok(());
+            }
+        };
+        let dirty = data.iter().flat_map(|r| r.clone()).find(|&i| buf[i] != 0);
+        if let Some(i) = dirty {
+            let gpa = start + offset + i as u64;
+            marks.finding(FindingKind::KnownZeroNotZero, || {
+                format!("{at}: marked known zero, holds data at {gpa:#x}")
+            });
+            return Ok(());
+        }
+        offset += part;
+    }
+    Ok(())
 }
 
 /// The slab caches, and the slabs on each one's quarantine list.

@@ -8,7 +8,9 @@ use serde::Serialize;
 use shared::boot::{E820Entry, E820_MAX_ENTRIES};
 use shared::hypercall::{SlabInfoReport, ZoneReport};
 use shared::mm::{Region, SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
-use shared::page::{Page, NR_ZONES, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE};
+use shared::page::{
+    Page, NR_ZONES, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE, PG_ZERO,
+};
 use std::fmt::Write;
 use zerocopy::FromBytes;
 
@@ -190,6 +192,7 @@ pub fn flag_names(flags: u64) -> Vec<&'static str> {
         (PG_SLAB, "slab"),
         (PG_TABLE, "table"),
         (PG_ANON, "anon"),
+        (PG_ZERO, "zero"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)

@@ -2,9 +2,10 @@
 //! bounds-checked) and becomes a checkpoint, a decoded report, or page work done for the
 //! guest (zeroing or copying pages it names, each checked to be whole pages of RAM).
 
+use crate::inspect::to_usize;
 use crate::report::{read_report, Report};
 use shared::hypercall::{Request, CHECKPOINT, COPY_PAGE, PAGE_WORK_DONE, REPORT};
-use shared::hypercall::{ZERO_PAGES, ZERO_PAGES_MAX};
+use shared::hypercall::{DISCARD_PAGES, DISCARD_PAGES_MAX, ZERO_PAGES, ZERO_PAGES_MAX};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -35,7 +36,7 @@ pub fn dispatch(mem: &GuestMemoryMmap, gpa: u64) -> Hypercall {
     match request.nr {
         CHECKPOINT => Hypercall::Checkpoint(request.arg),
         REPORT => Hypercall::Report(read_report(mem, &request)),
-        ZERO_PAGES | COPY_PAGE => match page_work(mem, &request) {
+        ZERO_PAGES | COPY_PAGE | DISCARD_PAGES => match page_work(mem, &request) {
             // Tell the guest it is done (it zeroes or copies itself if it does not see it).
             Ok(()) => match mem.write_obj(PAGE_WORK_DONE, GuestAddress(gpa + 4)) {
                 Ok(()) => Hypercall::PageWork,
@@ -53,9 +54,9 @@ pub fn dispatch(mem: &GuestMemoryMmap, gpa: u64) -> Hypercall {
     }
 }
 
-/// Zeroes or copies the pages `request` names, after checking that each is a whole,
-/// page-aligned page of RAM (a guest's mistake is refused with the reason, never a host
-/// fault).
+/// Zeroes, copies or discards the pages `request` names, after checking that each is a
+/// whole, page-aligned page of RAM (a guest's mistake is refused with the reason, never a
+/// host fault).
 fn page_work(mem: &GuestMemoryMmap, request: &Request) -> Result<(), String> {
     let page = |gpa: u64| {
         if gpa % 4096 != 0 {
@@ -74,11 +75,28 @@ fn page_work(mem: &GuestMemoryMmap, request: &Request) -> Result<(), String> {
         to.copy_from(&bytes[..]);
         return Ok(());
     }
-    if request.len == 0 || request.len > ZERO_PAGES_MAX {
-        return Err(format!(
-            "page-work hypercall: {} pages to zero (1 to {ZERO_PAGES_MAX})",
-            request.len
-        ));
+    let max = if request.nr == DISCARD_PAGES { DISCARD_PAGES_MAX } else { ZERO_PAGES_MAX };
+    if request.len == 0 || request.len > max {
+        return Err(format!("page-work hypercall: {} pages (1 to {max})", request.len));
+    }
+    if request.nr == DISCARD_PAGES {
+        let len = request.len * 4096;
+        if request.arg % 4096 != 0 {
+            return Err(format!("page-work hypercall: {:#x} is not page aligned", request.arg));
+        }
+        let range = mem.get_slice(GuestAddress(request.arg), to_usize(len)).map_err(|err| {
+            format!("page-work hypercall: {len} bytes at {:#x} are not RAM: {err}", request.arg)
+        })?;
+        let guard = range.ptr_guard_mut();
+        // SAFETY: the range is guest RAM the VMM maps shared (one region, checked just
+        // now); the vCPU is stopped, and the guest asked for exactly this: its pages read
+        // as zero afterwards, the file's blocks freed. No Rust reference points into it.
+        let removed =
+            unsafe { libc::madvise(guard.as_ptr().cast(), to_usize(len), libc::MADV_REMOVE) };
+        if removed == 0 {
+            return Ok(());
+        }
+        // A backing file that cannot punch holes: the pages still read as zero.
     }
     for index in 0..request.len {
         page(request.arg.saturating_add(index * 4096))?.copy_from(&ZEROS[..]);
@@ -114,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn page_work_zeroes_and_copies_whole_pages_of_ram_and_refuses_the_rest() {
+    fn page_work_zeroes_copies_and_discards_whole_pages_of_ram_and_refuses_the_rest() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
         let request = |nr, arg, len| {
             mem.write_slice(Request { nr, kind: 0, arg, len }.as_bytes(), GuestAddress(0x100))
@@ -134,6 +152,11 @@ mod tests {
         mem.read_slice(&mut page, GuestAddress(0x2000)).expect("in RAM");
         assert!(page[..0x2000].iter().all(|&b| b == 0), "two pages zeroed");
         assert!(page[0x2000..].iter().all(|&b| b == 0xaa), "the third kept");
+        mem.write_slice(&[0xbb; 0x2000], GuestAddress(0x4000)).expect("in RAM");
+        assert_eq!(request(DISCARD_PAGES, 0x4000, 2), Hypercall::PageWork);
+        let mut dropped = [0u8; 0x2000];
+        mem.read_slice(&mut dropped, GuestAddress(0x4000)).expect("in RAM");
+        assert!(dropped.iter().all(|&b| b == 0), "discarded pages read as zero");
         for (nr, arg, len) in [
             (ZERO_PAGES, 0x2001, 1),
             (ZERO_PAGES, 0xf000, 2),
@@ -143,6 +166,9 @@ mod tests {
             (COPY_PAGE, 0x2000, 0x2000),
             (COPY_PAGE, 0x2000, 0x10000),
             (COPY_PAGE, 0x2800, 0x3000),
+            (DISCARD_PAGES, 0x4001, 1),
+            (DISCARD_PAGES, 0xf000, 2),
+            (DISCARD_PAGES, 0x4000, DISCARD_PAGES_MAX + 1),
         ] {
             assert!(
                 matches!(request(nr, arg, len), Hypercall::Report(Report::Malformed { .. })),

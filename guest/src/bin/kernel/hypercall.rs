@@ -11,7 +11,7 @@ use guest::cmdline::CmdlineError;
 use log::error;
 use shared::hypercall::{
     CmdlineErrorHeader, MemblockHeader, ReportKind, Request, SlabInfoReport, TestHeader,
-    ZoneReport, CHECKPOINT, COPY_PAGE, PAGE_WORK_DONE, REPORT, ZERO_PAGES,
+    ZoneReport, CHECKPOINT, COPY_PAGE, DISCARD_PAGES, PAGE_WORK_DONE, REPORT, ZERO_PAGES,
 };
 use shared::ports::{DEBUG_EXIT, HYPERCALL};
 use shared::status::GuestStatus;
@@ -67,6 +67,12 @@ pub fn checkpoint(tag: u64) {
 /// returns whether it did. Where it did not, the caller zeroes them itself.
 pub fn zero_pages(frame: u64, pages: u64) -> bool {
     page_work(Request { nr: ZERO_PAGES, kind: 0, arg: frame, len: pages })
+}
+
+/// Has the VMM drop `pages` pages (at most 1024) of RAM from physical `frame`, which then
+/// read as zero and take no host memory; returns whether it did.
+pub fn discard_pages(frame: u64, pages: u64) -> bool {
+    page_work(Request { nr: DISCARD_PAGES, kind: 0, arg: frame, len: pages })
 }
 
 /// Has the VMM copy the page of RAM at physical `from` to `to`; returns whether it did.

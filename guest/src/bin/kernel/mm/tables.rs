@@ -142,8 +142,10 @@ impl TableAlloc for KernelTables<'_> {
 
     fn alloc_table(&mut self) -> Option<PhysAddr> {
         let table = PhysAddr::new(self.buddy.alloc_page(ZoneType::Normal)? * PAGE_SIZE);
-        // SAFETY: a page the buddy allocator just gave us.
-        unsafe { zero_frame(table) };
+        if !self.buddy.take_zero(table.pfn()) {
+            // SAFETY: a page the buddy allocator just gave us.
+            unsafe { zero_frame(table) };
+        }
         let page = self.buddy.memmap.page(table.pfn())?;
         page.flags |= PG_TABLE;
         page.private = 0;
@@ -183,9 +185,13 @@ impl AnonMemory for KernelTables<'_> {
 
     /// The VMM zeroes the page (natively, where the guest's stores may be emulated); the
     /// kernel does it itself only if the VMM did not.
-    fn zero_frame(&mut self, frame: PhysAddr) {
+    fn zero_frame(&mut self, frame: PhysAddr) -> bool {
+        if self.buddy.take_zero(frame.pfn()) {
+            return false;
+        }
         // SAFETY: a frame of a user page, just allocated: RAM in the direct map, ours.
         unsafe { zero_frame(frame) };
+        true
     }
 
     fn alloc_huge(&mut self) -> Option<PhysAddr> {
@@ -205,12 +211,16 @@ impl AnonMemory for KernelTables<'_> {
         }
     }
 
-    /// The VMM zeroes all 2 MiB in one call.
-    fn zero_huge(&mut self, block: PhysAddr) {
+    /// The VMM zeroes all 2 MiB in one call, unless the block is known zero.
+    fn zero_huge(&mut self, block: PhysAddr) -> bool {
+        if self.buddy.take_zero(block.pfn()) {
+            return false;
+        }
         if !crate::hypercall::zero_pages(block.as_u64(), guest::anon::HUGE_PAGES) {
             // SAFETY: a block just allocated: RAM in the direct map, ours, 2 MiB long.
             unsafe { (direct_map(block.as_u64()) as *mut u8).write_bytes(0, 2 << 20) };
         }
+        true
     }
 
     /// The VMM copies the page, as it zeroes one.

@@ -646,6 +646,7 @@ fn exit_current(ending: Ending) {
     if let Some(space) = space {
         report.page_faults = space.faults;
         report.pages_zeroed = space.zeroed;
+        report.pages_known_zero = space.known_zero;
         report.cow_copies = space.cow_copies;
         report.cow_reused = space.cow_reused;
         report.thp_faults = u32::try_from(space.thp_faults).unwrap_or(u32::MAX);

@@ -103,8 +103,10 @@ pub struct AddressSpace {
     pub rss: u64,
     /// The most pages ever mapped at once (`hiwater_rss`).
     pub hiwater_rss: u64,
-    /// Pages the kernel zeroed for this process.
+    /// Pages the kernel had zeroed for this process (the VMM, or itself).
     pub zeroed: u64,
+    /// New pages it needed no zeroing for: they were known zero (`PG_ZERO`).
+    pub known_zero: u64,
     /// Page faults served.
     pub faults: u64,
     /// Write faults that copied a shared page.
@@ -149,6 +151,7 @@ impl AddressSpace {
             rss: 0,
             hiwater_rss: 0,
             zeroed: 0,
+            known_zero: 0,
             faults: 0,
             cow_copies: 0,
             cow_reused: 0,
@@ -243,12 +246,17 @@ impl AddressSpace {
     fn new_page(&mut self, virt: u64, vm_flags: u64) -> Result<PhysAddr, SpaceError> {
         let page = VirtPage::new(VirtAddr::new(virt), PageSize::Size4K)?;
         let root = self.root;
-        let frame = with(|mm| {
+        let new = with(|mm| {
             // SAFETY: `root` is this address space's own tree.
             let mut tree = unsafe { mm.user_tree(root) };
             anon::map_new(&mut tree, page, pte_flags(vm_flags))
         })?;
-        self.zeroed += 1;
+        let frame = new.frame;
+        if new.zeroed {
+            self.zeroed += 1;
+        } else {
+            self.known_zero += 1;
+        }
         self.rss += 1;
         self.hiwater_rss = self.hiwater_rss.max(self.rss);
         Ok(frame)
@@ -316,12 +324,14 @@ impl AddressSpace {
             let mut tree = unsafe { mm.user_tree(root) };
             anon::map_new_huge(&mut tree, page, pte_flags(vma.flags))
         });
-        if mapped.is_err() {
-            return false;
-        }
+        let Ok(new) = mapped else { return false };
         let pages = anon::HUGE_PAGES;
-        (self.zeroed, self.rss, self.thp_faults) =
-            (self.zeroed + pages, self.rss + pages, self.thp_faults + 1);
+        if new.zeroed {
+            self.zeroed += pages;
+        } else {
+            self.known_zero += pages;
+        }
+        (self.rss, self.thp_faults) = (self.rss + pages, self.thp_faults + 1);
         self.hiwater_rss = self.hiwater_rss.max(self.rss);
         true
     }
