@@ -192,12 +192,15 @@ pub struct Buddy<M> {
     pub memmap: M,
     /// The zones, DMA first.
     pub zones: [Zone; NR_ZONES],
+    /// Whether the last block allocated was known to hold zeros (`PG_ZERO`, which an
+    /// allocation takes off the block: the mark is about free memory only).
+    last_zero: bool,
 }
 
 impl<M: Memmap> Buddy<M> {
     /// An allocator with empty zones.
     pub fn new(memmap: M) -> Self {
-        Self { memmap, zones: ZoneType::ALL.map(Zone::empty) }
+        Self { memmap, zones: ZoneType::ALL.map(Zone::empty), last_zero: false }
     }
 
     /// Records present memory `[start_pfn, end_pfn)`: zone spans grow to cover it.
@@ -377,8 +380,10 @@ impl<M: Memmap> Buddy<M> {
         let top = pcp_len(pcp).wrapping_sub(1);
         let pfn = *pcp.pfns.get(top)?;
         pcp.count -= 1;
+        self.last_zero = false;
         if let Some(page) = self.memmap.page(pfn) {
-            page.flags = (page.flags & !PG_PCP) | PG_HEAD;
+            self.last_zero = page.flags & PG_ZERO != 0;
+            page.flags = (page.flags & !(PG_PCP | PG_ZERO)) | PG_HEAD;
             page.order = order;
             page.refcount = 1;
         }
@@ -395,14 +400,12 @@ impl<M: Memmap> Buddy<M> {
         }
     }
 
-    /// Whether the allocated block at `pfn` is known to hold zeros; the mark goes (its
-    /// user is about to write it).
-    pub fn take_zero(&mut self, pfn: u64) -> bool {
-        self.memmap.page(pfn).is_some_and(|page| {
-            let zero = page.flags & (PG_ZERO | PG_HEAD) == PG_ZERO | PG_HEAD;
-            page.flags &= !PG_ZERO;
-            zero
-        })
+    /// [`Buddy::alloc_pages`], and whether the block was known to hold zeros (so that its
+    /// user need not zero it).
+    #[inline]
+    pub fn alloc_pages_zero(&mut self, order: u32, highest: ZoneType) -> Option<(u64, bool)> {
+        let pfn = self.alloc_pages(order, highest)?;
+        Some((pfn, self.last_zero))
     }
 
     /// Free page reporting (Linux's `page_reporting`): offers each free block of at least
@@ -555,8 +558,10 @@ impl<M: Memmap> Buddy<M> {
     }
 
     fn mark_allocated(&mut self, pfn: u64, order: u32) {
+        self.last_zero = false;
         if let Some(page) = self.memmap.page(pfn) {
-            page.flags |= PG_HEAD;
+            self.last_zero = page.flags & PG_ZERO != 0;
+            page.flags = (page.flags | PG_HEAD) & !PG_ZERO;
             page.order = order;
             page.refcount = 1;
         }

@@ -58,10 +58,10 @@ pub const PG_TABLE: u64 = 1 << 4;
 /// An anonymous page of user processes (Linux's `PageAnon`); `mapcount` counts its
 /// mappings.
 pub const PG_ANON: u64 = 1 << 5;
-/// Known to hold zeros (on a block's first page): a free block the VMM discarded, or RAM
+/// Known to hold zeros (on a free block's first page): a block the VMM discarded, or RAM
 /// never written since boot. The buddy allocator keeps it through splits and merges
-/// (a merge with a block not known zero clears it), and an allocated block keeps it until
-/// its user takes it (`Buddy::take_zero` in the guest) to skip zeroing.
+/// (a merge with a block not known zero clears it) and takes it off at allocation,
+/// telling the caller (`Buddy::alloc_pages_zero` in the guest), which then skips zeroing.
 pub const PG_ZERO: u64 = 1 << 6;
 
 /// End of a free list.

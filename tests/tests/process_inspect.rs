@@ -569,6 +569,11 @@ fn thp_touches_64_mib_in_32_faults_and_the_host_sees_huge_pages() {
     assert_eq!(new_pages, 32 * 512 + small + 1, "{process:?}");
     // A fresh guest's RAM was never written: its huge pages needed no zeroing.
     assert!(process.pages_known_zero >= 32 * 512, "{process:?}");
+    // Once the processes exited, the kernel reported its free memory and the VMM dropped
+    // it: the 64 MiB touched take no host memory any more.
+    assert!(outcome.console.contains("page reporting: "), "{}", outcome.console);
+    let resident = outcome.ram_resident_bytes;
+    assert!(resident < 32 << 20, "{resident} bytes of guest RAM still resident");
     // The child copied the huge page it wrote, whole (and the stack page it shares).
     let child = outcome.reports.iter().find_map(|r| match r {
         Report::Process(p) if p.pid == 2 => Some(*p),

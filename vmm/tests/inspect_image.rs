@@ -324,12 +324,13 @@ mod inspect {
         let (zone, order) = image.free_list_with(2);
         let list = image.free_list(zone, order);
         let free = page(&image, list[1]).expect("a free block");
-        assert_eq!(free.flag_names, ["buddy"]);
+        // Handed off at boot and never used: known zero as well.
+        assert_eq!(free.flag_names, ["buddy", "zero"]);
         assert_eq!((free.order, free.zone.as_deref()), (order, Some(Image::zone_name(zone))));
         assert_eq!((free.prev, free.next), (list[0], list.get(2).copied().unwrap_or(u64::MAX)));
         assert_eq!(free.addr, VMEMMAP_BASE + list[1] * PAGE_STRUCT_SIZE as u64);
         assert!(state::page_text(&free).contains("next:"), "{free:?}");
-        assert_eq!(free.flags, PG_BUDDY);
+        assert_eq!(free.flags, PG_BUDDY | shared::page::PG_ZERO);
 
         let cache = image.cache_with_partial(1);
         let slab = image.partial(cache)[0];
@@ -349,6 +350,7 @@ mod inspect {
 
         let (block, order) = image.blocks[0];
         let info = page(&image, block).expect("an allocated block");
+        // Allocation takes the known-zero mark off (it is about free memory).
         assert_eq!(
             (info.flag_names.as_slice(), info.order, info.refcount),
             (&["head"][..], order, 1)

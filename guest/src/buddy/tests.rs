@@ -308,20 +308,18 @@ proptest! {
 fn known_zero_memory_stays_marked_until_used_and_reporting_marks_it_again() {
     use shared::page::PG_ZERO;
     let mut buddy = allocator();
-    // Boot memory is known zero: a block from it says so, once.
-    let pfn = buddy.alloc_pages(0, ZoneType::Normal).expect("a page");
-    assert!(buddy.take_zero(pfn));
-    assert!(!buddy.take_zero(pfn), "the mark goes when taken");
-    let block = buddy.alloc_pages(9, ZoneType::Normal).expect("a huge block");
-    assert!(buddy.take_zero(block), "split from a zero block: zero");
+    // Boot memory is known zero: a block from it says so, and loses the mark.
+    let (pfn, zero) = buddy.alloc_pages_zero(0, ZoneType::Normal).expect("a page");
+    assert!(zero);
+    assert_eq!(buddy.memmap.page(pfn).expect("present").flags & PG_ZERO, 0);
+    let (block, zero) = buddy.alloc_pages_zero(9, ZoneType::Normal).expect("a huge block");
+    assert!(zero, "split from a zero block: zero");
     // Used memory comes back dirty, and taints what it merges with.
     buddy.free_pages(block, 9).expect("frees");
     buddy.free_pages(pfn, 0).expect("frees");
     buddy.drain_pcp();
-    let again = buddy.alloc_pages(9, ZoneType::Normal).expect("a huge block");
-    let zero_again = buddy.take_zero(again);
-    buddy.free_pages(again, 9).expect("frees");
-    assert!(!zero_again || again != block, "the freed block is not zero any more");
+    let head = buddy.memmap.page(block).expect("present");
+    assert!(head.flags & PG_ZERO == 0 || head.flags & PG_BUDDY == 0, "the freed block is dirty");
     // Reporting offers the large free blocks that are not known zero, and marks those
     // the host took.
     let mut offered = Vec::new();

@@ -19,7 +19,7 @@ use shared::walk::PhysMem;
 use std::cell::Cell;
 use std::fs::File;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -47,11 +47,14 @@ struct HostRange {
     /// Offsets an 8-byte read may start at: `[0, words)` (`len - 7`, or 0).
     words: u64,
     host: *const u8,
+    /// The file behind the mapping and the offset of `start` in it, where there is one:
+    /// where it has holes, RAM reads as zero without touching the mapping.
+    file: Option<(RawFd, u64)>,
 }
 
 impl HostRange {
     /// No range: every read misses it.
-    const NONE: Self = Self { start: 0, len: 0, words: 0, host: core::ptr::null() };
+    const NONE: Self = Self { start: 0, len: 0, words: 0, host: core::ptr::null(), file: None };
 }
 
 /// A cache slot that holds no block.
@@ -101,7 +104,8 @@ impl<'a> RamReader<'a> {
             .filter_map(|region| {
                 let host = memory.get_host_address(region.start_addr()).ok()?;
                 let (start, len) = (region.start_addr().0, region.len());
-                Some(HostRange { start, len, words: len.saturating_sub(7), host })
+                let file = region.file_offset().map(|f| (f.file().as_raw_fd(), f.start()));
+                Some(HostRange { start, len, words: len.saturating_sub(7), host, file })
             })
             .collect();
         ranges.sort_by_key(|r| r.start);
@@ -201,15 +205,40 @@ impl<'a> RamReader<'a> {
     /// returns them as ranges of `buf`, in order. The rest of `buf` is left as it was: it
     /// reads as zero in RAM (holes in a sparse RAM file, where the guest never wrote). A
     /// 1 GiB guest's file holds a few MiB of data, so `check` reads its memory map in a
-    /// fraction of the time and host memory. From a mapping: all of `buf`.
+    /// fraction of the time and host memory. From a mapping, the same where a file backs
+    /// it (the VMM's memfd): reading a hole through a shared mapping would allocate it.
     pub fn read_data(
         &mut self,
         gpa: u64,
         buf: &mut [u8],
     ) -> Result<Vec<Range<usize>>, InspectError> {
-        let Backend::File(file) = &self.backend else {
-            self.read(gpa, buf)?;
-            return Ok(std::iter::once(0..buf.len()).collect());
+        let file = match &self.backend {
+            Backend::File(file) => file,
+            Backend::Mapped { ranges, .. } => {
+                // Through the mapping only where the file behind it holds data: a read of a
+                // hole would make the host allocate a page for it.
+                let len = buf.len() as u64;
+                let range = ranges.iter().find(|r| r.start <= gpa && gpa - r.start + len <= r.len);
+                let Some(((fd, file_start), start)) = range.and_then(|r| Some((r.file?, r.start)))
+                else {
+                    self.read(gpa, buf)?;
+                    return Ok(std::iter::once(0..buf.len()).collect());
+                };
+                let offset = file_start + (gpa - start);
+                let mut data = Vec::new();
+                let mut at = 0;
+                while at < len {
+                    let Some((start, end)) = data_extent(fd, offset + at, offset + len) else {
+                        break;
+                    };
+                    let (start, end) = (start - offset, end - offset);
+                    let part = super::to_usize(start)..super::to_usize(end);
+                    self.read(gpa + start, &mut buf[part.clone()])?;
+                    data.push(part);
+                    at = end;
+                }
+                return Ok(data);
+            }
         };
         let len = buf.len() as u64;
         let offset = file.offset(gpa, len).ok_or(InspectError::OutsideRam { gpa, len })?;
@@ -289,25 +318,7 @@ impl FileRam {
     /// The first run of data in the file at or after `from`, clipped to `end`: `lseek`'s
     /// `SEEK_DATA` and `SEEK_HOLE`. Where the file system cannot tell, everything is data.
     fn data_extent(&self, from: u64, end: u64) -> Option<(u64, u64)> {
-        let seek = |offset: u64, whence| {
-            let offset = libc::off_t::try_from(offset).ok()?;
-            // SAFETY: `lseek` on a descriptor this struct owns; it moves the file
-            // position, which nothing here uses (every read is a `pread`).
-            let found = unsafe { libc::lseek(self.file.as_raw_fd(), offset, whence) };
-            u64::try_from(found).ok()
-        };
-        let start = match seek(from, libc::SEEK_DATA) {
-            Some(start) => start.max(from),
-            None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => {
-                return None
-            }
-            None => from,
-        };
-        if start >= end {
-            return None;
-        }
-        let stop = seek(start, libc::SEEK_HOLE).unwrap_or(end).clamp(start + 1, end);
-        Some((start, stop))
+        data_extent(self.file.as_raw_fd(), from, end)
     }
 
     /// An error if the file no longer holds every RAM range.
@@ -669,4 +680,28 @@ mod tests {
         let err = RamReader::open_file(&std::env::temp_dir()).err().expect("refused");
         assert!(err.to_string().contains("it is a directory"), "{err}");
     }
+}
+
+/// The first run of data in the file `fd` at or after `from`, clipped to `end`: `lseek`'s
+/// `SEEK_DATA` and `SEEK_HOLE`. Where the file system cannot tell, everything is data.
+fn data_extent(fd: RawFd, from: u64, end: u64) -> Option<(u64, u64)> {
+    let seek = |offset: u64, whence| {
+        let offset = libc::off_t::try_from(offset).ok()?;
+        // SAFETY: `lseek` on an open descriptor (a RAM file this reader opened, or the
+        // file behind the VMM's mapping, which outlives the reader); it moves the file
+        // position, which nothing here uses (every read is a `pread` or through the
+        // mapping).
+        let found = unsafe { libc::lseek(fd, offset, whence) };
+        u64::try_from(found).ok()
+    };
+    let start = match seek(from, libc::SEEK_DATA) {
+        Some(start) => start.max(from),
+        None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => return None,
+        None => from,
+    };
+    if start >= end {
+        return None;
+    }
+    let stop = seek(start, libc::SEEK_HOLE).unwrap_or(end).clamp(start + 1, end);
+    Some((start, stop))
 }

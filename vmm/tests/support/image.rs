@@ -515,7 +515,7 @@ fn populate_vmalloc(
 /// Copies the kernel-owned structures into the image's data pages, points slab pages at
 /// the copies of their caches, and writes vmcoreinfo.
 fn finalize(image: &mut Image, buddy: Buddy<Ram>, families: &Families, root: u64) {
-    let Buddy { memmap: mut ram, zones } = buddy;
+    let Buddy { memmap: mut ram, zones, .. } = buddy;
     let mut data = Data { next: image.kernel.data, end: image.kernel.end };
     let virt = |phys: u64| KERNEL_VIRT_BASE + phys;
 

@@ -112,6 +112,9 @@ impl TableAlloc for BootTables<'_> {
 /// lends out. Also the memory of vmalloc areas.
 pub struct KernelTables<'a> {
     buddy: &'a mut Buddy<Vmemmap>,
+    /// The frame `alloc_frame` or `alloc_huge` handed out last, if it was known zero:
+    /// `zero_frame` or `zero_huge` of it then writes nothing.
+    fresh_zero: Option<PhysAddr>,
 }
 
 impl<'a> KernelTables<'a> {
@@ -121,7 +124,7 @@ impl<'a> KernelTables<'a> {
     /// Only for a [`Mapper`] over the kernel's tree (whose tables are RAM pages the direct
     /// map reaches), with no other mapper of it live.
     pub unsafe fn new(buddy: &'a mut Buddy<Vmemmap>) -> Self {
-        Self { buddy }
+        Self { buddy, fresh_zero: None }
     }
 }
 
@@ -141,8 +144,9 @@ impl TableAlloc for KernelTables<'_> {
     }
 
     fn alloc_table(&mut self) -> Option<PhysAddr> {
-        let table = PhysAddr::new(self.buddy.alloc_page(ZoneType::Normal)? * PAGE_SIZE);
-        if !self.buddy.take_zero(table.pfn()) {
+        let (pfn, zero) = self.buddy.alloc_pages_zero(0, ZoneType::Normal)?;
+        let table = PhysAddr::new(pfn * PAGE_SIZE);
+        if !zero {
             // SAFETY: a page the buddy allocator just gave us.
             unsafe { zero_frame(table) };
         }
@@ -166,7 +170,10 @@ impl TableAlloc for KernelTables<'_> {
 
 impl VmallocMemory for KernelTables<'_> {
     fn alloc_frame(&mut self) -> Option<PhysAddr> {
-        Some(PhysAddr::new(self.buddy.alloc_page(ZoneType::Normal)? * PAGE_SIZE))
+        let (pfn, zero) = self.buddy.alloc_pages_zero(0, ZoneType::Normal)?;
+        let frame = PhysAddr::new(pfn * PAGE_SIZE);
+        self.fresh_zero = zero.then_some(frame);
+        Some(frame)
     }
 
     fn free_frame(&mut self, frame: PhysAddr) {
@@ -186,7 +193,7 @@ impl AnonMemory for KernelTables<'_> {
     /// The VMM zeroes the page (natively, where the guest's stores may be emulated); the
     /// kernel does it itself only if the VMM did not.
     fn zero_frame(&mut self, frame: PhysAddr) -> bool {
-        if self.buddy.take_zero(frame.pfn()) {
+        if self.fresh_zero.take() == Some(frame) {
             return false;
         }
         // SAFETY: a frame of a user page, just allocated: RAM in the direct map, ours.
@@ -195,8 +202,10 @@ impl AnonMemory for KernelTables<'_> {
     }
 
     fn alloc_huge(&mut self) -> Option<PhysAddr> {
-        let pfn = self.buddy.alloc_pages(guest::anon::HUGE_ORDER, ZoneType::Normal)?;
-        Some(PhysAddr::new(pfn * PAGE_SIZE))
+        let (pfn, zero) = self.buddy.alloc_pages_zero(guest::anon::HUGE_ORDER, ZoneType::Normal)?;
+        let block = PhysAddr::new(pfn * PAGE_SIZE);
+        self.fresh_zero = zero.then_some(block);
+        Some(block)
     }
 
     fn free_huge(&mut self, block: PhysAddr) {
@@ -213,7 +222,7 @@ impl AnonMemory for KernelTables<'_> {
 
     /// The VMM zeroes all 2 MiB in one call, unless the block is known zero.
     fn zero_huge(&mut self, block: PhysAddr) -> bool {
-        if self.buddy.take_zero(block.pfn()) {
+        if self.fresh_zero.take() == Some(block) {
             return false;
         }
         if !crate::hypercall::zero_pages(block.as_u64(), guest::anon::HUGE_PAGES) {
