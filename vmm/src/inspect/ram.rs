@@ -522,6 +522,30 @@ fn file_ranges(info: &VmCoreInfo, file_len: u64) -> Result<Vec<RamRange>, String
     Ok(ranges)
 }
 
+/// The first run of data in the file `fd` at or after `from`, clipped to `end`: `lseek`'s
+/// `SEEK_DATA` and `SEEK_HOLE`. Where the file system cannot tell, everything is data.
+fn data_extent(fd: RawFd, from: u64, end: u64) -> Option<(u64, u64)> {
+    let seek = |offset: u64, whence| {
+        let offset = libc::off_t::try_from(offset).ok()?;
+        // SAFETY: `lseek` on an open descriptor (a RAM file this reader opened, or the
+        // file behind the VMM's mapping, which outlives the reader); it moves the file
+        // position, which nothing here uses (every read is a `pread` or through the
+        // mapping).
+        let found = unsafe { libc::lseek(fd, offset, whence) };
+        u64::try_from(found).ok()
+    };
+    let start = match seek(from, libc::SEEK_DATA) {
+        Some(start) => start.max(from),
+        None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => return None,
+        None => from,
+    };
+    if start >= end {
+        return None;
+    }
+    let stop = seek(start, libc::SEEK_HOLE).unwrap_or(end).clamp(start + 1, end);
+    Some((start, stop))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -680,28 +704,4 @@ mod tests {
         let err = RamReader::open_file(&std::env::temp_dir()).err().expect("refused");
         assert!(err.to_string().contains("it is a directory"), "{err}");
     }
-}
-
-/// The first run of data in the file `fd` at or after `from`, clipped to `end`: `lseek`'s
-/// `SEEK_DATA` and `SEEK_HOLE`. Where the file system cannot tell, everything is data.
-fn data_extent(fd: RawFd, from: u64, end: u64) -> Option<(u64, u64)> {
-    let seek = |offset: u64, whence| {
-        let offset = libc::off_t::try_from(offset).ok()?;
-        // SAFETY: `lseek` on an open descriptor (a RAM file this reader opened, or the
-        // file behind the VMM's mapping, which outlives the reader); it moves the file
-        // position, which nothing here uses (every read is a `pread` or through the
-        // mapping).
-        let found = unsafe { libc::lseek(fd, offset, whence) };
-        u64::try_from(found).ok()
-    };
-    let start = match seek(from, libc::SEEK_DATA) {
-        Some(start) => start.max(from),
-        None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => return None,
-        None => from,
-    };
-    if start >= end {
-        return None;
-    }
-    let stop = seek(start, libc::SEEK_HOLE).unwrap_or(end).clamp(start + 1, end);
-    Some((start, stop))
 }
