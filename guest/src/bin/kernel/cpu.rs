@@ -119,6 +119,29 @@ pub fn has_nx() -> bool {
     core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 20) != 0
 }
 
+/// Whether CPUID leaf 7 (structured extended features) has `ebx` bit `bit`.
+fn leaf7_ebx(bit: u32) -> bool {
+    core::arch::x86_64::__cpuid(0).eax >= 7
+        && core::arch::x86_64::__cpuid_count(7, 0).ebx & (1 << bit) != 0
+}
+
+/// Turns on SMEP (the kernel never runs user code) and SMAP (the kernel touches user
+/// memory only where it says so, between `stac` and `clac`: `copy_user`) where the CPU
+/// offers them, as Linux does. Returns which it turned on.
+pub fn enable_user_protections() -> (bool, bool) {
+    let (smep, smap) = (leaf7_ebx(7), leaf7_ebx(20));
+    if smep {
+        // SAFETY: the kernel executes no user page.
+        unsafe { Cr4::update(|flags| *flags |= Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION) };
+    }
+    if smap {
+        // SAFETY: the kernel reads and writes user memory only in `copy_user`, which sets
+        // RFLAGS.AC around its copy once the caller has recorded that SMAP is on.
+        unsafe { Cr4::update(|flags| *flags |= Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION) };
+    }
+    (smep, smap)
+}
+
 /// Whether the CPU has global pages (CPUID 1 EDX bit 13).
 pub fn has_global_pages() -> bool {
     core::arch::x86_64::__cpuid(1).edx & (1 << 13) != 0

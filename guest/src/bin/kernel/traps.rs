@@ -79,6 +79,15 @@ core::arch::global_asm!(
     "exception_common:",
     "    push r15", "push r14", "push r13", "push r12", "push r11", "push r10", "push r9", "push r8",
     "    push rbp", "push rdi", "push rsi", "push rdx", "push rcx", "push rbx", "push rax",
+    // User code may have set RFLAGS.AC; with SMAP on, the kernel runs with it clear (the
+    // `iretq` restores the user's flags).
+    "    test byte ptr [rip + {smap}], 1",
+    "    jz 2f",
+    // `clac`, as `pushf`/`popf`: some emulating KVMs cannot run `clac`.
+    "    pushfq",
+    "    and qword ptr [rsp], ~(1 << 18)",
+    "    popfq",
+    "2:",
     // 22 quadwords on a 16-byte aligned stack keep it aligned for the call.
     "    mov rdi, rsp",
     "    cld",
@@ -96,6 +105,7 @@ core::arch::global_asm!(
     ".quad isr_24, isr_25, isr_26, isr_27, isr_28, isr_29, isr_30, isr_31",
     ".section .text",
     handler = sym exception_handler,
+    smap = sym crate::process::entry::SMAP_ENABLED,
 );
 
 extern "C" {

@@ -15,6 +15,7 @@
 //! called, so `leave_user` only has to reload that stack pointer.
 
 use crate::cpu::{USER_CS, USER_DS};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The vector `syscall_entry` puts in its trap frame (above the 32 exception vectors).
 pub const SYSCALL_VECTOR: u64 = 0x100;
@@ -65,15 +66,29 @@ core::arch::global_asm!(
     "    jmp exception_common",
     ".global syscall_entry_end",
     "syscall_entry_end:",
-    // rdi = destination, rsi = source, rdx = length; returns the bytes not copied.
+    // rdi = destination, rsi = source, rdx = length; returns the bytes not copied. With
+    // SMAP on, the copy runs with RFLAGS.AC set (`stac`), the one place the kernel may
+    // touch user memory.
     ".global copy_user",
     "copy_user:",
     "    mov rcx, rdx",
+    "    test byte ptr [rip + {smap}], 1",
+    "    jz 5f",
+    // `stac` and `clac` as `pushf`/`popf` of RFLAGS.AC: some emulating KVMs cannot run
+    // them.
+    "    pushfq",
+    "    or qword ptr [rsp], 1 << 18",
+    "    popfq",
     "5:  rep movsb",
     "    xor eax, eax",
-    "    ret",
+    "    jmp 7f",
     "6:  mov rax, rcx",
-    "    ret",
+    "7:  test byte ptr [rip + {smap}], 1",
+    "    jz 8f",
+    "    pushfq",
+    "    and qword ptr [rsp], ~(1 << 18)",
+    "    popfq",
+    "8:  ret",
     ".pushsection __ex_table, \"a\"",
     ".balign 8",
     ".quad 5b, 6b",
@@ -87,7 +102,17 @@ core::arch::global_asm!(
     user_ds = const USER_DS,
     user_cs = const USER_CS,
     vector = const SYSCALL_VECTOR,
+    smap = sym SMAP_ENABLED,
 );
+
+/// Whether SMAP is on: `copy_user` then brackets its copy with `stac` and `clac`, and
+/// every trap entry clears RFLAGS.AC (`stac` and `clac` raise #UD on a CPU without SMAP).
+pub(crate) static SMAP_ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Records that SMAP is on (`cpu::enable_user_protections`).
+pub fn set_smap(on: bool) {
+    SMAP_ENABLED.store(on, Ordering::Relaxed);
+}
 
 extern "C" {
     fn enter_user(rip: u64, rsp: u64, rsp0: *mut u64) -> u64;

@@ -294,6 +294,10 @@ static mut PROBE_STACK: ProbeStack = ProbeStack([0; 4096]);
 /// Sets up user mode: the trampoline page and the system-call entry, found by probing.
 /// Returns the entry chosen.
 pub fn init() -> Result<SyscallEntry, SpaceError> {
+    let (smep, smap) = cpu::enable_user_protections();
+    entry::set_smap(smap);
+    let state = |on| if on { "on" } else { "not offered" };
+    info!("user protections: SMEP {}, SMAP {}", state(smep), state(smap));
     cpu::enable_syscall(entry::syscall_entry_range().start);
     let frame = mm::global::with(|mm| mm.buddy.alloc_page(ZoneType::Normal))
         .map(|pfn| PhysAddr::new(pfn * 4096))

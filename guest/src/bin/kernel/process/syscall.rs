@@ -266,8 +266,8 @@ fn put_user(addr: u64, bytes: &[u8]) -> bool {
 }
 
 /// Whether the current process's VMAs forbid the kernel's access to `[addr, addr + len)`
-/// on its behalf: the kernel's own accesses are not stopped by a user page's rights (no
-/// SMAP here; `PROT_NONE` pages are kernel-readable), so it checks them first.
+/// on its behalf: a user page's rights do not stop the kernel's own accesses (a
+/// `PROT_NONE` page has no `USER` bit, so SMAP does not guard it), so it checks them first.
 fn forbidden(addr: u64, len: u64, write: bool) -> bool {
     with_current(|p| p.space.as_ref().is_none_or(|s| s.forbids(addr, len, write))).unwrap_or(true)
 }
