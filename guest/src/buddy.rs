@@ -697,7 +697,7 @@ impl<M: Memmap> ZoneMem<'_, M> {
         area.head = pfn;
         area.nr_free += 1;
         if let Some(page) = self.memmap.page(pfn) {
-            page.flags |= PG_BUDDY | if zero { PG_ZERO } else { 0 };
+            page.flags = (page.flags & !PG_ZERO) | PG_BUDDY | if zero { PG_ZERO } else { 0 };
             page.order = order;
             page.next = head;
             page.prev = NO_PFN;

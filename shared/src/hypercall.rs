@@ -22,15 +22,16 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub struct Request {
     /// [`CHECKPOINT`], [`REPORT`], [`ZERO_PAGES`], [`COPY_PAGE`] or [`DISCARD_PAGES`].
     pub nr: u32,
-    /// For `REPORT`, the [`ReportKind`]; for `ZERO_PAGES` and `COPY_PAGE`, zero from the
-    /// guest, which the VMM sets to [`PAGE_WORK_DONE`] when it has done the work; zero
-    /// otherwise.
+    /// For `REPORT`, the [`ReportKind`]; for `ZERO_PAGES`, `COPY_PAGE` and
+    /// `DISCARD_PAGES`, zero from the guest, which the VMM sets to [`PAGE_WORK_DONE`] when
+    /// it has done the work; zero otherwise.
     pub kind: u32,
     /// For `CHECKPOINT`, the tag; for `REPORT`, the payload's guest-physical address; for
-    /// `ZERO_PAGES` and `COPY_PAGE`, the first page's.
+    /// `ZERO_PAGES`, `COPY_PAGE` and `DISCARD_PAGES`, the first page's.
     pub arg: u64,
-    /// For `REPORT`, the payload length in bytes; for `ZERO_PAGES`, the pages; for
-    /// `COPY_PAGE`, the destination page's guest-physical address; zero otherwise.
+    /// For `REPORT`, the payload length in bytes; for `ZERO_PAGES` and `DISCARD_PAGES`, the
+    /// pages; for `COPY_PAGE`, the destination page's guest-physical address; zero
+    /// otherwise.
     pub len: u64,
 }
 

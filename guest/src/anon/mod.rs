@@ -77,6 +77,17 @@ pub const HUGE_PAGES: u64 = 512;
 /// The order of a 2 MiB block.
 pub const HUGE_ORDER: u32 = 9;
 
+/// Whether a mapping of `frame` (a leaf of `size`) is its pages' only one, so that it may
+/// be writable without copy-on-write: a 4 KiB page mapped once, or a whole huge block
+/// mapped once. A huge leaf over a split block is never, whatever its pages' counts: its
+/// write fault splits it and decides page by page.
+pub fn exclusive<M: AnonMemory>(memory: &mut M, frame: PhysAddr, size: PageSize) -> bool {
+    if size != PageSize::Size4K && !whole_block(memory, frame) {
+        return false;
+    }
+    memory.page(frame).is_some_and(|p| p.flags & PG_ANON != 0 && p.mapcount == 1)
+}
+
 /// Whether `block` heads a whole huge block of anonymous memory (not split yet).
 fn whole_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) -> bool {
     memory.page(block).is_some_and(|p| p.flags & PG_ANON != 0 && p.order == HUGE_ORDER)
@@ -193,6 +204,11 @@ pub fn map_new_huge<M: AnonMemory>(
     page: VirtPage,
     flags: PteFlags,
 ) -> Result<NewPage, AnonError> {
+    // Nothing may sit there yet (a page table of 4 KiB pages, say): checked before a block
+    // is taken, so that a refusal costs no block (and no known-zero mark).
+    if !tree.is_unmapped(page) {
+        return Err(AnonError::Map(MapError::AlreadyMapped { virt: page.start().as_u64() }));
+    }
     let block = tree.memory.alloc_huge().ok_or(AnonError::NoMemory)?;
     let frame = Frame::new(block, PageSize::Size2M)?;
     match tree.map(page, frame, flags) {

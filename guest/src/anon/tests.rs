@@ -376,3 +376,35 @@ fn a_huge_page_without_a_free_block_to_copy_to_is_split_and_copied_small() {
     exit(&mut memory, child);
     assert!(memory.arena.frames_out.is_empty(), "every page freed");
 }
+
+#[test]
+fn a_huge_leaf_over_a_split_block_is_never_exclusive() {
+    let mut memory = Memory::default();
+    let parent = memory.alloc_table().expect("a root");
+    let huge = VirtPage::new(VirtAddr::new(0x20_0000), PageSize::Size2M).expect("aligned");
+    let block = with_tree(&mut memory, parent, |t| map_new_huge(t, huge, RW)).expect("maps").frame;
+    assert!(exclusive(&mut memory, block, PageSize::Size2M), "whole, mapped once");
+    let child = memory.alloc_table().expect("a root");
+    with_tree(&mut memory, parent, |t| {
+        t.copy_present(child, VirtAddr::new(0), 1 << 47, true, &mut |m, f| share(m, f))
+    })
+    .expect("copies")
+    .ignore();
+    assert!(!exclusive(&mut memory, block, PageSize::Size2M), "shared");
+    // The child splits its mapping and lets its first page go: that page is the parent's
+    // alone now, the others still shared, and the parent's huge leaf exclusive for none.
+    with_tree(&mut memory, child, |t| split_leaf(t, huge.start())).expect("splits").ignore();
+    with_tree(&mut memory, child, |t| {
+        t.unmap_present(huge.start(), 4096, &mut |m, f| {
+            release(m, f);
+        })
+    })
+    .expect("unmaps")
+    .ignore();
+    assert_eq!(memory.pages[&block.as_u64()].mapcount, 1);
+    assert!(!exclusive(&mut memory, block, PageSize::Size2M), "a split block never is");
+    assert!(exclusive(&mut memory, block, PageSize::Size4K), "its first page alone is");
+    exit(&mut memory, parent);
+    exit(&mut memory, child);
+    assert!(memory.arena.frames_out.is_empty(), "every page freed");
+}

@@ -575,6 +575,24 @@ impl<M: TableAlloc> Mapper<M> {
         Some((result, Flush::pages(page, 1, size)))
     }
 
+    /// Whether nothing is mapped where `page` would go: its entry and every entry above it
+    /// absent, or tables (so `map` of it would not be refused).
+    pub fn is_unmapped(&mut self, page: VirtPage) -> bool {
+        let virt = page.start().as_u64();
+        let mut table = self.root;
+        for level in (page.size().level()..=4).rev() {
+            let entry = self.entries(table)[table_index(virt, level)];
+            if !entry.is_present() {
+                return true;
+            }
+            if level == page.size().level() || entry.is_leaf(level) {
+                return false;
+            }
+            table = entry.addr();
+        }
+        true
+    }
+
     /// Replaces the 2 MiB leaf that maps `virt` by a page table of 512 entries with its
     /// rights, mapping the same frames; `None` if a 4 KiB page (or nothing huge) maps it.
     /// The flush covers the huge page.

@@ -17,7 +17,8 @@
 //!                     and copy-on-write pages read-only in every sharer
 //! 3 free lists        per zone and order; a block met twice is a cycle; a block marked
 //!                     known zero (PG_ZERO) must read as zero
-//!   per-CPU lists     per zone and order (0-3); a block covers 2^order pages
+//!   per-CPU lists     per zone and order (0-3); a block covers 2^order pages; one
+//!                     marked known zero must read as zero
 //!   quarantine lists  per cache, before the scan: those slabs' objects are not checked
 //! 4 memmap scan       every struct page of RAM: slabs (their freelists walked, objects
 //!                     counted; in debug caches every object's red zones and poison, as
@@ -176,7 +177,7 @@ pub enum FindingKind {
     CowWritable,
     /// A process's kernel half (PML4 entries 256–511) that is not the kernel's.
     KernelHalfDiffers,
-    /// A free block marked known zero (`PG_ZERO`) that holds data.
+    /// A free (or per-CPU) block marked known zero (`PG_ZERO`) that holds data.
     KnownZeroNotZero,
 }
 
@@ -611,10 +612,20 @@ pub fn check(view: &mut View<'_, '_>) -> Result<CheckReport, InspectError> {
                     || format!("zone {name}: per-CPU list of order {order} holds {} blocks, more than {PCP_CAPACITY}", list.count),
                 );
             }
-            for &pfn in list.pfns() {
+            let mut scratch = Vec::new();
+            for (index, &pfn) in list.pfns().iter().enumerate() {
                 view.budget.spend(1 << order, || format!("walking zone {name}'s per-CPU lists"))?;
-                let flagged =
-                    view.page(pfn).is_ok_and(|p| p.flags & PG_PCP != 0 && p.order == order);
+                let page = view.page(pfn).ok();
+                let flagged = page.is_some_and(|p| p.flags & PG_PCP != 0 && p.order == order);
+                if page.is_some_and(|p| p.flags & PG_ZERO != 0) {
+                    let at = lazy(move |f| {
+                        write!(
+                            f,
+                            "zone {name} order {order} per-CPU list, block {index} (pfn {pfn:#x})"
+                        )
+                    });
+                    check_known_zero(view, &mut marks, pfn, order, &mut scratch, &at)?;
+                }
                 let inside = pfn % (1 << order) == 0
                     && zone.spans(pfn)
                     && zone.spans(pfn.saturating_add((1 << order) - 1));
@@ -920,8 +931,12 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
             }
             // A whole huge block (an order-9 anonymous head) counts its mappings on its
             // head; a split one, or a 4 KiB page, on each page.
-            let whole =
-                pages > 1 && view.page(first).is_ok_and(|p| p.flags & PG_ANON != 0 && p.order == 9);
+            let whole = pages > 1
+                && match view.page(first) {
+                    Ok(head) => head.flags & PG_ANON != 0 && head.order == 9,
+                    Err(err @ InspectError::Budget { .. }) => return Err(err),
+                    Err(_) => false,
+                };
             for pfn in first..first + pages {
                 let frame = frames.entry(pfn).or_default();
                 if whole && pfn != first {

@@ -482,22 +482,25 @@ pub fn smaps(view: &mut View<'_, '_>, pid: u32) -> Result<Vec<SmapsEntry>, Inspe
         for leaf in leaves[first..].iter().take_while(|l| l.virt < vma.end) {
             view.budget.spend(1, || format!("measuring the VMAs of pid {pid}"))?;
             let kib = leaf.size / 1024;
-            let mapcount = match view.page(leaf.phys / 4096) {
-                Ok(page) => u64::from(page.mapcount.max(1)),
-                Err(err @ InspectError::Budget { .. }) => return Err(err),
-                Err(_) => 1,
-            };
             let flags = leaf.entry.flags();
             let dirty = flags.contains(shared::pte::PteFlags::DIRTY);
             entry.rss += kib;
-            pss_scaled += (leaf.size << 12) / mapcount;
-            let slot = match (mapcount > 1, dirty) {
-                (true, false) => &mut entry.shared_clean,
-                (true, true) => &mut entry.shared_dirty,
-                (false, false) => &mut entry.private_clean,
-                (false, true) => &mut entry.private_dirty,
-            };
-            *slot += kib;
+            // A whole huge block's counts are on its head; a split one's, on each page.
+            for (pfn, kib) in mapped_pages(view, leaf)? {
+                let mapcount = match view.page(pfn) {
+                    Ok(page) => u64::from(page.mapcount.max(1)),
+                    Err(err @ InspectError::Budget { .. }) => return Err(err),
+                    Err(_) => 1,
+                };
+                pss_scaled += (kib << 22) / mapcount;
+                let slot = match (mapcount > 1, dirty) {
+                    (true, false) => &mut entry.shared_clean,
+                    (true, true) => &mut entry.shared_dirty,
+                    (false, false) => &mut entry.private_clean,
+                    (false, true) => &mut entry.private_dirty,
+                };
+                *slot += kib;
+            }
             if flags.contains(shared::pte::PteFlags::ACCESSED) {
                 entry.referenced += kib;
             }
@@ -510,6 +513,28 @@ pub fn smaps(view: &mut View<'_, '_>, pid: u32) -> Result<Vec<SmapsEntry>, Inspe
         out.push(entry);
     }
     Ok(out)
+}
+
+/// The frames whose descriptors hold `leaf`'s counts, each with the KiB it stands for:
+/// the leaf's first frame for a 4 KiB page or a whole huge block (an anonymous head of
+/// order 9), else each of its pages (a split block). Each page read is paid.
+fn mapped_pages(view: &mut View<'_, '_>, leaf: &Leaf) -> Result<Vec<(u64, u64)>, InspectError> {
+    let first = leaf.phys / 4096;
+    if leaf.size == 4096 {
+        return Ok(vec![(first, 4)]);
+    }
+    let whole = match view.page(first) {
+        Ok(head) => head.flags & shared::page::PG_ANON != 0 && head.order == 9,
+        Err(err @ InspectError::Budget { .. }) => return Err(err),
+        Err(_) => false,
+    };
+    if whole {
+        return Ok(vec![(first, leaf.size / 1024)]);
+    }
+    let pages = leaf.size / 4096;
+    view.budget
+        .spend(pages, || format!("reading the pages of a split huge page at {:#x}", leaf.virt))?;
+    Ok((first..first + pages).map(|pfn| (pfn, 4)).collect())
 }
 
 /// `/proc/PID/smaps` text.
@@ -570,6 +595,7 @@ pub fn pagemap(
     let leaves = user_leaves(view, t.mm.pgd)?.leaves;
     let (lo, hi) = range.map_or((0, u64::MAX), |r| (r.first.as_u64(), r.last.as_u64()));
     let mut out = Vec::new();
+    let mut whole_leaf: Option<(usize, bool)> = None;
     for vma in &vmas {
         // User space only: a VMA beyond it (a corrupt one) lists nothing there.
         let end = vma.end.min(hi.saturating_add(1)).min(TASK_SIZE);
@@ -586,7 +612,14 @@ pub fn pagemap(
             let entry = match leaf {
                 Some(leaf) => {
                     let phys = leaf.phys + (virt - leaf.virt);
-                    let mapcount = match view.page(leaf.phys / 4096) {
+                    // A whole huge block's count is on its head; a split one's on each
+                    // page (worked out once per leaf).
+                    if whole_leaf.is_none_or(|(index, _)| index != at) {
+                        whole_leaf = Some((at, mapped_pages(view, leaf)?.len() == 1));
+                    }
+                    let whole = whole_leaf.is_some_and(|(_, whole)| whole);
+                    let holder = if whole { leaf.phys / 4096 } else { phys / 4096 };
+                    let mapcount = match view.page(holder) {
                         Ok(page) => page.mapcount,
                         Err(err @ InspectError::Budget { .. }) => return Err(err),
                         Err(_) => 0,

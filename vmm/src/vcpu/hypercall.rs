@@ -1,6 +1,7 @@
 //! Hypercall dispatch: the request the guest names is read from guest RAM (untrusted, so
 //! bounds-checked) and becomes a checkpoint, a decoded report, or page work done for the
-//! guest (zeroing or copying pages it names, each checked to be whole pages of RAM).
+//! guest (zeroing, copying or dropping pages it names, each checked to be whole pages of
+//! RAM).
 
 use crate::inspect::to_usize;
 use crate::report::{read_report, Report};
@@ -17,7 +18,7 @@ pub enum Hypercall {
     /// The guest sent a report (or something that did not decode, as
     /// [`Report::Malformed`]).
     Report(Report),
-    /// Pages were zeroed or copied for the guest.
+    /// Pages were zeroed, copied or dropped for the guest.
     PageWork,
 }
 
@@ -96,7 +97,8 @@ fn page_work(mem: &GuestMemoryMmap, request: &Request) -> Result<(), String> {
         if removed == 0 {
             return Ok(());
         }
-        // A backing file that cannot punch holes: the pages still read as zero.
+        // A backing file that cannot punch holes: the loop below zeroes the pages, so
+        // they read as zero all the same.
     }
     for index in 0..request.len {
         page(request.arg.saturating_add(index * 4096))?.copy_from(&ZEROS[..]);
@@ -129,6 +131,27 @@ mod tests {
         write(0x300, Request { nr: 77, kind: 0, arg: 0, len: 0 });
         assert!(matches!(dispatch(&mem, 0x300), Hypercall::Report(Report::Malformed { .. })));
         assert!(matches!(dispatch(&mem, 0xfff0), Hypercall::Report(Report::Malformed { .. })));
+    }
+
+    /// On the VMM's own RAM (a shared memfd), a discard punches a hole: the pages read as
+    /// zero and take no host memory.
+    #[test]
+    fn discarding_pages_of_memfd_ram_frees_them() {
+        let ram = crate::memory::GuestRam::new(16 << 20, None).expect("memfd RAM");
+        let mem = &ram.memory;
+        mem.write_slice(&[0x77; 0x40_0000], GuestAddress(0x40_0000)).expect("in RAM");
+        mem.write_slice(
+            Request { nr: DISCARD_PAGES, kind: 0, arg: 0x40_0000, len: 1024 }.as_bytes(),
+            GuestAddress(0x100),
+        )
+        .expect("in RAM");
+        let before = ram.resident_bytes();
+        assert_eq!(dispatch(mem, 0x100), Hypercall::PageWork);
+        let after = ram.resident_bytes();
+        assert!(after + (4 << 20) <= before, "{before} bytes resident before, {after} after");
+        let mut page = [1u8; 4096];
+        mem.read_slice(&mut page, GuestAddress(0x7f_f000)).expect("in RAM");
+        assert!(page.iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -22,12 +22,11 @@
 
 use crate::mm::global::with;
 use crate::mm::setup::Mm;
-use guest::anon::{self, AnonError, AnonMemory, WriteFault};
+use guest::anon::{self, AnonError, WriteFault};
 use guest::elf::{Program, PF_W, PF_X};
 use guest::paging::{Frame, MapError, PageSize, PageTableEntry, PteFlags, VirtPage};
 use guest::vma::{access_allowed, anon_flags, prot_to_vm, VmaError, Vmas, VM_MAY_ALL};
 use shared::addr::{PhysAddr, VirtAddr};
-use shared::page::PG_ANON;
 use shared::process::{Vma, VmaKind, STACK_GUARD_GAP_PAGES, VM_EXEC, VM_GROWSDOWN, VM_READ};
 use shared::process::{USER_IMAGE_BASE, VM_ACCESS, VM_NOHUGEPAGE, VM_SHARED, VM_WRITE};
 use shared::syscall::{STACK_TOP, VDSO_BASE};
@@ -531,8 +530,9 @@ impl AddressSpace {
     /// page becomes writable only where this process is its one mapping; elsewhere the
     /// first write copies it.
     pub fn protect(&mut self, start: u64, end: u64, prot: u64) -> Result<(), SpaceError> {
-        self.vmas.protect(start, end, prot_to_vm(prot))?;
+        // Split first: it changes nothing a process sees, so a failure leaves all as it was.
         self.split_cut(start, end)?;
+        self.vmas.protect(start, end, prot_to_vm(prot))?;
         let root = self.root;
         let mut at = start;
         while let Some(vma) = self.vmas.find(at).copied().filter(|v| v.start < end) {
@@ -542,9 +542,9 @@ impl AddressSpace {
             let flush = with(|mm| {
                 // SAFETY: `root` is this address space's own tree.
                 let mut tree = unsafe { mm.user_tree(root) };
-                tree.update_present(VirtAddr::new(lo), hi - lo, &mut |memory, _, _, entry| {
+                tree.update_present(VirtAddr::new(lo), hi - lo, &mut |memory, _, size, entry| {
                     let mut flags = flags;
-                    if !shared && !exclusive(memory, entry) {
+                    if !shared && !anon::exclusive(memory, entry.addr(), size) {
                         flags -= PteFlags::WRITABLE;
                     }
                     let kept = entry.flags() - PteFlags::PERMISSIONS;
@@ -640,6 +640,9 @@ impl AddressSpace {
 
     /// Removes `[start, end)` from the VMAs and frees its pages and emptied tables.
     pub fn unmap(&mut self, start: u64, end: u64) -> Result<(), SpaceError> {
+        // Split first, while the VMAs still cover the huge pages the range cuts: a failure
+        // then leaves all as it was.
+        self.split_cut(start, end)?;
         self.vmas.unmap(start, end, |_| {})?;
         self.free_range(start, end)
     }
@@ -677,9 +680,4 @@ impl AddressSpace {
         // SAFETY: the lower half is empty now and CR3 holds another tree.
         with(|mm| unsafe { mm.free_user_tree(root) });
     }
-}
-
-/// Whether the page `entry` maps is this mapping's alone (a private page no fork shares).
-fn exclusive(memory: &mut impl AnonMemory, entry: PageTableEntry) -> bool {
-    memory.page(entry.addr()).is_some_and(|p| p.flags & PG_ANON != 0 && p.mapcount == 1)
 }
