@@ -8,7 +8,7 @@
 
 /// The user programs (bins of this crate) the kernel embeds; `vmm/build.rs` builds the
 /// same list.
-const USER_PROGRAMS: [&str; 8] = [
+const USER_PROGRAMS: [&str; 9] = [
     "user-hello",
     "fork-cow",
     "user-hostile",
@@ -17,6 +17,7 @@ const USER_PROGRAMS: [&str; 8] = [
     "syscall-fuzz",
     "many-processes",
     "thp",
+    "preempt",
 ];
 
 fn main() {

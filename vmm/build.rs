@@ -52,6 +52,7 @@ const USER_PROGRAMS: &[&str] = &[
     "syscall-fuzz",
     "many-processes",
     "thp",
+    "preempt",
 ];
 
 /// `cargo build --release` of `bins` of the guest crate for the bare-metal target.

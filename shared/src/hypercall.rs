@@ -389,9 +389,15 @@ pub struct ProcessReport {
     pub fault_address: u64,
     /// For a kill: the instruction pointer.
     pub fault_ip: u64,
+    /// Times it gave up the CPU because it could not go on: waiting in `wait4`
+    /// (`/proc/PID/status`'s `voluntary_ctxt_switches`).
+    pub voluntary_switches: u64,
+    /// Times another process got the CPU while it could have gone on: its time slice ran
+    /// out or it called `sched_yield` (`nonvoluntary_ctxt_switches`).
+    pub nonvoluntary_switches: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ProcessReport>() == 104);
+const _: () = assert!(core::mem::size_of::<ProcessReport>() == 120);
 
 /// Bytes of a cache name in a [`SlabInfoReport`].
 pub const SLAB_NAME_LEN: usize = 24;

@@ -70,16 +70,22 @@ pub enum Workload {
     ManyProcesses,
     /// Touch `ops=` MiB of anonymous memory (transparent huge pages), then split two.
     Thp,
+    /// Processes that spin in user mode, never trapping, handing a token round: only the
+    /// timer's preemption lets them finish.
+    Preempt,
+    /// Halt with interrupts off (nothing can wake the CPU).
+    Halt,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 26] = [
+    pub const ALL: [Workload; 28] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
         Self::TripleFault,
         Self::Hang,
+        Self::Halt,
         Self::StrayPort,
         Self::StrayMmio,
         Self::ExecuteMmio,
@@ -101,6 +107,7 @@ impl Workload {
         Self::SyscallFuzz,
         Self::ManyProcesses,
         Self::Thp,
+        Self::Preempt,
     ];
 
     /// The name used on the command line.
@@ -132,6 +139,8 @@ impl Workload {
             Self::SyscallFuzz => "syscall-fuzz",
             Self::ManyProcesses => "many-processes",
             Self::Thp => "thp",
+            Self::Preempt => "preempt",
+            Self::Halt => "halt",
         }
     }
 
@@ -178,6 +187,10 @@ impl Workload {
             }
             Self::ManyProcesses => "100 processes of 100 VMAs each, stopped at a checkpoint",
             Self::Thp => "touch ops= MiB of anonymous memory in huge pages, then split two",
+            Self::Preempt => {
+                "processes that spin at CPL3 without a system call: the timer preempts them"
+            }
+            Self::Halt => "halt with interrupts off, which nothing can wake",
         }
     }
 

@@ -67,6 +67,17 @@ fn jumping_to_memory_that_is_not_ram_is_an_emulation_failure() {
 }
 
 #[test]
+fn a_guest_halted_with_interrupts_off_is_reported_as_halted() {
+    // With the in-kernel LAPIC, KVM runs `hlt` itself; the VMM finds the halted vCPU by
+    // its MP state at the watchdog's next look, long before the timeout.
+    let outcome = boot(&config("halt"));
+    let ExitReason::Halted { rip } = outcome.exit else { panic!("{:?}", outcome.exit) };
+    assert!(rip >= shared::layout::KERNEL_VIRT_BASE, "{rip:#x} is in the kernel");
+    assert_eq!(outcome.exit_code, exit_code::GUEST_CRASH);
+    assert!(outcome.run_time < Duration::from_secs(10), "{:?}", outcome.run_time);
+}
+
+#[test]
 fn a_guest_that_outlives_the_timeout_is_stopped() {
     // Long enough for the boot to finish even with every other test's guest running.
     let config = vmm::VmConfig { timeout: Some(Duration::from_secs(2)), ..config("hang") };

@@ -301,3 +301,32 @@ fn syscall_fuzz_gets_linux_errors_and_leaves_a_clean_kernel() {
     }
     assert_eq!(checks(&outcome), [("process memory given back", true)]);
 }
+
+#[test]
+fn the_timer_preempts_processes_that_spin_in_user_mode() {
+    let outcome = boot(&config("preempt"));
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    assert!(
+        outcome.console.contains("timer: x2APIC one-shot, 10 ms slices"),
+        "{}",
+        outcome.console
+    );
+    // Three processes took three turns each, every one passed on while the taker spun.
+    assert_eq!(user_reports(&outcome), ["passes=9 children_ok=2/2"]);
+    let reports = process_reports(&outcome);
+    let pids: Vec<(u32, u32, i32)> = reports.iter().map(|p| (p.pid, p.ppid, p.exit_code)).collect();
+    assert_eq!(pids, [(2, 1, 0), (3, 1, 0), (1, 0, 0)]);
+    for p in &reports {
+        // After each of its turns but the last, a process spins (no call, no fault) until
+        // the timer takes the CPU from it: at least two preemptions each.
+        assert!(p.nonvoluntary_switches >= 2, "{p:?}");
+    }
+    let [first, second, parent] = reports.as_slice() else { unreachable!() };
+    // The children's only system call is their exit, and they never waited; the parent
+    // slept in wait4 (at least for the first child, which still had a turn to take).
+    for child in [first, second] {
+        assert_eq!((child.syscalls, child.voluntary_switches), (1, 0), "{child:?}");
+    }
+    assert!((1..=2).contains(&parent.voluntary_switches), "{parent:?}");
+    assert_eq!(checks(&outcome), [("process memory given back", true)]);
+}

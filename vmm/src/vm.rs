@@ -1,7 +1,8 @@
 //! A guest from configuration to outcome.
 //!
 //! ```text
-//! Vm::new   check the configuration → open KVM → create the VM → guest RAM (memfd or file)
+//! Vm::new   check the configuration → open KVM → create the VM and its in-kernel irqchip
+//!           → guest RAM (memfd or file)
 //!           → memory slots → kernel ELF → GDT, page tables, command line, zero page
 //!           → vCPU with CPUID and long-mode registers                (host setup time)
 //! Vm::run   KVM_RUN loop until the guest exits, crashes or times out  (run time)
@@ -129,6 +130,9 @@ impl Vm {
         }
         let vm = kvm.create_vm().map_err(kvm_call("KVM_CREATE_VM"))?;
         vm.set_tss_address(KVM_TSS_ADDRESS).map_err(kvm_call("KVM_SET_TSS_ADDR"))?;
+        // The in-kernel LAPIC (with PIC and IOAPIC): the guest's timer interrupts, which
+        // preempt its processes.
+        vm.create_irq_chip().map_err(kvm_call("KVM_CREATE_IRQCHIP"))?;
 
         let ram = GuestRam::new(config.mem_size, config.mem_file.as_deref())?;
         for (slot, region) in (0u32..).zip(ram.memory.iter()) {

@@ -5,7 +5,8 @@
 //!               ─▶ hypercall.rs    CHECKPOINT or REPORT, read from guest RAM
 //!                    checkpoint ─▶ translation_check.rs   at CHECK_TRANSLATIONS
 //!                               ─▶ the caller's observer and `--inspect`, from BOOTED on
-//!       watchdog.rs                the timeout, which interrupts KVM_RUN
+//!       watchdog.rs                interrupts KVM_RUN: to look for a guest halted for good
+//!                                  (MP state HALTED, interrupts off), and at the timeout
 //! ```
 //!
 //! The loop gathers a [`RunRecord`]; `Vm::run` adds the host's figures to make the
@@ -84,20 +85,21 @@ pub fn run(
     let mut translation_checks = Vec::new();
     let mut inspections = Vec::new();
     let mut booted = false;
-    let watchdog = options.timeout.map(Watchdog::start);
+    let watchdog = Watchdog::start(options.timeout);
     let exit = loop {
-        if let Some(watchdog) = &watchdog {
-            if watchdog.expired() {
-                break ExitReason::Timeout { seconds: watchdog.timeout.as_secs_f64() };
-            }
+        if let (true, Some(timeout)) = (watchdog.expired(), watchdog.timeout) {
+            break ExitReason::Timeout { seconds: timeout.as_secs_f64() };
         }
+        let mut kicked = false;
         let step = match vcpu.run() {
             Ok(exit) => devices.handle(exit),
             Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => {
+                kicked = true;
                 ExitAction::Continue
             }
             Err(source) => return Err(Error::Kvm { call: "KVM_RUN", source }),
         };
+        let step = if kicked && halted_for_good(vcpu) { ExitAction::Halted } else { step };
         match step {
             ExitAction::Continue => {}
             ExitAction::Hypercall(gpa) => match hypercall::dispatch(mem, gpa) {
@@ -186,6 +188,14 @@ fn run_inspections(
         }
         out.push(Inspection { at: at.to_string(), command: command.name(), result });
     }
+}
+
+/// Whether the vCPU sits in `hlt` with interrupts off: nothing can wake it. (With the
+/// in-kernel LAPIC, KVM runs `hlt` itself and only its MP state tells.)
+fn halted_for_good(vcpu: &VcpuFd) -> bool {
+    const RFLAGS_IF: u64 = 1 << 9;
+    let halted = vcpu.get_mp_state().is_ok_and(|s| s.mp_state == kvm_bindings::KVM_MP_STATE_HALTED);
+    halted && vcpu.get_regs().is_ok_and(|regs| regs.rflags & RFLAGS_IF == 0)
 }
 
 fn registers(vcpu: &VcpuFd) -> Registers {

@@ -7,7 +7,7 @@
 //!   set the stack, clear .bss
 //! kernel_main
 //!   console + logger       COM1, loglevel from the command line
-//!   traps::init            IDT for the 32 exception vectors
+//!   traps::init            IDT: the 32 exception vectors, the APIC timer's and spurious
 //!   boot_params::read      e820 table and command line from the zero page
 //!   cmdline                options; an unknown one ends the boot (status BadCommandLine)
 //!   e820 sanitise + print  `BIOS-e820: [mem …] usable`, reported to the host
@@ -25,6 +25,7 @@
 
 extern crate alloc;
 
+mod apic;
 mod boot_params;
 mod cell;
 mod console;

@@ -1,5 +1,7 @@
-//! CPU exceptions: an IDT for the 32 exception vectors, entry stubs that save the general
-//! registers into a [`TrapFrame`], and a handler that reports what happened and ends the run.
+//! CPU exceptions and the APIC's interrupts: an IDT with the 32 exception vectors and the
+//! timer's and spurious vectors, entry stubs that save the general registers into a
+//! [`TrapFrame`], and a handler that passes user mode's traps on and reports what else
+//! happened and ends the run.
 //!
 //! Stack on entry to [`exception_handler`] (lowest address first), which is the layout of
 //! [`TrapFrame`]:
@@ -75,6 +77,7 @@ core::arch::global_asm!(
     "isr_noerr 20", "isr_err 21", "isr_noerr 22", "isr_noerr 23",
     "isr_noerr 24", "isr_noerr 25", "isr_noerr 26", "isr_noerr 27",
     "isr_noerr 28", "isr_err 29", "isr_err 30", "isr_noerr 31",
+    "isr_noerr {timer}", "isr_noerr {spurious}",
     ".global exception_common",
     "exception_common:",
     "    push r15", "push r14", "push r13", "push r12", "push r11", "push r10", "push r9", "push r8",
@@ -103,13 +106,18 @@ core::arch::global_asm!(
     ".quad isr_8, isr_9, isr_10, isr_11, isr_12, isr_13, isr_14, isr_15",
     ".quad isr_16, isr_17, isr_18, isr_19, isr_20, isr_21, isr_22, isr_23",
     ".quad isr_24, isr_25, isr_26, isr_27, isr_28, isr_29, isr_30, isr_31",
+    "isr_apic_table:",
+    ".quad isr_{timer}, isr_{spurious}",
     ".section .text",
     handler = sym exception_handler,
     smap = sym crate::process::entry::SMAP_ENABLED,
+    timer = const crate::apic::TIMER_VECTOR,
+    spurious = const crate::apic::SPURIOUS_VECTOR,
 );
 
 extern "C" {
     static isr_table: [u64; 32];
+    static isr_apic_table: [u64; 2];
 }
 
 /// An interrupt-gate descriptor (Intel SDM vol. 3, 6.14.1).
@@ -148,14 +156,15 @@ impl Gate {
     }
 }
 
+/// Every vector: the exceptions', the APIC's, and not-present gates between them.
 #[repr(C, align(16))]
-struct Idt([Gate; 32]);
+struct Idt([Gate; 256]);
 
 /// The IDT's limit (its size minus one).
-const IDT_LIMIT: u16 = 32 * 16 - 1;
+const IDT_LIMIT: u16 = 256 * 16 - 1;
 const _: () = assert!(IDT_LIMIT as usize == core::mem::size_of::<Idt>() - 1);
 
-static mut IDT: Idt = Idt([Gate::new(0, 0, 0); 32]);
+static mut IDT: Idt = Idt([Gate::new(0, 0, 0); 256]);
 
 /// Double faults run on their own stack (IST), so a kernel stack overflow is reported.
 const DOUBLE_FAULT: usize = 8;
@@ -165,12 +174,16 @@ pub fn init() {
     use x86_64::instructions::segmentation::{Segment, CS};
     let selector = CS::get_reg().0;
     // SAFETY: single CPU, interrupts off, called once before any exception can be handled:
-    // nothing else accesses IDT or reads `isr_table`'s (immutable) entries concurrently.
+    // nothing else accesses IDT or reads the (immutable) stub tables concurrently.
     unsafe {
         let idt = &mut *core::ptr::addr_of_mut!(IDT);
         for (vector, (gate, &handler)) in idt.0.iter_mut().zip(isr_table.iter()).enumerate() {
             let ist = if vector == DOUBLE_FAULT { crate::cpu::DOUBLE_FAULT_IST } else { 0 };
             *gate = Gate::new(handler, selector, ist);
+        }
+        let apic = [crate::apic::TIMER_VECTOR, crate::apic::SPURIOUS_VECTOR];
+        for (vector, &handler) in apic.into_iter().zip(isr_apic_table.iter()) {
+            idt.0[usize::from(vector)] = Gate::new(handler, selector, 0);
         }
         lidt(&DescriptorTablePointer { limit: IDT_LIMIT, base: VirtAddr::from_ptr(idt) });
     }
@@ -220,6 +233,17 @@ fn oops_cause(vector: u64, error_code: u64, address: u64) -> Option<OopsCause> {
 const GENERAL_PROTECTION: u64 = 13;
 
 extern "C" fn exception_handler(frame: &mut TrapFrame) {
+    // The APIC's interrupts, which only user mode takes (the kernel runs with IF clear).
+    if frame.vector == u64::from(crate::apic::SPURIOUS_VECTOR) {
+        return;
+    }
+    if frame.vector == u64::from(crate::apic::TIMER_VECTOR) {
+        let expired = crate::apic::tick();
+        if frame.cs & 3 == 3 {
+            crate::process::tick(frame, expired);
+        }
+        return;
+    }
     let cr2 = x86_64::registers::control::Cr2::read_raw();
     // User mode's traps (system calls, faults, kills), and the system-call probe's.
     if crate::process::trap(frame, cr2) {

@@ -17,6 +17,7 @@ static USER_COST: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/user
 static SYSCALL_FUZZ: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/syscall-fuzz"));
 static MANY: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/many-processes"));
 static THP: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/thp"));
+static PREEMPT: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/preempt"));
 
 /// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
 /// all freed, for reuse), and kmalloc objects in use.
@@ -127,6 +128,7 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::UserHostile => return run_program("user-hostile", USER_HOSTILE, &[]),
         Workload::UserCost => return run_program("user-cost", USER_COST, &[]),
         Workload::ManyProcesses => return run_program("many-processes", MANY, &[]),
+        Workload::Preempt => return run_program("preempt", PREEMPT, &[]),
         Workload::MmapStress | Workload::SyscallFuzz | Workload::Thp => {
             let mut seed = crate::console::Line::new();
             let mut ops = crate::console::Line::new();
@@ -155,6 +157,10 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         }
         Workload::Hang => loop {
             core::hint::spin_loop();
+        },
+        Workload::Halt => loop {
+            // Interrupts are off in the kernel: nothing wakes the CPU.
+            x86_64::instructions::hlt();
         },
         Workload::StrayPort => {
             let mut port = Port::<u8>::new(STRAY_PORT);

@@ -31,8 +31,9 @@ core::arch::global_asm!(
     "    mov [rdx], rsp",
     "    push {user_ds}",
     "    push rsi",
-    // RFLAGS: IF clear (no interrupt is set up), the reserved bit 1 set.
-    "    push 0x2",
+    // RFLAGS: IF set (user mode takes the timer's interrupts; the kernel runs with IF
+    // clear, every gate being an interrupt gate), the reserved bit 1 set.
+    "    push 0x202",
     "    push {user_cs}",
     "    push rdi",
     "    xor eax, eax", "xor ebx, ebx", "xor ecx, ecx", "xor edx, edx",

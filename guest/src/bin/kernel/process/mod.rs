@@ -13,7 +13,9 @@
 //!                  copy-on-write); anything else kills the process with Linux's segfault line
 //!   fork           a child with a copy-on-write copy of the address space, runnable
 //!   schedule       after each trap: round robin to the next runnable process when this
-//!                  one blocks (wait4), yields or exits, or has had its slice of traps
+//!                  one blocks (wait4), yields or exits, or has had its slice of traps;
+//!                  and the timer's tick (apic.rs) when it has spun in user mode for a
+//!                  whole slice
 //!   exit / kill    the address space is freed at once and a ProcessReport goes to the
 //!                  host; the process stays a zombie until its parent's wait4 reaps it
 //!   all exited     back on the kernel stack that `run` left: CR3 = the kernel's
@@ -25,8 +27,9 @@
 //! system-call instruction with its registers as they were, so the call runs again
 //! (Linux's restart), now finding the zombie it waited for.
 //!
-//! No timer interrupt is set up, so a process that makes no system call and takes no fault
-//! keeps the CPU (see docs/ARCHITECTURE.md).
+//! While more than one process exists, every return to user mode arms the LAPIC timer
+//! with a fresh 10 ms slice, so a process that neither calls nor faults is preempted once
+//! it has had the CPU that long (see docs/ARCHITECTURE.md, "Timer preemption").
 
 pub mod entry;
 pub mod space;
@@ -63,6 +66,9 @@ pub struct Process {
     context: Context,
     /// System calls made.
     pub syscalls: u64,
+    /// Switches away from it while it waited (`nvcsw`) and while it could have run
+    /// (`nivcsw`).
+    switches: (u64, u64),
     /// How it ended, once it has.
     pub ended: Option<Ending>,
     /// Its slot in the published task array.
@@ -298,6 +304,14 @@ pub fn init() -> Result<SyscallEntry, SpaceError> {
     entry::set_smap(smap);
     let state = |on| if on { "on" } else { "not offered" };
     info!("user protections: SMEP {}, SMAP {}", state(smep), state(smap));
+    if crate::apic::init() {
+        info!(
+            "timer: x2APIC one-shot, {} ms slices while processes share the CPU",
+            crate::apic::SLICE_MS
+        );
+    } else {
+        info!("timer: no x2APIC; processes are switched at traps only");
+    }
     cpu::enable_syscall(entry::syscall_entry_range().start);
     let frame = mm::global::with(|mm| mm.buddy.alloc_page(ZoneType::Normal))
         .map(|pfn| PhysAddr::new(pfn * 4096))
@@ -366,6 +380,7 @@ pub fn run(
         state: State::Runnable,
         context: Context::default(),
         syscalls: 0,
+        switches: (0, 0),
         ended: None,
         slot: 0,
     };
@@ -384,6 +399,7 @@ pub fn run(
         entry::run(program.entry, rsp);
         cpu::switch_page_tables(mm::global::with(|mm| mm.root()));
     }
+    crate::apic::set(false);
     // Every process has ended: the zombies nobody reaped go now, with the table's memory.
     let (processes, report) = TABLE.with(|table| {
         let processes = core::mem::take(&mut table.processes);
@@ -409,13 +425,15 @@ pub fn trap(frame: &mut TrapFrame, cr2: u64) -> bool {
     let trampoline = frame.vector == INVALID_OPCODE
         && frame.rip == VDSO_BASE
         && syscall_entry() == SyscallEntry::Trap;
-    let mut yielded = false;
+    let mut switch = Switch::AfterTrap;
     if frame.vector == entry::SYSCALL_VECTOR || trampoline {
         if trampoline {
             // Resume at the trampoline's `ret`.
             frame.rip += 2;
         }
-        yielded = syscall::dispatch(frame);
+        if syscall::dispatch(frame) {
+            switch = Switch::Yield;
+        }
     } else if frame.vector == PAGE_FAULT {
         let code = frame.error_code;
         let served = with_current(|process| match process.space.as_mut() {
@@ -435,21 +453,42 @@ pub fn trap(frame: &mut TrapFrame, cr2: u64) -> bool {
         };
         kill(frame, signal, 0, None);
     }
-    schedule(frame, yielded);
+    schedule(frame, switch);
     true
 }
 
+/// The timer's tick from user mode: `expired` if the process has had the CPU in user
+/// mode for a whole slice (else the tick was left over from kernel time).
+pub fn tick(frame: &mut TrapFrame, expired: bool) {
+    if expired {
+        schedule(frame, Switch::Tick);
+    }
+}
+
+/// Why the scheduler runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    /// After a trap: the process goes on unless it blocked, ended or used its slice.
+    AfterTrap,
+    /// It called `sched_yield` or blocked: the next runnable process goes first.
+    Yield,
+    /// The timer took the CPU from it: the next runnable process goes first.
+    Tick,
+}
+
 /// Picks the process to return to: the current one while it is runnable and has slice
-/// left (and did not yield), else the next runnable one after it, round robin. Loads its
-/// registers into `frame` and its tree into CR3. With no process left runnable, the run
-/// is over: back to [`run`].
-fn schedule(frame: &mut TrapFrame, yielded: bool) {
+/// left (and did not yield, nor was preempted), else the next runnable one after it,
+/// round robin. Loads its registers into `frame` and its tree into CR3, and starts a
+/// timer slice while other processes exist. With no process left runnable, the run is
+/// over: back to [`run`].
+fn schedule(frame: &mut TrapFrame, switch: Switch) {
     let next = TABLE.with(|table| {
         table.slice_used += 1;
         let current = table.current;
         let runnable = table.current().is_some_and(|p| p.state == State::Runnable);
-        if runnable && !yielded && table.slice_used < SLICE {
-            return Ok(None);
+        let others = table.processes.len() > 1;
+        if runnable && switch == Switch::AfterTrap && table.slice_used < SLICE {
+            return Ok((None, others));
         }
         let count = table.processes.len();
         let next = (1..=count)
@@ -458,10 +497,15 @@ fn schedule(frame: &mut TrapFrame, yielded: bool) {
             .ok_or(())?;
         table.slice_used = 0;
         if next == current {
-            return Ok(None);
+            return Ok((None, others));
         }
         if let Some(process) = table.current() {
             process.context = Context::save(frame);
+            if runnable {
+                process.switches.1 += 1;
+            } else {
+                process.switches.0 += 1;
+            }
         }
         table.current = next;
         let process = &table.processes[next];
@@ -474,12 +518,17 @@ fn schedule(frame: &mut TrapFrame, yielded: bool) {
             table.clear(orphan.slot);
         }
         table.current = table.processes.iter().position(|p| p.pid == pid).unwrap_or(0);
-        Ok(table.processes[table.current].space.as_ref().map(|s| s.root))
+        let root = table.processes[table.current].space.as_ref().map(|s| s.root);
+        Ok((root, table.processes.len() > 1))
     });
     match next {
-        Ok(None) => {}
-        // SAFETY: the tree of the process whose registers `frame` now holds.
-        Ok(Some(root)) => unsafe { cpu::switch_page_tables(root) },
+        Ok((root, others)) => {
+            if let Some(root) = root {
+                // SAFETY: the tree of the process whose registers `frame` now holds.
+                unsafe { cpu::switch_page_tables(root) };
+            }
+            crate::apic::set(others);
+        }
         // SAFETY: a trap taken while `run` is active; no borrow is live here.
         Err(()) => unsafe { entry::leave(0) },
     }
@@ -539,6 +588,7 @@ fn fork(frame: &TrapFrame) -> i64 {
         state: State::Runnable,
         context,
         syscalls: 0,
+        switches: (0, 0),
         ended: None,
         slot,
     };
@@ -602,8 +652,8 @@ fn exit_current(ending: Ending) {
         let process = table.processes.get_mut(table.current)?;
         process.state = State::Zombie;
         process.ended = Some(ending);
-        let (pid, ppid, name, syscalls) =
-            (process.pid, process.ppid, process.name, process.syscalls);
+        let (pid, ppid, name, syscalls, switches) =
+            (process.pid, process.ppid, process.name, process.syscalls, process.switches);
         let space = process.space.take();
         let init = table.init;
         let init_lives = table.processes.iter().any(|p| p.pid == init && p.state != State::Zombie);
@@ -626,9 +676,9 @@ fn exit_current(ending: Ending) {
         {
             parent.state = State::Runnable;
         }
-        Some((pid, ppid, name, syscalls, space))
+        Some((pid, ppid, name, syscalls, switches, space))
     });
-    let Some((pid, ppid, name, syscalls, space)) = ended else { return };
+    let Some((pid, ppid, name, syscalls, switches, space)) = ended else { return };
     // SAFETY: the kernel's tree maps the kernel as every process tree does; the one being
     // freed must not stay in CR3.
     unsafe { cpu::switch_page_tables(mm::global::with(|mm| mm.root())) };
@@ -645,6 +695,8 @@ fn exit_current(ending: Ending) {
         syscalls,
         fault_address,
         fault_ip,
+        voluntary_switches: switches.0,
+        nonvoluntary_switches: switches.1,
         ..ProcessReport::default()
     };
     if let Some(space) = space {
