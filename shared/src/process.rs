@@ -251,6 +251,8 @@ pub struct MmStruct {
     pub hiwater_rss: u64,
     /// The most pages its VMAs spanned at once (`hiwater_vm`).
     pub hiwater_vm: u64,
+    /// Page tables below the PML4: Linux's `pgtables_bytes` in pages (`VmPTE`).
+    pub pgtables: u64,
     /// Start of the heap.
     pub start_brk: u64,
     /// The break.
@@ -259,5 +261,5 @@ pub struct MmStruct {
     pub start_stack: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<MmStruct>() == 112);
-const _: () = assert!(core::mem::size_of::<Task>() == 144);
+const _: () = assert!(core::mem::size_of::<MmStruct>() == 120);
+const _: () = assert!(core::mem::size_of::<Task>() == 152);

@@ -134,7 +134,8 @@ fn status_reads_a_process_from_the_ram_file() {
         ("fork-cow", "R (running)", 1)
     );
     assert_eq!((status.vm_size, status.vm_rss), (child.vsz_kib, child.rss_kib));
-    assert!(status.vm_pte >= 4 * 4, "a PML4, PDPT, PD and PT at least: {status:?}");
+    assert_eq!(status.vm_pte, child.mm.pgtables * 4, "the kernel's counter: {status:?}");
+    assert!(status.vm_pte >= 3 * 4, "a PDPT, PD and PT at least: {status:?}");
     assert!(status.vm_stk > 0 && status.vm_exe > 0 && status.vm_data > 0, "{status:?}");
     let text = Output::Status(status).text();
     assert!(text.contains("VmRSS:\t"), "{text}");
@@ -219,6 +220,22 @@ fn check_names_an_rss_counter_off_by_one() {
         &path,
         FindingKind::RssMismatch,
         &format!("pid 2: RSS counter {} pages", child.mm.rss_anon + 1),
+    );
+}
+
+#[test]
+fn check_names_a_page_table_counter_off_by_one() {
+    let path = corrupted("pgtables");
+    let (child, at) = child_mm_field(&path, std::mem::offset_of!(MmStruct, pgtables));
+    poke(&path, at, &(child.mm.pgtables + 1).to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::RssMismatch,
+        &format!(
+            "pid 2: page-table counter {} tables, {} below its PML4",
+            child.mm.pgtables + 1,
+            child.mm.pgtables
+        ),
     );
 }
 

@@ -164,7 +164,8 @@ pub enum FindingKind {
     /// A process's VMA tree that is not one, or VMAs unsorted, overlapping, misaligned
     /// or beyond user space, or more or fewer than its `map_count`.
     ProcessVmas,
-    /// A process's RSS counter differs from the pages its tables map.
+    /// A process's RSS counter differs from the pages its tables map, or its page-table
+    /// counter from the tables it has.
     RssMismatch,
     /// A user page-table entry outside every VMA of its process.
     UserPteOutsideVma,
@@ -952,6 +953,16 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
         if rss != task.mm.rss_anon {
             marks.finding(FindingKind::RssMismatch, || {
                 format!("pid {pid}: RSS counter {} pages, its tables map {rss}", task.mm.rss_anon)
+            });
+        }
+        // The walk counts the PML4 too; Linux's page-table counter leaves it out.
+        let below_root = walked.tables.saturating_sub(1);
+        if below_root != task.mm.pgtables {
+            marks.finding(FindingKind::RssMismatch, || {
+                format!(
+                    "pid {pid}: page-table counter {} tables, {below_root} below its PML4",
+                    task.mm.pgtables
+                )
             });
         }
     }

@@ -305,7 +305,8 @@ pub struct Status {
     pub vm_stk: u64,
     /// VmExe: the program's code.
     pub vm_exe: u64,
-    /// VmPTE: its page tables (the lower half's, from a walk of them).
+    /// VmPTE: its page tables below the PML4 (the kernel's counter, which `check` holds
+    /// to a walk of them).
     pub vm_pte: u64,
 }
 
@@ -322,7 +323,6 @@ pub fn status(view: &mut View<'_, '_>, pid: u32) -> Result<Status, InspectError>
     let vm_stk = kib(&mut vmas.iter().filter(|v| v.flags & VM_GROWSDOWN != 0));
     let vm_exe =
         kib(&mut vmas.iter().filter(|v| v.flags & VM_EXEC != 0 && v.kind == VmaKind::Image as u32));
-    let tables = user_leaves(view, t.mm.pgd)?.tables;
     let state = match t.state.as_str() {
         "RU" => "R (running)",
         "IN" => "S (sleeping)",
@@ -341,7 +341,7 @@ pub fn status(view: &mut View<'_, '_>, pid: u32) -> Result<Status, InspectError>
         vm_data,
         vm_stk,
         vm_exe,
-        vm_pte: tables.saturating_mul(4),
+        vm_pte: t.mm.pgtables.saturating_mul(4),
     })
 }
 

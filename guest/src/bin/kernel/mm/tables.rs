@@ -115,6 +115,9 @@ pub struct KernelTables<'a> {
     /// The frame `alloc_frame` or `alloc_huge` handed out last, if it was known zero:
     /// `zero_frame` or `zero_huge` of it then writes nothing.
     fresh_zero: Option<PhysAddr>,
+    /// Tables allocated less tables freed through this lender: what a process's
+    /// page-table counter moves by.
+    pub tables_added: i64,
 }
 
 impl<'a> KernelTables<'a> {
@@ -124,7 +127,7 @@ impl<'a> KernelTables<'a> {
     /// Only for a [`Mapper`] over the kernel's tree (whose tables are RAM pages the direct
     /// map reaches), with no other mapper of it live.
     pub unsafe fn new(buddy: &'a mut Buddy<Vmemmap>) -> Self {
-        Self { buddy, fresh_zero: None }
+        Self { buddy, fresh_zero: None, tables_added: 0 }
     }
 }
 
@@ -153,10 +156,12 @@ impl TableAlloc for KernelTables<'_> {
         let page = self.buddy.memmap.page(table.pfn())?;
         page.flags |= PG_TABLE;
         page.private = 0;
+        self.tables_added += 1;
         Some(table)
     }
 
     fn free_table(&mut self, table: PhysAddr) {
+        self.tables_added -= 1;
         if let Some(page) = self.buddy.memmap.page(table.pfn()) {
             page.flags &= !PG_TABLE;
             page.private = 0;

@@ -223,6 +223,7 @@ const EMPTY_TASK: Task = Task {
         rss_anon: 0,
         hiwater_rss: 0,
         hiwater_vm: 0,
+        pgtables: 0,
         start_brk: 0,
         brk: 0,
         start_stack: 0,

@@ -22,9 +22,10 @@
 
 use crate::mm::global::with;
 use crate::mm::setup::Mm;
+use crate::mm::tables::KernelTables;
 use guest::anon::{self, AnonError, WriteFault};
 use guest::elf::{Program, PF_W, PF_X};
-use guest::paging::{Frame, MapError, PageSize, PageTableEntry, PteFlags, VirtPage};
+use guest::paging::{Frame, MapError, Mapper, PageSize, PageTableEntry, PteFlags, VirtPage};
 use guest::vma::{access_allowed, anon_flags, prot_to_vm, VmaError, Vmas, VM_MAY_ALL};
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::process::{Vma, VmaKind, STACK_GUARD_GAP_PAGES, VM_EXEC, VM_GROWSDOWN, VM_READ};
@@ -117,6 +118,8 @@ pub struct AddressSpace {
     /// The most pages its VMAs spanned at once, as of its last fault or system call
     /// (`hiwater_vm`).
     pub hiwater_vm: u64,
+    /// Page tables below the PML4 (Linux's `pgtables_bytes` in pages: `VmPTE`).
+    pub pgtables: u64,
     /// The program, whose image fills its pages on first touch.
     program: Option<Program<'static>>,
 }
@@ -156,8 +159,22 @@ impl AddressSpace {
             cow_reused: 0,
             thp_faults: 0,
             hiwater_vm: 0,
+            pgtables: 0,
             program: None,
         })
+    }
+
+    /// Runs `f` on this address space's tree, counting the tables it adds or frees.
+    fn with_tree<R>(&mut self, f: impl FnOnce(&mut Mapper<KernelTables<'_>>) -> R) -> R {
+        let root = self.root;
+        let (result, added) = with(|mm| {
+            // SAFETY: `root` is this address space's own tree.
+            let mut tree = unsafe { mm.user_tree(root) };
+            let result = f(&mut tree);
+            (result, tree.memory.tables_added)
+        });
+        self.pgtables = self.pgtables.saturating_add_signed(added);
+        result
     }
 
     /// Maps `program`'s segments (their pages come from the image on first touch), the
@@ -235,21 +252,14 @@ impl AddressSpace {
     pub fn map_vdso(&mut self, vdso: PhysAddr) -> Result<(), SpaceError> {
         let page = VirtPage::new(VirtAddr::new(VDSO_BASE), PageSize::Size4K)?;
         let frame = Frame::new(vdso, PageSize::Size4K)?;
-        let root = self.root;
-        // SAFETY: `root` is this address space's own tree.
-        with(|mm| unsafe { mm.user_tree(root) }.map(page, frame, PteFlags::USER))?.ignore();
+        self.with_tree(|tree| tree.map(page, frame, PteFlags::USER))?.ignore();
         Ok(())
     }
 
     /// A zeroed page mapped at `virt` with `vm_flags`' rights; returns its frame.
     fn new_page(&mut self, virt: u64, vm_flags: u64) -> Result<PhysAddr, SpaceError> {
         let page = VirtPage::new(VirtAddr::new(virt), PageSize::Size4K)?;
-        let root = self.root;
-        let new = with(|mm| {
-            // SAFETY: `root` is this address space's own tree.
-            let mut tree = unsafe { mm.user_tree(root) };
-            anon::map_new(&mut tree, page, pte_flags(vm_flags))
-        })?;
+        let new = self.with_tree(|tree| anon::map_new(tree, page, pte_flags(vm_flags)))?;
         let frame = new.frame;
         if new.zeroed {
             self.zeroed += 1;
@@ -317,12 +327,7 @@ impl AddressSpace {
         if !eligible {
             return false;
         }
-        let root = self.root;
-        let mapped = with(|mm| {
-            // SAFETY: `root` is this address space's own tree.
-            let mut tree = unsafe { mm.user_tree(root) };
-            anon::map_new_huge(&mut tree, page, pte_flags(vma.flags))
-        });
+        let mapped = self.with_tree(|tree| anon::map_new_huge(tree, page, pte_flags(vma.flags)));
         let Ok(new) = mapped else { return false };
         let pages = anon::HUGE_PAGES;
         if new.zeroed {
@@ -339,17 +344,12 @@ impl AddressSpace {
     /// can be changed page by page without touching what lies outside it.
     fn split_cut(&mut self, start: u64, end: u64) -> Result<(), SpaceError> {
         const HUGE: u64 = 2 << 20;
-        let root = self.root;
         for at in [start, end - 1] {
             let cut = if at == start { start % HUGE != 0 } else { end % HUGE != 0 };
             if !cut {
                 continue;
             }
-            let flush = with(|mm| {
-                // SAFETY: `root` is this address space's own tree.
-                let mut tree = unsafe { mm.user_tree(root) };
-                anon::split_leaf(&mut tree, VirtAddr::new(at))
-            })?;
+            let flush = self.with_tree(|tree| anon::split_leaf(tree, VirtAddr::new(at)))?;
             flush.flush(&crate::mm::tables::LocalTlb);
         }
         Ok(())
@@ -358,11 +358,8 @@ impl AddressSpace {
     /// A write to the shared page at `virt`: copied, or kept by its last sharer.
     fn break_cow(&mut self, virt: u64, vm_flags: u64) -> Result<(), SpaceError> {
         let page = VirtPage::new(VirtAddr::new(virt), PageSize::Size4K)?;
-        let root = self.root;
-        let (how, flush) = with(|mm| {
-            // SAFETY: `root` is this address space's own tree.
-            anon::write_fault(&mut unsafe { mm.user_tree(root) }, page, pte_flags(vm_flags))
-        })?;
+        let (how, flush) =
+            self.with_tree(|tree| anon::write_fault(tree, page, pte_flags(vm_flags)))?;
         flush.flush(&crate::mm::tables::LocalTlb);
         match how {
             WriteFault::Copied => self.cow_copies += 1,
@@ -393,6 +390,7 @@ impl AddressSpace {
             rss_anon: self.rss,
             hiwater_rss: self.hiwater_rss,
             hiwater_vm: self.hiwater_vm,
+            pgtables: self.pgtables,
             start_brk: self.start_brk,
             brk: self.brk,
             start_stack: STACK_TOP,
@@ -533,15 +531,12 @@ impl AddressSpace {
         // Split first: it changes nothing a process sees, so a failure leaves all as it was.
         self.split_cut(start, end)?;
         self.vmas.protect(start, end, prot_to_vm(prot))?;
-        let root = self.root;
         let mut at = start;
         while let Some(vma) = self.vmas.find(at).copied().filter(|v| v.start < end) {
             let (lo, hi) = (vma.start.max(start), vma.end.min(end));
             let flags = pte_flags(vma.flags);
             let shared = vma.flags & VM_SHARED != 0;
-            let flush = with(|mm| {
-                // SAFETY: `root` is this address space's own tree.
-                let mut tree = unsafe { mm.user_tree(root) };
+            let flush = self.with_tree(|tree| {
                 tree.update_present(VirtAddr::new(lo), hi - lo, &mut |memory, _, size, entry| {
                     let mut flags = flags;
                     if !shared && !anon::exclusive(memory, entry.addr(), size) {
@@ -616,9 +611,13 @@ impl AddressSpace {
                 // SAFETY: `parent` is this address space's own tree; `root` is the child's,
                 // in the same memory.
                 let mut tree = unsafe { mm.user_tree(parent) };
-                tree.copy_present(root, VirtAddr::new(vma.start), len, cow, &mut anon::share)
+                let done =
+                    tree.copy_present(root, VirtAddr::new(vma.start), len, cow, &mut anon::share);
+                // The tables it allocated are the child's.
+                (done, tree.memory.tables_added)
             });
-            match done {
+            child.pgtables = child.pgtables.saturating_add_signed(done.1);
+            match done.0 {
                 Ok(more) => flush = flush.and(more),
                 Err(err) => {
                     copied = Err(SpaceError::from(err));
@@ -652,12 +651,9 @@ impl AddressSpace {
     /// empty.
     fn free_range(&mut self, start: u64, end: u64) -> Result<(), SpaceError> {
         self.split_cut(start, end)?;
-        let root = self.root;
         let vdso = super::vdso_frame();
         let mut dropped = 0;
-        let flush = with(|mm| {
-            // SAFETY: `root` is this address space's own tree.
-            let mut tree = unsafe { mm.user_tree(root) };
+        let flush = self.with_tree(|tree| {
             tree.unmap_present(VirtAddr::new(start), end - start, &mut |memory, frame| {
                 if frame.start() != vdso {
                     anon::release(memory, frame);
