@@ -67,8 +67,11 @@ pub fn init() -> bool {
 }
 
 /// Starts a full slice (`on`), or stops the timer; a no-op without a timer.
+#[inline]
 pub fn set(on: bool) {
-    if !AVAILABLE.load(Ordering::Relaxed) || (!on && !ARMED.load(Ordering::Relaxed)) {
+    // A lone process returning to user mode (the common case) costs one load: every
+    // instruction on the trap path is emulated on some hosts.
+    if !on && !ARMED.load(Ordering::Relaxed) || !AVAILABLE.load(Ordering::Relaxed) {
         return;
     }
     ARMED.store(on, Ordering::Relaxed);
