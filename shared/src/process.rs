@@ -144,29 +144,35 @@ pub const VMA_TREE_MAX_HEIGHT: u32 = 8;
 
 /// A node of the VMA tree: a B+tree keyed by each VMA's end, so that `find_vma(addr)`
 /// ("the first VMA with end > addr") is a descent that counts keys ≤ addr per level.
+///
+/// Four cache lines, aligned: the keys fill the first two and the slots the third, so a
+/// lookup touches three lines per level and never the header in the fourth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct VmaNode {
-    /// Entries in use (1 to [`VMA_FANOUT`]; the root of an empty tree has 0).
-    pub count: u32,
-    /// 1 for a leaf (slots are VMA indices), 0 for a branch (slots are node indices).
-    pub leaf: u32,
     /// Sorted keys; entries past `count` hold `u64::MAX`.
     pub ends: [u64; VMA_FANOUT],
     /// Children or VMAs; entries past `count` hold [`NO_INDEX`].
     pub slots: [u32; VMA_FANOUT],
+    /// Entries in use (1 to [`VMA_FANOUT`]; the root of an empty tree has 0).
+    pub count: u32,
+    /// 1 for a leaf (slots are VMA indices), 0 for a branch (slots are node indices).
+    pub leaf: u32,
+    /// Zero: the rest of the fourth cache line.
+    pub reserved: [u32; 14],
 }
 
-const _: () = assert!(core::mem::size_of::<VmaNode>() == 200);
+const _: () = assert!(core::mem::size_of::<VmaNode>() == 256);
 
 impl VmaNode {
     /// An empty node.
     pub const fn empty(leaf: bool) -> Self {
         Self {
-            count: 0,
-            leaf: leaf as u32,
             ends: [u64::MAX; VMA_FANOUT],
             slots: [NO_INDEX; VMA_FANOUT],
+            count: 0,
+            leaf: leaf as u32,
+            reserved: [0; 14],
         }
     }
 }

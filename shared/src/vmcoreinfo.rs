@@ -25,7 +25,8 @@ pub const VMCOREINFO_ADDR: u64 = 0x6000;
 /// `magic` once the guest has published the descriptor: "kvmmcore".
 pub const VMCOREINFO_MAGIC: u64 = u64::from_le_bytes(*b"kvmmcore");
 
-/// The layout version this crate describes (3: the task array; 4: `MmStruct::pgtables`).
+/// The layout version this crate describes (3: the task array; 4: `MmStruct::pgtables`,
+/// and `VmaNode` in four cache lines).
 pub const VMCOREINFO_VERSION: u32 = 4;
 
 /// [`VmCoreInfo::paging_flags`]: the kernel maps with no-execute (EFER.NXE is on), so

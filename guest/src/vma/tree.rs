@@ -13,9 +13,12 @@
 //!     `height - 1`;
 //! (d) leaves, in order, list the VMAs sorted and disjoint.
 //!
-//! `find` counts keys ≤ addr at each level without a branch per key, so a lookup costs
-//! `height` node scans: 4 for 10 000 VMAs. Linux's maple tree makes the same choice
-//! (wide nodes, keys are range ends) for the same reason: few cache lines per lookup.
+//! `find` counts keys ≤ addr at each level without a branch per key, reading only keys
+//! and slots (three of a node's four cache lines), so a lookup costs `height` node scans.
+//! A full node hands an entry to a sibling with room before it splits (a B*-tree's
+//! overflow), so in-order inserts fill nodes: 10 000 VMAs make a tree of height 4. Linux's
+//! maple tree makes the same choices (wide nodes, keys are range ends, no half-empty
+//! nodes on append) for the same reason: few cache lines per lookup.
 
 use alloc::vec::Vec;
 use shared::process::{Vma, VmaNode, NO_INDEX, VMA_FANOUT, VMA_TREE_MAX_HEIGHT};
@@ -123,17 +126,14 @@ impl VmaTree {
     /// Linux's `find_vma`: the first VMA that ends above `addr` (it may start above too).
     #[inline]
     pub fn find(&self, addr: u64) -> Option<u32> {
+        // Only keys and slots are read on the way down (the header's cache line is not):
+        // the height says where the leaves are, and a slot past `count` is NO_INDEX.
         let mut node = &self.nodes[idx(self.root)];
-        loop {
-            let i = rank_le(node, addr);
-            if i >= node.count as usize {
-                return None;
-            }
-            if node.leaf != 0 {
-                return Some(node.slots[i]);
-            }
-            node = &self.nodes[idx(node.slots[i])];
+        for _ in 1..self.height {
+            let slot = *node.slots.get(rank_le(node, addr))?;
+            node = self.nodes.get(idx(slot))?;
         }
+        node.slots.get(rank_le(node, addr)).copied().filter(|&slot| slot != NO_INDEX)
     }
 
     /// The last VMA that ends at or below `addr` (Linux's `find_vma_prev`'s `pprev`).
@@ -204,11 +204,58 @@ impl VmaTree {
         // else the last (the key becomes its new greatest).
         let i = pos.min(node.count as usize - 1);
         let child = node.slots[i];
+        self.make_room(n, i, key);
         let split = self.insert_in(child, key, slot);
         self.nodes[idx(n)].ends[i] = self.max_key(child);
         let right = split?;
         let right_key = self.max_key(right);
         self.insert_entry(n, i + 1, right_key, right)
+    }
+
+    /// Before `key` goes into child `i` of branch `n`: if that child is full, hands its
+    /// first entry to its left sibling, or its last to its right one, where there is room
+    /// and `key` stays in the child (a B*-tree's overflow). In-order inserts then fill
+    /// nodes instead of leaving each split half empty, which keeps the tree one level
+    /// lower (docs/PERFORMANCE.md).
+    fn make_room(&mut self, n: u32, i: usize, key: u64) {
+        let parent = &self.nodes[idx(n)];
+        let child = &self.nodes[idx(parent.slots[i])];
+        let count = child.count as usize;
+        if count < VMA_FANOUT {
+            return;
+        }
+        let room = |sibling: u32| (self.nodes[idx(sibling)].count as usize) < VMA_FANOUT;
+        let left = i.checked_sub(1).map(|l| parent.slots[l]).filter(|&l| room(l));
+        let right =
+            (i + 1 < parent.count as usize).then(|| parent.slots[i + 1]).filter(|&r| room(r));
+        let (first, last) = (child.ends[0], child.ends[count - 1]);
+        let child = parent.slots[i];
+        if let Some(left) = left.filter(|_| key > first) {
+            let moved = (first, self.nodes[idx(child)].slots[0]);
+            let node = &mut self.nodes[idx(child)];
+            node.ends.copy_within(1..count, 0);
+            node.slots.copy_within(1..count, 0);
+            (node.ends[count - 1], node.slots[count - 1]) = (u64::MAX, NO_INDEX);
+            node.count -= 1;
+            let sibling = &mut self.nodes[idx(left)];
+            let at = sibling.count as usize;
+            (sibling.ends[at], sibling.slots[at]) = moved;
+            sibling.count += 1;
+            self.nodes[idx(n)].ends[i - 1] = first;
+        } else if let Some(right) = right.filter(|_| key < last) {
+            let moved = (last, self.nodes[idx(child)].slots[count - 1]);
+            let node = &mut self.nodes[idx(child)];
+            (node.ends[count - 1], node.slots[count - 1]) = (u64::MAX, NO_INDEX);
+            node.count -= 1;
+            let new_max = node.ends[count - 2];
+            let sibling = &mut self.nodes[idx(right)];
+            let at = sibling.count as usize;
+            sibling.ends.copy_within(0..at, 1);
+            sibling.slots.copy_within(0..at, 1);
+            (sibling.ends[0], sibling.slots[0]) = moved;
+            sibling.count += 1;
+            self.nodes[idx(n)].ends[i] = new_max;
+        }
     }
 
     /// Puts `(key, slot)` at `pos` of node `n`, splitting a full node in two halves.
