@@ -47,6 +47,39 @@ fn tree_grows_and_shrinks_through_every_height() {
     assert_eq!(tree.find(0), None);
 }
 
+/// Inserts in ascending, descending and scattered order, checking the invariants after
+/// every insert (the overflow to siblings moves entries between nodes at every level) and
+/// every lookup at the end.
+#[test]
+fn inserts_in_any_order_keep_the_invariants_and_fill_nodes() {
+    const N: u64 = 2000;
+    /// The slot of the `i`th insert.
+    type Order = fn(u64) -> u64;
+    let orders: [(&str, Order); 3] =
+        [("ascending", |i| i), ("descending", |i| N - 1 - i), ("scattered", |i| (i * 7919) % N)];
+    for (name, order) in orders {
+        let mut tree = VmaTree::new();
+        let mut indices = Vec::new();
+        for i in 0..N {
+            let slot = order(i);
+            indices.push((slot, tree.insert(vma(slot * 2, 1, 0, VmaKind::Anonymous))));
+            tree.validate().unwrap_or_else(|err| panic!("{name}, insert {i}: {err}"));
+        }
+        for &(slot, index) in &indices {
+            assert_eq!(tree.find(BASE + slot * 2 * PAGE), Some(index), "{name}");
+        }
+        assert_eq!(tree.find(BASE + N * 2 * PAGE), None, "{name}: past the last VMA");
+    }
+    // In order, nodes fill before they split: 10 000 VMAs make four levels (half-full
+    // nodes would make five).
+    let mut tree = VmaTree::new();
+    for i in 0..10_000 {
+        tree.insert(vma(i * 2, 1, 0, VmaKind::Anonymous));
+    }
+    tree.validate().expect("tree invariants");
+    assert_eq!(tree.height(), 4);
+}
+
 #[test]
 fn find_prev_is_the_last_vma_ending_at_or_below() {
     let mut tree = VmaTree::new();

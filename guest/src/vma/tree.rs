@@ -214,7 +214,8 @@ impl VmaTree {
 
     /// Before `key` goes into child `i` of branch `n`: if that child is full, hands its
     /// first entry to its left sibling, or its last to its right one, where there is room
-    /// and `key` stays in the child (a B*-tree's overflow). In-order inserts then fill
+    /// and `key` lies outside what the entry covers, so that it still belongs in the child
+    /// (a B*-tree's overflow). In-order inserts then fill
     /// nodes instead of leaving each split half empty, which keeps the tree one level
     /// lower (docs/PERFORMANCE.md).
     fn make_room(&mut self, n: u32, i: usize, key: u64) {
@@ -228,7 +229,10 @@ impl VmaTree {
         let left = i.checked_sub(1).map(|l| parent.slots[l]).filter(|&l| room(l));
         let right =
             (i + 1 < parent.count as usize).then(|| parent.slots[i + 1]).filter(|&r| room(r));
-        let (first, last) = (child.ends[0], child.ends[count - 1]);
+        // An entry may move only if `key` lies outside what it covers: in a branch it is
+        // a whole subtree, from the key before it (exclusive) to its own.
+        let (first, last, below_last) =
+            (child.ends[0], child.ends[count - 1], child.ends[count - 2]);
         let child = parent.slots[i];
         if let Some(left) = left.filter(|_| key > first) {
             let moved = (first, self.nodes[idx(child)].slots[0]);
@@ -242,12 +246,12 @@ impl VmaTree {
             (sibling.ends[at], sibling.slots[at]) = moved;
             sibling.count += 1;
             self.nodes[idx(n)].ends[i - 1] = first;
-        } else if let Some(right) = right.filter(|_| key < last) {
+        } else if let Some(right) = right.filter(|_| key < below_last) {
             let moved = (last, self.nodes[idx(child)].slots[count - 1]);
             let node = &mut self.nodes[idx(child)];
             (node.ends[count - 1], node.slots[count - 1]) = (u64::MAX, NO_INDEX);
             node.count -= 1;
-            let new_max = node.ends[count - 2];
+            let new_max = below_last;
             let sibling = &mut self.nodes[idx(right)];
             let at = sibling.count as usize;
             sibling.ends.copy_within(0..at, 1);

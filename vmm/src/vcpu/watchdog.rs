@@ -57,7 +57,8 @@ impl Watchdog {
         let expired = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = mpsc::channel::<()>();
         let flag = Arc::clone(&expired);
-        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        // A timeout too far off for an `Instant` is no timeout.
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let thread = std::thread::spawn(move || loop {
             let now = Instant::now();
             let wait = match deadline {

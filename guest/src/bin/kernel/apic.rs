@@ -83,7 +83,11 @@ pub fn set(on: bool) {
 /// Acknowledges a tick; returns whether the slice really ran out (a tick left pending
 /// from kernel time finds the countdown it was re-armed with still running).
 pub fn tick() -> bool {
-    // SAFETY: EOI ends the interrupt in service; TMCCT is read-only.
+    if !AVAILABLE.load(Ordering::Relaxed) {
+        return false;
+    }
+    // SAFETY: the x2APIC is on (`init`); EOI ends the interrupt in service and TMCCT is
+    // read-only.
     unsafe {
         Msr::new(X2APIC_EOI).write(0);
         Msr::new(X2APIC_TMCCT).read() == 0

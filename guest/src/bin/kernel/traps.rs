@@ -139,6 +139,17 @@ const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 const GATE_INTERRUPT: u8 = 0x8e;
 
 impl Gate {
+    /// A not-present gate: a vector nothing should raise gives #NP, naming it.
+    const MISSING: Self = Self {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        flags: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
     #[expect(
         clippy::cast_possible_truncation,
         reason = "a gate splits the handler address in 16/16/32-bit fields"
@@ -164,7 +175,7 @@ struct Idt([Gate; 256]);
 const IDT_LIMIT: u16 = 256 * 16 - 1;
 const _: () = assert!(IDT_LIMIT as usize == core::mem::size_of::<Idt>() - 1);
 
-static mut IDT: Idt = Idt([Gate::new(0, 0, 0); 256]);
+static mut IDT: Idt = Idt([Gate::MISSING; 256]);
 
 /// Double faults run on their own stack (IST), so a kernel stack overflow is reported.
 const DOUBLE_FAULT: usize = 8;

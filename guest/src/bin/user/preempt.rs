@@ -1,8 +1,9 @@
 //! `preempt`: processes that never trap hand a token round. The parent forks two children;
 //! the three wait for their turn by spinning at CPL3 on a word of shared memory, with no
 //! system call and no fault, then pass the token on. Only the timer can take the CPU from
-//! a spinning process, so every pass needs a preemption: the run finishes only if the
-//! kernel preempts. Each process gives up after about 20 s of spinning (`rdtsc`), so a
+//! a spinning process, so the passes between the processes' turns each need a preemption
+//! (six of the nine: the first pass needs none, and the last two follow the parent's
+//! `wait4` and a child's exit): the run finishes only if the kernel preempts. Each process gives up after about 20 s of spinning (`rdtsc`), so a
 //! kernel without preemption fails the run instead of hanging it.
 #![no_std]
 #![no_main]

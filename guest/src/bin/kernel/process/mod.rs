@@ -27,9 +27,9 @@
 //! system-call instruction with its registers as they were, so the call runs again
 //! (Linux's restart), now finding the zombie it waited for.
 //!
-//! While more than one process exists, every return to user mode arms the LAPIC timer
-//! with a fresh 10 ms slice, so a process that neither calls nor faults is preempted once
-//! it has had the CPU that long (see docs/ARCHITECTURE.md, "Timer preemption").
+//! While another process could run, every return to user mode arms the LAPIC timer with a
+//! fresh 10 ms slice, so a process that neither calls nor faults is preempted once it has
+//! had the CPU that long (see docs/ARCHITECTURE.md, "Timer preemption").
 
 pub mod entry;
 pub mod space;
@@ -159,6 +159,8 @@ struct Table {
     current: usize,
     /// Traps taken since the current process was scheduled in.
     slice_used: u32,
+    /// Processes in [`State::Runnable`] (the timer runs only while two or more are).
+    runnable: usize,
     /// The process `run` started (PID 1 of the first run), which inherits orphans.
     init: u32,
     /// Its report, once it has ended.
@@ -243,6 +245,7 @@ static TABLE: KernelCell<Table> = KernelCell::new(Table {
     processes: Vec::new(),
     current: 0,
     slice_used: 0,
+    runnable: 0,
     init: 0,
     init_report: None,
     tasks: [EMPTY_TASK; MAX_TASKS],
@@ -389,6 +392,7 @@ pub fn run(
         table.processes.push(process);
         table.current = table.processes.len() - 1;
         table.slice_used = 0;
+        table.runnable = 1;
         (table.init, table.init_report) = (pid, None);
         table.publish();
     });
@@ -487,7 +491,8 @@ fn schedule(frame: &mut TrapFrame, switch: Switch) {
         table.slice_used += 1;
         let current = table.current;
         let runnable = table.current().is_some_and(|p| p.state == State::Runnable);
-        let others = table.processes.len() > 1;
+        // Another process could take the CPU: only then does the timer tick.
+        let others = table.runnable > 1;
         if runnable && switch == Switch::AfterTrap && table.slice_used < SLICE {
             return Ok((None, others));
         }
@@ -520,7 +525,7 @@ fn schedule(frame: &mut TrapFrame, switch: Switch) {
         }
         table.current = table.processes.iter().position(|p| p.pid == pid).unwrap_or(0);
         let root = table.processes[table.current].space.as_ref().map(|s| s.root);
-        Ok((root, table.processes.len() > 1))
+        Ok((root, table.runnable > 1))
     });
     match next {
         Ok((root, others)) => {
@@ -595,6 +600,7 @@ fn fork(frame: &TrapFrame) -> i64 {
     };
     TABLE.with(|table| {
         table.processes.push(child);
+        table.runnable += 1;
         table.publish();
     });
     i64::from(pid)
@@ -638,6 +644,7 @@ fn reap(pid: i32, nohang: bool) -> Wait {
             None => {
                 if let Some(process) = table.current() {
                     process.state = State::Waiting;
+                    table.runnable -= 1;
                 }
                 Wait::Block
             }
@@ -651,11 +658,13 @@ fn reap(pid: i32, nohang: bool) -> Wait {
 fn exit_current(ending: Ending) {
     let ended = TABLE.with(|table| {
         let process = table.processes.get_mut(table.current)?;
+        debug_assert_eq!(process.state, State::Runnable, "only a running process exits");
         process.state = State::Zombie;
         process.ended = Some(ending);
         let (pid, ppid, name, syscalls, switches) =
             (process.pid, process.ppid, process.name, process.syscalls, process.switches);
         let space = process.space.take();
+        table.runnable -= 1;
         let init = table.init;
         let init_lives = table.processes.iter().any(|p| p.pid == init && p.state != State::Zombie);
         let heir = if init_lives && init != pid { init } else { 0 };
@@ -670,12 +679,14 @@ fn exit_current(ending: Ending) {
                 table.processes.iter_mut().find(|p| p.pid == heir && p.state == State::Waiting)
             {
                 init.state = State::Runnable;
+                table.runnable += 1;
             }
         }
         if let Some(parent) =
             table.processes.iter_mut().find(|p| p.pid == ppid && p.state == State::Waiting)
         {
             parent.state = State::Runnable;
+            table.runnable += 1;
         }
         Some((pid, ppid, name, syscalls, switches, space))
     });

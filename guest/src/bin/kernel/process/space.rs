@@ -173,6 +173,10 @@ impl AddressSpace {
             let result = f(&mut tree);
             (result, tree.memory.tables_added)
         });
+        debug_assert!(
+            self.pgtables.checked_add_signed(added).is_some(),
+            "more tables freed than counted"
+        );
         self.pgtables = self.pgtables.saturating_add_signed(added);
         result
     }
@@ -672,6 +676,7 @@ impl AddressSpace {
         if let Err(err) = self.free_range(0, 1 << 47) {
             log::error!("exit: freeing the address space: {err:?}");
         }
+        debug_assert_eq!(self.pgtables, 0, "every table below the PML4 is freed");
         let root = self.root;
         // SAFETY: the lower half is empty now and CR3 holds another tree.
         with(|mm| unsafe { mm.free_user_tree(root) });
