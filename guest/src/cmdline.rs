@@ -11,6 +11,7 @@
 //! | `ops=` | their operations, 1 to 1 000 000; for `thp`, the MiB it touches | `2000` (`thp`: 64) |
 //! | `progress=` | a progress checkpoint every N operations of stress and populate (0: none) | `0` |
 //! | `slub_debug` | red zones and poisoning in the kmalloc caches | off |
+//! | `swap=` | slots of the swap device (set by `vmm run --swap`), at most 16 Mi | `0`: none |
 
 use log::LevelFilter;
 use shared::hypercall::CmdlineErrorKind;
@@ -34,7 +35,12 @@ pub struct Options {
     pub progress: u32,
     /// Red zones and poisoning in the kmalloc caches.
     pub slub_debug: bool,
+    /// Page slots of the swap device the VMM offers; 0 for none.
+    pub swap: u64,
 }
+
+/// The most swap slots a device may have (64 GiB of pages; the VMM's limit too).
+pub const MAX_SWAP_SLOTS: u64 = 16 << 20;
 
 impl Default for Options {
     fn default() -> Self {
@@ -46,6 +52,7 @@ impl Default for Options {
             ops_given: false,
             progress: 0,
             slub_debug: false,
+            swap: 0,
         }
     }
 }
@@ -91,11 +98,16 @@ impl Options {
                     options.ops = ops.ok_or(bad_value)?;
                     options.ops_given = true;
                 }
+                ("swap", Some(value)) => {
+                    let slots =
+                        value.parse().ok().filter(|slots| (1..=MAX_SWAP_SLOTS).contains(slots));
+                    options.swap = slots.ok_or(bad_value)?;
+                }
                 ("progress", Some(value)) => {
                     options.progress = value.parse().map_err(|_| bad_value)?;
                 }
                 ("slub_debug", None) => options.slub_debug = true,
-                ("workload" | "loglevel" | "seed" | "ops" | "progress", None)
+                ("workload" | "loglevel" | "seed" | "ops" | "progress" | "swap", None)
                 | ("slub_debug", Some(_)) => return Err(bad_value),
                 _ => return Err(CmdlineError { kind: CmdlineErrorKind::UnknownOption, option }),
             }
@@ -141,6 +153,7 @@ mod tests {
             }
         );
         assert!(Options::parse("slub_debug").is_ok_and(|o| o.slub_debug));
+        assert_eq!(Options::parse("swap=256").map(|o| o.swap), Ok(256));
         assert!(Options::parse("workload=slab-misuse").is_ok_and(|o| o.slub_debug));
         let stress =
             Options::parse("workload=stress seed=42 ops=500 progress=100").expect("parses");
@@ -176,6 +189,9 @@ mod tests {
             "ops",
             "progress=-1",
             "progress",
+            "swap=0",
+            "swap=16777217",
+            "swap",
         ] {
             let err = Options::parse(line).expect_err(line);
             assert_eq!((err.kind, err.option), (CmdlineErrorKind::BadValue, line));

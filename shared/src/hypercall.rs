@@ -20,18 +20,19 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 )]
 #[repr(C)]
 pub struct Request {
-    /// [`CHECKPOINT`], [`REPORT`], [`ZERO_PAGES`], [`COPY_PAGE`] or [`DISCARD_PAGES`].
+    /// [`CHECKPOINT`], [`REPORT`], [`ZERO_PAGES`], [`COPY_PAGE`], [`DISCARD_PAGES`],
+    /// [`SWAP_WRITE`] or [`SWAP_READ`].
     pub nr: u32,
-    /// For `REPORT`, the [`ReportKind`]; for `ZERO_PAGES`, `COPY_PAGE` and
-    /// `DISCARD_PAGES`, zero from the guest, which the VMM sets to [`PAGE_WORK_DONE`] when
+    /// For `REPORT`, the [`ReportKind`]; for the page-work calls (all the others but
+    /// `CHECKPOINT`), zero from the guest, which the VMM sets to [`PAGE_WORK_DONE`] when
     /// it has done the work; zero otherwise.
     pub kind: u32,
     /// For `CHECKPOINT`, the tag; for `REPORT`, the payload's guest-physical address; for
-    /// `ZERO_PAGES`, `COPY_PAGE` and `DISCARD_PAGES`, the first page's.
+    /// the page-work calls, the first page's.
     pub arg: u64,
     /// For `REPORT`, the payload length in bytes; for `ZERO_PAGES` and `DISCARD_PAGES`, the
-    /// pages; for `COPY_PAGE`, the destination page's guest-physical address; zero
-    /// otherwise.
+    /// pages; for `COPY_PAGE`, the destination page's guest-physical address; for
+    /// `SWAP_WRITE` and `SWAP_READ`, the swap slot; zero otherwise.
     pub len: u64,
 }
 
@@ -53,6 +54,14 @@ pub const COPY_PAGE: u32 = 4;
 /// zero and take no host memory (Linux's free page reporting, as virtio-balloon serves
 /// it). Answered like [`ZERO_PAGES`].
 pub const DISCARD_PAGES: u32 = 5;
+/// Hypercall number: write the page of RAM at guest-physical `arg` to swap slot `len` of
+/// the swap device (`vmm run --swap-file`): the host copies, so the guest never copies
+/// 4 KiB itself. Answered like [`ZERO_PAGES`]; a slot past the device's end, or no device,
+/// is refused.
+pub const SWAP_WRITE: u32 = 6;
+/// Hypercall number: read swap slot `len` into the page of RAM at guest-physical `arg`.
+/// Answered like [`SWAP_WRITE`].
+pub const SWAP_READ: u32 = 7;
 /// The most pages one [`DISCARD_PAGES`] call may name (a buddy block of the top order).
 pub const DISCARD_PAGES_MAX: u64 = 1024;
 /// What the VMM writes into a page-work request's `kind` once the work is done; a guest

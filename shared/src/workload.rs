@@ -75,11 +75,13 @@ pub enum Workload {
     Preempt,
     /// Halt with interrupts off (nothing can wake the CPU).
     Halt,
+    /// Write pages to the swap device's slots and read them back (`--swap-file`, `--swap`).
+    SwapDevice,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 28] = [
+    pub const ALL: [Workload; 29] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -108,6 +110,7 @@ impl Workload {
         Self::ManyProcesses,
         Self::Thp,
         Self::Preempt,
+        Self::SwapDevice,
     ];
 
     /// The name used on the command line.
@@ -141,6 +144,7 @@ impl Workload {
             Self::Thp => "thp",
             Self::Preempt => "preempt",
             Self::Halt => "halt",
+            Self::SwapDevice => "swap-device",
         }
     }
 
@@ -191,6 +195,9 @@ impl Workload {
                 "processes that spin at CPL3 without a system call: the timer preempts them"
             }
             Self::Halt => "halt with interrupts off, which nothing can wake",
+            Self::SwapDevice => {
+                "write pages to swap slots and read them back (needs --swap-file and --swap)"
+            }
         }
     }
 

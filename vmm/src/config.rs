@@ -39,6 +39,17 @@ pub struct VmConfig {
     pub kvm_device: PathBuf,
     /// Host inspections to run at every guest checkpoint and at exit.
     pub inspect: Vec<crate::inspect::Command>,
+    /// A swap device: page slots in a host file (`--swap-file`, `--swap`).
+    pub swap: Option<SwapConfig>,
+}
+
+/// Where the swap device's slots live, and how many bytes of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwapConfig {
+    /// The file, created or truncated.
+    pub path: PathBuf,
+    /// Bytes (whole pages, between `swap::MIN_SWAP_SIZE` and `swap::MAX_SWAP_SIZE`).
+    pub size: u64,
 }
 
 impl Default for VmConfig {
@@ -52,6 +63,7 @@ impl Default for VmConfig {
             echo_console: false,
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
             inspect: Vec::new(),
+            swap: None,
         }
     }
 }
@@ -129,6 +141,9 @@ pub enum ConfigError {
     /// A command line with characters the boot protocol cannot carry.
     #[error("the guest command line must be printable ASCII without NUL")]
     CmdlineChars,
+    /// `swap=` given by hand alongside a swap device.
+    #[error("swap= is set from --swap; remove it from --cmdline")]
+    SwapOnCmdline,
 }
 
 /// Parses a size such as `4096`, `64K`, `256M`, `6G` (binary units; `KiB`, `MB` and the like
@@ -239,7 +254,7 @@ pub fn check_mem_size(size: u64) -> Result<(), ConfigError> {
 }
 
 /// A size as a user would write it: with the largest binary suffix that divides it.
-fn show_size(size: u64) -> String {
+pub fn show_size(size: u64) -> String {
     let suffix = [(40, "T"), (30, "G"), (20, "M"), (10, "K")]
         .into_iter()
         .find(|&(shift, _)| size != 0 && size % (1 << shift) == 0);

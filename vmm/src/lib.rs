@@ -10,7 +10,7 @@
 //!
 //! Modules, in boot order: [`config`] (user input) → [`memory`] (guest RAM) → [`boot`]
 //! and [`arch`] (what the guest finds at entry) → [`vm`] (KVM objects) → [`vcpu`] (the run
-//! loop) with [`devices`] and [`report`] → [`outcome`], printed with [`procfs`].
+//! loop) with [`devices`], [`swap`] and [`report`] → [`outcome`], printed with [`procfs`].
 
 pub mod arch;
 pub mod boot;
@@ -21,6 +21,7 @@ pub mod memory;
 pub mod outcome;
 pub mod procfs;
 pub mod report;
+pub mod swap;
 pub mod vcpu;
 pub mod vm;
 

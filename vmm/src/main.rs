@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use vmm::config::{parse_e820, parse_mem_size, DEFAULT_KVM_DEVICE};
+use vmm::config::{parse_e820, parse_mem_size, parse_size, SwapConfig, DEFAULT_KVM_DEVICE};
 use vmm::inspect::{Command, Inspector, RamReader};
 use vmm::{exit_code, procfs, VmConfig};
 
@@ -99,6 +99,14 @@ struct RunArgs {
     /// uses it.
     #[arg(long, value_name = "PATH")]
     mem_file: Option<PathBuf>,
+    /// Give the guest a swap device whose page slots live in this file (created or
+    /// truncated, and locked while the guest runs); needs --swap.
+    #[arg(long, value_name = "PATH", requires = "swap")]
+    swap_file: Option<PathBuf>,
+    /// The swap device's size: whole pages, 1M to 64G, with a K, M or G suffix; needs
+    /// --swap-file.
+    #[arg(long, value_name = "SIZE", requires = "swap_file", value_parser = parse_swap_size)]
+    swap: Option<u64>,
     /// Stop the guest after this many seconds (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     timeout: f64,
@@ -132,8 +140,16 @@ impl RunArgs {
             echo_console: !self.json,
             kvm_device: self.kvm_device,
             inspect: self.inspect.iter().filter_map(|name| Command::named(name)).collect(),
+            swap: self.swap_file.zip(self.swap).map(|(path, size)| SwapConfig { path, size }),
         })
     }
+}
+
+/// `--swap`: a size, within the swap device's bounds.
+fn parse_swap_size(text: &str) -> Result<u64, String> {
+    let size = parse_size(text).map_err(|err| err.to_string())?;
+    vmm::swap::check_swap_size(size).map_err(|err| err.to_string())?;
+    Ok(size)
 }
 
 fn main() -> ExitCode {

@@ -229,7 +229,7 @@ fn open_mem_file(path: &Path, size: u64) -> Result<File, MemoryError> {
 
 /// Takes an exclusive advisory lock on `file` without waiting; it lasts as long as the
 /// open file (and its clones, which share it).
-fn lock_exclusive(file: &File) -> std::io::Result<()> {
+pub(crate) fn lock_exclusive(file: &File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a descriptor `file` owns; it reads or writes no memory.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

@@ -13,6 +13,7 @@ use crate::boot::{load_kernel, write_boot_structures, BootError};
 use crate::config::{check_cmdline, check_e820, check_mem_size, ConfigError, VmConfig};
 use crate::memory::{default_e820, GuestRam, MemoryError};
 use crate::outcome::{exit_code, Outcome};
+use crate::swap::{SwapDevice, SwapError};
 use crate::vcpu::{self, CheckpointStop, RunOptions};
 use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -66,13 +67,21 @@ pub enum Error {
     /// Guest memory could not be prepared for boot.
     #[error(transparent)]
     Boot(#[from] BootError),
+    /// The swap device could not be set up.
+    #[error(transparent)]
+    Swap(#[from] SwapError),
 }
 
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) => exit_code::USAGE,
+            Self::Config(_)
+            | Self::Swap(
+                SwapError::Unaligned { .. }
+                | SwapError::TooSmall { .. }
+                | SwapError::TooLarge { .. },
+            ) => exit_code::USAGE,
             _ => exit_code::HOST,
         }
     }
@@ -103,6 +112,7 @@ pub struct Vm {
     timeout: Option<Duration>,
     echo_console: bool,
     inspect: Vec<crate::inspect::Command>,
+    swap: Option<SwapDevice>,
     setup_started: Instant,
 }
 
@@ -112,6 +122,12 @@ impl Vm {
         let setup_started = Instant::now();
         check_mem_size(config.mem_size)?;
         check_cmdline(&config.cmdline)?;
+        if let Some(swap) = &config.swap {
+            crate::swap::check_swap_size(swap.size)?;
+            if config.cmdline.split_whitespace().any(|option| option.starts_with("swap=")) {
+                return Err(ConfigError::SwapOnCmdline.into());
+            }
+        }
         let ranges = crate::memory::ram_ranges(config.mem_size);
         let e820 = config.e820.clone().unwrap_or_else(|| default_e820(config.mem_size));
         let ram_pairs: Vec<(u64, u64)> = ranges.iter().map(|r| (r.guest_addr, r.size)).collect();
@@ -153,8 +169,20 @@ impl Vm {
                 .map_err(kvm_call("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
+        let swap = match &config.swap {
+            Some(swap) => Some(SwapDevice::create(&swap.path, swap.size)?),
+            None => None,
+        };
+        // The guest learns of the device from its command line.
+        let cmdline = match &swap {
+            Some(device) => {
+                format!("{} swap={}", config.cmdline, device.slots()).trim().to_string()
+            }
+            None => config.cmdline.clone(),
+        };
+        check_cmdline(&cmdline)?;
         let entry = load_kernel(&ram.memory, GUEST_KERNEL)?;
-        write_boot_structures(&ram.memory, &e820, &config.cmdline, &ranges)?;
+        write_boot_structures(&ram.memory, &e820, &cmdline, &ranges)?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_call("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&cpuid).map_err(kvm_call("KVM_SET_CPUID2"))?;
         setup_vcpu(&vcpu, entry).map_err(kvm_call("KVM_SET_SREGS/REGS/FPU"))?;
@@ -165,6 +193,7 @@ impl Vm {
             timeout: config.timeout,
             echo_console: config.echo_console,
             inspect: config.inspect.clone(),
+            swap,
             setup_started,
         })
     }
@@ -195,8 +224,12 @@ impl Vm {
     ) -> Result<Outcome, Error> {
         let setup_time = self.setup_started.elapsed();
         let started = Instant::now();
-        let options =
-            RunOptions { timeout: self.timeout, echo: self.echo_console, inspect: &self.inspect };
+        let options = RunOptions {
+            timeout: self.timeout,
+            echo: self.echo_console,
+            inspect: &self.inspect,
+            swap: self.swap.as_ref(),
+        };
         let record = vcpu::run(&mut self.vcpu, &self.ram.memory, &options, &mut observe)?;
         Ok(Outcome::new(record, self.ram.resident_bytes(), setup_time, started.elapsed()))
     }

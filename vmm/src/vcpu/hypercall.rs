@@ -1,12 +1,14 @@
 //! Hypercall dispatch: the request the guest names is read from guest RAM (untrusted, so
 //! bounds-checked) and becomes a checkpoint, a decoded report, or page work done for the
-//! guest (zeroing, copying or dropping pages it names, each checked to be whole pages of
-//! RAM).
+//! guest (zeroing, copying or dropping pages it names, or copying one to or from a swap
+//! slot, each page checked to be a whole page of RAM and each slot to be on the device).
 
 use crate::inspect::to_usize;
 use crate::report::{read_report, Report};
+use crate::swap::SwapDevice;
 use shared::hypercall::{Request, CHECKPOINT, COPY_PAGE, PAGE_WORK_DONE, REPORT};
 use shared::hypercall::{DISCARD_PAGES, DISCARD_PAGES_MAX, ZERO_PAGES, ZERO_PAGES_MAX};
+use shared::hypercall::{SWAP_READ, SWAP_WRITE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -18,15 +20,16 @@ pub enum Hypercall {
     /// The guest sent a report (or something that did not decode, as
     /// [`Report::Malformed`]).
     Report(Report),
-    /// Pages were zeroed, copied or dropped for the guest.
+    /// Pages were zeroed, copied, dropped or swapped for the guest.
     PageWork,
 }
 
 /// A page of zeros to write from.
 const ZEROS: [u8; 4096] = [0; 4096];
 
-/// Reads and decodes the hypercall whose request is at guest-physical `gpa`.
-pub fn dispatch(mem: &GuestMemoryMmap, gpa: u64) -> Hypercall {
+/// Reads and decodes the hypercall whose request is at guest-physical `gpa`; `swap` is the
+/// swap device, if the guest has one.
+pub fn dispatch(mem: &GuestMemoryMmap, swap: Option<&SwapDevice>, gpa: u64) -> Hypercall {
     let mut request = Request::new_zeroed();
     if let Err(err) = mem.read_slice(request.as_mut_bytes(), GuestAddress(gpa)) {
         return Hypercall::Report(Report::Malformed {
@@ -37,17 +40,21 @@ pub fn dispatch(mem: &GuestMemoryMmap, gpa: u64) -> Hypercall {
     match request.nr {
         CHECKPOINT => Hypercall::Checkpoint(request.arg),
         REPORT => Hypercall::Report(read_report(mem, &request)),
-        ZERO_PAGES | COPY_PAGE | DISCARD_PAGES => match page_work(mem, &request) {
-            // Tell the guest it is done (it zeroes or copies itself if it does not see it).
-            Ok(()) => match mem.write_obj(PAGE_WORK_DONE, GuestAddress(gpa + 4)) {
-                Ok(()) => Hypercall::PageWork,
-                Err(err) => Hypercall::Report(Report::Malformed {
-                    kind: request.kind,
-                    problem: format!("page-work hypercall at {gpa:#x}: no answer: {err}"),
-                }),
-            },
-            Err(problem) => Hypercall::Report(Report::Malformed { kind: request.kind, problem }),
-        },
+        ZERO_PAGES | COPY_PAGE | DISCARD_PAGES | SWAP_WRITE | SWAP_READ => {
+            match page_work(mem, swap, &request) {
+                // Tell the guest it is done (it zeroes or copies itself if it does not see it).
+                Ok(()) => match mem.write_obj(PAGE_WORK_DONE, GuestAddress(gpa + 4)) {
+                    Ok(()) => Hypercall::PageWork,
+                    Err(err) => Hypercall::Report(Report::Malformed {
+                        kind: request.kind,
+                        problem: format!("page-work hypercall at {gpa:#x}: no answer: {err}"),
+                    }),
+                },
+                Err(problem) => {
+                    Hypercall::Report(Report::Malformed { kind: request.kind, problem })
+                }
+            }
+        }
         nr => Hypercall::Report(Report::Malformed {
             kind: request.kind,
             problem: format!("unknown hypercall {nr}"),
@@ -58,7 +65,11 @@ pub fn dispatch(mem: &GuestMemoryMmap, gpa: u64) -> Hypercall {
 /// Zeroes, copies or discards the pages `request` names, after checking that each is a
 /// whole, page-aligned page of RAM (a guest's mistake is refused with the reason, never a
 /// host fault).
-fn page_work(mem: &GuestMemoryMmap, request: &Request) -> Result<(), String> {
+fn page_work(
+    mem: &GuestMemoryMmap,
+    swap: Option<&SwapDevice>,
+    request: &Request,
+) -> Result<(), String> {
     let page = |gpa: u64| {
         if gpa % 4096 != 0 {
             return Err(format!("page-work hypercall: {gpa:#x} is not page aligned"));
@@ -66,6 +77,21 @@ fn page_work(mem: &GuestMemoryMmap, request: &Request) -> Result<(), String> {
         mem.get_slice(GuestAddress(gpa), 4096)
             .map_err(|err| format!("page-work hypercall: page {gpa:#x} is not RAM: {err}"))
     };
+    if request.nr == SWAP_WRITE || request.nr == SWAP_READ {
+        let device = swap.ok_or(
+            "swap hypercall: this guest has no swap device (start it with --swap-file and --swap)",
+        )?;
+        let slice = page(request.arg)?;
+        let mut bytes = [0u8; 4096];
+        return if request.nr == SWAP_WRITE {
+            slice.copy_to(&mut bytes[..]);
+            device.write_slot(request.len, &bytes)
+        } else {
+            device.read_slot(request.len, &mut bytes)?;
+            slice.copy_from(&bytes[..]);
+            Ok(())
+        };
+    }
     if request.nr == COPY_PAGE {
         let (from, to) = (page(request.arg)?, page(request.len)?);
         if request.arg == request.len {
@@ -118,19 +144,22 @@ mod tests {
             mem.write_slice(request.as_bytes(), GuestAddress(at)).expect("in RAM");
         };
         write(0x100, Request { nr: CHECKPOINT, kind: 0, arg: 2, len: 0 });
-        assert_eq!(dispatch(&mem, 0x100), Hypercall::Checkpoint(2));
+        assert_eq!(dispatch(&mem, None, 0x100), Hypercall::Checkpoint(2));
         mem.write_slice(b"no RAM", GuestAddress(0x800)).expect("in RAM");
         write(
             0x200,
             Request { nr: REPORT, kind: ReportKind::BootError as u32, arg: 0x800, len: 6 },
         );
         assert_eq!(
-            dispatch(&mem, 0x200),
+            dispatch(&mem, None, 0x200),
             Hypercall::Report(Report::BootError { message: "no RAM".into() })
         );
         write(0x300, Request { nr: 77, kind: 0, arg: 0, len: 0 });
-        assert!(matches!(dispatch(&mem, 0x300), Hypercall::Report(Report::Malformed { .. })));
-        assert!(matches!(dispatch(&mem, 0xfff0), Hypercall::Report(Report::Malformed { .. })));
+        assert!(matches!(dispatch(&mem, None, 0x300), Hypercall::Report(Report::Malformed { .. })));
+        assert!(matches!(
+            dispatch(&mem, None, 0xfff0),
+            Hypercall::Report(Report::Malformed { .. })
+        ));
     }
 
     /// On the VMM's own RAM (a shared memfd), a discard punches a hole: the pages read as
@@ -146,7 +175,7 @@ mod tests {
         )
         .expect("in RAM");
         let before = ram.resident_bytes();
-        assert_eq!(dispatch(mem, 0x100), Hypercall::PageWork);
+        assert_eq!(dispatch(mem, None, 0x100), Hypercall::PageWork);
         let after = ram.resident_bytes();
         assert!(after + (4 << 20) <= before, "{before} bytes resident before, {after} after");
         let mut page = [1u8; 4096];
@@ -160,7 +189,7 @@ mod tests {
         let request = |nr, arg, len| {
             mem.write_slice(Request { nr, kind: 0, arg, len }.as_bytes(), GuestAddress(0x100))
                 .expect("in RAM");
-            dispatch(&mem, 0x100)
+            dispatch(&mem, None, 0x100)
         };
         mem.write_slice(&[0xaa; 0x3000], GuestAddress(0x2000)).expect("in RAM");
         assert_eq!(request(COPY_PAGE, 0x2000, 0x8000), Hypercall::PageWork);
@@ -192,11 +221,53 @@ mod tests {
             (DISCARD_PAGES, 0x4001, 1),
             (DISCARD_PAGES, 0xf000, 2),
             (DISCARD_PAGES, 0x4000, DISCARD_PAGES_MAX + 1),
+            (SWAP_WRITE, 0x2000, 0),
         ] {
             assert!(
                 matches!(request(nr, arg, len), Hypercall::Report(Report::Malformed { .. })),
                 "{nr} {arg:#x} {len}"
             );
         }
+    }
+
+    #[test]
+    fn swap_hypercalls_copy_pages_to_slots_and_back_and_refuse_bad_slots_and_pages() {
+        let path = std::env::temp_dir().join(format!("kvm-mm-swap-hc-{}", std::process::id()));
+        let device = SwapDevice::create(&path, 1 << 20).expect("a swap device");
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
+        let request = |nr, arg, len| {
+            mem.write_slice(Request { nr, kind: 0, arg, len }.as_bytes(), GuestAddress(0x100))
+                .expect("in RAM");
+            let done = dispatch(&mem, Some(&device), 0x100);
+            let mut answered = Request::new_zeroed();
+            mem.read_slice(answered.as_mut_bytes(), GuestAddress(0x100)).expect("in RAM");
+            (done, answered.kind == PAGE_WORK_DONE)
+        };
+        let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        mem.write_slice(&pattern, GuestAddress(0x2000)).expect("in RAM");
+        assert_eq!(request(SWAP_WRITE, 0x2000, 255), (Hypercall::PageWork, true));
+        assert_eq!(request(SWAP_READ, 0x5000, 255), (Hypercall::PageWork, true));
+        let mut back = vec![0u8; 4096];
+        mem.read_slice(&mut back, GuestAddress(0x5000)).expect("in RAM");
+        assert_eq!(back, pattern, "the page came back");
+        // The file holds it at slot × 4 KiB.
+        let file = std::fs::read(&path).expect("the swap file");
+        assert_eq!(&file[255 * 4096..], &pattern[..]);
+        for (nr, arg, len) in [
+            (SWAP_WRITE, 0x2000, 256),
+            (SWAP_READ, 0x2000, u64::MAX),
+            (SWAP_WRITE, 0x2001, 0),
+            (SWAP_READ, 0xf800, 0),
+            (SWAP_READ, 0x10000, 0),
+        ] {
+            let (done, answered) = request(nr, arg, len);
+            assert!(
+                matches!(done, Hypercall::Report(Report::Malformed { .. })),
+                "{nr} {arg:#x} {len}"
+            );
+            assert!(!answered, "a refused call is not answered done");
+        }
+        drop(device);
+        let _ = std::fs::remove_file(&path);
     }
 }

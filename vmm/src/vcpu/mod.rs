@@ -67,6 +67,8 @@ pub struct RunOptions<'a> {
     pub echo: bool,
     /// Host inspections at every checkpoint from BOOTED on, and at exit.
     pub inspect: &'a [Command],
+    /// The swap device, if the guest has one.
+    pub swap: Option<&'a crate::swap::SwapDevice>,
 }
 
 /// Runs `vcpu` until the guest ends or the timeout passes, calling `observe` at every
@@ -102,7 +104,7 @@ pub fn run(
         let step = if kicked && halted_for_good(vcpu) { ExitAction::Halted } else { step };
         match step {
             ExitAction::Continue => {}
-            ExitAction::Hypercall(gpa) => match hypercall::dispatch(mem, gpa) {
+            ExitAction::Hypercall(gpa) => match hypercall::dispatch(mem, options.swap, gpa) {
                 Hypercall::PageWork => {}
                 Hypercall::Report(report) => {
                     if let crate::Report::Malformed { problem, .. } = &report {

@@ -11,7 +11,8 @@ use guest::cmdline::CmdlineError;
 use log::error;
 use shared::hypercall::{
     CmdlineErrorHeader, MemblockHeader, ReportKind, Request, SlabInfoReport, TestHeader,
-    ZoneReport, CHECKPOINT, COPY_PAGE, DISCARD_PAGES, PAGE_WORK_DONE, REPORT, ZERO_PAGES,
+    ZoneReport, CHECKPOINT, COPY_PAGE, DISCARD_PAGES, PAGE_WORK_DONE, REPORT, SWAP_READ,
+    SWAP_WRITE, ZERO_PAGES,
 };
 use shared::ports::{DEBUG_EXIT, HYPERCALL};
 use shared::status::GuestStatus;
@@ -73,6 +74,18 @@ pub fn zero_pages(frame: u64, pages: u64) -> bool {
 /// read as zero and take no host memory; returns whether it did.
 pub fn discard_pages(frame: u64, pages: u64) -> bool {
     page_work(Request { nr: DISCARD_PAGES, kind: 0, arg: frame, len: pages })
+}
+
+/// Has the VMM write the page of RAM at physical `frame` to swap slot `slot`; returns
+/// whether it did (there is no device, or the slot is past its end, if not).
+pub fn swap_write(frame: u64, slot: u64) -> bool {
+    page_work(Request { nr: SWAP_WRITE, kind: 0, arg: frame, len: slot })
+}
+
+/// Has the VMM read swap slot `slot` into the page of RAM at physical `frame`; returns
+/// whether it did.
+pub fn swap_read(frame: u64, slot: u64) -> bool {
+    page_work(Request { nr: SWAP_READ, kind: 0, arg: frame, len: slot })
 }
 
 /// Has the VMM copy the page of RAM at physical `from` to `to`; returns whether it did.

@@ -39,6 +39,7 @@ mod process;
 mod selftest;
 mod slab_misuse;
 mod stress;
+mod swap;
 mod traps;
 mod workload;
 

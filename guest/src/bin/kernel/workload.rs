@@ -129,6 +129,7 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::UserCost => return run_program("user-cost", USER_COST, &[]),
         Workload::ManyProcesses => return run_program("many-processes", MANY, &[]),
         Workload::Preempt => return run_program("preempt", PREEMPT, &[]),
+        Workload::SwapDevice => return crate::swap::run(options),
         Workload::MmapStress | Workload::SyscallFuzz | Workload::Thp => {
             let mut seed = crate::console::Line::new();
             let mut ops = crate::console::Line::new();
