@@ -47,8 +47,7 @@ fn pages_go_to_their_slots_in_the_host_file_and_come_back() {
     // The host file holds each page at its slot: both ends of the device checked here.
     let file = std::fs::read(&path).expect("the swap file");
     assert_eq!(file.len() as u64, 4 * MIB);
-    for slot in [0u64, 1023] {
-        let page = &file[slot as usize * 4096..][..4096];
+    for (slot, page) in [(0u64, &file[..4096]), (1023, &file[1023 * 4096..])] {
         let words =
             page.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
         assert!((0..).zip(words).all(|(word, value)| value == pattern(slot, word)), "slot {slot}");

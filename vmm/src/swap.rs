@@ -135,7 +135,7 @@ impl SwapDevice {
                 return Err(write(err));
             }
         }
-        file.write_all_at(&[0; PAGE_SIZE as usize], size - PAGE_SIZE).map_err(write)?;
+        file.write_all_at(&[0; 4096], size - PAGE_SIZE).map_err(write)?;
         Ok(Self { file, path: path.to_path_buf(), slots: size / PAGE_SIZE })
     }
 
@@ -203,7 +203,7 @@ mod tests {
         let path = temp("round-trip");
         let device = SwapDevice::create(&path, MIB).expect("a device");
         assert_eq!(device.slots(), 256);
-        let page: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+        let page: Vec<u8> = (0..=255u8).cycle().step_by(7).take(4096).collect();
         device.write_slot(255, &page).expect("the last slot");
         let mut back = vec![0u8; 4096];
         device.read_slot(255, &mut back).expect("read back");
