@@ -113,6 +113,29 @@ fn check_is_clean_with_processes_alive_and_counts_their_pages() {
     assert!(user > 64, "{report:?}");
 }
 
+#[test]
+fn meminfo_agrees_with_the_zones_the_slab_caches_and_check() {
+    let (outcome, _) = run();
+    let Output::Meminfo(m) = at(outcome, "meminfo") else { panic!() };
+    let Output::Zoneinfo(zones) = at(outcome, "zoneinfo") else { panic!() };
+    let Output::Slabinfo(slabs) = at(outcome, "slabinfo") else { panic!() };
+    let Output::Check(report) = at(outcome, "check") else { panic!() };
+    let sum = |f: fn(&shared::hypercall::ZoneReport) -> u64| zones.iter().map(f).sum::<u64>();
+    assert_eq!(m.mem_total, 4 * sum(|z| z.managed));
+    assert_eq!(m.mem_free, 4 * sum(|z| z.free));
+    assert_eq!(m.mem_available, 4 * (sum(|z| z.free) - sum(|z| z.high)));
+    let slab: u64 = slabs.iter().map(|s| s.num_slabs * s.pagesperslab).sum();
+    assert_eq!((m.slab, m.s_unreclaim, m.s_reclaimable), (4 * slab, 4 * slab, 0));
+    // The memory map's flags against check's walk of every process's tables.
+    let owned = |owner: &str| report.pages.iter().find(|c| c.owner == owner).map_or(0, |c| c.pages);
+    assert_eq!(m.anon_pages, 4 * owned("user pages"), "{m:?}");
+    assert_eq!(m.anon_huge_pages, 0, "fork-cow maps no huge page");
+    assert_eq!(m.page_tables, 4 * owned("page tables"), "{m:?}");
+    assert_eq!((m.swap_total, m.swap_free), (0, 0), "no swap device");
+    let text = at(outcome, "meminfo").text();
+    assert!(text.starts_with(&format!("MemTotal:       {:>8} kB\n", m.mem_total)), "{text}");
+}
+
 fn inspect(path: &Path, command: &Command) -> Result<Output, InspectError> {
     let ram = RamReader::open_file(path).expect("a RAM file");
     Inspector::new(ram).run(command)

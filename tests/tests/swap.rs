@@ -56,6 +56,17 @@ fn pages_go_to_their_slots_in_the_host_file_and_come_back() {
 }
 
 #[test]
+fn meminfo_shows_the_swap_device() {
+    let path = temp_path("meminfo.swap");
+    let inspect = vec![vmm::inspect::Command::Meminfo];
+    let outcome = boot(&VmConfig { inspect, ..with_swap("boot", &path, 4 * MIB) });
+    let at_exit = outcome.inspections.iter().find(|i| i.at == "exit").expect("inspected");
+    let Ok(vmm::inspect::Output::Meminfo(m)) = &at_exit.result else { panic!("{at_exit:?}") };
+    assert_eq!((m.swap_total, m.swap_free), (4096, 4096), "nothing swapped out yet");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn without_a_device_the_workload_says_how_to_get_one() {
     let outcome = boot(&config("swap-device"));
     assert_eq!(outcome.exit, ExitReason::GuestExit { status: 1 });

@@ -430,6 +430,8 @@ pub enum Command {
     Zoneinfo,
     /// Slab caches (/proc/slabinfo, version 2.1).
     Slabinfo,
+    /// Memory use (/proc/meminfo: the fields that apply).
+    Meminfo,
     /// The guest's page tables: runs of equal permissions (QEMU `info mem`), or every
     /// mapped page with its flags (QEMU `info tlb`).
     Pagetable {
@@ -503,12 +505,13 @@ fn parse_hex(text: &str) -> Result<u64, String> {
 
 impl Command {
     /// Inspections `vmm run --inspect` accepts, by name.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "e820",
         "memblock",
         "buddyinfo",
         "zoneinfo",
         "slabinfo",
+        "meminfo",
         "pagetable",
         "check",
         "ps",
@@ -523,6 +526,7 @@ impl Command {
             "buddyinfo" => Self::Buddyinfo,
             "zoneinfo" => Self::Zoneinfo,
             "slabinfo" => Self::Slabinfo,
+            "meminfo" => Self::Meminfo,
             "pagetable" => Self::Pagetable { range: None, tlb: false, pid: None },
             "check" => Self::Check,
             "ps" => Self::Ps,
@@ -539,6 +543,7 @@ impl Command {
             Self::Buddyinfo => "buddyinfo",
             Self::Zoneinfo => "zoneinfo",
             Self::Slabinfo => "slabinfo",
+            Self::Meminfo => "meminfo",
             Self::Pagetable { .. } => "pagetable",
             Self::Translate { .. } => "translate",
             Self::Page { .. } => "page",
@@ -567,6 +572,8 @@ pub enum Output {
     Zoneinfo(Vec<shared::hypercall::ZoneReport>),
     /// Slab caches.
     Slabinfo(Vec<shared::hypercall::SlabInfoReport>),
+    /// Memory use.
+    Meminfo(state::Meminfo),
     /// A page-table dump.
     Pagetable(pagetable::PageTableDump),
     /// Translations.
@@ -601,6 +608,7 @@ impl Output {
             Self::Buddyinfo(zones) => crate::procfs::buddyinfo(zones),
             Self::Zoneinfo(zones) => crate::procfs::zoneinfo(zones),
             Self::Slabinfo(slabs) => crate::procfs::slabinfo(slabs),
+            Self::Meminfo(meminfo) => state::meminfo_text(meminfo),
             Self::Pagetable(dump) => pagetable::dump_text(dump),
             Self::Translate(list) => list.iter().map(pagetable::address_walk_text).collect(),
             Self::Page(page) => state::page_text(page),
@@ -629,6 +637,7 @@ impl Inspector<'_> {
                 Command::Buddyinfo => Output::Buddyinfo(state::zones(view)?),
                 Command::Zoneinfo => Output::Zoneinfo(state::zones(view)?),
                 Command::Slabinfo => Output::Slabinfo(state::slabs(view)?),
+                Command::Meminfo => Output::Meminfo(state::meminfo(view)?),
                 Command::Pagetable { range, tlb, pid } => {
                     let root = root(view, *pid)?;
                     Output::Pagetable(pagetable::dump(view, root, range.unwrap_or_default(), *tlb)?)

@@ -270,3 +270,125 @@ pub fn page_text(p: &PageInfo) -> String {
     out.push('\n');
     out
 }
+
+/// The `/proc/meminfo` fields that apply to this kernel, in kB. There is no page cache,
+/// so the file fields (Buffers, Cached, Active(file)…) do not apply; the LRU fields
+/// (Active(anon), Inactive(anon)) come with the LRU lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Meminfo {
+    /// MemTotal: the pages the buddy allocator manages.
+    pub mem_total: u64,
+    /// MemFree: free pages on the buddy lists (the per-CPU lists' are not free, as in
+    /// Linux's `NR_FREE_PAGES`).
+    pub mem_free: u64,
+    /// MemAvailable: MemFree less the zones' high watermarks (Linux's
+    /// `totalreserve_pages`; nothing here is reclaimable yet).
+    pub mem_available: u64,
+    /// AnonPages: pages mapped by processes (a huge page counts its 512).
+    pub anon_pages: u64,
+    /// AnonHugePages: of those, the ones in whole 2 MiB blocks.
+    pub anon_huge_pages: u64,
+    /// PageTables: page-table pages, the kernel's and the processes'.
+    pub page_tables: u64,
+    /// Slab: the slab caches' pages.
+    pub slab: u64,
+    /// SReclaimable: none of the caches is reclaimable.
+    pub s_reclaimable: u64,
+    /// SUnreclaim: all of Slab.
+    pub s_unreclaim: u64,
+    /// SwapTotal: the swap device's slots (`vmm run --swap`).
+    pub swap_total: u64,
+    /// SwapFree: its slots not in use.
+    pub swap_free: u64,
+    /// VmallocTotal: the vmalloc area.
+    pub vmalloc_total: u64,
+}
+
+/// A transparent huge page's order.
+const HUGE_ORDER: u32 = 9;
+
+/// `/proc/meminfo`, from the zones, the slab caches, the memory map and vmcoreinfo.
+pub fn meminfo(view: &mut View<'_, '_>) -> Result<Meminfo, InspectError> {
+    let info = view.info;
+    let zones = raw_zones(view)?;
+    let sum = |field: fn(&Zone) -> u64| zones.iter().map(field).fold(0u64, u64::saturating_add);
+    let (managed, free) = (sum(|z| z.managed), sum(|z| z.free));
+    let reserve = sum(|z| z.watermarks.high);
+    let slab_pages = slabs(view)?
+        .iter()
+        .map(|s| s.num_slabs.saturating_mul(s.pagesperslab))
+        .fold(0u64, u64::saturating_add);
+    // The memory map of every RAM region, once: user pages and page tables by their flags.
+    let mb = memblock(view)?;
+    let ranges: Vec<(u64, u64)> = mb
+        .memory
+        .iter()
+        .map(|r| (r.base.div_ceil(4096), (r.base.saturating_add(r.size) / 4096).min(info.max_pfn)))
+        .collect();
+    view.copy_memmap(&ranges)?;
+    let (mut anon, mut anon_huge, mut tables) = (0u64, 0u64, 0u64);
+    for (index, &(start, end)) in ranges.iter().enumerate() {
+        view.budget.spend(end.saturating_sub(start), || {
+            format!("reading the memory map of memblock memory region {index}")
+        })?;
+        let mut pfn = start;
+        while pfn < end {
+            let Ok(page) = view.page(pfn) else {
+                pfn += 1;
+                continue;
+            };
+            let mut step = 1;
+            if page.flags & PG_ANON != 0 {
+                if page.flags & PG_HEAD != 0 && page.order == HUGE_ORDER {
+                    // A whole huge block: its mappings count on its head.
+                    step = 1u64 << HUGE_ORDER;
+                    anon_huge = anon_huge.saturating_add(step);
+                }
+                anon = anon.saturating_add(step);
+            }
+            if page.flags & PG_TABLE != 0 {
+                tables += 1;
+            }
+            pfn = pfn.saturating_add(step);
+        }
+    }
+    let swap_used = info.nr_swap_used.min(info.nr_swap_slots);
+    let kib = |pages: u64| pages.saturating_mul(4);
+    Ok(Meminfo {
+        mem_total: kib(managed),
+        mem_free: kib(free),
+        mem_available: kib(free.saturating_sub(reserve)),
+        anon_pages: kib(anon),
+        anon_huge_pages: kib(anon_huge),
+        page_tables: kib(tables),
+        slab: kib(slab_pages),
+        s_reclaimable: 0,
+        s_unreclaim: kib(slab_pages),
+        swap_total: kib(info.nr_swap_slots),
+        swap_free: kib(info.nr_swap_slots - swap_used),
+        vmalloc_total: info.vmalloc_end.saturating_sub(info.vmalloc_start) / 1024,
+    })
+}
+
+/// `/proc/meminfo` text: each name padded to 16 columns, the value to 8, then "kB".
+pub fn meminfo_text(m: &Meminfo) -> String {
+    let lines = [
+        ("MemTotal", m.mem_total),
+        ("MemFree", m.mem_free),
+        ("MemAvailable", m.mem_available),
+        ("AnonPages", m.anon_pages),
+        ("Slab", m.slab),
+        ("SReclaimable", m.s_reclaimable),
+        ("SUnreclaim", m.s_unreclaim),
+        ("PageTables", m.page_tables),
+        ("SwapTotal", m.swap_total),
+        ("SwapFree", m.swap_free),
+        ("VmallocTotal", m.vmalloc_total),
+        ("AnonHugePages", m.anon_huge_pages),
+    ];
+    let mut out = String::new();
+    for (name, kb) in lines {
+        let _ = writeln!(out, "{:<16}{kb:>8} kB", format!("{name}:"));
+    }
+    out
+}

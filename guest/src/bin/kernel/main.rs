@@ -97,7 +97,7 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
     mm::translations::report_and_check(&mut mm);
     // From here on the memory managers live in one fixed place, for `alloc` too.
     mm::global::install(mm);
-    mm::global::with(|mm| mm::vmcoreinfo::publish(mm, &e820));
+    mm::global::with(|mm| mm::vmcoreinfo::publish(mm, &e820, options.swap));
     hypercall::checkpoint(checkpoint::BOOTED);
     let passed = workload::run(&options, &e820);
     mm::global::with(|mm| {

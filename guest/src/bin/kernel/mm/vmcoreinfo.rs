@@ -21,9 +21,9 @@ fn descriptor() -> *mut VmCoreInfo {
     direct_map(VMCOREINFO_ADDR) as *mut VmCoreInfo
 }
 
-/// Fills the descriptor from `mm` (at its final address) and the sanitised e820 map (which
-/// lives as long as the kernel runs), then sets the magic.
-pub fn publish(mm: &Mm, e820: &E820Map) {
+/// Fills the descriptor from `mm` (at its final address), the sanitised e820 map (which
+/// lives as long as the kernel runs) and the swap device's slots, then sets the magic.
+pub fn publish(mm: &Mm, e820: &E820Map, swap_slots: u64) {
     let info = descriptor();
     let cr3 = mm.root().as_u64();
     let image = KernelImage::get();
@@ -61,6 +61,9 @@ pub fn publish(mm: &Mm, e820: &E820Map) {
         let (tasks, nr_tasks) = crate::process::tasks_address();
         set(&raw mut (*info).tasks, tasks);
         set(&raw mut (*info).nr_tasks, nr_tasks);
+        set(&raw mut (*info).nr_swap_slots, swap_slots);
+        // Nothing is swapped out yet: reclaim comes with issue 15.
+        set(&raw mut (*info).nr_swap_used, 0);
         (&raw mut (*info).version).write_volatile(VMCOREINFO_VERSION);
         compiler_fence(Ordering::Release);
         set(&raw mut (*info).magic, VMCOREINFO_MAGIC);
