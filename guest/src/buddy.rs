@@ -144,14 +144,25 @@ pub struct InvariantError {
     pub what: &'static str,
 }
 
-/// The watermark an allocation must leave free.
+/// The watermark an allocation must leave free, above the zone's `lowmem_reserve` for
+/// the allocation's highest zone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Watermark {
-    /// Leave at least `min` pages (normal allocations).
+    /// Leave at least `min` pages: what the slow path may still take (Linux's
+    /// `ALLOC_WMARK_MIN`).
     Min,
+    /// Leave `low`: the fast path's mark (`ALLOC_WMARK_LOW`), below which background
+    /// reclaim will start.
+    Low,
+    /// Leave `high`: where background reclaim will stop (`ALLOC_WMARK_HIGH`).
+    High,
     /// Ignore watermarks (Linux's `ALLOC_NO_WATERMARKS`).
     None,
 }
+
+/// Linux's `sysctl_lowmem_reserve_ratio`: a zone keeps back 1/ratio of the pages of the
+/// zones above it from allocations that could have used those (DMA, DMA32, Normal).
+pub const LOWMEM_RESERVE_RATIO: [u64; NR_ZONES] = [256, 256, 32];
 
 /// Blocks of `order` moved at a time: [`PCP_BATCH`] pages' worth, at least 2 (as Linux's
 /// `nr_pcp_alloc`).
@@ -176,14 +187,21 @@ fn pcp_order(order: u32) -> bool {
     order < PCP_ORDERS
 }
 
-/// Whether `zone` keeps `mark` free after an allocation of `order`.
-fn watermark_ok(zone: &Zone, order: u32, mark: Watermark) -> bool {
+/// Whether `zone` keeps `mark` (and its reserve against allocations whose highest zone
+/// is `highest`) free after an allocation of `order`, and has a free block that large
+/// (Linux's `__zone_watermark_ok`).
+fn watermark_ok(zone: &Zone, order: u32, mark: Watermark, highest: usize) -> bool {
     let mark = match mark {
         Watermark::Min => zone.watermarks.min,
+        Watermark::Low => zone.watermarks.low,
+        Watermark::High => zone.watermarks.high,
         Watermark::None => return true,
     };
-    // As `__zone_watermark_ok`: what is left after the allocation stays above the mark.
-    zone.free.saturating_sub((1 << order) - 1) > mark
+    let reserve = zone.lowmem_reserve.get(highest).copied().unwrap_or(0);
+    if zone.free.saturating_sub((1 << order) - 1) <= mark.saturating_add(reserve) {
+        return false;
+    }
+    order == 0 || zone.free_area.iter().skip(order as usize).any(|area| area.nr_free > 0)
 }
 
 /// The buddy allocator over a memory map.
@@ -243,8 +261,21 @@ impl<M: Memmap> Buddy<M> {
     }
 
     /// Sets each zone's watermarks as Linux's `__setup_per_zone_wmarks` does, from
-    /// `min_free_kbytes` = sqrt(16 × memory in KiB), clamped to [128, 262144].
+    /// `min_free_kbytes` = sqrt(16 × memory in KiB), clamped to [128, 262144], and its
+    /// `lowmem_reserve` as `setup_per_zone_lowmem_reserve` does: against an allocation
+    /// whose highest zone is `j`, zone `i` keeps back the managed pages of zones `i+1..=j`
+    /// divided by its [`LOWMEM_RESERVE_RATIO`].
     pub fn setup_watermarks(&mut self) {
+        let managed = self.zones.each_ref().map(|zone| zone.managed);
+        for (i, (zone, ratio)) in self.zones.iter_mut().zip(LOWMEM_RESERVE_RATIO).enumerate() {
+            let mut above = 0u64;
+            for (j, reserve) in zone.lowmem_reserve.iter_mut().enumerate() {
+                if j > i {
+                    above += managed[j];
+                }
+                *reserve = if j > i { above / ratio } else { 0 };
+            }
+        }
         let managed: u64 = self.zones.iter().map(|z| z.managed).sum();
         let kbytes = managed * 4;
         let min_free_kbytes = isqrt(kbytes * 16).clamp(128, 262_144);
@@ -258,15 +289,16 @@ impl<M: Memmap> Buddy<M> {
     }
 
     /// Allocates 2^`order` pages from the buddy lists of the highest zone at or below
-    /// `highest` that stays above `mark`, falling back Normal → DMA32 → DMA. Returns the
-    /// first frame.
+    /// `highest` that stays above `mark` (and its reserve against `highest`), falling back
+    /// Normal → DMA32 → DMA. Returns the first frame.
     #[inline]
     pub fn alloc(&mut self, order: u32, highest: ZoneType, mark: Watermark) -> Option<u64> {
         if order > MAX_ORDER {
             return None;
         }
         for zone in (0..=highest as usize).rev() {
-            if self.zones[zone].managed == 0 || !watermark_ok(&self.zones[zone], order, mark) {
+            let zone_ok = watermark_ok(&self.zones[zone], order, mark, highest as usize);
+            if self.zones[zone].managed == 0 || !zone_ok {
                 continue;
             }
             if let Some(pfn) = self.zone_mem(zone).rmqueue(order) {
@@ -292,13 +324,15 @@ impl<M: Memmap> Buddy<M> {
 
     /// Allocates 2^`order` pages as Linux's `alloc_pages` does: orders 0 to 3 through the
     /// per-CPU list of the highest zone at or below `highest` that has a block or can
-    /// refill one, larger orders as [`Buddy::alloc`] with [`Watermark::Min`]. Before it
-    /// fails, it drains every per-CPU list and tries once more. Returns the first frame.
+    /// refill one, larger orders from the buddy lists; first every zone above its low
+    /// watermark (the fast path), then above min (the slow path). Before it fails, it
+    /// drains every per-CPU list and tries once more. Returns the first frame.
     #[inline]
     pub fn alloc_pages(&mut self, order: u32, highest: ZoneType) -> Option<u64> {
         if !pcp_order(order) {
             return self
-                .alloc(order, highest, Watermark::Min)
+                .alloc(order, highest, Watermark::Low)
+                .or_else(|| self.alloc(order, highest, Watermark::Min))
                 .or_else(|| self.alloc_pages_drained(order, highest));
         }
         // The fast path, small enough to inline: the preferred zone's list has a block.
@@ -342,15 +376,17 @@ impl<M: Memmap> Buddy<M> {
     #[cold]
     #[inline(never)]
     fn alloc_pages_slow(&mut self, order: u32, highest: ZoneType) -> Option<u64> {
-        self.refill_and_pop(order, highest).or_else(|| self.alloc_pages_drained(order, highest))
+        self.refill_and_pop(order, highest, Watermark::Low)
+            .or_else(|| self.refill_and_pop(order, highest, Watermark::Min))
+            .or_else(|| self.alloc_pages_drained(order, highest))
     }
 
-    /// Refills the first zone's empty list that can be refilled, from `highest` down, and
-    /// takes a block off it.
-    fn refill_and_pop(&mut self, order: u32, highest: ZoneType) -> Option<u64> {
+    /// Refills the first zone's empty list that can be refilled above `mark`, from
+    /// `highest` down, and takes a block off it.
+    fn refill_and_pop(&mut self, order: u32, highest: ZoneType, mark: Watermark) -> Option<u64> {
         (0..=highest as usize).rev().find_map(|zone| {
             if self.zones[zone].pcp[order as usize].count == 0 {
-                self.refill_pcp(zone, order);
+                self.refill_pcp(zone, order, mark, highest as usize);
             }
             self.pcp_pop(zone, order)
         })
@@ -366,7 +402,7 @@ impl<M: Memmap> Buddy<M> {
         }
         self.drain_pcp();
         if pcp_order(order) {
-            self.refill_and_pop(order, highest)
+            self.refill_and_pop(order, highest, Watermark::Min)
         } else {
             self.alloc(order, highest, Watermark::Min)
         }
@@ -568,10 +604,11 @@ impl<M: Memmap> Buddy<M> {
     }
 
     /// Moves one batch of blocks of `order` from the buddy lists to the per-CPU list, while
-    /// the zone stays above its min watermark. The list is empty.
-    fn refill_pcp(&mut self, zone: usize, order: u32) {
+    /// the zone stays above `mark` for an allocation whose highest zone is `highest`. The
+    /// list is empty.
+    fn refill_pcp(&mut self, zone: usize, order: u32, mark: Watermark, highest: usize) {
         for _ in 0..pcp_batch(order) {
-            if !watermark_ok(&self.zones[zone], order, Watermark::Min) {
+            if !watermark_ok(&self.zones[zone], order, mark, highest) {
                 break;
             }
             let Some(pfn) = self.zone_mem(zone).rmqueue(order) else {

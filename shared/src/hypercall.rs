@@ -260,9 +260,12 @@ pub struct ZoneReport {
     pub high: u64,
     /// Free blocks per order, 0 to 10.
     pub nr_free: [u64; crate::page::NR_ORDERS],
+    /// Pages kept back from allocations whose highest zone is each zone in turn (Linux's
+    /// `lowmem_reserve`).
+    pub protection: [u64; crate::page::NR_ZONES],
 }
 
-const _: () = assert!(core::mem::size_of::<ZoneReport>() == 168);
+const _: () = assert!(core::mem::size_of::<ZoneReport>() == 192);
 
 impl ZoneReport {
     /// The report of `zone`: the one mapping from a zone to what the host prints, used by
@@ -281,6 +284,7 @@ impl ZoneReport {
             low: zone.watermarks.low,
             high: zone.watermarks.high,
             nr_free: zone.free_area.map(|area| area.nr_free),
+            protection: zone.lowmem_reserve,
         }
     }
 

@@ -14,7 +14,7 @@
 //! allocators (`guest::buddy`, `guest::memblock`, `guest::slab`) keep their state in these
 //! types, so what the host reads is the allocators' own state, not a copy made for it.
 
-use crate::page::{ZoneType, NO_PFN, NR_ORDERS};
+use crate::page::{ZoneType, NO_PFN, NR_ORDERS, NR_ZONES};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Capacity of a per-CPU list, in blocks.
@@ -91,6 +91,10 @@ pub struct Zone {
     pub free: u64,
     /// The watermarks.
     pub watermarks: Watermarks,
+    /// Pages kept back from allocations that could have used a higher zone, by the
+    /// highest zone the allocation allows (Linux's `lowmem_reserve`, `protection` in
+    /// /proc/zoneinfo).
+    pub lowmem_reserve: [u64; NR_ZONES],
     /// Free lists by order.
     pub free_area: [FreeArea; NR_ORDERS],
     /// The per-CPU lists, by order.
@@ -98,7 +102,7 @@ pub struct Zone {
 }
 
 /// Size of a [`Zone`].
-pub const ZONE_SIZE: usize = 6424;
+pub const ZONE_SIZE: usize = 6448;
 const _: () = assert!(core::mem::size_of::<Zone>() == ZONE_SIZE);
 
 impl Zone {
@@ -113,6 +117,7 @@ impl Zone {
             managed: 0,
             free: 0,
             watermarks: Watermarks { min: 0, low: 0, high: 0 },
+            lowmem_reserve: [0; NR_ZONES],
             free_area: [FreeArea { head: NO_PFN, nr_free: 0 }; NR_ORDERS],
             pcp: [const { Pcp { count: 0, pfns: [0; PCP_CAPACITY] } }; NR_PCP_LISTS],
         }

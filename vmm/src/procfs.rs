@@ -35,6 +35,8 @@ pub fn zoneinfo(zones: &[ZoneReport]) -> String {
         ] {
             let _ = writeln!(out, "        {name:<8} {value}");
         }
+        let protection: Vec<String> = zone.protection.iter().map(u64::to_string).collect();
+        let _ = writeln!(out, "        protection: ({})", protection.join(", "));
         // One CPU; high and batch in pages, as Linux prints them.
         let _ = writeln!(out, "  pagesets\n    cpu: 0");
         for (name, value) in
@@ -92,6 +94,7 @@ mod tests {
             low: 625,
             high: 750,
             nr_free: [1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 57],
+            protection: [0, 0, 31],
         }
     }
 
@@ -131,7 +134,7 @@ mod tests {
     #[test]
     fn zoneinfo_has_the_counters_in_kernel_order() {
         let text = zoneinfo(&[zone()]);
-        let expected = "Node 0, zone    DMA32\n  pages free     59000\n        min      500\n        low      625\n        high     750\n        spanned  61440\n        present  61440\n        managed  60000\n  pagesets\n    cpu: 0\n              count: 0\n              high:  186\n              batch: 31\n  start_pfn:           4096\n";
+        let expected = "Node 0, zone    DMA32\n  pages free     59000\n        min      500\n        low      625\n        high     750\n        spanned  61440\n        present  61440\n        managed  60000\n        protection: (0, 0, 31)\n  pagesets\n    cpu: 0\n              count: 0\n              high:  186\n              batch: 31\n  start_pfn:           4096\n";
         assert_eq!(text, expected);
     }
 }

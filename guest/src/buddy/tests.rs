@@ -108,6 +108,52 @@ fn watermarks_keep_min_pages_for_emergencies() {
 }
 
 #[test]
+fn lower_zones_keep_a_reserve_against_allocations_that_could_go_higher() {
+    let mut buddy = allocator();
+    // Managed: DMA 4080, DMA32 8092, Normal 3996 pages; ratios 256, 256, 32.
+    assert_eq!(buddy.zones[0].lowmem_reserve, [0, 8092 / 256, (8092 + 3996) / 256]);
+    assert_eq!(buddy.zones[1].lowmem_reserve, [0, 0, 3996 / 256]);
+    assert_eq!(buddy.zones[2].lowmem_reserve, [0, 0, 0]);
+    // Empty Normal and DMA32: a Normal allocation then falls back to DMA, but only down
+    // to min plus DMA's reserve against Normal allocations.
+    while buddy.alloc(0, ZoneType::Normal, Watermark::None).is_some_and(|pfn| pfn >= 4096) {}
+    let dma = buddy.zones[0].watermarks;
+    let reserve = buddy.zones[0].lowmem_reserve[ZoneType::Normal as usize];
+    // (Without watermarks, the loop's last page came from DMA.)
+    assert!(buddy.zones[0].free < 4080, "it reached DMA");
+    while buddy.alloc(0, ZoneType::Normal, Watermark::Min).is_some() {}
+    assert_eq!(buddy.zones[0].free, dma.min + reserve, "Normal allocations stop above the reserve");
+    // A DMA allocation may go on down to min.
+    while buddy.alloc(0, ZoneType::Dma, Watermark::Min).is_some() {}
+    assert_eq!(buddy.zones[0].free, dma.min);
+    buddy.check().expect("invariants");
+}
+
+#[test]
+fn the_fast_path_keeps_the_low_watermark_and_the_slow_path_goes_to_min() {
+    let mut buddy = allocator();
+    let normal = buddy.zones[2].watermarks;
+    // Order-4 blocks skip the per-CPU lists: the buddy lists' counts are exact.
+    let mut taken = 0;
+    while let Some(pfn) = buddy.alloc_pages(4, ZoneType::Normal) {
+        taken += 1;
+        if pfn < NORMAL {
+            break;
+        }
+    }
+    // Normal gave blocks while it stayed above low, then the lower zones took over
+    // (each far above its own low mark) before Normal went below low.
+    assert!(taken > 1);
+    assert!(
+        buddy.zones[2].free + 16 > normal.low,
+        "{} free, low {}",
+        buddy.zones[2].free,
+        normal.low
+    );
+    assert!(buddy.alloc(4, ZoneType::Normal, Watermark::High).is_some(), "DMA32 is above high");
+}
+
+#[test]
 fn bad_frees_are_named_and_change_nothing() {
     let mut buddy = allocator();
     let block = buddy.alloc(2, ZoneType::Dma32, Watermark::Min).expect("block");

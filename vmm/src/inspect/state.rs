@@ -281,8 +281,8 @@ pub struct Meminfo {
     /// MemFree: free pages on the buddy lists (the per-CPU lists' are not free, as in
     /// Linux's `NR_FREE_PAGES`).
     pub mem_free: u64,
-    /// MemAvailable: MemFree less the zones' high watermarks (Linux's
-    /// `totalreserve_pages`; nothing here is reclaimable yet).
+    /// MemAvailable: MemFree less each zone's high watermark and largest `lowmem_reserve`
+    /// (Linux's `totalreserve_pages`; nothing here is reclaimable yet).
     pub mem_available: u64,
     /// AnonPages: pages mapped by processes (a huge page counts its 512).
     pub anon_pages: u64,
@@ -313,7 +313,11 @@ pub fn meminfo(view: &mut View<'_, '_>) -> Result<Meminfo, InspectError> {
     let zones = raw_zones(view)?;
     let sum = |field: fn(&Zone) -> u64| zones.iter().map(field).fold(0u64, u64::saturating_add);
     let (managed, free) = (sum(|z| z.managed), sum(|z| z.free));
-    let reserve = sum(|z| z.watermarks.high);
+    // Linux's `totalreserve_pages`: each zone's high watermark and largest reserve.
+    let reserve = sum(|z| {
+        let kept = z.lowmem_reserve.iter().copied().max().unwrap_or(0);
+        z.watermarks.high.saturating_add(kept).min(z.managed)
+    });
     let slab_pages = slabs(view)?
         .iter()
         .map(|s| s.num_slabs.saturating_mul(s.pagesperslab))
