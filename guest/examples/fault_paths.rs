@@ -88,6 +88,15 @@ impl VmallocMemory for Host {
     }
 }
 
+impl guest::lru::LruMemory for Host {
+    fn lru_page(&mut self, pfn: u64) -> Option<&mut Page> {
+        guest::buddy::Memmap::page(&mut self.buddy.memmap, pfn)
+    }
+    fn lruvec(&mut self) -> &mut shared::mm::Lruvec {
+        &mut self.buddy.lruvec
+    }
+}
+
 impl AnonMemory for Host {
     fn page(&mut self, frame: PhysAddr) -> Option<&mut Page> {
         guest::buddy::Memmap::page(&mut self.buddy.memmap, frame.pfn())

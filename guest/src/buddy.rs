@@ -210,6 +210,9 @@ pub struct Buddy<M> {
     pub memmap: M,
     /// The zones, DMA first.
     pub zones: [Zone; NR_ZONES],
+    /// The node's LRU lists of user pages (`crate::lru`; Linux keeps them in the node
+    /// beside its zones).
+    pub lruvec: shared::mm::Lruvec,
     /// Whether the last block allocated was known to hold zeros (`PG_ZERO`, which an
     /// allocation takes off the block: the mark is about free memory only).
     last_zero: bool,
@@ -218,7 +221,12 @@ pub struct Buddy<M> {
 impl<M: Memmap> Buddy<M> {
     /// An allocator with empty zones.
     pub fn new(memmap: M) -> Self {
-        Self { memmap, zones: ZoneType::ALL.map(Zone::empty), last_zero: false }
+        Self {
+            memmap,
+            zones: ZoneType::ALL.map(Zone::empty),
+            lruvec: shared::mm::Lruvec::EMPTY,
+            last_zero: false,
+        }
     }
 
     /// Records present memory `[start_pfn, end_pfn)`: zone spans grow to cover it.

@@ -24,6 +24,7 @@ pub mod buddy;
 pub mod cmdline;
 pub mod e820;
 pub mod elf;
+pub mod lru;
 pub mod memblock;
 pub mod pager;
 pub mod paging;

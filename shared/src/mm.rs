@@ -264,3 +264,48 @@ impl SlabCache {
 /// Size of a [`SlabCache`].
 pub const SLAB_CACHE_SIZE: usize = 136;
 const _: () = assert!(core::mem::size_of::<SlabCache>() == SLAB_CACHE_SIZE);
+
+/// The LRU lists (Linux's `enum lru_list`, the anonymous ones): an index into
+/// [`Lruvec::lists`].
+pub const LRU_INACTIVE_ANON: usize = 0;
+/// The active anonymous list.
+pub const LRU_ACTIVE_ANON: usize = 1;
+/// LRU lists in a [`Lruvec`].
+pub const NR_LRU_LISTS: usize = 2;
+
+/// One LRU list, threaded through `struct page`'s `next` and `prev`: new entries at the
+/// head, the oldest at the tail (where reclaim takes from).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct LruList {
+    /// Newest entry, or [`NO_PFN`].
+    pub head: u64,
+    /// Oldest entry, or [`NO_PFN`].
+    pub tail: u64,
+    /// Pages on the list (a huge block's entry counts 512).
+    pub nr_pages: u64,
+}
+
+impl LruList {
+    /// An empty list.
+    pub const EMPTY: Self = Self { head: NO_PFN, tail: NO_PFN, nr_pages: 0 };
+}
+
+/// The node's LRU lists (Linux's `lruvec`; one node, so one of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Lruvec {
+    /// By [`LRU_INACTIVE_ANON`] and [`LRU_ACTIVE_ANON`].
+    pub lists: [LruList; NR_LRU_LISTS],
+}
+
+impl Lruvec {
+    /// No page on any list.
+    pub const EMPTY: Self = Self { lists: [LruList::EMPTY; NR_LRU_LISTS] };
+}
+
+impl Default for Lruvec {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}

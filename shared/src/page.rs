@@ -21,9 +21,10 @@ pub struct Page {
     pub refcount: u32,
     /// Order of the block this page heads: free (`PG_BUDDY`) or allocated (`PG_HEAD`).
     pub order: u32,
-    /// Next page frame on the free list (valid with `PG_BUDDY`; [`NO_PFN`] ends the list).
+    /// Next page frame on the free list (with `PG_BUDDY`) or the LRU list (with `PG_LRU`,
+    /// towards the tail); [`NO_PFN`] ends the list.
     pub next: u64,
-    /// Previous page frame on the free list (valid with `PG_BUDDY`).
+    /// Previous page frame on the free list or the LRU list.
     pub prev: u64,
     /// Slab: address of the owning cache.
     pub slab_cache: u64,
@@ -63,6 +64,12 @@ pub const PG_ANON: u64 = 1 << 5;
 /// (a merge with a block not known zero clears it) and takes it off at allocation,
 /// telling the caller (`Buddy::alloc_pages_zero` in the guest), which then skips zeroing.
 pub const PG_ZERO: u64 = 1 << 6;
+
+/// On an LRU list (Linux's `PG_lru`): `next` and `prev` link it there. A whole huge
+/// block is one entry, on its head.
+pub const PG_LRU: u64 = 1 << 7;
+/// On the active LRU list rather than the inactive one (Linux's `PG_active`).
+pub const PG_ACTIVE: u64 = 1 << 8;
 
 /// End of a free list.
 pub const NO_PFN: u64 = u64::MAX;

@@ -26,7 +26,8 @@ pub const VMCOREINFO_ADDR: u64 = 0x6000;
 pub const VMCOREINFO_MAGIC: u64 = u64::from_le_bytes(*b"kvmmcore");
 
 /// The layout version this crate describes (3: the task array; 4: `MmStruct::pgtables`,
-/// `VmaNode` in four cache lines, and the swap device's slots).
+/// `VmaNode` in four cache lines, the swap device's slots, `lowmem_reserve` and the LRU
+/// lists).
 pub const VMCOREINFO_VERSION: u32 = 4;
 
 /// [`VmCoreInfo::paging_flags`]: the kernel maps with no-execute (EFER.NXE is on), so
@@ -119,10 +120,12 @@ pub struct VmCoreInfo {
     pub nr_swap_slots: u64,
     /// Of those, the ones holding a page.
     pub nr_swap_used: u64,
+    /// The node's LRU lists: a [`crate::mm::Lruvec`].
+    pub lruvec: u64,
 }
 
 /// Size of a [`VmCoreInfo`].
-pub const VMCOREINFO_SIZE: usize = 424;
+pub const VMCOREINFO_SIZE: usize = 432;
 const _: () = assert!(core::mem::size_of::<VmCoreInfo>() == VMCOREINFO_SIZE);
 const _: () = assert!(VMCOREINFO_SIZE as u64 <= crate::layout::PAGE_SIZE);
 // The descriptor's page lies below the zero page, in the first MiB.

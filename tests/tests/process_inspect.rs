@@ -132,6 +132,8 @@ fn meminfo_agrees_with_the_zones_the_slab_caches_and_check() {
     let owned = |owner: &str| report.pages.iter().find(|c| c.owner == owner).map_or(0, |c| c.pages);
     assert_eq!(m.anon_pages, 4 * owned("user pages"), "{m:?}");
     assert_eq!(m.anon_huge_pages, 0, "fork-cow maps no huge page");
+    // Every mapped page is on the inactive LRU list (nothing ages it yet).
+    assert_eq!((m.inactive_anon, m.active_anon), (m.anon_pages, 0), "{m:?}");
     assert_eq!(m.page_tables, 4 * owned("page tables"), "{m:?}");
     assert_eq!((m.swap_total, m.swap_free), (0, 0), "no swap device");
     let text = at(outcome, "meminfo").text();
@@ -263,6 +265,24 @@ fn check_names_a_page_table_counter_off_by_one() {
             child.mm.pgtables + 1,
             child.mm.pgtables
         ),
+    );
+}
+
+#[test]
+fn check_names_an_lru_page_flagged_for_the_other_list() {
+    let path = corrupted("lru");
+    let area = shared_area(&path);
+    let (child, _) = child_mm_field(&path, 0);
+    let entry = read(&path, leaf_entry(&path, child.mm.pgd, area.end - 4096));
+    let pfn = (entry & shared::pte::ADDR_MASK) / 4096;
+    let at = snapshot(&path, |view| {
+        view.phys(view.page_addr(pfn) + std::mem::offset_of!(shared::page::Page, flags) as u64)
+    });
+    poke(&path, at, &(read(&path, at) | shared::page::PG_ACTIVE).to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::LruList,
+        &format!("pfn {pfn:#x} on the inactive LRU list is flagged"),
     );
 }
 

@@ -23,7 +23,7 @@ mod inspect {
 
         /// The kinds about processes, which `tests/tests/process_inspect.rs` injects (one
         /// test each) into a real guest's RAM: the image here has none.
-        const PROCESS_KINDS: [FindingKind; 8] = [
+        const PROCESS_KINDS: [FindingKind; 9] = [
             FindingKind::TaskList,
             FindingKind::ProcessVmas,
             FindingKind::RssMismatch,
@@ -32,6 +32,7 @@ mod inspect {
             FindingKind::MapcountMismatch,
             FindingKind::CowWritable,
             FindingKind::KernelHalfDiffers,
+            FindingKind::LruList,
         ];
 
         /// The corruption for each kind (`None`: one of [`PROCESS_KINDS`]).
@@ -87,7 +88,8 @@ mod inspect {
                 | FindingKind::UserPteExceedsVma
                 | FindingKind::MapcountMismatch
                 | FindingKind::CowWritable
-                | FindingKind::KernelHalfDiffers => return None,
+                | FindingKind::KernelHalfDiffers
+                | FindingKind::LruList => return None,
             })
         }
 
@@ -191,7 +193,7 @@ mod inspect {
             let schema = serde_json::to_value(schemars::schema_for!(FindingKind)).expect("json");
             let mut all = BTreeSet::new();
             schema_names(&schema, &mut all);
-            assert_eq!(all.len(), 49, "the kinds `check` knows: {all:?}");
+            assert_eq!(all.len(), 50, "the kinds `check` knows: {all:?}");
             let tested: BTreeSet<String> = TESTED
                 .iter()
                 .chain(&PROCESS_KINDS)

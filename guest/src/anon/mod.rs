@@ -33,11 +33,11 @@
 use crate::paging::{Flush, Frame, MapError, Mapper, PageSize, PageTableEntry, PteFlags, VirtPage};
 use crate::vmalloc::VmallocMemory;
 use shared::addr::{PhysAddr, VirtAddr};
-use shared::page::{Page, PG_ANON};
+use shared::page::{Page, PG_ACTIVE, PG_ANON};
 
 /// The memory anonymous pages come from: page tables, frames and 2 MiB blocks, their
 /// descriptors, and the ways of filling them.
-pub trait AnonMemory: VmallocMemory {
+pub trait AnonMemory: VmallocMemory + crate::lru::LruMemory {
     /// The descriptor of `frame`, if it has one.
     fn page(&mut self, frame: PhysAddr) -> Option<&mut Page>;
     /// Fills the page just allocated at `frame` with zeros; returns whether it had to
@@ -138,7 +138,7 @@ pub fn map_new<M: AnonMemory>(
 ) -> Result<NewPage, AnonError> {
     let frame = tree.memory.alloc_frame().ok_or(AnonError::NoMemory)?;
     let zeroed = tree.memory.zero_frame(frame);
-    mark_new(&mut tree.memory, frame);
+    mark_new(&mut tree.memory, frame, 1);
     match tree.map(page, Frame::new(frame, PageSize::Size4K)?, flags) {
         // The entry was not present: nothing to flush.
         Ok(flush) => flush.ignore(),
@@ -188,6 +188,7 @@ pub fn release<M: AnonMemory>(memory: &mut M, frame: Frame) -> bool {
         return false;
     }
     page.flags &= !PG_ANON;
+    crate::lru::del(memory, frame.start().pfn(), frame.size().bytes() / 4096);
     if frame.size() == PageSize::Size4K {
         memory.free_frame(frame.start());
     } else {
@@ -220,7 +221,7 @@ pub fn map_new_huge<M: AnonMemory>(
         }
     }
     let zeroed = tree.memory.zero_huge(block);
-    mark_new(&mut tree.memory, block);
+    mark_new(&mut tree.memory, block, HUGE_PAGES);
     if let Some(head) = tree.memory.page(block) {
         head.order = HUGE_ORDER;
     }
@@ -250,12 +251,17 @@ fn split_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) {
     let Some((mapcount, refcount)) = memory.page(block).map(|p| (p.mapcount, p.refcount)) else {
         return;
     };
+    // The block's one LRU entry becomes 512 at the head of the same list, in address order.
+    let active = memory.page(block).is_some_and(|p| p.flags & PG_ACTIVE != 0);
+    crate::lru::del(memory, block.pfn(), HUGE_PAGES);
     memory.split_huge(block);
-    for page in 0..HUGE_PAGES {
-        if let Some(p) = memory.page(PhysAddr::new(block.as_u64() + page * 4096)) {
+    for page in (0..HUGE_PAGES).rev() {
+        let frame = PhysAddr::new(block.as_u64() + page * 4096);
+        if let Some(p) = memory.page(frame) {
             p.flags |= PG_ANON;
             (p.mapcount, p.refcount, p.order) = (mapcount, refcount, 0);
         }
+        crate::lru::add(memory, frame.pfn(), 1, usize::from(active));
     }
 }
 
@@ -288,7 +294,7 @@ pub fn write_fault<M: AnonMemory>(
                 Some(_) if huge => {
                     let new = memory.alloc_huge().ok_or(AnonError::NoMemory)?;
                     memory.copy_huge(old, new);
-                    mark_new(memory, new);
+                    mark_new(memory, new, HUGE_PAGES);
                     if let Some(head) = memory.page(new) {
                         head.order = HUGE_ORDER;
                     }
@@ -299,7 +305,7 @@ pub fn write_fault<M: AnonMemory>(
                 Some(_) => {
                     let new = memory.alloc_frame().ok_or(AnonError::NoMemory)?;
                     memory.copy_frame(old, new);
-                    mark_new(memory, new);
+                    mark_new(memory, new, 1);
                     *entry = PageTableEntry::new(new, present);
                     release(memory, Frame::containing(old, PageSize::Size4K));
                     Ok(WriteFault::Copied)
@@ -325,12 +331,15 @@ pub fn write_fault<M: AnonMemory>(
     }
 }
 
-fn mark_new<M: AnonMemory>(memory: &mut M, frame: PhysAddr) {
+/// A page (or a whole huge block of `pages`) just allocated for its first mapping:
+/// anonymous, mapped once, and on the inactive LRU list.
+fn mark_new<M: AnonMemory>(memory: &mut M, frame: PhysAddr, pages: u64) {
     if let Some(page) = memory.page(frame) {
         page.flags |= PG_ANON;
         page.mapcount = 1;
         page.refcount = 1;
     }
+    crate::lru::add(memory, frame.pfn(), pages, shared::mm::LRU_INACTIVE_ANON);
 }
 
 #[cfg(test)]

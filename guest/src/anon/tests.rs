@@ -8,6 +8,7 @@ use crate::paging::{PageTableEntry, TableAlloc, TableMemory};
 use crate::testing::Arena;
 use proptest::prelude::*;
 use shared::addr::VirtAddr;
+use shared::mm::LRU_INACTIVE_ANON;
 use std::collections::BTreeMap;
 use std::vec;
 use std::vec::Vec;
@@ -21,6 +22,16 @@ struct Memory {
     content: BTreeMap<u64, u64>,
     /// Huge blocks handed out so far (they come from their own region).
     huge_blocks: u64,
+    lruvec: shared::mm::Lruvec,
+}
+
+impl crate::lru::LruMemory for Memory {
+    fn lru_page(&mut self, pfn: u64) -> Option<&mut Page> {
+        Some(self.pages.entry(pfn << 12).or_default())
+    }
+    fn lruvec(&mut self) -> &mut shared::mm::Lruvec {
+        &mut self.lruvec
+    }
 }
 
 /// Where huge blocks come from: 2 MiB aligned, above the arena's frames.
@@ -161,7 +172,16 @@ fn check(
     }
     let out: Vec<u64> = memory.arena.frames_out.iter().copied().collect();
     let mapped: Vec<u64> = mappings.keys().copied().collect();
-    prop_assert_eq!(out, mapped, "frames out = frames mapped");
+    prop_assert_eq!(out, mapped.clone(), "frames out = frames mapped");
+    // Every mapped page, and nothing else, is on the inactive LRU list.
+    let mut listed: Vec<u64> = crate::lru::entries(memory, LRU_INACTIVE_ANON, 1 << 16)
+        .map_err(TestCaseError::fail)?
+        .into_iter()
+        .map(|pfn| pfn << 12)
+        .collect();
+    listed.sort_unstable();
+    prop_assert_eq!(listed, mapped, "the LRU lists every mapped page once");
+    prop_assert_eq!(memory.lruvec.lists[LRU_INACTIVE_ANON].nr_pages, mappings.len() as u64);
     Ok(())
 }
 
@@ -341,9 +361,14 @@ fn a_huge_page_is_shared_copied_whole_split_and_given_back() {
     }
     let now = with_tree(&mut memory, parent, |t| t.translate(small.start())).expect("mapped");
     assert_eq!((now.size, now.phys.as_u64()), (PageSize::Size4K, block.as_u64() + 4096));
+    // The LRU lists the child's block once (512 pages) and the parent's pages one by one.
+    let listed = crate::lru::entries(&mut memory, LRU_INACTIVE_ANON, 1024).expect("sound");
+    assert_eq!(listed.len() as u64, 1 + HUGE_PAGES);
+    assert_eq!(memory.lruvec.lists[LRU_INACTIVE_ANON].nr_pages, 2 * HUGE_PAGES);
     // Everything goes back: the parent's pages one by one, the child's block whole.
     exit(&mut memory, parent);
     exit(&mut memory, child);
+    assert_eq!(memory.lruvec.lists[LRU_INACTIVE_ANON], shared::mm::LruList::EMPTY);
     assert!(memory.arena.frames_out.is_empty(), "every page freed");
     assert_eq!(memory.arena.live, 0, "every table freed");
 }

@@ -14,7 +14,9 @@
 //!                     them), its kernel half (the kernel's), its user tables and leaves
 //!                     (inside a VMA, no more rights than it, RSS of them); then every
 //!                     user page's mapcount and refcount against the entries mapping it,
-//!                     and copy-on-write pages read-only in every sharer
+//!                     copy-on-write pages read-only in every sharer; then the LRU
+//!                     lists (each listed page a mapped user page, flagged for its
+//!                     list, counted; every mapped user page listed)
 //! 3 free lists        per zone and order; a block met twice is a cycle; a block marked
 //!                     known zero (PG_ZERO) must read as zero
 //!   per-CPU lists     per zone and order (0-3); a block covers 2^order pages; one
@@ -41,9 +43,10 @@ use super::{process, to_usize, InspectError, View};
 use schemars::JsonSchema;
 use serde::Serialize;
 use shared::layout::KERNEL_VIRT_BASE;
+use shared::mm::{Lruvec, LRU_ACTIVE_ANON, LRU_INACTIVE_ANON};
 use shared::mm::{PCP_CAPACITY, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
 use shared::page::{Page, MAX_ORDER, NO_PFN, PAGE_STRUCT_SIZE, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP};
-use shared::page::{PG_SLAB, PG_ZERO};
+use shared::page::{PG_ACTIVE, PG_LRU, PG_SLAB, PG_ZERO};
 use shared::process::{Vma, TASK_SIZE, VM_ACCESS, VM_EXEC, VM_SHARED, VM_WRITE};
 use shared::pte::{level_name, PageTableEntry, PteFlags, ADDR_MASK};
 use shared::syscall::VDSO_BASE;
@@ -180,6 +183,10 @@ pub enum FindingKind {
     KernelHalfDiffers,
     /// A free (or per-CPU) block marked known zero (`PG_ZERO`) that holds data.
     KnownZeroNotZero,
+    /// An LRU list that breaks, loops, lists a page that is not a mapped user page or
+    /// flags it for the other list, or counts other than its entries; or a mapped user
+    /// page on no list.
+    LruList,
 }
 
 /// One problem `check` found.
@@ -934,7 +941,7 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
             // head; a split one, or a 4 KiB page, on each page.
             let whole = pages > 1
                 && match view.page(first) {
-                    Ok(head) => head.flags & PG_ANON != 0 && head.order == 9,
+                    Ok(head) => head.flags & PG_ANON != 0 && head.order == HUGE_ORDER,
                     Err(err @ InspectError::Budget { .. }) => return Err(err),
                     Err(_) => false,
                 };
@@ -1001,6 +1008,99 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
                     "pfn {pfn:#x} is shared copy-on-write by {} entries, {} of them writable",
                     frame.maps, frame.writable
                 )
+            });
+        }
+    }
+    check_lru(view, marks, &frames)
+}
+
+/// A transparent huge page's order: a whole block's counts (and its LRU entry) are on its
+/// head.
+const HUGE_ORDER: u32 = 9;
+
+/// The LRU lists (`vmcoreinfo.lruvec`): each entry a user page flagged for its list
+/// (`PG_LRU`, `PG_ACTIVE`, `PG_ANON`), linked both ways, listed once, the pages counted as
+/// the list says; and every page a process maps on a list (a whole huge block once, on
+/// its head). A walk stops at the first break and at a page met twice.
+fn check_lru(
+    view: &mut View<'_, '_>,
+    marks: &mut Marks,
+    frames: &std::collections::BTreeMap<u64, UserFrame>,
+) -> Result<(), InspectError> {
+    let mapped = |frame: &UserFrame| frame.maps > 0 && !frame.tail;
+    if view.info.lruvec == 0 && !frames.values().any(mapped) {
+        return Ok(()); // no LRU lists published, and no user page to be on one
+    }
+    let lruvec: Lruvec = match view.read_virt_obj(view.info.lruvec) {
+        Ok(lruvec) => lruvec,
+        Err(err @ InspectError::Budget { .. }) => return Err(err),
+        Err(err) => {
+            marks.finding(FindingKind::LruList, || {
+                format!("the LRU lists at {:#x}: {err}", view.info.lruvec)
+            });
+            return Ok(());
+        }
+    };
+    let mut listed = std::collections::BTreeSet::new();
+    for (lru, name) in [(LRU_INACTIVE_ANON, "inactive"), (LRU_ACTIVE_ANON, "active")] {
+        let list = lruvec.lists[lru];
+        let (mut pfn, mut prev, mut pages) = (list.head, NO_PFN, 0u64);
+        while pfn != NO_PFN {
+            view.budget.spend(1, || format!("walking the {name} LRU list"))?;
+            let page = match view.page(pfn) {
+                Ok(page) => page,
+                Err(err @ InspectError::Budget { .. }) => return Err(err),
+                Err(err) => {
+                    marks.finding(FindingKind::LruList, || format!("{name} LRU list: {err}"));
+                    break;
+                }
+            };
+            if !listed.insert(pfn) {
+                marks.finding(FindingKind::LruList, || {
+                    format!("pfn {pfn:#x} is on the LRU lists twice (a list loops?)")
+                });
+                break;
+            }
+            let active = page.flags & PG_ACTIVE != 0;
+            if page.flags & (PG_LRU | PG_ANON) != PG_LRU | PG_ANON
+                || active != (lru == LRU_ACTIVE_ANON)
+            {
+                marks.finding(FindingKind::LruList, || {
+                    format!("pfn {pfn:#x} on the {name} LRU list is flagged {:#x}", page.flags)
+                });
+            }
+            if page.prev != prev {
+                marks.finding(FindingKind::LruList, || {
+                    format!(
+                        "pfn {pfn:#x} on the {name} LRU list: back link {:#x}, not {prev:#x}",
+                        page.prev
+                    )
+                });
+            }
+            let whole = page.order == HUGE_ORDER;
+            pages = pages.saturating_add(if whole { 1u64 << HUGE_ORDER } else { 1 });
+            (prev, pfn) = (pfn, page.next);
+        }
+        if prev != list.tail || pages != list.nr_pages {
+            marks.finding(FindingKind::LruList, || {
+                format!(
+                    "the {name} LRU list ends at {prev:#x} with {pages} pages; its head says tail {:#x}, {} pages",
+                    list.tail, list.nr_pages
+                )
+            });
+        }
+    }
+    for (&pfn, _) in frames.iter().filter(|(_, frame)| mapped(frame)) {
+        if !listed.contains(&pfn) {
+            marks.finding(FindingKind::LruList, || {
+                format!("pfn {pfn:#x} is mapped by a process but on no LRU list")
+            });
+        }
+    }
+    for &pfn in &listed {
+        if !frames.get(&pfn).is_some_and(mapped) {
+            marks.finding(FindingKind::LruList, || {
+                format!("pfn {pfn:#x} is on an LRU list but no process maps it")
             });
         }
     }

@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use shared::boot::{E820Entry, E820_MAX_ENTRIES};
 use shared::hypercall::{SlabInfoReport, ZoneReport};
-use shared::mm::{Region, SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
+use shared::mm::{Lruvec, Region, SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
+use shared::mm::{LRU_ACTIVE_ANON, LRU_INACTIVE_ANON};
 use shared::page::{
     Page, NR_ZONES, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE, PG_ZERO,
 };
@@ -272,8 +273,7 @@ pub fn page_text(p: &PageInfo) -> String {
 }
 
 /// The `/proc/meminfo` fields that apply to this kernel, in kB. There is no page cache,
-/// so the file fields (Buffers, Cached, Active(file)…) do not apply; the LRU fields
-/// (Active(anon), Inactive(anon)) come with the LRU lists.
+/// so the file fields (Buffers, Cached, Active(file)…) do not apply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Meminfo {
     /// MemTotal: the pages the buddy allocator manages.
@@ -284,6 +284,10 @@ pub struct Meminfo {
     /// MemAvailable: MemFree less each zone's high watermark and largest `lowmem_reserve`
     /// (Linux's `totalreserve_pages`; nothing here is reclaimable yet).
     pub mem_available: u64,
+    /// Active(anon): pages on the active anonymous LRU list.
+    pub active_anon: u64,
+    /// Inactive(anon): pages on the inactive one.
+    pub inactive_anon: u64,
     /// AnonPages: pages mapped by processes (a huge page counts its 512).
     pub anon_pages: u64,
     /// AnonHugePages: of those, the ones in whole 2 MiB blocks.
@@ -357,11 +361,15 @@ pub fn meminfo(view: &mut View<'_, '_>) -> Result<Meminfo, InspectError> {
         }
     }
     let swap_used = info.nr_swap_used.min(info.nr_swap_slots);
+    let lruvec: Lruvec =
+        if info.lruvec == 0 { Lruvec::EMPTY } else { view.read_virt_obj(info.lruvec)? };
     let kib = |pages: u64| pages.saturating_mul(4);
     Ok(Meminfo {
         mem_total: kib(managed),
         mem_free: kib(free),
         mem_available: kib(free.saturating_sub(reserve)),
+        active_anon: kib(lruvec.lists[LRU_ACTIVE_ANON].nr_pages),
+        inactive_anon: kib(lruvec.lists[LRU_INACTIVE_ANON].nr_pages),
         anon_pages: kib(anon),
         anon_huge_pages: kib(anon_huge),
         page_tables: kib(tables),
@@ -376,17 +384,20 @@ pub fn meminfo(view: &mut View<'_, '_>) -> Result<Meminfo, InspectError> {
 
 /// `/proc/meminfo` text: each name padded to 16 columns, the value to 8, then "kB".
 pub fn meminfo_text(m: &Meminfo) -> String {
+    // In Linux's order.
     let lines = [
         ("MemTotal", m.mem_total),
         ("MemFree", m.mem_free),
         ("MemAvailable", m.mem_available),
+        ("Active(anon)", m.active_anon),
+        ("Inactive(anon)", m.inactive_anon),
+        ("SwapTotal", m.swap_total),
+        ("SwapFree", m.swap_free),
         ("AnonPages", m.anon_pages),
         ("Slab", m.slab),
         ("SReclaimable", m.s_reclaimable),
         ("SUnreclaim", m.s_unreclaim),
         ("PageTables", m.page_tables),
-        ("SwapTotal", m.swap_total),
-        ("SwapFree", m.swap_free),
         ("VmallocTotal", m.vmalloc_total),
         ("AnonHugePages", m.anon_huge_pages),
     ];

@@ -190,6 +190,15 @@ impl VmallocMemory for KernelTables<'_> {
 
 /// User pages come from the buddy allocator, described by the vmemmap, reached through the
 /// direct map.
+impl guest::lru::LruMemory for KernelTables<'_> {
+    fn lru_page(&mut self, pfn: u64) -> Option<&mut Page> {
+        self.buddy.memmap.page(pfn)
+    }
+    fn lruvec(&mut self) -> &mut shared::mm::Lruvec {
+        &mut self.buddy.lruvec
+    }
+}
+
 impl AnonMemory for KernelTables<'_> {
     fn page(&mut self, frame: PhysAddr) -> Option<&mut Page> {
         self.buddy.memmap.page(frame.pfn())

@@ -64,6 +64,7 @@ pub fn publish(mm: &Mm, e820: &E820Map, swap_slots: u64) {
         set(&raw mut (*info).nr_swap_slots, swap_slots);
         // Nothing is swapped out yet: reclaim comes with issue 15.
         set(&raw mut (*info).nr_swap_used, 0);
+        set(&raw mut (*info).lruvec, &raw const mm.buddy.lruvec as u64);
         (&raw mut (*info).version).write_volatile(VMCOREINFO_VERSION);
         compiler_fence(Ordering::Release);
         set(&raw mut (*info).magic, VMCOREINFO_MAGIC);
