@@ -8,7 +8,7 @@
 
 /// The user programs (bins of this crate) the kernel embeds; `vmm/build.rs` builds the
 /// same list.
-const USER_PROGRAMS: [&str; 9] = [
+const USER_PROGRAMS: [&str; 10] = [
     "user-hello",
     "fork-cow",
     "user-hostile",
@@ -18,6 +18,7 @@ const USER_PROGRAMS: [&str; 9] = [
     "many-processes",
     "thp",
     "preempt",
+    "swap-pattern",
 ];
 
 fn main() {

@@ -53,6 +53,7 @@ const USER_PROGRAMS: &[&str] = &[
     "many-processes",
     "thp",
     "preempt",
+    "swap-pattern",
 ];
 
 /// `cargo build --release` of `bins` of the guest crate for the bare-metal target.

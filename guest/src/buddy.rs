@@ -317,6 +317,13 @@ impl<M: Memmap> Buddy<M> {
         None
     }
 
+    /// Whether a zone at or below `highest` has order-0 pages free above `mark` (and its
+    /// reserve), as Linux's `pgdat_balanced` asks for kswapd.
+    pub fn watermark_ok(&self, highest: ZoneType, mark: Watermark) -> bool {
+        let zones = &self.zones[..=highest as usize];
+        zones.iter().any(|zone| zone.managed > 0 && watermark_ok(zone, 0, mark, highest as usize))
+    }
+
     /// Frees the block of 2^`order` pages at `pfn` to the buddy lists, merging it with its
     /// free buddies.
     #[inline]

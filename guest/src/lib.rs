@@ -28,8 +28,10 @@ pub mod lru;
 pub mod memblock;
 pub mod pager;
 pub mod paging;
+pub mod reclaim;
 pub mod rng;
 pub mod slab;
+pub mod swap_map;
 #[cfg(test)]
 mod testing;
 pub mod vma;

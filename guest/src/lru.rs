@@ -83,6 +83,19 @@ pub fn del<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64) -> bool {
     true
 }
 
+/// The oldest entry of list `lru` (where reclaim looks), if any.
+pub fn tail<M: LruMemory>(memory: &mut M, lru: usize) -> Option<u64> {
+    let tail = memory.lruvec().lists[lru.min(NR_LRU_LISTS - 1)].tail;
+    (tail != NO_PFN).then_some(tail)
+}
+
+/// Moves the entry at `pfn` (`pages` pages) to the head of list `lru`.
+pub fn move_to<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64, lru: usize) {
+    if del(memory, pfn, pages) {
+        add(memory, pfn, pages, lru);
+    }
+}
+
 /// The entries of list `lru`, head to tail, at most `limit` of them (a list longer than
 /// that is reported as broken).
 pub fn entries<M: LruMemory>(

@@ -309,3 +309,30 @@ impl Default for Lruvec {
         Self::EMPTY
     }
 }
+
+/// The /proc/vmstat event counters that apply to this kernel, by Linux's names.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
+#[repr(C)]
+pub struct VmEvents {
+    /// User page faults served or refused.
+    pub pgfault: u64,
+    /// Of those, the ones that read a page from swap.
+    pub pgmajfault: u64,
+    /// Pages read from swap.
+    pub pswpin: u64,
+    /// Pages written to swap.
+    pub pswpout: u64,
+    /// Pages background reclaim (kswapd) looked at on the inactive list.
+    pub pgscan_kswapd: u64,
+    /// Pages direct reclaim looked at.
+    pub pgscan_direct: u64,
+    /// Pages background reclaim freed.
+    pub pgsteal_kswapd: u64,
+    /// Pages direct reclaim freed.
+    pub pgsteal_direct: u64,
+    /// Processes the OOM killer killed.
+    pub oom_kill: u64,
+}

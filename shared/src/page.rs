@@ -37,7 +37,9 @@ pub struct Page {
     /// User page (`PG_ANON`): the page-table entries that map it, across every process
     /// (Linux's `_mapcount` + 1). Each mapping also holds one `refcount`.
     pub mapcount: u32,
-    /// Owner-specific data.
+    /// Owner-specific data: a page table's used entries; a kmalloc slab's size class; a
+    /// user page's reverse-map key (`(anon_vma << 36) | virtual page number`: where every
+    /// mapping of it lies, and in which group of address spaces).
     pub private: u64,
 }
 
@@ -70,6 +72,10 @@ pub const PG_ZERO: u64 = 1 << 6;
 pub const PG_LRU: u64 = 1 << 7;
 /// On the active LRU list rather than the inactive one (Linux's `PG_active`).
 pub const PG_ACTIVE: u64 = 1 << 8;
+/// A user page in the swap cache (Linux's `PG_swapcache`): read back from a swap slot
+/// that other page tables still name, so that their faults find it here instead of
+/// reading the slot again. The cache holds one `refcount` of its own.
+pub const PG_SWAPCACHE: u64 = 1 << 9;
 
 /// End of a free list.
 pub const NO_PFN: u64 = u64::MAX;

@@ -259,6 +259,8 @@ pub struct MmStruct {
     pub hiwater_vm: u64,
     /// Page tables below the PML4: Linux's `pgtables_bytes` in pages (`VmPTE`).
     pub pgtables: u64,
+    /// Swap entries in its tables (`MM_SWAPENTS`: `VmSwap`).
+    pub swapents: u64,
     /// Start of the heap.
     pub start_brk: u64,
     /// The break.
@@ -267,5 +269,5 @@ pub struct MmStruct {
     pub start_stack: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<MmStruct>() == 120);
-const _: () = assert!(core::mem::size_of::<Task>() == 152);
+const _: () = assert!(core::mem::size_of::<MmStruct>() == 128);
+const _: () = assert!(core::mem::size_of::<Task>() == 160);

@@ -72,6 +72,11 @@ const RESERVED_1G: u64 = 0x3fff_e000;
 #[repr(transparent)]
 pub struct PageTableEntry(u64);
 
+/// Where a swap entry's (inverted) slot starts.
+const SWAP_SLOT_SHIFT: u32 = 9;
+/// A swap entry's slot bits (58:9; bits 63:59 stay clear: Linux keeps the swap type there).
+const SWAP_SLOT_MASK: u64 = (1 << 50) - 1;
+
 impl PageTableEntry {
     /// A non-present entry.
     pub const UNUSED: Self = Self(0);
@@ -116,6 +121,25 @@ impl PageTableEntry {
     #[inline]
     pub const fn is_leaf(self, level: u8) -> bool {
         level == 1 || (level <= 3 && self.0 & PteFlags::HUGE.bits() != 0)
+    }
+
+    /// A swap entry for slot `slot` of the swap device: a not-present page-table entry
+    /// (level 1 only) whose bits 58:9 hold the slot inverted, as Linux's x86 swap entries
+    /// do (L1TF: a not-present entry never names a RAM frame the CPU could speculate on).
+    /// Bits 8:0 are zero, so the entry is neither present nor `PROT_NONE`-like.
+    #[inline]
+    pub const fn swap(slot: u64) -> Self {
+        Self((!slot & SWAP_SLOT_MASK) << SWAP_SLOT_SHIFT)
+    }
+
+    /// The slot of a swap entry ([`PageTableEntry::swap`]); `None` for an unused or present
+    /// entry, or one with other bits set.
+    #[inline]
+    pub const fn swap_slot(self) -> Option<u64> {
+        if self.0 == 0 || self.0 & ((1 << SWAP_SLOT_SHIFT) - 1) != 0 || self.0 >> 59 != 0 {
+            return None;
+        }
+        Some(!(self.0 >> SWAP_SLOT_SHIFT) & SWAP_SLOT_MASK)
     }
 
     /// Whether a present entry at `level` sets a bit the CPU requires clear: PS in a PML4
@@ -240,6 +264,21 @@ mod tests {
         let odd = PageTableEntry::from_raw(0x0ff0_0000_0000_0e01 | 0x7000);
         assert_eq!(odd.flags().bits(), 0x0ff0_0000_0000_0e01);
         assert_eq!(odd.addr().as_u64(), 0x7000);
+    }
+
+    #[test]
+    fn swap_entries_round_trip_and_never_look_present_or_unused() {
+        for slot in [0, 1, 255, 0x12_3456, (1 << 24) - 1] {
+            let entry = PageTableEntry::swap(slot);
+            assert!(!entry.is_present() && entry.raw() != 0, "{slot}: {:#x}", entry.raw());
+            assert_eq!(entry.swap_slot(), Some(slot));
+            // The address bits name no low frame (the slot is inverted).
+            assert!(entry.addr().as_u64() >= 1 << 40, "{slot}: {:#x}", entry.raw());
+        }
+        assert_eq!(PageTableEntry::UNUSED.swap_slot(), None);
+        let present = PageTableEntry::new(PhysAddr::new(0x5000), PteFlags::PRESENT);
+        assert_eq!(present.swap_slot(), None);
+        assert_eq!(PageTableEntry::from_raw(PageTableEntry::swap(3).raw() | 2).swap_slot(), None);
     }
 
     #[test]

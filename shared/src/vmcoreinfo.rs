@@ -26,8 +26,8 @@ pub const VMCOREINFO_ADDR: u64 = 0x6000;
 pub const VMCOREINFO_MAGIC: u64 = u64::from_le_bytes(*b"kvmmcore");
 
 /// The layout version this crate describes (3: the task array; 4: `MmStruct::pgtables`,
-/// `VmaNode` in four cache lines, the swap device's slots, `lowmem_reserve` and the LRU
-/// lists).
+/// `VmaNode` in four cache lines, the swap device's slots and map, `lowmem_reserve`, the
+/// LRU lists and the vmstat events).
 pub const VMCOREINFO_VERSION: u32 = 4;
 
 /// [`VmCoreInfo::paging_flags`]: the kernel maps with no-execute (EFER.NXE is on), so
@@ -118,14 +118,17 @@ pub struct VmCoreInfo {
     pub nr_tasks: u64,
     /// Page slots of the swap device (0: none).
     pub nr_swap_slots: u64,
-    /// Of those, the ones holding a page.
-    pub nr_swap_used: u64,
+    /// The swap map: one byte per slot, the references to it (0: free); 0 without a
+    /// device.
+    pub swap_map: u64,
     /// The node's LRU lists: a [`crate::mm::Lruvec`].
     pub lruvec: u64,
+    /// The /proc/vmstat event counters: a [`crate::mm::VmEvents`].
+    pub vm_events: u64,
 }
 
 /// Size of a [`VmCoreInfo`].
-pub const VMCOREINFO_SIZE: usize = 432;
+pub const VMCOREINFO_SIZE: usize = 440;
 const _: () = assert!(core::mem::size_of::<VmCoreInfo>() == VMCOREINFO_SIZE);
 const _: () = assert!(VMCOREINFO_SIZE as u64 <= crate::layout::PAGE_SIZE);
 // The descriptor's page lies below the zero page, in the first MiB.

@@ -77,11 +77,14 @@ pub enum Workload {
     Halt,
     /// Write pages to the swap device's slots and read them back (`--swap-file`, `--swap`).
     SwapDevice,
+    /// A process touches twice the guest's RAM (or `ops=` MiB) with a pattern and checks
+    /// every word after it came back from swap.
+    SwapPattern,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 29] = [
+    pub const ALL: [Workload; 30] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -111,6 +114,7 @@ impl Workload {
         Self::Thp,
         Self::Preempt,
         Self::SwapDevice,
+        Self::SwapPattern,
     ];
 
     /// The name used on the command line.
@@ -145,6 +149,7 @@ impl Workload {
             Self::Preempt => "preempt",
             Self::Halt => "halt",
             Self::SwapDevice => "swap-device",
+            Self::SwapPattern => "swap-pattern",
         }
     }
 
@@ -197,6 +202,9 @@ impl Workload {
             Self::Halt => "halt with interrupts off, which nothing can wake",
             Self::SwapDevice => {
                 "write pages to swap slots and read them back (needs --swap-file and --swap)"
+            }
+            Self::SwapPattern => {
+                "touch twice the RAM (or ops= MiB) with a pattern and check it after swap"
             }
         }
     }

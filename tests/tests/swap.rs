@@ -111,3 +111,53 @@ fn each_bad_set_up_fails_before_the_guest_runs_in_one_sentence() {
     assert!(matches!(err, Error::Config(ConfigError::SwapOnCmdline)), "{err}");
     assert!(!path.exists(), "nothing was created for a refused set-up");
 }
+
+/// `swap-pattern` in a 32 MiB guest touching 40 MiB: what does not fit goes to swap (the
+/// host file holds it, meminfo counts the slots, `check` is clean with swap entries in
+/// the tables), every word comes back, and the slots are free once the process is gone.
+#[test]
+fn swap_pattern_gets_every_word_back_from_swap() {
+    use vmm::inspect::{Command, Output};
+    let path = temp_path("swap-pattern.swap");
+    let inspect = vec![Command::Meminfo, Command::Check];
+    let mut config =
+        VmConfig { inspect, mem_size: 32 * MIB, ..with_swap("swap-pattern", &path, 64 * MIB) };
+    config.cmdline.push_str(" ops=40");
+    config.timeout = Some(std::time::Duration::from_secs(600));
+    let outcome = boot(&config);
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    let user: Vec<&str> = outcome
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::User { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(user, ["mib=40 pages=10240 bad_words=0"]);
+    let at = |tag: &str, kind: &str| {
+        outcome
+            .inspections
+            .iter()
+            .find(|i| i.at.contains(tag) && i.command == kind)
+            .unwrap_or_else(|| panic!("no {kind} at {tag}: {:?}", outcome.inspections))
+            .result
+            .clone()
+    };
+    // At the checkpoint, after the writes: a good part of the 40 MiB is in swap.
+    let Ok(Output::Meminfo(m)) = at("user", "meminfo") else { panic!("meminfo") };
+    let swapped = (m.swap_total - m.swap_free) / 4;
+    assert!(swapped >= 2048, "only {swapped} pages in swap: {m:?}");
+    let Ok(Output::Check(report)) = at("user", "check") else { panic!("check") };
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    // The host file holds at least that many pages of the pattern (non-zero pages).
+    let file = std::fs::read(&path).expect("the swap file");
+    let written = file.chunks_exact(4096).filter(|page| page.iter().any(|&b| b != 0)).count();
+    assert!(written as u64 >= swapped, "{written} pages written, {swapped} in use");
+    // At the end every slot is free again, and nothing is out of place.
+    let Ok(Output::Meminfo(m)) = at("exit", "meminfo") else { panic!("meminfo") };
+    assert_eq!(m.swap_free, m.swap_total, "{m:?}");
+    let Ok(Output::Check(report)) = at("exit", "check") else { panic!("check") };
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    let _ = std::fs::remove_file(&path);
+}

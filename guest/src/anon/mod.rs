@@ -33,13 +33,18 @@
 use crate::paging::{Flush, Frame, MapError, Mapper, PageSize, PageTableEntry, PteFlags, VirtPage};
 use crate::vmalloc::VmallocMemory;
 use shared::addr::{PhysAddr, VirtAddr};
-use shared::page::{Page, PG_ACTIVE, PG_ANON};
+use shared::page::{Page, PG_ACTIVE, PG_ANON, PG_SWAPCACHE};
 
 /// The memory anonymous pages come from: page tables, frames and 2 MiB blocks, their
 /// descriptors, and the ways of filling them.
 pub trait AnonMemory: VmallocMemory + crate::lru::LruMemory {
     /// The descriptor of `frame`, if it has one.
     fn page(&mut self, frame: PhysAddr) -> Option<&mut Page>;
+    /// The reverse-map group (`crate::reclaim`'s anon_vma) of the address space whose
+    /// tree this memory serves: new pages record it.
+    fn anon_vma(&self) -> u32 {
+        0
+    }
     /// Fills the page just allocated at `frame` with zeros; returns whether it had to
     /// (`false`: it was known to hold zeros already).
     fn zero_frame(&mut self, frame: PhysAddr) -> bool;
@@ -59,6 +64,19 @@ pub trait AnonMemory: VmallocMemory + crate::lru::LruMemory {
             wrote |= self.zero_frame(PhysAddr::new(block.as_u64() + page * 4096));
         }
         wrote
+    }
+    /// The swap device's map and cache; `None` without a swap device.
+    fn swap_map(&mut self) -> Option<&mut crate::swap_map::SwapMap> {
+        None
+    }
+    /// Writes each page to its slot (one request for the batch); `false` if the device
+    /// refused.
+    fn swap_write(&mut self, _pages: &[(PhysAddr, u64)]) -> bool {
+        false
+    }
+    /// Reads slot `slot` into the page at `frame`; `false` if the device refused.
+    fn swap_read(&mut self, _frame: PhysAddr, _slot: u64) -> bool {
+        false
     }
     /// Copies the block at `from` to `to`.
     fn copy_huge(&mut self, from: PhysAddr, to: PhysAddr) {
@@ -85,7 +103,9 @@ pub fn exclusive<M: AnonMemory>(memory: &mut M, frame: PhysAddr, size: PageSize)
     if size != PageSize::Size4K && !whole_block(memory, frame) {
         return false;
     }
-    memory.page(frame).is_some_and(|p| p.flags & PG_ANON != 0 && p.mapcount == 1)
+    memory
+        .page(frame)
+        .is_some_and(|p| p.flags & (PG_ANON | PG_SWAPCACHE) == PG_ANON && p.mapcount == 1)
 }
 
 /// Whether `block` heads a whole huge block of anonymous memory (not split yet).
@@ -100,6 +120,8 @@ pub enum AnonError {
     NoMemory,
     /// The tables refused (a caller's bug: the VMAs and the tables disagree).
     Map(MapError),
+    /// The swap device did not give a page back (Linux's `VM_FAULT_SIGBUS`).
+    Io,
 }
 
 impl From<MapError> for AnonError {
@@ -138,7 +160,7 @@ pub fn map_new<M: AnonMemory>(
 ) -> Result<NewPage, AnonError> {
     let frame = tree.memory.alloc_frame().ok_or(AnonError::NoMemory)?;
     let zeroed = tree.memory.zero_frame(frame);
-    mark_new(&mut tree.memory, frame, 1);
+    mark_new(&mut tree.memory, frame, 1, page.start());
     match tree.map(page, Frame::new(frame, PageSize::Size4K)?, flags) {
         // The entry was not present: nothing to flush.
         Ok(flush) => flush.ignore(),
@@ -187,7 +209,17 @@ pub fn release<M: AnonMemory>(memory: &mut M, frame: Frame) -> bool {
     if page.mapcount > 0 {
         return false;
     }
-    page.flags &= !PG_ANON;
+    let cached = page.flags & PG_SWAPCACHE != 0;
+    page.flags &= !(PG_ANON | PG_SWAPCACHE);
+    page.refcount = 0;
+    if cached {
+        // Its last mapping went: the slot still holds the data for the entries that name
+        // it, so the cache's copy goes too.
+        let pfn = frame.start().pfn();
+        if let Some(map) = memory.swap_map() {
+            map.slot_of(pfn).map(|slot| map.uncache(slot));
+        }
+    }
     crate::lru::del(memory, frame.start().pfn(), frame.size().bytes() / 4096);
     if frame.size() == PageSize::Size4K {
         memory.free_frame(frame.start());
@@ -221,7 +253,7 @@ pub fn map_new_huge<M: AnonMemory>(
         }
     }
     let zeroed = tree.memory.zero_huge(block);
-    mark_new(&mut tree.memory, block, HUGE_PAGES);
+    mark_new(&mut tree.memory, block, HUGE_PAGES, page.start());
     if let Some(head) = tree.memory.page(block) {
         head.order = HUGE_ORDER;
     }
@@ -253,6 +285,7 @@ fn split_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) {
     };
     // The block's one LRU entry becomes 512 at the head of the same list, in address order.
     let active = memory.page(block).is_some_and(|p| p.flags & PG_ACTIVE != 0);
+    let key = memory.page(block).map_or(0, |p| p.private);
     crate::lru::del(memory, block.pfn(), HUGE_PAGES);
     memory.split_huge(block);
     for page in (0..HUGE_PAGES).rev() {
@@ -260,6 +293,8 @@ fn split_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) {
         if let Some(p) = memory.page(frame) {
             p.flags |= PG_ANON;
             (p.mapcount, p.refcount, p.order) = (mapcount, refcount, 0);
+            // Page `page` of the block lies `page` pages above its start in every mapping.
+            p.private = key + page;
         }
         crate::lru::add(memory, frame.pfn(), 1, usize::from(active));
     }
@@ -283,7 +318,15 @@ pub fn write_fault<M: AnonMemory>(
                 return Err(AnonError::Map(MapError::SizeMismatch));
             }
             let old = entry.addr();
-            let mapcount = memory.page(old).filter(|p| p.flags & PG_ANON != 0).map(|p| p.mapcount);
+            // A page in the swap cache is never reused: the entries that still name its
+            // slot must find what went out.
+            let mapcount = memory.page(old).filter(|p| p.flags & PG_ANON != 0).map(|p| {
+                if p.flags & PG_SWAPCACHE != 0 {
+                    u32::MAX
+                } else {
+                    p.mapcount
+                }
+            });
             let present =
                 flags | PteFlags::PRESENT | if huge { PteFlags::HUGE } else { PteFlags::empty() };
             match mapcount {
@@ -294,7 +337,7 @@ pub fn write_fault<M: AnonMemory>(
                 Some(_) if huge => {
                     let new = memory.alloc_huge().ok_or(AnonError::NoMemory)?;
                     memory.copy_huge(old, new);
-                    mark_new(memory, new, HUGE_PAGES);
+                    mark_new(memory, new, HUGE_PAGES, virt.align_down(HUGE_PAGES * 4096));
                     if let Some(head) = memory.page(new) {
                         head.order = HUGE_ORDER;
                     }
@@ -305,7 +348,7 @@ pub fn write_fault<M: AnonMemory>(
                 Some(_) => {
                     let new = memory.alloc_frame().ok_or(AnonError::NoMemory)?;
                     memory.copy_frame(old, new);
-                    mark_new(memory, new, 1);
+                    mark_new(memory, new, 1, virt);
                     *entry = PageTableEntry::new(new, present);
                     release(memory, Frame::containing(old, PageSize::Size4K));
                     Ok(WriteFault::Copied)
@@ -331,13 +374,15 @@ pub fn write_fault<M: AnonMemory>(
     }
 }
 
-/// A page (or a whole huge block of `pages`) just allocated for its first mapping:
-/// anonymous, mapped once, and on the inactive LRU list.
-fn mark_new<M: AnonMemory>(memory: &mut M, frame: PhysAddr, pages: u64) {
+/// A page (or a whole huge block of `pages`) just allocated for its first mapping, at
+/// `virt`: anonymous, mapped once, its reverse-map key recorded, on the inactive LRU list.
+fn mark_new<M: AnonMemory>(memory: &mut M, frame: PhysAddr, pages: u64, virt: VirtAddr) {
+    let key = crate::reclaim::rmap_key(memory.anon_vma(), virt.as_u64());
     if let Some(page) = memory.page(frame) {
         page.flags |= PG_ANON;
         page.mapcount = 1;
         page.refcount = 1;
+        page.private = key;
     }
     crate::lru::add(memory, frame.pfn(), pages, shared::mm::LRU_INACTIVE_ANON);
 }

@@ -38,7 +38,7 @@ impl Flush {
     const ALL: Flush = Flush { start: 0, pages: u64::MAX, page_bytes: 0 };
 
     /// `pages` pages of `size` from `start`.
-    pub(super) fn pages(start: u64, pages: u64, size: PageSize) -> Self {
+    pub fn pages(start: u64, pages: u64, size: PageSize) -> Self {
         Self { start, pages, page_bytes: size.bytes() }
     }
 

@@ -46,6 +46,31 @@ impl<M: TableMemory> Mapper<M> {
         self.root
     }
 
+    /// Points the mapper at another tree in the same memory (the reverse map visits every
+    /// tree that may map a page); returns the root it had.
+    ///
+    /// # Safety
+    /// As for [`Mapper::new`]: `root` is a page table in `memory`, and so is every address
+    /// in a present non-leaf entry below it.
+    pub unsafe fn set_root(&mut self, root: PhysAddr) -> PhysAddr {
+        core::mem::replace(&mut self.root, root)
+    }
+
+    /// The level-1 entry for `virt`, present or not (a swap entry, say); `None` where no
+    /// page table covers it or a huge page maps it.
+    pub fn pte(&mut self, virt: VirtAddr) -> Option<&mut PageTableEntry> {
+        let virt = virt.as_u64();
+        let mut table = self.root;
+        for level in (2..=4).rev() {
+            let entry = self.entries(table)[table_index(virt, level)];
+            if !entry.is_present() || entry.is_leaf(level) {
+                return None;
+            }
+            table = entry.addr();
+        }
+        Some(&mut self.entries(table)[table_index(virt, 1)])
+    }
+
     /// Translates `virt`.
     #[inline]
     pub fn translate(&mut self, virt: VirtAddr) -> Option<Translation> {
@@ -190,7 +215,8 @@ impl<M: TableAlloc> Mapper<M> {
         let (virt, size) = (page.start().as_u64(), page.size());
         let table = self.table_for(virt, size.level())?;
         let entry = &mut self.entries(table)[table_index(virt, size.level())];
-        if entry.is_present() {
+        // A swap entry is as taken as a mapping: its slot would leak.
+        if entry.raw() != 0 {
             return Err(MapError::AlreadyMapped { virt });
         }
         *entry = leaf_entry(frame.start(), size, flags);
@@ -321,6 +347,12 @@ impl<M: TableAlloc> Mapper<M> {
             let i = index as u64;
             let entry = self.entries(table)[index];
             if !entry.is_present() {
+                if level == 1 && entry.raw() != 0 {
+                    // A swap entry: its slot loses this reference.
+                    self.memory.swap_entry_dropped(entry);
+                    self.entries(table)[index] = PageTableEntry::UNUSED;
+                    *self.used(table) -= 1;
+                }
                 continue;
             }
             let at = base + i * span;
@@ -462,12 +494,19 @@ impl<M: TableAlloc> Mapper<M> {
         let mut result = Ok(());
         for index in indices.clone() {
             let entry = self.entries(src)[index];
-            if !entry.is_present() {
+            if entry.raw() == 0 {
                 continue;
             }
-            if !fresh && self.entries(dst)[index].is_present() {
+            if !fresh && self.entries(dst)[index].raw() != 0 {
                 result = Err(MapError::AlreadyMapped { virt: base + index as u64 * 4096 });
                 break;
+            }
+            if !entry.is_present() {
+                // A swap entry: the child names the slot too.
+                self.memory.swap_entry_copied(entry);
+                self.entries(dst)[index] = entry;
+                copied += 1;
+                continue;
             }
             let leaf = PageTableEntry::from_raw(entry.raw() & clear);
             if leaf != entry {

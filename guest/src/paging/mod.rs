@@ -50,6 +50,11 @@ pub trait TableAlloc: TableMemory {
     fn alloc_table(&mut self) -> Option<PhysAddr>;
     /// Gives back a table whose entries are all zero.
     fn free_table(&mut self, table: PhysAddr);
+    /// A swap entry (a not-present, non-zero level-1 entry) is cleared: its slot has one
+    /// reference less. Memory without swap has no such entries.
+    fn swap_entry_dropped(&mut self, _entry: PageTableEntry) {}
+    /// A swap entry is copied into another tree (fork): its slot has one reference more.
+    fn swap_entry_copied(&mut self, _entry: PageTableEntry) {}
 }
 
 /// Why a change could not be made.

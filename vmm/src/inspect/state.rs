@@ -360,7 +360,7 @@ pub fn meminfo(view: &mut View<'_, '_>) -> Result<Meminfo, InspectError> {
             pfn = pfn.saturating_add(step);
         }
     }
-    let swap_used = info.nr_swap_used.min(info.nr_swap_slots);
+    let swap_used = swap_counts(view)?.iter().filter(|&&count| count != 0).count() as u64;
     let lruvec: Lruvec =
         if info.lruvec == 0 { Lruvec::EMPTY } else { view.read_virt_obj(info.lruvec)? };
     let kib = |pages: u64| pages.saturating_mul(4);
@@ -406,4 +406,25 @@ pub fn meminfo_text(m: &Meminfo) -> String {
         let _ = writeln!(out, "{:<16}{kb:>8} kB", format!("{name}:"));
     }
     out
+}
+
+/// The most swap slots a guest can have (64 GiB of 4 KiB pages; `vmm run --swap`'s
+/// limit): a larger count in vmcoreinfo is corrupt.
+pub const MAX_SWAP_SLOTS: u64 = 16 << 20;
+
+/// The swap map: each slot's reference count (vmcoreinfo's `swap_map`, `nr_swap_slots`
+/// bytes long); empty without a swap device.
+pub fn swap_counts(view: &mut View<'_, '_>) -> Result<Vec<u8>, InspectError> {
+    let (map, slots) = (view.info.swap_map, view.info.nr_swap_slots);
+    if map == 0 || slots == 0 {
+        return Ok(Vec::new());
+    }
+    if slots > MAX_SWAP_SLOTS {
+        return Err(InspectError::Corrupt(format!(
+            "vmcoreinfo counts {slots} swap slots, more than the {MAX_SWAP_SLOTS} a guest can have"
+        )));
+    }
+    let mut counts = vec![0; to_usize(slots)];
+    view.read_virt(map, &mut counts)?;
+    Ok(counts)
 }

@@ -97,7 +97,17 @@ extern "C" fn kernel_main(zero_page: u64) -> ! {
     mm::translations::report_and_check(&mut mm);
     // From here on the memory managers live in one fixed place, for `alloc` too.
     mm::global::install(mm);
-    mm::global::with(|mm| mm::vmcoreinfo::publish(mm, &e820, options.swap));
+    // Outside the borrow: `alloc` takes the memory managers itself.
+    let slots = usize::try_from(options.swap).unwrap_or(usize::MAX);
+    let swap = guest::swap_map::SwapMap::try_new(slots).unwrap_or_else(|| {
+        hypercall::boot_failed(format_args!(
+            "swap: no memory for the map of {slots} slots; give the guest more memory or less swap"
+        ))
+    });
+    mm::global::with(|mm| {
+        mm.swap = swap;
+        mm::vmcoreinfo::publish(mm, &e820);
+    });
     hypercall::checkpoint(checkpoint::BOOTED);
     let passed = workload::run(&options, &e820);
     mm::global::with(|mm| {

@@ -10,8 +10,8 @@
 //!             into other pages and compared; a slot past the end must be refused
 //! ```
 //!
-//! Reclaim, swap entries in page tables and the swap map come with the rest of the memory
-//! pressure work (issue 15); this is the device they will use.
+//! Reclaim (`guest::reclaim`, through `Mm::reclaim`) writes pages out through the same two
+//! calls; the swap map (`guest::swap_map`) says which slots are in use.
 
 use crate::hypercall;
 use crate::mm;

@@ -18,6 +18,7 @@ static SYSCALL_FUZZ: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/s
 static MANY: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/many-processes"));
 static THP: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/thp"));
 static PREEMPT: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/preempt"));
+static SWAP_PATTERN: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/swap-pattern"));
 
 /// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
 /// all freed, for reuse), and kmalloc objects in use.
@@ -130,6 +131,14 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::ManyProcesses => return run_program("many-processes", MANY, &[]),
         Workload::Preempt => return run_program("preempt", PREEMPT, &[]),
         Workload::SwapDevice => return crate::swap::run(options),
+        Workload::SwapPattern => {
+            // Twice the RAM the buddy allocator manages, unless ops= says otherwise.
+            let managed = mm::global::with(|mm| mm.buddy.managed_pages());
+            let mib = if options.ops_given { u64::from(options.ops) } else { 2 * managed / 256 };
+            let mut arg = crate::console::Line::new();
+            let _ = core::fmt::Write::write_fmt(&mut arg, format_args!("mib={mib}"));
+            return run_program("swap-pattern", SWAP_PATTERN, &[arg.as_str()]);
+        }
         Workload::MmapStress | Workload::SyscallFuzz | Workload::Thp => {
             let mut seed = crate::console::Line::new();
             let mut ops = crate::console::Line::new();

@@ -14,13 +14,16 @@ use guest::buddy::Buddy;
 use guest::e820::E820Map;
 use guest::memblock::{Memblock, MemblockError, Region};
 use guest::paging::{MapError, Mapper, PageTableEntry, TableAlloc};
+use guest::reclaim::Rmap;
 use guest::slab::{BuddyPages, Kmalloc};
+use guest::swap_map::SwapMap;
 use guest::vmalloc::{Vmalloc, VmallocError};
 use log::info;
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::boot::E820_TYPE_RAM;
 use shared::hypercall::BootTimes;
 use shared::layout::{HIGH_MEMORY, PAGE_OFFSET, PAGE_SIZE, VMALLOC_END, VMALLOC_START};
+use shared::mm::VmEvents;
 
 /// The kernel's memory managers.
 pub struct Mm {
@@ -37,6 +40,12 @@ pub struct Mm {
     pub kmalloc: Kmalloc,
     /// The kernel tree's root (what CR3 holds).
     root: PhysAddr,
+    /// The swap device's slots and swap cache (no slots without a device).
+    pub swap: SwapMap,
+    /// The process trees reclaim may unmap pages from.
+    pub rmap: Rmap,
+    /// Linux's /proc/vmstat event counters that apply.
+    pub events: VmEvents,
 }
 
 impl Mm {
@@ -85,8 +94,52 @@ impl Mm {
     /// `root` is a tree [`Mm::new_user_tree`] made and not yet freed; no other mapper of it
     /// is live.
     pub unsafe fn user_tree(&mut self, root: PhysAddr) -> Mapper<KernelTables<'_>> {
+        let group = self.rmap.group(root).unwrap_or(0);
         // SAFETY: the caller's contract: a tree of RAM page tables the direct map reaches.
-        unsafe { Mapper::new(root, KernelTables::new(&mut self.buddy)) }
+        unsafe {
+            Mapper::new(root, KernelTables::for_process(&mut self.buddy, &mut self.swap, group))
+        }
+    }
+
+    /// Reclaims up to `want` pages of anonymous memory to swap (see `guest::reclaim`),
+    /// scanning at most four times that, and counts it as kswapd's (`background`) or
+    /// direct reclaim. Returns the pages freed.
+    pub fn reclaim(&mut self, want: u64, background: bool) -> u64 {
+        let root = self.root;
+        // SAFETY: the kernel's tree, a tree in this memory; reclaim only reads it before
+        // moving to the process trees the reverse map holds.
+        let mut tree = unsafe {
+            Mapper::new(root, KernelTables::for_process(&mut self.buddy, &mut self.swap, 0))
+        };
+        let (done, flush) = guest::reclaim::shrink(&mut tree, &mut self.rmap, want, want * 4);
+        flush.flush(&LocalTlb);
+        let events = &mut self.events;
+        events.pswpout += done.written;
+        if background {
+            events.pgscan_kswapd += done.scanned;
+            events.pgsteal_kswapd += done.reclaimed;
+        } else {
+            events.pgscan_direct += done.scanned;
+            events.pgsteal_direct += done.reclaimed;
+        }
+        done.reclaimed
+    }
+
+    /// Background reclaim (Linux's kswapd, run here at the end of a fault rather than in
+    /// a thread of its own): below the Normal zone's low watermark, reclaims until the
+    /// high one holds, a batch at a time, giving up when a batch frees nothing. Without a
+    /// swap device there is nothing it could free.
+    pub fn balance(&mut self) {
+        use guest::buddy::Watermark;
+        use shared::page::ZoneType;
+        if self.swap.slots() == 0 || self.buddy.watermark_ok(ZoneType::Normal, Watermark::Low) {
+            return;
+        }
+        while !self.buddy.watermark_ok(ZoneType::Normal, Watermark::High) {
+            if self.reclaim(guest::reclaim::SWAP_BATCH as u64, true) == 0 {
+                break;
+            }
+        }
     }
 
     /// Frees the process tree at `root`, whose lower half must be empty by now
@@ -243,7 +296,9 @@ pub fn init(e820: &E820Map, slub_debug: bool) -> Result<Mm, SetupError> {
     // The caches have no slabs yet, so `Mm` can still move to its final place.
     let kmalloc = Kmalloc::new(slub_debug).ok_or(SetupError::Slab)?;
     let vmalloc = Vmalloc::new(VirtAddr::new(VMALLOC_START), VirtAddr::new(VMALLOC_END), nx);
-    Ok(Mm { memblock, buddy, times, vmalloc, kmalloc, root })
+    // The swap map comes once `alloc` works (`main`, after `global::install`).
+    let (swap, rmap, events) = (SwapMap::default(), Rmap::default(), VmEvents::default());
+    Ok(Mm { memblock, buddy, times, vmalloc, kmalloc, root, swap, rmap, events })
 }
 
 /// Prints memblock in the format of Linux's `/sys/kernel/debug/memblock/{memory,reserved}`.

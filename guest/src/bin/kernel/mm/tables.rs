@@ -112,6 +112,13 @@ impl TableAlloc for BootTables<'_> {
 /// lends out. Also the memory of vmalloc areas.
 pub struct KernelTables<'a> {
     buddy: &'a mut Buddy<Vmemmap>,
+    /// The swap map, for a process tree (whose swap entries it counts).
+    swap: Option<&'a mut guest::swap_map::SwapMap>,
+    /// The reverse-map group of the process tree this serves (0 for the kernel's).
+    anon_vma: u32,
+    /// Swap entries added less swap entries dropped through this lender (fork copies,
+    /// munmap and exit drop): what a process's swap counter moves by.
+    pub swap_added: i64,
     /// The frame `alloc_frame` or `alloc_huge` handed out last, if it was known zero:
     /// `zero_frame` or `zero_huge` of it then writes nothing.
     fresh_zero: Option<PhysAddr>,
@@ -127,7 +134,20 @@ impl<'a> KernelTables<'a> {
     /// Only for a [`Mapper`] over the kernel's tree (whose tables are RAM pages the direct
     /// map reaches), with no other mapper of it live.
     pub unsafe fn new(buddy: &'a mut Buddy<Vmemmap>) -> Self {
-        Self { buddy, fresh_zero: None, tables_added: 0 }
+        Self { buddy, swap: None, anon_vma: 0, fresh_zero: None, tables_added: 0, swap_added: 0 }
+    }
+
+    /// The same, for a process tree of reverse-map group `anon_vma`, with the swap map.
+    ///
+    /// # Safety
+    /// As for [`KernelTables::new`], for a process tree.
+    pub unsafe fn for_process(
+        buddy: &'a mut Buddy<Vmemmap>,
+        swap: &'a mut guest::swap_map::SwapMap,
+        anon_vma: u32,
+    ) -> Self {
+        // SAFETY: the caller's contract.
+        Self { swap: Some(swap), anon_vma, ..unsafe { Self::new(buddy) } }
     }
 }
 
@@ -171,6 +191,16 @@ impl TableAlloc for KernelTables<'_> {
             log::debug!("page table at {table:#x} kept: {err}");
         }
     }
+
+    fn swap_entry_dropped(&mut self, entry: PageTableEntry) {
+        self.swap_added -= 1;
+        guest::reclaim::drop_entry(self, entry);
+    }
+
+    fn swap_entry_copied(&mut self, entry: PageTableEntry) {
+        self.swap_added += 1;
+        guest::reclaim::dup_entry(self, entry);
+    }
 }
 
 impl VmallocMemory for KernelTables<'_> {
@@ -202,6 +232,23 @@ impl guest::lru::LruMemory for KernelTables<'_> {
 impl AnonMemory for KernelTables<'_> {
     fn page(&mut self, frame: PhysAddr) -> Option<&mut Page> {
         self.buddy.memmap.page(frame.pfn())
+    }
+
+    fn anon_vma(&self) -> u32 {
+        self.anon_vma
+    }
+
+    fn swap_map(&mut self) -> Option<&mut guest::swap_map::SwapMap> {
+        self.swap.as_deref_mut()
+    }
+
+    /// One `SWAP_WRITE` per page: the VMM copies each.
+    fn swap_write(&mut self, pages: &[(PhysAddr, u64)]) -> bool {
+        pages.iter().all(|&(frame, slot)| crate::hypercall::swap_write(frame.as_u64(), slot))
+    }
+
+    fn swap_read(&mut self, frame: PhysAddr, slot: u64) -> bool {
+        crate::hypercall::swap_read(frame.as_u64(), slot)
     }
 
     /// The VMM zeroes the page (natively, where the guest's stores may be emulated); the

@@ -22,8 +22,8 @@ fn descriptor() -> *mut VmCoreInfo {
 }
 
 /// Fills the descriptor from `mm` (at its final address), the sanitised e820 map (which
-/// lives as long as the kernel runs) and the swap device's slots, then sets the magic.
-pub fn publish(mm: &Mm, e820: &E820Map, swap_slots: u64) {
+/// lives as long as the kernel runs), then sets the magic.
+pub fn publish(mm: &Mm, e820: &E820Map) {
     let info = descriptor();
     let cr3 = mm.root().as_u64();
     let image = KernelImage::get();
@@ -61,10 +61,11 @@ pub fn publish(mm: &Mm, e820: &E820Map, swap_slots: u64) {
         let (tasks, nr_tasks) = crate::process::tasks_address();
         set(&raw mut (*info).tasks, tasks);
         set(&raw mut (*info).nr_tasks, nr_tasks);
-        set(&raw mut (*info).nr_swap_slots, swap_slots);
-        // Nothing is swapped out yet: reclaim comes with issue 15.
-        set(&raw mut (*info).nr_swap_used, 0);
+        set(&raw mut (*info).nr_swap_slots, mm.swap.slots());
+        let map = mm.swap.counts();
+        set(&raw mut (*info).swap_map, if map.is_empty() { 0 } else { map.as_ptr() as u64 });
         set(&raw mut (*info).lruvec, &raw const mm.buddy.lruvec as u64);
+        set(&raw mut (*info).vm_events, &raw const mm.events as u64);
         (&raw mut (*info).version).write_volatile(VMCOREINFO_VERSION);
         compiler_fence(Ordering::Release);
         set(&raw mut (*info).magic, VMCOREINFO_MAGIC);

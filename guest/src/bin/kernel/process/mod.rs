@@ -183,6 +183,9 @@ impl Table {
     /// that a host reader can tell a torn read. Slots of processes that are gone are
     /// cleared where they go ([`Table::clear`]).
     fn publish(&mut self) {
+        for space in self.processes.iter_mut().filter_map(|p| p.space.as_mut()) {
+            space.sync_counters();
+        }
         mm::vmcoreinfo::begin_change();
         for process in &self.processes {
             if let Some(slot) = self.tasks.get_mut(process.slot) {
@@ -226,6 +229,7 @@ const EMPTY_TASK: Task = Task {
         hiwater_rss: 0,
         hiwater_vm: 0,
         pgtables: 0,
+        swapents: 0,
         start_brk: 0,
         brk: 0,
         start_stack: 0,
@@ -751,6 +755,7 @@ fn kill(frame: &TrapFrame, signal: u32, address: u64, cause: Option<FaultError>)
                     FaultError::NotMapped => "no VMA",
                     FaultError::Access => "access denied by the VMA",
                     FaultError::NoMemory => "out of memory",
+                    FaultError::Io => "swap read failed",
                 };
                 error!(
                     "{name}[{pid}]: segfault at {address:#x} ip {ip:#018x} sp {sp:#018x} \

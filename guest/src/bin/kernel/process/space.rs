@@ -21,11 +21,11 @@
 #![expect(clippy::cast_possible_truncation, reason = "the kernel is x86_64: usize is 64 bits")]
 
 use crate::mm::global::with;
-use crate::mm::setup::Mm;
 use crate::mm::tables::KernelTables;
 use guest::anon::{self, AnonError, WriteFault};
 use guest::elf::{Program, PF_W, PF_X};
 use guest::paging::{Frame, MapError, Mapper, PageSize, PageTableEntry, PteFlags, VirtPage};
+use guest::reclaim::{self, SwapIn, SWAP_BATCH};
 use guest::vma::{access_allowed, anon_flags, prot_to_vm, VmaError, Vmas, VM_MAY_ALL};
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::process::{Vma, VmaKind, STACK_GUARD_GAP_PAGES, VM_EXEC, VM_GROWSDOWN, VM_READ};
@@ -51,6 +51,8 @@ pub enum SpaceError {
     Vma(VmaError),
     /// The page tables refused (a kernel bug: VMAs and tables disagree).
     Map(MapError),
+    /// The swap device did not give a page back.
+    Io,
 }
 
 impl From<VmaError> for SpaceError {
@@ -73,6 +75,7 @@ impl From<AnonError> for SpaceError {
         match err {
             AnonError::NoMemory => Self::NoMemory,
             AnonError::Map(err) => Self::Map(err),
+            AnonError::Io => Self::Io,
         }
     }
 }
@@ -84,8 +87,10 @@ pub enum FaultError {
     NotMapped,
     /// A VMA covers it but forbids the access (`SEGV_ACCERR`).
     Access,
-    /// No memory for the page (Linux would invoke the OOM killer).
+    /// No memory for the page, even after reclaim (Linux would invoke the OOM killer).
     NoMemory,
+    /// The page could not be read back from swap (Linux's `SIGBUS`).
+    Io,
 }
 
 /// A process's address space.
@@ -120,6 +125,10 @@ pub struct AddressSpace {
     pub hiwater_vm: u64,
     /// Page tables below the PML4 (Linux's `pgtables_bytes` in pages: `VmPTE`).
     pub pgtables: u64,
+    /// Swap entries in its tree (Linux's `MM_SWAPENTS`: `VmSwap`).
+    pub swapents: u64,
+    /// Faults that read a page back from swap (`maj_flt`).
+    pub major_faults: u64,
     /// The program, whose image fills its pages on first touch.
     program: Option<Program<'static>>,
 }
@@ -144,7 +153,19 @@ fn pte_flags(vm_flags: u64) -> PteFlags {
 impl AddressSpace {
     /// An empty address space whose kernel half is the kernel's.
     pub fn new() -> Result<Self, SpaceError> {
-        let root = with(Mm::new_user_tree).ok_or(SpaceError::NoMemory)?;
+        let root = with(|mm| {
+            let root = mm.new_user_tree()?;
+            // SAFETY: a tree just made in this memory; `destroy` takes it out of the
+            // reverse map before freeing it.
+            if unsafe { mm.rmap.add(root, None) }.is_none() {
+                // More address spaces than processes: none is left for this one.
+                // SAFETY: made just now, never loaded, holding nothing.
+                unsafe { mm.free_user_tree(root) };
+                return None;
+            }
+            Some(root)
+        })
+        .ok_or(SpaceError::NoMemory)?;
         Ok(Self {
             root,
             vmas: Vmas::new(),
@@ -160,25 +181,39 @@ impl AddressSpace {
             thp_faults: 0,
             hiwater_vm: 0,
             pgtables: 0,
+            swapents: 0,
+            major_faults: 0,
             program: None,
         })
     }
 
-    /// Runs `f` on this address space's tree, counting the tables it adds or frees.
+    /// Runs `f` on this address space's tree, counting the tables and swap entries it
+    /// adds or frees, and taking in what reclaim did to its counters meanwhile.
     fn with_tree<R>(&mut self, f: impl FnOnce(&mut Mapper<KernelTables<'_>>) -> R) -> R {
         let root = self.root;
-        let (result, added) = with(|mm| {
+        let (result, added, swap_added, (rss, swapped)) = with(|mm| {
             // SAFETY: `root` is this address space's own tree.
             let mut tree = unsafe { mm.user_tree(root) };
             let result = f(&mut tree);
-            (result, tree.memory.tables_added)
+            let (added, swap_added) = (tree.memory.tables_added, tree.memory.swap_added);
+            (result, added, swap_added, mm.rmap.take_deltas(root))
         });
         debug_assert!(
             self.pgtables.checked_add_signed(added).is_some(),
             "more tables freed than counted"
         );
         self.pgtables = self.pgtables.saturating_add_signed(added);
+        self.rss = self.rss.saturating_add_signed(rss);
+        self.swapents = self.swapents.saturating_add_signed(swapped + swap_added);
         result
+    }
+
+    /// Takes in what reclaim did to its counters (before they are published).
+    pub fn sync_counters(&mut self) {
+        let root = self.root;
+        let (rss, swapped) = with(|mm| mm.rmap.take_deltas(root));
+        self.rss = self.rss.saturating_add_signed(rss);
+        self.swapents = self.swapents.saturating_add_signed(swapped);
     }
 
     /// Maps `program`'s segments (their pages come from the image on first touch), the
@@ -294,10 +329,44 @@ impl AddressSpace {
             return Err(FaultError::Access);
         }
         let virt = addr & !(PAGE - 1);
-        let served = if !present {
+        let mut served = self.serve(virt, addr, &vma, write, present);
+        if served == Err(SpaceError::NoMemory)
+            && with(|mm| mm.reclaim(SWAP_BATCH as u64, false)) > 0
+        {
+            // Direct reclaim freed something: try once more.
+            served = self.serve(virt, addr, &vma, write, present);
+        }
+        self.faults += 1;
+        // Background reclaim, as kswapd would run once woken: from below the low
+        // watermark up to the high one.
+        with(|mm| {
+            mm.events.pgfault += 1;
+            mm.balance();
+        });
+        served.map_err(|err| match err {
+            SpaceError::NoMemory => FaultError::NoMemory,
+            SpaceError::Io => FaultError::Io,
+            // The VMA and the tables disagree: refuse, never corrupt.
+            _ => FaultError::Access,
+        })
+    }
+
+    /// The work of a fault the VMA allows.
+    fn serve(
+        &mut self,
+        virt: u64,
+        addr: u64,
+        vma: &Vma,
+        write: bool,
+        present: bool,
+    ) -> Result<(), SpaceError> {
+        if !present {
+            if self.swap_in(virt, vma.flags)? {
+                return Ok(());
+            }
             if vma.kind == VmaKind::Image as u32 {
                 self.image_page(virt, vma.flags).map(|_| ())
-            } else if self.huge_page(addr, &vma) {
+            } else if self.huge_page(addr, vma) {
                 Ok(())
             } else {
                 self.new_page(virt, vma.flags).map(|_| ())
@@ -305,14 +374,29 @@ impl AddressSpace {
         } else if write && vma.flags & VM_SHARED == 0 {
             self.break_cow(virt, vma.flags)
         } else {
-            return Err(FaultError::Access);
+            Err(SpaceError::Vma(VmaError::NotMapped))
+        }
+    }
+
+    /// Brings the page at `virt` back from swap if its entry is a swap entry (Linux's
+    /// `do_swap_page`); returns whether it was one.
+    fn swap_in(&mut self, virt: u64, vm_flags: u64) -> Result<bool, SpaceError> {
+        let virt = VirtAddr::new(virt);
+        let Some(how) = self.with_tree(|tree| reclaim::swap_in(tree, virt, pte_flags(vm_flags)))?
+        else {
+            return Ok(false);
         };
-        self.faults += 1;
-        served.map_err(|err| match err {
-            SpaceError::NoMemory => FaultError::NoMemory,
-            // The VMA and the tables disagree: refuse, never corrupt.
-            _ => FaultError::Access,
-        })
+        self.rss += 1;
+        self.swapents = self.swapents.saturating_sub(1);
+        self.hiwater_rss = self.hiwater_rss.max(self.rss);
+        if how == SwapIn::Read {
+            self.major_faults += 1;
+            with(|mm| {
+                mm.events.pgmajfault += 1;
+                mm.events.pswpin += 1;
+            });
+        }
+        Ok(true)
     }
 
     /// Serves a first touch at `addr` with a transparent huge page where one fits: a
@@ -395,6 +479,7 @@ impl AddressSpace {
             hiwater_rss: self.hiwater_rss,
             hiwater_vm: self.hiwater_vm,
             pgtables: self.pgtables,
+            swapents: self.swapents,
             start_brk: self.start_brk,
             brk: self.brk,
             start_stack: STACK_TOP,
@@ -602,6 +687,9 @@ impl AddressSpace {
     /// shared with this one. Private writable pages become read-only in both.
     pub fn fork(&mut self, vdso: PhysAddr) -> Result<AddressSpace, SpaceError> {
         let mut child = AddressSpace::new()?;
+        let (parent_root, child_root) = (self.root, child.root);
+        // The child joins the parent's reverse-map group: its pages are theirs.
+        with(|mm| mm.rmap.join(child_root, parent_root));
         child.vmas = self.vmas.clone();
         child.program.clone_from(&self.program);
         (child.start_brk, child.brk) = (self.start_brk, self.brk);
@@ -630,8 +718,11 @@ impl AddressSpace {
             }
         }
         flush.flush(&crate::mm::tables::LocalTlb);
-        // The child's rss: every page it now maps (counted as fork took them).
+        // The child's rss and swap entries: every page and entry it now has (counted as
+        // fork took them).
+        self.sync_counters();
         child.rss = self.rss;
+        child.swapents = self.swapents;
         child.hiwater_rss = child.rss;
         child.hiwater_vm = child.vmas.total_pages();
         if let Err(err) = copied.and_then(|()| child.map_vdso(vdso)) {
@@ -678,7 +769,10 @@ impl AddressSpace {
         }
         debug_assert_eq!(self.pgtables, 0, "every table below the PML4 is freed");
         let root = self.root;
-        // SAFETY: the lower half is empty now and CR3 holds another tree.
-        with(|mm| unsafe { mm.free_user_tree(root) });
+        with(|mm| {
+            mm.rmap.remove(root);
+            // SAFETY: the lower half is empty now and CR3 holds another tree.
+            unsafe { mm.free_user_tree(root) }
+        });
     }
 }
