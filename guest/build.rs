@@ -6,20 +6,7 @@
 //! `KVM_MM_USER_DIR` naming the directory of the user programs' ELFs. Without it (the
 //! kernel built on its own, as the lint step does) the kernel embeds empty images.
 
-/// The user programs (bins of this crate) the kernel embeds; `vmm/build.rs` builds the
-/// same list.
-const USER_PROGRAMS: [&str; 10] = [
-    "user-hello",
-    "fork-cow",
-    "user-hostile",
-    "mmap-stress",
-    "user-cost",
-    "syscall-fuzz",
-    "many-processes",
-    "thp",
-    "preempt",
-    "swap-pattern",
-];
+include!("user_programs.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=kernel.ld");

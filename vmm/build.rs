@@ -42,19 +42,7 @@ fn main() {
     println!("cargo:rustc-env=KVM_MM_USER_HELLO={}", embedded.display());
 }
 
-/// The user programs (bins of the guest crate) the kernel embeds.
-const USER_PROGRAMS: &[&str] = &[
-    "user-hello",
-    "fork-cow",
-    "user-hostile",
-    "mmap-stress",
-    "user-cost",
-    "syscall-fuzz",
-    "many-processes",
-    "thp",
-    "preempt",
-    "swap-pattern",
-];
+include!("../guest/user_programs.rs");
 
 /// `cargo build --release` of `bins` of the guest crate for the bare-metal target.
 fn cargo_build(

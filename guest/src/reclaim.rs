@@ -70,6 +70,12 @@ pub struct Space {
 /// Address spaces the reverse map can hold: one per process.
 pub const MAX_SPACES: usize = shared::process::MAX_TASKS;
 
+impl Space {
+    fn has_deltas(&self) -> bool {
+        self.rss_delta != 0 || self.swap_delta != 0
+    }
+}
+
 /// Every address space whose pages reclaim may unmap. A fixed table: the kernel changes
 /// it while it holds the memory managers, where it cannot allocate.
 #[derive(Debug)]
@@ -77,12 +83,15 @@ pub struct Rmap {
     spaces: [Space; MAX_SPACES],
     len: usize,
     next_group: u32,
+    /// Spaces whose counter changes are not taken yet: while none is, taking them costs
+    /// no search (every fault takes them).
+    pending: usize,
 }
 
 impl Default for Rmap {
     fn default() -> Self {
         let none = Space { root: PhysAddr::new(0), anon_vma: 0, rss_delta: 0, swap_delta: 0 };
-        Self { spaces: [none; MAX_SPACES], len: 0, next_group: 0 }
+        Self { spaces: [none; MAX_SPACES], len: 0, next_group: 0, pending: 0 }
     }
 }
 
@@ -109,36 +118,36 @@ impl Rmap {
         &mut self.spaces[..self.len]
     }
 
-    /// Moves the tree at `root` into the group of the tree at `parent` (fork's child).
-    pub fn join(&mut self, root: PhysAddr, parent: PhysAddr) {
-        if let Some(group) = self.group(parent) {
-            if let Some(space) = self.live().iter_mut().find(|space| space.root == root) {
-                space.anon_vma = group;
-            }
+    /// Moves the tree at `root` into group `group` (fork's child joins its parent's).
+    pub fn join(&mut self, root: PhysAddr, group: u32) {
+        if let Some(space) = self.live().iter_mut().find(|space| space.root == root) {
+            space.anon_vma = group;
         }
     }
 
     /// Forgets the tree at `root` (before it is freed).
     pub fn remove(&mut self, root: PhysAddr) {
         if let Some(at) = self.live().iter().position(|space| space.root == root) {
+            self.pending -= usize::from(self.spaces[at].has_deltas());
             self.spaces.copy_within(at + 1..self.len, at);
             self.len -= 1;
         }
     }
 
-    /// The group of the tree at `root`.
-    pub fn group(&self, root: PhysAddr) -> Option<u32> {
-        let live = &self.spaces[..self.len];
-        live.iter().find(|space| space.root == root).map(|space| space.anon_vma)
-    }
-
     /// Takes the counter changes others made to the tree at `root`: (rss, swap entries).
     pub fn take_deltas(&mut self, root: PhysAddr) -> (i64, i64) {
-        self.live().iter_mut().find(|space| space.root == root).map_or((0, 0), |space| {
-            let deltas = (space.rss_delta, space.swap_delta);
-            (space.rss_delta, space.swap_delta) = (0, 0);
-            deltas
-        })
+        if self.pending == 0 {
+            return (0, 0);
+        }
+        let Some(space) = self.live().iter_mut().find(|space| space.root == root) else {
+            return (0, 0);
+        };
+        let deltas = (space.rss_delta, space.swap_delta);
+        (space.rss_delta, space.swap_delta) = (0, 0);
+        if deltas != (0, 0) {
+            self.pending -= 1;
+        }
+        deltas
     }
 }
 
@@ -321,8 +330,10 @@ fn unmap_to_slot<M: AnonMemory>(
     let pfn = frame.pfn();
     let Some((key, mapcount, _)) = page_info(&mut tree.memory, pfn) else { return };
     let mut changed = Flush::NONE;
+    let mut newly_pending = 0;
     let found = for_each_mapping(tree, rmap, (pfn, key, mapcount), |entry, space, virt| {
         *entry = PageTableEntry::swap(slot);
+        newly_pending += usize::from(!space.has_deltas());
         space.rss_delta -= 1;
         space.swap_delta += 1;
         changed = core::mem::replace(&mut changed, Flush::NONE).and(Flush::pages(
@@ -332,6 +343,7 @@ fn unmap_to_slot<M: AnonMemory>(
         ));
     });
     *flush = core::mem::replace(flush, Flush::NONE).and(changed);
+    rmap.pending += newly_pending;
     if let Some(map) = tree.memory.swap_map() {
         // A fresh slot came with one reference (the first entry's); a cached one has those
         // of the entries that still name it, and each new entry adds one.
@@ -368,6 +380,10 @@ pub fn swap_in<M: AnonMemory>(
     virt: VirtAddr,
     flags: PteFlags,
 ) -> Result<Option<SwapIn>, AnonError> {
+    // No slot in use: no swap entry anywhere, so no walk (every first touch comes here).
+    if tree.memory.swap_map().is_none_or(|map| map.used() == 0) {
+        return Ok(None);
+    }
     let Some(slot) = tree.pte(virt).and_then(|entry| entry.swap_slot()) else {
         return Ok(None);
     };

@@ -140,11 +140,6 @@ impl SwapMap {
         Some(self.cache.swap_remove(at).1)
     }
 
-    /// Pages in the swap cache.
-    pub fn cached_pages(&self) -> u64 {
-        self.cache.len() as u64
-    }
-
     fn slot_mut(&mut self, slot: u64) -> Option<&mut u8> {
         self.counts.get_mut(usize::try_from(slot).ok()?)
     }

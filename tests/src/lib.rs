@@ -5,7 +5,7 @@ use shared::boot::E820Entry;
 use shared::mm::Region;
 use std::path::PathBuf;
 use std::time::Duration;
-use vmm::{Outcome, VmConfig};
+use vmm::{Outcome, Report, VmConfig};
 
 /// A small guest running `workload` with a generous timeout.
 pub fn config(workload: &str) -> VmConfig {
@@ -115,4 +115,16 @@ pub fn ram_pages(e820: &[E820Entry]) -> Vec<Region> {
 /// A fresh path under the system's temporary directory.
 pub fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("kvm-mm-{}-{name}", std::process::id()))
+}
+
+/// The texts the guest's user programs reported through our system call, in order.
+pub fn user_reports(outcome: &Outcome) -> Vec<&str> {
+    outcome
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::User { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
 }

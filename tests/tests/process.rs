@@ -3,22 +3,10 @@
 //! share its pages copy-on-write, reaps them with `wait4`, survives children the kernel
 //! kills for bad accesses, and gives every page back when the last process exits.
 
-use kvm_mm_tests::{boot, config};
+use kvm_mm_tests::{boot, config, user_reports};
 use shared::hypercall::ProcessReport;
 use shared::syscall::SyscallEntry;
 use vmm::{ExitReason, Outcome, Report};
-
-/// The texts the programs reported through our system call, in order.
-fn user_reports(outcome: &Outcome) -> Vec<&str> {
-    outcome
-        .reports
-        .iter()
-        .filter_map(|r| match r {
-            Report::User { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// The kernel's reports of the processes that ended, in the order they ended.
 fn process_reports(outcome: &Outcome) -> Vec<ProcessReport> {

@@ -3,7 +3,7 @@
 //! against what the guest reported of itself, `check` clean, and each corruption of a
 //! process's memory injected through the RAM file named by `check`.
 
-use kvm_mm_tests::{config, new_vm, temp_path};
+use kvm_mm_tests::{config, new_vm, temp_path, user_reports};
 use shared::hypercall::checkpoint;
 use shared::process::{MmStruct, Task, Vma, VmaNode};
 use std::os::unix::fs::FileExt;
@@ -494,19 +494,8 @@ fn many_processes_are_all_listed_and_checked_at_their_checkpoint() {
     assert_eq!(vmas, 10_000);
     let Output::Check(report) = at(&outcome, "check") else { panic!() };
     assert!(report.ok(), "{:#?}", report.findings);
-    let user = user_text(&outcome);
+    let user = user_reports(&outcome);
     assert_eq!(user, ["processes=100 areas=95 reaped=99"]);
-}
-
-fn user_text(outcome: &Outcome) -> Vec<&str> {
-    outcome
-        .reports
-        .iter()
-        .filter_map(|r| match r {
-            Report::User { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Random corruption of what the host reads of processes (the task array, the child's VMA
@@ -615,7 +604,7 @@ fn thp_touches_64_mib_in_32_faults_and_the_host_sees_huge_pages() {
         })
         .expect("the guest runs");
     assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
-    assert_eq!(user_text(&outcome), ["mib=64 pages=16384 munmap=0 mprotect=0 intact=1"]);
+    assert_eq!(user_reports(&outcome), ["mib=64 pages=16384 munmap=0 mprotect=0 intact=1"]);
     let process = outcome
         .reports
         .iter()

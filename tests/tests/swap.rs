@@ -2,7 +2,7 @@
 //! slots land in the host file at slot × 4 KiB and come back intact; a slot past the end
 //! is refused; every bad set-up fails before the guest runs, in one sentence.
 
-use kvm_mm_tests::{boot, config, temp_path};
+use kvm_mm_tests::{boot, config, temp_path, user_reports};
 use shared::layout::{GIB, MIB};
 use vmm::config::{ConfigError, SwapConfig};
 use vmm::outcome::exit_code;
@@ -126,15 +126,7 @@ fn swap_pattern_gets_every_word_back_from_swap() {
     config.timeout = Some(std::time::Duration::from_secs(600));
     let outcome = boot(&config);
     assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
-    let user: Vec<&str> = outcome
-        .reports
-        .iter()
-        .filter_map(|r| match r {
-            Report::User { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(user, ["mib=40 pages=10240 bad_words=0"]);
+    assert_eq!(user_reports(&outcome), ["mib=40 pages=10240 bad_words=0"]);
     let at = |tag: &str, kind: &str| {
         outcome
             .inspections

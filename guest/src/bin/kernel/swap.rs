@@ -26,23 +26,35 @@ fn pattern(slot: u64, word: u64) -> u64 {
     slot << 32 ^ word ^ 0x5157_4150_0000_0000
 }
 
-/// The words of the page at `frame`, which the caller allocated and no one else touches.
-fn words<'a>(frame: u64) -> &'a mut [u64; 512] {
-    // SAFETY: the caller's page, reached through the direct map; no other reference to it
-    // is live while the one returned is.
+/// The words of the page at `frame`.
+///
+/// # Safety
+/// `frame` is a page of RAM the caller allocated, and no other reference to it is live
+/// while the one returned is.
+unsafe fn words<'a>(frame: u64) -> &'a mut [u64; 512] {
+    // SAFETY: the caller's contract; the direct map reaches every page of RAM.
     unsafe { &mut *(mm::direct_map(frame) as *mut [u64; 512]) }
 }
 
 /// Fills the page at `frame` with slot `slot`'s pattern.
-fn fill(frame: u64, slot: u64) {
-    for (word, value) in (0..).zip(words(frame).iter_mut()) {
+///
+/// # Safety
+/// As for [`words`].
+unsafe fn fill(frame: u64, slot: u64) {
+    // SAFETY: the caller's contract.
+    for (word, value) in (0..).zip(unsafe { words(frame) }.iter_mut()) {
         *value = pattern(slot, word);
     }
 }
 
 /// Whether the page at `frame` holds slot `slot`'s pattern.
-fn holds(frame: u64, slot: u64) -> bool {
-    (0..).zip(words(frame).iter()).all(|(word, &value)| value == pattern(slot, word))
+///
+/// # Safety
+/// As for [`words`].
+unsafe fn holds(frame: u64, slot: u64) -> bool {
+    // SAFETY: the caller's contract.
+    let words = unsafe { words(frame) };
+    (0..).zip(words.iter()).all(|(word, &value)| value == pattern(slot, word))
 }
 
 /// The `swap-device` workload; returns whether its checks passed.
@@ -67,14 +79,17 @@ pub fn run(options: &Options) -> bool {
         _ => (slots / PAGES * i + i) % slots,
     };
     for (i, &frame) in (0..).zip(&frames) {
-        fill(frame, slot_of(i));
+        // SAFETY: a page allocated above, referenced nowhere else.
+        unsafe { fill(frame, slot_of(i)) };
     }
     let written = (0..).zip(&frames).all(|(i, &frame)| hypercall::swap_write(frame, slot_of(i)));
     let zeroed = frames.iter().all(|&frame| hypercall::zero_pages(frame, 1));
     // Back into other pages: page i gets the slot page PAGES-1-i went to.
     let read =
         (0..).zip(&frames).all(|(i, &frame)| hypercall::swap_read(frame, slot_of(PAGES - 1 - i)));
-    let intact = (0..).zip(&frames).all(|(i, &frame)| holds(frame, slot_of(PAGES - 1 - i)));
+    // SAFETY: as above.
+    let intact =
+        (0..).zip(&frames).all(|(i, &frame)| unsafe { holds(frame, slot_of(PAGES - 1 - i)) });
     let round_trip = written && zeroed && read && intact;
     let mut detail = crate::console::Line::new();
     let _ = core::fmt::Write::write_fmt(
@@ -87,7 +102,8 @@ pub fn run(options: &Options) -> bool {
     // The device's end is the VMM's to guard: slot `slots` is refused, the page unchanged.
     let frame = frames[0];
     let refused = !hypercall::swap_read(frame, slots) && !hypercall::swap_write(frame, slots);
-    let unchanged = holds(frame, slot_of(PAGES - 1));
+    // SAFETY: as above.
+    let unchanged = unsafe { holds(frame, slot_of(PAGES - 1)) };
     hypercall::report_test("swap slot past the end refused", refused && unchanged, "");
     mm::global::with(|mm| {
         for &frame in &frames {

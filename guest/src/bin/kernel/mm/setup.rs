@@ -88,13 +88,13 @@ impl Mm {
         Some(root)
     }
 
-    /// The process tree at `root`, with tables from the buddy allocator.
+    /// The process tree at `root`, of reverse-map group `group`, with tables from the
+    /// buddy allocator.
     ///
     /// # Safety
     /// `root` is a tree [`Mm::new_user_tree`] made and not yet freed; no other mapper of it
     /// is live.
-    pub unsafe fn user_tree(&mut self, root: PhysAddr) -> Mapper<KernelTables<'_>> {
-        let group = self.rmap.group(root).unwrap_or(0);
+    pub unsafe fn user_tree(&mut self, root: PhysAddr, group: u32) -> Mapper<KernelTables<'_>> {
         // SAFETY: the caller's contract: a tree of RAM page tables the direct map reaches.
         unsafe {
             Mapper::new(root, KernelTables::for_process(&mut self.buddy, &mut self.swap, group))

@@ -98,6 +98,8 @@ pub enum FaultError {
 pub struct AddressSpace {
     /// The PML4 (CR3 while the process runs).
     pub root: PhysAddr,
+    /// Its reverse-map group (`guest::reclaim`): its new pages record it.
+    anon_vma: u32,
     /// The VMAs.
     pub vmas: Vmas,
     /// Start of the heap.
@@ -153,21 +155,22 @@ fn pte_flags(vm_flags: u64) -> PteFlags {
 impl AddressSpace {
     /// An empty address space whose kernel half is the kernel's.
     pub fn new() -> Result<Self, SpaceError> {
-        let root = with(|mm| {
+        let (root, anon_vma) = with(|mm| {
             let root = mm.new_user_tree()?;
             // SAFETY: a tree just made in this memory; `destroy` takes it out of the
             // reverse map before freeing it.
-            if unsafe { mm.rmap.add(root, None) }.is_none() {
+            let Some(anon_vma) = (unsafe { mm.rmap.add(root, None) }) else {
                 // More address spaces than processes: none is left for this one.
                 // SAFETY: made just now, never loaded, holding nothing.
                 unsafe { mm.free_user_tree(root) };
                 return None;
-            }
-            Some(root)
+            };
+            Some((root, anon_vma))
         })
         .ok_or(SpaceError::NoMemory)?;
         Ok(Self {
             root,
+            anon_vma,
             vmas: Vmas::new(),
             start_brk: 0,
             brk: 0,
@@ -190,10 +193,10 @@ impl AddressSpace {
     /// Runs `f` on this address space's tree, counting the tables and swap entries it
     /// adds or frees, and taking in what reclaim did to its counters meanwhile.
     fn with_tree<R>(&mut self, f: impl FnOnce(&mut Mapper<KernelTables<'_>>) -> R) -> R {
-        let root = self.root;
+        let (root, anon_vma) = (self.root, self.anon_vma);
         let (result, added, swap_added, (rss, swapped)) = with(|mm| {
             // SAFETY: `root` is this address space's own tree.
-            let mut tree = unsafe { mm.user_tree(root) };
+            let mut tree = unsafe { mm.user_tree(root, anon_vma) };
             let result = f(&mut tree);
             let (added, swap_added) = (tree.memory.tables_added, tree.memory.swap_added);
             (result, added, swap_added, mm.rmap.take_deltas(root))
@@ -329,20 +332,24 @@ impl AddressSpace {
             return Err(FaultError::Access);
         }
         let virt = addr & !(PAGE - 1);
-        let mut served = self.serve(virt, addr, &vma, write, present);
+        // One loan of the memory managers for the fault's bookkeeping: count it, run
+        // background reclaim as kswapd would once woken (from below the low watermark up
+        // to the high one) before this fault allocates, and learn whether any swap entry
+        // exists (if none, a missing page cannot be one).
+        let swapping = with(|mm| {
+            mm.events.pgfault += 1;
+            mm.balance();
+            mm.swap.used() > 0
+        });
+        let how = (write, present, swapping);
+        let mut served = self.serve(virt, addr, &vma, how);
         if served == Err(SpaceError::NoMemory)
             && with(|mm| mm.reclaim(SWAP_BATCH as u64, false)) > 0
         {
             // Direct reclaim freed something: try once more.
-            served = self.serve(virt, addr, &vma, write, present);
+            served = self.serve(virt, addr, &vma, how);
         }
         self.faults += 1;
-        // Background reclaim, as kswapd would run once woken: from below the low
-        // watermark up to the high one.
-        with(|mm| {
-            mm.events.pgfault += 1;
-            mm.balance();
-        });
         served.map_err(|err| match err {
             SpaceError::NoMemory => FaultError::NoMemory,
             SpaceError::Io => FaultError::Io,
@@ -351,17 +358,16 @@ impl AddressSpace {
         })
     }
 
-    /// The work of a fault the VMA allows.
+    /// The work of a fault the VMA allows (`swapping`: some swap entry exists).
     fn serve(
         &mut self,
         virt: u64,
         addr: u64,
         vma: &Vma,
-        write: bool,
-        present: bool,
+        (write, present, swapping): (bool, bool, bool),
     ) -> Result<(), SpaceError> {
         if !present {
-            if self.swap_in(virt, vma.flags)? {
+            if swapping && self.swap_in(virt, vma.flags)? {
                 return Ok(());
             }
             if vma.kind == VmaKind::Image as u32 {
@@ -687,9 +693,10 @@ impl AddressSpace {
     /// shared with this one. Private writable pages become read-only in both.
     pub fn fork(&mut self, vdso: PhysAddr) -> Result<AddressSpace, SpaceError> {
         let mut child = AddressSpace::new()?;
-        let (parent_root, child_root) = (self.root, child.root);
         // The child joins the parent's reverse-map group: its pages are theirs.
-        with(|mm| mm.rmap.join(child_root, parent_root));
+        child.anon_vma = self.anon_vma;
+        let (child_root, group) = (child.root, self.anon_vma);
+        with(|mm| mm.rmap.join(child_root, group));
         child.vmas = self.vmas.clone();
         child.program.clone_from(&self.program);
         (child.start_brk, child.brk) = (self.start_brk, self.brk);
@@ -702,7 +709,7 @@ impl AddressSpace {
             let done = with(|mm| {
                 // SAFETY: `parent` is this address space's own tree; `root` is the child's,
                 // in the same memory.
-                let mut tree = unsafe { mm.user_tree(parent) };
+                let mut tree = unsafe { mm.user_tree(parent, group) };
                 let done =
                     tree.copy_present(root, VirtAddr::new(vma.start), len, cow, &mut anon::share);
                 // The tables it allocated are the child's.
