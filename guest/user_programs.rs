@@ -12,4 +12,5 @@ const USER_PROGRAMS: &[&str] = &[
     "thp",
     "preempt",
     "swap-pattern",
+    "oom-kill",
 ];

@@ -3,12 +3,15 @@
 //! `page->lru`.
 //!
 //! ```text
-//! lruvec.lists[LRU_INACTIVE_ANON]  head (newest) ⇄ … ⇄ tail (oldest): where reclaim looks
-//! lruvec.lists[LRU_ACTIVE_ANON]    pages found referenced again
+//! lruvec.lists[LRU_ACTIVE_ANON]    new pages, and pages found referenced again
+//! lruvec.lists[LRU_INACTIVE_ANON]  head (newest) ⇄ … ⇄ tail (oldest): aged pages, where
+//!                                  reclaim looks
 //!
-//! a first mapping      add: at the inactive head (Linux since 5.9: new anonymous pages
-//!                      start inactive and earn the active list when reclaim finds them
-//!                      referenced)
+//! a first mapping      add: at the active head (Linux before 5.9 did the same): the
+//! or a swap-in         fault that maps a page sets its Accessed bit, so an inactive page
+//!                      would always look referenced at its first scan; aging clears the
+//!                      bit on the way to the inactive list, not counted as a scan, and
+//!                      the inactive scan then sees only references made since
 //! a huge block split   del the block's entry, add each page on the same list
 //! freed                del
 //! ```

@@ -1,11 +1,15 @@
-//! Host stand-ins for the kernel's memory, shared by the unit tests of the paging, vmalloc
-//! and demand-paging modules.
+//! Host stand-ins for the kernel's memory, shared by the unit tests of the paging, vmalloc,
+//! demand-paging, copy-on-write and reclaim modules.
 
+use crate::anon::{AnonMemory, HUGE_PAGES};
 use crate::pager::PagerMemory;
 use crate::paging::{PageTableEntry, TableAlloc, TableMemory, Tlb};
+use crate::swap_map::SwapMap;
 use crate::vmalloc::VmallocMemory;
 use shared::addr::{PhysAddr, VirtAddr};
+use shared::page::Page;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::vec::Vec;
 
@@ -151,5 +155,130 @@ impl Recorder {
     /// Whether the page at `virt` was invalidated, by itself or by a full flush.
     pub fn flushed(&self, virt: u64) -> bool {
         self.0.borrow().iter().any(|f| f.is_none_or(|page| page == virt))
+    }
+}
+
+/// Memory for anonymous pages: tables and frames from an [`Arena`], a descriptor and one
+/// word of content per frame, the LRU lists, and, once `swap` is set, a swap device whose
+/// slots hold a word each.
+#[derive(Default)]
+pub struct AnonArena {
+    /// Tables and frames.
+    pub arena: Arena,
+    /// The descriptors, by frame address.
+    pub pages: BTreeMap<u64, Page>,
+    /// Each frame's content, by frame address.
+    pub content: BTreeMap<u64, u64>,
+    /// Huge blocks handed out so far (they come from their own region).
+    pub huge_blocks: u64,
+    /// The LRU lists.
+    pub lruvec: shared::mm::Lruvec,
+    /// The swap map and cache (`None`: no device).
+    pub swap: Option<SwapMap>,
+    /// The device: each written slot's content.
+    pub device: BTreeMap<u64, u64>,
+    /// Write requests the device took (one per batch).
+    pub write_requests: u64,
+    /// The reverse-map group new pages record.
+    pub group: u32,
+}
+
+/// Where huge blocks come from: 2 MiB aligned, above the arena's frames.
+const HUGE_BASE: u64 = 0x40_0000_0000;
+
+impl crate::lru::LruMemory for AnonArena {
+    fn lru_page(&mut self, pfn: u64) -> Option<&mut Page> {
+        Some(self.pages.entry(pfn << 12).or_default())
+    }
+    fn lruvec(&mut self) -> &mut shared::mm::Lruvec {
+        &mut self.lruvec
+    }
+}
+
+impl TableMemory for AnonArena {
+    unsafe fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; 512] {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.arena.entries(table) }
+    }
+}
+
+impl TableAlloc for AnonArena {
+    fn used(&mut self, table: PhysAddr) -> &mut u64 {
+        TableAlloc::used(&mut self.arena, table)
+    }
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        self.arena.alloc_table()
+    }
+    fn free_table(&mut self, table: PhysAddr) {
+        self.arena.free_table(table);
+    }
+    fn swap_entry_dropped(&mut self, entry: PageTableEntry) {
+        crate::reclaim::drop_entry(self, entry);
+    }
+    fn swap_entry_copied(&mut self, entry: PageTableEntry) {
+        crate::reclaim::dup_entry(self, entry);
+    }
+}
+
+impl VmallocMemory for AnonArena {
+    fn alloc_frame(&mut self) -> Option<PhysAddr> {
+        self.arena.alloc_frame()
+    }
+    fn free_frame(&mut self, frame: PhysAddr) {
+        self.content.remove(&frame.as_u64());
+        self.arena.free_frame(frame);
+    }
+}
+
+impl AnonMemory for AnonArena {
+    fn page(&mut self, frame: PhysAddr) -> Option<&mut Page> {
+        Some(self.pages.entry(frame.as_u64()).or_default())
+    }
+    fn anon_vma(&self) -> u32 {
+        self.group
+    }
+    fn zero_frame(&mut self, frame: PhysAddr) -> bool {
+        self.content.insert(frame.as_u64(), 0);
+        true
+    }
+    fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr) {
+        let word = self.content[&from.as_u64()];
+        self.content.insert(to.as_u64(), word);
+    }
+    fn alloc_huge(&mut self) -> Option<PhysAddr> {
+        let room = |limit: usize| self.arena.frames_out.len() as u64 + HUGE_PAGES <= limit as u64;
+        if !self.arena.frame_limit.is_none_or(room) {
+            return None;
+        }
+        let block = HUGE_BASE + self.huge_blocks * (2 << 20);
+        self.huge_blocks += 1;
+        self.arena.frames_out.extend((0..HUGE_PAGES).map(|p| block + p * 4096));
+        Some(PhysAddr::new(block))
+    }
+    fn free_huge(&mut self, block: PhysAddr) {
+        for page in 0..HUGE_PAGES {
+            let frame = block.as_u64() + page * 4096;
+            assert!(self.arena.frames_out.remove(&frame), "{frame:#x} was not handed out");
+            self.content.remove(&frame);
+        }
+    }
+    fn split_huge(&mut self, _block: PhysAddr) {
+        // Its pages are in `frames_out` one by one already.
+    }
+    fn swap_map(&mut self) -> Option<&mut SwapMap> {
+        self.swap.as_mut()
+    }
+    fn swap_write(&mut self, pages: &[(PhysAddr, u64)]) -> bool {
+        self.write_requests += 1;
+        for &(frame, slot) in pages {
+            let word = self.content.get(&frame.as_u64()).copied().unwrap_or(0);
+            self.device.insert(slot, word);
+        }
+        true
+    }
+    fn swap_read(&mut self, frame: PhysAddr, slot: u64) -> bool {
+        let Some(&word) = self.device.get(&slot) else { return false };
+        self.content.insert(frame.as_u64(), word);
+        true
     }
 }

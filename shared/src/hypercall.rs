@@ -21,7 +21,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 #[repr(C)]
 pub struct Request {
     /// [`CHECKPOINT`], [`REPORT`], [`ZERO_PAGES`], [`COPY_PAGE`], [`DISCARD_PAGES`],
-    /// [`SWAP_WRITE`] or [`SWAP_READ`].
+    /// [`SWAP_WRITE`], [`SWAP_READ`] or [`SWAP_WRITE_BATCH`].
     pub nr: u32,
     /// For `REPORT`, the [`ReportKind`]; for the page-work calls (all the others but
     /// `CHECKPOINT`), zero from the guest, which the VMM sets to [`PAGE_WORK_DONE`] when
@@ -32,7 +32,8 @@ pub struct Request {
     pub arg: u64,
     /// For `REPORT`, the payload length in bytes; for `ZERO_PAGES` and `DISCARD_PAGES`, the
     /// pages; for `COPY_PAGE`, the destination page's guest-physical address; for
-    /// `SWAP_WRITE` and `SWAP_READ`, the swap slot; zero otherwise.
+    /// `SWAP_WRITE` and `SWAP_READ`, the swap slot; for `SWAP_WRITE_BATCH`, the
+    /// [`SwapIo`]s at `arg`; zero otherwise.
     pub len: u64,
 }
 
@@ -62,6 +63,27 @@ pub const SWAP_WRITE: u32 = 6;
 /// Hypercall number: read swap slot `len` into the page of RAM at guest-physical `arg`.
 /// Answered like [`SWAP_WRITE`].
 pub const SWAP_READ: u32 = 7;
+/// Hypercall number: write `len` pages (1 to [`SWAP_BATCH_MAX`]) to their swap slots, as
+/// the [`SwapIo`]s at guest-physical `arg` name them: reclaim's batch in one exit. Every
+/// page and slot is checked before any is written; answered like [`ZERO_PAGES`].
+pub const SWAP_WRITE_BATCH: u32 = 8;
+/// The most pages one [`SWAP_WRITE_BATCH`] writes (Linux's `SWAP_CLUSTER_MAX`, reclaim's
+/// batch).
+pub const SWAP_BATCH_MAX: u64 = 32;
+
+/// One page of a [`SWAP_WRITE_BATCH`] (16 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct SwapIo {
+    /// The page's guest-physical address.
+    pub frame: u64,
+    /// Its slot.
+    pub slot: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SwapIo>() == 16);
 /// The most pages one [`DISCARD_PAGES`] call may name (a buddy block of the top order).
 pub const DISCARD_PAGES_MAX: u64 = 1024;
 /// What the VMM writes into a page-work request's `kind` once the work is done; a guest
@@ -87,6 +109,9 @@ pub mod checkpoint {
     /// A user program asked for one (`SYS_KVM_MM_CHECKPOINT`): every process is
     /// published, mid-run, for the host to inspect.
     pub const USER: u64 = 4;
+    /// The OOM killer chose its victim (the last [`super::ReportKind::OomKill`] report)
+    /// and is about to kill it: every process is published as the killer saw it.
+    pub const OOM: u64 = 5;
 
     /// A checkpoint's name.
     pub fn name(tag: u64) -> &'static str {
@@ -95,6 +120,7 @@ pub mod checkpoint {
             BOOTED => "booted",
             PROGRESS => "progress",
             USER => "user",
+            OOM => "oom",
             _ => "guest-defined",
         }
     }
@@ -141,11 +167,13 @@ pub enum ReportKind {
     /// A process's VMAs, as the kernel holds them, at a user checkpoint: a [`VmasHeader`],
     /// then its [`crate::process::Vma`]s in address order.
     Vmas = 17,
+    /// The OOM killer chose a victim: an [`OomKillReport`].
+    OomKill = 18,
 }
 
 impl ReportKind {
     /// Every kind, in number order.
-    pub const ALL: [ReportKind; 17] = [
+    pub const ALL: [ReportKind; 18] = [
         Self::E820,
         Self::Panic,
         Self::Exception,
@@ -163,6 +191,7 @@ impl ReportKind {
         Self::Process,
         Self::User,
         Self::Vmas,
+        Self::OomKill,
     ];
 
     /// The kind with this number, if it is one.
@@ -411,6 +440,45 @@ pub struct ProcessReport {
 }
 
 const _: () = assert!(core::mem::size_of::<ProcessReport>() == 120);
+
+/// Payload of [`ReportKind::OomKill`] (96 bytes): the victim the OOM killer chose and
+/// the figures of Linux's kill line, as it saw them.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
+#[repr(C)]
+pub struct OomKillReport {
+    /// The victim's PID.
+    pub pid: u32,
+    /// The PID of the process whose fault found no memory.
+    pub trigger_pid: u32,
+    /// The victim's `oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// The page-allocation order that failed.
+    pub order: u32,
+    /// The victim's badness (`crate::process::oom_badness`).
+    pub points: i64,
+    /// The pages badness is scaled by: RAM the page allocator manages, plus swap slots.
+    pub totalpages: u64,
+    /// The victim's `total_vm`, KiB.
+    pub total_vm_kib: u64,
+    /// Its anonymous RSS, KiB.
+    pub anon_rss_kib: u64,
+    /// Its file-backed RSS, KiB (0: no page cache).
+    pub file_rss_kib: u64,
+    /// Its shared-memory RSS, KiB (0: anonymous shared pages count as anonymous).
+    pub shmem_rss_kib: u64,
+    /// Its page tables, KiB.
+    pub pgtables_kib: u64,
+    /// Its swap entries.
+    pub swapents: u64,
+    /// Its name, zero-padded (the host reports it as text).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub comm: [u8; crate::process::TASK_COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<OomKillReport>() == 96);
 
 /// Bytes of a cache name in a [`SlabInfoReport`].
 pub const SLAB_NAME_LEN: usize = 24;
@@ -814,7 +882,7 @@ mod tests {
             assert_eq!(ReportKind::from_u32(number), Some(kind));
         }
         assert_eq!(ReportKind::from_u32(0), None);
-        assert_eq!(ReportKind::from_u32(ReportKind::Vmas as u32 + 1), None);
+        assert_eq!(ReportKind::from_u32(ReportKind::OomKill as u32 + 1), None);
     }
 
     #[test]

@@ -202,6 +202,24 @@ pub fn task_state_name(state: u32) -> &'static str {
     }
 }
 
+/// The lowest `oom_score_adj`: the OOM killer never picks the process.
+pub const OOM_SCORE_ADJ_MIN: i32 = -1000;
+/// The highest `oom_score_adj`: the process goes first.
+pub const OOM_SCORE_ADJ_MAX: i32 = 1000;
+
+/// The OOM killer's badness of a process (Linux's `oom_badness`): the pages it would
+/// free, resident, in swap and in page tables, plus `oom_score_adj` thousandths of
+/// `totalpages` (RAM and swap). `None` for a process it never picks.
+pub fn oom_badness(mm: &MmStruct, oom_score_adj: i32, totalpages: u64) -> Option<i64> {
+    if oom_score_adj <= OOM_SCORE_ADJ_MIN {
+        return None;
+    }
+    let pages = mm.rss_anon.saturating_add(mm.swapents).saturating_add(mm.pgtables);
+    let pages = i64::try_from(pages).unwrap_or(i64::MAX);
+    let per_mille = i64::try_from(totalpages / 1000).unwrap_or(i64::MAX);
+    Some(pages.saturating_add(i64::from(oom_score_adj).saturating_mul(per_mille)))
+}
+
 /// A process as the kernel publishes it for the host (the part of Linux's `task_struct`
 /// that `ps` shows, and its `mm_struct`). The kernel keeps [`MAX_TASKS`] of them in one
 /// array that `vmcoreinfo` points to, and rewrites a slot when its process is created,
@@ -219,6 +237,11 @@ pub struct Task {
     pub state: u32,
     /// For a zombie, the status `wait4` will report.
     pub exit_status: u32,
+    /// Linux's `oom_score_adj` ([`OOM_SCORE_ADJ_MIN`]..=[`OOM_SCORE_ADJ_MAX`]), added to
+    /// the OOM killer's badness in thousandths of the guest's pages.
+    pub oom_score_adj: i32,
+    /// Zero (keeps `comm` 8-byte aligned).
+    pub _pad: u32,
     /// The program's name, zero-padded.
     pub comm: [u8; TASK_COMM_LEN],
     /// Its memory (all zero once it has ended).
@@ -270,4 +293,4 @@ pub struct MmStruct {
 }
 
 const _: () = assert!(core::mem::size_of::<MmStruct>() == 128);
-const _: () = assert!(core::mem::size_of::<Task>() == 160);
+const _: () = assert!(core::mem::size_of::<Task>() == 168);

@@ -41,6 +41,10 @@ pub const SYS_KVM_MM_REPORT: u64 = 1000;
 /// Ours: `checkpoint()` publishes every process and stops at a checkpoint, where the
 /// host may inspect the guest (`vmm run --inspect`); returns 0.
 pub const SYS_KVM_MM_CHECKPOINT: u64 = 1001;
+/// Ours: `oom_score_adj(value)` sets the caller's `oom_score_adj` (what writing
+/// `/proc/self/oom_score_adj` does on Linux; this kernel has no files). -EINVAL outside
+/// -1000..=1000; a forked child inherits it.
+pub const SYS_KVM_MM_OOM_SCORE_ADJ: u64 = 1002;
 /// Largest payload of [`SYS_KVM_MM_REPORT`].
 pub const REPORT_MAX: u64 = 1024;
 

@@ -200,6 +200,9 @@ pub trait Visitor {
     fn reserved(&mut self, _level: u8, _entry_addr: u64, _virt: u64, _entry: PageTableEntry) {}
     /// A mapped page; return `false` to stop the enumeration.
     fn leaf(&mut self, leaf: Leaf) -> bool;
+    /// A not-present entry that is not zero (a swap entry, in a process's level-1 table)
+    /// at `level`, for the virtual addresses from `virt`.
+    fn not_present(&mut self, _level: u8, _virt: u64, _entry: PageTableEntry) {}
 }
 
 /// Why an enumeration ended early.
@@ -264,10 +267,13 @@ fn visit(
     for (slot, &raw) in (first..).zip(entries.iter()) {
         let entry_addr = table + 8 * slot;
         let entry = PageTableEntry::from_raw(raw);
+        let virt = base + slot * span;
         if !entry.is_present() {
+            if raw != 0 {
+                visitor.not_present(level, VirtAddr::new_truncate(virt).as_u64(), entry);
+            }
             continue;
         }
-        let virt = base + slot * span;
         if entry.has_reserved_bits(level) {
             visitor.reserved(level, entry_addr, VirtAddr::new_truncate(virt).as_u64(), entry);
             continue;
@@ -446,6 +452,26 @@ mod tests {
         for_each_leaf(&mut m, 0x1000, ALL_ADDRESSES, &mut budget, &mut found).expect("complete");
         assert_eq!(found.0.len(), 3, "the bad entries map nothing");
         assert_eq!(found.2, [(2, BASE + 0x40_0000), (4, 0xffff_9600_0000_0000)]);
+    }
+
+    #[test]
+    fn enumeration_names_non_zero_entries_that_are_not_present() {
+        struct Absent(Vec<(u8, u64, Option<u64>)>);
+        impl Visitor for Absent {
+            fn leaf(&mut self, _: Leaf) -> bool {
+                true
+            }
+            fn not_present(&mut self, level: u8, virt: u64, entry: PageTableEntry) {
+                self.0.push((level, virt, entry.swap_slot()));
+            }
+        }
+        let mut m = tree();
+        m.0.insert(0x4000 + 8 * 5, PageTableEntry::swap(77).raw());
+        m.0.insert(0x3000 + 8 * 7, 0x9000 | PteFlags::WRITABLE.bits());
+        let mut found = Absent(Vec::new());
+        let mut budget = 1 << 20;
+        for_each_leaf(&mut m, 0x1000, ALL_ADDRESSES, &mut budget, &mut found).expect("complete");
+        assert_eq!(found.0, [(1, BASE + 0x5000, Some(77)), (2, BASE + 0xe0_0000, None)]);
     }
 
     #[test]

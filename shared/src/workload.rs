@@ -43,7 +43,8 @@ pub enum Workload {
     ExecData,
     /// Read an unmapped address in the vmalloc area.
     UnmappedVmalloc,
-    /// Allocate 1 MiB blocks through `alloc` until memory runs out.
+    /// A process touches memory until it runs out: the OOM killer kills it and the
+    /// kernel goes on.
     AllocOom,
     /// Allocate and keep pages, per-CPU blocks, slab objects and vmalloc areas (`seed=`,
     /// `ops=`), then exit: a populated state for host inspection.
@@ -80,11 +81,16 @@ pub enum Workload {
     /// A process touches twice the guest's RAM (or `ops=` MiB) with a pattern and checks
     /// every word after it came back from swap.
     SwapPattern,
+    /// A hog and a bystander: the OOM killer kills the hog, the bystander finishes.
+    OomKill,
+    /// `swap-pattern`, then a fork: two processes share copy-on-write pages while they go
+    /// to swap and come back.
+    SwapCow,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 30] = [
+    pub const ALL: [Workload; 32] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -115,6 +121,8 @@ impl Workload {
         Self::Preempt,
         Self::SwapDevice,
         Self::SwapPattern,
+        Self::SwapCow,
+        Self::OomKill,
     ];
 
     /// The name used on the command line.
@@ -150,6 +158,8 @@ impl Workload {
             Self::Halt => "halt",
             Self::SwapDevice => "swap-device",
             Self::SwapPattern => "swap-pattern",
+            Self::OomKill => "oom-kill",
+            Self::SwapCow => "swap-cow",
         }
     }
 
@@ -173,7 +183,9 @@ impl Workload {
             Self::WriteRodata => "write to read-only kernel data (an oops)",
             Self::ExecData => "jump into no-execute kernel data (an oops)",
             Self::UnmappedVmalloc => "read an unmapped vmalloc address (an oops)",
-            Self::AllocOom => "allocate 1 MiB blocks until memory runs out (a reported panic)",
+            Self::AllocOom => {
+                "a process touches memory until none is left: the OOM killer kills it"
+            }
             Self::Populate => {
                 "allocate and keep pages, slab objects and vmalloc areas (seed=, ops=), then exit"
             }
@@ -205,6 +217,10 @@ impl Workload {
             }
             Self::SwapPattern => {
                 "touch twice the RAM (or ops= MiB) with a pattern and check it after swap"
+            }
+            Self::OomKill => "a hog and a bystander: the OOM killer kills the hog only",
+            Self::SwapCow => {
+                "swap-pattern, then a fork: copy-on-write sharers swapped out and back"
             }
         }
     }

@@ -269,6 +269,37 @@ fn check_names_a_page_table_counter_off_by_one() {
 }
 
 #[test]
+fn check_names_a_swap_counter_off_by_one() {
+    let path = corrupted("swapents");
+    let (child, at) = child_mm_field(&path, std::mem::offset_of!(MmStruct, swapents));
+    poke(&path, at, &(child.mm.swapents + 1).to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::SwapEntry,
+        &format!(
+            "pid 2: swap counter {}, its tables hold {} swap entries",
+            child.mm.swapents + 1,
+            child.mm.swapents
+        ),
+    );
+}
+
+#[test]
+fn check_names_an_entry_neither_present_nor_a_swap_entry() {
+    let path = corrupted("not-swap");
+    let area = shared_area(&path);
+    let (child, _) = child_mm_field(&path, 0);
+    let at = leaf_entry(&path, child.mm.pgd, area.end - 4096);
+    // Writable and dirty, but not present: no swap entry looks like that.
+    poke(&path, at, &0x42u64.to_le_bytes());
+    assert_names(
+        &path,
+        FindingKind::SwapEntry,
+        &format!("pid 2: {:#x} has a level-1 entry 0x42 that is neither present", area.end - 4096),
+    );
+}
+
+#[test]
 fn check_names_an_lru_page_flagged_for_the_other_list() {
     let path = corrupted("lru");
     let area = shared_area(&path);

@@ -167,17 +167,3 @@ fn the_host_reads_the_caches_the_guest_reports() {
     let kmalloc_64 = host.iter().find(|c| c.name() == "kmalloc-64").expect("kmalloc-64");
     assert_eq!(kmalloc_64.active_objs, kmalloc_64.objperslab, "{kmalloc_64:?}");
 }
-
-#[test]
-fn running_out_of_memory_through_alloc_is_a_reported_panic() {
-    let outcome = boot(&config("alloc-oom"));
-    assert_eq!(
-        outcome.exit,
-        ExitReason::GuestExit { status: shared::status::GuestStatus::Panic as u8 }
-    );
-    let message = outcome.reports.iter().find_map(|r| match r {
-        vmm::Report::Panic { message, .. } => Some(message.clone()),
-        _ => None,
-    });
-    assert_eq!(message.as_deref(), Some("memory allocation of 1048576 bytes failed"));
-}

@@ -2,9 +2,10 @@
 //! slots land in the host file at slot × 4 KiB and come back intact; a slot past the end
 //! is refused; every bad set-up fails before the guest runs, in one sentence.
 
-use kvm_mm_tests::{boot, config, temp_path, user_reports};
+use kvm_mm_tests::{boot, config, new_vm, temp_path, user_reports};
 use shared::layout::{GIB, MIB};
 use vmm::config::{ConfigError, SwapConfig};
+use vmm::inspect::swap::{self, PageSource, SwapFile};
 use vmm::outcome::exit_code;
 use vmm::swap::SwapError;
 use vmm::{Error, ExitReason, Report, VmConfig};
@@ -112,19 +113,68 @@ fn each_bad_set_up_fails_before_the_guest_runs_in_one_sentence() {
     assert!(!path.exists(), "nothing was created for a refused set-up");
 }
 
+/// The word `swap-pattern` writes at `addr` (guest/src/bin/user/swap_pattern.rs).
+fn swap_pattern(addr: u64) -> u64 {
+    addr.rotate_left(17) ^ 0x5a5a_0000_5a5a_0000
+}
+
+/// What the host reads of one page of pid 1 with `read`, as words, and where it came from.
+fn read_page(
+    view: &mut vmm::inspect::View<'_, '_>,
+    file: &SwapFile,
+    virt: u64,
+) -> (Vec<u64>, PageSource) {
+    let memory = swap::read(view, Some(file), 1, virt, 4096).expect("reads the page");
+    let bytes: Vec<u8> = (0..memory.hex.len() / 2)
+        .map(|i| u8::from_str_radix(&memory.hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    let words =
+        bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8"))).collect();
+    (words, memory.pages[0].clone())
+}
+
 /// `swap-pattern` in a 32 MiB guest touching 40 MiB: what does not fit goes to swap (the
 /// host file holds it, meminfo counts the slots, `check` is clean with swap entries in
 /// the tables), every word comes back, and the slots are free once the process is gone.
+/// At the checkpoint the host reads the pattern back itself, from RAM and from the swap
+/// file, and its pagemap, smaps and status agree on what is swapped.
 #[test]
 fn swap_pattern_gets_every_word_back_from_swap() {
-    use vmm::inspect::{Command, Output};
+    use vmm::inspect::{process, Command, Inspector, Output, RamReader};
     let path = temp_path("swap-pattern.swap");
-    let inspect = vec![Command::Meminfo, Command::Check];
+    let inspect = vec![Command::Meminfo, Command::Check, Command::Vmstat];
     let mut config =
         VmConfig { inspect, mem_size: 32 * MIB, ..with_swap("swap-pattern", &path, 64 * MIB) };
     config.cmdline.push_str(" ops=40");
     config.timeout = Some(std::time::Duration::from_secs(600));
-    let outcome = boot(&config);
+    let mut seen = None;
+    let outcome = new_vm(&config)
+        .run_with(|stop| {
+            if stop.checkpoint.tag != shared::hypercall::checkpoint::USER || seen.is_some() {
+                return;
+            }
+            let file = SwapFile::open(&path).expect("the swap file");
+            let mut inspector = Inspector::new(RamReader::mapped(stop.memory));
+            seen = Some(inspector.snapshot(|view| {
+                let pagemap = process::pagemap(view, 1, None)?;
+                let smaps = process::smaps(view, 1)?;
+                let status = process::status(view, 1)?;
+                // The pattern's areas are its 1 MiB VMAs: the first of their pages in swap,
+                // and the last in RAM.
+                let mm = process::task(view, 1)?.mm;
+                let vmas = process::vmas(view, &mm)?;
+                let in_area = |virt: u64| {
+                    vmas.iter().any(|v| v.len() == MIB && (v.start..v.end).contains(&virt))
+                };
+                let pages: Vec<_> = pagemap.iter().filter(|p| in_area(p.virt)).collect();
+                let swapped = pages.iter().find(|p| p.swap_slot.is_some()).map(|p| p.virt);
+                let resident = pages.iter().rev().find(|p| p.present).map(|p| p.virt);
+                let reads =
+                    [swapped, resident].map(|virt| virt.map(|v| (v, read_page(view, &file, v))));
+                Ok((pagemap, smaps, status, reads))
+            }));
+        })
+        .expect("the guest runs");
     assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
     assert_eq!(user_reports(&outcome), ["mib=40 pages=10240 bad_words=0"]);
     let at = |tag: &str, kind: &str| {
@@ -146,10 +196,74 @@ fn swap_pattern_gets_every_word_back_from_swap() {
     let file = std::fs::read(&path).expect("the swap file");
     let written = file.chunks_exact(4096).filter(|page| page.iter().any(|&b| b != 0)).count();
     assert!(written as u64 >= swapped, "{written} pages written, {swapped} in use");
-    // At the end every slot is free again, and nothing is out of place.
+    // The host's own view: one swap entry per slot in use (nothing is shared), in the
+    // pagemap, smaps and status alike; and the pattern read back from the file and RAM.
+    let (pagemap, smaps, status, reads) = seen.expect("a checkpoint").expect("inspects");
+    let entries = pagemap.iter().filter(|p| p.swap_slot.is_some()).count() as u64;
+    assert_eq!(entries, swapped);
+    assert_eq!(smaps.iter().map(|e| e.swap).sum::<u64>(), swapped * 4);
+    assert_eq!(smaps.iter().map(|e| e.swap_pss).sum::<u64>(), swapped * 4);
+    assert_eq!(status.vm_swap, swapped * 4);
+    let [Some((out_at, (out_words, out_from))), Some((in_at, (in_words, in_from)))] = reads else {
+        panic!("a page in swap and one in RAM: {reads:?}")
+    };
+    assert!(matches!(out_from, PageSource::Swap { virt, .. } if virt == out_at), "{out_from:?}");
+    assert!(matches!(in_from, PageSource::Ram { virt, .. } if virt == in_at), "{in_from:?}");
+    for (base, words) in [(out_at, out_words), (in_at, in_words)] {
+        let expected: Vec<u64> = (0..512).map(|i| swap_pattern(base + 8 * i)).collect();
+        assert_eq!(words, expected, "the page at {base:#x}");
+    }
+    // At the end every slot is free again, and nothing is out of place; what went out
+    // came back as major faults.
     let Ok(Output::Meminfo(m)) = at("exit", "meminfo") else { panic!("meminfo") };
     assert_eq!(m.swap_free, m.swap_total, "{m:?}");
     let Ok(Output::Check(report)) = at("exit", "check") else { panic!("check") };
     assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    let Ok(Output::Vmstat(v)) = at("exit", "vmstat") else { panic!("vmstat") };
+    assert!(v.events.pswpout >= swapped && v.events.pswpin >= swapped, "{v:?}");
+    assert_eq!(v.events.pgmajfault, v.events.pswpin, "one page read per major fault");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `swap-cow` in a 16 MiB guest: parent and child share 18 MiB copy-on-write while it goes
+/// to swap and comes back. The child's reads put the first area in the swap cache, and the
+/// parent's reads of it come from there: no read of the device. `check` holds every slot's
+/// count to the entries of both trees at each checkpoint.
+#[test]
+fn copy_on_write_sharers_are_swapped_out_and_read_back_once() {
+    use vmm::inspect::{Command, Output};
+    let path = temp_path("swap-cow.swap");
+    let inspect = vec![Command::Check, Command::Vmstat];
+    let mut config =
+        VmConfig { inspect, mem_size: 16 * MIB, ..with_swap("swap-cow", &path, 32 * MIB) };
+    config.cmdline.push_str(" ops=18");
+    config.timeout = Some(std::time::Duration::from_secs(600));
+    let outcome = boot(&config);
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    let mut reports = user_reports(&outcome);
+    reports.sort_unstable();
+    assert_eq!(
+        reports,
+        ["child mib=18 pages=4608 bad_words=0", "parent mib=18 pages=4608 bad_words=0"]
+    );
+    let vmstats: Vec<shared::mm::VmEvents> = outcome
+        .inspections
+        .iter()
+        .filter(|i| i.command == "vmstat" && i.at.contains("(user)"))
+        .map(|i| match &i.result {
+            Ok(Output::Vmstat(v)) => v.events,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // Checkpoints: after the writes; the child has read the first area; the parent has.
+    let [written, child, parent] = vmstats[..] else { panic!("{vmstats:?}") };
+    assert!(written.pswpout >= 1024, "{written:?}");
+    assert!(child.pswpin >= written.pswpin + 256, "the child read the first area: {child:?}");
+    assert!(parent.pgfault >= child.pgfault + 256, "{parent:?}");
+    assert_eq!(parent.pswpin, child.pswpin, "the parent's reads came from the swap cache");
+    for inspection in outcome.inspections.iter().filter(|i| i.command == "check") {
+        let Ok(Output::Check(report)) = &inspection.result else { panic!("{inspection:?}") };
+        assert!(report.findings.is_empty(), "at {}: {:#?}", inspection.at, report.findings);
+    }
     let _ = std::fs::remove_file(&path);
 }

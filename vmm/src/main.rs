@@ -56,7 +56,8 @@ Examples:
   vmm inspect guest.ram buddyinfo
   vmm inspect guest.ram pagetable --range ffff888000000000-ffff888040000000
   vmm inspect guest.ram translate ffffffff80200000 ffffc90000000000
-  vmm inspect guest.ram check --json";
+  vmm inspect guest.ram check --json
+  vmm inspect guest.ram --swap-file guest.swap read 1 7fffff7f0000 --len 64";
 
 #[derive(Debug, Args)]
 struct InspectArgs {
@@ -69,6 +70,10 @@ struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// The guest's swap file, as given to `vmm run --swap-file` (for `read` of pages
+    /// swapped out, and the name `swaps` shows).
+    #[arg(long, global = true, value_name = "PATH")]
+    swap_file: Option<PathBuf>,
 }
 
 /// A parsed `--e820` (a newtype, so that clap takes the list as one value).
@@ -225,8 +230,12 @@ fn print_reports(outcome: &vmm::Outcome) {
 }
 
 fn inspect(args: InspectArgs) -> ExitCode {
-    let result =
-        RamReader::open_file(&args.file).and_then(|ram| Inspector::new(ram).run(&args.command));
+    let swap_file = args.swap_file.as_deref().map(vmm::inspect::swap::SwapFile::open).transpose();
+    let result = swap_file.and_then(|swap_file| {
+        let mut inspector = Inspector::new(RamReader::open_file(&args.file)?);
+        inspector.swap_file = swap_file;
+        inspector.run(&args.command)
+    });
     let output = match result {
         Ok(output) => output,
         Err(err) => {

@@ -11,9 +11,9 @@ use serde::Serialize;
 use shared::boot::E820Entry;
 use shared::hypercall::{
     exception_name, BootTimes, CmdlineErrorHeader, CmdlineErrorKind, ExceptionReport,
-    GuestTranslation, MemblockHeader, OopsReport, PageTablesReport, PanicHeader, ProcessReport,
-    ReportKind, Request, SlabInfoReport, StressReport, TestHeader, VmasHeader, ZoneReport,
-    REPORT_MAX_LEN,
+    GuestTranslation, MemblockHeader, OomKillReport, OopsReport, PageTablesReport, PanicHeader,
+    ProcessReport, ReportKind, Request, SlabInfoReport, StressReport, TestHeader, VmasHeader,
+    ZoneReport, REPORT_MAX_LEN,
 };
 use shared::mm::Region;
 use shared::page::ZoneType;
@@ -84,6 +84,14 @@ pub enum Report {
         pid: u32,
         /// Its VMAs, in address order.
         vmas: Vec<shared::process::Vma>,
+    },
+    /// The OOM killer chose a victim (the kill follows, after the `oom` checkpoint).
+    OomKill {
+        /// The victim's name.
+        name: String,
+        /// What the killer saw of it.
+        #[serde(flatten)]
+        kill: OomKillReport,
     },
     /// Why the guest could not finish booting.
     BootError {
@@ -232,6 +240,11 @@ pub fn decode(kind: u32, payload: &[u8]) -> Result<Report, String> {
         ReportKind::PageTables => Report::PageTables(value("page-tables", payload)?),
         ReportKind::SlabInfo => Report::Slab(value("slabinfo", payload)?),
         ReportKind::Process => Report::Process(value("process", payload)?),
+        ReportKind::OomKill => {
+            let kill: OomKillReport = value("oom-kill", payload)?;
+            let len = kill.comm.iter().position(|&b| b == 0).unwrap_or(kill.comm.len());
+            Report::OomKill { name: text(&kill.comm[..len]), kill }
+        }
         ReportKind::User => Report::User { text: text(payload) },
         ReportKind::Vmas => {
             let (h, rest): (VmasHeader, _) = header("vmas", payload)?;
@@ -281,7 +294,8 @@ impl Report {
             | Self::Stress(_)
             | Self::Process(_)
             | Self::User { .. }
-            | Self::Vmas { .. } => return None,
+            | Self::Vmas { .. }
+            | Self::OomKill { .. } => return None,
         })
     }
 }
@@ -319,6 +333,9 @@ mod tests {
         let slab = SlabInfoReport::of(&Default::default(), b"kmalloc-64");
         let stress = StressReport { seed: 7, restored: 1, ..Default::default() };
         let process = ProcessReport { pid: 1, signal: 11, fault_address: 8, ..Default::default() };
+        let mut comm = [0; shared::process::TASK_COMM_LEN];
+        comm[..3].copy_from_slice(b"hog");
+        let kill = OomKillReport { pid: 4, points: 900, comm, ..Default::default() };
         let vma =
             shared::process::Vma::new(0x40_0000, 0x40_1000, 5, shared::process::VmaKind::Image);
         let times =
@@ -374,6 +391,11 @@ mod tests {
                 ReportKind::Vmas,
                 with(VmasHeader { pid: 3, count: 1 }.as_bytes(), &[vma.as_bytes()]),
                 Report::Vmas { pid: 3, vmas: vec![vma] },
+            ),
+            (
+                ReportKind::OomKill,
+                kill.as_bytes().to_vec(),
+                Report::OomKill { name: "hog".into(), kill },
             ),
         ]
     }

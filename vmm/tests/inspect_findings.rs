@@ -23,7 +23,7 @@ mod inspect {
 
         /// The kinds about processes, which `tests/tests/process_inspect.rs` injects (one
         /// test each) into a real guest's RAM: the image here has none.
-        const PROCESS_KINDS: [FindingKind; 9] = [
+        const PROCESS_KINDS: [FindingKind; 10] = [
             FindingKind::TaskList,
             FindingKind::ProcessVmas,
             FindingKind::RssMismatch,
@@ -33,6 +33,7 @@ mod inspect {
             FindingKind::CowWritable,
             FindingKind::KernelHalfDiffers,
             FindingKind::LruList,
+            FindingKind::SwapEntry,
         ];
 
         /// The corruption for each kind (`None`: one of [`PROCESS_KINDS`]).
@@ -89,7 +90,8 @@ mod inspect {
                 | FindingKind::MapcountMismatch
                 | FindingKind::CowWritable
                 | FindingKind::KernelHalfDiffers
-                | FindingKind::LruList => return None,
+                | FindingKind::LruList
+                | FindingKind::SwapEntry => return None,
             })
         }
 
@@ -193,7 +195,7 @@ mod inspect {
             let schema = serde_json::to_value(schemars::schema_for!(FindingKind)).expect("json");
             let mut all = BTreeSet::new();
             schema_names(&schema, &mut all);
-            assert_eq!(all.len(), 50, "the kinds `check` knows: {all:?}");
+            assert_eq!(all.len(), 51, "the kinds `check` knows: {all:?}");
             let tested: BTreeSet<String> = TESTED
                 .iter()
                 .chain(&PROCESS_KINDS)

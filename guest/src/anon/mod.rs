@@ -375,7 +375,8 @@ pub fn write_fault<M: AnonMemory>(
 }
 
 /// A page (or a whole huge block of `pages`) just allocated for its first mapping, at
-/// `virt`: anonymous, mapped once, its reverse-map key recorded, on the inactive LRU list.
+/// `virt`: anonymous, mapped once, its reverse-map key recorded, on the active LRU list
+/// (see `crate::lru`).
 fn mark_new<M: AnonMemory>(memory: &mut M, frame: PhysAddr, pages: u64, virt: VirtAddr) {
     let key = crate::reclaim::rmap_key(memory.anon_vma(), virt.as_u64());
     if let Some(page) = memory.page(frame) {
@@ -384,7 +385,7 @@ fn mark_new<M: AnonMemory>(memory: &mut M, frame: PhysAddr, pages: u64, virt: Vi
         page.refcount = 1;
         page.private = key;
     }
-    crate::lru::add(memory, frame.pfn(), pages, shared::mm::LRU_INACTIVE_ANON);
+    crate::lru::add(memory, frame.pfn(), pages, shared::mm::LRU_ACTIVE_ANON);
 }
 
 #[cfg(test)]

@@ -4,101 +4,14 @@
 //! copies exactly when its page is shared.
 
 use super::*;
-use crate::paging::{PageTableEntry, TableAlloc, TableMemory};
-use crate::testing::Arena;
+use crate::paging::TableAlloc;
+use crate::testing::AnonArena as Memory;
 use proptest::prelude::*;
 use shared::addr::VirtAddr;
-use shared::mm::LRU_INACTIVE_ANON;
+use shared::mm::LRU_ACTIVE_ANON;
 use std::collections::BTreeMap;
 use std::vec;
 use std::vec::Vec;
-
-/// Page tables and frames from an [`Arena`], with descriptors and one word of content per
-/// frame.
-#[derive(Default)]
-struct Memory {
-    arena: Arena,
-    pages: BTreeMap<u64, Page>,
-    content: BTreeMap<u64, u64>,
-    /// Huge blocks handed out so far (they come from their own region).
-    huge_blocks: u64,
-    lruvec: shared::mm::Lruvec,
-}
-
-impl crate::lru::LruMemory for Memory {
-    fn lru_page(&mut self, pfn: u64) -> Option<&mut Page> {
-        Some(self.pages.entry(pfn << 12).or_default())
-    }
-    fn lruvec(&mut self) -> &mut shared::mm::Lruvec {
-        &mut self.lruvec
-    }
-}
-
-/// Where huge blocks come from: 2 MiB aligned, above the arena's frames.
-const HUGE_BASE: u64 = 0x40_0000_0000;
-
-impl TableMemory for Memory {
-    unsafe fn entries(&mut self, table: PhysAddr) -> &mut [PageTableEntry; 512] {
-        // SAFETY: the caller's contract, passed on.
-        unsafe { self.arena.entries(table) }
-    }
-}
-
-impl TableAlloc for Memory {
-    fn used(&mut self, table: PhysAddr) -> &mut u64 {
-        self.arena.used(table)
-    }
-    fn alloc_table(&mut self) -> Option<PhysAddr> {
-        self.arena.alloc_table()
-    }
-    fn free_table(&mut self, table: PhysAddr) {
-        self.arena.free_table(table);
-    }
-}
-
-impl VmallocMemory for Memory {
-    fn alloc_frame(&mut self) -> Option<PhysAddr> {
-        self.arena.alloc_frame()
-    }
-    fn free_frame(&mut self, frame: PhysAddr) {
-        self.content.remove(&frame.as_u64());
-        self.arena.free_frame(frame);
-    }
-}
-
-impl AnonMemory for Memory {
-    fn page(&mut self, frame: PhysAddr) -> Option<&mut Page> {
-        Some(self.pages.entry(frame.as_u64()).or_default())
-    }
-    fn zero_frame(&mut self, frame: PhysAddr) -> bool {
-        self.content.insert(frame.as_u64(), 0);
-        true
-    }
-    fn copy_frame(&mut self, from: PhysAddr, to: PhysAddr) {
-        let word = self.content[&from.as_u64()];
-        self.content.insert(to.as_u64(), word);
-    }
-    fn alloc_huge(&mut self) -> Option<PhysAddr> {
-        let room = |limit: usize| self.arena.frames_out.len() as u64 + HUGE_PAGES <= limit as u64;
-        if !self.arena.frame_limit.is_none_or(room) {
-            return None;
-        }
-        let block = HUGE_BASE + self.huge_blocks * (2 << 20);
-        self.huge_blocks += 1;
-        self.arena.frames_out.extend((0..HUGE_PAGES).map(|p| block + p * 4096));
-        Some(PhysAddr::new(block))
-    }
-    fn free_huge(&mut self, block: PhysAddr) {
-        for page in 0..HUGE_PAGES {
-            let frame = block.as_u64() + page * 4096;
-            assert!(self.arena.frames_out.remove(&frame), "{frame:#x} was not handed out");
-            self.content.remove(&frame);
-        }
-    }
-    fn split_huge(&mut self, _block: PhysAddr) {
-        // Its pages are in `frames_out` one by one already.
-    }
-}
 
 const BASE: u64 = 0x40_0000;
 const PAGES: u64 = 6;
@@ -173,15 +86,15 @@ fn check(
     let out: Vec<u64> = memory.arena.frames_out.iter().copied().collect();
     let mapped: Vec<u64> = mappings.keys().copied().collect();
     prop_assert_eq!(out, mapped.clone(), "frames out = frames mapped");
-    // Every mapped page, and nothing else, is on the inactive LRU list.
-    let mut listed: Vec<u64> = crate::lru::entries(memory, LRU_INACTIVE_ANON, 1 << 16)
+    // Every mapped page, and nothing else, is on the active LRU list (where a new page starts).
+    let mut listed: Vec<u64> = crate::lru::entries(memory, LRU_ACTIVE_ANON, 1 << 16)
         .map_err(TestCaseError::fail)?
         .into_iter()
         .map(|pfn| pfn << 12)
         .collect();
     listed.sort_unstable();
     prop_assert_eq!(listed, mapped, "the LRU lists every mapped page once");
-    prop_assert_eq!(memory.lruvec.lists[LRU_INACTIVE_ANON].nr_pages, mappings.len() as u64);
+    prop_assert_eq!(memory.lruvec.lists[LRU_ACTIVE_ANON].nr_pages, mappings.len() as u64);
     Ok(())
 }
 
@@ -362,13 +275,13 @@ fn a_huge_page_is_shared_copied_whole_split_and_given_back() {
     let now = with_tree(&mut memory, parent, |t| t.translate(small.start())).expect("mapped");
     assert_eq!((now.size, now.phys.as_u64()), (PageSize::Size4K, block.as_u64() + 4096));
     // The LRU lists the child's block once (512 pages) and the parent's pages one by one.
-    let listed = crate::lru::entries(&mut memory, LRU_INACTIVE_ANON, 1024).expect("sound");
+    let listed = crate::lru::entries(&mut memory, LRU_ACTIVE_ANON, 1024).expect("sound");
     assert_eq!(listed.len() as u64, 1 + HUGE_PAGES);
-    assert_eq!(memory.lruvec.lists[LRU_INACTIVE_ANON].nr_pages, 2 * HUGE_PAGES);
+    assert_eq!(memory.lruvec.lists[LRU_ACTIVE_ANON].nr_pages, 2 * HUGE_PAGES);
     // Everything goes back: the parent's pages one by one, the child's block whole.
     exit(&mut memory, parent);
     exit(&mut memory, child);
-    assert_eq!(memory.lruvec.lists[LRU_INACTIVE_ANON], shared::mm::LruList::EMPTY);
+    assert_eq!(memory.lruvec.lists[LRU_ACTIVE_ANON], shared::mm::LruList::EMPTY);
     assert!(memory.arena.frames_out.is_empty(), "every page freed");
     assert_eq!(memory.arena.live, 0, "every table freed");
 }

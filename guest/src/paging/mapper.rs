@@ -318,8 +318,11 @@ impl<M: TableAlloc> Mapper<M> {
 
     /// Unmaps whatever is mapped in `[virt, virt + len)` of the lower (user) half, skipping
     /// holes a table at a time, handing each leaf's frame to `freed` (with the tables'
-    /// memory, which may free it) and freeing the tables that empty (never the root). The range is page aligned; a leaf is taken whole. This
-    /// is how a process's pages go at `munmap` and exit: demand paging leaves holes.
+    /// memory, which may free it), clearing each swap entry (the memory's
+    /// [`TableAlloc::swap_entry_dropped`] gives its slot reference back) and freeing the
+    /// tables that empty (never the root). The range is page aligned; a leaf is taken
+    /// whole. This is how a process's pages go at `munmap` and exit: demand paging leaves
+    /// holes.
     pub fn unmap_present(
         &mut self,
         virt: VirtAddr,

@@ -38,7 +38,7 @@
 //! a page table, a slab or a user page: those come from the buddy allocator too. Every step pays the
 //! command's work budget, so no input makes `check` run long.
 
-use super::state::{caches, memblock, raw_zones, Cache};
+use super::state::{self, caches, memblock, raw_zones, Cache};
 use super::{process, to_usize, InspectError, View};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -46,8 +46,8 @@ use shared::layout::KERNEL_VIRT_BASE;
 use shared::mm::{Lruvec, LRU_ACTIVE_ANON, LRU_INACTIVE_ANON};
 use shared::mm::{PCP_CAPACITY, POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
 use shared::page::{Page, MAX_ORDER, NO_PFN, PAGE_STRUCT_SIZE, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP};
-use shared::page::{PG_ACTIVE, PG_LRU, PG_SLAB, PG_ZERO};
-use shared::process::{Vma, TASK_SIZE, VM_ACCESS, VM_EXEC, VM_SHARED, VM_WRITE};
+use shared::page::{PG_ACTIVE, PG_LRU, PG_SLAB, PG_SWAPCACHE, PG_ZERO};
+use shared::process::{MmStruct, Vma, TASK_SIZE, VM_ACCESS, VM_EXEC, VM_SHARED, VM_WRITE};
 use shared::pte::{level_name, PageTableEntry, PteFlags, ADDR_MASK};
 use shared::syscall::VDSO_BASE;
 use shared::vmcoreinfo::PAGING_NX;
@@ -187,6 +187,10 @@ pub enum FindingKind {
     /// flags it for the other list, or counts other than its entries; or a mapped user
     /// page on no list.
     LruList,
+    /// A user entry that is neither present, zero nor a swap entry; a swap entry naming a
+    /// slot off the device; a slot whose count differs from the swap entries naming it;
+    /// or a process whose swap counter differs from its swap entries.
+    SwapEntry,
 }
 
 /// One problem `check` found.
@@ -857,6 +861,8 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
     // one entry per RAM page, however the tables alias.
     let mut frames: std::collections::BTreeMap<u64, UserFrame> = Default::default();
     let max_pfn = view.info.max_pfn;
+    // Swap entries naming each slot (slots off the device are findings, not keys).
+    let mut named: std::collections::BTreeMap<u64, u64> = Default::default();
     for task in tasks.iter().filter(|t| t.mm.pgd != 0) {
         let pid = task.pid;
         let vmas = match process::vmas(view, &task.mm) {
@@ -957,6 +963,14 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
                 frame.private |= vma.flags & VM_SHARED == 0;
             }
         }
+        check_swap_entries(
+            marks,
+            (pid, &task.mm),
+            &vmas,
+            &walked.absent,
+            &mut named,
+            view.info.nr_swap_slots,
+        );
         if rss != task.mm.rss_anon {
             marks.finding(FindingKind::RssMismatch, || {
                 format!("pid {pid}: RSS counter {} pages, its tables map {rss}", task.mm.rss_anon)
@@ -994,11 +1008,21 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
                     frame.maps
                 )
             });
-        } else if page.mapcount != frame.maps || page.refcount != frame.maps {
+        } else if page.mapcount != frame.maps
+            || page.refcount != frame.maps + u32::from(page.flags & PG_SWAPCACHE != 0)
+        {
+            // The swap cache holds a reference of its own.
             marks.finding(FindingKind::MapcountMismatch, || {
                 format!(
-                    "pfn {pfn:#x}: mapcount {} and refcount {}, but {} user entries map it",
-                    page.mapcount, page.refcount, frame.maps
+                    "pfn {pfn:#x}: mapcount {} and refcount {}, but {} user entries map it{}",
+                    page.mapcount,
+                    page.refcount,
+                    frame.maps,
+                    if page.flags & PG_SWAPCACHE != 0 {
+                        " and the swap cache holds it"
+                    } else {
+                        ""
+                    }
                 )
             });
         }
@@ -1011,7 +1035,81 @@ fn check_processes(view: &mut View<'_, '_>, marks: &mut Marks) -> Result<(), Ins
             });
         }
     }
+    check_swap_counts(view, marks, &named)?;
     check_lru(view, marks, &frames)
+}
+
+/// A process's not-present entries: each a swap entry (level 1, inside a VMA, naming a
+/// slot of the device), counted into `named`, and as many as its swap counter says.
+fn check_swap_entries(
+    marks: &mut Marks,
+    (pid, mm): (u32, &MmStruct),
+    vmas: &[Vma],
+    absent: &[(u64, u8, PageTableEntry)],
+    named: &mut std::collections::BTreeMap<u64, u64>,
+    slots: u64,
+) {
+    let mut swapents = 0u64;
+    for &(virt, level, entry) in absent {
+        let Some(slot) = entry.swap_slot().filter(|_| level == 1) else {
+            marks.finding(FindingKind::SwapEntry, || {
+                format!(
+                    "pid {pid}: {virt:#x} has a level-{level} entry {:#x} that is neither \
+                     present, zero nor a swap entry",
+                    entry.raw()
+                )
+            });
+            continue;
+        };
+        swapents += 1;
+        let at = vmas.partition_point(|v| v.end <= virt);
+        if vmas.get(at).is_none_or(|v| v.start > virt) {
+            marks.finding(FindingKind::UserPteOutsideVma, || {
+                format!("pid {pid}: {virt:#x} names swap slot {slot} outside every VMA")
+            });
+        }
+        if slot >= slots {
+            marks.finding(FindingKind::SwapEntry, || {
+                format!("pid {pid}: {virt:#x} names swap slot {slot}, past the device's {slots}")
+            });
+            continue;
+        }
+        *named.entry(slot).or_default() += 1;
+    }
+    if swapents != mm.swapents {
+        marks.finding(FindingKind::SwapEntry, || {
+            format!(
+                "pid {pid}: swap counter {}, its tables hold {swapents} swap entries",
+                mm.swapents
+            )
+        });
+    }
+}
+
+/// Every slot's count in the swap map equals the swap entries naming it.
+fn check_swap_counts(
+    view: &mut View<'_, '_>,
+    marks: &mut Marks,
+    named: &std::collections::BTreeMap<u64, u64>,
+) -> Result<(), InspectError> {
+    let counts = match state::swap_counts(view) {
+        Ok(counts) => counts,
+        Err(err @ InspectError::Budget { .. }) => return Err(err),
+        Err(err) => {
+            marks.finding(FindingKind::SwapEntry, || format!("the swap map: {err}"));
+            return Ok(());
+        }
+    };
+    view.budget.spend(counts.len() as u64, || "checking the swap map".into())?;
+    for (slot, &count) in (0u64..).zip(&counts) {
+        let entries = named.get(&slot).copied().unwrap_or(0);
+        if u64::from(count) != entries {
+            marks.finding(FindingKind::SwapEntry, || {
+                format!("swap slot {slot}: count {count}, named by {entries} swap entries")
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A transparent huge page's order: a whole block's counts (and its LRU entry) are on its

@@ -11,8 +11,9 @@
 //!       View        kernel virtual → physical through the guest's tables (shared::walk),
 //!                   bounds-checked reads, typed structures (shared::mm, shared::page),
 //!                   and one work budget for the whole command (budget.rs)
-//!         command   state.rs (e820, memblock, zones, slabs, page), pagetable.rs
-//!                   (pagetable, translate), check.rs (check)
+//!         command   state.rs (e820, memblock, zones, slabs, page, meminfo, vmstat),
+//!                   pagetable.rs (pagetable, translate), check.rs (check), process.rs
+//!                   (ps, maps, status, smaps, pagemap, oom), swap.rs (swaps, read)
 //! ```
 //!
 //! Guest memory is untrusted: every count is bounded before it sizes a loop or a buffer,
@@ -27,6 +28,7 @@ pub mod pagetable;
 pub mod process;
 pub mod ram;
 pub mod state;
+pub mod swap;
 
 pub use budget::{budget_for, Budget};
 pub use ram::RamReader;
@@ -141,6 +143,8 @@ pub const MAX_TRIES: u32 = 100;
 /// Reads consistent snapshots of one guest.
 pub struct Inspector<'a> {
     ram: RamReader<'a>,
+    /// The guest's swap file, for `read` of swapped-out pages and `swaps`' file name.
+    pub swap_file: Option<swap::SwapFile>,
     /// Snapshots tried before [`InspectError::Torn`].
     pub max_tries: u32,
     /// Pause between tries.
@@ -150,7 +154,7 @@ pub struct Inspector<'a> {
 impl<'a> Inspector<'a> {
     /// An inspector of `ram`.
     pub fn new(ram: RamReader<'a>) -> Self {
-        Self { ram, max_tries: MAX_TRIES, retry_delay: Duration::from_millis(1) }
+        Self { ram, swap_file: None, max_tries: MAX_TRIES, retry_delay: Duration::from_millis(1) }
     }
 
     /// Runs `command` on a consistent snapshot: the sequence counter even before and
@@ -432,6 +436,11 @@ pub enum Command {
     Slabinfo,
     /// Memory use (/proc/meminfo: the fields that apply).
     Meminfo,
+    /// Page counts and events (/proc/vmstat: free and LRU pages, faults, swap-ins and
+    /// -outs, pages scanned and reclaimed, OOM kills).
+    Vmstat,
+    /// The swap device (/proc/swaps): size and slots in use.
+    Swaps,
     /// The guest's page tables: runs of equal permissions (QEMU `info mem`), or every
     /// mapped page with its flags (QEMU `info tlb`).
     Pagetable {
@@ -480,14 +489,14 @@ pub enum Command {
         pid: u32,
     },
     /// A process's /proc/PID/smaps: per VMA, Rss, Pss, shared and private, clean and
-    /// dirty, Anonymous, AnonHugePages, Swap and VmFlags.
+    /// dirty, Anonymous, AnonHugePages, Swap, SwapPss and VmFlags.
     Smaps {
         /// The process (see `ps`).
         #[arg(value_name = "PID")]
         pid: u32,
     },
     /// A process's pages, as /proc/PID/pagemap decodes them: present, PFN, huge and
-    /// exclusively mapped, one line per page of its VMAs.
+    /// exclusively mapped, or swapped and the slot, one line per page of its VMAs.
     Pagemap {
         /// The process (see `ps`).
         #[arg(value_name = "PID")]
@@ -495,6 +504,22 @@ pub enum Command {
         /// Only START-END (hex, END exclusive).
         #[arg(long, value_name = "START-END", value_parser = pagetable::parse_range)]
         range: Option<pagetable::Range>,
+    },
+    /// What the OOM killer would do now: each process's badness and oom_score (Linux's
+    /// dump_tasks table), and the one it would kill.
+    Oom,
+    /// A process's memory at ADDR, from RAM or, for a page swapped out, from its slot
+    /// in the swap file (give `--swap-file`), as `xxd` shows it.
+    Read {
+        /// The process (see `ps`).
+        #[arg(value_name = "PID")]
+        pid: u32,
+        /// The first address (hex).
+        #[arg(value_name = "ADDR", value_parser = parse_hex)]
+        addr: u64,
+        /// Bytes to read (at most 65536).
+        #[arg(long, default_value_t = 256)]
+        len: u64,
     },
 }
 
@@ -505,13 +530,16 @@ fn parse_hex(text: &str) -> Result<u64, String> {
 
 impl Command {
     /// Inspections `vmm run --inspect` accepts, by name.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 13] = [
         "e820",
         "memblock",
         "buddyinfo",
         "zoneinfo",
         "slabinfo",
         "meminfo",
+        "vmstat",
+        "swaps",
+        "oom",
         "pagetable",
         "check",
         "ps",
@@ -527,6 +555,9 @@ impl Command {
             "zoneinfo" => Self::Zoneinfo,
             "slabinfo" => Self::Slabinfo,
             "meminfo" => Self::Meminfo,
+            "vmstat" => Self::Vmstat,
+            "swaps" => Self::Swaps,
+            "oom" => Self::Oom,
             "pagetable" => Self::Pagetable { range: None, tlb: false, pid: None },
             "check" => Self::Check,
             "ps" => Self::Ps,
@@ -544,6 +575,10 @@ impl Command {
             Self::Zoneinfo => "zoneinfo",
             Self::Slabinfo => "slabinfo",
             Self::Meminfo => "meminfo",
+            Self::Vmstat => "vmstat",
+            Self::Swaps => "swaps",
+            Self::Oom => "oom",
+            Self::Read { .. } => "read",
             Self::Pagetable { .. } => "pagetable",
             Self::Translate { .. } => "translate",
             Self::Page { .. } => "page",
@@ -574,6 +609,14 @@ pub enum Output {
     Slabinfo(Vec<shared::hypercall::SlabInfoReport>),
     /// Memory use.
     Meminfo(state::Meminfo),
+    /// Page counts and events.
+    Vmstat(state::Vmstat),
+    /// The swap device (none: empty).
+    Swaps(Vec<swap::SwapDevice>),
+    /// The OOM killer's view.
+    Oom(process::Oom),
+    /// A process's memory.
+    Read(swap::UserMemory),
     /// A page-table dump.
     Pagetable(pagetable::PageTableDump),
     /// Translations.
@@ -609,6 +652,10 @@ impl Output {
             Self::Zoneinfo(zones) => crate::procfs::zoneinfo(zones),
             Self::Slabinfo(slabs) => crate::procfs::slabinfo(slabs),
             Self::Meminfo(meminfo) => state::meminfo_text(meminfo),
+            Self::Vmstat(vmstat) => state::vmstat_text(vmstat),
+            Self::Swaps(devices) => swap::swaps_text(devices),
+            Self::Oom(oom) => process::oom_text(oom),
+            Self::Read(memory) => swap::read_text(memory),
             Self::Pagetable(dump) => pagetable::dump_text(dump),
             Self::Translate(list) => list.iter().map(pagetable::address_walk_text).collect(),
             Self::Page(page) => state::page_text(page),
@@ -630,7 +677,8 @@ impl Output {
 impl Inspector<'_> {
     /// Runs `command` on a consistent snapshot.
     pub fn run(&mut self, command: &Command) -> Result<Output, InspectError> {
-        self.snapshot(|view| {
+        let swap_file = self.swap_file.take();
+        let result = self.snapshot(|view| {
             Ok(match command {
                 Command::E820 => Output::E820(state::e820(view)?),
                 Command::Memblock => Output::Memblock(state::memblock(view)?),
@@ -638,6 +686,12 @@ impl Inspector<'_> {
                 Command::Zoneinfo => Output::Zoneinfo(state::zones(view)?),
                 Command::Slabinfo => Output::Slabinfo(state::slabs(view)?),
                 Command::Meminfo => Output::Meminfo(state::meminfo(view)?),
+                Command::Vmstat => Output::Vmstat(state::vmstat(view)?),
+                Command::Swaps => Output::Swaps(swap::swaps(view, swap_file.as_ref())?),
+                Command::Oom => Output::Oom(process::oom(view)?),
+                Command::Read { pid, addr, len } => {
+                    Output::Read(swap::read(view, swap_file.as_ref(), *pid, *addr, *len)?)
+                }
                 Command::Pagetable { range, tlb, pid } => {
                     let root = root(view, *pid)?;
                     Output::Pagetable(pagetable::dump(view, root, range.unwrap_or_default(), *tlb)?)
@@ -661,7 +715,9 @@ impl Inspector<'_> {
                     Output::Pagemap(process::pagemap(view, *pid, *range)?)
                 }
             })
-        })
+        });
+        self.swap_file = swap_file;
+        result
     }
 }
 

@@ -24,6 +24,7 @@ use shared::process::{
     TASK_FREE, TASK_SIZE, VMA_FANOUT, VMA_TREE_MAX_HEIGHT, VM_EXEC, VM_GROWSDOWN, VM_SHARED,
     VM_WRITE,
 };
+use shared::pte::PageTableEntry;
 use shared::syscall::VDSO_BASE;
 use shared::walk::{for_each_leaf, EnumError, Leaf, Visitor};
 use std::fmt::Write;
@@ -53,6 +54,8 @@ pub struct TaskInfo {
     pub vsz_kib: u64,
     /// Resident size, KiB (the kernel's RSS counter).
     pub rss_kib: u64,
+    /// Its `oom_score_adj`.
+    pub oom_score_adj: i32,
     /// Its address space as published.
     pub mm: MmStruct,
 }
@@ -83,6 +86,7 @@ pub fn tasks(view: &mut View<'_, '_>) -> Result<Vec<TaskInfo>, InspectError> {
             comm: String::from_utf8_lossy(&task.comm[..comm_len]).into_owned(),
             vsz_kib: task.mm.total_vm.saturating_mul(4),
             rss_kib: task.mm.rss_anon.saturating_mul(4),
+            oom_score_adj: task.oom_score_adj,
             mm: task.mm,
         });
     }
@@ -308,6 +312,9 @@ pub struct Status {
     /// VmPTE: its page tables below the PML4 (the kernel's counter, which `check` holds
     /// to a walk of them).
     pub vm_pte: u64,
+    /// VmSwap: swapped out (the kernel's counter of its swap entries, which `check` holds
+    /// to a walk).
+    pub vm_swap: u64,
 }
 
 /// `/proc/PID/status` of process `pid` (its memory lines).
@@ -342,6 +349,7 @@ pub fn status(view: &mut View<'_, '_>, pid: u32) -> Result<Status, InspectError>
         vm_stk,
         vm_exe,
         vm_pte: t.mm.pgtables.saturating_mul(4),
+        vm_swap: t.mm.swapents.saturating_mul(4),
     })
 }
 
@@ -359,6 +367,7 @@ pub fn status_text(s: &Status) -> String {
         ("VmStk", s.vm_stk),
         ("VmExe", s.vm_exe),
         ("VmPTE", s.vm_pte),
+        ("VmSwap", s.vm_swap),
     ] {
         let _ = writeln!(out, "{name}:\t{kib:>8} kB");
     }
@@ -370,6 +379,9 @@ pub fn status_text(s: &Status) -> String {
 pub struct UserLeaves {
     /// Every mapped page of the lower half, in address order.
     pub leaves: Vec<Leaf>,
+    /// Every entry that is not present but not zero either, in address order: its
+    /// virtual address, level and value (a level-1 one should be a swap entry).
+    pub absent: Vec<(u64, u8, PageTableEntry)>,
     /// Page tables of the lower half, the root included.
     pub tables: u64,
     /// Their guest-physical addresses.
@@ -388,9 +400,16 @@ pub fn user_leaves(view: &mut View<'_, '_>, pgd: u64) -> Result<UserLeaves, Insp
             self.0.leaves.push(leaf);
             true
         }
+        fn not_present(&mut self, level: u8, virt: u64, entry: PageTableEntry) {
+            self.0.absent.push((virt, level, entry));
+        }
     }
-    let mut collect =
-        Collect(UserLeaves { leaves: Vec::new(), tables: 0, table_frames: Vec::new() });
+    let mut collect = Collect(UserLeaves {
+        leaves: Vec::new(),
+        absent: Vec::new(),
+        tables: 0,
+        table_frames: Vec::new(),
+    });
     let lower = VirtAddr::new(0)..=VirtAddr::new(TASK_SIZE - 1);
     match for_each_leaf(view.ram, pgd, lower, view.budget.left_mut(), &mut collect) {
         Ok(()) | Err(EnumError::Stopped) => Ok(collect.0),
@@ -425,8 +444,10 @@ pub struct SmapsEntry {
     pub anonymous: u64,
     /// AnonHugePages: of those, in huge pages.
     pub anon_huge_pages: u64,
-    /// Swap: swapped out (none yet: no swap).
+    /// Swap: swapped out (its swap entries).
     pub swap: u64,
+    /// SwapPss: each swapped page divided among the entries that name its slot.
+    pub swap_pss: u64,
     /// VmFlags: Linux's two-letter codes.
     pub vm_flags: String,
 }
@@ -457,7 +478,9 @@ pub fn smaps(view: &mut View<'_, '_>, pid: u32) -> Result<Vec<SmapsEntry>, Inspe
     let maps = maps(view, Some(pid))?;
     let t = task(view, pid)?;
     let vmas = vmas(view, &t.mm)?;
-    let leaves = user_leaves(view, t.mm.pgd)?.leaves;
+    let walked = user_leaves(view, t.mm.pgd)?;
+    let (leaves, absent) = (walked.leaves, walked.absent);
+    let counts = super::state::swap_counts(view)?;
     let mut out = Vec::new();
     let pid = t.pid;
     for (vma, line) in vmas.iter().zip(&maps[0].lines) {
@@ -474,8 +497,19 @@ pub fn smaps(view: &mut View<'_, '_>, pid: u32) -> Result<Vec<SmapsEntry>, Inspe
             anonymous: 0,
             anon_huge_pages: 0,
             swap: 0,
+            swap_pss: 0,
             vm_flags: vm_flag_codes(vma.flags),
         };
+        // SwapPss as Pss: in bytes × 4096 first. A slot's count is the entries naming it.
+        let mut swap_pss_scaled = 0u64;
+        let first = absent.partition_point(|&(virt, ..)| virt < vma.start);
+        for (_, _, pte) in absent[first..].iter().take_while(|&&(virt, ..)| virt < vma.end) {
+            let Some(slot) = pte.swap_slot() else { continue };
+            entry.swap += 4;
+            let sharers = usize::try_from(slot).ok().and_then(|slot| counts.get(slot)).copied();
+            swap_pss_scaled += (4 << 22) / u64::from(sharers.unwrap_or(1).max(1));
+        }
+        entry.swap_pss = swap_pss_scaled >> 22;
         // Pss in bytes × 4096 first, as Linux keeps it, so that shares add up exactly.
         let mut pss_scaled = 0u64;
         let first = leaves.partition_point(|l| l.virt < vma.start);
@@ -557,6 +591,7 @@ pub fn smaps_text(entries: &[SmapsEntry]) -> String {
             ("Anonymous", e.anonymous),
             ("AnonHugePages", e.anon_huge_pages),
             ("Swap", e.swap),
+            ("SwapPss", e.swap_pss),
         ] {
             let _ = writeln!(out, "{:<16}{kib:>8} kB", format!("{name}:"));
         }
@@ -578,6 +613,9 @@ pub struct PagemapEntry {
     pub huge: bool,
     /// Whether this process is its one mapping (Linux's `PM_MMAP_EXCLUSIVE`).
     pub exclusive: bool,
+    /// The swap slot holding it, when it is swapped out (Linux's `PM_SWAP`, with the
+    /// offset where the frame number would be).
+    pub swap_slot: Option<u64>,
 }
 
 /// Pages a `pagemap` lists at most.
@@ -592,7 +630,8 @@ pub fn pagemap(
 ) -> Result<Vec<PagemapEntry>, InspectError> {
     let t = task(view, pid)?;
     let vmas = vmas(view, &t.mm)?;
-    let leaves = user_leaves(view, t.mm.pgd)?.leaves;
+    let walked = user_leaves(view, t.mm.pgd)?;
+    let (leaves, absent) = (walked.leaves, walked.absent);
     let (lo, hi) = range.map_or((0, u64::MAX), |r| (r.first.as_u64(), r.last.as_u64()));
     let mut out = Vec::new();
     let mut whole_leaf: Option<(usize, bool)> = None;
@@ -630,10 +669,23 @@ pub fn pagemap(
                         pfn: Some(phys / 4096),
                         huge: leaf.size > 4096,
                         exclusive: mapcount == 1,
+                        swap_slot: None,
                     }
                 }
                 None => {
-                    PagemapEntry { virt, present: false, pfn: None, huge: false, exclusive: false }
+                    let at = absent.partition_point(|&(v, ..)| v < virt);
+                    let swap_slot = absent
+                        .get(at)
+                        .filter(|&&(v, level, _)| v == virt && level == 1)
+                        .and_then(|(_, _, pte)| pte.swap_slot());
+                    PagemapEntry {
+                        virt,
+                        present: false,
+                        pfn: None,
+                        huge: false,
+                        exclusive: false,
+                        swap_slot,
+                    }
                 }
             };
             out.push(entry);
@@ -645,17 +697,122 @@ pub fn pagemap(
 
 /// `pagemap` text: one line per page.
 pub fn pagemap_text(pages: &[PagemapEntry]) -> String {
-    let mut out = String::from("            VIRT  PRESENT         PFN  HUGE  EXCLUSIVE\n");
+    let mut out = String::from(
+        "            VIRT  PRESENT         PFN  HUGE  EXCLUSIVE  SWAPPED        SLOT\n",
+    );
+    let hex = |value: Option<u64>| value.map_or_else(|| "-".to_string(), |v| format!("{v:#x}"));
     for p in pages {
-        let pfn = p.pfn.map_or_else(|| "-".to_string(), |pfn| format!("{pfn:#x}"));
         let _ = writeln!(
             out,
-            "{:016x}  {:>7}  {pfn:>10}  {:>4}  {:>9}",
+            "{:016x}  {:>7}  {:>10}  {:>4}  {:>9}  {:>7}  {:>10}",
             p.virt,
             u8::from(p.present),
+            hex(p.pfn),
             u8::from(p.huge),
-            u8::from(p.exclusive)
+            u8::from(p.exclusive),
+            u8::from(p.swap_slot.is_some()),
+            hex(p.swap_slot)
         );
     }
+    out
+}
+
+/// A process as the OOM killer weighs it (a line of Linux's `dump_tasks`, and
+/// `/proc/PID/oom_score`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct OomTask {
+    /// Process ID.
+    pub pid: u32,
+    /// The program's name.
+    pub comm: String,
+    /// `total_vm`, pages.
+    pub total_vm: u64,
+    /// Resident pages (all anonymous).
+    pub rss: u64,
+    /// Page tables, bytes.
+    pub pgtables_bytes: u64,
+    /// Swap entries.
+    pub swapents: u64,
+    /// `oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// Badness (`shared::process::oom_badness`); `None` for a process never picked (PID
+    /// 1, or `oom_score_adj` -1000).
+    pub points: Option<i64>,
+    /// `/proc/PID/oom_score`: 1000 + badness in thousandths of `totalpages`, 0 to 2000.
+    pub oom_score: u64,
+}
+
+/// What the OOM killer would do now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Oom {
+    /// The pages badness is scaled by: managed RAM and swap slots.
+    pub totalpages: u64,
+    /// Every process that has memory.
+    pub tasks: Vec<OomTask>,
+    /// The one it would kill: the highest badness, the higher PID on a tie.
+    pub victim: Option<u32>,
+}
+
+/// The process the OOM killer never picks (Linux's global init).
+const INIT_PID: u32 = 1;
+
+/// The OOM killer's view of the processes, from their published counters.
+pub fn oom(view: &mut View<'_, '_>) -> Result<Oom, InspectError> {
+    let managed =
+        super::state::raw_zones(view)?.iter().map(|z| z.managed).fold(0u64, u64::saturating_add);
+    let totalpages = managed.saturating_add(view.info.nr_swap_slots);
+    let mut weighed = Vec::new();
+    for info in tasks(view)? {
+        let adj = info.oom_score_adj;
+        if info.mm.pgd == 0 || info.state == "ZO" {
+            continue;
+        }
+        let points = if info.pid == INIT_PID {
+            None
+        } else {
+            shared::process::oom_badness(&info.mm, adj, totalpages)
+        };
+        let oom_score = points.map_or(0, |p| {
+            let scaled = i128::from(p) * 1000 / i128::from(totalpages.max(1));
+            u64::try_from((1000 + scaled).clamp(0, 2000)).unwrap_or(0)
+        });
+        weighed.push(OomTask {
+            pid: info.pid,
+            comm: info.comm,
+            total_vm: info.mm.total_vm,
+            rss: info.mm.rss_anon,
+            pgtables_bytes: info.mm.pgtables.saturating_mul(4096),
+            swapents: info.mm.swapents,
+            oom_score_adj: adj,
+            points,
+            oom_score,
+        });
+    }
+    let victim = weighed
+        .iter()
+        .filter_map(|t| Some(((t.points?, t.pid), t.pid)))
+        .max_by_key(|&(rank, _)| rank)
+        .map(|(_, pid)| pid);
+    Ok(Oom { totalpages, tasks: weighed, victim })
+}
+
+/// `oom` text: Linux's `dump_tasks` table with each process's badness, then the victim.
+pub fn oom_text(oom: &Oom) -> String {
+    let mut out = String::from(
+        "[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj   points oom_score name\n",
+    );
+    for t in &oom.tasks {
+        let points = t.points.map_or_else(|| "-".to_string(), |p| p.to_string());
+        let _ = writeln!(
+            out,
+            "[{:>7}] {:>5} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>14} {:>8} {:>13} {points:>8} {:>9} {}",
+            t.pid, 0, t.pid, t.total_vm, t.rss, t.rss, 0, 0, t.pgtables_bytes, t.swapents,
+            t.oom_score_adj, t.oom_score, t.comm
+        );
+    }
+    let _ = match oom.victim.and_then(|pid| oom.tasks.iter().find(|t| t.pid == pid)) {
+        Some(t) => writeln!(out, "would kill: {} ({})", t.pid, t.comm),
+        None => writeln!(out, "would kill: none (nothing killable)"),
+    };
     out
 }

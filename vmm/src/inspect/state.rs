@@ -8,7 +8,7 @@ use serde::Serialize;
 use shared::boot::{E820Entry, E820_MAX_ENTRIES};
 use shared::hypercall::{SlabInfoReport, ZoneReport};
 use shared::mm::{Lruvec, Region, SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
-use shared::mm::{LRU_ACTIVE_ANON, LRU_INACTIVE_ANON};
+use shared::mm::{VmEvents, LRU_ACTIVE_ANON, LRU_INACTIVE_ANON};
 use shared::page::{
     Page, NR_ZONES, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE, PG_ZERO,
 };
@@ -427,4 +427,57 @@ pub fn swap_counts(view: &mut View<'_, '_>) -> Result<Vec<u8>, InspectError> {
     let mut counts = vec![0; to_usize(slots)];
     view.read_virt(map, &mut counts)?;
     Ok(counts)
+}
+
+/// `/proc/vmstat`: the page counts and event counters that apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Vmstat {
+    /// nr_free_pages: pages on the buddy lists.
+    pub nr_free_pages: u64,
+    /// nr_inactive_anon: pages on the inactive anonymous LRU list.
+    pub nr_inactive_anon: u64,
+    /// nr_active_anon: pages on the active one.
+    pub nr_active_anon: u64,
+    /// The event counters (vmcoreinfo's `vm_events`).
+    #[serde(flatten)]
+    pub events: VmEvents,
+}
+
+/// `/proc/vmstat`, from the zones, the LRU lists and the event counters.
+pub fn vmstat(view: &mut View<'_, '_>) -> Result<Vmstat, InspectError> {
+    let info = view.info;
+    let free = raw_zones(view)?.iter().map(|z| z.free).fold(0u64, u64::saturating_add);
+    let lruvec: Lruvec =
+        if info.lruvec == 0 { Lruvec::EMPTY } else { view.read_virt_obj(info.lruvec)? };
+    let events: VmEvents =
+        if info.vm_events == 0 { VmEvents::default() } else { view.read_virt_obj(info.vm_events)? };
+    Ok(Vmstat {
+        nr_free_pages: free,
+        nr_inactive_anon: lruvec.lists[LRU_INACTIVE_ANON].nr_pages,
+        nr_active_anon: lruvec.lists[LRU_ACTIVE_ANON].nr_pages,
+        events,
+    })
+}
+
+/// `/proc/vmstat` text: `name value` lines, in Linux's order.
+pub fn vmstat_text(v: &Vmstat) -> String {
+    let e = &v.events;
+    let lines = [
+        ("nr_free_pages", v.nr_free_pages),
+        ("nr_inactive_anon", v.nr_inactive_anon),
+        ("nr_active_anon", v.nr_active_anon),
+        ("pswpin", e.pswpin),
+        ("pswpout", e.pswpout),
+        ("pgfault", e.pgfault),
+        ("pgmajfault", e.pgmajfault),
+        ("pgsteal_kswapd", e.pgsteal_kswapd),
+        ("pgsteal_direct", e.pgsteal_direct),
+        ("pgscan_kswapd", e.pgscan_kswapd),
+        ("pgscan_direct", e.pgscan_direct),
+        ("oom_kill", e.oom_kill),
+    ];
+    lines.iter().fold(String::new(), |mut out, (name, value)| {
+        let _ = writeln!(out, "{name} {value}");
+        out
+    })
 }

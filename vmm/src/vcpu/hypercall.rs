@@ -7,8 +7,8 @@ use crate::inspect::to_usize;
 use crate::report::{read_report, Report};
 use crate::swap::SwapDevice;
 use shared::hypercall::{Request, CHECKPOINT, COPY_PAGE, PAGE_WORK_DONE, REPORT};
+use shared::hypercall::{SwapIo, SWAP_BATCH_MAX, SWAP_READ, SWAP_WRITE, SWAP_WRITE_BATCH};
 use shared::hypercall::{DISCARD_PAGES, DISCARD_PAGES_MAX, ZERO_PAGES, ZERO_PAGES_MAX};
-use shared::hypercall::{SWAP_READ, SWAP_WRITE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -40,7 +40,7 @@ pub fn dispatch(mem: &GuestMemoryMmap, swap: Option<&SwapDevice>, gpa: u64) -> H
     match request.nr {
         CHECKPOINT => Hypercall::Checkpoint(request.arg),
         REPORT => Hypercall::Report(read_report(mem, &request)),
-        ZERO_PAGES | COPY_PAGE | DISCARD_PAGES | SWAP_WRITE | SWAP_READ => {
+        ZERO_PAGES | COPY_PAGE | DISCARD_PAGES | SWAP_WRITE | SWAP_READ | SWAP_WRITE_BATCH => {
             match page_work(mem, swap, &request) {
                 // Tell the guest it is done (it zeroes or copies itself if it does not see it).
                 Ok(()) => match mem.write_obj(PAGE_WORK_DONE, GuestAddress(gpa + 4)) {
@@ -62,6 +62,38 @@ pub fn dispatch(mem: &GuestMemoryMmap, swap: Option<&SwapDevice>, gpa: u64) -> H
     }
 }
 
+/// `SWAP_WRITE_BATCH`: reads the batch, checks every page and slot, then writes them.
+fn swap_write_batch<'m>(
+    mem: &'m GuestMemoryMmap,
+    device: &SwapDevice,
+    request: &Request,
+    page: impl Fn(u64) -> Result<vm_memory::VolatileSlice<'m, vm_memory::bitmap::BS<'m, ()>>, String>,
+) -> Result<(), String> {
+    if request.len == 0 || request.len > SWAP_BATCH_MAX {
+        return Err(format!("swap batch of {} pages (1 to {SWAP_BATCH_MAX})", request.len));
+    }
+    let mut batch = vec![SwapIo::new_zeroed(); to_usize(request.len)];
+    mem.read_slice(batch.as_mut_slice().as_mut_bytes(), GuestAddress(request.arg))
+        .map_err(|err| format!("swap batch at {:#x} is not in guest RAM: {err}", request.arg))?;
+    let mut pages = Vec::with_capacity(batch.len());
+    for io in &batch {
+        if io.slot >= device.slots() {
+            return Err(format!(
+                "swap slot {} is past the device's end ({} slots)",
+                io.slot,
+                device.slots()
+            ));
+        }
+        pages.push((page(io.frame)?, io.slot));
+    }
+    let mut bytes = [0u8; 4096];
+    for (slice, slot) in pages {
+        slice.copy_to(&mut bytes[..]);
+        device.write_slot(slot, &bytes)?;
+    }
+    Ok(())
+}
+
 /// Zeroes, copies or discards the pages `request` names, after checking that each is a
 /// whole, page-aligned page of RAM (a guest's mistake is refused with the reason, never a
 /// host fault).
@@ -77,10 +109,13 @@ fn page_work(
         mem.get_slice(GuestAddress(gpa), 4096)
             .map_err(|err| format!("page-work hypercall: page {gpa:#x} is not RAM: {err}"))
     };
-    if request.nr == SWAP_WRITE || request.nr == SWAP_READ {
+    if [SWAP_WRITE, SWAP_READ, SWAP_WRITE_BATCH].contains(&request.nr) {
         let device = swap.ok_or(
             "swap hypercall: this guest has no swap device (start it with --swap-file and --swap)",
         )?;
+        if request.nr == SWAP_WRITE_BATCH {
+            return swap_write_batch(mem, device, request, page);
+        }
         let slice = page(request.arg)?;
         let mut bytes = [0u8; 4096];
         return if request.nr == SWAP_WRITE {
@@ -267,6 +302,24 @@ mod tests {
             );
             assert!(!answered, "a refused call is not answered done");
         }
+        // A batch: two pages to two slots in one call, the list at 0x800.
+        mem.write_slice(&[0xcc; 4096], GuestAddress(0x3000)).expect("in RAM");
+        let batch = [SwapIo { frame: 0x2000, slot: 3 }, SwapIo { frame: 0x3000, slot: 4 }];
+        mem.write_slice(batch.as_bytes(), GuestAddress(0x800)).expect("in RAM");
+        assert_eq!(request(SWAP_WRITE_BATCH, 0x800, 2), (Hypercall::PageWork, true));
+        let file = std::fs::read(&path).expect("the swap file");
+        assert_eq!(&file[3 * 4096..4 * 4096], &pattern[..]);
+        assert!(file[4 * 4096..5 * 4096].iter().all(|&b| b == 0xcc));
+        // A bad entry refuses the whole batch: the good page before it is not written.
+        let bad = [SwapIo { frame: 0x3000, slot: 5 }, SwapIo { frame: 0x2000, slot: 256 }];
+        mem.write_slice(bad.as_bytes(), GuestAddress(0x800)).expect("in RAM");
+        for (arg, len) in [(0x800, 2), (0x800, 0), (0x800, SWAP_BATCH_MAX + 1), (0xfff8, 1)] {
+            let (done, answered) = request(SWAP_WRITE_BATCH, arg, len);
+            assert!(matches!(done, Hypercall::Report(Report::Malformed { .. })), "{arg:#x} {len}");
+            assert!(!answered);
+        }
+        let file = std::fs::read(&path).expect("the swap file");
+        assert!(file[5 * 4096..6 * 4096].iter().all(|&b| b == 0), "nothing of a refused batch");
         drop(device);
         let _ = std::fs::remove_file(&path);
     }

@@ -176,6 +176,8 @@ fn run_inspections(
         return;
     }
     let mut inspector = Inspector::new(RamReader::mapped(mem));
+    inspector.swap_file =
+        options.swap.and_then(|device| crate::inspect::swap::SwapFile::open(device.path()).ok());
     // The vCPU is stopped: a torn snapshot will not mend by waiting.
     inspector.max_tries = 1;
     for command in options.inspect {

@@ -10,9 +10,9 @@ use crate::ReportBuf;
 use guest::cmdline::CmdlineError;
 use log::error;
 use shared::hypercall::{
-    CmdlineErrorHeader, MemblockHeader, ReportKind, Request, SlabInfoReport, TestHeader,
+    CmdlineErrorHeader, MemblockHeader, ReportKind, Request, SlabInfoReport, SwapIo, TestHeader,
     ZoneReport, CHECKPOINT, COPY_PAGE, DISCARD_PAGES, PAGE_WORK_DONE, REPORT, SWAP_READ,
-    SWAP_WRITE, ZERO_PAGES,
+    SWAP_WRITE, SWAP_WRITE_BATCH, ZERO_PAGES,
 };
 use shared::ports::{DEBUG_EXIT, HYPERCALL};
 use shared::status::GuestStatus;
@@ -80,6 +80,14 @@ pub fn discard_pages(frame: u64, pages: u64) -> bool {
 /// whether it did (there is no device, or the slot is past its end, if not).
 pub fn swap_write(frame: u64, slot: u64) -> bool {
     page_work(Request { nr: SWAP_WRITE, kind: 0, arg: frame, len: slot })
+}
+
+/// Has the VMM write each page of `batch` (at most `SWAP_BATCH_MAX`) to its slot, in one
+/// exit; returns whether it did (all of them: it checks every one before it writes any).
+pub fn swap_write_batch(batch: &[SwapIo]) -> bool {
+    let Some(phys) = virt_to_phys_of(batch) else { return false };
+    let len = batch.len() as u64;
+    page_work(Request { nr: SWAP_WRITE_BATCH, kind: 0, arg: phys.as_u64(), len })
 }
 
 /// Has the VMM read swap slot `slot` into the page of RAM at physical `frame`; returns

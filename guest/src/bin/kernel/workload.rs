@@ -19,6 +19,7 @@ static MANY: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/many-proc
 static THP: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/thp"));
 static PREEMPT: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/preempt"));
 static SWAP_PATTERN: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/swap-pattern"));
+static OOM_KILL: &[u8] = include_bytes!(concat!(env!("KVM_MM_USER_DIR"), "/oom-kill"));
 
 /// Free pages plus the pages kmalloc's slabs hold (a cache keeps a slab whose objects were
 /// all freed, for reuse), and kmalloc objects in use.
@@ -113,13 +114,17 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::UnmappedVmalloc => unsafe {
             core::arch::asm!("mov {}, qword ptr [{}]", out(reg) _, in(reg) VMALLOC_START + (1 << 20), options(nostack, readonly));
         },
-        Workload::AllocOom => {
-            // Never touched, so cheap even under emulation; the allocator refuses at the
-            // min watermark and `alloc` panics with the size it could not get.
-            let mut blocks: alloc::vec::Vec<alloc::vec::Vec<u8>> = alloc::vec::Vec::new();
-            loop {
-                blocks.push(alloc::vec::Vec::with_capacity(1 << 20));
-            }
+        Workload::AllocOom | Workload::OomKill => {
+            // The hog wants twice what RAM and swap hold, unless ops= (MiB) says otherwise.
+            let pages = mm::global::with(|mm| mm.buddy.managed_pages() + mm.swap.slots());
+            let mib = if options.ops_given { u64::from(options.ops) } else { 2 * pages / 256 };
+            let mut arg = crate::console::Line::new();
+            let _ = core::fmt::Write::write_fmt(&mut arg, format_args!("mib={mib}"));
+            let args = [arg.as_str(), "bystander=0"];
+            return match options.workload {
+                Workload::AllocOom => run_program("alloc-oom", OOM_KILL, &args),
+                _ => run_program("oom-kill", OOM_KILL, &args[..1]),
+            };
         }
         Workload::Stress => return stress::run(options),
         Workload::Populate => populate(options),
@@ -131,13 +136,17 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::ManyProcesses => return run_program("many-processes", MANY, &[]),
         Workload::Preempt => return run_program("preempt", PREEMPT, &[]),
         Workload::SwapDevice => return crate::swap::run(options),
-        Workload::SwapPattern => {
+        Workload::SwapPattern | Workload::SwapCow => {
             // Twice the RAM the buddy allocator manages, unless ops= says otherwise.
             let managed = mm::global::with(|mm| mm.buddy.managed_pages());
             let mib = if options.ops_given { u64::from(options.ops) } else { 2 * managed / 256 };
             let mut arg = crate::console::Line::new();
             let _ = core::fmt::Write::write_fmt(&mut arg, format_args!("mib={mib}"));
-            return run_program("swap-pattern", SWAP_PATTERN, &[arg.as_str()]);
+            let args = [arg.as_str(), "fork=1"];
+            return match options.workload {
+                Workload::SwapCow => run_program("swap-cow", SWAP_PATTERN, &args),
+                _ => run_program("swap-pattern", SWAP_PATTERN, &args[..1]),
+            };
         }
         Workload::MmapStress | Workload::SyscallFuzz | Workload::Thp => {
             let mut seed = crate::console::Line::new();

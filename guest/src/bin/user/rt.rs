@@ -121,6 +121,42 @@ pub unsafe fn words<'a>(addr: u64, pages: u64) -> &'a mut [u64] {
     unsafe { core::slice::from_raw_parts_mut(addr as *mut u64, (pages * 512) as usize) }
 }
 
+/// Flags in a page that forked processes share (`MAP_SHARED`): one sets a flag, another
+/// waits for it, yielding the CPU meanwhile.
+#[derive(Clone, Copy)]
+pub struct SharedFlags(u64);
+
+impl SharedFlags {
+    /// A fresh shared page of flags, all clear; `-errno` if it cannot be mapped.
+    pub fn new() -> Result<Self, i64> {
+        let page = mmap(1, PROT_READ | PROT_WRITE, MAP_SHARED);
+        if page < 0 {
+            return Err(page);
+        }
+        Ok(Self(page as u64))
+    }
+
+    fn word(self, index: usize) -> *mut u64 {
+        assert!(index < 512, "a flag of the page");
+        (self.0 as *mut u64).wrapping_add(index)
+    }
+
+    /// Sets flag `index`.
+    pub fn set(self, index: usize) {
+        // SAFETY: a word of the shared page, mapped for the whole run; volatile, since
+        // another process reads it.
+        unsafe { core::ptr::write_volatile(self.word(index), 1) };
+    }
+
+    /// Waits, yielding the CPU, until flag `index` is set.
+    pub fn wait_for(self, index: usize) {
+        // SAFETY: as in `set`; volatile, since another process writes it.
+        while unsafe { core::ptr::read_volatile(self.word(index)) } == 0 {
+            syscall(SYS_SCHED_YIELD, [0; 6]);
+        }
+    }
+}
+
 /// Ends the process.
 pub fn exit(code: i32) -> ! {
     syscall(SYS_EXIT_GROUP, [code as u64, 0, 0, 0, 0, 0]);

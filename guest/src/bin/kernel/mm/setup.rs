@@ -101,28 +101,52 @@ impl Mm {
         }
     }
 
-    /// Reclaims up to `want` pages of anonymous memory to swap (see `guest::reclaim`),
-    /// scanning at most four times that, and counts it as kswapd's (`background`) or
-    /// direct reclaim. Returns the pages freed.
+    /// Reclaims up to `want` pages of anonymous memory to swap (see `guest::reclaim`), and
+    /// counts it as kswapd's (`background`) or direct reclaim. Returns the pages freed.
+    ///
+    /// Rounds scan a growing share of the LRU lists, as Linux's reclaim priorities do:
+    /// from a 4096th of them (at least four pages per page wanted) up to all of them, until
+    /// `want` are freed or the device is full. A list full of pages referenced since they
+    /// were aged is then not mistaken for one with nothing to give: the later rounds age
+    /// and scan further.
     pub fn reclaim(&mut self, want: u64, background: bool) -> u64 {
+        /// Linux's `DEF_PRIORITY`: the first round scans lists >> 12.
+        const DEF_PRIORITY: u32 = 12;
+        if self.swap.slots() == 0 {
+            // Anonymous memory can only go to swap (Linux's get_scan_count scans no
+            // anonymous list without it).
+            return 0;
+        }
+        let lists = self.buddy.lruvec.lists;
         let root = self.root;
         // SAFETY: the kernel's tree, a tree in this memory; reclaim only reads it before
         // moving to the process trees the reverse map holds.
         let mut tree = unsafe {
             Mapper::new(root, KernelTables::for_process(&mut self.buddy, &mut self.swap, 0))
         };
-        let (done, flush) = guest::reclaim::shrink(&mut tree, &mut self.rmap, want, want * 4);
-        flush.flush(&LocalTlb);
-        let events = &mut self.events;
-        events.pswpout += done.written;
-        if background {
-            events.pgscan_kswapd += done.scanned;
-            events.pgsteal_kswapd += done.reclaimed;
-        } else {
-            events.pgscan_direct += done.scanned;
-            events.pgsteal_direct += done.reclaimed;
+        let listed = lists.iter().map(|list| list.nr_pages).sum::<u64>();
+        let (mut scanned, mut reclaimed, mut written) = (0, 0, 0);
+        for priority in (0..=DEF_PRIORITY).rev() {
+            let budget = (listed >> priority).max(4 * (want - reclaimed));
+            let (done, flush) =
+                guest::reclaim::shrink(&mut tree, &mut self.rmap, want - reclaimed, budget);
+            flush.flush(&LocalTlb);
+            (scanned, reclaimed, written) =
+                (scanned + done.scanned, reclaimed + done.reclaimed, written + done.written);
+            if reclaimed >= want || done.swap_full {
+                break;
+            }
         }
-        done.reclaimed
+        let events = &mut self.events;
+        events.pswpout += written;
+        if background {
+            events.pgscan_kswapd += scanned;
+            events.pgsteal_kswapd += reclaimed;
+        } else {
+            events.pgscan_direct += scanned;
+            events.pgsteal_direct += reclaimed;
+        }
+        reclaimed
     }
 
     /// Background reclaim (Linux's kswapd, run here at the end of a fault rather than in

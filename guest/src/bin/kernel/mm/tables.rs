@@ -242,9 +242,19 @@ impl AnonMemory for KernelTables<'_> {
         self.swap.as_deref_mut()
     }
 
-    /// One `SWAP_WRITE` per page: the VMM copies each.
+    /// One `SWAP_WRITE_BATCH` per batch (reclaim's batches fit one): the VMM copies
+    /// them all in one exit.
     fn swap_write(&mut self, pages: &[(PhysAddr, u64)]) -> bool {
-        pages.iter().all(|&(frame, slot)| crate::hypercall::swap_write(frame.as_u64(), slot))
+        use guest::reclaim::SWAP_BATCH;
+        use shared::hypercall::{SwapIo, SWAP_BATCH_MAX};
+        const _: () = assert!(SWAP_BATCH as u64 <= SWAP_BATCH_MAX);
+        let mut batch = [SwapIo::default(); SWAP_BATCH];
+        pages.chunks(batch.len()).all(|chunk| {
+            for (io, &(frame, slot)) in batch.iter_mut().zip(chunk) {
+                *io = SwapIo { frame: frame.as_u64(), slot };
+            }
+            crate::hypercall::swap_write_batch(&batch[..chunk.len()])
+        })
     }
 
     fn swap_read(&mut self, frame: PhysAddr, slot: u64) -> bool {

@@ -18,6 +18,8 @@
 //!                  whole slice
 //!   exit / kill    the address space is freed at once and a ProcessReport goes to the
 //!                  host; the process stays a zombie until its parent's wait4 reaps it
+//!   out of memory  a fault reclaim could not serve: the OOM killer (oom.rs) kills the
+//!                  process of highest badness, and the fault is retried
 //!   all exited     back on the kernel stack that `run` left: CR3 = the kernel's
 //! ```
 //!
@@ -32,6 +34,7 @@
 //! had the CPU that long (see docs/ARCHITECTURE.md, "Timer preemption").
 
 pub mod entry;
+mod oom;
 pub mod space;
 mod syscall;
 
@@ -73,6 +76,8 @@ pub struct Process {
     pub ended: Option<Ending>,
     /// Its slot in the published task array.
     slot: usize,
+    /// Linux's `oom_score_adj`, inherited on fork.
+    pub oom_score_adj: i32,
 }
 
 impl Process {
@@ -89,7 +94,17 @@ impl Process {
         };
         let exit_status = self.ended.map_or(0, Ending::wait_status);
         let mm = self.space.as_ref().map_or(EMPTY_TASK.mm, AddressSpace::published);
-        Task { pid: self.pid, ppid: self.ppid, state, exit_status, comm, mm }
+        let oom_score_adj = self.oom_score_adj;
+        Task {
+            pid: self.pid,
+            ppid: self.ppid,
+            state,
+            exit_status,
+            oom_score_adj,
+            _pad: 0,
+            comm,
+            mm,
+        }
     }
 }
 
@@ -214,6 +229,8 @@ const EMPTY_TASK: Task = Task {
     ppid: 0,
     state: TASK_FREE,
     exit_status: 0,
+    oom_score_adj: 0,
+    _pad: 0,
     comm: [0; TASK_COMM_LEN],
     mm: MmStruct {
         pgd: 0,
@@ -260,6 +277,7 @@ static PROBING: AtomicBool = AtomicBool::new(false);
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 
 const SIGILL: u32 = 4;
+const SIGKILL: u32 = 9;
 const SIGTRAP: u32 = 5;
 const SIGFPE: u32 = 8;
 const SIGSEGV: u32 = 11;
@@ -391,6 +409,7 @@ pub fn run(
         switches: (0, 0),
         ended: None,
         slot: 0,
+        oom_score_adj: 0,
     };
     TABLE.with(|table| {
         table.processes.push(process);
@@ -450,8 +469,11 @@ pub fn trap(frame: &mut TrapFrame, cr2: u64) -> bool {
             None => Err(FaultError::NotMapped),
         })
         .unwrap_or(Err(FaultError::NotMapped));
-        if let Err(err) = served {
-            kill(frame, SIGSEGV, cr2, Some(err));
+        match served {
+            Ok(()) => {}
+            // The OOM killer frees memory (the fault is then retried) or kills this one.
+            Err(FaultError::NoMemory) => oom::out_of_memory(frame),
+            Err(err) => kill(frame, SIGSEGV, cr2, Some(err)),
         }
     } else {
         let signal = match frame.vector {
@@ -584,9 +606,9 @@ fn fork(frame: &TrapFrame) -> i64 {
     let Some(slot) = TABLE.with(|table| table.free_slot()) else { return -EAGAIN };
     let copy = with_current(|parent| {
         let space = parent.space.as_mut().ok_or(SpaceError::NoMemory)?.fork(vdso_frame())?;
-        Ok::<_, SpaceError>((parent.pid, parent.name, space))
+        Ok::<_, SpaceError>((parent.pid, parent.name, parent.oom_score_adj, space))
     });
-    let Some(Ok((ppid, name, space))) = copy else { return -ENOMEM };
+    let Some(Ok((ppid, name, oom_score_adj, space))) = copy else { return -ENOMEM };
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let mut context = Context::save(frame);
     context.gprs[TrapFrame::RAX] = 0;
@@ -601,6 +623,7 @@ fn fork(frame: &TrapFrame) -> i64 {
         switches: (0, 0),
         ended: None,
         slot,
+        oom_score_adj,
     };
     TABLE.with(|table| {
         table.processes.push(child);
@@ -656,19 +679,32 @@ fn reap(pid: i32, nohang: bool) -> Wait {
     })
 }
 
-/// Ends the current process: frees its memory at once, reports it, hands its children to
-/// PID 1 (or to nobody when that is the one ending, or gone), and wakes its parent if it
-/// waits. The scheduler then switches away.
+/// Ends the current process (see [`end`]). The scheduler then switches away.
 fn exit_current(ending: Ending) {
+    if let Some(pid) = with_current(|process| process.pid) {
+        end(pid, ending);
+    }
+}
+
+/// Ends process `pid`, running or not: frees its memory at once, reports it, hands its
+/// children to PID 1 (or to nobody when that is the one ending, or gone), and wakes its
+/// parent if it waits.
+fn end(pid: u32, ending: Ending) {
     let ended = TABLE.with(|table| {
-        let process = table.processes.get_mut(table.current)?;
-        debug_assert_eq!(process.state, State::Runnable, "only a running process exits");
+        let index = table.processes.iter().position(|p| p.pid == pid)?;
+        let current = index == table.current;
+        let process = &mut table.processes[index];
+        if process.state == State::Zombie {
+            return None;
+        }
+        if process.state == State::Runnable {
+            table.runnable -= 1;
+        }
         process.state = State::Zombie;
         process.ended = Some(ending);
-        let (pid, ppid, name, syscalls, switches) =
-            (process.pid, process.ppid, process.name, process.syscalls, process.switches);
+        let (ppid, name, syscalls, switches) =
+            (process.ppid, process.name, process.syscalls, process.switches);
         let space = process.space.take();
-        table.runnable -= 1;
         let init = table.init;
         let init_lives = table.processes.iter().any(|p| p.pid == init && p.state != State::Zombie);
         let heir = if init_lives && init != pid { init } else { 0 };
@@ -692,12 +728,15 @@ fn exit_current(ending: Ending) {
             parent.state = State::Runnable;
             table.runnable += 1;
         }
-        Some((pid, ppid, name, syscalls, switches, space))
+        Some((current, ppid, name, syscalls, switches, space))
     });
-    let Some((pid, ppid, name, syscalls, switches, space)) = ended else { return };
-    // SAFETY: the kernel's tree maps the kernel as every process tree does; the one being
-    // freed must not stay in CR3.
-    unsafe { cpu::switch_page_tables(mm::global::with(|mm| mm.root())) };
+    let Some((current, ppid, name, syscalls, switches, space)) = ended else { return };
+    if current {
+        // SAFETY: the kernel's tree maps the kernel as every process tree does; the one
+        // being freed must not stay in CR3. (Another process's tree is not in CR3, and the
+        // running one's must stay: the scheduler keeps CR3 when it keeps the process.)
+        unsafe { cpu::switch_page_tables(mm::global::with(|mm| mm.root())) };
+    }
     let (exit_code, signal, fault_address, fault_ip) = match ending {
         Ending::Exit(code) => (code, 0, 0, 0),
         Ending::Killed { signal, address, ip } => (0, signal, address, ip),

@@ -93,6 +93,10 @@ pub enum FaultError {
     Io,
 }
 
+/// Rounds of direct reclaim a fault tries while each frees something, before the OOM
+/// killer (Linux's `MAX_RECLAIM_RETRIES`).
+const MAX_RECLAIM_RETRIES: u32 = 16;
+
 /// A process's address space.
 #[derive(Debug)]
 pub struct AddressSpace {
@@ -341,12 +345,19 @@ impl AddressSpace {
             mm.balance();
             mm.swap.used() > 0
         });
-        let how = (write, present, swapping);
+        let mut how = (write, present, swapping);
         let mut served = self.serve(virt, addr, &vma, how);
-        if served == Err(SpaceError::NoMemory)
-            && with(|mm| mm.reclaim(SWAP_BATCH as u64, false)) > 0
-        {
-            // Direct reclaim freed something: try once more.
+        // Direct reclaim, while it frees something, as Linux's allocation slow path
+        // retries it before the OOM killer. Reclaim may have swapped out the very page a
+        // copy-on-write fault found, so the entry is looked at again.
+        for _ in 0..MAX_RECLAIM_RETRIES {
+            if served != Err(SpaceError::NoMemory)
+                || with(|mm| mm.reclaim(SWAP_BATCH as u64, false)) == 0
+            {
+                break;
+            }
+            let mapped = self.with_tree(|tree| tree.translate(VirtAddr::new(virt)).is_some());
+            how = (write, mapped, true);
             served = self.serve(virt, addr, &vma, how);
         }
         self.faults += 1;

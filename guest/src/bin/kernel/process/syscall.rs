@@ -65,10 +65,23 @@ pub fn dispatch(frame: &mut TrapFrame) -> bool {
             super::checkpoint();
             0
         }
+        SYS_KVM_MM_OOM_SCORE_ADJ => oom_score_adj(args[0]),
         _ => -ENOSYS,
     };
     frame.gprs[TrapFrame::RAX] = result as u64;
     false
+}
+
+/// `oom_score_adj(value)`: `value` (a sign-extended register) in -1000..=1000.
+fn oom_score_adj(value: u64) -> i64 {
+    use shared::process::{OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN};
+    match i32::try_from(value as i64) {
+        Ok(adj) if (OOM_SCORE_ADJ_MIN..=OOM_SCORE_ADJ_MAX).contains(&adj) => with_process(|p| {
+            p.oom_score_adj = adj;
+            0
+        }),
+        _ => -EINVAL,
+    }
 }
 
 fn with_process(f: impl FnOnce(&mut Process) -> i64) -> i64 {

@@ -198,8 +198,9 @@ pub struct Shrunk {
 }
 
 /// Ages up to `count` pages from the active tail to the inactive head, clearing their
-/// Accessed bits so that the inactive list sees new references only.
-fn deactivate<M: AnonMemory>(tree: &mut Mapper<M>, rmap: &mut Rmap, count: usize) -> u64 {
+/// Accessed bits so that the inactive list sees new references only (Linux's
+/// `shrink_active_list`); returns how many moved. [`shrink`] calls it as it needs.
+pub fn deactivate<M: AnonMemory>(tree: &mut Mapper<M>, rmap: &mut Rmap, count: usize) -> u64 {
     let mut moved = 0;
     for _ in 0..count {
         let Some(pfn) = lru::tail(&mut tree.memory, LRU_ACTIVE_ANON) else { break };
@@ -242,13 +243,18 @@ pub fn shrink<M: AnonMemory>(
     let mut flush = Flush::NONE;
     while done.reclaimed < want && done.scanned < max_scan && !done.swap_full {
         let lists = tree.memory.lruvec().lists;
+        let mut aged = 0;
         if lists[LRU_INACTIVE_ANON].nr_pages < lists[LRU_ACTIVE_ANON].nr_pages {
-            done.deactivated += deactivate(tree, rmap, SWAP_BATCH);
+            aged = deactivate(tree, rmap, SWAP_BATCH);
+            done.deactivated += aged;
         }
+        let scanned_before = done.scanned;
         let mut batch: [(PhysAddr, u64, bool); SWAP_BATCH] =
             [(PhysAddr::new(0), 0, false); SWAP_BATCH];
         let mut taken = 0;
-        while taken < SWAP_BATCH && done.scanned < max_scan {
+        // No more than `want` in all: a batch is cut short for the last few.
+        let room = usize::try_from(want - done.reclaimed).unwrap_or(SWAP_BATCH).min(SWAP_BATCH);
+        while taken < room && done.scanned < max_scan {
             let Some(pfn) = lru::tail(&mut tree.memory, LRU_INACTIVE_ANON) else { break };
             done.scanned += 1;
             let Some((key, mapcount, order)) = page_info(&mut tree.memory, pfn) else {
@@ -286,7 +292,13 @@ pub fn shrink<M: AnonMemory>(
             taken += 1;
         }
         if taken == 0 {
-            break;
+            // A batch of referenced pages (now active) is progress: the next round ages
+            // them back. Only an inactive list with nothing to give, and nothing to age
+            // onto it, ends the shrink early.
+            if done.scanned == scanned_before && aged == 0 {
+                break;
+            }
+            continue;
         }
         let batch = &batch[..taken];
         // Pages from the swap cache are in their slots already.
@@ -417,7 +429,7 @@ pub fn swap_in<M: AnonMemory>(
                     page.refcount += 1;
                 }
             }
-            lru::add(&mut tree.memory, frame.pfn(), 1, LRU_INACTIVE_ANON);
+            lru::add(&mut tree.memory, frame.pfn(), 1, LRU_ACTIVE_ANON);
             (frame, SwapIn::Read)
         }
     };
@@ -464,3 +476,5 @@ pub fn dup_entry<M: AnonMemory>(memory: &mut M, entry: PageTableEntry) {
         map.dup(slot);
     }
 }
+#[cfg(test)]
+mod tests;

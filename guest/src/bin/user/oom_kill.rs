@@ -1,0 +1,123 @@
+//! `oom-kill`: a hog and a bystander. The bystander (`oom_score_adj` -200) writes a
+//! pattern over 64 pages and waits; the hog (`oom_score_adj` 500) touches `mib=` MiB, more
+//! than RAM and swap hold, until the OOM killer kills it. Then the bystander checks its
+//! pattern, which may have gone to swap and come back, and exits. With `bystander=0` there
+//! is only the hog (`alloc-oom`).
+//!
+//! The parent is init, which the OOM killer never picks. It reports
+//! "hog=PID hog_status=S bystander=PID bystander_status=S" (statuses as `wait4` gives
+//! them: 9 for SIGKILL, the exit code in bits 8–15 otherwise, which for the bystander is
+//! the number of words it found changed, at most 100; PID 0 for no bystander) and exits 0
+//! when the hog was killed by SIGKILL and the bystander finished cleanly.
+//!
+//! The hog maps 1 MiB areas one after the other, so no area can hold a transparent huge
+//! page (reclaim does not split those yet) and every page it touches can go to swap.
+#![no_std]
+#![no_main]
+
+#[macro_use]
+mod rt;
+
+use rt::syscall;
+use shared::syscall::*;
+
+const PAGE: u64 = 4096;
+/// The bystander's pages.
+const BYSTANDER_PAGES: u64 = 64;
+/// Pages of one hog area.
+const AREA: u64 = 256;
+
+/// The word the bystander keeps at `addr`.
+fn pattern(addr: u64) -> u64 {
+    addr.rotate_left(29) ^ 0xb157_a4de_0000_0001
+}
+
+/// The shared flags: the bystander's pattern is in place; the hog is gone.
+const READY: usize = 0;
+const HOG_GONE: usize = 1;
+
+fn oom_score_adj(value: i64) -> i64 {
+    syscall(SYS_KVM_MM_OOM_SCORE_ADJ, [value as u64, 0, 0, 0, 0, 0])
+}
+
+/// The bystander: its pattern, then a wait for the hog's end, then the check. Returns the
+/// words that differ (or 1 000 000 when it could not start).
+fn bystander(flags: rt::SharedFlags) -> u64 {
+    if oom_score_adj(1001) != -EINVAL || oom_score_adj(-1001) != -EINVAL {
+        println!("oom-kill: an oom_score_adj out of range was taken");
+        return 1_000_000;
+    }
+    if oom_score_adj(-200) != 0 {
+        return 1_000_000;
+    }
+    let base = rt::mmap(BYSTANDER_PAGES, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+    if base < 0 {
+        return 1_000_000;
+    }
+    let base = base as u64;
+    // SAFETY: pages mapped read-write just now, only reached through this slice.
+    let words = unsafe { rt::words(base, BYSTANDER_PAGES) };
+    for (i, word) in (0..).zip(words.iter_mut()) {
+        *word = pattern(base + i * 8);
+    }
+    flags.set(READY);
+    flags.wait_for(HOG_GONE);
+    (0..).zip(words.iter()).filter(|&(i, word)| *word != pattern(base + i * 8)).count() as u64
+}
+
+/// The hog: touches `mib` MiB, a page at a time, until killed. Returns only if it was not.
+fn hog(mib: u64) -> i32 {
+    if oom_score_adj(500) != 0 {
+        return 2;
+    }
+    for area in 0..mib {
+        let at = rt::mmap(AREA, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+        if at < 0 {
+            println!("oom-kill: the hog's area {area} could not be mapped: {at}");
+            return 2;
+        }
+        for page in 0..AREA {
+            // SAFETY: a page of the area just mapped read-write.
+            unsafe { core::ptr::write_volatile((at as u64 + page * PAGE) as *mut u64, page) };
+        }
+    }
+    3
+}
+
+fn main() -> i32 {
+    let mib = rt::arg_value("mib").unwrap_or(64).max(1);
+    let with_bystander = rt::arg_value("bystander").unwrap_or(1) != 0;
+    let flags = match rt::SharedFlags::new() {
+        Ok(flags) => flags,
+        Err(err) => {
+            println!("oom-kill: no shared page: {err}");
+            return 1;
+        }
+    };
+    let mut bystander_pid = 0;
+    if with_bystander {
+        bystander_pid = rt::fork();
+        if bystander_pid == 0 {
+            let bad = bystander(flags);
+            rt::exit(i32::try_from(bad.min(100)).unwrap_or(100));
+        }
+        flags.wait_for(READY);
+    }
+    let hog_pid = rt::fork();
+    if hog_pid == 0 {
+        rt::exit(hog(mib));
+    }
+    let (_, hog_status) = rt::wait(hog_pid);
+    flags.set(HOG_GONE);
+    let (_, bystander_status) = if with_bystander { rt::wait(bystander_pid) } else { (0, 0) };
+    let mut line = rt::Line::new();
+    let _ = core::fmt::Write::write_fmt(
+        &mut line,
+        format_args!(
+            "hog={hog_pid} hog_status={hog_status} bystander={bystander_pid} \
+             bystander_status={bystander_status}"
+        ),
+    );
+    rt::report(line.as_bytes());
+    i32::from(hog_status != 9 || bystander_status != 0)
+}
