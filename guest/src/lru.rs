@@ -12,7 +12,8 @@
 //!                      would always look referenced at its first scan; aging clears the
 //!                      bit on the way to the inactive list, not counted as a scan, and
 //!                      the inactive scan then sees only references made since
-//! a huge block split   del the block's entry, add each page on the same list
+//! a huge block split   del the block's entry, add each page on the same list (at the
+//!                      tail when reclaim splits it, to be reclaimed next: add_tail)
 //! freed                del
 //! ```
 //!
@@ -60,6 +61,38 @@ pub fn add<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64, lru: usize) {
     list.head = pfn;
     if list.tail == NO_PFN {
         list.tail = pfn;
+    }
+    list.nr_pages += pages;
+}
+
+/// Adds the entry at `pfn` (`pages` pages) at the tail of list `lru`, where reclaim looks
+/// next (the pages of a huge block reclaim has just split). An entry already on a list
+/// stays where it is.
+pub fn add_tail<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64, lru: usize) {
+    let Some(page) = memory.lru_page(pfn).filter(|p| p.flags & PG_LRU == 0) else {
+        return;
+    };
+    let list = lru.min(NR_LRU_LISTS - 1);
+    page.flags |= PG_LRU;
+    if list == LRU_ACTIVE_ANON {
+        page.flags |= PG_ACTIVE;
+    } else {
+        page.flags &= !PG_ACTIVE;
+    }
+    page.next = NO_PFN;
+    let tail = memory.lruvec().lists[list].tail;
+    if let Some(page) = memory.lru_page(pfn) {
+        page.prev = tail;
+    }
+    if tail != NO_PFN {
+        if let Some(old) = memory.lru_page(tail) {
+            old.next = pfn;
+        }
+    }
+    let list = &mut memory.lruvec().lists[list];
+    list.tail = pfn;
+    if list.head == NO_PFN {
+        list.head = pfn;
     }
     list.nr_pages += pages;
 }
@@ -153,12 +186,14 @@ mod tests {
     #[derive(Clone, Debug)]
     enum Op {
         Add { pfn: u64, active: bool },
+        AddTail { pfn: u64, active: bool },
         Del { pfn: u64 },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0..64u64, any::<bool>()).prop_map(|(pfn, active)| Op::Add { pfn, active }),
+            (0..64u64, any::<bool>()).prop_map(|(pfn, active)| Op::AddTail { pfn, active }),
             (0..64u64).prop_map(|pfn| Op::Del { pfn }),
         ]
     }
@@ -186,6 +221,12 @@ mod tests {
                         add(&mut memory, pfn, pages(pfn), usize::from(active));
                         if on(&model, pfn).is_none() {
                             model[usize::from(active)].push_front(pfn);
+                        }
+                    }
+                    Op::AddTail { pfn, active } => {
+                        add_tail(&mut memory, pfn, pages(pfn), usize::from(active));
+                        if on(&model, pfn).is_none() {
+                            model[usize::from(active)].push_back(pfn);
                         }
                     }
                     Op::Del { pfn } => {

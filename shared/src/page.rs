@@ -76,6 +76,10 @@ pub const PG_ACTIVE: u64 = 1 << 8;
 /// that other page tables still name, so that their faults find it here instead of
 /// reading the slot again. The cache holds one `refcount` of its own.
 pub const PG_SWAPCACHE: u64 = 1 << 9;
+/// Reclaim must not take it (Linux's `PG_unevictable`): a page of a `MAP_SHARED`
+/// anonymous mapping, whose sharers must keep seeing one page (Linux swaps those through
+/// shmem, which this kernel does not have). It stays on the active list.
+pub const PG_UNEVICTABLE: u64 = 1 << 10;
 
 /// End of a free list.
 pub const NO_PFN: u64 = u64::MAX;

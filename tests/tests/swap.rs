@@ -267,3 +267,45 @@ fn copy_on_write_sharers_are_swapped_out_and_read_back_once() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// `thp` in a 32 MiB guest touching 40 MiB in transparent huge pages: reclaim splits
+/// them (each 2 MiB mapping into a table of 512 entries, the block into 512 pages) and
+/// swaps their pages out; the pattern comes back intact, and `check` is clean at every
+/// checkpoint with split blocks, swap entries and the new tables counted.
+#[test]
+fn huge_pages_are_split_and_swapped_out_under_pressure() {
+    use vmm::inspect::{Command, Output};
+    let path = temp_path("thp.swap");
+    let inspect = vec![Command::Check, Command::Vmstat];
+    let mut config = VmConfig { inspect, mem_size: 32 * MIB, ..with_swap("thp", &path, 64 * MIB) };
+    config.cmdline.push_str(" ops=40");
+    config.timeout = Some(std::time::Duration::from_secs(600));
+    let outcome = boot(&config);
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    assert_eq!(user_reports(&outcome), ["mib=40 pages=10240 munmap=0 mprotect=0 intact=1"]);
+    let thp_faults = outcome.reports.iter().find_map(|r| match r {
+        Report::Process(p) if p.pid == 1 => Some(p.thp_faults),
+        _ => None,
+    });
+    assert!(
+        thp_faults.is_some_and(|faults| faults >= 10),
+        "huge pages were mapped: {thp_faults:?}"
+    );
+    for inspection in &outcome.inspections {
+        match &inspection.result {
+            Ok(Output::Check(report)) => {
+                assert!(report.findings.is_empty(), "at {}: {:#?}", inspection.at, report.findings)
+            }
+            Ok(Output::Vmstat(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let Some(Ok(Output::Vmstat(v))) =
+        outcome.inspections.iter().rev().find(|i| i.command == "vmstat").map(|i| &i.result)
+    else {
+        panic!("no vmstat")
+    };
+    assert!(v.events.pswpout >= 2048, "huge pages' pages went out: {v:?}");
+    assert!(v.events.pswpin > 0, "and came back: {v:?}");
+    let _ = std::fs::remove_file(&path);
+}

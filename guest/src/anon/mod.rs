@@ -276,7 +276,7 @@ pub fn split_leaf<M: AnonMemory>(tree: &mut Mapper<M>, virt: VirtAddr) -> Result
 
 /// Makes a whole huge block 512 anonymous pages with its counts (nothing for a block
 /// already split).
-fn split_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) {
+pub(crate) fn split_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) {
     if !whole_block(memory, block) {
         return;
     }

@@ -24,16 +24,21 @@
 //!               name the slot, and the slot is freed with its last entry.
 //! ```
 //!
-//! Not reclaimed (rotated to the active list): whole 2 MiB blocks (Linux splits them
-//! first) and pages whose mappings the walk cannot all find (a bug elsewhere; the page is
-//! kept rather than freed under a live mapping).
+//! A whole 2 MiB block is split first, as Linux splits a THP: each of its 2 MiB mappings
+//! becomes a table of 512 entries (the address space's page-table counter learns of it
+//! through the reverse map), the block 512 pages, which go to the inactive tail and out
+//! one by one. Never reclaimed: `PG_UNEVICTABLE` pages (`MAP_SHARED` anonymous memory,
+//! which Linux swaps through shmem), kept at the active head. Not reclaimed (rotated to
+//! the active list): pages whose mappings the walk
+//! cannot all find (a huge leaf over a block split elsewhere, or a bug; the page is kept
+//! rather than freed under a live mapping).
 
 use crate::anon::{AnonError, AnonMemory, HUGE_ORDER, HUGE_PAGES};
 use crate::lru;
 use crate::paging::{Flush, MapError, Mapper, PageSize, PageTableEntry, PteFlags};
 use shared::addr::{PhysAddr, VirtAddr};
 use shared::mm::{LRU_ACTIVE_ANON, LRU_INACTIVE_ANON};
-use shared::page::{PG_ANON, PG_SWAPCACHE};
+use shared::page::{PG_ANON, PG_SWAPCACHE, PG_UNEVICTABLE};
 
 /// Where the group starts in a reverse-map key: user virtual page numbers are below 2^35.
 const GROUP_SHIFT: u32 = 36;
@@ -61,10 +66,19 @@ pub struct Space {
     pub root: PhysAddr,
     /// Its group (anon_vma).
     pub anon_vma: u32,
-    /// Pages it maps, changed by others (reclaim unmapped them: negative).
-    pub rss_delta: i64,
-    /// Swap entries in its tree, changed by others.
-    pub swap_delta: i64,
+    /// What others did to its counters.
+    pub deltas: Deltas,
+}
+
+/// Changes others (reclaim) made to an address space's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deltas {
+    /// Pages it maps (reclaim unmapped them: negative).
+    pub rss: i64,
+    /// Swap entries in its tree.
+    pub swapents: i64,
+    /// Page tables below its root (reclaim split a huge mapping: one more).
+    pub pgtables: i64,
 }
 
 /// Address spaces the reverse map can hold: one per process.
@@ -72,7 +86,7 @@ pub const MAX_SPACES: usize = shared::process::MAX_TASKS;
 
 impl Space {
     fn has_deltas(&self) -> bool {
-        self.rss_delta != 0 || self.swap_delta != 0
+        self.deltas != Deltas::default()
     }
 }
 
@@ -90,7 +104,7 @@ pub struct Rmap {
 
 impl Default for Rmap {
     fn default() -> Self {
-        let none = Space { root: PhysAddr::new(0), anon_vma: 0, rss_delta: 0, swap_delta: 0 };
+        let none = Space { root: PhysAddr::new(0), anon_vma: 0, deltas: Deltas::default() };
         Self { spaces: [none; MAX_SPACES], len: 0, next_group: 0, pending: 0 }
     }
 }
@@ -109,7 +123,7 @@ impl Rmap {
             self.next_group = self.next_group.wrapping_add(1) & ((1 << 27) - 1);
             self.next_group
         });
-        *slot = Space { root, anon_vma, rss_delta: 0, swap_delta: 0 };
+        *slot = Space { root, anon_vma, deltas: Deltas::default() };
         self.len += 1;
         Some(anon_vma)
     }
@@ -134,17 +148,16 @@ impl Rmap {
         }
     }
 
-    /// Takes the counter changes others made to the tree at `root`: (rss, swap entries).
-    pub fn take_deltas(&mut self, root: PhysAddr) -> (i64, i64) {
+    /// Takes the counter changes others made to the tree at `root`.
+    pub fn take_deltas(&mut self, root: PhysAddr) -> Deltas {
         if self.pending == 0 {
-            return (0, 0);
+            return Deltas::default();
         }
         let Some(space) = self.live().iter_mut().find(|space| space.root == root) else {
-            return (0, 0);
+            return Deltas::default();
         };
-        let deltas = (space.rss_delta, space.swap_delta);
-        (space.rss_delta, space.swap_delta) = (0, 0);
-        if deltas != (0, 0) {
+        let deltas = core::mem::take(&mut space.deltas);
+        if deltas != Deltas::default() {
             self.pending -= 1;
         }
         deltas
@@ -180,6 +193,100 @@ fn for_each_mapping<M: AnonMemory>(
     found
 }
 
+/// Calls `f` on every 2 MiB leaf that maps the whole huge block at `pfn` (whose key is
+/// `key`), until `mapcount` are found; returns how many were.
+fn for_each_huge_mapping<M: AnonMemory>(
+    tree: &mut Mapper<M>,
+    rmap: &Rmap,
+    (pfn, key, mapcount): (u64, u64, u32),
+    mut f: impl FnMut(&mut PageTableEntry),
+) -> u32 {
+    let (group, virt) = rmap_decode(key);
+    let block = PhysAddr::new(pfn * 4096);
+    let home = tree.root();
+    let mut found = 0;
+    for space in rmap.spaces[..rmap.len].iter().filter(|space| space.anon_vma == group) {
+        if found >= mapcount {
+            break;
+        }
+        // SAFETY: `Rmap::add`'s contract: a live tree in this memory.
+        unsafe { tree.set_root(space.root) };
+        let hit = tree.update_leaf(virt, |_, entry, size| {
+            let ours = size == PageSize::Size2M && entry.addr() == block;
+            if ours {
+                f(entry);
+            }
+            ours
+        });
+        // Only Accessed bits change: no flush is needed (Linux's ptep_clear_flush_young
+        // does none on x86 either).
+        found += u32::from(hit.is_some_and(|(ours, _)| ours));
+    }
+    // SAFETY: the tree the mapper had.
+    unsafe { tree.set_root(home) };
+    found
+}
+
+/// A whole huge block at the inactive tail, as Linux's reclaim splits a THP before it
+/// swaps it out. Referenced since it was aged (an Accessed bit in any of its 2 MiB
+/// mappings): it stays whole, for the caller to activate. Otherwise every 2 MiB mapping
+/// becomes a table of 512 entries, the block 512 pages with its counts, and the pages go
+/// to the inactive tail, to be reclaimed one by one. A sharer whose mapping cannot be
+/// split (no memory for its table) keeps a huge leaf over the split block, which the
+/// walks do not find: those pages stay until it goes. Returns whether it split.
+fn split_for_reclaim<M: AnonMemory>(
+    tree: &mut Mapper<M>,
+    rmap: &mut Rmap,
+    (pfn, key, mapcount): (u64, u64, u32),
+    flush: &mut Flush,
+) -> bool {
+    let mut young = false;
+    let found = for_each_huge_mapping(tree, rmap, (pfn, key, mapcount), |entry| {
+        young |= entry.flags().contains(PteFlags::ACCESSED);
+        *entry = PageTableEntry::from_raw(entry.raw() & !PteFlags::ACCESSED.bits());
+    });
+    if young || found == 0 {
+        return false;
+    }
+    let (group, virt) = rmap_decode(key);
+    let block = PhysAddr::new(pfn * 4096);
+    let home = tree.root();
+    let mut split = 0;
+    for index in 0..rmap.len {
+        let space = rmap.spaces[index];
+        if space.anon_vma != group {
+            continue;
+        }
+        // SAFETY: `Rmap::add`'s contract: a live tree in this memory.
+        unsafe { tree.set_root(space.root) };
+        let ours = tree.translate(virt).is_some_and(|m| {
+            m.size == PageSize::Size2M
+                && m.phys.as_u64() & !(PageSize::Size2M.bytes() - 1) == block.as_u64()
+        });
+        if !ours {
+            continue;
+        }
+        let Ok(Some(done)) = tree.split_huge_leaf(virt) else { break };
+        *flush = core::mem::replace(flush, Flush::NONE).and(done);
+        // The new table is that address space's: its counter learns of it.
+        let space = &mut rmap.spaces[index];
+        rmap.pending += usize::from(!space.has_deltas());
+        space.deltas.pgtables += 1;
+        split += 1;
+    }
+    // SAFETY: the tree the mapper had.
+    unsafe { tree.set_root(home) };
+    if split == 0 {
+        return false;
+    }
+    crate::anon::split_block(&mut tree.memory, block);
+    for page in pfn..pfn + HUGE_PAGES {
+        lru::del(&mut tree.memory, page, 1);
+        lru::add_tail(&mut tree.memory, page, 1, LRU_INACTIVE_ANON);
+    }
+    true
+}
+
 /// What a [`shrink`] did, in Linux's vmstat terms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Shrunk {
@@ -204,28 +311,48 @@ pub fn deactivate<M: AnonMemory>(tree: &mut Mapper<M>, rmap: &mut Rmap, count: u
     let mut moved = 0;
     for _ in 0..count {
         let Some(pfn) = lru::tail(&mut tree.memory, LRU_ACTIVE_ANON) else { break };
+        if keep_unevictable(&mut tree.memory, pfn) {
+            continue;
+        }
         let Some((key, mapcount, order)) = page_info(&mut tree.memory, pfn) else {
             lru::del(&mut tree.memory, pfn, 1);
             continue;
         };
-        if order == HUGE_ORDER {
-            // Not reclaimable: back to the active head, out of the way.
-            lru::move_to(&mut tree.memory, pfn, HUGE_PAGES, LRU_ACTIVE_ANON);
-            continue;
-        }
-        for_each_mapping(tree, rmap, (pfn, key, mapcount), |entry, _, _| {
+        let clear = |entry: &mut PageTableEntry| {
             *entry = PageTableEntry::from_raw(entry.raw() & !PteFlags::ACCESSED.bits());
-        });
-        lru::move_to(&mut tree.memory, pfn, 1, LRU_INACTIVE_ANON);
+        };
+        let pages = if order == HUGE_ORDER {
+            for_each_huge_mapping(tree, rmap, (pfn, key, mapcount), clear);
+            HUGE_PAGES
+        } else {
+            for_each_mapping(tree, rmap, (pfn, key, mapcount), |entry, _, _| clear(entry));
+            1
+        };
+        lru::move_to(&mut tree.memory, pfn, pages, LRU_INACTIVE_ANON);
         moved += 1;
     }
     moved
 }
 
-/// An anonymous page's reverse-map key, mapcount and order.
+/// An evictable anonymous page's reverse-map key, mapcount and order.
 fn page_info<M: AnonMemory>(memory: &mut M, pfn: u64) -> Option<(u64, u32, u32)> {
     let page = memory.page(PhysAddr::new(pfn * 4096))?;
-    (page.flags & PG_ANON != 0).then_some((page.private, page.mapcount, page.order))
+    (page.flags & (PG_ANON | PG_UNEVICTABLE) == PG_ANON).then_some((
+        page.private,
+        page.mapcount,
+        page.order,
+    ))
+}
+
+/// Whether the listed page at `pfn` must stay (`PG_UNEVICTABLE`): it goes back to the
+/// active head instead.
+fn keep_unevictable<M: AnonMemory>(memory: &mut M, pfn: u64) -> bool {
+    let flags = memory.page(PhysAddr::new(pfn * 4096)).map_or(0, |p| p.flags);
+    let keep = flags & PG_UNEVICTABLE != 0;
+    if keep {
+        lru::move_to(memory, pfn, 1, LRU_ACTIVE_ANON);
+    }
+    keep
 }
 
 /// Reclaims up to `want` pages to swap, looking at no more than `max_scan` inactive
@@ -257,13 +384,19 @@ pub fn shrink<M: AnonMemory>(
         while taken < room && done.scanned < max_scan {
             let Some(pfn) = lru::tail(&mut tree.memory, LRU_INACTIVE_ANON) else { break };
             done.scanned += 1;
+            if keep_unevictable(&mut tree.memory, pfn) {
+                continue;
+            }
             let Some((key, mapcount, order)) = page_info(&mut tree.memory, pfn) else {
                 lru::del(&mut tree.memory, pfn, 1);
                 continue;
             };
             if order == HUGE_ORDER {
-                lru::move_to(&mut tree.memory, pfn, HUGE_PAGES, LRU_ACTIVE_ANON);
-                done.activated += 1;
+                // Split, its pages now at the tail, or referenced: to the active list.
+                if !split_for_reclaim(tree, rmap, (pfn, key, mapcount), &mut flush) {
+                    lru::move_to(&mut tree.memory, pfn, HUGE_PAGES, LRU_ACTIVE_ANON);
+                    done.activated += 1;
+                }
                 continue;
             }
             let mut young = false;
@@ -346,8 +479,8 @@ fn unmap_to_slot<M: AnonMemory>(
     let found = for_each_mapping(tree, rmap, (pfn, key, mapcount), |entry, space, virt| {
         *entry = PageTableEntry::swap(slot);
         newly_pending += usize::from(!space.has_deltas());
-        space.rss_delta -= 1;
-        space.swap_delta += 1;
+        space.deltas.rss -= 1;
+        space.deltas.swapents += 1;
         changed = core::mem::replace(&mut changed, Flush::NONE).and(Flush::pages(
             virt.as_u64(),
             1,

@@ -314,9 +314,9 @@ proptest! {
             // Every process takes in what reclaim did to its counters (the kernel does at
             // each fault and before it publishes them).
             for p in processes.iter_mut().flatten() {
-                let (rss, swapped) = rmap.take_deltas(p.root);
-                p.rss += rss;
-                p.swapents += swapped;
+                let deltas = rmap.take_deltas(p.root);
+                p.rss += deltas.rss;
+                p.swapents += deltas.swapents;
             }
             check(&mut memory, &processes)?;
         }
@@ -355,7 +355,8 @@ fn unreferenced_pages_go_out_in_batches_and_come_back_on_fault() {
     assert_eq!((done.reclaimed, done.written, done.scanned), (PAGES, PAGES, PAGES), "{done:?}");
     assert_eq!(memory.write_requests, 1, "one batch, one request");
     assert!(memory.arena.frames_out.is_empty());
-    assert_eq!(rmap.take_deltas(p.root), (-(PAGES as i64), PAGES as i64));
+    let deltas = rmap.take_deltas(p.root);
+    assert_eq!((deltas.rss, deltas.swapents), (-(PAGES as i64), PAGES as i64));
     (p.rss, p.swapents) = (0, PAGES as i64);
     for page in 0..PAGES {
         let frame = fault(&mut memory, &mut p, page, false).expect("back");
@@ -411,4 +412,73 @@ fn a_full_device_stops_reclaim_and_keeps_the_pages() {
     let present = (0..4)
         .filter(|&page| entry(&mut memory, p.root, page).is_some_and(PageTableEntry::is_present));
     assert_eq!(present.count(), 2);
+}
+
+#[test]
+fn a_huge_page_shared_by_two_is_split_and_reclaimed_from_both() {
+    let mut memory = Memory { swap: Some(SwapMap::new(1024)), ..Memory::default() };
+    let home = memory.alloc_table().expect("a root");
+    let mut rmap = Rmap::default();
+    let parent = memory.alloc_table().expect("a root");
+    // SAFETY: trees of this memory, never freed in this test.
+    memory.group = unsafe { rmap.add(parent, None) }.expect("room");
+    let huge = VirtPage::new(VirtAddr::new(0x20_0000), PageSize::Size2M).expect("aligned");
+    let block = with_tree(&mut memory, parent, |t| crate::anon::map_new_huge(t, huge, RW))
+        .expect("a huge page")
+        .frame;
+    for page in 0..HUGE_PAGES {
+        memory.content.insert(block.as_u64() + page * 4096, page + 7);
+    }
+    let child = memory.alloc_table().expect("a root");
+    with_tree(&mut memory, parent, |t| {
+        t.copy_present(child, VirtAddr::new(0), 1 << 47, true, &mut |m, f| share(m, f))
+    })
+    .expect("copies")
+    .ignore();
+    // SAFETY: as above.
+    unsafe { rmap.add(child, Some(memory.group)) }.expect("room");
+    let mut reclaimed = 0;
+    for _ in 0..4 {
+        let (done, flush) =
+            with_tree(&mut memory, home, |t| shrink(t, &mut rmap, HUGE_PAGES, 4 * HUGE_PAGES));
+        flush.ignore();
+        reclaimed += done.reclaimed;
+    }
+    assert_eq!(reclaimed, HUGE_PAGES, "the block, split, went out page by page");
+    assert!(memory.arena.frames_out.is_empty(), "and every frame of it is free");
+    for root in [parent, child] {
+        let deltas = rmap.take_deltas(root);
+        assert_eq!(deltas, Deltas { rss: -512, swapents: 512, pgtables: 1 }, "{root:?}");
+    }
+    let map = memory.swap.as_ref().expect("a device");
+    assert_eq!(map.used(), HUGE_PAGES);
+    assert!((0..HUGE_PAGES).all(|slot| map.count(slot) == 2), "each slot named by both");
+    // Both read every page back: the child from the device, the parent from the swap
+    // cache the child's reads filled (while the child still maps them).
+    for root in [child, parent] {
+        for page in 0..HUGE_PAGES {
+            let virt = VirtAddr::new(0x20_0000 + page * 4096);
+            let how = with_tree(&mut memory, root, |t| swap_in(t, virt, RW)).expect("reads");
+            assert!(how.is_some(), "page {page} was a swap entry");
+            let frame = with_tree(&mut memory, root, |t| t.translate(virt)).expect("back").phys;
+            assert_eq!(memory.content[&frame.as_u64()], page + 7, "page {page}");
+        }
+    }
+    assert_eq!(memory.swap.as_ref().map(SwapMap::used), Some(0), "every slot freed");
+}
+
+#[test]
+fn an_unevictable_page_stays_mapped_on_the_active_list() {
+    let (mut memory, mut rmap, home, p) = populated(2, SLOTS);
+    let frame = entry(&mut memory, p.root, 0).expect("mapped").addr();
+    memory.pages.get_mut(&frame.as_u64()).expect("a descriptor").flags |=
+        shared::page::PG_UNEVICTABLE;
+    for _ in 0..3 {
+        let (_, flush) = with_tree(&mut memory, home, |t| shrink(t, &mut rmap, 2, 8));
+        flush.ignore();
+    }
+    assert!(entry(&mut memory, p.root, 0).is_some_and(PageTableEntry::is_present), "kept");
+    assert!(entry(&mut memory, p.root, 1).and_then(PageTableEntry::swap_slot).is_some());
+    let active = crate::lru::entries(&mut memory, LRU_ACTIVE_ANON, 16).expect("sound");
+    assert_eq!(active, [frame.pfn()], "on the active list");
 }

@@ -10,7 +10,8 @@ use shared::hypercall::{SlabInfoReport, ZoneReport};
 use shared::mm::{Lruvec, Region, SlabCache, Zone, SLAB_CACHE_SIZE, ZONE_SIZE};
 use shared::mm::{VmEvents, LRU_ACTIVE_ANON, LRU_INACTIVE_ANON};
 use shared::page::{
-    Page, NR_ZONES, PG_ANON, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TABLE, PG_ZERO,
+    Page, NR_ZONES, PG_ACTIVE, PG_ANON, PG_BUDDY, PG_HEAD, PG_LRU, PG_PCP, PG_SLAB, PG_SWAPCACHE,
+    PG_TABLE, PG_UNEVICTABLE, PG_ZERO,
 };
 use std::fmt::Write;
 use zerocopy::FromBytes;
@@ -194,6 +195,10 @@ pub fn flag_names(flags: u64) -> Vec<&'static str> {
         (PG_TABLE, "table"),
         (PG_ANON, "anon"),
         (PG_ZERO, "zero"),
+        (PG_LRU, "lru"),
+        (PG_ACTIVE, "active"),
+        (PG_SWAPCACHE, "swapcache"),
+        (PG_UNEVICTABLE, "unevictable"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)

@@ -10,8 +10,9 @@
 //! the number of words it found changed, at most 100; PID 0 for no bystander) and exits 0
 //! when the hog was killed by SIGKILL and the bystander finished cleanly.
 //!
-//! The hog maps 1 MiB areas one after the other, so no area can hold a transparent huge
-//! page (reclaim does not split those yet) and every page it touches can go to swap.
+//! The hog maps 1 MiB areas one after the other, so that no area holds a transparent
+//! huge page: each page it touches costs a fault, and the kill comes after as many faults
+//! as pages, however reclaim treats huge pages.
 #![no_std]
 #![no_main]
 

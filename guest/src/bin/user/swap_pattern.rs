@@ -2,8 +2,9 @@
 //! the kernel passes) with a pattern, every word, then reads every word back: most of it
 //! must have gone to swap and come back. Between the two it stops at a checkpoint for
 //! the host. The memory is mapped in 1 MiB areas with a
-//! `PROT_NONE` page between them, so that no area can hold a transparent huge page
-//! (reclaim does not split those yet). The kernel's report counts the faults; its vmstat
+//! `PROT_NONE` page between them, so that no area holds a transparent huge page: every
+//! page is a 4 KiB page from its first fault, and the figures count pages, not splits
+//! (`thp`'s areas test the splitting). The kernel's report counts the faults; its vmstat
 //! counts the pages swapped.
 //!
 //! With `fork=1` (`swap-cow`) the process forks after the checkpoint: parent and child

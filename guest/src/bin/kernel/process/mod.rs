@@ -277,9 +277,9 @@ static PROBING: AtomicBool = AtomicBool::new(false);
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 
 const SIGILL: u32 = 4;
-const SIGKILL: u32 = 9;
 const SIGTRAP: u32 = 5;
 const SIGFPE: u32 = 8;
+const SIGKILL: u32 = 9;
 const SIGSEGV: u32 = 11;
 const INVALID_OPCODE: u64 = 6;
 const PAGE_FAULT: u64 = 14;

@@ -198,7 +198,7 @@ impl AddressSpace {
     /// adds or frees, and taking in what reclaim did to its counters meanwhile.
     fn with_tree<R>(&mut self, f: impl FnOnce(&mut Mapper<KernelTables<'_>>) -> R) -> R {
         let (root, anon_vma) = (self.root, self.anon_vma);
-        let (result, added, swap_added, (rss, swapped)) = with(|mm| {
+        let (result, added, swap_added, deltas) = with(|mm| {
             // SAFETY: `root` is this address space's own tree.
             let mut tree = unsafe { mm.user_tree(root, anon_vma) };
             let result = f(&mut tree);
@@ -210,17 +210,22 @@ impl AddressSpace {
             "more tables freed than counted"
         );
         self.pgtables = self.pgtables.saturating_add_signed(added);
-        self.rss = self.rss.saturating_add_signed(rss);
-        self.swapents = self.swapents.saturating_add_signed(swapped + swap_added);
+        self.swapents = self.swapents.saturating_add_signed(swap_added);
+        self.take_in(deltas);
         result
     }
 
     /// Takes in what reclaim did to its counters (before they are published).
     pub fn sync_counters(&mut self) {
         let root = self.root;
-        let (rss, swapped) = with(|mm| mm.rmap.take_deltas(root));
-        self.rss = self.rss.saturating_add_signed(rss);
-        self.swapents = self.swapents.saturating_add_signed(swapped);
+        let deltas = with(|mm| mm.rmap.take_deltas(root));
+        self.take_in(deltas);
+    }
+
+    fn take_in(&mut self, deltas: guest::reclaim::Deltas) {
+        self.rss = self.rss.saturating_add_signed(deltas.rss);
+        self.swapents = self.swapents.saturating_add_signed(deltas.swapents);
+        self.pgtables = self.pgtables.saturating_add_signed(deltas.pgtables);
     }
 
     /// Maps `program`'s segments (their pages come from the image on first touch), the
@@ -305,7 +310,16 @@ impl AddressSpace {
     /// A zeroed page mapped at `virt` with `vm_flags`' rights; returns its frame.
     fn new_page(&mut self, virt: u64, vm_flags: u64) -> Result<PhysAddr, SpaceError> {
         let page = VirtPage::new(VirtAddr::new(virt), PageSize::Size4K)?;
-        let new = self.with_tree(|tree| anon::map_new(tree, page, pte_flags(vm_flags)))?;
+        let new = self.with_tree(|tree| {
+            let new = anon::map_new(tree, page, pte_flags(vm_flags))?;
+            if vm_flags & VM_SHARED != 0 {
+                // Its sharers must keep seeing this one page: reclaim leaves it alone.
+                if let Some(page) = anon::AnonMemory::page(&mut tree.memory, new.frame) {
+                    page.flags |= shared::page::PG_UNEVICTABLE;
+                }
+            }
+            Ok::<_, anon::AnonError>(new)
+        })?;
         let frame = new.frame;
         if new.zeroed {
             self.zeroed += 1;
@@ -601,9 +615,10 @@ impl AddressSpace {
     ) -> Result<u64, SpaceError> {
         let flags = anon_flags(prot) | if shared { VM_SHARED } else { 0 };
         // Linux's heuristic overcommit (`__vm_enough_memory`): writable or shared memory
-        // larger than all of RAM is refused outright; less is promised and faulted in.
+        // larger than all of RAM and swap is refused outright; less is promised and
+        // faulted in.
         let accountable = flags & (VM_WRITE | VM_SHARED) != 0;
-        if accountable && len / PAGE > with(|mm| mm.buddy.managed_pages()) {
+        if accountable && len / PAGE > with(|mm| mm.buddy.managed_pages() + mm.swap.slots()) {
             return Err(SpaceError::NoMemory);
         }
         let start = if fixed {
