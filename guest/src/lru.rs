@@ -125,11 +125,14 @@ pub fn tail<M: LruMemory>(memory: &mut M, lru: usize) -> Option<u64> {
     (tail != NO_PFN).then_some(tail)
 }
 
-/// Moves the entry at `pfn` (`pages` pages) to the head of list `lru`.
-pub fn move_to<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64, lru: usize) {
-    if del(memory, pfn, pages) {
+/// Moves the entry at `pfn` (`pages` pages) to the head of list `lru`; returns whether it
+/// was on a list (else nothing changes).
+pub fn move_to<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64, lru: usize) -> bool {
+    let listed = del(memory, pfn, pages);
+    if listed {
         add(memory, pfn, pages, lru);
     }
+    listed
 }
 
 /// The entries of list `lru`, head to tail, at most `limit` of them (a list longer than

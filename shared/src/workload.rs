@@ -86,11 +86,14 @@ pub enum Workload {
     /// `swap-pattern`, then a fork: two processes share copy-on-write pages while they go
     /// to swap and come back.
     SwapCow,
+    /// A hog waits holding most of RAM while another process's fault runs out: the OOM
+    /// killer kills the hog, and the fault is retried and served.
+    OomRetry,
 }
 
 impl Workload {
     /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 32] = [
+    pub const ALL: [Workload; 33] = [
         Self::Boot,
         Self::Panic,
         Self::InvalidOpcode,
@@ -123,6 +126,7 @@ impl Workload {
         Self::SwapPattern,
         Self::SwapCow,
         Self::OomKill,
+        Self::OomRetry,
     ];
 
     /// The name used on the command line.
@@ -160,6 +164,7 @@ impl Workload {
             Self::SwapPattern => "swap-pattern",
             Self::OomKill => "oom-kill",
             Self::SwapCow => "swap-cow",
+            Self::OomRetry => "oom-retry",
         }
     }
 
@@ -219,6 +224,9 @@ impl Workload {
                 "touch twice the RAM (or ops= MiB) with a pattern and check it after swap"
             }
             Self::OomKill => "a hog and a bystander: the OOM killer kills the hog only",
+            Self::OomRetry => {
+                "another process's fault runs out: the killer kills a waiting hog, the fault is served"
+            }
             Self::SwapCow => {
                 "swap-pattern, then a fork: copy-on-write sharers swapped out and back"
             }

@@ -45,12 +45,12 @@ fn inspected<'a>(outcome: &'a Outcome, at: &str, command: &str) -> &'a Output {
 }
 
 /// What every OOM run must show: the victim the host picks at the `oom` checkpoint is the
-/// one killed, with the figures the kernel reported; `check` is clean there and at exit;
-/// the victim died of SIGKILL; and the kill is counted.
-fn assert_kill_matches_the_host(outcome: &Outcome, victim: u32) -> OomKillReport {
+/// one killed, with the figures the kernel reported, after a fault of `trigger`; `check`
+/// is clean there and at exit; the victim died of SIGKILL; and the kill is counted.
+fn assert_kill_matches_the_host(outcome: &Outcome, victim: u32, trigger: u32) -> OomKillReport {
     let (name, kill) = the_kill(outcome);
     assert_eq!(kill.pid, victim, "{kill:?}");
-    assert_eq!(kill.trigger_pid, victim, "the hog's own fault ran out of memory");
+    assert_eq!(kill.trigger_pid, trigger, "whose fault ran out of memory");
     let at_oom = format!("({})", checkpoint::name(checkpoint::OOM));
     let Output::Oom(Oom { totalpages, tasks, victim: chosen }) = inspected(outcome, &at_oom, "oom")
     else {
@@ -95,7 +95,7 @@ fn oom_kill_kills_the_hog_and_the_bystander_finishes() {
     assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
     // PID 1 forks the bystander (2), then the hog (3).
     assert_eq!(user_reports(&outcome), ["hog=3 hog_status=9 bystander=2 bystander_status=0"]);
-    let kill = assert_kill_matches_the_host(&outcome, 3);
+    let kill = assert_kill_matches_the_host(&outcome, 3, 3);
     assert_eq!(kill.swapents, 0, "no swap device");
     // The bystander's badness was lowered (-200) and init is never picked.
     let Output::Oom(oom) = inspected(&outcome, "(oom)", "oom") else { panic!("oom") };
@@ -119,7 +119,7 @@ fn a_full_swap_device_hands_over_to_the_oom_killer() {
     // The bystander's pages went to swap and came back intact (its status would count
     // the words that did not).
     assert_eq!(user_reports(&outcome), ["hog=3 hog_status=9 bystander=2 bystander_status=0"]);
-    let kill = assert_kill_matches_the_host(&outcome, 3);
+    let kill = assert_kill_matches_the_host(&outcome, 3, 3);
     assert!(kill.swapents > 0, "the hog had pages in swap: {kill:?}");
     // Every slot was in use when the killer ran, and every one is free after.
     let Output::Swaps(full) = inspected(&outcome, "(oom)", "swaps") else { panic!("swaps") };
@@ -131,6 +131,24 @@ fn a_full_swap_device_hands_over_to_the_oom_killer() {
     assert!(v.events.pswpout >= 2048, "{v:?}");
     assert!(v.events.pgsteal_kswapd + v.events.pgsteal_direct >= 2048, "{v:?}");
     let _ = std::fs::remove_file(&path);
+}
+
+/// The victim need not be the process whose fault ran out: here a hog (adj 500) waits,
+/// runnable but not running, holding three quarters of RAM, when a grower's fault finds
+/// none. The hog is killed, and the grower's fault is retried, served, and the grower
+/// touches the rest of its half and exits cleanly.
+#[test]
+fn the_killer_kills_a_waiting_hog_and_the_faulting_process_goes_on() {
+    let outcome = boot(&guest("oom-retry"));
+    assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
+    // PID 1 forks the hog (2), then the grower (3).
+    assert_eq!(user_reports(&outcome), ["hog=2 hog_status=9 grower=3 grower_status=0"]);
+    assert_kill_matches_the_host(&outcome, 2, 3);
+    let grower = outcome.reports.iter().find_map(|r| match r {
+        Report::Process(p) if p.pid == 3 => Some(*p),
+        _ => None,
+    });
+    assert_eq!(grower.map(|p| (p.signal, p.exit_code)), Some((0, 0)), "the grower finished");
 }
 
 #[test]

@@ -33,7 +33,7 @@
 use crate::paging::{Flush, Frame, MapError, Mapper, PageSize, PageTableEntry, PteFlags, VirtPage};
 use crate::vmalloc::VmallocMemory;
 use shared::addr::{PhysAddr, VirtAddr};
-use shared::page::{Page, PG_ACTIVE, PG_ANON, PG_SWAPCACHE};
+use shared::page::{Page, PG_ACTIVE, PG_ANON, PG_SWAPCACHE, PG_UNEVICTABLE};
 
 /// The memory anonymous pages come from: page tables, frames and 2 MiB blocks, their
 /// descriptors, and the ways of filling them.
@@ -210,7 +210,7 @@ pub fn release<M: AnonMemory>(memory: &mut M, frame: Frame) -> bool {
         return false;
     }
     let cached = page.flags & PG_SWAPCACHE != 0;
-    page.flags &= !(PG_ANON | PG_SWAPCACHE);
+    page.flags &= !(PG_ANON | PG_SWAPCACHE | PG_UNEVICTABLE);
     page.refcount = 0;
     if cached {
         // Its last mapping went: the slot still holds the data for the entries that name
@@ -380,7 +380,7 @@ pub fn write_fault<M: AnonMemory>(
 fn mark_new<M: AnonMemory>(memory: &mut M, frame: PhysAddr, pages: u64, virt: VirtAddr) {
     let key = crate::reclaim::rmap_key(memory.anon_vma(), virt.as_u64());
     if let Some(page) = memory.page(frame) {
-        page.flags |= PG_ANON;
+        page.flags = (page.flags | PG_ANON) & !PG_UNEVICTABLE;
         page.mapcount = 1;
         page.refcount = 1;
         page.private = key;

@@ -328,8 +328,8 @@ pub fn deactivate<M: AnonMemory>(tree: &mut Mapper<M>, rmap: &mut Rmap, count: u
             for_each_mapping(tree, rmap, (pfn, key, mapcount), |entry, _, _| clear(entry));
             1
         };
-        lru::move_to(&mut tree.memory, pfn, pages, LRU_INACTIVE_ANON);
-        moved += 1;
+        // A page off every list (a broken list) is not progress.
+        moved += u64::from(lru::move_to(&mut tree.memory, pfn, pages, LRU_INACTIVE_ANON));
     }
     moved
 }
@@ -501,7 +501,7 @@ fn unmap_to_slot<M: AnonMemory>(
         }
     }
     if let Some(page) = tree.memory.page(frame) {
-        page.flags &= !(PG_ANON | PG_SWAPCACHE);
+        page.flags &= !(PG_ANON | PG_SWAPCACHE | PG_UNEVICTABLE);
         (page.mapcount, page.refcount) = (0, 0);
     }
     tree.memory.free_frame(frame);

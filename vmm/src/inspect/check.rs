@@ -1092,6 +1092,13 @@ fn check_swap_counts(
     marks: &mut Marks,
     named: &std::collections::BTreeMap<u64, u64>,
 ) -> Result<(), InspectError> {
+    let (slots, map) = (view.info.nr_swap_slots, view.info.swap_map);
+    if slots > 0 && map == 0 {
+        marks.finding(FindingKind::SwapEntry, || {
+            format!("vmcoreinfo counts {slots} swap slots but publishes no swap map")
+        });
+        return Ok(());
+    }
     let counts = match state::swap_counts(view) {
         Ok(counts) => counts,
         Err(err @ InspectError::Budget { .. }) => return Err(err),
@@ -1100,9 +1107,11 @@ fn check_swap_counts(
             return Ok(());
         }
     };
-    view.budget.spend(counts.len() as u64, || "checking the swap map".into())?;
+    // The map was paid for as it was read (a page of it a unit); the comparison walks the
+    // named slots in step with it.
+    let mut named = named.iter().peekable();
     for (slot, &count) in (0u64..).zip(&counts) {
-        let entries = named.get(&slot).copied().unwrap_or(0);
+        let entries = named.next_if(|(&s, _)| s == slot).map_or(0, |(_, &n)| n);
         if u64::from(count) != entries {
             marks.finding(FindingKind::SwapEntry, || {
                 format!("swap slot {slot}: count {count}, named by {entries} swap entries")

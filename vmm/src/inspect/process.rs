@@ -503,8 +503,8 @@ pub fn smaps(view: &mut View<'_, '_>, pid: u32) -> Result<Vec<SmapsEntry>, Inspe
         // SwapPss as Pss: in bytes × 4096 first. A slot's count is the entries naming it.
         let mut swap_pss_scaled = 0u64;
         let first = absent.partition_point(|&(virt, ..)| virt < vma.start);
-        for (_, _, pte) in absent[first..].iter().take_while(|&&(virt, ..)| virt < vma.end) {
-            let Some(slot) = pte.swap_slot() else { continue };
+        for (_, level, pte) in absent[first..].iter().take_while(|&&(virt, ..)| virt < vma.end) {
+            let Some(slot) = pte.swap_slot().filter(|_| *level == 1) else { continue };
             entry.swap += 4;
             let sharers = usize::try_from(slot).ok().and_then(|slot| counts.get(slot)).copied();
             swap_pss_scaled += (4 << 22) / u64::from(sharers.unwrap_or(1).max(1));
@@ -738,7 +738,8 @@ pub struct OomTask {
     /// Badness (`shared::process::oom_badness`); `None` for a process never picked (PID
     /// 1, or `oom_score_adj` -1000).
     pub points: Option<i64>,
-    /// `/proc/PID/oom_score`: 1000 + badness in thousandths of `totalpages`, 0 to 2000.
+    /// `/proc/PID/oom_score`: (1000 + badness in thousandths of `totalpages`) × 2/3, 0 to
+    /// 2000 (fs/proc/base.c's `proc_oom_score`); 0 for a process never picked.
     pub oom_score: u64,
 }
 
@@ -773,8 +774,8 @@ pub fn oom(view: &mut View<'_, '_>) -> Result<Oom, InspectError> {
             shared::process::oom_badness(&info.mm, adj, totalpages)
         };
         let oom_score = points.map_or(0, |p| {
-            let scaled = i128::from(p) * 1000 / i128::from(totalpages.max(1));
-            u64::try_from((1000 + scaled).clamp(0, 2000)).unwrap_or(0)
+            let scaled = (1000 + i128::from(p) * 1000 / i128::from(totalpages.max(1))) * 2 / 3;
+            u64::try_from(scaled.clamp(0, 2000)).unwrap_or(0)
         });
         weighed.push(OomTask {
             pid: info.pid,

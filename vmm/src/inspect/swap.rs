@@ -44,7 +44,9 @@ impl SwapFile {
 
     /// Reads slot `slot` (already checked against the guest's device) into `page`.
     fn read_slot(&self, slot: u64, page: &mut [u8; 4096]) -> Result<(), InspectError> {
-        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let len = self.file.metadata().map(|m| m.len()).map_err(|err| {
+            InspectError::Argument(format!("cannot read {}: {err}", self.path.display()))
+        })?;
         let offset = slot.checked_mul(4096).filter(|&at| at.saturating_add(4096) <= len);
         let Some(offset) = offset else {
             return Err(InspectError::Argument(format!(

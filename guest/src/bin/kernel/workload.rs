@@ -114,16 +114,25 @@ pub fn run(options: &Options, e820: &E820Map) -> bool {
         Workload::UnmappedVmalloc => unsafe {
             core::arch::asm!("mov {}, qword ptr [{}]", out(reg) _, in(reg) VMALLOC_START + (1 << 20), options(nostack, readonly));
         },
-        Workload::AllocOom | Workload::OomKill => {
-            // The hog wants twice what RAM and swap hold, unless ops= (MiB) says otherwise.
-            let pages = mm::global::with(|mm| mm.buddy.managed_pages() + mm.swap.slots());
-            let mib = if options.ops_given { u64::from(options.ops) } else { 2 * pages / 256 };
+        Workload::AllocOom | Workload::OomKill | Workload::OomRetry => {
+            // The hog wants twice what RAM and swap hold, unless ops= (MiB) says otherwise;
+            // oom-retry's processes share the RAM.
+            let (ram, swap) = mm::global::with(|mm| (mm.buddy.managed_pages(), mm.swap.slots()));
+            let mib = match options.workload {
+                _ if options.ops_given => u64::from(options.ops),
+                Workload::OomRetry => ram / 256,
+                _ => 2 * (ram + swap) / 256,
+            };
             let mut arg = crate::console::Line::new();
             let _ = core::fmt::Write::write_fmt(&mut arg, format_args!("mib={mib}"));
-            let args = [arg.as_str(), "bystander=0"];
             return match options.workload {
-                Workload::AllocOom => run_program("alloc-oom", OOM_KILL, &args),
-                _ => run_program("oom-kill", OOM_KILL, &args[..1]),
+                Workload::AllocOom => {
+                    run_program("alloc-oom", OOM_KILL, &[arg.as_str(), "bystander=0"])
+                }
+                Workload::OomRetry => {
+                    run_program("oom-retry", OOM_KILL, &[arg.as_str(), "grower=1"])
+                }
+                _ => run_program("oom-kill", OOM_KILL, &[arg.as_str()]),
             };
         }
         Workload::Stress => return stress::run(options),

@@ -4,6 +4,9 @@
 //! pattern, which may have gone to swap and come back, and exits. With `bystander=0` there
 //! is only the hog (`alloc-oom`).
 //!
+//! With `grower=1` (`oom-retry`) the killer's victim is not the process whose fault ran
+//! out: see [`hog_and_grower`].
+//!
 //! The parent is init, which the OOM killer never picks. It reports
 //! "hog=PID hog_status=S bystander=PID bystander_status=S" (statuses as `wait4` gives
 //! them: 9 for SIGKILL, the exit code in bits 8–15 otherwise, which for the bystander is
@@ -33,9 +36,11 @@ fn pattern(addr: u64) -> u64 {
     addr.rotate_left(29) ^ 0xb157_a4de_0000_0001
 }
 
-/// The shared flags: the bystander's pattern is in place; the hog is gone.
+/// The shared flags: the bystander's pattern (or the hog's memory) is in place; the hog is
+/// gone; the grower is done.
 const READY: usize = 0;
 const HOG_GONE: usize = 1;
+const GROWER_DONE: usize = 2;
 
 fn oom_score_adj(value: i64) -> i64 {
     syscall(SYS_KVM_MM_OOM_SCORE_ADJ, [value as u64, 0, 0, 0, 0, 0])
@@ -66,23 +71,65 @@ fn bystander(flags: rt::SharedFlags) -> u64 {
     (0..).zip(words.iter()).filter(|&(i, word)| *word != pattern(base + i * 8)).count() as u64
 }
 
-/// The hog: touches `mib` MiB, a page at a time, until killed. Returns only if it was not.
-fn hog(mib: u64) -> i32 {
-    if oom_score_adj(500) != 0 {
-        return 2;
-    }
+/// Touches `mib` MiB of fresh 1 MiB areas, a page at a time; `false` if an area could not
+/// be mapped.
+fn touch(who: &str, mib: u64) -> bool {
     for area in 0..mib {
         let at = rt::mmap(AREA, PROT_READ | PROT_WRITE, MAP_PRIVATE);
         if at < 0 {
-            println!("oom-kill: the hog's area {area} could not be mapped: {at}");
-            return 2;
+            println!("oom-kill: the {who}'s area {area} could not be mapped: {at}");
+            return false;
         }
         for page in 0..AREA {
             // SAFETY: a page of the area just mapped read-write.
             unsafe { core::ptr::write_volatile((at as u64 + page * PAGE) as *mut u64, page) };
         }
     }
+    true
+}
+
+/// The hog: touches `mib` MiB until killed. Returns only if it was not.
+fn hog(mib: u64) -> i32 {
+    if oom_score_adj(500) != 0 || !touch("hog", mib) {
+        return 2;
+    }
     3
+}
+
+/// `grower=1` (`oom-retry`): a hog (`oom_score_adj` 500) takes three quarters of the
+/// `mib` MiB of RAM and waits; then a grower touches half of it. The grower's fault runs
+/// out of memory, the OOM killer kills the waiting hog, not the grower, and the grower's
+/// fault is retried and served. Reports "hog=PID hog_status=S grower=PID grower_status=S".
+fn hog_and_grower(mib: u64, flags: rt::SharedFlags) -> i32 {
+    let hog_pid = rt::fork();
+    if hog_pid == 0 {
+        if oom_score_adj(500) != 0 || !touch("hog", mib * 3 / 4) {
+            rt::exit(2);
+        }
+        flags.set(READY);
+        // Waits, runnable, for the kill (or, if none came, for the grower's end).
+        flags.wait_for(GROWER_DONE);
+        rt::exit(3);
+    }
+    flags.wait_for(READY);
+    let grower_pid = rt::fork();
+    if grower_pid == 0 {
+        let touched = touch("grower", mib / 2);
+        flags.set(GROWER_DONE);
+        rt::exit(if touched { 0 } else { 2 });
+    }
+    let (_, hog_status) = rt::wait(hog_pid);
+    let (_, grower_status) = rt::wait(grower_pid);
+    let mut line = rt::Line::new();
+    let _ = core::fmt::Write::write_fmt(
+        &mut line,
+        format_args!(
+            "hog={hog_pid} hog_status={hog_status} grower={grower_pid} \
+             grower_status={grower_status}"
+        ),
+    );
+    rt::report(line.as_bytes());
+    i32::from(hog_status != 9 || grower_status != 0)
 }
 
 fn main() -> i32 {
@@ -95,6 +142,9 @@ fn main() -> i32 {
             return 1;
         }
     };
+    if rt::arg_value("grower") == Some(1) {
+        return hog_and_grower(mib, flags);
+    }
     let mut bystander_pid = 0;
     if with_bystander {
         bystander_pid = rt::fork();

@@ -215,10 +215,18 @@ fn main() -> i32 {
                 (child, &[EAGAIN, ENOMEM])
             }
             10 => (syscall(SYS_SCHED_YIELD, [rng.next(); 6]), &[]),
-            11 => (syscall(rng.pick(&[SYS_GETPID, SYS_GETPPID]), [rng.next(); 6]), &[]),
+            11 => {
+                // Our oom_score_adj takes -1000..=1000, given as a sign-extended register.
+                let nr = rng.pick(&[SYS_GETPID, SYS_GETPPID, SYS_KVM_MM_OOM_SCORE_ADJ]);
+                let any = rng.next();
+                let value =
+                    rng.pick(&[0, 1000, 1001, -1000i64 as u64, -1001i64 as u64, 1 << 32, any]);
+                let allowed: &[i64] = if nr == SYS_KVM_MM_OOM_SCORE_ADJ { &[EINVAL] } else { &[] };
+                (syscall(nr, [value, rng.next(), 0, 0, 0, 0]), allowed)
+            }
             12 => {
                 // Numbers nobody implements: Linux's others, ours beyond, and garbage.
-                let nr = rng.pick(&[SYS_READ, 2, 59, 62, 435, 999, 1002, 1 << 32, u64::MAX]);
+                let nr = rng.pick(&[SYS_READ, 2, 59, 62, 435, 999, 1003, 1 << 32, u64::MAX]);
                 (syscall(nr, [rng.next(); 6]), &[ENOSYS])
             }
             _ => {

@@ -47,11 +47,18 @@ fn kmalloc_size(layout: Layout) -> u64 {
 unsafe impl GlobalAlloc for KernelAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         with(|mm| {
-            let (kmalloc, mut pages) = mm.slab();
-            match kmalloc.kmalloc(&mut pages, kmalloc_size(layout)) {
-                Ok(Some(addr)) => addr as *mut u8,
-                _ => core::ptr::null_mut(),
+            // The slow path reclaims (direct reclaim) while that frees something, then
+            // fails: the caller handles the null, or `alloc` reports the failure.
+            for _ in 0..=crate::process::space::MAX_RECLAIM_RETRIES {
+                let (kmalloc, mut pages) = mm.slab();
+                if let Ok(Some(addr)) = kmalloc.kmalloc(&mut pages, kmalloc_size(layout)) {
+                    return addr as *mut u8;
+                }
+                if mm.reclaim(guest::reclaim::SWAP_BATCH as u64, false) == 0 {
+                    break;
+                }
             }
+            core::ptr::null_mut()
         })
     }
 

@@ -604,10 +604,23 @@ fn probe_trap(frame: &mut TrapFrame) {
 fn fork(frame: &TrapFrame) -> i64 {
     use shared::syscall::{EAGAIN, ENOMEM};
     let Some(slot) = TABLE.with(|table| table.free_slot()) else { return -EAGAIN };
-    let copy = with_current(|parent| {
-        let space = parent.space.as_mut().ok_or(SpaceError::NoMemory)?.fork(vdso_frame())?;
-        Ok::<_, SpaceError>((parent.pid, parent.name, parent.oom_score_adj, space))
-    });
+    let try_fork = || {
+        with_current(|parent| {
+            let space = parent.space.as_mut().ok_or(SpaceError::NoMemory)?.fork(vdso_frame())?;
+            Ok::<_, SpaceError>((parent.pid, parent.name, parent.oom_score_adj, space))
+        })
+    };
+    let mut copy = try_fork();
+    // Direct reclaim for the child's tables, while it frees something (the allocation
+    // slow path's; a fork that still finds no memory fails with -ENOMEM, as Linux's).
+    for _ in 0..space::MAX_RECLAIM_RETRIES {
+        if !matches!(copy, Some(Err(SpaceError::NoMemory)))
+            || mm::global::with(|mm| mm.reclaim(guest::reclaim::SWAP_BATCH as u64, false)) == 0
+        {
+            break;
+        }
+        copy = try_fork();
+    }
     let Some(Ok((ppid, name, oom_score_adj, space))) = copy else { return -ENOMEM };
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let mut context = Context::save(frame);

@@ -93,9 +93,9 @@ pub enum FaultError {
     Io,
 }
 
-/// Rounds of direct reclaim a fault tries while each frees something, before the OOM
-/// killer (Linux's `MAX_RECLAIM_RETRIES`).
-const MAX_RECLAIM_RETRIES: u32 = 16;
+/// Rounds of direct reclaim an allocation tries while each frees something, before it
+/// fails (or a fault calls the OOM killer): Linux's `MAX_RECLAIM_RETRIES`.
+pub const MAX_RECLAIM_RETRIES: u32 = 16;
 
 /// A process's address space.
 #[derive(Debug)]
@@ -205,13 +205,15 @@ impl AddressSpace {
             let (added, swap_added) = (tree.memory.tables_added, tree.memory.swap_added);
             (result, added, swap_added, mm.rmap.take_deltas(root))
         });
+        // Reclaim's changes came first (it cannot run inside `f`, which holds the memory
+        // managers): take them in before this call's own.
+        self.take_in(deltas);
         debug_assert!(
             self.pgtables.checked_add_signed(added).is_some(),
             "more tables freed than counted"
         );
         self.pgtables = self.pgtables.saturating_add_signed(added);
         self.swapents = self.swapents.saturating_add_signed(swap_added);
-        self.take_in(deltas);
         result
     }
 
@@ -583,10 +585,10 @@ impl AddressSpace {
         if addr < self.start_brk || new_end > STACK_TOP - STACK_LIMIT {
             return self.brk;
         }
-        // Linux's heuristic overcommit, as for mmap: more than all of RAM at once is
-        // refused.
+        // Linux's heuristic overcommit, as for mmap: more than all of RAM and swap at once
+        // is refused.
         let growth = new_end.saturating_sub(old_end) / PAGE;
-        if growth > with(|mm| mm.buddy.managed_pages()) {
+        if growth > with(|mm| mm.buddy.managed_pages() + mm.swap.slots()) {
             return self.brk;
         }
         let done = if new_end > old_end {
