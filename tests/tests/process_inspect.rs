@@ -132,8 +132,9 @@ fn meminfo_agrees_with_the_zones_the_slab_caches_and_check() {
     let owned = |owner: &str| report.pages.iter().find(|c| c.owner == owner).map_or(0, |c| c.pages);
     assert_eq!(m.anon_pages, 4 * owned("user pages"), "{m:?}");
     assert_eq!(m.anon_huge_pages, 0, "fork-cow maps no huge page");
-    // Every mapped page is on the inactive LRU list (nothing ages it yet).
-    assert_eq!((m.inactive_anon, m.active_anon), (m.anon_pages, 0), "{m:?}");
+    // Every mapped page is on the active LRU list, where a new page starts (without a
+    // swap device nothing ages it).
+    assert_eq!((m.inactive_anon, m.active_anon), (0, m.anon_pages), "{m:?}");
     assert_eq!(m.page_tables, 4 * owned("page tables"), "{m:?}");
     assert_eq!((m.swap_total, m.swap_free), (0, 0), "no swap device");
     let text = at(outcome, "meminfo").text();
@@ -309,11 +310,12 @@ fn check_names_an_lru_page_flagged_for_the_other_list() {
     let at = snapshot(&path, |view| {
         view.phys(view.page_addr(pfn) + std::mem::offset_of!(shared::page::Page, flags) as u64)
     });
-    poke(&path, at, &(read(&path, at) | shared::page::PG_ACTIVE).to_le_bytes());
+    // New pages start on the active list: this one now says it is on the inactive one.
+    poke(&path, at, &(read(&path, at) & !shared::page::PG_ACTIVE).to_le_bytes());
     assert_names(
         &path,
         FindingKind::LruList,
-        &format!("pfn {pfn:#x} on the inactive LRU list is flagged"),
+        &format!("pfn {pfn:#x} on the active LRU list is flagged"),
     );
 }
 
