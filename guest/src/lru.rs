@@ -37,38 +37,18 @@ pub trait LruMemory {
 /// Adds the entry at `pfn` (`pages` pages: 1, or 512 for a whole huge block) at the head
 /// of list `lru`. An entry already on a list stays where it is.
 pub fn add<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64, lru: usize) {
-    let Some(page) = memory.lru_page(pfn).filter(|p| p.flags & PG_LRU == 0) else {
-        return;
-    };
-    let list = lru.min(NR_LRU_LISTS - 1);
-    page.flags |= PG_LRU;
-    if list == LRU_ACTIVE_ANON {
-        page.flags |= PG_ACTIVE;
-    } else {
-        page.flags &= !PG_ACTIVE;
-    }
-    page.prev = NO_PFN;
-    let head = memory.lruvec().lists[list].head;
-    if let Some(page) = memory.lru_page(pfn) {
-        page.next = head;
-    }
-    if head != NO_PFN {
-        if let Some(old) = memory.lru_page(head) {
-            old.prev = pfn;
-        }
-    }
-    let list = &mut memory.lruvec().lists[list];
-    list.head = pfn;
-    if list.tail == NO_PFN {
-        list.tail = pfn;
-    }
-    list.nr_pages += pages;
+    insert(memory, pfn, pages, lru, false);
 }
 
 /// Adds the entry at `pfn` (`pages` pages) at the tail of list `lru`, where reclaim looks
 /// next (the pages of a huge block reclaim has just split). An entry already on a list
 /// stays where it is.
 pub fn add_tail<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64, lru: usize) {
+    insert(memory, pfn, pages, lru, true);
+}
+
+/// [`add`] (`at_tail` false) or [`add_tail`].
+fn insert<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64, lru: usize, at_tail: bool) {
     let Some(page) = memory.lru_page(pfn).filter(|p| p.flags & PG_LRU == 0) else {
         return;
     };
@@ -79,20 +59,32 @@ pub fn add_tail<M: LruMemory>(memory: &mut M, pfn: u64, pages: u64, lru: usize) 
     } else {
         page.flags &= !PG_ACTIVE;
     }
-    page.next = NO_PFN;
-    let tail = memory.lruvec().lists[list].tail;
+    // `next` points towards the tail, `prev` towards the head.
+    let lists = memory.lruvec().lists[list];
+    let neighbour = if at_tail { lists.tail } else { lists.head };
     if let Some(page) = memory.lru_page(pfn) {
-        page.prev = tail;
+        (page.next, page.prev) = if at_tail { (NO_PFN, neighbour) } else { (neighbour, NO_PFN) };
     }
-    if tail != NO_PFN {
-        if let Some(old) = memory.lru_page(tail) {
-            old.next = pfn;
+    if neighbour != NO_PFN {
+        if let Some(old) = memory.lru_page(neighbour) {
+            if at_tail {
+                old.next = pfn;
+            } else {
+                old.prev = pfn;
+            }
         }
     }
     let list = &mut memory.lruvec().lists[list];
-    list.tail = pfn;
-    if list.head == NO_PFN {
+    if at_tail {
+        list.tail = pfn;
+        if list.head == NO_PFN {
+            list.head = pfn;
+        }
+    } else {
         list.head = pfn;
+        if list.tail == NO_PFN {
+            list.tail = pfn;
+        }
     }
     list.nr_pages += pages;
 }

@@ -183,6 +183,20 @@ pub struct AnonArena {
     pub group: u32,
 }
 
+/// Runs `f` on the tree at `root`, with the memory lent to a mapper for the call.
+pub fn with_tree<R>(
+    memory: &mut AnonArena,
+    root: PhysAddr,
+    f: impl FnOnce(&mut crate::paging::Mapper<AnonArena>) -> R,
+) -> R {
+    // SAFETY: the callers' roots are roots this memory's arena allocated, and the trees
+    // below them were only ever changed through mappers over this memory.
+    let mut tree = unsafe { crate::paging::Mapper::new(root, core::mem::take(memory)) };
+    let result = f(&mut tree);
+    *memory = tree.memory;
+    result
+}
+
 /// Where huge blocks come from: 2 MiB aligned, above the arena's frames.
 const HUGE_BASE: u64 = 0x40_0000_0000;
 

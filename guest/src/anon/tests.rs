@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::paging::TableAlloc;
-use crate::testing::AnonArena as Memory;
+use crate::testing::{with_tree, AnonArena as Memory};
 use proptest::prelude::*;
 use shared::addr::VirtAddr;
 use shared::mm::LRU_ACTIVE_ANON;
@@ -39,20 +39,6 @@ fn op() -> impl Strategy<Value = Op> {
 /// A model process: for each page it maps, the page's identity (shared by the processes
 /// that share the frame) and the value it reads.
 type Model = BTreeMap<u64, (u64, u64)>;
-
-/// Runs `f` on the tree at `root`, with the memory lent to a mapper for the call.
-fn with_tree<R>(
-    memory: &mut Memory,
-    root: PhysAddr,
-    f: impl FnOnce(&mut Mapper<Memory>) -> R,
-) -> R {
-    // SAFETY: `root` is a root this memory's arena allocated, and the tree below it was
-    // only ever changed through mappers over this memory.
-    let mut tree = unsafe { Mapper::new(root, core::mem::take(memory)) };
-    let result = f(&mut tree);
-    *memory = tree.memory;
-    result
-}
 
 fn page_of(page: u64) -> VirtPage {
     VirtPage::new(VirtAddr::new(BASE + page * 4096), PageSize::Size4K).expect("aligned")

@@ -16,7 +16,7 @@ use super::*;
 use crate::anon::{map_new, release, share, write_fault};
 use crate::paging::{PageSize, TableAlloc, VirtPage};
 use crate::swap_map::SwapMap;
-use crate::testing::AnonArena as Memory;
+use crate::testing::{with_tree, AnonArena as Memory};
 use proptest::prelude::*;
 use shared::page::PG_SWAPCACHE;
 use std::collections::BTreeMap;
@@ -83,20 +83,6 @@ struct Process {
     model: BTreeMap<u64, u64>,
     rss: i64,
     swapents: i64,
-}
-
-/// Runs `f` on the tree at `root`, with the memory lent to a mapper for the call.
-fn with_tree<R>(
-    memory: &mut Memory,
-    root: PhysAddr,
-    f: impl FnOnce(&mut Mapper<Memory>) -> R,
-) -> R {
-    // SAFETY: `root` is a root this memory's arena allocated, and the tree below it was
-    // only ever changed through mappers over this memory.
-    let mut tree = unsafe { Mapper::new(root, core::mem::take(memory)) };
-    let result = f(&mut tree);
-    *memory = tree.memory;
-    result
 }
 
 fn virt(page: u64) -> VirtAddr {

@@ -120,16 +120,19 @@ fn hog_and_grower(mib: u64, flags: rt::SharedFlags) -> i32 {
     }
     let (_, hog_status) = rt::wait(hog_pid);
     let (_, grower_status) = rt::wait(grower_pid);
+    report(hog_pid, hog_status, ("grower", grower_pid, grower_status))
+}
+
+/// Reports "hog=PID hog_status=S OTHER=PID OTHER_status=S" and returns the exit code: 0
+/// when the hog died of SIGKILL and the other process exited cleanly.
+fn report(hog_pid: i64, hog_status: u32, (other, pid, status): (&str, i64, u32)) -> i32 {
     let mut line = rt::Line::new();
     let _ = core::fmt::Write::write_fmt(
         &mut line,
-        format_args!(
-            "hog={hog_pid} hog_status={hog_status} grower={grower_pid} \
-             grower_status={grower_status}"
-        ),
+        format_args!("hog={hog_pid} hog_status={hog_status} {other}={pid} {other}_status={status}"),
     );
     rt::report(line.as_bytes());
-    i32::from(hog_status != 9 || grower_status != 0)
+    i32::from(hog_status != 9 || status != 0)
 }
 
 fn main() -> i32 {
@@ -161,14 +164,5 @@ fn main() -> i32 {
     let (_, hog_status) = rt::wait(hog_pid);
     flags.set(HOG_GONE);
     let (_, bystander_status) = if with_bystander { rt::wait(bystander_pid) } else { (0, 0) };
-    let mut line = rt::Line::new();
-    let _ = core::fmt::Write::write_fmt(
-        &mut line,
-        format_args!(
-            "hog={hog_pid} hog_status={hog_status} bystander={bystander_pid} \
-             bystander_status={bystander_status}"
-        ),
-    );
-    rt::report(line.as_bytes());
-    i32::from(hog_status != 9 || bystander_status != 0)
+    report(hog_pid, hog_status, ("bystander", bystander_pid, bystander_status))
 }
