@@ -569,11 +569,14 @@ impl AddressSpace {
             return Err(FaultError::NotMapped);
         }
         let grown = Vma { start: new_start, ..stack };
-        self.vmas
-            .unmap(stack.start, stack.end, |_| {})
-            .and_then(|()| self.vmas.map(grown))
-            .inspect(|()| self.note_vm())
-            .map_err(|_| FaultError::NoMemory)?;
+        self.vmas.unmap(stack.start, stack.end, |_| {}).map_err(|_| FaultError::NotMapped)?;
+        if self.vmas.map(grown).is_err() {
+            // Linux's expand_stack failing is a SIGSEGV, not an OOM; the stack stays as it
+            // was (its slot was just freed, so mapping it again takes nothing new).
+            let _ = self.vmas.map(stack);
+            return Err(FaultError::NotMapped);
+        }
+        self.note_vm();
         Ok(grown)
     }
 
