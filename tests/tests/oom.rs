@@ -157,8 +157,12 @@ fn alloc_oom_is_a_kill_not_a_panic() {
     assert_eq!(outcome.exit, ExitReason::GuestExit { status: 0 }, "{}", outcome.console);
     assert_eq!(user_reports(&outcome), ["hog=2 hog_status=9 bystander=0 bystander_status=0"]);
     let (name, kill) = the_kill(&outcome);
-    assert_eq!((name.as_str(), kill.pid), ("alloc-oom", 2));
-    assert!(outcome.console.contains("Out of memory: Killed process 2 (alloc-oom)"));
+    assert_eq!((name.as_str(), kill.pid, kill.trigger_pid), ("alloc-oom", 2, 2));
+    let hog = outcome.reports.iter().find_map(|r| match r {
+        Report::Process(p) if p.pid == 2 => Some(p.signal),
+        _ => None,
+    });
+    assert_eq!(hog, Some(9), "killed by SIGKILL");
     // Every page came back: the kernel's own check after the run.
     let given_back = outcome.reports.iter().any(|r| {
         matches!(r, Report::Test { name, passed: true, .. } if name == "process memory given back")

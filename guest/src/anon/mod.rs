@@ -270,25 +270,28 @@ pub fn split_leaf<M: AnonMemory>(tree: &mut Mapper<M>, virt: VirtAddr) -> Result
     }
     let block = PhysAddr::new(mapped.phys.as_u64() & !(PageSize::Size2M.bytes() - 1));
     let flush = tree.split_huge_leaf(virt)?.unwrap_or(Flush::NONE);
-    split_block(&mut tree.memory, block);
+    split_block(&mut tree.memory, block, false);
     Ok(flush)
 }
 
 /// Makes a whole huge block 512 anonymous pages with its counts (nothing for a block
-/// already split).
-pub(crate) fn split_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) {
+/// already split). Its pages go where the block's entry was, at the head of its LRU list,
+/// or, for reclaim (`to_reclaim`), at the inactive tail, to be reclaimed next.
+pub(crate) fn split_block<M: AnonMemory>(memory: &mut M, block: PhysAddr, to_reclaim: bool) {
     if !whole_block(memory, block) {
         return;
     }
     let Some((mapcount, refcount)) = memory.page(block).map(|p| (p.mapcount, p.refcount)) else {
         return;
     };
-    // The block's one LRU entry becomes 512 at the head of the same list, in address order.
+    // The block's one LRU entry becomes 512, in address order from the head of the same
+    // list (added last page first) or towards the inactive tail (first page first).
     let active = memory.page(block).is_some_and(|p| p.flags & PG_ACTIVE != 0);
     let key = memory.page(block).map_or(0, |p| p.private);
     crate::lru::del(memory, block.pfn(), HUGE_PAGES);
     memory.split_huge(block);
-    for page in (0..HUGE_PAGES).rev() {
+    for step in 0..HUGE_PAGES {
+        let page = if to_reclaim { step } else { HUGE_PAGES - 1 - step };
         let frame = PhysAddr::new(block.as_u64() + page * 4096);
         if let Some(p) = memory.page(frame) {
             p.flags |= PG_ANON;
@@ -296,7 +299,11 @@ pub(crate) fn split_block<M: AnonMemory>(memory: &mut M, block: PhysAddr) {
             // Page `page` of the block lies `page` pages above its start in every mapping.
             p.private = key + page;
         }
-        crate::lru::add(memory, frame.pfn(), 1, usize::from(active));
+        if to_reclaim {
+            crate::lru::add_tail(memory, frame.pfn(), 1, shared::mm::LRU_INACTIVE_ANON);
+        } else {
+            crate::lru::add(memory, frame.pfn(), 1, usize::from(active));
+        }
     }
 }
 

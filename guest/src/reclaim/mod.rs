@@ -279,11 +279,7 @@ fn split_for_reclaim<M: AnonMemory>(
     if split == 0 {
         return false;
     }
-    crate::anon::split_block(&mut tree.memory, block);
-    for page in pfn..pfn + HUGE_PAGES {
-        lru::del(&mut tree.memory, page, 1);
-        lru::add_tail(&mut tree.memory, page, 1, LRU_INACTIVE_ANON);
-    }
+    crate::anon::split_block(&mut tree.memory, block, true);
     true
 }
 

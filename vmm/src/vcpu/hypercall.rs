@@ -62,12 +62,20 @@ pub fn dispatch(mem: &GuestMemoryMmap, swap: Option<&SwapDevice>, gpa: u64) -> H
     }
 }
 
+/// The whole, page-aligned page of RAM at `gpa`, or why it is not one.
+fn ram_page(mem: &GuestMemoryMmap, gpa: u64) -> Result<vm_memory::VolatileSlice<'_, ()>, String> {
+    if gpa % 4096 != 0 {
+        return Err(format!("page-work hypercall: {gpa:#x} is not page aligned"));
+    }
+    mem.get_slice(GuestAddress(gpa), 4096)
+        .map_err(|err| format!("page-work hypercall: page {gpa:#x} is not RAM: {err}"))
+}
+
 /// `SWAP_WRITE_BATCH`: reads the batch, checks every page and slot, then writes them.
-fn swap_write_batch<'m>(
-    mem: &'m GuestMemoryMmap,
+fn swap_write_batch(
+    mem: &GuestMemoryMmap,
     device: &SwapDevice,
     request: &Request,
-    page: impl Fn(u64) -> Result<vm_memory::VolatileSlice<'m, vm_memory::bitmap::BS<'m, ()>>, String>,
 ) -> Result<(), String> {
     if request.len == 0 || request.len > SWAP_BATCH_MAX {
         return Err(format!("swap batch of {} pages (1 to {SWAP_BATCH_MAX})", request.len));
@@ -84,7 +92,7 @@ fn swap_write_batch<'m>(
                 device.slots()
             ));
         }
-        pages.push((page(io.frame)?, io.slot));
+        pages.push((ram_page(mem, io.frame)?, io.slot));
     }
     let mut bytes = [0u8; 4096];
     for (slice, slot) in pages {
@@ -102,19 +110,13 @@ fn page_work(
     swap: Option<&SwapDevice>,
     request: &Request,
 ) -> Result<(), String> {
-    let page = |gpa: u64| {
-        if gpa % 4096 != 0 {
-            return Err(format!("page-work hypercall: {gpa:#x} is not page aligned"));
-        }
-        mem.get_slice(GuestAddress(gpa), 4096)
-            .map_err(|err| format!("page-work hypercall: page {gpa:#x} is not RAM: {err}"))
-    };
+    let page = |gpa: u64| ram_page(mem, gpa);
     if [SWAP_WRITE, SWAP_READ, SWAP_WRITE_BATCH].contains(&request.nr) {
         let device = swap.ok_or(
             "swap hypercall: this guest has no swap device (start it with --swap-file and --swap)",
         )?;
         if request.nr == SWAP_WRITE_BATCH {
-            return swap_write_batch(mem, device, request, page);
+            return swap_write_batch(mem, device, request);
         }
         let slice = page(request.arg)?;
         let mut bytes = [0u8; 4096];
