@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! VmaTree (guest::vma)               arenas in kernel memory
-//!   root, height ─────────────────▶ VmaNode (200 bytes), FANOUT entries:
+//!   root, height ─────────────────▶ VmaNode (512 bytes), VMA_FANOUT entries:
 //!                                     branch: ends[i] = greatest end below child slots[i]
 //!                                     leaf:   ends[i] = end of the VMA at vmas[slots[i]]
 //!                                   Vma (32 bytes): [start, end), vm_flags, kind
@@ -134,19 +134,23 @@ impl Vma {
     }
 }
 
-/// Entries per [`VmaNode`] (Linux's maple tree has 16 slots in a range node).
-pub const VMA_FANOUT: usize = 16;
+/// Entries per [`VmaNode`]. Linux's maple tree has 16 slots in a range node; 32 make 10 000
+/// VMAs a tree of three levels instead of four (docs/PERFORMANCE.md).
+pub const VMA_FANOUT: usize = 32;
 /// No node or VMA: an empty tree's root.
 pub const NO_INDEX: u32 = u32::MAX;
-/// A tree is never taller than this: with every node but the root at least half full,
-/// 8 levels hold 2 × 8^7 = 4 194 304 VMAs, far above [`MAX_MAP_COUNT`].
+/// A tree is never taller than this: with every node but the root at least half full, a
+/// tree of height h holds at least 2 × 16^(h-1) VMAs, so [`MAX_MAP_COUNT`] of them make at
+/// most four levels.
 pub const VMA_TREE_MAX_HEIGHT: u32 = 8;
 
 /// A node of the VMA tree: a B+tree keyed by each VMA's end, so that `find_vma(addr)`
 /// ("the first VMA with end > addr") is a descent that counts keys ≤ addr per level.
 ///
-/// Four cache lines, aligned: the keys fill the first two and the slots the third, so a
-/// lookup touches three lines per level and never the header in the fourth.
+/// Eight cache lines, aligned: the keys fill the first four and the slots the next two,
+/// so a lookup never reads the header in the seventh. The eighth is padding: a node's
+/// offset in its arena is then its index shifted, and a node is exactly a kmalloc-512
+/// object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C, align(64))]
 pub struct VmaNode {
@@ -158,11 +162,11 @@ pub struct VmaNode {
     pub count: u32,
     /// 1 for a leaf (slots are VMA indices), 0 for a branch (slots are node indices).
     pub leaf: u32,
-    /// Zero: the rest of the fourth cache line.
-    pub reserved: [u32; 14],
+    /// Zero: the rest of the seventh cache line and the eighth.
+    pub reserved: [u32; 30],
 }
 
-const _: () = assert!(core::mem::size_of::<VmaNode>() == 256);
+const _: () = assert!(core::mem::size_of::<VmaNode>() == 512);
 
 impl VmaNode {
     /// An empty node.
@@ -172,7 +176,7 @@ impl VmaNode {
             slots: [NO_INDEX; VMA_FANOUT],
             count: 0,
             leaf: leaf as u32,
-            reserved: [0; 14],
+            reserved: [0; 30],
         }
     }
 }

@@ -27,8 +27,9 @@ pub const VMCOREINFO_MAGIC: u64 = u64::from_le_bytes(*b"kvmmcore");
 
 /// The layout version this crate describes (3: the task array; 4: `MmStruct::pgtables`,
 /// `VmaNode` in four cache lines, the swap device's slots and map, `lowmem_reserve`, the
-/// LRU lists and the vmstat events; 5: `Task::oom_score_adj`).
-pub const VMCOREINFO_VERSION: u32 = 5;
+/// LRU lists and the vmstat events; 5: `Task::oom_score_adj`; 6: `VmaNode` of 32 entries
+/// in eight cache lines).
+pub const VMCOREINFO_VERSION: u32 = 6;
 
 /// [`VmCoreInfo::paging_flags`]: the kernel maps with no-execute (EFER.NXE is on), so
 /// everything but its text must be NX.

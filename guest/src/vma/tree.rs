@@ -14,9 +14,9 @@
 //! (d) leaves, in order, list the VMAs sorted and disjoint.
 //!
 //! `find` counts keys ≤ addr at each level without a branch per key, reading only keys
-//! and slots (three of a node's four cache lines), so a lookup costs `height` node scans.
+//! and slots (six of a node's eight cache lines), so a lookup costs `height` node scans.
 //! A full node hands an entry to a sibling with room before it splits (a B*-tree's
-//! overflow), so in-order inserts fill nodes: 10 000 VMAs make a tree of height 4. Linux's
+//! overflow), so in-order inserts fill nodes: 10 000 VMAs make a tree of height 3. Linux's
 //! maple tree makes the same choices (wide nodes, keys are range ends, no half-empty
 //! nodes on append) for the same reason: few cache lines per lookup.
 
@@ -44,23 +44,36 @@ impl Default for VmaTree {
     }
 }
 
+/// Keys in a group: `rank` picks one of a node's eight groups, then counts keys in it.
+const GROUP: usize = 4;
+
+#[inline(always)]
+fn le(key: u64, addr: u64) -> usize {
+    usize::from(key <= addr)
+}
+
 /// Number of keys in `node` that are ≤ `addr` (the unused ones are `u64::MAX`, above every
-/// address a VMA can end at).
+/// address a VMA can end at). `LAST_ABOVE` says the caller knows the node's last key is
+/// above `addr`, which saves a compare.
+#[inline(always)]
+fn rank<const LAST_ABOVE: bool>(node: &VmaNode, addr: u64) -> usize {
+    // Two rounds of compares that do not wait on each other: the last keys of the first
+    // seven groups pick the group, then the group's keys are counted. Its last key needs
+    // no compare when it is known to be above `addr`: in the first seven, it is why the
+    // group was picked; in the eighth, it is the node's last. A binary search's five steps
+    // each wait on the last one's load; other splits cost more (docs/PERFORMANCE.md).
+    let ends = &node.ends;
+    let group = (1..VMA_FANOUT / GROUP).map(|g| le(ends[g * GROUP - 1], addr)).sum::<usize>();
+    let base = group * GROUP;
+    let keys: &[u64; GROUP] = ends[base..base + GROUP].try_into().unwrap_or(&[u64::MAX; GROUP]);
+    let compared = if LAST_ABOVE { GROUP - 1 } else { GROUP };
+    base + keys[..compared].iter().map(|&end| le(end, addr)).sum::<usize>()
+}
+
+/// Number of keys in `node` that are ≤ `addr`.
 #[inline(always)]
 fn rank_le(node: &VmaNode, addr: u64) -> usize {
-    // Two rounds of compares that do not wait on each other: the last keys of the first
-    // three quarters pick the quarter, then its four keys are counted. A binary search's
-    // four steps each wait on the last one's load; sixteen compares at once cost more
-    // than they save (docs/PERFORMANCE.md).
-    const QUARTER: usize = VMA_FANOUT / 4;
-    let ends = &node.ends;
-    let quarter = usize::from(ends[QUARTER - 1] <= addr)
-        + usize::from(ends[2 * QUARTER - 1] <= addr)
-        + usize::from(ends[3 * QUARTER - 1] <= addr);
-    let base = quarter * QUARTER;
-    let keys: &[u64; QUARTER] =
-        ends[base..base + QUARTER].try_into().unwrap_or(&[u64::MAX; QUARTER]);
-    base + keys.iter().map(|&end| usize::from(end <= addr)).sum::<usize>()
+    rank::<false>(node, addr)
 }
 
 /// Number of keys in `node` below `key`.
@@ -126,14 +139,17 @@ impl VmaTree {
     /// Linux's `find_vma`: the first VMA that ends above `addr` (it may start above too).
     #[inline]
     pub fn find(&self, addr: u64) -> Option<u32> {
-        // Only keys and slots are read on the way down (the header's cache line is not):
-        // the height says where the leaves are, and a slot past `count` is NO_INDEX.
+        // Below the root, a node's last key is above `addr`: it is the parent's key for the
+        // node, chosen for being above. Only keys and slots are read on the way down (not
+        // the header: the height says where the leaves are, and a slot past `count` is
+        // NO_INDEX, which indexes no node).
         let mut node = &self.nodes[idx(self.root)];
+        let mut i = rank::<false>(node, addr);
         for _ in 1..self.height {
-            let slot = *node.slots.get(rank_le(node, addr))?;
-            node = self.nodes.get(idx(slot))?;
+            node = self.nodes.get(idx(*node.slots.get(i)?))?;
+            i = rank::<true>(node, addr);
         }
-        node.slots.get(rank_le(node, addr)).copied().filter(|&slot| slot != NO_INDEX)
+        node.slots.get(i).copied().filter(|&slot| slot != NO_INDEX)
     }
 
     /// The last VMA that ends at or below `addr` (Linux's `find_vma_prev`'s `pprev`).
