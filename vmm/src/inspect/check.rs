@@ -1332,6 +1332,17 @@ fn walk_free_list(
     Ok(count)
 }
 
+/// Where the first byte that is not zero lies in `bytes`. Tests 64 bytes at a time, with
+/// an OR the compiler turns into vector instructions: a byte at a time, the known-zero
+/// check of a 256 MiB guest's free blocks took 200 ms.
+fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    const RUN: usize = 64;
+    let mut runs = bytes.chunks_exact(RUN);
+    let dirty = runs.by_ref().position(|run| run.iter().fold(0, |acc, &b| acc | b) != 0);
+    let from = dirty.map_or(bytes.len() - runs.remainder().len(), |run| run * RUN);
+    bytes[from..].iter().position(|&b| b != 0).map(|i| from + i)
+}
+
 /// A free block marked known zero (`PG_ZERO`) must read as zero: the guest serves new
 /// pages from it without zeroing them. Reads only what the RAM file holds data for (a
 /// block the VMM dropped is a hole); the walk already paid a unit per page.
@@ -1359,7 +1370,7 @@ fn check_known_zero(
                 return Ok(());
             }
         };
-        let dirty = data.iter().flat_map(|r| r.clone()).find(|&i| buf[i] != 0);
+        let dirty = data.iter().find_map(|r| first_nonzero(&buf[r.clone()]).map(|i| r.start + i));
         if let Some(i) = dirty {
             let gpa = start + offset + i as u64;
             marks.finding(FindingKind::KnownZeroNotZero, || {
@@ -1746,4 +1757,28 @@ pub fn check_text(report: &CheckReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_nonzero;
+
+    #[test]
+    fn first_nonzero_finds_the_first_set_byte_wherever_it_lies() {
+        for len in [0, 1, 63, 64, 65, 200, 4096] {
+            let zeros = vec![0u8; len];
+            assert_eq!(first_nonzero(&zeros), None, "{len} zeros");
+            for at in [0, 1, 62, 63, 64, 127, 128, 130, 199, 4000, 4095]
+                .into_iter()
+                .filter(|&at| at < len)
+            {
+                let mut bytes = zeros.clone();
+                bytes[at] = 0x80;
+                if at + 1 < len {
+                    bytes[len - 1] = 1; // a later byte does not hide the first
+                }
+                assert_eq!(first_nonzero(&bytes), Some(at), "{len} bytes, the first set at {at}");
+            }
+        }
+    }
 }
