@@ -139,18 +139,17 @@ impl Vma {
 pub const VMA_FANOUT: usize = 32;
 /// No node or VMA: an empty tree's root.
 pub const NO_INDEX: u32 = u32::MAX;
-/// A tree is never taller than this: with every node but the root at least half full, a
-/// tree of height h holds at least 2 × 16^(h-1) VMAs, so [`MAX_MAP_COUNT`] of them make at
-/// most four levels.
+/// A tree is never taller than this: with every node but the root at least half full
+/// ([`VMA_FANOUT`] / 2 entries), a tree of height h holds at least 2 × 16^(h-1) VMAs, so
+/// [`MAX_MAP_COUNT`] of them make at most four levels; eight is a margin.
 pub const VMA_TREE_MAX_HEIGHT: u32 = 8;
 
 /// A node of the VMA tree: a B+tree keyed by each VMA's end, so that `find_vma(addr)`
 /// ("the first VMA with end > addr") is a descent that counts keys ≤ addr per level.
 ///
 /// Eight cache lines, aligned: the keys fill the first four and the slots the next two,
-/// so a lookup never reads the header in the seventh. The eighth is padding: a node's
-/// offset in its arena is then its index shifted, and a node is exactly a kmalloc-512
-/// object.
+/// so a lookup never reads the header in the seventh. The eighth is padding, so that a
+/// node's offset in its arena is its index shifted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C, align(64))]
 pub struct VmaNode {

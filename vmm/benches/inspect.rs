@@ -138,14 +138,15 @@ fn inspect_1g(c: &mut Criterion) {
 }
 
 /// `ps` + `maps` + `check` of a guest stopped at `many-processes`' checkpoint (100
-/// processes, 10 000 VMAs), measured while it waits there, on its own RAM file: what
-/// `vmm run --inspect` reads, holes of never-written memory included (a dense copy would
+/// processes, 10 000 VMAs), measured while it waits there, on its own RAM file as `vmm
+/// inspect FILE` reads it, holes of never-written memory included (a dense copy would
 /// make `check` read every free block that is known to be zero).
 fn inspect_processes(c: &mut Criterion) {
     let path = std::env::temp_dir().join(format!("kvm-mm-bench-procs-{}", std::process::id()));
     let config = VmConfig {
         mem_file: Some(path.clone()),
         cmdline: "workload=many-processes".into(),
+        // The guest's timeout runs on while criterion measures at the checkpoint.
         timeout: Some(Duration::from_secs(600)),
         ..VmConfig::default()
     };

@@ -80,13 +80,40 @@ fn inserts_in_any_order_keep_the_invariants_and_fill_nodes() {
     assert_eq!(tree.height(), 3);
 }
 
+/// `find` at and around every VMA while an in-order tree grows through a full root leaf
+/// (32 VMAs) and a full root branch (32 full leaves): a root's last key may be at or below
+/// the address, which `find` must not take for a node below the root, where it cannot be.
+#[test]
+fn find_answers_at_every_edge_while_the_root_fills() {
+    let mut tree = VmaTree::new();
+    let mut all = Vec::new();
+    for i in 0..1100u64 {
+        let v = vma(3 * i, 2, 0, VmaKind::Anonymous);
+        let index = tree.insert(v);
+        all.push((index, v));
+        assert_eq!(tree.find(v.end), None, "{} VMAs: at the greatest end", i + 1);
+        assert_eq!(tree.find(v.end - 1), Some(index), "{} VMAs: below the greatest end", i + 1);
+        assert_eq!(tree.find(u64::MAX), None);
+        if matches!(i + 1, 1 | 31 | 32 | 33 | 512 | 1024 | 1025 | 1100) {
+            for (n, &(index, v)) in all.iter().enumerate() {
+                assert_eq!(tree.find(v.start - 1), Some(index), "{} VMAs: the gap below", i + 1);
+                assert_eq!(tree.find(v.start), Some(index));
+                assert_eq!(tree.find(v.end - 1), Some(index));
+                assert_eq!(tree.find(v.end), all.get(n + 1).map(|&(next, _)| next));
+            }
+        }
+    }
+    assert_eq!(tree.height(), 3);
+}
+
 #[test]
 fn find_prev_is_the_last_vma_ending_at_or_below() {
     let mut tree = VmaTree::new();
-    for i in 0..300 {
+    for i in 0..1200 {
         tree.insert(vma(4 * i, 2, 0, VmaKind::Anonymous));
     }
-    for page in 0..1200 {
+    assert_eq!(tree.height(), 3, "the walk goes through a branch below the root");
+    for page in 0..4800 {
         let addr = BASE + page * PAGE;
         let expected = tree.iter().filter(|(_, v)| v.end <= addr).last().map(|(i, _)| i);
         assert_eq!(tree.find_prev(addr), expected, "page {page}");
@@ -211,7 +238,9 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let range = (0u64..400, 1u64..8);
+    // Mostly short ranges, so that many VMAs fit; some long ones, which unmap or protect
+    // many at once.
+    let range = (0u64..400, prop_oneof![4 => 1u64..8, 1 => 8u64..64]);
     // Maps twice as often as the others, so that trees grow past one node.
     prop_oneof![
         2 => (range.clone(), 0u64..8, prop_oneof![Just(0u32), Just(2), Just(3)])

@@ -14,7 +14,8 @@
 //! (d) leaves, in order, list the VMAs sorted and disjoint.
 //!
 //! `find` counts keys ≤ addr at each level without a branch per key, reading only keys
-//! and slots (six of a node's eight cache lines), so a lookup costs `height` node scans.
+//! and slots (five of a node's eight cache lines: the four of keys and one of slots), so a
+//! lookup costs `height` node scans.
 //! A full node hands an entry to a sibling with room before it splits (a B*-tree's
 //! overflow), so in-order inserts fill nodes: 10 000 VMAs make a tree of height 3. Linux's
 //! maple tree makes the same choices (wide nodes, keys are range ends, no half-empty
@@ -62,6 +63,7 @@ fn rank<const LAST_ABOVE: bool>(node: &VmaNode, addr: u64) -> usize {
     // no compare when it is known to be above `addr`: in the first seven, it is why the
     // group was picked; in the eighth, it is the node's last. A binary search's five steps
     // each wait on the last one's load; other splits cost more (docs/PERFORMANCE.md).
+    debug_assert!(!LAST_ABOVE || node.ends[VMA_FANOUT - 1] > addr);
     let ends = &node.ends;
     let group = (1..VMA_FANOUT / GROUP).map(|g| le(ends[g * GROUP - 1], addr)).sum::<usize>();
     let base = group * GROUP;
@@ -139,10 +141,10 @@ impl VmaTree {
     /// Linux's `find_vma`: the first VMA that ends above `addr` (it may start above too).
     #[inline]
     pub fn find(&self, addr: u64) -> Option<u32> {
-        // Below the root, a node's last key is above `addr`: it is the parent's key for the
-        // node, chosen for being above. Only keys and slots are read on the way down (not
-        // the header: the height says where the leaves are, and a slot past `count` is
-        // NO_INDEX, which indexes no node).
+        // Below the root, a node's last key is above `addr`: by invariant (b) it equals the
+        // parent's key for the node, chosen for being above. Only keys and slots are read
+        // on the way down (not the header: the height says where the leaves are, and a slot
+        // past `count` is NO_INDEX, which indexes no node).
         let mut node = &self.nodes[idx(self.root)];
         let mut i = rank::<false>(node, addr);
         for _ in 1..self.height {

@@ -1334,7 +1334,7 @@ fn walk_free_list(
 
 /// Where the first byte that is not zero lies in `bytes`. Tests 64 bytes at a time, with
 /// an OR the compiler turns into vector instructions: a byte at a time, the known-zero
-/// check of a 256 MiB guest's free blocks took 200 ms.
+/// check of a dense copy of a 256 MiB guest's RAM file took 200 ms.
 fn first_nonzero(bytes: &[u8]) -> Option<usize> {
     const RUN: usize = 64;
     let mut runs = bytes.chunks_exact(RUN);
@@ -1765,18 +1765,14 @@ mod tests {
 
     #[test]
     fn first_nonzero_finds_the_first_set_byte_wherever_it_lies() {
-        for len in [0, 1, 63, 64, 65, 200, 4096] {
+        let lengths = (0..=200).chain([4095, 4096]);
+        for len in lengths {
             let zeros = vec![0u8; len];
             assert_eq!(first_nonzero(&zeros), None, "{len} zeros");
-            for at in [0, 1, 62, 63, 64, 127, 128, 130, 199, 4000, 4095]
-                .into_iter()
-                .filter(|&at| at < len)
-            {
+            for at in 0..len {
                 let mut bytes = zeros.clone();
-                bytes[at] = 0x80;
-                if at + 1 < len {
-                    bytes[len - 1] = 1; // a later byte does not hide the first
-                }
+                bytes[at] = if at % 2 == 0 { 0x80 } else { 1 };
+                bytes[len - 1] |= 0x10; // a later byte does not hide the first
                 assert_eq!(first_nonzero(&bytes), Some(at), "{len} bytes, the first set at {at}");
             }
         }

@@ -31,9 +31,13 @@ use std::fmt::Write;
 
 /// Task slots read at most: a larger count in `vmcoreinfo` is corrupt.
 pub const MAX_TASK_SLOTS: u64 = 4096;
-/// Arena slots read at most: a tree can hold `MAX_MAP_COUNT` VMAs, and its arenas keep
-/// freed slots for reuse, so twice that, and as many nodes.
+/// VMA arena slots read at most: a tree can hold `MAX_MAP_COUNT` VMAs, and its arena
+/// keeps freed slots for reuse, so twice that.
 const MAX_ARENA: u64 = 2 * MAX_MAP_COUNT as u64;
+/// Node arena slots read at most: every node but the root holds at least half a node's
+/// entries, so `MAX_MAP_COUNT` VMAs take about `MAX_MAP_COUNT` / 15 nodes; this is twice
+/// that (4 MiB of nodes).
+const MAX_NODES: u64 = MAX_ARENA / (VMA_FANOUT as u64 / 2);
 
 /// A process, as `ps` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -133,9 +137,9 @@ pub fn vmas(view: &mut View<'_, '_>, mm: &MmStruct) -> Result<Vec<Vma>, InspectE
         return Ok(Vec::new());
     }
     let corrupt = |what: String| InspectError::Corrupt(format!("VMA tree: {what}"));
-    if mm.nr_vma_nodes > MAX_ARENA || mm.nr_vmas > MAX_ARENA {
+    if mm.nr_vma_nodes > MAX_NODES || mm.nr_vmas > MAX_ARENA {
         return Err(corrupt(format!(
-            "{} nodes and {} VMAs in its arenas (at most {MAX_ARENA} each)",
+            "{} nodes and {} VMAs in its arenas (at most {MAX_NODES} and {MAX_ARENA})",
             mm.nr_vma_nodes, mm.nr_vmas
         )));
     }
