@@ -35,8 +35,8 @@ pub const MAX_TASK_SLOTS: u64 = 4096;
 /// keeps freed slots for reuse, so twice that.
 const MAX_ARENA: u64 = 2 * MAX_MAP_COUNT as u64;
 /// Node arena slots read at most: every node but the root holds at least half a node's
-/// entries, so `MAX_MAP_COUNT` VMAs take about `MAX_MAP_COUNT` / 15 nodes; this is twice
-/// that (4 MiB of nodes).
+/// entries, so `MAX_MAP_COUNT` VMAs take about `MAX_MAP_COUNT` / 15 nodes; this is nearly
+/// twice that (4 MiB of nodes).
 const MAX_NODES: u64 = MAX_ARENA / (VMA_FANOUT as u64 / 2);
 
 /// A process, as `ps` shows it.
