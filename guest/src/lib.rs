@@ -3,6 +3,7 @@
 //!
 //! - [`anon`]: anonymous user pages: demand-zero, fork sharing, copy-on-write.
 //! - [`elf`]: the ELF loader's validation of user programs.
+//! - [`hint`]: code-generation hints for hot paths (an address hidden from the optimiser).
 //! - [`e820`]: sanitising the firmware memory map, as Linux's `e820__update_table`.
 //! - [`cmdline`]: the kernel command line.
 //! - [`buddy`]: the buddy page allocator with per-CPU order-0 caches.
@@ -24,6 +25,7 @@ pub mod buddy;
 pub mod cmdline;
 pub mod e820;
 pub mod elf;
+pub mod hint;
 pub mod lru;
 pub mod memblock;
 pub mod pager;

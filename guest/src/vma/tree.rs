@@ -21,6 +21,7 @@
 //! maple tree makes the same choices (wide nodes, keys are range ends, no half-empty
 //! nodes on append) for the same reason: few cache lines per lookup.
 
+use crate::hint::hide;
 use alloc::vec::Vec;
 use shared::process::{Vma, VmaNode, NO_INDEX, VMA_FANOUT, VMA_TREE_MAX_HEIGHT};
 
@@ -145,10 +146,13 @@ impl VmaTree {
         // parent's key for the node, chosen for being above. Only keys and slots are read
         // on the way down (not the header: the height says where the leaves are, and a slot
         // past `count` is NO_INDEX, which indexes no node).
-        let mut node = &self.nodes[idx(self.root)];
+        // `hide` makes the compiler add arena and offset once per node; otherwise it adds
+        // them in every compare's address, and an indexed compare is two micro-ops instead
+        // of one on Intel cores, so fewer finds fit in flight (docs/PERFORMANCE.md).
+        let mut node = hide(&self.nodes[idx(self.root)]);
         let mut i = rank::<false>(node, addr);
         for _ in 1..self.height {
-            node = self.nodes.get(idx(*node.slots.get(i)?))?;
+            node = hide(self.nodes.get(idx(*node.slots.get(i)?))?);
             i = rank::<true>(node, addr);
         }
         node.slots.get(i).copied().filter(|&slot| slot != NO_INDEX)
