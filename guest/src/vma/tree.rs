@@ -147,8 +147,8 @@ impl VmaTree {
         // on the way down (not the header: the height says where the leaves are, and a slot
         // past `count` is NO_INDEX, which indexes no node).
         // `hide` makes the compiler add arena and offset once per node; otherwise it adds
-        // them in every compare's address, and an indexed compare is two micro-ops instead
-        // of one on Intel cores, so fewer finds fit in flight (docs/PERFORMANCE.md).
+        // them in every compare's address, and Intel cores split a compare with an indexed
+        // address into two micro-ops, so fewer finds fit in flight (docs/PERFORMANCE.md).
         let mut node = hide(&self.nodes[idx(self.root)]);
         let mut i = rank::<false>(node, addr);
         for _ in 1..self.height {
