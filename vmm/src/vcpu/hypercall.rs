@@ -110,7 +110,6 @@ fn page_work(
     swap: Option<&SwapDevice>,
     request: &Request,
 ) -> Result<(), String> {
-    let page = |gpa: u64| ram_page(mem, gpa);
     if [SWAP_WRITE, SWAP_READ, SWAP_WRITE_BATCH].contains(&request.nr) {
         let device = swap.ok_or(
             "swap hypercall: this guest has no swap device (start it with --swap-file and --swap)",
@@ -118,7 +117,7 @@ fn page_work(
         if request.nr == SWAP_WRITE_BATCH {
             return swap_write_batch(mem, device, request);
         }
-        let slice = page(request.arg)?;
+        let slice = ram_page(mem, request.arg)?;
         let mut bytes = [0u8; 4096];
         return if request.nr == SWAP_WRITE {
             slice.copy_to(&mut bytes[..]);
@@ -130,7 +129,7 @@ fn page_work(
         };
     }
     if request.nr == COPY_PAGE {
-        let (from, to) = (page(request.arg)?, page(request.len)?);
+        let (from, to) = (ram_page(mem, request.arg)?, ram_page(mem, request.len)?);
         if request.arg == request.len {
             return Err(format!("page-work hypercall: copy of {:#x} onto itself", request.arg));
         }
@@ -164,7 +163,7 @@ fn page_work(
         // they read as zero all the same.
     }
     for index in 0..request.len {
-        page(request.arg.saturating_add(index * 4096))?.copy_from(&ZEROS[..]);
+        ram_page(mem, request.arg.saturating_add(index * 4096))?.copy_from(&ZEROS[..]);
     }
     Ok(())
 }
